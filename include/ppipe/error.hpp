@@ -1,0 +1,75 @@
+#pragma once
+/// @file
+/// @brief ppipe::error, the one exception type the library throws, and its stable ids.
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace ppipe {
+
+/// @brief What kind of failure an error is. Each value has a stable id (see to_id()) that starts
+/// every message, so that logs can be searched and tests can match on it.
+enum class errc : int {
+  invalid_argument = 1,  ///< a value given to ppipe is out of range or inconsistent
+  invalid_schedule,      ///< a schedule is incomplete, misordered, or its transfers do not match
+  deadlock,              ///< a schedule's ranks would wait for each other forever
+  parse_error,           ///< text (an action, a command line) could not be read
+  timeout,               ///< a wait ran past its deadline
+  backend,               ///< CUDA, NCCL or MPI reported a failure
+  unsupported,           ///< a feature that this build or configuration does not provide
+};
+
+/// @brief The stable id of an error kind, e.g. "ppipe.invalid_argument".
+constexpr std::string_view to_id(errc code) noexcept {
+  switch (code) {
+    case errc::invalid_argument: return "ppipe.invalid_argument";
+    case errc::invalid_schedule: return "ppipe.invalid_schedule";
+    case errc::deadlock: return "ppipe.deadlock";
+    case errc::parse_error: return "ppipe.parse_error";
+    case errc::timeout: return "ppipe.timeout";
+    case errc::backend: return "ppipe.backend";
+    case errc::unsupported: return "ppipe.unsupported";
+  }
+  return "ppipe.unknown";
+}
+
+/// @brief The exception ppipe throws. `what()` reads "[<id>] <message>", where the message names
+/// the offending values and how to fix them.
+class error : public std::runtime_error {
+ public:
+  error(errc code, const std::string& message)
+      : std::runtime_error("[" + std::string(to_id(code)) + "] " + message), code_(code) {}
+
+  /// @brief The kind of failure.
+  [[nodiscard]] errc code() const noexcept { return code_; }
+  /// @brief The stable id, e.g. "ppipe.deadlock".
+  [[nodiscard]] std::string_view id() const noexcept { return to_id(code_); }
+  /// @brief The message without the "[id] " prefix.
+  [[nodiscard]] std::string_view message() const noexcept {
+    return std::string_view(what()).substr(id().size() + 3);
+  }
+
+ private:
+  errc code_;
+};
+
+namespace detail {
+
+/// Streams every part into one string; the building block of error messages.
+template <class... Parts>
+[[nodiscard]] std::string concat(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+
+/// Throws ppipe::error(code, concat(parts...)).
+template <class... Parts>
+[[noreturn]] void fail(errc code, const Parts&... parts) {
+  throw error(code, concat(parts...));
+}
+
+}  // namespace detail
+}  // namespace ppipe
