@@ -1,0 +1,87 @@
+#pragma once
+/// @file
+/// @brief Plain-language warnings about a planned pipeline: too few microbatches, a large bubble,
+/// a pipeline slower than one device.
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/schedule/schedule.hpp"
+#include "ppipe/schedule/simulate.hpp"
+
+namespace ppipe {
+
+/// @brief The textbook bubble share of a step, (p-1)/(v*m + p-1), for GPipe and 1F1B (v = 1) and
+/// interleaved 1F1B with equal stage costs and free transfers.
+constexpr double ideal_bubble_fraction(int ranks, int microbatches, int virtual_stages = 1) {
+  return static_cast<double>(ranks - 1) /
+         (static_cast<double>(virtual_stages) * microbatches + ranks - 1);
+}
+
+/// @brief The smallest m whose textbook bubble is at most `max_bubble` (0 < max_bubble < 1),
+/// rounded up to a multiple of `multiple_of`.
+inline int microbatches_for_bubble(int ranks, double max_bubble, int virtual_stages = 1,
+                                   int multiple_of = 1) {
+  if (!(max_bubble > 0 && max_bubble < 1)) {
+    detail::fail(errc::invalid_argument, "bubble target ", max_bubble, " must lie strictly between 0 and 1");
+  }
+  const double needed = (ranks - 1) * (1 - max_bubble) / (max_bubble * virtual_stages);
+  int m = std::max(1, static_cast<int>(std::ceil(needed - 1e-9)));
+  if (multiple_of > 1) m = ((m + multiple_of - 1) / multiple_of) * multiple_of;
+  return m;
+}
+
+/// @brief Thresholds for advise().
+struct advice_options {
+  double max_bubble = 0.2;  ///< warn when ranks idle more than this share of the step
+};
+
+/// @brief Warnings for a simulated schedule, each one sentence with the numbers and what to change.
+/// Empty when nothing is worth saying.
+inline std::vector<std::string> advise(const schedule& s, const simulation& sim, advice_options options = {}) {
+  std::vector<std::string> out;
+  const int p = s.num_ranks();
+  const int m = s.microbatches;
+  const int v = s.num_stages() / p;
+  const int multiple = s.name == "interleaved_1f1b" && v > 1 ? p : 1;
+  const auto percent = [](double x) { return detail::concat(std::round(x * 1000) / 10, "%"); };
+  if (p > 1 && m < p) {
+    out.push_back(detail::concat(
+        "m=", m, " microbatches cannot fill p=", p, " ranks: at most ", m,
+        " ranks ever work at once; use m >= ", p, s.mode == schedule_mode::inference ? " requests in flight" : "",
+        " (m >= ", microbatches_for_bubble(p, options.max_bubble, v, multiple), " keeps the bubble under ",
+        percent(options.max_bubble), ")"));
+  } else if (p > 1 && sim.bubble_fraction() > options.max_bubble) {
+    const std::string idle = detail::concat("ranks idle ", percent(sim.bubble_fraction()), " of the step");
+    const double ideal = ideal_bubble_fraction(p, m, v);
+    const auto busiest = std::max_element(sim.busy.begin(), sim.busy.end());
+    const double mean = sim.total_busy() / p;
+    if (ideal > options.max_bubble) {
+      out.push_back(detail::concat(
+          idle, " (the bubble); with p=", p, v > 1 ? detail::concat(" and v=", v) : std::string(),
+          ", about m >= ", microbatches_for_bubble(p, options.max_bubble, v, multiple),
+          " brings it under ", percent(options.max_bubble), " (m=", m, " now)"));
+    } else if (*busiest > mean * 1.05) {
+      out.push_back(detail::concat(
+          idle, ", though m=", m, " would idle only ", percent(ideal),
+          " with balanced stages: rank ", busiest - sim.busy.begin(), " computes ", *busiest,
+          " against ", mean, " on average and sets the pace; move layers off it"));
+    } else {
+      out.push_back(detail::concat(
+          idle, ", though m=", m, " would idle only ", percent(ideal),
+          " with free transfers: ranks wait for their messages; overlap or shrink the transfers"));
+    }
+  }
+  if (p > 1 && sim.speedup() < 1.0) {
+    out.push_back(detail::concat(
+        "this pipeline is slower than one device running every stage in turn (speedup ",
+        std::round(sim.speedup() * 100) / 100, "x): transfers or the bubble cost more than "
+        "splitting the work saves; use more microbatches, fewer ranks, or cheaper transfers"));
+  }
+  return out;
+}
+
+}  // namespace ppipe

@@ -1,0 +1,44 @@
+#pragma once
+/// @file
+/// @brief Forward-only schedule for inference: several requests (microbatches) in flight so that
+/// every stage works on a different one at the same time.
+
+#include <algorithm>
+#include <string_view>
+
+#include "ppipe/schedule/communication.hpp"
+#include "ppipe/schedule/schedule.hpp"
+
+namespace ppipe::schedules {
+
+/// @brief Forward only. With one stage per rank every rank runs microbatches 0..m-1 in order, so
+/// after p-1 steps of fill all ranks are busy. With v stages per rank (looped placement) each
+/// rank walks microbatches in groups of p: chunk 0 for the group, then chunk 1, and so on, so
+/// that the group's data keeps moving round the ring of ranks. Any m >= 1 works.
+struct forward_only {
+  static constexpr std::string_view name = "forward_only";
+
+  static schedule generate(const schedule_params& params) {
+    detail::check_params(params, "forward_only");
+    const int p = params.ranks;
+    const int m = params.microbatches;
+    const int v = params.virtual_stages;
+    schedule s{std::string(name), placement::looped(p, v), m, schedule_mode::inference, {}};
+    s.ranks.resize(static_cast<std::size_t>(p));
+    for (int r = 0; r < p; ++r) {
+      auto& list = s.ranks[static_cast<std::size_t>(r)];
+      list.reserve(static_cast<std::size_t>(m) * static_cast<std::size_t>(v));
+      for (int first = 0; first < m; first += p) {
+        const int end = std::min(m, first + p);
+        for (int chunk = 0; chunk < v; ++chunk) {
+          for (int mb = first; mb < end; ++mb) {
+            list.push_back({chunk * p + r, mb, action_kind::forward});
+          }
+        }
+      }
+    }
+    return add_communication(std::move(s));
+  }
+};
+
+}  // namespace ppipe::schedules

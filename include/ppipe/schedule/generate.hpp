@@ -1,0 +1,52 @@
+#pragma once
+/// @file
+/// @brief Schedule policies: the concept every schedule tag satisfies, and generation by tag or by
+/// name.
+
+#include <concepts>
+#include <string>
+#include <string_view>
+
+#include "ppipe/error.hpp"
+#include "ppipe/schedule/forward_only.hpp"
+#include "ppipe/schedule/gpipe.hpp"
+#include "ppipe/schedule/interleaved_1f1b.hpp"
+#include "ppipe/schedule/one_f_one_b.hpp"
+#include "ppipe/schedule/schedule.hpp"
+
+namespace ppipe {
+
+/// @brief A schedule policy: an empty tag type with a `name` and a static `generate(params)` that
+/// returns a complete schedule. ppipe's are in ppipe::schedules; a user's own type works the same.
+template <class Policy>
+concept schedule_policy = requires(const schedule_params& params) {
+  { Policy::name } -> std::convertible_to<std::string_view>;
+  { Policy::generate(params) } -> std::same_as<schedule>;
+};
+
+/// @brief Generates the schedule of `Policy` for `params`.
+template <schedule_policy Policy>
+schedule make_schedule(Policy, const schedule_params& params) {
+  return Policy::generate(params);
+}
+
+/// @brief The names make_schedule(std::string_view, ...) accepts.
+inline constexpr std::string_view schedule_names[] = {
+    schedules::gpipe::name, schedules::one_f_one_b::name, schedules::interleaved_1f1b::name,
+    schedules::forward_only::name};
+
+/// @brief Generates a built-in schedule chosen at run time: "gpipe", "1f1b", "interleaved_1f1b"
+/// (also "interleaved") or "forward_only".
+inline schedule make_schedule(std::string_view name, const schedule_params& params) {
+  if (name == schedules::gpipe::name) return schedules::gpipe::generate(params);
+  if (name == schedules::one_f_one_b::name) return schedules::one_f_one_b::generate(params);
+  if (name == schedules::interleaved_1f1b::name || name == "interleaved") {
+    return schedules::interleaved_1f1b::generate(params);
+  }
+  if (name == schedules::forward_only::name) return schedules::forward_only::generate(params);
+  std::string known;
+  for (std::string_view n : schedule_names) known += (known.empty() ? "" : ", ") + std::string(n);
+  detail::fail(errc::invalid_argument, "unknown schedule \"", name, "\"; use one of ", known);
+}
+
+}  // namespace ppipe

@@ -1,0 +1,111 @@
+#pragma once
+/// @file
+/// @brief The rank-by-time chart that pipeline papers draw, as text for a terminal.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/schedule/schedule.hpp"
+#include "ppipe/schedule/simulate.hpp"
+
+namespace ppipe {
+
+/// @brief How render_timeline() lays out the chart.
+struct timeline_options {
+  /// Characters per line; a longer chart is wrapped into blocks, each with its time range.
+  int width = 100;
+  /// Time per character column; 0 picks the widest scale at which the shortest action still
+  /// shows its whole label.
+  double time_per_column = 0.0;
+};
+
+namespace detail {
+
+/// "F5", or "2F5" when ranks hold several stages and the stage must be told apart.
+inline std::string timeline_label(const action& a, bool show_stage) {
+  return (show_stage ? std::to_string(a.stage) : std::string()) + std::string(code(a.kind)) +
+         std::to_string(a.microbatch);
+}
+
+}  // namespace detail
+
+/// @brief Draws a simulation (recorded with `record_timeline`) as one row per rank: each action
+/// starts with its label ("F3", "B0"; with the stage in front, "5F3", when ranks hold several
+/// stages) and fills its duration with spaces; '.' is idle time.
+inline std::string render_timeline(const schedule& s, const simulation& sim, timeline_options options = {}) {
+  if (sim.timeline.size() != s.ranks.size()) {
+    detail::fail(errc::invalid_argument, "the simulation has ", sim.timeline.size(),
+                 " timeline rows for a schedule of ", s.ranks.size(),
+                 " ranks; simulate this schedule with record_timeline = true");
+  }
+  if (options.width < 20) {
+    detail::fail(errc::invalid_argument, "timeline width ", options.width, " is too narrow; use 20 or more");
+  }
+  const bool show_stage = s.num_stages() > s.num_ranks();
+  double shortest = 0.0;
+  std::size_t longest_label = 1;
+  for (const auto& row : sim.timeline) {
+    for (const timed_action& t : row) {
+      const double d = t.end - t.start;
+      if (d > 0 && (shortest == 0.0 || d < shortest)) shortest = d;
+      longest_label = std::max(longest_label, detail::timeline_label(t.act, show_stage).size());
+    }
+  }
+  // With an automatic scale the shortest action spans `step` columns; wrapping at a multiple of
+  // it keeps each block's time range a round number of such actions.
+  std::size_t step = 1;
+  double per_column = options.time_per_column;
+  if (!(per_column > 0)) {
+    step = longest_label + 1;
+    per_column = shortest > 0 ? shortest / static_cast<double>(step) : 1.0;
+  }
+  const auto column = [&](double t) { return static_cast<std::size_t>(std::llround(t / per_column)); };
+  const std::size_t columns = std::max<std::size_t>(column(sim.makespan), 1);
+  constexpr std::size_t max_columns = 1 << 20;
+  if (columns > max_columns) {
+    detail::fail(errc::invalid_argument, "the timeline would be ", columns,
+                 " characters long; raise time_per_column above ", per_column,
+                 " or simulate fewer microbatches");
+  }
+
+  std::vector<std::string> rows(s.ranks.size(), std::string(columns, '.'));
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    for (const timed_action& t : sim.timeline[r]) {
+      const std::size_t from = std::min(column(t.start), columns);
+      const std::size_t to = std::min(column(t.end), columns);
+      if (to <= from) continue;
+      const std::string label = detail::timeline_label(t.act, show_stage);
+      for (std::size_t c = from; c < to; ++c) {
+        rows[r][c] = c - from < label.size() ? label[c - from] : ' ';
+      }
+    }
+  }
+
+  const std::string prefix_model = "rank " + std::to_string(rows.size() - 1) + " |";
+  std::size_t usable = std::max<std::size_t>(
+      static_cast<std::size_t>(options.width) - std::min<std::size_t>(prefix_model.size(), 40), 10);
+  usable = std::max(step, usable / step * step);
+  std::ostringstream out;
+  out << "one column = " << per_column << " time units; '.' = idle\n";
+  for (std::size_t first = 0; first < columns; first += usable) {
+    const std::size_t last = std::min(columns, first + usable);
+    out << "time " << static_cast<double>(first) * per_column << " .. "
+        << static_cast<double>(last) * per_column << '\n';
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      std::string prefix = "rank " + std::to_string(r);
+      prefix.resize(prefix_model.size() - 1, ' ');
+      std::string body = rows[r].substr(first, last - first);
+      while (!body.empty() && body.back() == ' ') body.pop_back();
+      out << prefix << '|' << body << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace ppipe
