@@ -1,0 +1,113 @@
+# ppipe's optional backend components. Each is a header-only INTERFACE target over the core:
+#   ppipe::cuda   CUDA runtime + cuBLAS             (PPIPE_ENABLE_CUDA, needs CUDAToolkit)
+#   ppipe::nccl   NCCL, on top of ppipe::cuda       (PPIPE_ENABLE_NCCL, needs NCCL and ppipe::cuda)
+#   ppipe::mpi    MPI's C API                        (PPIPE_ENABLE_MPI, needs MPI)
+# A component defaults to ON when its dependency is found, so a plain configure builds everything the
+# machine can; asking for one explicitly (=ON) without its dependency is an error rather than a
+# silent OFF, because the caller clearly meant to get it.
+include_guard(GLOBAL)
+
+# _ppipe_component_option(<VAR> <doc> <found>): the option defaults to <found> on first configure.
+macro(_ppipe_component_option var doc found)
+  if(${found})
+    option(${var} "${doc}" ON)
+  else()
+    option(${var} "${doc}" OFF)
+  endif()
+endmacro()
+
+# --- cuda ----------------------------------------------------------------------------------------
+# An explicit OFF skips the search: a user turning CUDA off may have a broken toolkit around.
+if(NOT DEFINED PPIPE_ENABLE_CUDA OR PPIPE_ENABLE_CUDA)
+  find_package(CUDAToolkit QUIET)
+endif()
+_ppipe_component_option(PPIPE_ENABLE_CUDA "Provide ppipe::cuda (needs the CUDA toolkit)" CUDAToolkit_FOUND)
+if(PPIPE_ENABLE_CUDA AND NOT CUDAToolkit_FOUND)
+  message(FATAL_ERROR
+    "ppipe: PPIPE_ENABLE_CUDA is ON but the CUDA toolkit (CUDAToolkit) was not found. "
+    "Set CUDAToolkit_ROOT to its prefix (e.g. -DCUDAToolkit_ROOT=/usr/local/cuda), "
+    "or configure with -DPPIPE_ENABLE_CUDA=OFF.")
+endif()
+if(PPIPE_ENABLE_CUDA AND NOT TARGET CUDA::cublas)
+  message(FATAL_ERROR
+    "ppipe: PPIPE_ENABLE_CUDA is ON but the CUDA toolkit at '${CUDAToolkit_LIBRARY_ROOT}' has no "
+    "cuBLAS (CUDA::cublas). Install cuBLAS, point CUDAToolkit_ROOT at a full toolkit, "
+    "or configure with -DPPIPE_ENABLE_CUDA=OFF.")
+endif()
+
+# --- nccl ----------------------------------------------------------------------------------------
+if(PPIPE_ENABLE_CUDA AND (NOT DEFINED PPIPE_ENABLE_NCCL OR PPIPE_ENABLE_NCCL))
+  find_package(NCCL QUIET)
+endif()
+_ppipe_component_option(PPIPE_ENABLE_NCCL "Provide ppipe::nccl (needs NCCL and PPIPE_ENABLE_CUDA)" NCCL_FOUND)
+if(PPIPE_ENABLE_NCCL AND NOT PPIPE_ENABLE_CUDA)
+  message(FATAL_ERROR
+    "ppipe: PPIPE_ENABLE_NCCL is ON but PPIPE_ENABLE_CUDA is OFF; ppipe::nccl builds on ppipe::cuda. "
+    "Enable CUDA, or configure with -DPPIPE_ENABLE_NCCL=OFF.")
+endif()
+if(PPIPE_ENABLE_NCCL AND NOT NCCL_FOUND)
+  message(FATAL_ERROR
+    "ppipe: PPIPE_ENABLE_NCCL is ON but NCCL (nccl.h, libnccl) was not found. "
+    "Set NCCL_ROOT to its prefix (e.g. -DNCCL_ROOT=/opt/nccl), or configure with -DPPIPE_ENABLE_NCCL=OFF.")
+endif()
+
+# --- mpi -----------------------------------------------------------------------------------------
+# ppipe uses MPI's C API only; the deprecated C++ bindings would add a library and warnings.
+set(MPI_CXX_SKIP_MPICXX ON)
+if(NOT DEFINED PPIPE_ENABLE_MPI OR PPIPE_ENABLE_MPI)
+  find_package(MPI QUIET COMPONENTS CXX)
+endif()
+_ppipe_component_option(PPIPE_ENABLE_MPI "Provide ppipe::mpi (needs MPI)" MPI_CXX_FOUND)
+if(PPIPE_ENABLE_MPI AND NOT MPI_CXX_FOUND)
+  message(FATAL_ERROR
+    "ppipe: PPIPE_ENABLE_MPI is ON but MPI (C++ component) was not found. "
+    "Set MPI_HOME to the MPI installation's prefix (e.g. -DMPI_HOME=/usr/lib/x86_64-linux-gnu/openmpi), "
+    "or configure with -DPPIPE_ENABLE_MPI=OFF.")
+endif()
+
+# --- the targets ---------------------------------------------------------------------------------
+set(PPIPE_COMPONENTS "")
+if(PPIPE_ENABLE_CUDA)
+  add_library(ppipe_cuda INTERFACE)
+  add_library(ppipe::cuda ALIAS ppipe_cuda)
+  set_target_properties(ppipe_cuda PROPERTIES EXPORT_NAME cuda)
+  # Only host API (runtime + cuBLAS): no cuda_std_* feature, which would force CUDA as a language on
+  # every consumer, and CMake 3.25.1 does not know cuda_std_20 anyway.
+  target_link_libraries(ppipe_cuda INTERFACE ppipe::ppipe CUDA::cudart CUDA::cublas)
+  list(APPEND PPIPE_COMPONENTS cuda)
+endif()
+
+if(PPIPE_ENABLE_NCCL)
+  add_library(ppipe_nccl INTERFACE)
+  add_library(ppipe::nccl ALIAS ppipe_nccl)
+  set_target_properties(ppipe_nccl PROPERTIES EXPORT_NAME nccl)
+  target_link_libraries(ppipe_nccl INTERFACE ppipe::cuda NCCL::NCCL)
+  list(APPEND PPIPE_COMPONENTS nccl)
+endif()
+
+if(PPIPE_ENABLE_MPI)
+  add_library(ppipe_mpi INTERFACE)
+  add_library(ppipe::mpi ALIAS ppipe_mpi)
+  set_target_properties(ppipe_mpi PROPERTIES EXPORT_NAME mpi)
+  target_link_libraries(ppipe_mpi INTERFACE ppipe::ppipe MPI::MPI_CXX)
+  list(APPEND PPIPE_COMPONENTS mpi)
+endif()
+
+set(_ppipe_summary "")
+foreach(_ppipe_c cuda nccl mpi)
+  string(TOUPPER "${_ppipe_c}" _ppipe_C)
+  if(PPIPE_ENABLE_${_ppipe_C})
+    set(_ppipe_state "ON")
+    if(_ppipe_c STREQUAL "cuda")
+      string(APPEND _ppipe_state " (CUDA ${CUDAToolkit_VERSION})")
+    elseif(_ppipe_c STREQUAL "nccl")
+      string(APPEND _ppipe_state " (NCCL ${NCCL_VERSION})")
+    else()
+      string(APPEND _ppipe_state " (MPI ${MPI_CXX_VERSION})")
+    endif()
+  else()
+    set(_ppipe_state "OFF")
+  endif()
+  string(APPEND _ppipe_summary " ${_ppipe_c}=${_ppipe_state}")
+endforeach()
+message(STATUS "ppipe ${PROJECT_VERSION} components: core=ON${_ppipe_summary}")

@@ -1,0 +1,10 @@
+#pragma once
+/// @file
+/// @brief The CUDA backend (link ppipe::cuda). Opt-in: <ppipe/ppipe.hpp> never includes CUDA headers.
+
+#include <ppipe/config.hpp>
+#include <ppipe/error.hpp>
+#include <ppipe/version.hpp>
+
+#include <ppipe/backend/cuda/device.hpp>
+#include <ppipe/backend/cuda/error.hpp>
