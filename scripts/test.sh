@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's second command, and what CI runs: on a fresh machine, installs what is missing,
+# builds every test, example and benchmark with warnings as errors and runs the whole suite
+# (ctest preset "ci"), then builds the host tests under AddressSanitizer + UndefinedBehaviorSanitizer
+# and runs them again (preset "asan").
+#   PPIPE_SANITIZERS=0 scripts/test.sh   skips the sanitizer pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+jobs="$(nproc)"
+
+echo "== build and test: preset ci (warnings as errors)"
+cmake --preset ci
+cmake --build --preset ci -j "${jobs}"
+ctest --preset ci -j "${jobs}"
+
+if [[ "${PPIPE_SANITIZERS:-1}" != 0 ]]; then
+  echo "== host tests under ASan + UBSan: preset asan"
+  cmake --preset asan
+  cmake --build --preset asan -j "${jobs}"
+  ctest --preset asan -j "${jobs}"
+fi
