@@ -26,6 +26,7 @@ struct options {
   std::vector<double> forward{1.0};
   std::vector<double> backward{2.0};
   double transfer = 0.0;
+  ppipe::transfer_model transfers = ppipe::transfer_model::rendezvous;
   std::optional<double> activation_mib;
   int width = 100;
   bool timeline = true;
@@ -41,6 +42,8 @@ constexpr const char* usage = R"(usage: ppipe-plan [options]
                       stages; or a list with the time of every stage (default 1)
   --backward T[,T..]  the same for the backward (default 2)
   --transfer T        time for one activation or gradient message to arrive (default 0)
+  --transfers MODEL   rendezvous (sends wait for their receive, as NCCL's do; default) or
+                      buffered (sends never wait, as MPI_Isend's and the host backend's)
   --activation-mib X  MiB of activations one rank's share of the model keeps per microbatch
                       (prints the peak memory of each rank)
   --width N           characters per timeline line (default 100)
@@ -108,6 +111,15 @@ options parse(int argc, char** argv) {
       o.backward = to_list(flag, value());
     } else if (flag == "--transfer") {
       o.transfer = to_double(flag, value());
+    } else if (flag == "--transfers") {
+      const std::string model = value();
+      if (model == "rendezvous") {
+        o.transfers = ppipe::transfer_model::rendezvous;
+      } else if (model == "buffered") {
+        o.transfers = ppipe::transfer_model::buffered;
+      } else {
+        ppipe::detail::fail(ppipe::errc::parse_error, "--transfers takes rendezvous or buffered, not \"", model, "\"");
+      }
     } else if (flag == "--activation-mib") {
       o.activation_mib = to_double(flag, value());
     } else if (flag == "--width") {
@@ -161,8 +173,9 @@ row plan(const options& o, const std::string& name, bool compare) {
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
   if (compare && (name == "gpipe" || name == "1f1b")) v = 1;
   const ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
-  ppipe::validate(s);
-  const ppipe::simulation sim = ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {o.timeline});
+  ppipe::validate(s, o.transfers);
+  const ppipe::simulation sim =
+      ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {o.timeline, o.transfers});
   std::size_t transfers = 0;
   for (const auto& list : s.ranks) {
     for (const ppipe::action& a : list) transfers += ppipe::is_transfer(a.kind) ? 1 : 0;
@@ -171,8 +184,15 @@ row plan(const options& o, const std::string& name, bool compare) {
 
   std::cout << "== " << s.name << ": p=" << p << " ranks, m=" << s.microbatches << " microbatches, "
             << s.num_stages() << " stages (" << v << " per rank) ==\n"
-            << "valid and deadlock-free: " << s.size() << " actions, " << transfers << " of them transfers\n";
-  if (o.timeline) std::cout << ppipe::render_timeline(s, sim, {o.width, 0.0});
+            << "valid and deadlock-free (" << ppipe::to_string(o.transfers) << " transfers): " << s.size()
+            << " actions, " << transfers << " of them transfers\n";
+  if (o.timeline) {
+    try {
+      std::cout << ppipe::render_timeline(s, sim, {o.width, 0.0, 1 << 12});
+    } catch (const ppipe::error& e) {
+      std::cout << "(timeline not drawn: " << e.message() << ")\n";
+    }
+  }
   std::cout << "rank  busy      idle      idle     peak activations: microbatches of the rank's share"
                " (and of each stage)\n";
   for (int r = 0; r < p; ++r) {
@@ -216,7 +236,7 @@ int main(int argc, char** argv) {
       try {
         rows.push_back(plan(o, name, true));
       } catch (const ppipe::error& e) {
-        std::cout << "== " << name << ": not possible here: " << e.message() << "\n\n";
+        std::cout << "== " << name << ": not possible with these numbers: " << e.message() << "\n\n";
       }
     }
     std::cout << "schedule           step time  bubble   peak activations  speedup  transfers\n"
@@ -230,5 +250,8 @@ int main(int argc, char** argv) {
   } catch (const ppipe::error& e) {
     std::cerr << "ppipe-plan: " << e.what() << "\n";
     return 2;
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc for a plan too large for this machine
+    std::cerr << "ppipe-plan: " << e.what() << "\n";
+    return 1;
   }
 }

@@ -13,6 +13,7 @@
 #include "ppipe/schedule/generate.hpp"
 #include "ppipe/schedule/grid.hpp"
 #include "ppipe/schedule/placement.hpp"
+#include "ppipe/schedule/problem.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/simulate.hpp"
 #include "ppipe/schedule/timeline.hpp"

@@ -73,6 +73,15 @@ TEST_CASE("a bubble from a slow stage or slow transfers is not blamed on m") {
   CHECK_THAT(slow_wire[0], contains("with free transfers") && contains("overlap or shrink the transfers"));
 }
 
+TEST_CASE("a schedule that idles even when balanced is told how many microbatches it needs") {
+  // Forward-only with v=2: m=6 on p=4 leaves a partial group that idles the ring (29.4% of the
+  // step) although the textbook formula would promise 20%; m=8 is the next that works.
+  const auto lines = advice_for("forward_only", {4, 6, 2});
+  REQUIRE(lines.size() == 1);
+  CHECK_THAT(lines[0], contains("ranks idle 29.4% of the step (the bubble); with p=4 and v=2, about m >= 8"));
+  CHECK(advice_for("forward_only", {4, 8, 2}).empty());
+}
+
 TEST_CASE("a pipeline slower than one device is called out") {
   const auto lines = advice_for("1f1b", {4, 4, 1}, ppipe::cost_model::uniform(1, 2, 20));
   CHECK_THAT(joined(lines), contains("slower than one device"));

@@ -92,7 +92,8 @@ TEST_CASE("peak activations: GPipe holds m, 1F1B min(p-s, m), interleaved its wa
         CAPTURE(p, v, m);
         const auto sim = simulate(ppipe::make_schedule("interleaved_1f1b", {p, m, v}), cost_model::uniform(1, 2));
         for (int r = 0; r < p; ++r) {
-          const int warmup = 2 * (p - r - 1) + (v - 1) * p;
+          // Megatron's warm-up; with m == p every forward runs first.
+          const int warmup = m == p ? m * v : 2 * (p - r - 1) + (v - 1) * p;
           CHECK(sim.peak_rank_activations[static_cast<std::size_t>(r)] == std::min(m * v, warmup + 1));
         }
       }
@@ -100,17 +101,34 @@ TEST_CASE("peak activations: GPipe holds m, 1F1B min(p-s, m), interleaved its wa
   }
 }
 
-TEST_CASE("forward-only keeps one microbatch of activations per stage and fills in p-1 steps") {
+TEST_CASE("forward-only fills the ring in p-1 steps; a partial last group leaves gaps") {
+  // m = q*p + r microbatches. Full groups flow back to back: m*v + p - 1 steps when r == 0. A
+  // partial group of r < p microbatches comes back to rank 0 only p steps after it left, so each
+  // of its v-1 chunk changes idles p - r steps: q*p*v + r*v + (v-1)(p-r) + p - 1.
   for (int p = 1; p <= 6; ++p) {
     for (int v = 1; v <= 3; ++v) {
-      for (int m = p; m <= 3 * p; m += p) {
+      for (int m = 1; m <= 3 * p + 1; ++m) {
         CAPTURE(p, v, m);
-        const auto sim = simulate(ppipe::make_schedule("forward_only", {p, m, v}), cost_model::uniform(1, 2));
-        CHECK(sim.makespan == m * v + p - 1);
-        for (int peak : sim.peak_stage_activations) CHECK(peak == 1);
+        const int q = m / p;
+        const int r = m % p;
+        const int steps = r == 0 ? m * v + p - 1 : q * p * v + r * v + (v - 1) * (p - r) + p - 1;
+        for (const auto model : {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered}) {
+          const auto sim = simulate(ppipe::make_schedule("forward_only", {p, m, v}), cost_model::uniform(2, 1), {false, model});
+          CHECK(sim.makespan == 2 * steps);
+          CHECK(sim.total_busy() == 2 * p * m * v);
+        }
       }
     }
   }
+}
+
+TEST_CASE("inference frees activations after the forward and needs no backward costs") {
+  const auto s = ppipe::make_schedule("forward_only", {3, 6, 2});
+  cost_model forward_only_costs{{{1, 0, 0, 0}}, 0.0};
+  const auto sim = simulate(s, forward_only_costs);
+  for (int peak : sim.peak_stage_activations) CHECK(peak == 1);
+  CHECK_THROWS_WITH(simulate(ppipe::make_schedule("1f1b", {3, 6, 1}), forward_only_costs),
+                    contains("backward cost 0"));
 }
 
 TEST_CASE("transfers add their latency on the critical path, not on the sender") {
@@ -146,10 +164,25 @@ TEST_CASE("split backward halves are timed and free activations at W") {
   const auto s = ppipe_test::from_rows(ppipe::placement::looped(2), 1,
                                        {"0F0 0SEND_F0 0RECV_B0 0I0 0W0", "1RECV_F0 1F0 1I0 1SEND_B0 1W0"});
   const auto sim = simulate(s, cost_model{{{1, 9, 2, 3}}, 0.0});
-  // F0 F1 I1 | I0 while rank 1 runs W1 | W0.
+  // Rank 0's F; rank 1's F and I; rank 0's I while rank 1 runs its W; rank 0's W.
   CHECK(sim.makespan == 1 + 1 + 2 + 2 + 3);
   CHECK(sim.busy == std::vector<double>{6, 6});
-  CHECK(sim.peak_stage_activations == std::vector<int>{1, 1});
+  // Activations stay until W: with F1 between I0 and W0 two microbatches are held at once (one,
+  // had I freed them).
+  const auto held = ppipe_test::from_rows(ppipe::placement::looped(1), 2, {"0F0 0I0 0F1 0W0 0I1 0W1"});
+  CHECK(simulate(held, cost_model::uniform(1, 2)).peak_stage_activations == std::vector<int>{2});
+}
+
+TEST_CASE("under rendezvous a sender waits for its receiver; buffered sends do not") {
+  // GPipe, p=2, m=3, stage 1's forward twice stage 0's. Buffered: rank 0 runs its forwards back
+  // to back. Rendezvous: each send waits until rank 1 posts the receive, after its previous forward.
+  cost_model costs{{{1, 2, 1, 1}, {2, 2, 1, 1}}, 0.0};
+  const auto s = ppipe::make_schedule("gpipe", {2, 3, 1});
+  const auto buffered = simulate(s, costs, {true, ppipe::transfer_model::buffered});
+  const auto rendezvous = simulate(s, costs, {true, ppipe::transfer_model::rendezvous});
+  CHECK(buffered.timeline[0][2].start == 2);    // 0F2
+  CHECK(rendezvous.timeline[0][2].start == 3);  // 0F2 waits for rank 1 to post 1RECV_F1 at 3
+  CHECK(rendezvous.timeline[1][2].start == buffered.timeline[1][2].start);  // rank 1 paces both
 }
 
 TEST_CASE("the timeline can be skipped for large plans") {

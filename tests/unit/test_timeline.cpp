@@ -26,7 +26,8 @@ TEST_CASE("ranks with several stages show the stage in each label") {
   const auto sim = ppipe::simulate(s, ppipe::cost_model::uniform(1, 1));
   const std::string chart = ppipe::render_timeline(s, sim);
   CHECK_THAT(chart, contains("rank 0 |0F0 0F1 2F0 2F1"));
-  CHECK_THAT(chart, contains("rank 1 |....1F0 1F1 3F0 3B0"));
+  // m == p: every forward first, as Megatron does.
+  CHECK_THAT(chart, contains("rank 1 |....1F0 1F1 3F0 3F1 3B0 3B1 1B0 1B1"));
 }
 
 TEST_CASE("long timelines wrap into blocks with their time range") {
@@ -47,13 +48,27 @@ TEST_CASE("long timelines wrap into blocks with their time range") {
   CHECK_THAT(coarse, contains("rank 0 |FFFFFFFFFFFF..BBBBBBBBBBBB\n"));
 }
 
+TEST_CASE("a chart too long to read is drawn at a coarser scale, short actions as letters") {
+  const auto s = ppipe::make_schedule("gpipe", {2, 200, 1});
+  const auto sim = ppipe::simulate(s, ppipe::cost_model::uniform(1, 1));
+  const std::string chart = ppipe::render_timeline(s, sim, {200, 0.0, 100});
+  CHECK_THAT(chart, contains("one column = 4.02 time units"));  // makespan 402 over 100 columns
+  CHECK_THAT(chart, contains("rank 0 |FFFFFFFFFF"));
+  // At one column per 100 time units every action is shorter than a column: each rank still shows
+  // the letter of what it was doing, not idle dots.
+  const auto small = ppipe::make_schedule("1f1b", {2, 2, 1});
+  const auto small_sim = ppipe::simulate(small, ppipe::cost_model::uniform(1, 2));
+  const std::string tiny = ppipe::render_timeline(small, small_sim, {100, 100.0});
+  CHECK_THAT(tiny, contains("rank 0 |F\n") && contains("rank 1 |F\n"));
+}
+
 TEST_CASE("the timeline needs a recorded simulation and a usable width") {
   const auto s = ppipe::make_schedule("1f1b", {2, 2, 1});
   const auto bare = ppipe::simulate(s, ppipe::cost_model::uniform(1, 2), {false});
   CHECK_THROWS_WITH(ppipe::render_timeline(s, bare), contains("record_timeline = true"));
   const auto sim = ppipe::simulate(s, ppipe::cost_model::uniform(1, 2));
   CHECK_THROWS_WITH(ppipe::render_timeline(s, sim, {5, 0.0}), contains("width 5"));
-  CHECK_THROWS_WITH(ppipe::render_timeline(s, sim, {100, 1e-9}), contains("raise time_per_column"));
+  CHECK_THROWS_WITH(ppipe::render_timeline(s, sim, {100, 1e-9}), contains("draw at most 8388608 columns"));
 }
 
 TEST_CASE("the step grid lays out actions by position, not time") {

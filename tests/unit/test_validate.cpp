@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -119,12 +120,34 @@ TEST_CASE("sends and receives must match, in the same order per channel") {
     const auto p = problem_of(from_rows(placement::looped(2), 2, rows));
     check_location(p, problem_kind::unmatched_transfer, 0, 6, "0RECV_B1");
   }
+  SECTION("an activation taken where a gradient was sent: one channel per pair of ranks") {
+    // In interleaved 1F1B rank 0 sends rank 1 both activations (stage 0 -> 1) and gradients
+    // (stage 2 -> 1). NCCL matches them by order alone, so rank 1 must receive them in the order
+    // rank 0 sends them, whatever their kind.
+    auto s = ppipe::make_schedule("interleaved_1f1b", {2, 4, 2});
+    auto& rank1 = s.ranks[1];
+    const auto at = [&](const char* text) {
+      return std::find(rank1.begin(), rank1.end(), ppipe::parse_action(text));
+    };
+    const auto early = at("1RECV_F3");
+    const auto gradient = at("1RECV_B0");
+    REQUIRE(gradient < early);
+    std::rotate(gradient, early, early + 1);  // 1RECV_F3 now comes right before 1RECV_B0
+    const auto p = problem_of(s);
+    CHECK(p.kind == problem_kind::mismatched_transfer);
+    CHECK(p.rank == 1);
+    CHECK(ppipe::to_string(p.act) == "1RECV_F3");
+    CHECK_THAT(p.what, contains("rank 0's message #5 to rank 1 is 2SEND_B0") &&
+                           contains("rank 1's receive #5 is 1RECV_F3") && contains("which expects 0SEND_F3") &&
+                           contains("whatever their kind"));
+  }
   SECTION("messages received in another order than sent") {
     auto rows = good_rows;
     rows[1] = "1RECV_F1 1F1 1RECV_F0 1F0 1B0 1SEND_B0 1B1 1SEND_B1";
     const auto p = problem_of(from_rows(placement::looped(2), 2, rows));
-    check_location(p, problem_kind::mismatched_transfer, 1, 2, "1RECV_F0");
-    CHECK_THAT(p.what, contains("0SEND_F0 (rank 0 step 1) is message #0") && contains("as message #1"));
+    check_location(p, problem_kind::mismatched_transfer, 1, 0, "1RECV_F1");
+    CHECK_THAT(p.what, contains("rank 0's message #0 to rank 1 is 0SEND_F0 (step 1), but rank 1's "
+                                "receive #0 is 1RECV_F1 (step 0), which expects 0SEND_F1"));
   }
   SECTION("a transfer between stages on the same rank") {
     const auto p = problem_of(
@@ -150,13 +173,13 @@ TEST_CASE("a circular wait is reported as a deadlock with every rank in the cycl
   check_location(p, problem_kind::deadlock, 0, 2, "0RECV_B0");
   REQUIRE(p.cycle.size() == 2);
   CHECK(p.cycle[0].waiter.rank == 0);
-  CHECK(p.cycle[0].sender.rank == 1);
-  CHECK(p.cycle[0].sender.step == 5);
+  CHECK(p.cycle[0].peer.rank == 1);
+  CHECK(p.cycle[0].peer.step == 5);
   CHECK(ppipe::to_string(p.cycle[0].awaited) == "1SEND_B0");
   CHECK(p.cycle[1].waiter.rank == 1);
   CHECK(p.cycle[1].waiter.step == 2);
   CHECK(ppipe::to_string(p.cycle[1].waiting) == "1RECV_F1");
-  CHECK(p.cycle[1].sender.step == 5);
+  CHECK(p.cycle[1].peer.step == 5);
   CHECK_THAT(p.what, contains("rank 1 waits at step 2 in 1RECV_F1 for 0SEND_F1, which rank 0 posts only at step 5"));
   // The grid marks the waiting receives and the sends they wait for.
   CHECK_THAT(report.grid, contains("[0RECV_B0]") && contains("[1RECV_F1]") && contains("[1SEND_B0]"));
@@ -178,16 +201,29 @@ TEST_CASE("a deadlock inside a larger pipeline names only the ranks in the cycle
                                                      "1F0 1F1 1B0 1B1 1F2 1B2 1F3 1B3",
                                                      "2F0 2F1 2B0 2F2 2B1 2F3 2B2 2B3",
                                                      "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3"}));
-  const auto p = problem_of(s);
+  // Buffered: rank 1 waits for gradient 1 before it sends activation 2, which rank 2 needs first.
+  const auto buffered = ppipe::check_schedule(s, ppipe::transfer_model::buffered);
+  REQUIRE_FALSE(buffered.ok());
+  const auto& p = *buffered.problem;
   check_location(p, problem_kind::deadlock, 1, 9, "1RECV_B1");
   REQUIRE(p.cycle.size() == 2);
   CHECK(p.cycle[0].waiter.rank == 1);
-  CHECK(p.cycle[0].sender.rank == 2);
+  CHECK(p.cycle[0].peer.rank == 2);
   CHECK(ppipe::to_string(p.cycle[0].awaited) == "2SEND_B1");
   CHECK(p.cycle[1].waiter.rank == 2);
   CHECK(ppipe::to_string(p.cycle[1].waiting) == "2RECV_F2");
-  CHECK(p.cycle[1].sender.rank == 1);
-  CHECK_THAT(p.what, contains("2 ranks wait for each other forever"));
+  CHECK(p.cycle[1].peer.rank == 1);
+  CHECK_THAT(p.what, contains("2 ranks wait for each other forever under the buffered transfer model"));
+  // Rendezvous: sends wait too, so the cycle closes earlier: rank 0's send of activation 2 waits
+  // for rank 1 to post its receive, and rank 1's send of gradient 0 for rank 0 to post its own.
+  const auto rendezvous = problem_of(s);
+  check_location(rendezvous, problem_kind::deadlock, 0, 5, "0SEND_F2");
+  REQUIRE(rendezvous.cycle.size() == 2);
+  CHECK(ppipe::to_string(rendezvous.cycle[0].awaited) == "1RECV_F2");
+  CHECK(rendezvous.cycle[1].waiter.rank == 1);
+  CHECK(ppipe::to_string(rendezvous.cycle[1].waiting) == "1SEND_B0");
+  CHECK(ppipe::to_string(rendezvous.cycle[1].awaited) == "0RECV_B0");
+  CHECK_THAT(rendezvous.what, contains("under the rendezvous transfer model"));
 }
 
 TEST_CASE("structural problems are caught before anything runs") {
@@ -195,6 +231,14 @@ TEST_CASE("structural problems are caught before anything runs") {
     const auto p = problem_of(from_rows(placement::looped(2), 1, {"1F0", "0F0"}, ppipe::schedule_mode::inference));
     check_location(p, problem_kind::wrong_rank, 0, 0, "1F0");
     CHECK_THAT(p.what, contains("belongs on rank 1"));
+  }
+  SECTION("an action kind that does not exist") {
+    auto s = from_rows(placement::looped(1), 1, {"0F0 0B0"});
+    s.ranks[0][1].kind = static_cast<ppipe::action_kind>(9);
+    const auto p = problem_of(s);
+    CHECK(p.kind == problem_kind::out_of_range);
+    CHECK(p.step == 1);
+    CHECK_THAT(p.what, contains("kind 9, which does not exist"));
   }
   SECTION("out of range") {
     check_location(problem_of(from_rows(placement::looped(1), 1, {"0F0 5B0"})), problem_kind::out_of_range, 0, 1, "5B0");

@@ -1,6 +1,7 @@
 // The validator against a brute-force reference: a slow, obviously-correct executor that runs a
-// schedule step by step with real FIFO channels. Thousands of mutated schedules (swapped, dropped,
-// duplicated or moved actions) must get the same verdict from both.
+// schedule step by step with real FIFO channels, under either transfer model. Thousands of mutated
+// schedules (swapped, dropped, duplicated or moved actions) over looped and custom placements,
+// full and split backwards, training and inference, must get the same verdict from both.
 #include <deque>
 #include <map>
 #include <random>
@@ -15,89 +16,141 @@ namespace {
 
 using ppipe::action;
 using ppipe::action_kind;
+using ppipe::transfer_model;
 
-// Runs `s` the way the validator's model says ranks run: sends are posted and never block, a
-// receive takes the oldest message of its channel (one channel per sender, receiver and kind) and
-// waits while the channel is empty. Returns true if every rank finishes with every action legal and
-// every forward and backward run exactly once.
-bool reference_ok(const ppipe::schedule& s) {
+// A message is named by its send; both ends agree on it.
+std::tuple<int, int, action_kind> message_of(const action& a) {
+  switch (a.kind) {
+    case action_kind::recv_activation: return {a.stage - 1, a.microbatch, action_kind::send_activation};
+    case action_kind::recv_gradient: return {a.stage + 1, a.microbatch, action_kind::send_gradient};
+    default: return {a.stage, a.microbatch, a.kind};
+  }
+}
+
+// Runs `s` as the model says ranks run. Channels: one FIFO queue per ordered pair of ranks, whatever
+// the message kind. buffered: a send enqueues at once; a receive waits for its channel's head and
+// fails if the head is another message. rendezvous: a run of consecutive transfers is posted at once;
+// a channel's oldest posted send and oldest posted receive meet (and fail if they differ); the rank
+// goes on when its whole run has met. Returns true if every rank finishes, every action was legal
+// when it ran, and every forward and backward ran exactly once.
+bool reference_ok(const ppipe::schedule& s, transfer_model model) {
   const int p = static_cast<int>(s.ranks.size());
   if (p != s.num_ranks() || s.microbatches < 1 || s.num_stages() < 1) return false;
   const int stages = s.num_stages();
   const int m = s.microbatches;
   const bool training = s.mode == ppipe::schedule_mode::training;
-  std::set<std::tuple<int, int, action_kind>> done;      // (stage, mb, kind) of compute and recv
-  std::map<std::tuple<int, int, int>, std::deque<std::pair<int, int>>> channels;  // (from,to,kind)
-  std::vector<std::size_t> pc(static_cast<std::size_t>(p), 0);
+  std::set<std::tuple<int, int, action_kind>> done;
+  using message = std::tuple<int, int, action_kind>;
+  std::map<std::pair<int, int>, std::deque<message>> queue;                  // buffered
+  std::map<std::pair<int, int>, std::deque<std::pair<message, int>>> sends;  // rendezvous: posted
+  std::map<std::pair<int, int>, std::deque<std::pair<message, int>>> recvs;
+  std::vector<std::size_t> pc(static_cast<std::size_t>(p), 0), group_end(static_cast<std::size_t>(p), 0);
+  std::vector<int> unmet(static_cast<std::size_t>(p), 0);
   const auto has = [&](int stage, int mb, action_kind k) { return done.count({stage, mb, k}) > 0; };
   const auto rank_of = [&](int stage) { return s.place.rank_of(stage); };
+
+  // Whether `a` may run on rank r now; for transfers, whether its data exists (sends) and it
+  // crosses ranks. Returns false for anything that can never become legal.
+  const auto legal = [&](int r, const action& a) {
+    if (static_cast<int>(a.kind) >= ppipe::action_kind_count) return false;
+    if (a.stage < 0 || a.stage >= stages || a.microbatch < 0 || a.microbatch >= m) return false;
+    if (rank_of(a.stage) != r || has(a.stage, a.microbatch, a.kind)) return false;
+    if (!training && ppipe::is_backward_pass(a.kind)) return false;
+    const int st = a.stage;
+    const int mb = a.microbatch;
+    const bool prev_local = st > 0 && rank_of(st - 1) == r;
+    const bool next_local = st + 1 < stages && rank_of(st + 1) == r;
+    const bool grad_ready = st + 1 == stages ||
+                            (next_local ? has(st + 1, mb, action_kind::backward) || has(st + 1, mb, action_kind::backward_input)
+                                        : has(st, mb, action_kind::recv_gradient));
+    switch (a.kind) {
+      case action_kind::forward:
+        return st == 0 || (prev_local ? has(st - 1, mb, action_kind::forward) : has(st, mb, action_kind::recv_activation));
+      case action_kind::backward:
+        return has(st, mb, action_kind::forward) && grad_ready && !has(st, mb, action_kind::backward_input) &&
+               !has(st, mb, action_kind::backward_weight);
+      case action_kind::backward_input:
+        return has(st, mb, action_kind::forward) && grad_ready && !has(st, mb, action_kind::backward);
+      case action_kind::backward_weight: return has(st, mb, action_kind::backward_input);
+      case action_kind::send_activation: return st + 1 < stages && !next_local && has(st, mb, action_kind::forward);
+      case action_kind::send_gradient:
+        return st > 0 && !prev_local && (has(st, mb, action_kind::backward) || has(st, mb, action_kind::backward_input));
+      case action_kind::recv_activation: return st > 0 && !prev_local;
+      case action_kind::recv_gradient: return st + 1 < stages && !next_local;
+    }
+    return false;
+  };
+  const auto channel = [&](int r, const action& a) {
+    const int peer = rank_of(ppipe::detail::peer_stage(a));
+    return ppipe::is_send(a.kind) ? std::pair{r, peer} : std::pair{peer, r};
+  };
 
   for (bool progress = true; progress;) {
     progress = false;
     for (int r = 0; r < p; ++r) {
       const auto& list = s.ranks[static_cast<std::size_t>(r)];
       auto& i = pc[static_cast<std::size_t>(r)];
+      auto& end = group_end[static_cast<std::size_t>(r)];
       while (i < list.size()) {
+        if (i < end) {  // rendezvous: inside a posted group
+          if (unmet[static_cast<std::size_t>(r)] > 0) break;
+          i = end;
+          progress = true;
+          continue;
+        }
         const action a = list[i];
-        if (a.stage < 0 || a.stage >= stages || a.microbatch < 0 || a.microbatch >= m) return false;
-        if (rank_of(a.stage) != r) return false;
-        if (!training && ppipe::is_backward_pass(a.kind)) return false;
-        if (has(a.stage, a.microbatch, a.kind)) return false;  // duplicate
-        const int st = a.stage;
-        const int mb = a.microbatch;
-        const bool prev_local = st > 0 && rank_of(st - 1) == r;
-        const bool next_local = st + 1 < stages && rank_of(st + 1) == r;
-        const auto grad_ready = [&] {
-          if (st + 1 == stages) return true;
-          if (next_local) return has(st + 1, mb, action_kind::backward) || has(st + 1, mb, action_kind::backward_input);
-          return has(st, mb, action_kind::recv_gradient);
-        };
-        bool ok = true;
-        switch (a.kind) {
-          case action_kind::forward:
-            ok = st == 0 || (prev_local ? has(st - 1, mb, action_kind::forward) : has(st, mb, action_kind::recv_activation));
-            break;
-          case action_kind::backward:
-            ok = has(st, mb, action_kind::forward) && grad_ready() && !has(st, mb, action_kind::backward_input);
-            break;
-          case action_kind::backward_input:
-            ok = has(st, mb, action_kind::forward) && grad_ready() && !has(st, mb, action_kind::backward);
-            break;
-          case action_kind::backward_weight: ok = has(st, mb, action_kind::backward_input); break;
-          case action_kind::send_activation:
-            ok = st + 1 < stages && !next_local && has(st, mb, action_kind::forward);
-            if (ok) channels[{r, rank_of(st + 1), 0}].push_back({st, mb});
-            break;
-          case action_kind::send_gradient:
-            ok = st > 0 && !prev_local &&
-                 (has(st, mb, action_kind::backward) || has(st, mb, action_kind::backward_input));
-            if (ok) channels[{r, rank_of(st - 1), 1}].push_back({st, mb});
-            break;
-          case action_kind::recv_activation:
-          case action_kind::recv_gradient: {
-            const bool act = a.kind == action_kind::recv_activation;
-            const int peer_stage = act ? st - 1 : st + 1;
-            if (peer_stage < 0 || peer_stage >= stages || rank_of(peer_stage) == r) return false;
-            auto& queue = channels[{rank_of(peer_stage), r, act ? 0 : 1}];
-            if (queue.empty()) goto blocked;
-            if (queue.front() != std::pair{peer_stage, mb}) return false;  // out of order
-            queue.pop_front();
-            break;
+        if (ppipe::is_compute(a.kind)) {
+          if (!legal(r, a)) return false;
+          done.insert({a.stage, a.microbatch, a.kind});
+          ++i;
+          progress = true;
+          continue;
+        }
+        if (model == transfer_model::buffered) {
+          if (!legal(r, a)) return false;
+          auto& q = queue[channel(r, a)];
+          if (ppipe::is_send(a.kind)) {
+            q.push_back(message_of(a));
+          } else {
+            if (q.empty()) break;  // wait for the send
+            if (q.front() != message_of(a)) return false;
+            q.pop_front();
+          }
+          done.insert({a.stage, a.microbatch, a.kind});
+          ++i;
+          progress = true;
+          continue;
+        }
+        // rendezvous: post the whole run of transfers
+        end = i;
+        while (end < list.size() && ppipe::is_transfer(list[end].kind)) {
+          const action t = list[end];
+          if (!legal(r, t)) return false;
+          (ppipe::is_send(t.kind) ? sends : recvs)[channel(r, t)].push_back({message_of(t), r});
+          done.insert({t.stage, t.microbatch, t.kind});  // posted; a receive's data is only used after the group
+          ++unmet[static_cast<std::size_t>(r)];
+          ++end;
+        }
+        progress = true;
+        for (auto& [ch, out] : sends) {
+          auto& in = recvs[ch];
+          while (!out.empty() && !in.empty()) {
+            if (out.front().first != in.front().first) return false;
+            --unmet[static_cast<std::size_t>(out.front().second)];
+            --unmet[static_cast<std::size_t>(in.front().second)];
+            out.pop_front();
+            in.pop_front();
           }
         }
-        if (!ok) return false;  // this rank can never make it legal: its order is fixed
-        done.insert({st, mb, a.kind});
-        ++i;
-        progress = true;
+        break;
       }
-    blocked:;
     }
   }
   for (int r = 0; r < p; ++r) {
     if (pc[static_cast<std::size_t>(r)] != s.ranks[static_cast<std::size_t>(r)].size()) return false;
   }
-  for (const auto& [key, queue] : channels) {
-    if (!queue.empty()) return false;  // a message nobody received
+  for (const auto& [ch, q] : queue) {
+    if (!q.empty()) return false;  // a message nobody received
   }
   for (int st = 0; st < stages; ++st) {
     for (int mb = 0; mb < m; ++mb) {
@@ -135,6 +188,41 @@ ppipe::schedule mutate(ppipe::schedule s, std::mt19937& rng) {
   return s;
 }
 
+// The compute actions of `s`, each B split into I then W, transfers inserted again.
+ppipe::schedule split_backward(ppipe::schedule s) {
+  for (auto& list : s.ranks) {
+    std::vector<action> out;
+    for (const action& a : list) {
+      if (a.kind == action_kind::backward) {
+        out.push_back({a.stage, a.microbatch, action_kind::backward_input});
+        out.push_back({a.stage, a.microbatch, action_kind::backward_weight});
+      } else if (ppipe::is_compute(a.kind)) {
+        out.push_back(a);
+      }
+    }
+    list = std::move(out);
+  }
+  return ppipe::add_communication(std::move(s));
+}
+
+// A GPipe-like schedule for any placement: each rank runs its forwards by (microbatch, stage), then
+// its backwards by (microbatch, stage descending).
+ppipe::schedule gpipe_on(const ppipe::placement& place, int m, ppipe::schedule_mode mode) {
+  ppipe::schedule s{"custom", place, m, mode, std::vector<std::vector<action>>(static_cast<std::size_t>(place.num_ranks()))};
+  for (int r = 0; r < place.num_ranks(); ++r) {
+    const auto stages = place.stages_on(r);
+    auto& list = s.ranks[static_cast<std::size_t>(r)];
+    for (int mb = 0; mb < m; ++mb) {
+      for (int st : stages) list.push_back({st, mb, action_kind::forward});
+    }
+    if (mode == ppipe::schedule_mode::inference) continue;
+    for (int mb = 0; mb < m; ++mb) {
+      for (auto it = stages.rbegin(); it != stages.rend(); ++it) list.push_back({*it, mb, action_kind::backward});
+    }
+  }
+  return ppipe::add_communication(std::move(s));
+}
+
 }  // namespace
 
 TEST_CASE("the validator agrees with a brute-force executor on mutated schedules") {
@@ -144,27 +232,60 @@ TEST_CASE("the validator agrees with a brute-force executor on mutated schedules
     for (int m : {1, 2, 4}) {
       bases.push_back(ppipe::make_schedule("gpipe", {p, m, 1}));
       bases.push_back(ppipe::make_schedule("1f1b", {p, m, 1}));
+      bases.push_back(split_backward(ppipe::make_schedule("1f1b", {p, m, 1})));
       bases.push_back(ppipe::make_schedule("forward_only", {p, m, 2}));
       if (m % p == 0) bases.push_back(ppipe::make_schedule("interleaved_1f1b", {p, m, 2}));
     }
   }
-  int valid = 0;
-  int invalid = 0;
-  for (const auto& base : bases) {
-    REQUIRE(reference_ok(base));
-    REQUIRE(ppipe::check_schedule(base).ok());
-    for (int trial = 0; trial < 120; ++trial) {
-      ppipe::schedule s = mutate(base, rng);
-      if (trial % 3 == 2) s = mutate(std::move(s), rng);
-      const bool expected = reference_ok(s);
-      const auto report = ppipe::check_schedule(s);
-      CAPTURE(base.name, base.num_ranks(), base.microbatches, trial);
-      INFO(report.message());
-      REQUIRE(report.ok() == expected);
-      (expected ? valid : invalid) += 1;
+  for (const auto& place : {ppipe::placement::custom({0, 0, 1}, 2), ppipe::placement::custom({0, 1, 1, 0}, 2),
+                            ppipe::placement::custom({2, 1, 0}, 3), ppipe::placement::custom({0, 1, 0, 1, 1}, 2)}) {
+    for (int m : {1, 3}) {
+      bases.push_back(gpipe_on(place, m, ppipe::schedule_mode::training));
+      bases.push_back(split_backward(gpipe_on(place, m, ppipe::schedule_mode::training)));
+      bases.push_back(gpipe_on(place, m, ppipe::schedule_mode::inference));
     }
   }
-  // Both verdicts must be well represented, or the test proves little.
-  CHECK(valid > 300);
-  CHECK(invalid > 1000);
+  for (const transfer_model model : {transfer_model::rendezvous, transfer_model::buffered}) {
+    int valid = 0;
+    int invalid = 0;
+    for (const auto& base : bases) {
+      CAPTURE(ppipe::to_string(model), base.name, base.num_ranks(), base.num_stages(), base.microbatches);
+      REQUIRE(reference_ok(base, model));
+      REQUIRE(ppipe::check_schedule(base, model).ok());
+      for (int trial = 0; trial < 80; ++trial) {
+        ppipe::schedule s = mutate(base, rng);
+        if (trial % 3 == 2) s = mutate(std::move(s), rng);
+        const bool expected = reference_ok(s, model);
+        const auto report = ppipe::check_schedule(s, model);
+        CAPTURE(trial);
+        INFO(report.message());
+        REQUIRE(report.ok() == expected);
+        (expected ? valid : invalid) += 1;
+      }
+    }
+    // Both verdicts must be well represented, or the test proves little.
+    CAPTURE(ppipe::to_string(model));
+    CHECK(valid > 400);
+    CHECK(invalid > 2000);
+  }
+}
+
+TEST_CASE("rendezvous is the stricter model: grouping decides whether interleaved 1F1B deadlocks") {
+  // Interleaved 1F1B's own lowering groups transfers per (forward, backward) pair. Lowered one
+  // compute action at a time instead, p=2 ranks each post a lone gradient send that the other
+  // receives only after its next forward: fine when sends are buffered, a deadlock when they wait.
+  const auto generated = ppipe::make_schedule("interleaved_1f1b", {2, 4, 2});
+  ppipe::schedule per_action = generated;
+  for (auto& list : per_action.ranks) {
+    std::erase_if(list, [](const action& a) { return ppipe::is_transfer(a.kind); });
+  }
+  per_action = ppipe::add_communication(std::move(per_action));
+  CHECK(ppipe::check_schedule(generated, transfer_model::rendezvous).ok());
+  CHECK(ppipe::check_schedule(generated, transfer_model::buffered).ok());
+  CHECK(ppipe::check_schedule(per_action, transfer_model::buffered).ok());
+  const auto report = ppipe::check_schedule(per_action, transfer_model::rendezvous);
+  REQUIRE_FALSE(report.ok());
+  CHECK(report.problem->kind == ppipe::problem_kind::deadlock);
+  CHECK(reference_ok(per_action, transfer_model::buffered));
+  CHECK_FALSE(reference_ok(per_action, transfer_model::rendezvous));
 }

@@ -1,58 +1,53 @@
 #pragma once
 /// @file
-/// @brief Replays a structurally sound schedule as its ranks would run it, with sends that never
-/// block and receives that wait for their send. The validator uses it to find deadlocks, the
-/// simulator to time every action.
+/// @brief Replays a structurally sound schedule as its ranks would run it, under one of the two
+/// transfer models. The validator uses it to find deadlocks, the simulator to time every action.
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "ppipe/detail/channels.hpp"
+#include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe::detail {
 
-/// Where each rank stopped: pc[r] == ranks[r].size() for a rank that finished, otherwise the step
-/// of the receive it waits on.
+/// Where each rank stopped. For a rank that finished, pc == posted_end == its list's size. For a
+/// stuck rank, pc is the first action it could not complete and posted_end the first it has not
+/// posted: under `buffered` both are the receive it waits in; under `rendezvous` [pc, posted_end)
+/// is the transfer group it waits in.
 struct replay_result {
   std::vector<std::size_t> pc;
+  std::vector<std::size_t> posted_end;
   bool finished = true;
 };
 
-/// Identifies a message by its boundary and microbatch. Activations crossing from stage b to b+1
-/// and gradients crossing from b+1 to b use key b*m + mb, gradients offset by stages*m.
-struct message_keys {
-  std::size_t microbatches;
-  std::size_t gradient_offset;
-
-  [[nodiscard]] std::size_t of(const action& a) const noexcept {
-    const auto mb = static_cast<std::size_t>(a.microbatch);
-    const auto stage = static_cast<std::size_t>(a.stage);
-    switch (a.kind) {
-      case action_kind::send_activation: return stage * microbatches + mb;
-      case action_kind::recv_activation: return (stage - 1) * microbatches + mb;
-      case action_kind::send_gradient: return gradient_offset + (stage - 1) * microbatches + mb;
-      default: return gradient_offset + stage * microbatches + mb;  // recv_gradient
-    }
-  }
+/// Hooks a replay calls, in an order consistent with each rank's list:
+///   on_compute(rank, step, action)   a forward or backward runs
+///   buffered:   on_send(rank, key)   a message is posted;   on_recv(rank, key)  a receive completes
+///   rendezvous: on_post(rank)        a group is posted;     on_match(from, to)  a message moves;
+///               on_group_done(rank)  every transfer of the rank's group has met its peer
+struct no_hooks {
+  void on_compute(int, int, const action&) noexcept {}
+  void on_send(int, std::size_t) noexcept {}
+  void on_recv(int, std::size_t) noexcept {}
+  void on_post(int) noexcept {}
+  void on_match(int, int) noexcept {}
+  void on_group_done(int) noexcept {}
 };
 
-/// Runs `s` to completion or deadlock. The schedule must have passed the structural checks
-/// (indices in range, every transfer crossing ranks, every receive with its send). Hooks:
-///   on_compute(rank, step, action)   a forward or backward runs
-///   on_send(rank, key)               a message is posted
-///   on_recv(rank, key)               a receive completes
+/// Sends never block; a receive waits until its send has been posted.
 template <class Hooks>
-replay_result replay(const schedule& s, const std::vector<int>& rank_of, Hooks& hooks) {
+replay_result replay_buffered(const schedule& s, Hooks& hooks) {
   const std::size_t p = s.ranks.size();
-  const auto stages = static_cast<std::size_t>(s.num_stages());
-  const message_keys keys{static_cast<std::size_t>(s.microbatches),
-                          stages * static_cast<std::size_t>(s.microbatches)};
+  const std::vector<int>& rank_of = s.place.rank_table();
+  const message_keys keys(s.num_stages(), s.microbatches);
   constexpr std::size_t none = static_cast<std::size_t>(-1);
 
-  std::vector<std::uint8_t> sent(2 * keys.gradient_offset, 0);
+  std::vector<std::uint8_t> sent(keys.size(), 0);
   std::vector<std::size_t> waits_for(p, none);
-  replay_result result{std::vector<std::size_t>(p, 0), true};
+  replay_result result{std::vector<std::size_t>(p, 0), std::vector<std::size_t>(p, 0), true};
   std::vector<std::size_t> ready;
   ready.reserve(p);
   for (std::size_t r = p; r-- > 0;) ready.push_back(r);
@@ -73,8 +68,7 @@ replay_result replay(const schedule& s, const std::vector<int>& rank_of, Hooks& 
       if (is_send(a.kind)) {
         sent[key] = 1;
         hooks.on_send(rank, key);
-        const int peer_stage = a.kind == action_kind::send_activation ? a.stage + 1 : a.stage - 1;
-        const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage)]);
+        const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage(a))]);
         if (waits_for[peer] == key) {
           waits_for[peer] = none;
           ready.push_back(peer);
@@ -86,12 +80,78 @@ replay_result replay(const schedule& s, const std::vector<int>& rank_of, Hooks& 
         break;
       }
     }
-    result.pc[r] = step;
+    result.pc[r] = result.posted_end[r] = step;
   }
   for (std::size_t r = 0; r < p; ++r) {
     if (result.pc[r] < s.ranks[r].size()) result.finished = false;
   }
   return result;
+}
+
+/// Each run of consecutive transfers is a group posted at once; the rank goes on when all of them
+/// have met their peers. A channel's k-th message moves once its k-th send and k-th receive are
+/// both posted (the structural checks made sure they are the same message).
+template <class Hooks>
+replay_result replay_rendezvous(const schedule& s, const channel_map& channels, Hooks& hooks) {
+  const std::size_t p = s.ranks.size();
+  std::vector<std::size_t> sends(channels.size(), 0), recvs(channels.size(), 0), moved(channels.size(), 0);
+  std::vector<std::size_t> waiting(p, 0);  // transfers of the rank's current group not yet moved
+  replay_result result{std::vector<std::size_t>(p, 0), std::vector<std::size_t>(p, 0), true};
+  std::vector<std::size_t> ready;
+  ready.reserve(p);
+  for (std::size_t r = p; r-- > 0;) ready.push_back(r);
+  std::vector<int> touched;
+
+  const auto move = [&](int c) {
+    const auto ch = static_cast<std::size_t>(c);
+    const auto [from, to] = channels.ends(c);
+    while (moved[ch] < sends[ch] && moved[ch] < recvs[ch]) {
+      ++moved[ch];
+      hooks.on_match(from, to);
+      if (--waiting[static_cast<std::size_t>(from)] == 0) ready.push_back(static_cast<std::size_t>(from));
+      if (--waiting[static_cast<std::size_t>(to)] == 0) ready.push_back(static_cast<std::size_t>(to));
+    }
+  };
+
+  while (!ready.empty()) {
+    const std::size_t r = ready.back();
+    ready.pop_back();
+    const auto& list = s.ranks[r];
+    const int rank = static_cast<int>(r);
+    std::size_t& pc = result.pc[r];
+    std::size_t& end = result.posted_end[r];
+    if (pc < end) {  // the group this rank waited in is complete
+      hooks.on_group_done(rank);
+      pc = end;
+    }
+    while (pc < list.size() && is_compute(list[pc].kind)) {
+      hooks.on_compute(rank, static_cast<int>(pc), list[pc]);
+      ++pc;
+    }
+    end = pc;
+    if (pc == list.size()) continue;
+    hooks.on_post(rank);
+    touched.clear();
+    for (; end < list.size() && is_transfer(list[end].kind); ++end) {
+      const int c = channels.of(list[end]);
+      ++(is_send(list[end].kind) ? sends : recvs)[static_cast<std::size_t>(c)];
+      ++waiting[r];
+      touched.push_back(c);
+    }
+    for (const int c : touched) move(c);
+  }
+  for (std::size_t r = 0; r < p; ++r) {
+    if (result.pc[r] < s.ranks[r].size()) result.finished = false;
+  }
+  return result;
+}
+
+/// Runs the replay of `model`.
+template <class Hooks>
+replay_result replay(const schedule& s, transfer_model model, Hooks& hooks) {
+  if (model == transfer_model::buffered) return replay_buffered(s, hooks);
+  const channel_map channels(s.place);
+  return replay_rendezvous(s, channels, hooks);
 }
 
 }  // namespace ppipe::detail

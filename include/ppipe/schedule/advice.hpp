@@ -28,7 +28,16 @@ inline int microbatches_for_bubble(int ranks, double max_bubble, int virtual_sta
   if (!(max_bubble > 0 && max_bubble < 1)) {
     detail::fail(errc::invalid_argument, "bubble target ", max_bubble, " must lie strictly between 0 and 1");
   }
+  if (ranks < 1 || virtual_stages < 1) {
+    detail::fail(errc::invalid_argument, "ranks=", ranks, " and virtual_stages=", virtual_stages,
+                 " must both be at least 1");
+  }
   const double needed = (ranks - 1) * (1 - max_bubble) / (max_bubble * virtual_stages);
+  constexpr double most = 1 << 26;
+  if (needed > most) {
+    detail::fail(errc::invalid_argument, "a bubble of at most ", max_bubble, " with p=", ranks,
+                 " needs more than ", most, " microbatches; aim for a larger bubble");
+  }
   int m = std::max(1, static_cast<int>(std::ceil(needed - 1e-9)));
   if (multiple_of > 1) m = ((m + multiple_of - 1) / multiple_of) * multiple_of;
   return m;
@@ -40,39 +49,56 @@ struct advice_options {
 };
 
 /// @brief Warnings for a simulated schedule, each one sentence with the numbers and what to change.
-/// Empty when nothing is worth saying.
+/// Empty when nothing is worth saying. To tell a large bubble's cause, it simulates the same schedule
+/// again with every stage at the average cost and free transfers: if that still idles too much the
+/// schedule needs more microbatches; if not, a slow stage or the transfers are to blame.
 inline std::vector<std::string> advise(const schedule& s, const simulation& sim, advice_options options = {}) {
   std::vector<std::string> out;
   const int p = s.num_ranks();
   const int m = s.microbatches;
-  const int v = s.num_stages() / p;
-  const int multiple = s.name == "interleaved_1f1b" && v > 1 ? p : 1;
+  // The textbook formula behind the suggested m holds for looped placements.
+  const bool looped = s.place.style() == "looped";
+  const int v = looped ? s.num_stages() / p : 1;
+  const int multiple = v > 1 ? p : 1;
   const auto percent = [](double x) { return detail::concat(std::round(x * 1000) / 10, "%"); };
+  const auto more_microbatches = [&](int at_least) {
+    int n = looped ? microbatches_for_bubble(p, options.max_bubble, v, multiple) : m + 1;
+    if (n < at_least) n = ((at_least + multiple - 1) / multiple) * multiple;
+    return n;
+  };
   if (p > 1 && m < p) {
     out.push_back(detail::concat(
         "m=", m, " microbatches cannot fill p=", p, " ranks: at most ", m,
         " ranks ever work at once; use m >= ", p, s.mode == schedule_mode::inference ? " requests in flight" : "",
-        " (m >= ", microbatches_for_bubble(p, options.max_bubble, v, multiple), " keeps the bubble under ",
-        percent(options.max_bubble), ")"));
+        " (m >= ", more_microbatches(p), " keeps the bubble under ", percent(options.max_bubble), ")"));
   } else if (p > 1 && sim.bubble_fraction() > options.max_bubble) {
     const std::string idle = detail::concat("ranks idle ", percent(sim.bubble_fraction()), " of the step");
-    const double ideal = ideal_bubble_fraction(p, m, v);
+    stage_costs mean{0, 0, 0, 0};
+    for (const stage_costs& c : sim.costs.stages) {
+      mean.forward += c.forward;
+      mean.backward += c.backward;
+      mean.backward_input += c.backward_input;
+      mean.backward_weight += c.backward_weight;
+    }
+    const auto n = static_cast<double>(sim.costs.stages.size());
+    mean = {mean.forward / n, mean.backward / n, mean.backward_input / n, mean.backward_weight / n};
+    const double shape = simulate(s, cost_model{{mean}, 0.0}, {false, sim.transfers}).bubble_fraction();
     const auto busiest = std::max_element(sim.busy.begin(), sim.busy.end());
-    const double mean = sim.total_busy() / p;
-    if (ideal > options.max_bubble) {
+    const double mean_busy = sim.total_busy() / p;
+    if (shape > options.max_bubble) {
       out.push_back(detail::concat(
           idle, " (the bubble); with p=", p, v > 1 ? detail::concat(" and v=", v) : std::string(),
-          ", about m >= ", microbatches_for_bubble(p, options.max_bubble, v, multiple),
-          " brings it under ", percent(options.max_bubble), " (m=", m, " now)"));
-    } else if (*busiest > mean * 1.05) {
+          ", about m >= ", more_microbatches(m + 1), " brings it under ", percent(options.max_bubble),
+          " (m=", m, " now)"));
+    } else if (*busiest > mean_busy * 1.05) {
       out.push_back(detail::concat(
-          idle, ", though m=", m, " would idle only ", percent(ideal),
+          idle, ", though m=", m, " would idle only ", percent(shape),
           " with balanced stages: rank ", busiest - sim.busy.begin(), " computes ", *busiest,
-          " against ", mean, " on average and sets the pace; move layers off it"));
-    } else {
+          " against ", mean_busy, " on average and sets the pace; move layers off it"));
+    } else if (sim.costs.transfer > 0) {
       out.push_back(detail::concat(
-          idle, ", though m=", m, " would idle only ", percent(ideal),
-          " with free transfers: ranks wait for their messages; overlap or shrink the transfers"));
+          idle, ", though m=", m, " would idle only ", percent(shape), " with free transfers: ranks wait ",
+          sim.costs.transfer, " for each message; overlap or shrink the transfers"));
     }
   }
   if (p > 1 && sim.speedup() < 1.0) {

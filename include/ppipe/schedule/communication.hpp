@@ -2,6 +2,8 @@
 /// @file
 /// @brief Lowering: insert the sends and receives that a compute-only schedule implies.
 
+#include <algorithm>
+#include <string_view>
 #include <vector>
 
 #include "ppipe/error.hpp"
@@ -9,50 +11,110 @@
 
 namespace ppipe {
 
+/// @brief When a transfer lets its rank go on. The validator proves a schedule deadlock-free under
+/// the model it is given, and the simulator times transfers by it.
+///
+/// - `rendezvous` (the default, and the strict one): each run of consecutive transfer actions on a
+///   rank is one group, posted together; the rank goes on once every transfer of the group has
+///   met its peer, and a message moves once both its send and its receive are posted. This is what
+///   NCCL point-to-point gives when each run is issued as one ncclGroupStart/ncclGroupEnd group
+///   (Megatron's batched send_forward_recv_backward), and it holds for any backend.
+/// - `buffered`: a send never holds its rank up; only receives wait, for their send to be posted.
+///   This is what a mailbox (the host backend) or MPI_Isend gives.
+///
+/// A schedule that is deadlock-free under `rendezvous` is deadlock-free under `buffered` too.
+/// Under both, the messages between two ranks in one direction form one FIFO channel whatever
+/// their kind (NCCL matches point-to-point messages by order, with no tag): both ranks must order
+/// them the same way.
+enum class transfer_model : unsigned char { rendezvous, buffered };
+
+/// @brief "rendezvous" or "buffered".
+constexpr std::string_view to_string(transfer_model model) noexcept {
+  return model == transfer_model::rendezvous ? "rendezvous" : "buffered";
+}
+
+namespace detail {
+
+/// Inserts the transfers of a compute-only schedule, one group between consecutive units of each
+/// rank's compute actions: the sends of the unit before, then the receives of the unit after.
+/// `unit_sizes(rank)` gives the rank's unit sizes, which must add up to its compute actions.
+template <class UnitSizes>
+schedule lower_in_units(schedule compute_only, UnitSizes&& unit_sizes) {
+  if (compute_only.has_transfers()) {
+    fail(errc::invalid_argument, "schedule \"", compute_only.name,
+         "\" already has transfers; add_communication() takes a compute-only schedule");
+  }
+  const std::vector<int>& rank_of = compute_only.place.rank_table();
+  const int last = compute_only.place.num_stages() - 1;
+  std::vector<action> sends;
+  for (std::size_t r = 0; r < compute_only.ranks.size(); ++r) {
+    const int rank = static_cast<int>(r);
+    std::vector<action>& list = compute_only.ranks[r];
+    for (const action& a : list) {
+      if (a.stage < 0 || a.stage > last) {
+        fail(errc::invalid_argument, "rank ", rank, " has ", to_string(a), ", but stages run 0..", last,
+             "; fix the action or the placement");
+      }
+    }
+    // What crosses ranks around a compute action: the receive it needs and the send it makes.
+    const auto from_prev = [&](const action& a) { return a.stage > 0 && rank_of[static_cast<std::size_t>(a.stage - 1)] != rank; };
+    const auto to_next = [&](const action& a) { return a.stage < last && rank_of[static_cast<std::size_t>(a.stage + 1)] != rank; };
+    const auto add_recv = [&](std::vector<action>& out, const action& a) {
+      if (a.kind == action_kind::forward && from_prev(a)) {
+        out.push_back({a.stage, a.microbatch, action_kind::recv_activation});
+      } else if ((a.kind == action_kind::backward || a.kind == action_kind::backward_input) && to_next(a)) {
+        out.push_back({a.stage, a.microbatch, action_kind::recv_gradient});
+      }
+    };
+    const auto add_send = [&](const action& a) {
+      if (a.kind == action_kind::forward && to_next(a)) {
+        sends.push_back({a.stage, a.microbatch, action_kind::send_activation});
+      } else if ((a.kind == action_kind::backward || a.kind == action_kind::backward_input) && from_prev(a)) {
+        sends.push_back({a.stage, a.microbatch, action_kind::send_gradient});
+      }
+    };
+    std::vector<action> lowered;
+    lowered.reserve(list.size() * 3);
+    sends.clear();
+    std::size_t next = 0;
+    for (const int size : unit_sizes(rank)) {
+      const std::size_t end = std::min(list.size(), next + static_cast<std::size_t>(std::max(size, 0)));
+      lowered.insert(lowered.end(), sends.begin(), sends.end());
+      sends.clear();
+      for (std::size_t i = next; i < end; ++i) add_recv(lowered, list[i]);
+      for (std::size_t i = next; i < end; ++i) {
+        lowered.push_back(list[i]);
+        add_send(list[i]);
+      }
+      next = end;
+    }
+    if (next != list.size()) {
+      fail(errc::invalid_argument, "rank ", rank, "'s transfer units cover ", next, " of its ",
+           list.size(), " compute actions; make them add up");
+    }
+    lowered.insert(lowered.end(), sends.begin(), sends.end());
+    list = std::move(lowered);
+  }
+  return compute_only;
+}
+
+}  // namespace detail
+
 /// @brief Returns `compute_only` with a transfer wherever data crosses ranks: a send right after
 /// the forward (backward) that produced it, a receive right before the forward (backward) that
 /// needs it. Stages next to each other on the same rank hand data over locally, with no transfer.
 ///
-/// The receive's position is where the rank *waits* for the data; a runtime may post it earlier.
+/// A send and the receive that follows it with no compute in between form one transfer group (see
+/// transfer_model): in 1F1B's steady state that pairs each forward's send with the next backward's
+/// receive, as Megatron batches them. The receive's position is where the rank needs the data; a
+/// runtime may post it earlier.
 /// Throws ppipe::error if the schedule already has transfers or names a stage out of range.
 inline schedule add_communication(schedule compute_only) {
-  if (compute_only.has_transfers()) {
-    detail::fail(errc::invalid_argument, "schedule \"", compute_only.name,
-                 "\" already has transfers; add_communication() takes a compute-only schedule");
-  }
-  const std::vector<int>& rank_of = compute_only.place.rank_table();
-  const int last = compute_only.place.num_stages() - 1;
-  for (std::size_t r = 0; r < compute_only.ranks.size(); ++r) {
-    const int rank = static_cast<int>(r);
-    std::vector<action>& list = compute_only.ranks[r];
-    std::vector<action> lowered;
-    lowered.reserve(list.size() * 2);
-    for (const action& a : list) {
-      if (a.stage < 0 || a.stage > last) {
-        detail::fail(errc::invalid_argument, "rank ", rank, " has ", to_string(a),
-                     ", but stages run 0..", last);
-      }
-      const auto stage = static_cast<std::size_t>(a.stage);
-      const bool from_prev = a.stage > 0 && rank_of[stage - 1] != rank;
-      const bool to_next = a.stage < last && rank_of[stage + 1] != rank;
-      switch (a.kind) {
-        case action_kind::forward:
-          if (from_prev) lowered.push_back({a.stage, a.microbatch, action_kind::recv_activation});
-          lowered.push_back(a);
-          if (to_next) lowered.push_back({a.stage, a.microbatch, action_kind::send_activation});
-          break;
-        case action_kind::backward:
-        case action_kind::backward_input:
-          if (to_next) lowered.push_back({a.stage, a.microbatch, action_kind::recv_gradient});
-          lowered.push_back(a);
-          if (from_prev) lowered.push_back({a.stage, a.microbatch, action_kind::send_gradient});
-          break;
-        default: lowered.push_back(a); break;
-      }
-    }
-    list = std::move(lowered);
-  }
-  return compute_only;
+  std::vector<std::size_t> computes;
+  for (const auto& list : compute_only.ranks) computes.push_back(list.size());
+  return detail::lower_in_units(std::move(compute_only), [&](int rank) {
+    return std::vector<int>(computes[static_cast<std::size_t>(rank)], 1);
+  });
 }
 
 }  // namespace ppipe

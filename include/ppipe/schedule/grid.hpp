@@ -19,14 +19,18 @@ struct grid_cell {
   int step = 0;
 };
 
-/// @brief Renders steps `first_step` .. `last_step` (inclusive) of every rank as text, with the
-/// cells in `marks` shown in [brackets]. With more than 8 ranks only the marked ranks and their
+/// @brief Renders steps `first_step` .. `last_step` (inclusive, at most 64 of them) of every rank as
+/// text, with the cells in `marks` shown in [brackets]. With more than 8 ranks only the marked ranks and their
 /// neighbours are shown (all ranks when nothing is marked). Steps past a rank's end show "-".
 inline std::string render_step_grid(const schedule& s, int first_step, int last_step,
                                     std::span<const grid_cell> marks = {}) {
   const int p = static_cast<int>(s.ranks.size());
-  first_step = std::max(first_step, 0);
-  last_step = std::max(last_step, first_step);
+  // Nothing lies past the longest list, and a grid wider than a screen or two helps nobody.
+  std::size_t longest = 0;
+  for (const auto& list : s.ranks) longest = std::max(longest, list.size());
+  constexpr int max_columns = 64;
+  first_step = std::clamp(first_step, 0, static_cast<int>(std::min<std::size_t>(longest, 1U << 30)));
+  last_step = std::clamp(last_step, first_step, first_step + max_columns - 1);
 
   std::vector<bool> shown(static_cast<std::size_t>(p), p <= 8 || marks.empty());
   for (const grid_cell& c : marks) {

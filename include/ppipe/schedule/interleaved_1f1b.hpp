@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string_view>
+#include <vector>
 
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
@@ -15,8 +16,9 @@ namespace ppipe::schedules {
 /// @brief Interleaved 1F1B in Megatron's order. Stage s lives on rank s % p. Each rank walks its
 /// m*v (chunk, microbatch) pairs in groups of p microbatches: chunk 0 for the group, then chunk 1,
 /// and so on; backwards walk the chunks in reverse. Rank r runs 2(p-r-1) + (v-1)p warm-up
-/// forwards, then alternates forward and backward, then drains. The bubble is (p-1)/(v*m) of the
-/// compute time.
+/// forwards (all of them when m == p), then alternates forward and backward, then drains. Transfers
+/// are grouped per steady (forward, backward) pair, as Megatron groups them, which keeps the schedule
+/// deadlock-free under the rendezvous transfer model. The bubble is (p-1)/(v*m) of the compute time.
 ///
 /// Needs m to be a multiple of p. With v = 1 the order is plain 1F1B.
 struct interleaved_1f1b {
@@ -43,6 +45,7 @@ struct interleaved_1f1b {
     s.ranks.resize(static_cast<std::size_t>(p));
     const int total = m * v;
     const int group = p * v;
+    std::vector<int> warmups(static_cast<std::size_t>(p));
     for (int r = 0; r < p; ++r) {
       // The k-th forward (backward) of this rank: its microbatch and the stage of its chunk.
       const auto nth = [&](int k, action_kind kind) {
@@ -53,7 +56,10 @@ struct interleaved_1f1b {
       };
       auto& list = s.ranks[static_cast<std::size_t>(r)];
       list.reserve(static_cast<std::size_t>(total) * 2);
-      const int warmup = std::min(total, 2 * (p - r - 1) + (v - 1) * p);
+      // With m == p the steady phase could not keep its transfer groups in step: run every
+      // forward first, as Megatron does.
+      const int warmup = m == p ? total : std::min(total, 2 * (p - r - 1) + (v - 1) * p);
+      warmups[static_cast<std::size_t>(r)] = warmup;
       int next_forward = 0;
       int next_backward = 0;
       while (next_forward < warmup) list.push_back(nth(next_forward++, action_kind::forward));
@@ -63,7 +69,17 @@ struct interleaved_1f1b {
       }
       while (next_backward < total) list.push_back(nth(next_backward++, action_kind::backward));
     }
-    return add_communication(std::move(s));
+    // Transfers go between units: each warm-up forward, each steady (forward, backward) pair and
+    // each cool-down backward. Between two units one group carries the sends of the unit before
+    // and the receives of the unit after, Megatron's combined send_forward_backward_recv_forward_
+    // backward, so that neighbouring ranks' groups meet under the rendezvous transfer model.
+    return detail::lower_in_units(std::move(s), [&](int r) {
+      const int warmup = warmups[static_cast<std::size_t>(r)];
+      std::vector<int> units(static_cast<std::size_t>(warmup), 1);
+      units.insert(units.end(), static_cast<std::size_t>(total - warmup), 2);  // steady pairs
+      units.insert(units.end(), static_cast<std::size_t>(warmup), 1);          // cool-down
+      return units;
+    });
   }
 };
 

@@ -81,7 +81,8 @@ class placement {
   /// @brief The stages that `rank` holds, in increasing order.
   [[nodiscard]] std::span<const int> stages_on(int rank) const {
     if (rank < 0 || rank >= ranks_) {
-      detail::fail(errc::invalid_argument, "rank ", rank, " is outside 0..", ranks_ - 1);
+      detail::fail(errc::invalid_argument, "rank ", rank, " is outside 0..", ranks_ - 1,
+                   "; ask for a rank of this ", ranks_, "-rank placement");
     }
     return stages_[static_cast<std::size_t>(rank)];
   }
@@ -114,12 +115,14 @@ class placement {
     constexpr long long max_stages = 1 << 20;
     if (stages < 1 || stages > max_stages) {
       detail::fail(errc::invalid_argument, "a pipeline of ", stages,
-                   " stages is outside what ppipe supports (1..", max_stages, ")");
+                   " stages is outside what ppipe supports (1..", max_stages,
+                   "); use fewer ranks or fewer stages per rank");
     }
   }
   void check_stage(int stage) const {
     if (stage < 0 || stage >= num_stages()) {
-      detail::fail(errc::invalid_argument, "stage ", stage, " is outside 0..", num_stages() - 1);
+      detail::fail(errc::invalid_argument, "stage ", stage, " is outside 0..", num_stages() - 1,
+                   "; ask for a stage of this ", num_stages(), "-stage placement");
     }
   }
 

@@ -79,7 +79,7 @@ inline void check_params(const schedule_params& params, const char* who) {
          params.virtual_stages, "); pass v >= 1");
   }
   // Keep stage * microbatch indices and action counts well inside 32-bit integers.
-  constexpr long long max_slots = 1LL << 28;
+  constexpr long long max_slots = 1LL << 26;
   const long long slots =
       static_cast<long long>(params.ranks) * params.virtual_stages * params.microbatches;
   if (slots > max_slots) {

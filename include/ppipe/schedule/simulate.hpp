@@ -60,9 +60,13 @@ struct timed_action {
   double end = 0.0;
 };
 
-/// @brief What simulate() records beyond the summary figures.
+/// @brief How simulate() runs.
 struct simulate_options {
   bool record_timeline = true;  ///< keep every compute action's start and end (needed to draw it)
+  /// When a transfer lets its rank go on (see transfer_model). Under `rendezvous` a transfer group
+  /// completes when its last message has arrived, `transfer` after both ends were posted; under
+  /// `buffered` a send costs its rank nothing and a receive waits for the data.
+  transfer_model transfers = transfer_model::rendezvous;
 };
 
 /// @brief The simulator's result.
@@ -72,6 +76,8 @@ struct simulation {
   std::vector<int> peak_stage_activations;      ///< per stage: most microbatches held at once
   std::vector<int> peak_rank_activations;       ///< per rank: the same, summed over its stages
   std::vector<std::vector<timed_action>> timeline;  ///< per rank, when recorded
+  cost_model costs;                             ///< the costs it ran with
+  transfer_model transfers = transfer_model::rendezvous;  ///< the transfer model it ran with
 
   /// @brief Time rank `r` spends idle within the makespan.
   [[nodiscard]] double idle(int r) const { return makespan - busy.at(static_cast<std::size_t>(r)); }
@@ -97,14 +103,14 @@ struct simulation {
 
 namespace detail {
 
-inline void check_costs(const cost_model& costs, int stages) {
-  const auto bad_time = [](double t) { return !std::isfinite(t) || t < 0; };
+/// Checks the costs of the compute kinds the schedule uses (bit k set in `used` for kind k).
+inline void check_costs(const cost_model& costs, int stages, unsigned used) {
   if (costs.stages.size() != 1 && costs.stages.size() != static_cast<std::size_t>(stages)) {
     fail(errc::invalid_argument, "the cost model has ", costs.stages.size(),
          " stage entries for a schedule of ", stages,
          " stages; give one entry per stage or a single entry for all");
   }
-  if (bad_time(costs.transfer)) {
+  if (!std::isfinite(costs.transfer) || costs.transfer < 0) {
     fail(errc::invalid_argument, "transfer cost ", costs.transfer,
          " is not a time; give a finite value >= 0");
   }
@@ -112,10 +118,10 @@ inline void check_costs(const cost_model& costs, int stages) {
     const stage_costs& c = costs.stages[s];
     const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight};
     const char* names[] = {"forward", "backward", "backward_input", "backward_weight"};
-    for (int k = 0; k < 4; ++k) {
-      if (!std::isfinite(values[k]) || values[k] <= 0) {
+    for (unsigned k = 0; k < 4; ++k) {
+      if ((used & (1U << k)) != 0 && (!std::isfinite(values[k]) || values[k] <= 0)) {
         fail(errc::invalid_argument, "stage ", s, " has ", names[k], " cost ", values[k],
-             "; every compute cost must be a finite time > 0");
+             "; every compute cost the schedule uses must be a finite time > 0");
       }
     }
   }
@@ -126,7 +132,9 @@ struct timing_hooks {
   const cost_model& costs;
   bool training;
   bool record;
-  std::vector<double> clock, busy, arrival;
+  std::vector<double> clock, busy;
+  std::vector<double> arrival;             // buffered: per message
+  std::vector<double> posted, group_done;  // rendezvous: per rank, for its current group
   std::vector<int> held_stage, held_rank;
   simulation& out;
 
@@ -152,6 +160,7 @@ struct timing_hooks {
       --held_rank[r];
     }
   }
+  // buffered: a message arrives `transfer` after its send; its receive waits for it.
   void on_send(int rank, std::size_t key) {
     arrival[key] = clock[static_cast<std::size_t>(rank)] + costs.transfer;
   }
@@ -159,43 +168,77 @@ struct timing_hooks {
     double& c = clock[static_cast<std::size_t>(rank)];
     c = std::max(c, arrival[key]);
   }
+  // rendezvous: a message moves once both ends are posted and takes `transfer`; the group is done
+  // when its last message has arrived.
+  void on_post(int rank) {
+    const auto r = static_cast<std::size_t>(rank);
+    posted[r] = group_done[r] = clock[r];
+  }
+  void on_match(int from, int to) {
+    const auto f = static_cast<std::size_t>(from);
+    const auto t = static_cast<std::size_t>(to);
+    const double arrives = std::max(posted[f], posted[t]) + costs.transfer;
+    group_done[f] = std::max(group_done[f], arrives);
+    group_done[t] = std::max(group_done[t], arrives);
+  }
+  void on_group_done(int rank) {
+    const auto r = static_cast<std::size_t>(rank);
+    clock[r] = group_done[r];
+  }
 };
 
 }  // namespace detail
 
 /// @brief Simulates `s` under `costs`. Each rank runs its actions in order; a compute action takes
-/// its cost, a send takes no time on its rank and arrives `costs.transfer` later, a receive waits
-/// for its data. Validates the schedule first and throws ppipe::error if it is not valid.
+/// its cost, and transfers take time as `options.transfers` says. Checks the schedule's structure
+/// first, and throws ppipe::error if it is not valid or deadlocks under that transfer model.
 inline simulation simulate(const schedule& s, const cost_model& costs, simulate_options options = {}) {
   if (auto problem = detail::structure_checker(s).run()) {
     detail::throw_report(detail::report(s, std::move(*problem)));
   }
-  detail::check_costs(costs, s.num_stages());
   const auto p = static_cast<std::size_t>(s.num_ranks());
   const auto stages = static_cast<std::size_t>(s.num_stages());
+  unsigned used = 0;
+  std::vector<std::size_t> computes(p, 0);
+  for (std::size_t r = 0; r < p; ++r) {
+    for (const action& a : s.ranks[r]) {
+      used |= 1U << static_cast<unsigned>(a.kind);
+      computes[r] += is_compute(a.kind) ? 1 : 0;
+    }
+  }
+  detail::check_costs(costs, s.num_stages(), used);
   simulation out;
   out.peak_stage_activations.assign(stages, 0);
   out.peak_rank_activations.assign(p, 0);
   if (options.record_timeline) {
     out.timeline.resize(p);
-    for (std::size_t r = 0; r < p; ++r) {
-      out.timeline[r].reserve(static_cast<std::size_t>(std::count_if(
-          s.ranks[r].begin(), s.ranks[r].end(), [](const action& a) { return is_compute(a.kind); })));
-    }
+    for (std::size_t r = 0; r < p; ++r) out.timeline[r].reserve(computes[r]);
   }
+  const bool buffered = options.transfers == transfer_model::buffered;
+  const std::size_t messages = 2 * stages * static_cast<std::size_t>(s.microbatches);
   detail::timing_hooks hooks{costs,
                              s.mode == schedule_mode::training,
                              options.record_timeline,
                              std::vector<double>(p, 0.0),
                              std::vector<double>(p, 0.0),
-                             std::vector<double>(2 * stages * static_cast<std::size_t>(s.microbatches), 0.0),
+                             std::vector<double>(buffered ? messages : 0, 0.0),
+                             std::vector<double>(p, 0.0),
+                             std::vector<double>(p, 0.0),
                              std::vector<int>(stages, 0),
                              std::vector<int>(p, 0),
                              out};
-  const detail::replay_result run = detail::replay(s, s.place.rank_table(), hooks);
-  if (!run.finished) detail::throw_report(detail::report(s, detail::deadlock_problem(s, run)));
+  const detail::replay_result run = detail::replay(s, options.transfers, hooks);
+  if (!run.finished) {
+    detail::throw_report(detail::report(s, detail::deadlock_problem(s, run, options.transfers)));
+  }
   out.makespan = *std::max_element(hooks.clock.begin(), hooks.clock.end());
+  if (!std::isfinite(out.makespan)) {
+    detail::fail(errc::invalid_argument, "the simulated step time overflows (", out.makespan,
+                 "); scale the costs down to a smaller unit of time");
+  }
   out.busy = std::move(hooks.busy);
+  out.costs = costs;
+  out.transfers = options.transfers;
   return out;
 }
 

@@ -21,8 +21,11 @@ struct timeline_options {
   /// Characters per line; a longer chart is wrapped into blocks, each with its time range.
   int width = 100;
   /// Time per character column; 0 picks the widest scale at which the shortest action still
-  /// shows its whole label.
+  /// shows its whole label, or, if the chart would then be longer than `max_columns`, the scale
+  /// that fits it into that many.
   double time_per_column = 0.0;
+  /// The longest chart (in columns per rank) the automatic scale draws.
+  int max_columns = 1 << 14;
 };
 
 namespace detail {
@@ -37,7 +40,8 @@ inline std::string timeline_label(const action& a, bool show_stage) {
 
 /// @brief Draws a simulation (recorded with `record_timeline`) as one row per rank: each action
 /// starts with its label ("F3", "B0"; with the stage in front, "5F3", when ranks hold several
-/// stages) and fills its duration with spaces; '.' is idle time.
+/// stages) and fills its duration with spaces; '.' is idle time. An action shorter than a column
+/// shows as its kind's letter where it starts.
 inline std::string render_timeline(const schedule& s, const simulation& sim, timeline_options options = {}) {
   if (sim.timeline.size() != s.ranks.size()) {
     detail::fail(errc::invalid_argument, "the simulation has ", sim.timeline.size(),
@@ -46,6 +50,12 @@ inline std::string render_timeline(const schedule& s, const simulation& sim, tim
   }
   if (options.width < 20) {
     detail::fail(errc::invalid_argument, "timeline width ", options.width, " is too narrow; use 20 or more");
+  }
+  if (options.max_columns < 1) {
+    detail::fail(errc::invalid_argument, "timeline max_columns ", options.max_columns, " must be at least 1");
+  }
+  if (!std::isfinite(sim.makespan) || sim.makespan < 0) {
+    detail::fail(errc::invalid_argument, "the simulation's step time ", sim.makespan, " cannot be drawn");
   }
   const bool show_stage = s.num_stages() > s.num_ranks();
   double shortest = 0.0;
@@ -64,22 +74,35 @@ inline std::string render_timeline(const schedule& s, const simulation& sim, tim
   if (!(per_column > 0)) {
     step = longest_label + 1;
     per_column = shortest > 0 ? shortest / static_cast<double>(step) : 1.0;
+    if (sim.makespan / per_column > options.max_columns) {  // too long to read: coarsen
+      per_column = sim.makespan / options.max_columns;
+      step = 1;
+    }
+  }
+  // Columns and cells are bounded before anything is allocated.
+  constexpr double max_cells = 1 << 24;
+  const double wanted = std::ceil(sim.makespan / per_column);
+  const double ranks = static_cast<double>(std::max<std::size_t>(s.ranks.size(), 1));
+  if (wanted * ranks > max_cells) {
+    const double fits = std::floor(max_cells / ranks);
+    detail::fail(errc::invalid_argument, "a timeline of ", static_cast<long long>(std::min(wanted, 1e18)),
+                 " columns for ", s.ranks.size(), " ranks is more than ", static_cast<long long>(max_cells),
+                 " characters; draw at most ", static_cast<long long>(fits),
+                 " columns (max_columns, or time_per_column of at least ", sim.makespan / std::max(fits, 1.0),
+                 ")", fits < 1 ? ", or fewer ranks" : "");
   }
   const auto column = [&](double t) { return static_cast<std::size_t>(std::llround(t / per_column)); };
   const std::size_t columns = std::max<std::size_t>(column(sim.makespan), 1);
-  constexpr std::size_t max_columns = 1 << 20;
-  if (columns > max_columns) {
-    detail::fail(errc::invalid_argument, "the timeline would be ", columns,
-                 " characters long; raise time_per_column above ", per_column,
-                 " or simulate fewer microbatches");
-  }
 
   std::vector<std::string> rows(s.ranks.size(), std::string(columns, '.'));
   for (std::size_t r = 0; r < rows.size(); ++r) {
     for (const timed_action& t : sim.timeline[r]) {
       const std::size_t from = std::min(column(t.start), columns);
       const std::size_t to = std::min(column(t.end), columns);
-      if (to <= from) continue;
+      if (to <= from) {
+        if (from < columns && rows[r][from] == '.') rows[r][from] = code(t.act.kind)[0];
+        continue;
+      }
       const std::string label = detail::timeline_label(t.act, show_stage);
       for (std::size_t c = from; c < to; ++c) {
         rows[r][c] = c - from < label.size() ? label[c - from] : ' ';
