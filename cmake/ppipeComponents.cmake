@@ -67,29 +67,27 @@ endif()
 
 # --- the targets ---------------------------------------------------------------------------------
 set(PPIPE_COMPONENTS "")
+# _ppipe_add_component(<name> <links...>): the INTERFACE target ppipe_<name>, exported as
+# ppipe::<name> and linking <links>.
+function(_ppipe_add_component name)
+  add_library(ppipe_${name} INTERFACE)
+  add_library(ppipe::${name} ALIAS ppipe_${name})
+  set_target_properties(ppipe_${name} PROPERTIES EXPORT_NAME ${name})
+  target_link_libraries(ppipe_${name} INTERFACE ${ARGN})
+endfunction()
+
 if(PPIPE_ENABLE_CUDA)
-  add_library(ppipe_cuda INTERFACE)
-  add_library(ppipe::cuda ALIAS ppipe_cuda)
-  set_target_properties(ppipe_cuda PROPERTIES EXPORT_NAME cuda)
   # Only host API (runtime + cuBLAS): no cuda_std_* feature, which would force CUDA as a language on
   # every consumer, and CMake 3.25.1 does not know cuda_std_20 anyway.
-  target_link_libraries(ppipe_cuda INTERFACE ppipe::ppipe CUDA::cudart CUDA::cublas)
+  _ppipe_add_component(cuda ppipe::ppipe CUDA::cudart CUDA::cublas)
   list(APPEND PPIPE_COMPONENTS cuda)
 endif()
-
 if(PPIPE_ENABLE_NCCL)
-  add_library(ppipe_nccl INTERFACE)
-  add_library(ppipe::nccl ALIAS ppipe_nccl)
-  set_target_properties(ppipe_nccl PROPERTIES EXPORT_NAME nccl)
-  target_link_libraries(ppipe_nccl INTERFACE ppipe::cuda NCCL::NCCL)
+  _ppipe_add_component(nccl ppipe::cuda NCCL::NCCL)
   list(APPEND PPIPE_COMPONENTS nccl)
 endif()
-
 if(PPIPE_ENABLE_MPI)
-  add_library(ppipe_mpi INTERFACE)
-  add_library(ppipe::mpi ALIAS ppipe_mpi)
-  set_target_properties(ppipe_mpi PROPERTIES EXPORT_NAME mpi)
-  target_link_libraries(ppipe_mpi INTERFACE ppipe::ppipe MPI::MPI_CXX)
+  _ppipe_add_component(mpi ppipe::ppipe MPI::MPI_CXX)
   list(APPEND PPIPE_COMPONENTS mpi)
 endif()
 

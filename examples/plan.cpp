@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <ppipe/ppipe.hpp>
@@ -50,30 +51,23 @@ constexpr const char* usage = R"(usage: ppipe-plan [options]
   --no-timeline       print the figures only
 )";
 
-int to_int(std::string_view flag, const std::string& text) {
+// The whole of `text` as a number of type T, or a parse_error naming the flag.
+template <class T>
+T to_number(std::string_view flag, const std::string& text) {
   std::size_t used = 0;
-  int value = 0;
+  T value{};
   try {
-    value = std::stoi(text, &used);
+    if constexpr (std::is_same_v<T, int>) {
+      value = std::stoi(text, &used);
+    } else {
+      value = std::stod(text, &used);
+    }
   } catch (const std::exception&) {
     used = 0;
   }
   if (used != text.size() || text.empty()) {
-    ppipe::detail::fail(ppipe::errc::parse_error, flag, " needs a whole number, got \"", text, "\"");
-  }
-  return value;
-}
-
-double to_double(std::string_view flag, const std::string& text) {
-  std::size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty()) {
-    ppipe::detail::fail(ppipe::errc::parse_error, flag, " needs a number, got \"", text, "\"");
+    ppipe::detail::fail(ppipe::errc::parse_error, flag, std::is_same_v<T, int> ? " needs a whole number" : " needs a number",
+                        ", got \"", text, "\"");
   }
   return value;
 }
@@ -81,7 +75,7 @@ double to_double(std::string_view flag, const std::string& text) {
 std::vector<double> to_list(std::string_view flag, const std::string& text) {
   std::vector<double> out;
   std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(to_double(flag, item));
+  for (std::string item; std::getline(in, item, ',');) out.push_back(to_number<double>(flag, item));
   if (out.empty()) ppipe::detail::fail(ppipe::errc::parse_error, flag, " needs at least one number");
   return out;
 }
@@ -100,17 +94,17 @@ options parse(int argc, char** argv) {
     } else if (flag == "--schedule") {
       o.schedule = value();
     } else if (flag == "-p" || flag == "--ranks") {
-      o.ranks = to_int(flag, value());
+      o.ranks = to_number<int>(flag, value());
     } else if (flag == "-m" || flag == "--microbatches") {
-      o.microbatches = to_int(flag, value());
+      o.microbatches = to_number<int>(flag, value());
     } else if (flag == "-v" || flag == "--virtual") {
-      o.virtual_stages = to_int(flag, value());
+      o.virtual_stages = to_number<int>(flag, value());
     } else if (flag == "--forward") {
       o.forward = to_list(flag, value());
     } else if (flag == "--backward") {
       o.backward = to_list(flag, value());
     } else if (flag == "--transfer") {
-      o.transfer = to_double(flag, value());
+      o.transfer = to_number<double>(flag, value());
     } else if (flag == "--transfers") {
       const std::string model = value();
       if (model == "rendezvous") {
@@ -121,9 +115,9 @@ options parse(int argc, char** argv) {
         ppipe::detail::fail(ppipe::errc::parse_error, "--transfers takes rendezvous or buffered, not \"", model, "\"");
       }
     } else if (flag == "--activation-mib") {
-      o.activation_mib = to_double(flag, value());
+      o.activation_mib = to_number<double>(flag, value());
     } else if (flag == "--width") {
-      o.width = to_int(flag, value());
+      o.width = to_number<int>(flag, value());
     } else if (flag == "--no-timeline") {
       o.timeline = false;
     } else {
