@@ -40,9 +40,12 @@ std::vector<grid_point> grid(bool any_v, bool m_multiple_of_p) {
 
 void check_generated(const ppipe::schedule& s, const grid_point& g, bool training) {
   CAPTURE(s.name, g.p, g.m, g.v);
-  const ppipe::validation_report report = ppipe::check_schedule(s);
-  INFO(report.message());
-  REQUIRE(report.ok());
+  for (const auto model : {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered}) {
+    const ppipe::validation_report report = ppipe::check_schedule(s, model);
+    CAPTURE(ppipe::to_string(model));
+    INFO(report.message());
+    REQUIRE(report.ok());
+  }
   CHECK(s.num_ranks() == g.p);
   CHECK(s.num_stages() == g.p * g.v);
   CHECK(s.microbatches == g.m);

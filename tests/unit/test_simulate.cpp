@@ -1,11 +1,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <schedule_text.hpp>
 #include <vector>
 
 #include <catch.hpp>
+
 #include <ppipe/ppipe.hpp>
-#include <schedule_text.hpp>
 
 using ppipe::cost_model;
 using ppipe::simulate;
@@ -24,24 +25,30 @@ TEST_CASE("the textbook example: 4 stages, 16 microbatches") {
     CAPTURE(name);
     const auto s = ppipe::make_schedule(name, {4, 16, 1});
     const auto sim = simulate(s, cost_model::uniform(1, 2));
-    CHECK(sim.makespan == 19 * 3);          // (m + p - 1)(F + B)
+    CHECK(sim.makespan == 19 * 3);                         // (m + p - 1)(F + B)
     CHECK(sim.total_idle() * 19 == 3 * 4 * sim.makespan);  // bubble = 3/19 of the step
     CHECK(sim.bubble_fraction() == Approx(3.0 / 19.0));
-    CHECK(sim.bubble_overhead() == Approx(0.1875));        // 18.75% relative to compute
+    CHECK(sim.bubble_overhead() == Approx(0.1875));  // 18.75% relative to compute
   }
 }
+
+const ppipe::transfer_model both_models[] = {ppipe::transfer_model::rendezvous,
+                                             ppipe::transfer_model::buffered};
 
 TEST_CASE("GPipe and 1F1B idle (p-1)/(m+p-1) of the step with equal stage costs") {
   for (const char* name : {"gpipe", "1f1b"}) {
     for (int p = 1; p <= 8; ++p) {
       for (int m = 1; m <= 20; ++m) {
         for (const auto& [f, b] : fb_costs) {
-          CAPTURE(name, p, m, f, b);
-          const auto sim = simulate(ppipe::make_schedule(name, {p, m, 1}), cost_model::uniform(f, b));
-          CHECK(sim.makespan == (m + p - 1) * (f + b));
-          CHECK(sim.total_idle() * (m + p - 1) == (p - 1) * p * sim.makespan);
-          CHECK(sim.total_busy() == p * m * (f + b));
-          CHECK(sim.bubble_fraction() == Approx(ppipe::ideal_bubble_fraction(p, m)));
+          for (const auto model : both_models) {
+            CAPTURE(name, p, m, f, b, ppipe::to_string(model));
+            const auto sim = simulate(ppipe::make_schedule(name, {p, m, 1}),
+                                      cost_model::uniform(f, b), {false, model});
+            CHECK(sim.makespan == (m + p - 1) * (f + b));
+            CHECK(sim.total_idle() * (m + p - 1) == (p - 1) * p * sim.makespan);
+            CHECK(sim.total_busy() == p * m * (f + b));
+            CHECK(sim.bubble_fraction() == Approx(ppipe::ideal_bubble_fraction(p, m)));
+          }
         }
       }
     }
@@ -53,11 +60,13 @@ TEST_CASE("interleaved 1F1B idles (p-1)/(v*m) relative to compute") {
     for (int v = 2; v <= 4; ++v) {
       for (int m = p; m <= 4 * p; m += p) {
         for (const auto& [f, b] : fb_costs) {
-          CAPTURE(p, v, m, f, b);
-          const auto sim = simulate(ppipe::make_schedule("interleaved_1f1b", {p, m, v}),
-                                    cost_model::uniform(f, b));
-          CHECK(sim.total_idle() * v * m == (p - 1) * sim.total_busy());
-          CHECK(sim.bubble_fraction() == Approx(ppipe::ideal_bubble_fraction(p, m, v)));
+          for (const auto model : both_models) {
+            CAPTURE(p, v, m, f, b, ppipe::to_string(model));
+            const auto sim = simulate(ppipe::make_schedule("interleaved_1f1b", {p, m, v}),
+                                      cost_model::uniform(f, b), {false, model});
+            CHECK(sim.total_idle() * v * m == (p - 1) * sim.total_busy());
+            CHECK(sim.bubble_fraction() == Approx(ppipe::ideal_bubble_fraction(p, m, v)));
+          }
         }
       }
     }
@@ -77,7 +86,8 @@ TEST_CASE("peak activations: GPipe holds m, 1F1B min(p-s, m), interleaved its wa
   for (int p = 1; p <= 8; ++p) {
     for (int m = 1; m <= 3 * p; ++m) {
       CAPTURE(p, m);
-      const auto gpipe = simulate(ppipe::make_schedule("gpipe", {p, m, 1}), cost_model::uniform(1, 2));
+      const auto gpipe =
+          simulate(ppipe::make_schedule("gpipe", {p, m, 1}), cost_model::uniform(1, 2));
       const auto one = simulate(ppipe::make_schedule("1f1b", {p, m, 1}), cost_model::uniform(1, 2));
       for (int s = 0; s < p; ++s) {
         CHECK(gpipe.peak_stage_activations[static_cast<std::size_t>(s)] == m);
@@ -90,11 +100,13 @@ TEST_CASE("peak activations: GPipe holds m, 1F1B min(p-s, m), interleaved its wa
     for (int v = 2; v <= 3; ++v) {
       for (int m = p; m <= 3 * p; m += p) {
         CAPTURE(p, v, m);
-        const auto sim = simulate(ppipe::make_schedule("interleaved_1f1b", {p, m, v}), cost_model::uniform(1, 2));
+        const auto sim = simulate(ppipe::make_schedule("interleaved_1f1b", {p, m, v}),
+                                  cost_model::uniform(1, 2));
         for (int r = 0; r < p; ++r) {
           // Megatron's warm-up; with m == p every forward runs first.
           const int warmup = m == p ? m * v : 2 * (p - r - 1) + (v - 1) * p;
-          CHECK(sim.peak_rank_activations[static_cast<std::size_t>(r)] == std::min(m * v, warmup + 1));
+          CHECK(sim.peak_rank_activations[static_cast<std::size_t>(r)] ==
+                std::min(m * v, warmup + 1));
         }
       }
     }
@@ -112,8 +124,10 @@ TEST_CASE("forward-only fills the ring in p-1 steps; a partial last group leaves
         const int q = m / p;
         const int r = m % p;
         const int steps = r == 0 ? m * v + p - 1 : q * p * v + r * v + (v - 1) * (p - r) + p - 1;
-        for (const auto model : {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered}) {
-          const auto sim = simulate(ppipe::make_schedule("forward_only", {p, m, v}), cost_model::uniform(2, 1), {false, model});
+        for (const auto model :
+             {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered}) {
+          const auto sim = simulate(ppipe::make_schedule("forward_only", {p, m, v}),
+                                    cost_model::uniform(2, 1), {false, model});
           CHECK(sim.makespan == 2 * steps);
           CHECK(sim.total_busy() == 2 * p * m * v);
         }
@@ -134,7 +148,8 @@ TEST_CASE("inference frees activations after the forward and needs no backward c
 TEST_CASE("transfers add their latency on the critical path, not on the sender") {
   // One microbatch through p ranks is a chain: p forwards, p backwards, 2(p-1) messages.
   for (int p = 1; p <= 6; ++p) {
-    const auto sim = simulate(ppipe::make_schedule("1f1b", {p, 1, 1}), cost_model::uniform(1, 2, 0.5));
+    const auto sim =
+        simulate(ppipe::make_schedule("1f1b", {p, 1, 1}), cost_model::uniform(1, 2, 0.5));
     CHECK(sim.makespan == p * 3 + 2 * (p - 1) * 0.5);
     CHECK(sim.total_busy() == p * 3);
   }
@@ -161,21 +176,24 @@ TEST_CASE("the slowest stage sets the pace") {
 }
 
 TEST_CASE("split backward halves are timed and free activations at W") {
-  const auto s = ppipe_test::from_rows(ppipe::placement::looped(2), 1,
-                                       {"0F0 0SEND_F0 0RECV_B0 0I0 0W0", "1RECV_F0 1F0 1I0 1SEND_B0 1W0"});
+  const auto s =
+      ppipe_test::from_rows(ppipe::placement::looped(2), 1,
+                            {"0F0 0SEND_F0 0RECV_B0 0I0 0W0", "1RECV_F0 1F0 1I0 1SEND_B0 1W0"});
   const auto sim = simulate(s, cost_model{{{1, 9, 2, 3}}, 0.0});
   // Rank 0's F; rank 1's F and I; rank 0's I while rank 1 runs its W; rank 0's W.
   CHECK(sim.makespan == 1 + 1 + 2 + 2 + 3);
   CHECK(sim.busy == std::vector<double>{6, 6});
   // Activations stay until W: with F1 between I0 and W0 two microbatches are held at once (one,
   // had I freed them).
-  const auto held = ppipe_test::from_rows(ppipe::placement::looped(1), 2, {"0F0 0I0 0F1 0W0 0I1 0W1"});
+  const auto held =
+      ppipe_test::from_rows(ppipe::placement::looped(1), 2, {"0F0 0I0 0F1 0W0 0I1 0W1"});
   CHECK(simulate(held, cost_model::uniform(1, 2)).peak_stage_activations == std::vector<int>{2});
 }
 
 TEST_CASE("under rendezvous a sender waits for its receiver; buffered sends do not") {
   // GPipe, p=2, m=3, stage 1's forward twice stage 0's. Buffered: rank 0 runs its forwards back
-  // to back. Rendezvous: each send waits until rank 1 posts the receive, after its previous forward.
+  // to back. Rendezvous: each send waits until rank 1 posts the receive, after its previous
+  // forward.
   cost_model costs{{{1, 2, 1, 1}, {2, 2, 1, 1}}, 0.0};
   const auto s = ppipe::make_schedule("gpipe", {2, 3, 1});
   const auto buffered = simulate(s, costs, {true, ppipe::transfer_model::buffered});
@@ -199,7 +217,8 @@ TEST_CASE("the timeline can be skipped for large plans") {
 TEST_CASE("bad costs and invalid schedules are refused") {
   const auto s = ppipe::make_schedule("1f1b", {2, 2, 1});
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  CHECK_THROWS_WITH(simulate(s, cost_model::uniform(0, 2)), contains("forward cost 0") && contains("> 0"));
+  CHECK_THROWS_WITH(simulate(s, cost_model::uniform(0, 2)),
+                    contains("forward cost 0") && contains("> 0"));
   CHECK_THROWS_WITH(simulate(s, cost_model::uniform(1, -2)), contains("backward cost -2"));
   CHECK_THROWS_WITH(simulate(s, cost_model::uniform(1, nan)), contains("backward cost nan"));
   CHECK_THROWS_WITH(simulate(s, cost_model::uniform(1, 2, -1)), contains("transfer cost -1"));

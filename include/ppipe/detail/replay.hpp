@@ -3,6 +3,7 @@
 /// @brief Replays a structurally sound schedule as its ranks would run it, under one of the two
 /// transfer models. The validator uses it to find deadlocks, the simulator to time every action.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -14,9 +15,8 @@
 namespace ppipe::detail {
 
 /// Where each rank stopped. For a rank that finished, pc == posted_end == its list's size. For a
-/// stuck rank, pc is the first action it could not complete and posted_end the first it has not
-/// posted: under `buffered` both are the receive it waits in; under `rendezvous` [pc, posted_end)
-/// is the transfer group it waits in.
+/// stuck rank, pc is the receive (buffered) or the start of the transfer group (rendezvous) it
+/// waits in, and posted_end the end of that run of transfers, which it has posted.
 struct replay_result {
   std::vector<std::size_t> pc;
   std::vector<std::size_t> posted_end;
@@ -37,7 +37,8 @@ struct no_hooks {
   void on_group_done(int) noexcept {}
 };
 
-/// Sends never block; a receive waits until its send has been posted.
+/// Sends never block: reaching a run of consecutive transfers, a rank posts all of its sends, then
+/// waits in each of its receives until that receive's send has been posted.
 template <class Hooks>
 replay_result replay_buffered(const schedule& s, Hooks& hooks) {
   const std::size_t p = s.ranks.size();
@@ -57,6 +58,7 @@ replay_result replay_buffered(const schedule& s, Hooks& hooks) {
     ready.pop_back();
     const auto& list = s.ranks[r];
     const int rank = static_cast<int>(r);
+    std::size_t& posted = result.posted_end[r];  // the sends of [pc, posted) are out already
     std::size_t step = result.pc[r];
     for (; step < list.size(); ++step) {
       const action& a = list[step];
@@ -64,23 +66,28 @@ replay_result replay_buffered(const schedule& s, Hooks& hooks) {
         hooks.on_compute(rank, static_cast<int>(step), a);
         continue;
       }
-      const std::size_t key = keys.of(a);
-      if (is_send(a.kind)) {
+      for (; posted < list.size() && (posted <= step || is_transfer(list[posted].kind)); ++posted) {
+        const action& t = list[posted];
+        if (posted < step || !is_send(t.kind)) continue;
+        const std::size_t key = keys.of(t);
         sent[key] = 1;
         hooks.on_send(rank, key);
-        const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage(a))]);
+        const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage(t))]);
         if (waits_for[peer] == key) {
           waits_for[peer] = none;
           ready.push_back(peer);
         }
-      } else if (sent[key] != 0) {
-        hooks.on_recv(rank, key);
-      } else {
+      }
+      if (is_send(a.kind)) continue;
+      const std::size_t key = keys.of(a);
+      if (sent[key] == 0) {
         waits_for[r] = key;
         break;
       }
+      hooks.on_recv(rank, key);
     }
-    result.pc[r] = result.posted_end[r] = step;
+    result.pc[r] = step;
+    posted = std::max(posted, step);
   }
   for (std::size_t r = 0; r < p; ++r) {
     if (result.pc[r] < s.ranks[r].size()) result.finished = false;

@@ -14,13 +14,15 @@ namespace ppipe {
 /// @brief When a transfer lets its rank go on. The validator proves a schedule deadlock-free under
 /// the model it is given, and the simulator times transfers by it.
 ///
-/// - `rendezvous` (the default, and the strict one): each run of consecutive transfer actions on a
-///   rank is one group, posted together; the rank goes on once every transfer of the group has
-///   met its peer, and a message moves once both its send and its receive are posted. This is what
-///   NCCL point-to-point gives when each run is issued as one ncclGroupStart/ncclGroupEnd group
-///   (Megatron's batched send_forward_recv_backward), and it holds for any backend.
-/// - `buffered`: a send never holds its rank up; only receives wait, for their send to be posted.
-///   This is what a mailbox (the host backend) or MPI_Isend gives.
+/// Under both, each run of consecutive transfer actions on a rank is one group, posted together.
+/// - `rendezvous` (the default, and the strict one): the rank goes on once every transfer of the
+///   group has met its other end; a message moves once both its send and its receive are posted.
+///   This is what NCCL point-to-point gives when each run is issued as one
+///   ncclGroupStart/ncclGroupEnd group (Megatron's batched send_forward_recv_backward), and it
+///   holds for any backend.
+/// - `buffered`: sends never hold their rank up; the rank waits in each receive of the group until
+///   its send has been posted. This is what mailboxes (the host backend) or MPI_Isend with
+///   MPI_Wait on the receives give.
 ///
 /// A schedule that is deadlock-free under `rendezvous` is deadlock-free under `buffered` too.
 /// Under both, the messages between two ranks in one direction form one FIFO channel whatever
