@@ -66,16 +66,18 @@ replay_result replay_buffered(const schedule& s, Hooks& hooks) {
         hooks.on_compute(rank, static_cast<int>(step), a);
         continue;
       }
-      for (; posted < list.size() && (posted <= step || is_transfer(list[posted].kind)); ++posted) {
-        const action& t = list[posted];
-        if (posted < step || !is_send(t.kind)) continue;
-        const std::size_t key = keys.of(t);
-        sent[key] = 1;
-        hooks.on_send(rank, key);
-        const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage(t))]);
-        if (waits_for[peer] == key) {
-          waits_for[peer] = none;
-          ready.push_back(peer);
+      if (posted <= step) {  // a new run of transfers: out go all of its sends
+        for (posted = step; posted < list.size() && is_transfer(list[posted].kind); ++posted) {
+          const action& t = list[posted];
+          if (!is_send(t.kind)) continue;
+          const std::size_t key = keys.of(t);
+          sent[key] = 1;
+          hooks.on_send(rank, key);
+          const auto peer = static_cast<std::size_t>(rank_of[static_cast<std::size_t>(peer_stage(t))]);
+          if (waits_for[peer] == key) {
+            waits_for[peer] = none;
+            ready.push_back(peer);
+          }
         }
       }
       if (is_send(a.kind)) continue;

@@ -32,8 +32,7 @@ namespace detail {
 
 /// "F5", or "2F5" when ranks hold several stages and the stage must be told apart.
 inline std::string timeline_label(const action& a, bool show_stage) {
-  return (show_stage ? std::to_string(a.stage) : std::string()) + std::string(code(a.kind)) +
-         std::to_string(a.microbatch);
+  return show_stage ? to_string(a) : std::string(code(a.kind)) + std::to_string(a.microbatch);
 }
 
 }  // namespace detail
