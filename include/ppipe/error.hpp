@@ -19,6 +19,7 @@ enum class errc : int {
   timeout,               ///< a wait ran past its deadline
   backend,               ///< CUDA, NCCL or MPI reported a failure
   unsupported,           ///< a feature that this build or configuration does not provide
+  out_of_memory,         ///< a plan cannot fit the memory its devices have
 };
 
 /// @brief The stable id of an error kind, e.g. "ppipe.invalid_argument".
@@ -31,6 +32,7 @@ constexpr std::string_view to_id(errc code) noexcept {
     case errc::timeout: return "ppipe.timeout";
     case errc::backend: return "ppipe.backend";
     case errc::unsupported: return "ppipe.unsupported";
+    case errc::out_of_memory: return "ppipe.out_of_memory";
   }
   return "ppipe.unknown";
 }

@@ -1,0 +1,100 @@
+#pragma once
+/// @file
+/// @brief Predicts what a partition will do under a schedule: the step time, the bubble, and each
+/// rank's peak memory, by simulating the schedule with the partition's stage costs.
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/partition/partition.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/partition/report.hpp"
+#include "ppipe/schedule/schedule.hpp"
+#include "ppipe/schedule/simulate.hpp"
+
+namespace ppipe {
+
+/// @brief How predict() simulates.
+struct prediction_options {
+  double transfer = 0.0;  ///< time for one activation or gradient message, in the costs' unit
+  transfer_model transfers = transfer_model::rendezvous;
+  bool record_timeline = false;  ///< keep the timeline (to draw it with render_timeline)
+};
+
+/// @brief A partition's figures under a schedule.
+struct plan_prediction {
+  partition_report report;  ///< the static figures (per-stage cost, time, memory; the bottleneck)
+  simulation sim;           ///< the simulated step
+  /// Per rank: parameters plus the most activation memory it holds at once during the step, from
+  /// replaying its actions in order. Exact, where report.ranks[r].memory may over-count a rank with
+  /// several stages.
+  std::vector<double> rank_memory;
+
+  [[nodiscard]] double step_time() const noexcept { return sim.makespan; }
+  [[nodiscard]] double bubble() const noexcept { return sim.bubble_fraction(); }
+  /// @brief True when every rank's peak memory is within its capacity.
+  [[nodiscard]] bool fits() const {
+    for (std::size_t r = 0; r < rank_memory.size(); ++r) {
+      if (rank_memory[r] > report.ranks[r].capacity) return false;
+    }
+    return true;
+  }
+};
+
+/// @brief The simulator's cost model for `split`: each stage's forward and backward add up its
+/// layers' and divide by its rank's speed; a split backward's halves take half each.
+inline cost_model stage_cost_model(const partition_problem& problem, const partition& split,
+                                   double transfer = 0.0) {
+  const partition_report r = evaluate(problem, split);
+  cost_model costs{{}, transfer};
+  for (const stage_report& s : r.stages) {
+    double f = 0;
+    double b = 0;
+    for (int l = s.first_layer; l < s.end_layer; ++l) {
+      f += problem.layers[static_cast<std::size_t>(l)].forward;
+      b += problem.layers[static_cast<std::size_t>(l)].backward;
+    }
+    const double speed = problem.device(s.rank).speed;
+    costs.stages.push_back({f / speed, b / speed, b / speed / 2, b / speed / 2});
+  }
+  return costs;
+}
+
+/// @brief Simulates `s` with the stage costs of `split` and replays each rank's activations to
+/// find its peak memory. `problem` must be the schedule's (partition_problem::for_schedule(s, ...)).
+inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition& split,
+                               prediction_options options = {}) {
+  if (!(s.place == problem.place) || s.mode != problem.mode) {
+    detail::fail(errc::invalid_argument, "the partition problem was not built for schedule \"", s.name,
+                 "\" (", s.num_stages(), " stages on ", s.num_ranks(),
+                 " ranks); build it with partition_problem::for_schedule(schedule, layers, devices)");
+  }
+  plan_prediction out;
+  out.report = evaluate(problem, split);
+  out.sim = simulate(s, stage_cost_model(problem, split, options.transfer),
+                     {options.record_timeline, options.transfers});
+  const bool training = s.mode == schedule_mode::training;
+  for (std::size_t r = 0; r < s.ranks.size(); ++r) {
+    double held = 0;
+    double peak = 0;
+    for (const action& a : s.ranks[r]) {
+      const double bytes = out.report.stages[static_cast<std::size_t>(a.stage)].activation_memory;
+      if (a.kind == action_kind::forward) {
+        peak = std::max(peak, held + bytes);
+        if (training) held += bytes;
+      } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_weight) {
+        held -= bytes;
+      }
+    }
+    double params = 0;
+    for (int stage : s.place.stages_on(static_cast<int>(r))) {
+      params += out.report.stages[static_cast<std::size_t>(stage)].parameter_memory;
+    }
+    out.rank_memory.push_back(params + peak);
+  }
+  return out;
+}
+
+}  // namespace ppipe

@@ -1,0 +1,31 @@
+#pragma once
+/// @file
+/// @brief The uniform partitioner: equal layer counts, as DeepSpeed's "uniform" and Megatron-LM's
+/// even split do.
+
+#include <string_view>
+#include <vector>
+
+#include "ppipe/partition/choice.hpp"
+#include "ppipe/partition/problem.hpp"
+
+namespace ppipe::partitioners {
+
+/// @brief Every stage gets L / S layers; when S does not divide L, the first L % S stages get one
+/// more (as DeepSpeed's partition_uniform does), so 10 layers on 4 stages are 3/3/2/2. Ignores
+/// costs, speeds and memory: a baseline to compare the others against.
+struct uniform {
+  static constexpr std::string_view name = "uniform";
+
+  [[nodiscard]] partition_choice choose(const partition_problem& problem) const {
+    problem.check();
+    const int L = problem.num_layers();
+    const int S = problem.num_stages();
+    std::vector<int> bounds{0};
+    for (int s = 0; s < S; ++s) bounds.push_back(bounds.back() + L / S + (s < L % S ? 1 : 0));
+    return {partition(std::move(bounds)), false};
+  }
+  [[nodiscard]] partition split(const partition_problem& problem) const { return choose(problem).split; }
+};
+
+}  // namespace ppipe::partitioners
