@@ -1,18 +1,27 @@
 // ppipe-plan: plan a pipeline before running it. Generates a schedule, proves it valid and
 // deadlock-free, simulates it under the costs you give, and prints the timeline, the bubble, the
-// activations each stage holds at its peak, and warnings when the plan is poor.
+// activations each stage holds at its peak, and warnings when the plan is poor. Given a model's
+// layers (and the devices), it also splits the model over the ranks for each schedule and predicts
+// the step time and each rank's peak memory.
 //
 //   ppipe-plan                                 all schedules, p=4, m=8, v=2
 //   ppipe-plan --schedule 1f1b -p 8 -m 4       one schedule, too few microbatches
 //   ppipe-plan -p 4 -m 16 --forward 1,1,2,1    per-stage costs: stage 2 is the slow one
+//   ppipe-plan --model examples/plans/mixed_gpus.txt -m 8    a split over an RTX 4090 and a 3090
+//   ppipe-plan --layers 90 --devices 1,2       90 alike layers on a device and one twice as fast
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <ppipe/ppipe.hpp>
@@ -22,20 +31,26 @@ namespace {
 struct options {
   std::string schedule = "all";
   int ranks = 4;
+  bool ranks_given = false;  // -p was given (else --devices or the model file may set it)
   int microbatches = 8;
   std::optional<int> virtual_stages;
   std::vector<double> forward{1.0};
   std::vector<double> backward{2.0};
+  bool stage_costs_given = false;  // --forward, --backward or --activation-mib
   double transfer = 0.0;
   ppipe::transfer_model transfers = ppipe::transfer_model::rendezvous;
   std::optional<double> activation_mib;
   int width = 100;
-  bool timeline = true;
+  std::optional<bool> timeline;  // default: on without a model, off with one
+  std::optional<std::string> model_file;
+  std::optional<int> layers;
+  std::optional<std::string> devices;
+  std::optional<std::string> partitioner;
 };
 
 constexpr const char* usage = R"(usage: ppipe-plan [options]
   --schedule NAME     gpipe, 1f1b, interleaved_1f1b, forward_only, or all (default: all)
-  -p, --ranks N       pipeline ranks (default 4)
+  -p, --ranks N       pipeline ranks (default 4, or one per device given)
   -m, --microbatches N  microbatches per step (default 8)
   -v, --virtual N     stages per rank for interleaved_1f1b and forward_only (default 2 with
                       --schedule all or interleaved_1f1b, else 1)
@@ -49,6 +64,27 @@ constexpr const char* usage = R"(usage: ppipe-plan [options]
                       (prints the peak memory of each rank)
   --width N           characters per timeline line (default 100)
   --no-timeline       print the figures only
+  --timeline          draw the timeline (the default, except with a model)
+
+Splitting a model over the ranks (instead of --forward, --backward and --activation-mib):
+  --model FILE        the model's layers, and optionally the devices, from a text file (below)
+  --layers N          N alike layers instead (forward 1, backward 2, no memory)
+  --devices SPEC      one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB; replaces the file's
+                      devices, and sets the number of ranks
+  --partitioner NAME  uniform, balanced or heterogeneous (default: heterogeneous when a device has
+                      a speed other than 1 or a memory limit, else balanced)
+  Each schedule then prints its split, the predicted step time and each rank's peak memory (in
+  GiB) against its capacity, and a table compares the schedules.
+
+Model file: one item per line; # starts a comment.
+  layer NAME FORWARD BACKWARD [PARAMS ACTIVATIONS] [x COUNT]
+      One layer, or COUNT alike ones. FORWARD and BACKWARD: its times for one microbatch on the
+      reference device (any unit). PARAMS: the memory it keeps whatever the microbatches (weights,
+      gradients, optimizer state); ACTIVATIONS: the memory one microbatch keeps from its forward
+      to its backward. Memory sizes end in B, KiB, MiB, GiB or TiB (350MiB, 1.5GiB); default 0.
+  device NAME SPEED [MEMORY]
+      The next rank's device: its speed relative to the reference device, and its memory
+      (default: no limit). Put a NAME with spaces in quotes: "RTX 4090".
 )";
 
 // The whole of `text` as a number of type T, or a parse_error naming the flag.
@@ -95,14 +131,17 @@ options parse(int argc, char** argv) {
       o.schedule = value();
     } else if (flag == "-p" || flag == "--ranks") {
       o.ranks = to_number<int>(flag, value());
+      o.ranks_given = true;
     } else if (flag == "-m" || flag == "--microbatches") {
       o.microbatches = to_number<int>(flag, value());
     } else if (flag == "-v" || flag == "--virtual") {
       o.virtual_stages = to_number<int>(flag, value());
     } else if (flag == "--forward") {
       o.forward = to_list(flag, value());
+      o.stage_costs_given = true;
     } else if (flag == "--backward") {
       o.backward = to_list(flag, value());
+      o.stage_costs_given = true;
     } else if (flag == "--transfer") {
       o.transfer = to_number<double>(flag, value());
     } else if (flag == "--transfers") {
@@ -116,16 +155,42 @@ options parse(int argc, char** argv) {
       }
     } else if (flag == "--activation-mib") {
       o.activation_mib = to_number<double>(flag, value());
+      o.stage_costs_given = true;
     } else if (flag == "--width") {
       o.width = to_number<int>(flag, value());
     } else if (flag == "--no-timeline") {
       o.timeline = false;
+    } else if (flag == "--timeline") {
+      o.timeline = true;
+    } else if (flag == "--model") {
+      o.model_file = value();
+    } else if (flag == "--layers") {
+      o.layers = to_number<int>(flag, value());
+    } else if (flag == "--devices") {
+      o.devices = value();
+    } else if (flag == "--partitioner") {
+      o.partitioner = value();
     } else {
       ppipe::detail::fail(ppipe::errc::parse_error, "unknown option \"", flag, "\"; see --help");
     }
   }
+  if (o.model_file && o.layers) {
+    ppipe::detail::fail(ppipe::errc::parse_error, "give --model or --layers, not both");
+  }
+  const bool model = o.model_file || o.layers;
+  if (model && o.stage_costs_given) {
+    ppipe::detail::fail(ppipe::errc::parse_error, "--forward, --backward and --activation-mib describe "
+                        "a model without layers; with --model or --layers, the layers' own costs apply");
+  }
+  if (!model && (o.devices || o.partitioner)) {
+    ppipe::detail::fail(ppipe::errc::parse_error, "--devices and --partitioner plan a model split; "
+                        "give the model with --model FILE or --layers N");
+  }
   return o;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plans without a model: every stage costs what --forward and --backward say.
 
 // Per-stage costs. A single value is one rank's share of the model (1/p of it), split evenly over
 // the rank's stages, so that schedules with more, smaller stages are compared on the same model.
@@ -154,6 +219,40 @@ std::string percent(double x) {
   return os.str();
 }
 
+// The schedule `name`, checked valid and deadlock-free. Comparing all schedules runs GPipe and
+// 1F1B with one stage per rank whatever -v says: it is meant for the interleaved schedule.
+ppipe::schedule make(const options& o, const std::string& name, bool compare) {
+  int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
+  if (compare && (name == "gpipe" || name == "1f1b")) v = 1;
+  ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
+  ppipe::validate(s, o.transfers);
+  return s;
+}
+
+std::size_t count_transfers(const ppipe::schedule& s) {
+  std::size_t n = 0;
+  for (const auto& list : s.ranks) {
+    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
+  }
+  return n;
+}
+
+void print_header(const options& o, const ppipe::schedule& s) {
+  std::cout << "== " << s.name << ": p=" << s.num_ranks() << " ranks, m=" << s.microbatches
+            << " microbatches, " << s.num_stages() << " stages (" << s.num_stages() / s.num_ranks()
+            << " per rank) ==\n"
+            << "valid and deadlock-free (" << ppipe::to_string(o.transfers) << " transfers): " << s.size()
+            << " actions, " << count_transfers(s) << " of them transfers\n";
+}
+
+void print_timeline(const options& o, const ppipe::schedule& s, const ppipe::simulation& sim) {
+  try {
+    std::cout << ppipe::render_timeline(s, sim, {o.width, 0.0, 1 << 12});
+  } catch (const ppipe::error& e) {
+    std::cout << "(timeline not drawn: " << e.message() << ")\n";
+  }
+}
+
 struct row {
   std::string name;
   double makespan;
@@ -164,29 +263,15 @@ struct row {
 };
 
 row plan(const options& o, const std::string& name, bool compare) {
-  int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
-  if (compare && (name == "gpipe" || name == "1f1b")) v = 1;
-  const ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
-  ppipe::validate(s, o.transfers);
+  const ppipe::schedule s = make(o, name, compare);
+  const bool timeline = o.timeline.value_or(true);
   const ppipe::simulation sim =
-      ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {o.timeline, o.transfers});
-  std::size_t transfers = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) transfers += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
+      ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {timeline, o.transfers});
   const int p = s.num_ranks();
+  const int v = s.num_stages() / p;
 
-  std::cout << "== " << s.name << ": p=" << p << " ranks, m=" << s.microbatches << " microbatches, "
-            << s.num_stages() << " stages (" << v << " per rank) ==\n"
-            << "valid and deadlock-free (" << ppipe::to_string(o.transfers) << " transfers): " << s.size()
-            << " actions, " << transfers << " of them transfers\n";
-  if (o.timeline) {
-    try {
-      std::cout << ppipe::render_timeline(s, sim, {o.width, 0.0, 1 << 12});
-    } catch (const ppipe::error& e) {
-      std::cout << "(timeline not drawn: " << e.message() << ")\n";
-    }
-  }
+  print_header(o, s);
+  if (timeline) print_timeline(o, s, sim);
   std::cout << "rank  busy      idle      idle     peak activations: microbatches of the rank's share"
                " (and of each stage)\n";
   for (int r = 0; r < p; ++r) {
@@ -213,7 +298,411 @@ row plan(const options& o, const std::string& name, bool compare) {
   std::cout << "\n";
   int peak = 0;
   for (int x : sim.peak_rank_activations) peak = std::max(peak, x);
-  return {s.name, sim.makespan, sim.bubble_fraction(), peak / static_cast<double>(v), sim.speedup(), transfers};
+  return {s.name, sim.makespan, sim.bubble_fraction(), peak / static_cast<double>(v), sim.speedup(),
+          count_transfers(s)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a model: its layers from a file or --layers, its devices from the file or --devices.
+// Memory is handed to ppipe in GiB (ppipe takes any one unit), so its messages read in GiB too.
+
+constexpr int max_layers = 1 << 20;  // far more than any model; keeps a typo from eating the RAM
+
+// Alike layers from one line of the model, for naming what each stage holds.
+struct layer_group {
+  std::string name;
+  int first = 0;
+  int count = 1;
+};
+
+struct model {
+  std::string source;  // the file, or "--layers N"
+  std::vector<ppipe::layer_cost> layers;
+  std::vector<layer_group> groups;
+  std::vector<ppipe::device_spec> devices;  // one per rank, or none: alike devices without a limit
+};
+
+// The whole of `text` as a number, or nothing.
+std::optional<double> number_in(const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const double value = std::stod(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {  // not a number, or out of range
+  }
+  return std::nullopt;
+}
+
+// "350MiB" or "1.5GiB" in GiB, or a parse_error that `where` begins. A bare 0 needs no unit.
+double memory_in(std::string_view where, const std::string& text) {
+  constexpr std::pair<std::string_view, double> units[] = {
+      {"B", 1.0 / (1 << 30)}, {"KiB", 1.0 / (1 << 20)}, {"MiB", 1.0 / (1 << 10)}, {"GiB", 1.0},
+      {"TiB", 1024.0}};
+  const std::size_t unit = text.find_first_of("BKMGT");
+  const std::optional<double> value = number_in(text.substr(0, unit));
+  if (value && unit == std::string::npos && *value == 0) return 0.0;
+  for (const auto& [name, gib] : units) {
+    if (value && unit != std::string::npos && text.substr(unit) == name) return *value * gib;
+  }
+  ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", text,
+                      "\" is not a memory size; write e.g. 350MiB or 1.5GiB (units B, KiB, MiB, GiB, TiB)");
+}
+
+model read_model_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    ppipe::detail::fail(ppipe::errc::parse_error, "cannot open the model file \"", path,
+                        "\"; give --model the path of a text file (its format is in --help)");
+  }
+  constexpr std::string_view layer_syntax = "layer NAME FORWARD BACKWARD [PARAMS ACTIVATIONS] [x COUNT]";
+  constexpr std::string_view device_syntax = "device NAME SPEED [MEMORY]";
+  model out;
+  out.source = path;
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    line.erase(std::min(line.find('#'), line.size()));
+    std::istringstream text(line);
+    std::vector<std::string> w;
+    for (std::string word; text >> std::quoted(word);) w.push_back(word);
+    if (w.empty()) continue;
+    const std::string where = ppipe::detail::concat(path, ":", line_number, ": ");
+    const auto expected = [&](std::string_view syntax, std::string_view or_syntax = "") {
+      line.erase(line.find_last_not_of(" \t\r") + 1);
+      ppipe::detail::fail(ppipe::errc::parse_error, where, "expected ", syntax,
+                          or_syntax.empty() ? "" : " or ", or_syntax, ", not \"",
+                          line.substr(line.find_first_not_of(" \t")), "\"");
+    };
+    const auto number = [&](const std::string& token, std::string_view syntax) {
+      const std::optional<double> value = number_in(token);
+      if (!value) {
+        ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", token, "\" is not a number; expected ",
+                            syntax);
+      }
+      return *value;
+    };
+    std::size_t n = w.size();
+    if (w[0] == "layer") {
+      double count = 1;
+      if (n >= 3 && w[n - 2] == "x") {
+        count = number(w[n - 1], layer_syntax);
+        if (count < 1 || count > max_layers || count != std::floor(count)) {
+          ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", w[n - 1], "\" is not a layer count; "
+                              "write x COUNT with a whole number from 1 to ", max_layers);
+        }
+        n -= 2;
+      }
+      if (n != 4 && n != 6) expected(layer_syntax);
+      const ppipe::layer_cost cost{number(w[2], layer_syntax), number(w[3], layer_syntax),
+                                   n == 6 ? memory_in(where, w[4]) : 0.0,
+                                   n == 6 ? memory_in(where, w[5]) : 0.0};
+      if (static_cast<double>(out.layers.size()) + count > max_layers) {
+        ppipe::detail::fail(ppipe::errc::parse_error, where, "the model has more than ", max_layers,
+                            " layers, more than ppipe-plan plans");
+      }
+      out.groups.push_back({w[1], static_cast<int>(out.layers.size()), static_cast<int>(count)});
+      out.layers.insert(out.layers.end(), static_cast<std::size_t>(count), cost);
+    } else if (w[0] == "device") {
+      if (n != 3 && n != 4) expected(device_syntax);
+      ppipe::device_spec d;
+      d.name = w[1];
+      d.speed = number(w[2], device_syntax);
+      if (n == 4) d.memory = memory_in(where, w[3]);
+      out.devices.push_back(d);
+    } else {
+      expected(layer_syntax, device_syntax);
+    }
+  }
+  if (out.layers.empty()) {
+    ppipe::detail::fail(ppipe::errc::parse_error, path, ": the model has no layers; give one line per "
+                        "layer, or per run of alike layers: ", layer_syntax);
+  }
+  return out;
+}
+
+// --devices 1.0:24GiB,0.6:24GiB
+std::vector<ppipe::device_spec> read_devices(const std::string& spec) {
+  std::vector<ppipe::device_spec> out;
+  std::stringstream in(spec);
+  for (std::string item; std::getline(in, item, ',');) {
+    const std::size_t colon = item.find(':');
+    ppipe::device_spec d;
+    d.speed = to_number<double>("--devices", item.substr(0, colon));
+    if (colon != std::string::npos) d.memory = memory_in("--devices: ", item.substr(colon + 1));
+    out.push_back(d);
+  }
+  if (out.empty()) {
+    ppipe::detail::fail(ppipe::errc::parse_error,
+                        "--devices needs one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB");
+  }
+  return out;
+}
+
+// The model the options give, with the devices settled; sets o.ranks to the number of devices.
+model read_model(options& o) {
+  model out;
+  if (o.model_file) {
+    out = read_model_file(*o.model_file);
+  } else {
+    if (*o.layers < 1 || *o.layers > max_layers) {
+      ppipe::detail::fail(ppipe::errc::parse_error, "--layers needs 1 to ", max_layers, " layers, got ",
+                          *o.layers);
+    }
+    out.source = ppipe::detail::concat("--layers ", *o.layers);
+    out.layers.assign(static_cast<std::size_t>(*o.layers), ppipe::layer_cost{});
+    out.groups.push_back({"layer", 0, *o.layers});
+  }
+  if (o.devices) out.devices = read_devices(*o.devices);
+  if (!out.devices.empty()) {
+    const int n = static_cast<int>(out.devices.size());
+    if (o.ranks_given && o.ranks != n) {
+      ppipe::detail::fail(ppipe::errc::invalid_argument, "-p ", o.ranks, " asks for ", o.ranks, " ranks but ",
+                          n, " devices are given (one per rank); drop -p or give ", o.ranks, " devices");
+    }
+    o.ranks = n;
+  }
+  // A negative time or a zero speed is the model's fault, not one schedule's: let ppipe check the
+  // numbers once, on one stage per rank, before any schedule is tried.
+  const auto mode =
+      o.schedule == "forward_only" ? ppipe::schedule_mode::inference : ppipe::schedule_mode::training;
+  ppipe::partition_problem{out.layers, ppipe::placement::looped(o.ranks), mode,
+                           std::vector<int>(static_cast<std::size_t>(o.ranks), 1), out.devices}
+      .check();
+  return out;
+}
+
+bool has_memory_limit(const model& m) {
+  return std::any_of(m.devices.begin(), m.devices.end(),
+                     [](const ppipe::device_spec& d) { return std::isfinite(d.memory); });
+}
+
+// Whether to print memory at all: a model with neither memory figures nor limits has none to show.
+bool has_memory(const model& m) {
+  return has_memory_limit(m) || std::any_of(m.layers.begin(), m.layers.end(), [](const ppipe::layer_cost& l) {
+           return l.parameter_memory > 0 || l.activation_memory > 0;
+         });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Splitting the model for each schedule, and printing the plans.
+
+std::string fixed(double x, int digits = 2) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(digits) << x;
+  return os.str();
+}
+
+// What layers [first, end) are, by name: "embed, block[0..12]".
+std::string describe(const model& m, int first, int end) {
+  std::ostringstream os;
+  for (const layer_group& g : m.groups) {
+    const int lo = std::max(first, g.first);
+    const int hi = std::min(end, g.first + g.count);
+    if (lo >= hi) continue;
+    os << (os.tellp() > 0 ? ", " : "") << g.name;
+    if (g.count > 1) {
+      os << "[" << lo - g.first << (hi - lo > 1 ? ".." + std::to_string(hi - 1 - g.first) : "") << "]";
+    }
+  }
+  return os.str();
+}
+
+struct split_plan {
+  ppipe::schedule s;
+  ppipe::partition_report report;  // the partitioner's split, with its name and whether optimal
+  ppipe::plan_prediction predicted;
+  std::optional<ppipe::plan_prediction> uniform;    // for comparison, when the split differs
+  std::optional<ppipe::plan_prediction> unlimited;  // the faster split memory ruled out, if any
+};
+
+split_plan plan_split(const options& o, const model& m, const std::string& partitioner,
+                      const std::string& name, bool compare) {
+  split_plan out{make(o, name, compare), {}, {}, {}, {}};
+  const auto problem = ppipe::partition_problem::for_schedule(out.s, m.layers, m.devices);
+  out.report = ppipe::plan_partition(partitioner, problem);
+  out.predicted =
+      ppipe::predict(out.s, problem, out.report, {o.transfer, o.transfers, o.timeline.value_or(false)});
+  const ppipe::partition uniform = ppipe::partitioners::uniform{}.split(problem);
+  if (!(uniform == out.report.split)) {
+    out.uniform = ppipe::predict(out.s, problem, uniform, {o.transfer, o.transfers});
+  }
+  // The split memory left no room for, if there is one, shows why the chosen one is what it is.
+  if (partitioner == ppipe::partitioners::heterogeneous::name && has_memory_limit(m)) {
+    std::vector<ppipe::device_spec> devices = m.devices;
+    for (ppipe::device_spec& d : devices) d.memory = std::numeric_limits<double>::infinity();
+    const auto free = ppipe::partition_problem::for_schedule(out.s, m.layers, devices);
+    const ppipe::partition fast = ppipe::plan_partition(partitioner, free).split;
+    if (!(fast == out.report.split)) {
+      out.unlimited = ppipe::predict(out.s, problem, fast, {o.transfer, o.transfers});
+    }
+  }
+  return out;
+}
+
+// "rank 0 (RTX 4090) needs 27.53 GiB of its 24.00" for the first rank over its memory, or "".
+std::string first_over(const ppipe::plan_prediction& p) {
+  for (std::size_t r = 0; r < p.rank_memory.size(); ++r) {
+    if (p.rank_memory[r] > p.report.ranks[r].capacity) {
+      return ppipe::detail::concat(p.report.ranks[r].name, " needs ", fixed(p.rank_memory[r]), " GiB of its ",
+                                   fixed(p.report.ranks[r].capacity));
+    }
+  }
+  return "";
+}
+
+void print_split(const options& o, const model& m, const split_plan& plan) {
+  const ppipe::plan_prediction& pred = plan.predicted;
+  const ppipe::partition_report& report = plan.report;
+  const bool memory = has_memory(m);
+  print_header(o, plan.s);
+  std::cout << report.summary() << "\n";
+  constexpr std::size_t listed = 12;  // a long pipeline's other stages are only counted
+  for (const ppipe::stage_report& st : report.stages) {
+    if (static_cast<std::size_t>(st.stage) == listed) {
+      std::cout << "... and " << report.stages.size() - listed << " more stages\n";
+      break;
+    }
+    std::cout << "stage " << st.stage << " on rank " << st.rank << ": " << st.layers()
+              << (st.layers() == 1 ? " layer (" : " layers (")
+              << describe(m, st.first_layer, st.end_layer) << "), " << st.in_flight
+              << (st.in_flight == 1 ? " microbatch" : " microbatches") << " in flight\n";
+  }
+  if (o.timeline.value_or(false)) print_timeline(o, plan.s, pred.sim);
+
+  std::size_t name_width = 8;
+  for (const ppipe::device_spec& d : m.devices) name_width = std::max(name_width, d.name.size() + 2);
+  std::cout << std::left << "rank  " << std::setw(static_cast<int>(name_width)) << "device"
+            << "speed  layers  time/mb" << (memory ? "   peak memory (GiB)" : "") << "\n";
+  for (const ppipe::rank_report& r : report.ranks) {
+    const ppipe::device_spec d =
+        m.devices.empty() ? ppipe::device_spec{} : m.devices[static_cast<std::size_t>(r.rank)];
+    int layers = 0;
+    for (const ppipe::stage_report& st : report.stages) layers += st.rank == r.rank ? st.layers() : 0;
+    std::cout << std::setw(6) << r.rank << std::setw(static_cast<int>(name_width))
+              << (d.name.empty() ? "-" : d.name) << std::setw(7) << d.speed << std::setw(8) << layers
+              << std::setw(memory ? 10 : 0) << r.time;
+    if (memory) {
+      const double peak = pred.rank_memory[static_cast<std::size_t>(r.rank)];
+      std::cout << fixed(peak) << (std::isfinite(r.capacity) ? " of " + fixed(r.capacity) : " (no limit)")
+                << (peak <= r.capacity ? "  fits" : "  OVER");
+    }
+    std::cout << "\n";
+  }
+  std::cout << std::right << "predicted step time " << pred.step_time() << "; bubble "
+            << percent(pred.bubble()) << " of the step; speedup over one reference device "
+            << fixed(pred.speedup()) << "x\n";
+  if (plan.unlimited && !first_over(*plan.unlimited).empty()) {
+    std::cout << "memory decides this split: " << plan.unlimited->report.sizes() << " would take "
+              << plan.unlimited->step_time() << ", but " << first_over(*plan.unlimited) << "\n";
+  }
+  if (plan.uniform) {
+    const ppipe::plan_prediction& u = *plan.uniform;
+    const double ratio = u.step_time() / pred.step_time();
+    std::cout << "uniform split " << u.report.sizes() << " would take " << u.step_time() << ": "
+              << report.partitioner << " is " << fixed(ratio >= 1 ? ratio : 1 / ratio)
+              << (ratio >= 1 ? "x faster" : "x slower")
+              << (u.fits() ? "" : ", and uniform does not fit: " + first_over(u)) << "\n";
+  } else if (report.partitioner != ppipe::partitioners::uniform::name) {
+    std::cout << "(the uniform split is the same)\n";
+  }
+  if (!pred.fits()) std::cout << "warning: this split does not fit: " << first_over(pred) << "\n";
+  // When the partitioner proved that no split has a faster slowest stage (within memory), moving
+  // layers is no cure, and advise() is told so.
+  ppipe::advice_options advice;
+  advice.split_is_optimal = report.optimal;
+  for (const std::string& warning : ppipe::advise(plan.s, pred.sim, advice)) {
+    std::cout << "warning: " << warning << "\n";
+  }
+  std::cout << "\n";
+}
+
+void print_model(const options& o, const model& m, const std::string& partitioner) {
+  double cost = 0;
+  double params = 0;
+  double acts = 0;
+  for (const ppipe::layer_cost& l : m.layers) {
+    cost += l.forward + l.backward;
+    params += l.parameter_memory;
+    acts += l.activation_memory;
+  }
+  std::cout << "model " << m.source << ": " << m.layers.size() << " layers (";
+  for (const layer_group& g : m.groups) {
+    std::cout << (&g == &m.groups.front() ? "" : ", ") << g.name
+              << (g.count > 1 ? " x" + std::to_string(g.count) : "");
+  }
+  std::cout << "); forward + backward " << cost << " per microbatch on the reference device\n";
+  if (has_memory(m)) {
+    std::cout << "memory in GiB: parameters " << fixed(params) << ", activations " << fixed(acts)
+              << " per microbatch\n";
+  }
+  std::cout << "ranks: ";
+  if (m.devices.empty()) std::cout << o.ranks << " alike devices without a memory limit";
+  for (std::size_t r = 0; r < m.devices.size(); ++r) {
+    const ppipe::device_spec& d = m.devices[r];
+    std::cout << (r > 0 ? ", " : "") << r << (d.name.empty() ? "" : " " + d.name) << " (speed " << d.speed
+              << (std::isfinite(d.memory) ? ", " + fixed(d.memory) + " GiB" : "") << ")";
+  }
+  std::cout << "; " << partitioner << " partitioner\n\n";
+}
+
+int plan_model(options o) {
+  const model m = read_model(o);
+  const bool mixed = std::any_of(m.devices.begin(), m.devices.end(), [](const ppipe::device_spec& d) {
+    return d.speed != 1.0 || std::isfinite(d.memory);
+  });
+  const std::string partitioner = o.partitioner.value_or(mixed ? "heterogeneous" : "balanced");
+  if (std::find(std::begin(ppipe::partitioner_names), std::end(ppipe::partitioner_names), partitioner) ==
+      std::end(ppipe::partitioner_names)) {
+    ppipe::detail::fail(ppipe::errc::parse_error,
+                        "--partitioner takes uniform, balanced or heterogeneous, not \"", partitioner, "\"");
+  }
+  print_model(o, m, partitioner);
+  if (o.schedule != "all") {
+    print_split(o, m, plan_split(o, m, partitioner, o.schedule, false));
+    return 0;
+  }
+  struct outcome {
+    std::string name;
+    std::optional<split_plan> plan;
+    std::string trouble;  // why there is no plan
+  };
+  std::vector<outcome> rows;
+  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b"}) {
+    try {
+      rows.push_back({name, plan_split(o, m, partitioner, name, true), ""});
+      print_split(o, m, *rows.back().plan);
+    } catch (const ppipe::error& e) {
+      // The heterogeneous partitioner says why no split fits; the other schedules may still fit.
+      const bool memory = e.code() == ppipe::errc::out_of_memory;
+      std::cout << "== " << name << (memory ? ": does not fit: " : ": not possible with these numbers: ")
+                << e.message() << "\n\n";
+      rows.push_back({name, std::nullopt, memory ? "does not fit in memory" : "not possible"});
+    }
+  }
+  std::size_t split_width = 7;
+  for (const auto& [name, plan, trouble] : rows) {
+    if (plan) split_width = std::max(split_width, plan->report.sizes().size() + 2);
+  }
+  const bool memory = has_memory(m);
+  std::cout << std::left << std::setw(19) << "schedule" << std::setw(static_cast<int>(split_width)) << "split"
+            << "step time  bubble" << (memory ? "   peak memory  fits" : "") << "\n";
+  for (const auto& [name, plan, trouble] : rows) {
+    std::cout << std::setw(19) << name;
+    if (!plan) {
+      std::cout << trouble << "\n";
+      continue;
+    }
+    const ppipe::plan_prediction& pred = plan->predicted;
+    std::cout << std::setw(static_cast<int>(split_width)) << plan->report.sizes() << std::setw(11)
+              << pred.step_time() << std::setw(memory ? 9 : 0) << percent(pred.bubble());
+    if (memory) {
+      const double peak = *std::max_element(pred.rank_memory.begin(), pred.rank_memory.end());
+      std::cout << std::setw(13) << fixed(peak) << (pred.fits() ? "yes" : "no");
+    }
+    std::cout << "\n";
+  }
+  std::cout << std::right;
+  return 0;
 }
 
 }  // namespace
@@ -221,6 +710,7 @@ row plan(const options& o, const std::string& name, bool compare) {
 int main(int argc, char** argv) {
   try {
     const options o = parse(argc, argv);
+    if (o.model_file || o.layers) return plan_model(o);
     if (o.schedule != "all") {
       plan(o, o.schedule, false);
       return 0;
