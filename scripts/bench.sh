@@ -2,12 +2,17 @@
 # Builds the benchmarks in Release and records their figures as Google Benchmark JSON under
 # docs/benchmarks/, the source of every number in docs/benchmarks.md. Run on an otherwise idle
 # machine. Extra arguments go to every benchmark binary (e.g. --benchmark_filter=generate).
+#   schedule_bench:  generate + validate + simulate at scale (issue 2)
+#   partition_bench: the partitioners at scale (issue 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target ppipe_bench_schedule
+cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition
 mkdir -p docs/benchmarks
-build/release/benchmarks/ppipe_bench_schedule \
-  --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
-  --benchmark_out=docs/benchmarks/schedule.json --benchmark_out_format=json "$@"
+# PPIPE_BENCHES="partition" records one of them only.
+for bench in ${PPIPE_BENCHES:-schedule partition}; do
+  "build/release/benchmarks/ppipe_bench_${bench}" \
+    --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+    --benchmark_out="docs/benchmarks/${bench}.json" --benchmark_out_format=json "$@"
+done
