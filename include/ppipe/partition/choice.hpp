@@ -11,6 +11,9 @@ struct partition_choice {
   partition split;
   /// Proven: no contiguous split has a smaller largest stage time under the partitioner's rules.
   bool optimal = false;
+  /// When device memory limited the split: the largest stage time the best split would have without
+  /// the limits (0 when they did not bind, or were not considered).
+  double without_memory_limits = 0;
 };
 
 }  // namespace ppipe

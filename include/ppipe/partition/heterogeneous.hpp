@@ -39,7 +39,15 @@ struct heterogeneous {
     const detail::split_tables tables(problem, true);
     const detail::split_result found = detail::min_max_split(tables);
     if (!found.fits) explain_shortfall(problem, partition(found.bounds), found);
-    return {partition(found.bounds), found.optimal};
+    partition_choice out{partition(found.bounds), found.optimal, 0.0};
+    if (tables.memory_limited) {  // what the limits cost: the same search without them
+      detail::split_tables time_only = tables;
+      time_only.memory_limited = false;
+      time_only.coupled = false;
+      const double free = detail::min_max_split(time_only).bottleneck;
+      if (free < found.bottleneck) out.without_memory_limits = free;
+    }
+    return out;
   }
   [[nodiscard]] partition split(const partition_problem& problem) const { return choose(problem).split; }
 
@@ -66,7 +74,8 @@ struct heterogeneous {
         if (s.rank != rank.rank) continue;
         where << (first ? " " : "; ") << "stage " << s.stage << " holds layers " << s.first_layer << ".."
               << s.end_layer - 1 << ", parameters " << s.parameter_memory << " + " << s.in_flight
-              << " microbatches in flight x activations " << s.activation_memory;
+              << (s.in_flight == 1 ? " microbatch" : " microbatches") << " in flight x activations "
+              << s.activation_memory;
         first = false;
       }
       where << ")";

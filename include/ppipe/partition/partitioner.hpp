@@ -30,7 +30,9 @@ template <partitioner P>
 partition_report plan_partition(const P& p, const partition_problem& problem) {
   if constexpr (requires { { p.choose(problem) } -> std::same_as<partition_choice>; }) {
     const partition_choice c = p.choose(problem);
-    return evaluate(problem, c.split, std::string(P::name), c.optimal);
+    partition_report r = evaluate(problem, c.split, std::string(P::name), c.optimal);
+    r.without_memory_limits = c.without_memory_limits;
+    return r;
   } else {
     return evaluate(problem, p.split(problem), std::string(P::name), false);
   }

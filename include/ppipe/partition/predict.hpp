@@ -31,8 +31,16 @@ struct plan_prediction {
   /// replaying its actions in order. Exact, where report.ranks[r].memory may over-count a rank with
   /// several stages.
   std::vector<double> rank_memory;
+  /// One reference device (speed 1) running every layer for every microbatch, with no pipeline.
+  double single_device_time = 0;
 
   [[nodiscard]] double step_time() const noexcept { return sim.makespan; }
+  /// @brief How much faster than one reference device: single_device_time / step_time. Unlike
+  /// simulation::speedup() (busy time over step time), this compares with a real device when the
+  /// ranks' speeds differ; the two agree when every speed is 1.
+  [[nodiscard]] double speedup() const noexcept {
+    return sim.makespan > 0 ? single_device_time / sim.makespan : 0.0;
+  }
   [[nodiscard]] double bubble() const noexcept { return sim.bubble_fraction(); }
   /// @brief True when every rank's peak memory is within its capacity.
   [[nodiscard]] bool fits() const {
@@ -62,17 +70,29 @@ inline cost_model stage_cost_model(const partition_problem& problem, const parti
   return costs;
 }
 
-/// @brief Simulates `s` with the stage costs of `split` and replays each rank's activations to
-/// find its peak memory. `problem` must be the schedule's (partition_problem::for_schedule(s, ...)).
+/// @brief Simulates `s` with the stage costs of `report.split` and replays each rank's activations
+/// to find its peak memory; keeps `report` (with its partitioner's name and optimality) as the
+/// prediction's report. `problem` must be the schedule's (partition_problem::for_schedule(s, ...)).
+inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition_report& report,
+                               prediction_options options = {});
+
+/// @brief The same for a bare partition (its report names the partitioner "given").
 inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition& split,
                                prediction_options options = {}) {
+  return predict(s, problem, evaluate(problem, split), options);
+}
+
+inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition_report& report,
+                               prediction_options options) {
+  const partition& split = report.split;
   if (!(s.place == problem.place) || s.mode != problem.mode) {
     detail::fail(errc::invalid_argument, "the partition problem was not built for schedule \"", s.name,
                  "\" (", s.num_stages(), " stages on ", s.num_ranks(),
                  " ranks); build it with partition_problem::for_schedule(schedule, layers, devices)");
   }
   plan_prediction out;
-  out.report = evaluate(problem, split);
+  out.report = report;
+  if (report.stages.size() != static_cast<std::size_t>(problem.num_stages())) out.report = evaluate(problem, split);
   out.sim = simulate(s, stage_cost_model(problem, split, options.transfer),
                      {options.record_timeline, options.transfers});
   const bool training = s.mode == schedule_mode::training;
@@ -94,6 +114,8 @@ inline plan_prediction predict(const schedule& s, const partition_problem& probl
     }
     out.rank_memory.push_back(params + peak);
   }
+  for (std::size_t i = 0; i < problem.layers.size(); ++i) out.single_device_time += problem.cost(i);
+  out.single_device_time *= s.microbatches;
   return out;
 }
 

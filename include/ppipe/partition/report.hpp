@@ -57,6 +57,9 @@ struct partition_report {
   /// No split can beat this: the total time over the summed speeds, or the largest layer on the
   /// fastest device, whichever is larger.
   double lower_bound = 0;
+  /// When device memory limited the split: the bottleneck the best split would have without the
+  /// limits (0 when they did not bind, or the partitioner does not consider memory).
+  double without_memory_limits = 0;
 
   [[nodiscard]] double bottleneck_time() const {
     return stages.at(static_cast<std::size_t>(bottleneck_stage)).time;
@@ -90,13 +93,18 @@ struct partition_report {
   [[nodiscard]] std::string summary() const {
     std::ostringstream os;
     const stage_report& b = stages.at(static_cast<std::size_t>(bottleneck_stage));
-    os << partitioner << " split " << sizes() << ": the bottleneck is stage " << b.stage << " on "
-       << ranks.at(static_cast<std::size_t>(b.rank)).name << " (layers " << b.first_layer << ".."
-       << b.end_layer - 1 << ", time " << b.time << " per microbatch; the ideal is " << lower_bound << ")";
+    os << partitioner << " split " << sizes() << ": the bottleneck is stage " << b.stage << ", layers "
+       << b.first_layer << ".." << b.end_layer - 1 << " on " << ranks.at(static_cast<std::size_t>(b.rank)).name
+       << ", at " << b.time << " per microbatch (the ideal is " << lower_bound << ")";
     if (optimal) {
       os << ", and no contiguous split does better";
+      if (without_memory_limits > 0) os << " within the devices' memory";
     }
     os << ".";
+    if (without_memory_limits > 0) {
+      os << " Memory limits cost " << b.time - without_memory_limits << " per microbatch: without them "
+         << "the bottleneck would be " << without_memory_limits << ".";
+    }
     for (const rank_report& r : ranks) {
       if (!r.fits()) {
         os << " " << r.name << " needs " << r.memory << " but has " << r.capacity << ".";

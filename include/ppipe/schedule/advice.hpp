@@ -46,6 +46,9 @@ inline int microbatches_for_bubble(int ranks, double max_bubble, int virtual_sta
 /// @brief Thresholds for advise().
 struct advice_options {
   double max_bubble = 0.2;  ///< warn when ranks idle more than this share of the step
+  /// The stage split is already the best there is (e.g. a partitioner proved it optimal, perhaps
+  /// within memory limits): do not suggest moving layers between stages.
+  bool split_is_optimal = false;
 };
 
 /// @brief Warnings for a simulated schedule, each one sentence with the numbers and what to change.
@@ -90,7 +93,7 @@ inline std::vector<std::string> advise(const schedule& s, const simulation& sim,
           idle, " (the bubble); with p=", p, v > 1 ? detail::concat(" and v=", v) : std::string(),
           ", about m >= ", more_microbatches(m + 1), " brings it under ", percent(options.max_bubble),
           " (m=", m, " now)"));
-    } else if (*busiest > mean_busy * 1.05) {
+    } else if (*busiest > mean_busy * 1.05 && !options.split_is_optimal) {
       out.push_back(detail::concat(
           idle, ", though m=", m, " would idle only ", percent(shape),
           " with balanced stages: rank ", busiest - sim.busy.begin(), " computes ", *busiest,
