@@ -126,6 +126,13 @@ struct split_tables {
     const auto b = static_cast<std::size_t>(j);
     return (params[b] - params[a]) + in_flight[static_cast<std::size_t>(stage)] * (acts[b] - acts[a]);
   }
+  /// The same tables with memory ignored: the search for time alone.
+  [[nodiscard]] split_tables without_memory() const {
+    split_tables out = *this;
+    out.memory_limited = false;
+    out.coupled = false;
+    return out;
+  }
   /// An upper bound on any stage's time: every layer on the slowest stage.
   [[nodiscard]] double time_bound() const {
     double slowest = std::numeric_limits<double>::infinity();
@@ -377,6 +384,7 @@ struct split_result {
   bool optimal = false;     // proven minimal (for a split that does not fit: the shortfall is)
   bool fits = true;         // false: no split fits in memory, and `bounds` is the least-short one
   double shortfall = 0;     // when !fits: the smallest possible largest excess over a capacity
+  double unconstrained = 0;  // with memory limits: the optimal bottleneck without them
 };
 
 /// The largest stage time of a split.
@@ -448,10 +456,8 @@ inline std::vector<double> shares_from(const split_tables& t, const std::vector<
 /// fits, or, if none does, the one whose worst rank is least short.
 inline split_result min_max_split_coupled(const split_tables& t) {
   const double inf = std::numeric_limits<double>::infinity();
-  split_tables time_only = t;
-  time_only.memory_limited = false;
-  time_only.coupled = false;
-  const split_result fastest = min_max_split_uncoupled(time_only);
+  split_result fastest = min_max_split_uncoupled(t.without_memory());
+  fastest.unconstrained = fastest.bottleneck;
   if (excess_of(t, fastest.bounds) <= 0) return fastest;  // optimal for time, and it fits
 
   split_result best{fastest.bounds, inf, false, false, excess_of(t, fastest.bounds)};
@@ -488,12 +494,17 @@ inline split_result min_max_split_coupled(const split_tables& t) {
     with_shares(shares_from(t, &from));
     if (best.bounds == from) break;
   }
+  best.unconstrained = fastest.bottleneck;
   return best;
 }
 
 /// Minimises the largest stage time, subject to each rank's memory when the tables carry it.
+/// With memory limits, `unconstrained` also gives the optimal bottleneck without them.
 inline split_result min_max_split(const split_tables& t) {
-  return t.coupled ? min_max_split_coupled(t) : min_max_split_uncoupled(t);
+  if (t.coupled) return min_max_split_coupled(t);
+  split_result out = min_max_split_uncoupled(t);
+  if (t.memory_limited && out.fits) out.unconstrained = min_max_split_uncoupled(t.without_memory()).bottleneck;
+  return out;
 }
 
 }  // namespace ppipe::detail

@@ -39,15 +39,9 @@ struct heterogeneous {
     const detail::split_tables tables(problem, true);
     const detail::split_result found = detail::min_max_split(tables);
     if (!found.fits) explain_shortfall(problem, partition(found.bounds), found);
-    partition_choice out{partition(found.bounds), found.optimal, 0.0};
-    if (tables.memory_limited) {  // what the limits cost: the same search without them
-      detail::split_tables time_only = tables;
-      time_only.memory_limited = false;
-      time_only.coupled = false;
-      const double free = detail::min_max_split(time_only).bottleneck;
-      if (free < found.bottleneck) out.without_memory_limits = free;
-    }
-    return out;
+    // What the limits cost: the search reports the bottleneck it would reach without them.
+    const double free = found.unconstrained;
+    return {partition(found.bounds), found.optimal, free > 0 && free < found.bottleneck ? free : 0.0};
   }
   [[nodiscard]] partition split(const partition_problem& problem) const { return choose(problem).split; }
 

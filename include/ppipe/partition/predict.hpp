@@ -55,16 +55,16 @@ struct plan_prediction {
 /// layers' and divide by its rank's speed; a split backward's halves take half each.
 inline cost_model stage_cost_model(const partition_problem& problem, const partition& split,
                                    double transfer = 0.0) {
-  const partition_report r = evaluate(problem, split);
+  detail::check_split(problem, split);
   cost_model costs{{}, transfer};
-  for (const stage_report& s : r.stages) {
+  for (int s = 0; s < split.num_stages(); ++s) {
     double f = 0;
     double b = 0;
-    for (int l = s.first_layer; l < s.end_layer; ++l) {
+    for (int l = split.first(s); l < split.end(s); ++l) {
       f += problem.layers[static_cast<std::size_t>(l)].forward;
       b += problem.layers[static_cast<std::size_t>(l)].backward;
     }
-    const double speed = problem.device(s.rank).speed;
+    const double speed = problem.device(problem.place.rank_of(s)).speed;
     costs.stages.push_back({f / speed, b / speed, b / speed / 2, b / speed / 2});
   }
   return costs;
@@ -91,8 +91,9 @@ inline plan_prediction predict(const schedule& s, const partition_problem& probl
                  " ranks); build it with partition_problem::for_schedule(schedule, layers, devices)");
   }
   plan_prediction out;
-  out.report = report;
-  if (report.stages.size() != static_cast<std::size_t>(problem.num_stages())) out.report = evaluate(problem, split);
+  detail::check_split(problem, split);
+  // A report whose stages are not filled in (e.g. default-built) is completed from the split.
+  out.report = report.stages.size() == static_cast<std::size_t>(problem.num_stages()) ? report : evaluate(problem, split);
   out.sim = simulate(s, stage_cost_model(problem, split, options.transfer),
                      {options.record_timeline, options.transfers});
   const bool training = s.mode == schedule_mode::training;

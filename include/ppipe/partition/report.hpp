@@ -114,16 +114,25 @@ struct partition_report {
   }
 };
 
+namespace detail {
+
+/// Throws unless `split` cuts the problem's own layers into the problem's stages.
+inline void check_split(const partition_problem& problem, const partition& split) {
+  if (split.num_stages() != problem.num_stages() || split.num_layers() != problem.num_layers()) {
+    fail(errc::invalid_argument, "the partition has ", split.num_stages(), " stages over ",
+         split.num_layers(), " layers, but the problem has ", problem.num_stages(), " stages and ",
+         problem.num_layers(), " layers; partition the problem's own layers");
+  }
+}
+
+}  // namespace detail
+
 /// @brief The figures of `split` for `problem`: its stages' costs, times and memory, each rank's
 /// total, and the bottleneck. `partitioner` and `optimal` are recorded as given.
 inline partition_report evaluate(const partition_problem& problem, const partition& split,
                                  std::string partitioner = "given", bool optimal = false) {
   problem.check();
-  if (split.num_stages() != problem.num_stages() || split.num_layers() != problem.num_layers()) {
-    detail::fail(errc::invalid_argument, "the partition has ", split.num_stages(), " stages over ",
-                 split.num_layers(), " layers, but the problem has ", problem.num_stages(),
-                 " stages and ", problem.num_layers(), " layers; partition the problem's own layers");
-  }
+  detail::check_split(problem, split);
   partition_report out;
   out.partitioner = std::move(partitioner);
   out.split = split;
