@@ -20,6 +20,7 @@ enum class errc : int {
   backend,               ///< CUDA, NCCL or MPI reported a failure
   unsupported,           ///< a feature that this build or configuration does not provide
   out_of_memory,         ///< a plan cannot fit the memory its devices have
+  stage_failed,          ///< a user's kernel, loss or hook threw on a rank (the original is nested)
 };
 
 /// @brief The stable id of an error kind, e.g. "ppipe.invalid_argument".
@@ -33,6 +34,7 @@ constexpr std::string_view to_id(errc code) noexcept {
     case errc::backend: return "ppipe.backend";
     case errc::unsupported: return "ppipe.unsupported";
     case errc::out_of_memory: return "ppipe.out_of_memory";
+    case errc::stage_failed: return "ppipe.stage_failed";
   }
   return "ppipe.unknown";
 }

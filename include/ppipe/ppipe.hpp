@@ -1,7 +1,8 @@
 #pragma once
 /// @file
-/// @brief ppipe's core: everything that needs no CUDA, NCCL or MPI. The backends have their own
-/// umbrellas (ppipe/cuda.hpp, ppipe/nccl.hpp, ppipe/mpi.hpp).
+/// @brief ppipe's core and its host backend: everything that needs no CUDA, NCCL or MPI. The
+/// backends have their own umbrellas (ppipe/cuda.hpp, ppipe/nccl.hpp, ppipe/mpi.hpp); the CPU layer
+/// kit for examples and tests is ppipe/layers/layers.hpp.
 
 #include "ppipe/config.hpp"
 #include "ppipe/error.hpp"
@@ -26,3 +27,15 @@
 #include "ppipe/schedule/simulate.hpp"
 #include "ppipe/schedule/timeline.hpp"
 #include "ppipe/schedule/validate.hpp"
+
+#include "ppipe/runtime/buffer_pool.hpp"
+#include "ppipe/runtime/executor.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/runtime/stage.hpp"
+#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/runtime/watchdog.hpp"
+
+#include "ppipe/transport/host.hpp"
+#include "ppipe/transport/transport.hpp"

@@ -1,0 +1,400 @@
+#pragma once
+/// @file
+/// @brief The executor: runs every rank's action list of a schedule on its own thread, moving
+/// payloads through a Transport and calling each stage's layers.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/stage.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/runtime/watchdog.hpp"
+#include "ppipe/schedule/schedule.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe {
+
+/// @brief How the executor runs.
+struct executor_options {
+  /// The longest any rank waits for data or for the other ranks; past it the run fails with a
+  /// ppipe::error (errc::timeout) that says what every rank was doing.
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  bool record_trace = true;  ///< keep every action's start and end (see run_trace)
+};
+
+/// @brief One run's inputs and results: per microbatch, what goes in and what comes out.
+template <class Tensor>
+struct step_data {
+  using payload_type = basic_payload<Tensor>;
+  std::vector<payload_type> inputs;              ///< per microbatch: the first stage's input (taken)
+  std::vector<payload_type> targets;             ///< per microbatch: the loss's target (training)
+  std::vector<double> scales;                    ///< per microbatch: its share of the batch
+  std::vector<std::vector<std::vector<shape>>> expected;  ///< [stage][mb]: the input shapes it must get
+  const loss_function<Tensor>* loss = nullptr;   ///< training: the loss on the last stage
+  const optimizer_hook* optimizer = nullptr;     ///< training: run per stage after the step
+  std::vector<double> losses;                    ///< out, per microbatch
+  std::vector<payload_type> outputs;             ///< out, inference: per microbatch, the last stage's output
+};
+
+namespace detail {
+/// Thrown inside a rank when another rank has failed: the rank stops without an error of its own.
+struct run_aborted {};
+}  // namespace detail
+
+/// @brief Runs schedules over a set of stages and a transport. The same executor serves every
+/// backend: it issues work and posts transfers, and relies on the transport's completion calls
+/// for ordering, never on a call having finished its work when it returns.
+template <class Model, transport Transport>
+class executor {
+ public:
+  using tensor_type = typename Transport::tensor_type;
+  using payload_type = basic_payload<tensor_type>;
+  using stage_type = stage<Model, tensor_type>;
+
+  executor(Transport& transport, std::vector<stage_type>& stages, executor_options options = {})
+      : transport_(&transport), stages_(&stages), options_(options), board_(transport.num_ranks()) {}
+
+  /// @brief Runs `s` (validated beforehand, with one stage object per stage of `s`) on `data`.
+  /// Returns the run's trace. A failure on any rank stops every rank and is rethrown here as a
+  /// ppipe::error naming the rank and action, with the original exception nested.
+  run_trace run(const schedule& s, step_data<tensor_type>& data) {
+    const int p = s.num_ranks();
+    const auto m = static_cast<std::size_t>(s.microbatches);
+    data.losses.assign(m, 0.0);
+    data.outputs.assign(m, payload_type{});
+    for (stage_type& st : *stages_) st.prepare(s.microbatches);
+    transport_->reset();
+    board_.reset();
+    failure_ = {};
+    finished_ = 0;
+    origin_ = deadline_clock::now();
+    run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
+
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(p));
+    try {
+      for (int r = 0; r < p; ++r) {
+        threads.emplace_back([&, r] { rank_main(s, r, data, trace.ranks[static_cast<std::size_t>(r)]); });
+      }
+    } catch (...) {
+      record_failure(std::current_exception(), -1, -1, s);
+    }
+    for (std::thread& t : threads) t.join();
+    if (failure_.error) rethrow_failure(s);
+    return trace;
+  }
+
+ private:
+  struct failure_record {
+    std::exception_ptr error;
+    int rank = -1;
+    int step = -1;
+    bool in_optimizer = false;
+  };
+
+  // What one rank keeps during a run, indexed by stage * m + microbatch.
+  struct rank_slots {
+    using recv_handle = typename Transport::recv_handle;
+    using send_handle = typename Transport::send_handle;
+    explicit rank_slots(std::size_t n)
+        : recv(n), recv_step(n, -1), recv_posted(n, 0.0), send_out(n), send_grad(n), handoff_in(n), handoff_grad(n),
+          out(n), grad(n) {}
+    std::vector<std::optional<recv_handle>> recv;  // the receive the compute at this slot needs
+    std::vector<int> recv_step;
+    std::vector<double> recv_posted;  // when it was posted, for the trace
+    std::vector<std::optional<send_handle>> send_out;   // pending send of the stage's output
+    std::vector<std::optional<send_handle>> send_grad;  // pending send of the input gradient
+    std::vector<payload_type> handoff_in;    // a forward's input from a stage on the same rank
+    std::vector<payload_type> handoff_grad;  // a backward's output gradient (the loss's, or local)
+    std::vector<payload_type> out;           // inference output waiting for its send
+    std::vector<payload_type> grad;          // input gradient waiting for its send
+    std::vector<std::size_t> pending;        // slots with a send in flight (index, +n for gradients)
+  };
+
+  [[nodiscard]] double micros(deadline_clock::time_point t) const {
+    return std::chrono::duration<double, std::micro>(t - origin_).count();
+  }
+  [[nodiscard]] deadline_clock::time_point deadline() const { return deadline_clock::now() + options_.timeout; }
+
+  void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
+    int step = -1;
+    bool in_optimizer = false;
+    try {
+      run_actions(s, r, data, events, step);
+      wait_for_everyone(s, r);
+      if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
+        in_optimizer = true;
+        for (const int st : s.place.stages_on(r)) {
+          stage_type& stg = (*stages_)[static_cast<std::size_t>(st)];
+          (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
+        }
+      }
+      board_.finished(r);
+    } catch (const detail::run_aborted&) {
+      board_.stopped(r);
+    } catch (...) {
+      record_failure(std::current_exception(), r, in_optimizer ? -2 : step, s);
+      board_.stopped(r);
+    }
+  }
+
+  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, int& step) {
+    const auto& list = s.ranks[static_cast<std::size_t>(r)];
+    const auto m = static_cast<std::size_t>(s.microbatches);
+    const int last = s.num_stages() - 1;
+    const std::vector<int>& rank_of = s.place.rank_table();
+    const bool training = s.mode == schedule_mode::training;
+    rank_slots slots(static_cast<std::size_t>(s.num_stages()) * m);
+    if (options_.record_trace) events.reserve(list.size());
+
+    const auto record = [&](const action& a, int k, deadline_clock::time_point t0, deadline_clock::time_point t1) {
+      if (options_.record_trace) events.push_back({a, k, micros(t0), micros(t1)});
+    };
+    // Waits for the receive of slot `i` and returns its payload.
+    const auto receive = [&](std::size_t i, int k) {
+      if (!slots.recv[i]) {
+        detail::fail(errc::invalid_schedule, "rank ", r, " has no receive for ", describe(list[static_cast<std::size_t>(k)]),
+                     "; the schedule must receive data before the compute that needs it");
+      }
+      payload_type in;
+      board_.waiting(r, k, slots.recv_step[i]);
+      const wait_status st = transport_->complete_recv(*slots.recv[i], in, deadline());
+      if (st == wait_status::aborted) throw detail::run_aborted{};
+      if (st == wait_status::timed_out) {
+        const action& waited = list[static_cast<std::size_t>(slots.recv_step[i])];
+        const int from = waited.kind == action_kind::recv_activation ? rank_of[static_cast<std::size_t>(waited.stage - 1)]
+                                                                     : rank_of[static_cast<std::size_t>(waited.stage + 1)];
+        timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms in ", describe(list[static_cast<std::size_t>(k)]),
+                               " for ", describe(waited), " from rank ", from, ", step ", k + 1, " of ", list.size()));
+      }
+      board_.running(r, k);
+      if (options_.record_trace) {
+        const action& ra = list[static_cast<std::size_t>(slots.recv_step[i])];
+        double end = micros(deadline_clock::now());
+        if constexpr (requires { slots.recv[i]->arrived; }) end = std::max(micros(slots.recv[i]->arrived), 0.0);
+        const double start = slots.recv_posted[i];
+        events.push_back({ra, slots.recv_step[i], start, std::max(start, end)});
+      }
+      slots.recv[i].reset();
+      return in;
+    };
+    const auto check_input = [&](const payload_type& in, int st, int mb, const char* what) {
+      if (data.expected.empty()) return;
+      const auto& want = data.expected[static_cast<std::size_t>(st)][static_cast<std::size_t>(mb)];
+      const std::vector<shape> got = shapes_of(in);
+      if (got != want) {
+        detail::fail(errc::invalid_argument, "stage ", st, " got ", what, " of shapes ", to_string(got),
+                     " for microbatch ", mb, " but its first layer takes ", to_string(want),
+                     "; the stages before it and the transport must deliver what output_shapes() says");
+      }
+    };
+    const auto poll_sends = [&](bool wait) {
+      std::size_t keep = 0;
+      for (const std::size_t key : slots.pending) {
+        const bool is_grad = key >= slots.recv.size();
+        const std::size_t i = is_grad ? key - slots.recv.size() : key;
+        auto& h = is_grad ? slots.send_grad[i] : slots.send_out[i];
+        if (!h) continue;  // already completed before a backward freed its buffer
+        const wait_status st = transport_->complete_send(*h, wait ? deadline() : deadline_clock::now());
+        if (st == wait_status::aborted) throw detail::run_aborted{};
+        if (st == wait_status::ready) {
+          h.reset();
+          (is_grad ? slots.grad[i] : slots.out[i]).clear();
+        } else if (wait) {
+          timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
+        } else {
+          slots.pending[keep++] = key;
+        }
+      }
+      slots.pending.resize(keep);
+    };
+    const auto finish_send_of_output = [&](std::size_t i) {
+      if (!slots.send_out[i]) return;
+      const wait_status st = transport_->complete_send(*slots.send_out[i], deadline());
+      if (st == wait_status::aborted) throw detail::run_aborted{};
+      if (st == wait_status::timed_out) timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
+      slots.send_out[i].reset();
+    };
+
+    for (std::size_t k = 0; k < list.size(); ++k) {
+      step = static_cast<int>(k);
+      const action& a = list[k];
+      board_.running(r, step);
+      const auto st = static_cast<std::size_t>(a.stage);
+      const auto mb = static_cast<std::size_t>(a.microbatch);
+      const std::size_t i = st * m + mb;
+      stage_type& stg = (*stages_)[st];
+      switch (a.kind) {
+        case action_kind::recv_activation:
+        case action_kind::recv_gradient: {
+          const int from = rank_of[a.kind == action_kind::recv_activation ? st - 1 : st + 1];
+          const auto t0 = deadline_clock::now();
+          slots.recv[i] = transport_->post_recv(from, r);
+          slots.recv_step[i] = step;
+          slots.recv_posted[i] = micros(t0);
+          break;
+        }
+        case action_kind::send_activation:
+        case action_kind::send_gradient: {
+          const bool fwd = a.kind == action_kind::send_activation;
+          const int to = rank_of[fwd ? st + 1 : st - 1];
+          const auto t0 = deadline_clock::now();
+          const payload_type& src = fwd ? (training ? stg.output(a.microbatch) : slots.out[i]) : slots.grad[i];
+          (fwd ? slots.send_out[i] : slots.send_grad[i]) = transport_->post_send(r, to, src);
+          slots.pending.push_back(fwd ? i : i + slots.recv.size());
+          poll_sends(false);
+          record(a, step, t0, deadline_clock::now());
+          break;
+        }
+        case action_kind::forward: {
+          payload_type in;
+          if (a.stage == 0) {
+            in = std::move(data.inputs[mb]);
+          } else if (rank_of[st - 1] == r) {
+            in = std::move(slots.handoff_in[i]);
+          } else {
+            in = receive(i, step);
+          }
+          check_input(in, a.stage, a.microbatch, "an input");
+          const auto t0 = deadline_clock::now();
+          if (training) {
+            const payload_type& out = stg.forward(a.microbatch, std::move(in));
+            if (a.stage == last) {
+              payload_type grad = stg.pool().acquire(shapes_of(out));
+              stg.pool().forget(grad);
+              data.losses[mb] = (*data.loss)(out, data.targets[mb], grad, data.scales[mb]);
+              slots.handoff_grad[i] = std::move(grad);
+            } else if (rank_of[st + 1] == r) {
+              slots.handoff_in[i + m] = out;
+            }
+          } else {
+            payload_type out = stg.infer(a.microbatch, std::move(in));
+            if (a.stage == last) {
+              data.outputs[mb] = std::move(out);
+            } else if (rank_of[st + 1] == r) {
+              slots.handoff_in[i + m] = std::move(out);
+            } else {
+              slots.out[i] = std::move(out);
+            }
+          }
+          record(a, step, t0, deadline_clock::now());
+          break;
+        }
+        case action_kind::backward:
+        case action_kind::backward_input: {
+          payload_type g;
+          if (a.stage == last || rank_of[st + 1] == r) {
+            g = std::move(slots.handoff_grad[i]);
+          } else {
+            g = receive(i, step);
+          }
+          finish_send_of_output(i);
+          const auto t0 = deadline_clock::now();
+          const bool want = a.stage > 0;
+          payload_type gin = a.kind == action_kind::backward ? stg.backward(a.microbatch, std::move(g), want)
+                                                             : stg.backward_input(a.microbatch, std::move(g), want);
+          if (want) {
+            if (rank_of[st - 1] == r) {
+              slots.handoff_grad[i - m] = std::move(gin);
+            } else {
+              slots.grad[i] = std::move(gin);
+            }
+          }
+          record(a, step, t0, deadline_clock::now());
+          break;
+        }
+        case action_kind::backward_weight: {
+          const auto t0 = deadline_clock::now();
+          stg.backward_weight(a.microbatch);
+          record(a, step, t0, deadline_clock::now());
+          break;
+        }
+      }
+    }
+    poll_sends(true);
+  }
+
+  // Every rank waits here after its actions, so that no optimizer runs while a rank could still
+  // fail: a step either updates every stage or none.
+  void wait_for_everyone(const schedule& s, int r) {
+    std::unique_lock lock(mutex_);
+    ++finished_;
+    done_.notify_all();
+    board_.waiting(r, static_cast<int>(s.ranks[static_cast<std::size_t>(r)].size()) - 1, -1);
+    const bool all = done_.wait_until(lock, deadline(), [&] { return failure_.error || finished_ == s.num_ranks(); });
+    if (failure_.error) throw detail::run_aborted{};
+    if (!all) {
+      lock.unlock();
+      timed_out(s, r, detail::concat("rank ", r, " finished its actions and waited ", options_.timeout.count(),
+                             " ms for the other ranks to finish the step"));
+    }
+  }
+
+  [[noreturn]] void timed_out(const schedule& s, int r, const std::string& what) {
+    throw error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
+                                      "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
+                                      "or look at the rank that is stuck"));
+  }
+
+  void record_failure(std::exception_ptr e, int rank, int step, const schedule&) {
+    {
+      const std::lock_guard lock(mutex_);
+      if (!failure_.error) {
+        failure_.error = std::move(e);
+        failure_.rank = rank;
+        failure_.step = step == -2 ? -1 : step;
+        failure_.in_optimizer = step == -2;
+      }
+    }
+    done_.notify_all();
+    transport_->abort();
+  }
+
+  [[noreturn]] void rethrow_failure(const schedule& s) {
+    const failure_record f = failure_;
+    std::string where;
+    if (f.rank < 0) {
+      where = "starting the rank threads";
+    } else if (f.in_optimizer) {
+      where = detail::concat("rank ", f.rank, "'s optimizer hook");
+    } else if (f.step >= 0) {
+      const auto& list = s.ranks[static_cast<std::size_t>(f.rank)];
+      where = detail::concat("rank ", f.rank, " in ", describe(list[static_cast<std::size_t>(f.step)]), ", step ", f.step + 1,
+                     " of ", list.size());
+    } else {
+      where = detail::concat("rank ", f.rank);
+    }
+    try {
+      std::rethrow_exception(f.error);
+    } catch (const error& e) {
+      if (e.code() == errc::timeout) throw;  // the watchdog's message already says where
+      std::throw_with_nested(error(e.code(), detail::concat(where, ": ", e.message())));
+    } catch (const std::exception& e) {
+      std::throw_with_nested(error(errc::stage_failed, detail::concat(where, " threw: ", e.what())));
+    } catch (...) {
+      std::throw_with_nested(error(errc::stage_failed, detail::concat(where, " threw an exception that is not a std::exception")));
+    }
+  }
+
+  Transport* transport_;
+  std::vector<stage_type>* stages_;
+  executor_options options_;
+  detail::status_board board_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  failure_record failure_;
+  int finished_ = 0;
+  deadline_clock::time_point origin_{};
+};
+
+}  // namespace ppipe

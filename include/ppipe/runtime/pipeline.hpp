@@ -1,0 +1,257 @@
+#pragma once
+/// @file
+/// @brief Pipeline<Model>: the type users instantiate to train and serve a model split into stages.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/partition/partition.hpp"
+#include "ppipe/partition/partitioner.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/runtime/executor.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/stage.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/schedule/forward_only.hpp"
+#include "ppipe/schedule/generate.hpp"
+#include "ppipe/schedule/one_f_one_b.hpp"
+#include "ppipe/schedule/validate.hpp"
+#include "ppipe/transport/host.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe {
+
+/// @brief The numbers a pipeline is built with.
+struct pipeline_options {
+  int ranks = 1;           ///< p: pipeline ranks (one thread each on the host backend)
+  int microbatches = 1;    ///< m: microbatches per train_step; the batch needs at least m rows
+  int virtual_stages = 1;  ///< v: stages per rank (interleaved schedules)
+  /// Microbatches (requests in flight) per infer() call; 0 takes `microbatches`.
+  int inference_microbatches = 0;
+  /// The layers of each stage; empty: the Partitioner splits the model by its layer costs.
+  std::optional<partition> split;
+  /// One per rank, for the Partitioner (speeds and memory); empty: identical devices.
+  std::vector<device_spec> devices;
+  /// The longest any rank waits for data or for the others (see executor_options).
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+  bool record_trace = true;  ///< keep the last run's trace (last_trace())
+};
+
+/// @brief A model split into p × v stages over p ranks, trained with schedule `Schedule` and
+/// served with a forward-only schedule, moving data through `Transport`.
+/// @tparam Model the user's layer stack (see ppipe::model / ppipe::trainable_model)
+/// @tparam Schedule a schedule policy (ppipe::schedules::gpipe, one_f_one_b, interleaved_1f1b)
+/// @tparam Partitioner how the layers are split when no split is given (ppipe::partitioners::...)
+/// @tparam Transport how stages exchange payloads (host_transport: threads of this process)
+///
+/// One pipeline runs one step at a time: train_step() and infer() are not to be called
+/// concurrently on the same pipeline.
+template <class Model, schedule_policy Schedule = schedules::one_f_one_b,
+          partitioner Partitioner = partitioners::balanced, transport Transport = host_transport>
+class pipeline {
+ public:
+  using tensor_type = typename Transport::tensor_type;
+  using payload_type = basic_payload<tensor_type>;
+  using stage_type = stage<Model, tensor_type>;
+  static_assert(detail::check_model<Model, tensor_type, false>());
+
+  /// @brief A pipeline for inference only (no loss).
+  pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_function<tensor_type>{}) {}
+
+  /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
+  /// per stage after every train_step.
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer = {})
+      : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
+        transport_(checked_ranks(options_.ranks)) {
+    const schedule_params params{options_.ranks, options_.microbatches, options_.virtual_stages};
+    train_ = Schedule::generate(params);
+    validate(train_, transfer_model::buffered);
+    const int layers = model.num_layers();
+    const int stages = train_.num_stages();
+    if (layers < stages) {
+      detail::fail(errc::invalid_argument, "the model has ", layers, " layers but the pipeline has ", stages,
+                   " stages (p=", options_.ranks, " x v=", options_.virtual_stages,
+                   "); every stage needs a layer: use fewer ranks or stages per rank");
+    }
+    split_ = options_.split ? *options_.split : Partitioner{}.split(partition_problem::for_schedule(train_, layer_costs(), options_.devices));
+    if (split_.num_stages() != stages || split_.num_layers() != layers) {
+      detail::fail(errc::invalid_argument, "the split has ", split_.num_stages(), " stages over ", split_.num_layers(),
+                   " layers, but the pipeline has ", stages, " stages and the model ", layers,
+                   " layers; give one range per stage covering every layer");
+    }
+    stages_.reserve(static_cast<std::size_t>(stages));
+    for (int s = 0; s < stages; ++s) stages_.emplace_back(model, s, split_.first(s), split_.end(s), options_.microbatches);
+    const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
+    infer_ = schedules::forward_only::generate({options_.ranks, infer_m, options_.virtual_stages});
+    validate(infer_, transfer_model::buffered);
+  }
+
+  pipeline(const pipeline&) = delete;
+  pipeline& operator=(const pipeline&) = delete;
+
+  /// @brief One training step: splits `inputs` and `targets` along dimension 0 into m
+  /// microbatches (the first rows % m get one row more), runs the schedule, accumulates every
+  /// layer's gradients over the microbatches, runs the optimizer hook per stage, and returns the
+  /// batch's loss: the microbatch losses weighted by their share of the rows.
+  double train_step(const payload_type& inputs, const payload_type& targets) {
+    static_assert(detail::check_model<Model, tensor_type, true>());
+    if (!loss_) {
+      detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
+                   "pipeline(model, options, loss)");
+    }
+    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", train_.microbatches);
+    const std::vector<std::int64_t> target_rows = microbatch_rows(targets, "targets", train_.microbatches);
+    if (rows != target_rows) {
+      detail::fail(errc::invalid_argument, "the targets have ", total(target_rows), " rows but the inputs ",
+                   total(rows), "; give one target row per input row");
+    }
+    step_data<tensor_type> data = split(inputs, rows, train_);
+    data.targets = split_payload(targets, rows);
+    data.loss = &loss_;
+    data.optimizer = &optimizer_;
+    const double batch = static_cast<double>(total(rows));
+    for (const std::int64_t n : rows) data.scales.push_back(static_cast<double>(n) / batch);
+    trace_ = executor<Model, Transport>(transport_, stages_, exec_options()).run(train_, data);
+    double loss = 0.0;
+    for (std::size_t i = 0; i < rows.size(); ++i) loss += data.losses[i] * data.scales[i];
+    return loss;
+  }
+
+  /// @brief Forward only: splits `inputs` into the inference schedule's microbatches, keeps them
+  /// in flight through the stages, and returns the last stage's outputs stacked along dimension 0.
+  payload_type infer(const payload_type& inputs) {
+    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", infer_.microbatches);
+    step_data<tensor_type> data = split(inputs, rows, infer_);
+    trace_ = executor<Model, Transport>(transport_, stages_, exec_options()).run(infer_, data);
+    return concat_rows(data.outputs);
+  }
+
+  [[nodiscard]] const schedule& training_schedule() const noexcept { return train_; }
+  [[nodiscard]] const schedule& inference_schedule() const noexcept { return infer_; }
+  /// @brief The layers of each stage.
+  [[nodiscard]] const partition& split() const noexcept { return split_; }
+  [[nodiscard]] const pipeline_options& options() const noexcept { return options_; }
+  /// @brief The last train_step's or infer()'s trace (empty when record_trace is off).
+  [[nodiscard]] const run_trace& last_trace() const noexcept { return trace_; }
+  /// @brief What stage `s` holds and has held at its peak since the pipeline was built (or since
+  /// reset_memory_peaks()).
+  [[nodiscard]] const memory_stats& memory(int s) const { return stages_.at(static_cast<std::size_t>(s)).memory(); }
+  void reset_memory_peaks() {
+    for (stage_type& st : stages_) st.pool().reset_peaks();
+  }
+  /// @brief The layer costs the partitioner used: the model's cost() or, without it, equal costs.
+  [[nodiscard]] std::vector<layer_cost> layer_costs() const {
+    std::vector<layer_cost> costs(static_cast<std::size_t>(model_->num_layers()));
+    if constexpr (model_has_costs<Model>) {
+      for (std::size_t i = 0; i < costs.size(); ++i) costs[i] = model_->cost(static_cast<int>(i));
+    }
+    return costs;
+  }
+
+ private:
+  static int checked_ranks(int p) {
+    if (p < 1) detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", p, "); pass ranks >= 1");
+    return p;
+  }
+  [[nodiscard]] executor_options exec_options() const { return {options_.timeout, options_.record_trace}; }
+
+  static std::int64_t total(const std::vector<std::int64_t>& rows) {
+    std::int64_t n = 0;
+    for (const std::int64_t r : rows) n += r;
+    return n;
+  }
+
+  // Rows per microbatch: tensor_split's rule, the first rows % m microbatches get one row more.
+  static std::vector<std::int64_t> microbatch_rows(const payload_type& batch, const char* what, int m) {
+    if (batch.empty()) {
+      detail::fail(errc::invalid_argument, "the ", what, " payload has no tensors; pass at least one tensor whose "
+                   "dimension 0 is the batch");
+    }
+    std::int64_t rows = -1;
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      const shape& sh = batch[k].shape();
+      const std::int64_t r = sh.rank() ? sh[0] : 0;
+      if (sh.rank() == 0 || (rows >= 0 && r != rows)) {
+        detail::fail(errc::invalid_argument, "the ", what, "' tensors have shapes ", to_string(shapes_of(batch)),
+                     "; every tensor needs the batch as dimension 0, the same in all");
+      }
+      rows = r;
+    }
+    if (rows < m) {
+      detail::fail(errc::invalid_argument, "the batch has ", rows, " rows but the pipeline splits it into m=", m,
+                   " microbatches; give at least ", m, " rows or build the pipeline with fewer microbatches");
+    }
+    std::vector<std::int64_t> out(static_cast<std::size_t>(m), rows / m);
+    for (std::int64_t i = 0; i < rows % m; ++i) ++out[static_cast<std::size_t>(i)];
+    return out;
+  }
+
+  static std::vector<payload_type> split_payload(const payload_type& batch, const std::vector<std::int64_t>& rows) {
+    std::vector<payload_type> out;
+    out.reserve(rows.size());
+    std::int64_t first = 0;
+    for (const std::int64_t n : rows) {
+      out.push_back(slice_rows(batch, first, n));
+      first += n;
+    }
+    return out;
+  }
+
+  // Splits the inputs and works out, from output_shapes(), the shapes every stage must receive
+  // for every microbatch, so that a mismatch is reported before anything runs.
+  step_data<tensor_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s) {
+    step_data<tensor_type> data;
+    data.inputs = split_payload(inputs, rows);
+    const auto stages = static_cast<std::size_t>(s.num_stages());
+    data.expected.assign(stages, std::vector<std::vector<shape>>(rows.size()));
+    std::vector<shape> cached_for;
+    std::vector<std::vector<shape>> cached;
+    for (std::size_t mb = 0; mb < rows.size(); ++mb) {
+      const std::vector<shape> in = shapes_of(data.inputs[mb]);
+      if (in != cached_for || cached.empty()) {
+        cached = boundary_shapes(in);
+        cached_for = in;
+      }
+      for (std::size_t st = 0; st < stages; ++st) data.expected[st][mb] = cached[st];
+    }
+    return data;
+  }
+
+  std::vector<std::vector<shape>> boundary_shapes(std::vector<shape> in) const {
+    std::vector<std::vector<shape>> out;
+    for (int s = 0; s < split_.num_stages(); ++s) {
+      out.push_back(in);
+      for (int layer = split_.first(s); layer < split_.end(s); ++layer) {
+        try {
+          in = model_->output_shapes(layer, in);
+        } catch (const std::exception& e) {
+          const bool at_boundary = layer == split_.first(s) && s > 0;
+          detail::fail(errc::invalid_argument, "stage ", s, " (layers ", split_.first(s), "..", split_.end(s) - 1,
+                       "): layer ", layer, " cannot take inputs of shapes ", to_string(in),
+                       at_boundary ? detail::concat(", which stage ", s - 1, " produces") : std::string(), ": ", e.what(),
+                       "; make each layer's input match what the layer before it produces");
+        }
+      }
+    }
+    return out;
+  }
+
+  Model* model_;
+  pipeline_options options_;
+  loss_function<tensor_type> loss_;
+  optimizer_hook optimizer_;
+  Transport transport_;
+  schedule train_;
+  schedule infer_;
+  partition split_;
+  std::vector<stage_type> stages_;
+  run_trace trace_;
+};
+
+}  // namespace ppipe

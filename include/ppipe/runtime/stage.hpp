@@ -1,0 +1,196 @@
+#pragma once
+/// @file
+/// @brief A stage: a contiguous range of a model's layers on one rank, and the activations it
+/// keeps between a microbatch's forward and its backward.
+
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/runtime/buffer_pool.hpp"
+#include "ppipe/runtime/model.hpp"
+
+namespace ppipe {
+
+/// @brief Layers [first, end) of a model, run for one microbatch at a time. In training each
+/// microbatch's layer inputs are kept from its forward until the backward that last needs them
+/// (B, or W of a split backward) and then go back to the pool at once. Used by its rank's thread
+/// only.
+template <class Model, class Tensor = host_tensor>
+  requires model<Model, Tensor>
+class stage {
+ public:
+  using payload_type = basic_payload<Tensor>;
+
+  /// @param m the whole model (the stage calls only its own layers)
+  /// @param index the stage's index in the pipeline
+  /// @param first,end its layers [first, end)
+  /// @param microbatches how many microbatches a step has (slots for their activations)
+  stage(Model& m, int index, int first, int end, int microbatches)
+      : model_(&m), index_(index), first_(first), end_(end), saved_(static_cast<std::size_t>(microbatches)) {}
+
+  [[nodiscard]] int index() const noexcept { return index_; }
+  [[nodiscard]] int first_layer() const noexcept { return first_; }
+  [[nodiscard]] int end_layer() const noexcept { return end_; }
+  [[nodiscard]] buffer_pool<Tensor>& pool() noexcept { return pool_; }
+  [[nodiscard]] const memory_stats& memory() const noexcept { return pool_.stats(); }
+  /// @brief Resizes the per-microbatch slots for a step with `microbatches` microbatches.
+  void prepare(int microbatches) {
+    for (auto& s : saved_) release(s);
+    saved_.resize(static_cast<std::size_t>(microbatches));
+  }
+
+  /// @brief Training forward of microbatch `mb`: runs the stage's layers on `input` (taken over
+  /// by the stage) and keeps every layer's input until the backward. Returns the stage's output,
+  /// which stays valid until the microbatch's backward.
+  const payload_type& forward(int mb, payload_type input) {
+    record& r = slot(mb);
+    if (r.live) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " ran the forward of microbatch ", mb,
+                   " twice without its backward in between; check the schedule");
+    }
+    pool_.adopt(input);
+    pool_.hold_microbatch();
+    r.live = true;
+    r.acts.clear();
+    r.acts.push_back(std::move(input));
+    const layer_context ctx{index_, mb, pass_mode::training};
+    for (int layer = first_; layer < end_; ++layer) {
+      const payload_type& in = r.acts.back();
+      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(in)));
+      model_->forward(layer, ctx, in, out);
+      r.acts.push_back(std::move(out));
+    }
+    return r.acts.back();
+  }
+
+  /// @brief The output of microbatch `mb`'s training forward, kept until its backward.
+  const payload_type& output(int mb) { return live_slot(mb, "a send of its output").acts.back(); }
+
+  /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
+  /// (each layer's input goes back to the pool as soon as the next layer has run).
+  payload_type infer(int mb, payload_type input) {
+    pool_.adopt(input);
+    pool_.hold_microbatch();
+    const layer_context ctx{index_, mb, pass_mode::inference};
+    for (int layer = first_; layer < end_; ++layer) {
+      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
+      model_->forward(layer, ctx, input, out);
+      pool_.release(input);
+      input = std::move(out);
+    }
+    pool_.drop_microbatch();
+    // The output leaves the stage: it is the caller's (or the transfer's) from here on.
+    pool_.forget(input);
+    return input;
+  }
+
+  /// @brief Full backward of microbatch `mb` from `grad_out` (the gradient of the stage's output,
+  /// taken over). Returns the gradient of the stage's input (empty when `want_input_grad` is
+  /// false: the model's first stage) and frees the microbatch's activations.
+  payload_type backward(int mb, payload_type grad_out, bool want_input_grad) {
+    record& r = live_slot(mb, "backward");
+    pool_.adopt(grad_out);
+    const layer_context ctx{index_, mb, pass_mode::training};
+    payload_type g = std::move(grad_out);
+    for (int layer = end_ - 1; layer >= first_; --layer) {
+      const std::size_t k = static_cast<std::size_t>(layer - first_);
+      payload_type grad_in;
+      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
+      if constexpr (model_has_backward<Model, Tensor>) {
+        model_->backward(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
+      }
+      pool_.release(g);
+      g = std::move(grad_in);
+    }
+    release(r);
+    pool_.forget(g);
+    return g;
+  }
+
+  /// @brief Input-gradient half of a split backward (I): like backward(), but keeps the
+  /// activations and each layer's output gradient for backward_weight().
+  payload_type backward_input(int mb, payload_type grad_out, bool want_input_grad) {
+    record& r = live_slot(mb, "backward_input");
+    pool_.adopt(grad_out);
+    const layer_context ctx{index_, mb, pass_mode::training};
+    r.grads.assign(r.acts.size() - 1, payload_type{});
+    payload_type g = std::move(grad_out);
+    for (int layer = end_ - 1; layer >= first_; --layer) {
+      const std::size_t k = static_cast<std::size_t>(layer - first_);
+      payload_type grad_in;
+      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
+      if constexpr (model_has_split_backward<Model, Tensor>) {
+        model_->backward_input(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
+      } else {
+        detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
+                     "backward_input/backward_weight; give it both, or use a schedule with full backwards");
+      }
+      r.grads[k] = std::move(g);
+      g = std::move(grad_in);
+    }
+    pool_.forget(g);
+    return g;
+  }
+
+  /// @brief Weight-gradient half (W): accumulates the weight gradients and frees the activations.
+  void backward_weight(int mb) {
+    record& r = live_slot(mb, "backward_weight");
+    if (r.grads.size() + 1 != r.acts.size()) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " ran W of microbatch ", mb,
+                   " before its I; a split backward runs I, then W");
+    }
+    const layer_context ctx{index_, mb, pass_mode::training};
+    for (int layer = end_ - 1; layer >= first_; --layer) {
+      const std::size_t k = static_cast<std::size_t>(layer - first_);
+      if constexpr (model_has_split_backward<Model, Tensor>) {
+        model_->backward_weight(layer, ctx, r.acts[k], r.acts[k + 1], r.grads[k]);
+      }
+    }
+    release(r);
+  }
+
+  /// @brief True when no microbatch's activations are held (after a complete step).
+  [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
+
+ private:
+  struct record {
+    std::vector<payload_type> acts;   // acts[k]: input of layer first+k; acts.back(): the output
+    std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
+    bool live = false;
+  };
+
+  record& slot(int mb) {
+    if (mb < 0 || static_cast<std::size_t>(mb) >= saved_.size()) {
+      detail::fail(errc::invalid_argument, "stage ", index_, " got microbatch ", mb, ", outside 0..",
+                   saved_.size() - 1, "; the schedule and the step disagree on m");
+    }
+    return saved_[static_cast<std::size_t>(mb)];
+  }
+  record& live_slot(int mb, const char* what) {
+    record& r = slot(mb);
+    if (!r.live) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " ran ", what, " of microbatch ", mb,
+                   " without its forward; check the schedule");
+    }
+    return r;
+  }
+  void release(record& r) {
+    for (payload_type& p : r.acts) pool_.release(p);
+    for (payload_type& p : r.grads) pool_.release(p);
+    r.acts.clear();
+    r.grads.clear();
+    if (r.live) pool_.drop_microbatch();
+    r.live = false;
+  }
+
+  Model* model_;
+  int index_;
+  int first_;
+  int end_;
+  std::vector<record> saved_;
+  buffer_pool<Tensor> pool_;
+};
+
+}  // namespace ppipe

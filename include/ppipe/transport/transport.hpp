@@ -1,0 +1,59 @@
+#pragma once
+/// @file
+/// @brief The Transport concept: asynchronous point-to-point transfer of payloads between ranks.
+
+#include <chrono>
+#include <concepts>
+#include <string_view>
+
+#include "ppipe/runtime/tensor.hpp"
+
+namespace ppipe {
+
+/// @brief How a wait on a transfer ended.
+enum class wait_status : unsigned char {
+  ready,      ///< the transfer is complete (or, on a device, ordered before the work that follows)
+  timed_out,  ///< the deadline passed first
+  aborted,    ///< another rank failed and the run is being torn down
+};
+
+/// @brief The clock every deadline is measured on.
+using deadline_clock = std::chrono::steady_clock;
+
+/// @brief A transport moves payloads between pipeline ranks, point to point and asynchronously.
+///
+/// Its members, and what the executor relies on:
+/// - `tensor_type`: the buffer type it moves (host_tensor for the host transport).
+/// - `send_handle post_send(int from, int to, const basic_payload<tensor_type>& data)`: starts
+///   sending `data`. On a device the data is read after the work the rank has already issued, so
+///   the call returns before the bytes have moved; `data` must stay alive and unchanged until
+///   complete_send() says ready.
+/// - `recv_handle post_recv(int from, int to)`: starts receiving the next message from `from`.
+///   Messages between two ranks in one direction arrive in the order they were sent, whatever
+///   their kind (NCCL matches point-to-point messages by order, with no tag), so the k-th receive
+///   posted for a pair matches its k-th send.
+/// - `wait_status complete_recv(recv_handle&, basic_payload<tensor_type>& into, deadline)`: makes
+///   the received data usable by the rank's next compute, in `into`. The host transport blocks
+///   until the data has arrived; a device transport may instead order its compute stream after
+///   the receive and return at once, so the executor never assumes that returning means the bytes
+///   are there: it only assumes that work it issues afterwards sees them.
+/// - `wait_status complete_send(send_handle&, deadline)`: after ready, the sent buffer may be
+///   reused or freed.
+/// - `void abort()`: wakes every wait with `aborted`; used when a rank fails.
+/// - `void reset()`: readies the transport for the next run; called between runs, never during one.
+/// - `int num_ranks() const`.
+template <class T>
+concept transport = requires(T& t, const T& ct, int rank, typename T::send_handle& sh,
+                             typename T::recv_handle& rh, const basic_payload<typename T::tensor_type>& data,
+                             basic_payload<typename T::tensor_type>& into, deadline_clock::time_point deadline) {
+  typename T::tensor_type;
+  { ct.num_ranks() } -> std::convertible_to<int>;
+  { t.post_send(rank, rank, data) } -> std::same_as<typename T::send_handle>;
+  { t.post_recv(rank, rank) } -> std::same_as<typename T::recv_handle>;
+  { t.complete_recv(rh, into, deadline) } -> std::same_as<wait_status>;
+  { t.complete_send(sh, deadline) } -> std::same_as<wait_status>;
+  t.abort();
+  t.reset();
+};
+
+}  // namespace ppipe

@@ -1,0 +1,248 @@
+// The runtime on the host backend: numerics against the unpipelined reference, memory against
+// the simulator, faults, the watchdog and bad input.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/schedule/gpipe.hpp"
+#include "ppipe/schedule/interleaved_1f1b.hpp"
+#include "ppipe/schedule/simulate.hpp"
+#include "reference.hpp"
+#include "toy_model.hpp"
+
+namespace {
+
+using ppipe::pipeline_options;
+using namespace std::chrono_literals;
+
+pipeline_options options(int p, int m, int v = 1) {
+  pipeline_options o;
+  o.ranks = p;
+  o.microbatches = m;
+  o.virtual_stages = v;
+  return o;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Trains `steps` steps through a pipeline with schedule S and through the reference, and checks
+// that losses and every parameter are bitwise equal.
+template <class S>
+void check_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
+  toy::model piped(layers);
+  toy::model plain(layers);
+  const float lr = 0.02f;
+  ppipe::pipeline<toy::model, S> pipe(piped, options(p, m, v), toy::loss,
+                                      [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
+  for (int step = 0; step < 3; ++step) {
+    const auto x = toy::batch(rows, 3, static_cast<float>(step));
+    const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(step));
+    const double got = pipe.train_step(x, y);
+    const double want = reference::accumulate(plain, x, y, m, toy::loss);
+    plain.sgd(0, layers, lr);
+    INFO(S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " step " << step);
+    REQUIRE(std::isfinite(want));
+    CHECK(got == want);
+    CHECK(piped.a() == plain.a());
+    CHECK(piped.b() == plain.b());
+  }
+  for (int s = 0; s < pipe.split().num_stages(); ++s) CHECK(pipe.memory(s).live_microbatches == 0);
+}
+
+}  // namespace
+
+TEST_CASE("training through the pipeline is bitwise the unpipelined run, for every schedule") {
+  check_bitwise<ppipe::schedules::gpipe>(2, 4, 1, 8, 4);
+  check_bitwise<ppipe::schedules::gpipe>(4, 6, 1, 13, 9);  // uneven: microbatches of 3 and 2 rows
+  check_bitwise<ppipe::schedules::one_f_one_b>(3, 5, 1, 11, 7);
+  check_bitwise<ppipe::schedules::one_f_one_b>(4, 8, 1, 32, 8);
+  check_bitwise<ppipe::schedules::one_f_one_b>(1, 3, 1, 7, 2);
+  check_bitwise<ppipe::schedules::interleaved_1f1b>(2, 4, 2, 9, 8);
+  check_bitwise<ppipe::schedules::interleaved_1f1b>(3, 6, 2, 18, 12);
+  check_bitwise<ppipe::schedules::interleaved_1f1b>(2, 4, 3, 8, 6);
+}
+
+TEST_CASE("inference through the pipeline returns what the unpipelined forward does") {
+  toy::model m(8);
+  pipeline_options o = options(4, 3);
+  o.inference_microbatches = 5;
+  ppipe::pipeline<toy::model> pipe(m, o);
+  const auto x = toy::batch(11, 3, 0.5f);
+  const ppipe::payload got = pipe.infer(x);
+  const ppipe::payload want = reference::forward(m, x, 0, ppipe::pass_mode::inference).back();
+  REQUIRE(got.size() == 2);
+  CHECK(got == want);
+  for (int s = 0; s < 4; ++s) {
+    CHECK(pipe.memory(s).peak_microbatches == 1);
+    CHECK(pipe.memory(s).live_microbatches == 0);
+  }
+  CHECK(pipe.last_trace().schedule_name == "forward_only");
+}
+
+TEST_CASE("activations held per stage peak where the simulator says") {
+  const auto check = [](auto tag, int p, int m, int v) {
+    using S = decltype(tag);
+    toy::model model(2 * p * v);
+    ppipe::pipeline<toy::model, S> pipe(model, options(p, m, v), toy::loss);
+    pipe.train_step(toy::batch(2 * m, 3, 0.0f), toy::batch(2 * m, 3, 1.0f));
+    const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
+    for (int s = 0; s < p * v; ++s) {
+      INFO(S::name << " p=" << p << " m=" << m << " v=" << v << " stage " << s);
+      CHECK(pipe.memory(s).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(s)]);
+      CHECK(pipe.memory(s).live_microbatches == 0);
+      CHECK(pipe.memory(s).peak_bytes > 0);
+    }
+  };
+  check(ppipe::schedules::gpipe{}, 4, 8, 1);
+  check(ppipe::schedules::one_f_one_b{}, 4, 8, 1);
+  check(ppipe::schedules::one_f_one_b{}, 3, 2, 1);
+  check(ppipe::schedules::interleaved_1f1b{}, 2, 4, 2);
+  check(ppipe::schedules::interleaved_1f1b{}, 4, 8, 2);
+}
+
+TEST_CASE("the trace has every action of every rank, and a bubble between 0 and 1") {
+  toy::model model(8);
+  ppipe::pipeline<toy::model> pipe(model, options(4, 8), toy::loss);
+  pipe.train_step(toy::batch(16, 3, 0.0f), toy::batch(16, 3, 1.0f));
+  const ppipe::run_trace& t = pipe.last_trace();
+  const ppipe::schedule& s = pipe.training_schedule();
+  REQUIRE(t.num_ranks() == 4);
+  for (int r = 0; r < 4; ++r) {
+    CHECK(t.ranks[static_cast<std::size_t>(r)].size() == s.ranks[static_cast<std::size_t>(r)].size());
+    for (const auto& e : t.ranks[static_cast<std::size_t>(r)]) {
+      CHECK(e.end >= e.start);
+      CHECK(e.act == s.ranks[static_cast<std::size_t>(r)][static_cast<std::size_t>(e.step)]);
+    }
+  }
+  CHECK(t.bubble_fraction() > 0.0);
+  CHECK(t.bubble_fraction() < 1.0);
+}
+
+TEST_CASE("a kernel that throws stops every rank and reaches the caller with its rank and action") {
+  const auto run = [](toy::fault f, const std::string& where) {
+    toy::model model(8);
+    model.set_fault(f);
+    std::atomic<bool> hook_ran{false};
+    ppipe::pipeline<toy::model> pipe(model, options(4, 6), toy::loss, [&](const ppipe::stage_info&) { hook_ran = true; });
+    const auto x = toy::batch(12, 3, 0.0f);
+    const auto y = toy::batch(12, 3, 1.0f);
+    try {
+      pipe.train_step(x, y);
+      FAIL("train_step did not throw");
+    } catch (const ppipe::error& e) {
+      INFO(e.what());
+      CHECK(e.id() == "ppipe.stage_failed");
+      CHECK(contains(e.what(), where));
+      CHECK(contains(e.what(), "injected fault in layer " + std::to_string(f.layer)));
+      bool nested = false;
+      try {
+        std::rethrow_if_nested(e);
+      } catch (const std::runtime_error& original) {
+        nested = contains(original.what(), "injected fault");
+      }
+      CHECK(nested);
+    }
+    CHECK_FALSE(hook_ran);  // no stage is updated by a step that failed
+    // The pipeline is usable again once the fault is gone.
+    model.set_fault({});
+    const double loss = pipe.train_step(x, y);
+    CHECK(std::isfinite(loss));
+    for (int s = 0; s < 4; ++s) CHECK(pipe.memory(s).live_microbatches == 0);
+  };
+  run({2, 3, false, 0ms}, "rank 1 in 1F3 (forward of stage 1, microbatch 3)");
+  run({7, 0, true, 0ms}, "rank 3 in 3B0 (backward of stage 3, microbatch 0)");
+  run({0, 5, true, 0ms}, "rank 0 in 0B5 (backward of stage 0, microbatch 5)");
+}
+
+TEST_CASE("a loss that throws is reported from the last rank") {
+  toy::model model(4);
+  ppipe::loss_function<> bad = [](const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) -> double {
+    throw std::domain_error("loss exploded");
+  };
+  ppipe::pipeline<toy::model> pipe(model, options(2, 2), bad);
+  try {
+    pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f));
+    FAIL("train_step did not throw");
+  } catch (const ppipe::error& e) {
+    CHECK(e.id() == "ppipe.stage_failed");
+    CHECK(contains(e.what(), "rank 1 in 1F0"));
+    CHECK(contains(e.what(), "loss exploded"));
+  }
+}
+
+TEST_CASE("the watchdog names the waiting rank, what it waited for, and what the others did") {
+  toy::model model(4);
+  model.set_fault({1, 0, false, 600ms});  // stage 0's second layer stalls on microbatch 0
+  pipeline_options o = options(4, 4);
+  o.timeout = 150ms;
+  ppipe::pipeline<toy::model> pipe(model, o, toy::loss);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pipe.train_step(toy::batch(8, 3, 0.0f), toy::batch(8, 3, 1.0f));
+    FAIL("train_step did not time out");
+  } catch (const ppipe::error& e) {
+    INFO(e.what());
+    CHECK(e.id() == "ppipe.timeout");
+    CHECK(contains(e.what(), "waited 150 ms in"));
+    CHECK(contains(e.what(), "RECV_F0"));
+    CHECK(contains(e.what(), "rank 1: running 1F0 (forward of stage 1, microbatch 0)"));
+  }
+  // Ranks give up at the timeout; the stalled kernel itself is waited for, not abandoned.
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("bad input gets a ppipe::error with the values") {
+  const auto fails = [](auto&& f, const std::string& id, const std::string& part) {
+    try {
+      f();
+      FAIL("no error");
+    } catch (const ppipe::error& e) {
+      INFO(e.what());
+      CHECK(e.id() == id);
+      CHECK(contains(e.what(), part));
+    }
+  };
+  toy::model model(8);
+  fails([&] { ppipe::pipeline<toy::model> p(model, options(4, 8), toy::loss); p.train_step(toy::batch(6, 3, 0), toy::batch(6, 3, 0)); },
+        "ppipe.invalid_argument", "the batch has 6 rows but the pipeline splits it into m=8");
+  fails([&] { ppipe::pipeline<toy::model, ppipe::schedules::interleaved_1f1b> p(model, options(4, 4, 3), toy::loss); },
+        "ppipe.invalid_argument", "the model has 8 layers but the pipeline has 12 stages");
+  fails([&] { ppipe::pipeline<toy::model> p(model, options(2, 2), toy::loss); p.train_step(toy::batch(4, 3, 0), toy::batch(5, 3, 0)); },
+        "ppipe.invalid_argument", "the targets have 5 rows but the inputs 4");
+  fails([&] { ppipe::pipeline<toy::model> p(model, options(2, 2)); p.train_step(toy::batch(4, 3, 0), toy::batch(4, 3, 0)); },
+        "ppipe.invalid_argument", "train_step needs a loss");
+  fails([&] { ppipe::pipeline<toy::model> p(model, options(0, 2)); }, "ppipe.invalid_argument", "ranks=0");
+  fails([&] {
+    pipeline_options o = options(2, 2);
+    o.split = ppipe::partition({0, 3, 7});
+    ppipe::pipeline<toy::model> p(model, o, toy::loss);
+  }, "ppipe.invalid_argument", "the split has 2 stages over 7 layers");
+  fails([&] {
+    ppipe::pipeline<toy::model> p(model, options(2, 2), toy::loss);
+    ppipe::payload ragged{ppipe::host_tensor(ppipe::shape{4, 3}), ppipe::host_tensor(ppipe::shape{5})};
+    p.train_step(ragged, ragged);
+  }, "ppipe.invalid_argument", "[4, 3], [5]");
+
+  // A layer that cannot take what the stage before it makes: found before anything runs.
+  toy::model mismatched(8);
+  mismatched.set_width(4, 5);
+  ppipe::pipeline<toy::model> p(mismatched, options(4, 2), toy::loss);
+  fails([&] { p.train_step(toy::batch(4, 3, 0), toy::batch(4, 3, 0)); }, "ppipe.invalid_argument",
+        "stage 2 (layers 4..5): layer 4 cannot take inputs of shapes [2, 3], [2], which stage 1 produces");
+  fails([&] { p.infer(toy::batch(4, 3, 0)); }, "ppipe.invalid_argument", "takes {[rows, 5], [rows]}");
+}
+
+TEST_CASE("an explicit split is used as given") {
+  toy::model model(8);
+  pipeline_options o = options(2, 2);
+  o.split = ppipe::partition({0, 6, 8});
+  ppipe::pipeline<toy::model> p(model, o, toy::loss);
+  CHECK(p.split().sizes() == std::vector<int>{6, 2});
+}
