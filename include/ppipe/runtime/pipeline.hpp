@@ -57,9 +57,10 @@ template <class Model, schedule_policy Schedule = schedules::one_f_one_b,
 class pipeline {
  public:
   using tensor_type = typename Transport::tensor_type;
+  // Before anything names stage<Model>, so that a model missing a member is told which one.
+  static_assert(detail::check_model<Model, tensor_type, false>());
   using payload_type = basic_payload<tensor_type>;
   using stage_type = stage<Model, tensor_type>;
-  static_assert(detail::check_model<Model, tensor_type, false>());
 
   /// @brief A pipeline for inference only (no loss).
   pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_function<tensor_type>{}) {}

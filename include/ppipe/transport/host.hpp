@@ -81,10 +81,11 @@ class host_transport {
     const bool done = box.arrival.wait_until(lock, deadline, [&] { return aborted_ || channel.count(h.sequence) != 0; });
     if (aborted_) return wait_status::aborted;
     if (!done) return wait_status::timed_out;
-    auto node = channel.extract(h.sequence);
-    lock.unlock();
-    into = std::move(node.mapped().data);
-    h.arrived = node.mapped().sent;
+    const auto found = channel.find(h.sequence);
+    if (found == channel.end()) return wait_status::timed_out;  // not reached: the wait saw it
+    into = std::move(found->second.data);
+    h.arrived = found->second.sent;
+    channel.erase(found);
     return wait_status::ready;
   }
 

@@ -1,0 +1,126 @@
+#pragma once
+/// @file
+/// @brief ppipe::layers::activation, the elementwise nonlinearities of the CPU layer kit: relu and
+/// tanh.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/tensor.hpp"
+
+namespace ppipe::layers {
+
+/// @brief Which nonlinearity an activation layer applies.
+enum class activation_kind : unsigned char {
+  relu,  ///< max(x, 0); its backward reads the saved input
+  tanh,  ///< tanh(x); its backward reads the saved output (1 - y^2)
+};
+
+/// @brief "relu" or "tanh".
+constexpr std::string_view to_string(activation_kind kind) noexcept {
+  return kind == activation_kind::relu ? "relu" : "tanh";
+}
+
+/// @brief An elementwise nonlinearity without parameters. It applies to every tensor of its
+/// payload and gives outputs of the input's shapes. Its backward needs nothing beyond the `in` and
+/// `out` payloads that ppipe keeps, so the layer holds no state at all.
+class activation {
+ public:
+  explicit activation(activation_kind kind = activation_kind::relu) noexcept : kind_(kind) {}
+
+  [[nodiscard]] activation_kind kind() const noexcept { return kind_; }
+  /// @brief "relu" or "tanh", for messages.
+  [[nodiscard]] std::string describe() const { return std::string(to_string(kind_)); }
+
+  /// @brief "" when the layer takes inputs of shapes `in` (one or more tensors, any shapes), else
+  /// what is wrong, without a subject.
+  [[nodiscard]] std::string shape_problem(const std::vector<shape>& in) const {
+    if (!in.empty()) return {};
+    return "takes one or more tensors but got none; give it the previous layer's output";
+  }
+
+  /// @brief The input's shapes; throws ppipe::error (invalid_argument) for an empty input.
+  [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
+    if (const std::string problem = shape_problem(in); !problem.empty()) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " ", problem);
+    }
+    return in;
+  }
+
+  /// @brief out = f(in), tensor by tensor.
+  void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
+    check_same("out", in, out);
+    for (std::size_t t = 0; t < in.size(); ++t) {
+      const std::span<const float> x = in[t].values();
+      const std::span<float> y = out[t].values();
+      if (kind_ == activation_kind::relu) {
+        for (std::size_t k = 0; k < x.size(); ++k) y[k] = x[k] > 0.0f ? x[k] : 0.0f;
+      } else {
+        for (std::size_t k = 0; k < x.size(); ++k) y[k] = std::tanh(x[k]);
+      }
+    }
+  }
+
+  /// @brief The same as backward_input(): the layer has no weights.
+  void backward(const layer_context& ctx, const payload& in, const payload& out, const payload& grad_out,
+                payload& grad_in) const {
+    backward_input(ctx, in, out, grad_out, grad_in);
+  }
+
+  /// @brief grad_in = grad_out * f'(in), overwritten; skipped when `grad_in` is empty. relu's
+  /// derivative at 0 is taken as 0.
+  void backward_input(const layer_context& /*ctx*/, const payload& in, const payload& out,
+                      const payload& grad_out, payload& grad_in) const {
+    if (grad_in.empty()) return;
+    check_same("grad_out", in, grad_out);
+    check_same("grad_in", in, grad_in);
+    if (kind_ == activation_kind::tanh) check_same("out", in, out);
+    for (std::size_t t = 0; t < in.size(); ++t) {
+      const std::span<const float> gy = grad_out[t].values();
+      const std::span<float> gx = grad_in[t].values();
+      if (kind_ == activation_kind::relu) {
+        const std::span<const float> x = in[t].values();
+        for (std::size_t k = 0; k < gy.size(); ++k) gx[k] = x[k] > 0.0f ? gy[k] : 0.0f;
+      } else {
+        const std::span<const float> y = out[t].values();
+        for (std::size_t k = 0; k < gy.size(); ++k) gx[k] = gy[k] * (1.0f - y[k] * y[k]);
+      }
+    }
+  }
+
+  /// @brief Nothing: the layer has no weights.
+  void backward_weight(const layer_context& /*ctx*/, const payload& /*in*/, const payload& /*out*/,
+                       const payload& /*grad_out*/) const noexcept {}
+
+  /// @brief An estimate for the partitioner, for a microbatch of `rows` rows of `width` elements
+  /// each: one flop per element forward, twice that backward, no parameters, and the bytes of the
+  /// output kept for the backward.
+  [[nodiscard]] static layer_cost cost(std::int64_t width, std::int64_t rows = 1) noexcept {
+    const double elements = static_cast<double>(width) * static_cast<double>(rows);
+    return {elements, 2.0 * elements, 0.0, elements * sizeof(float)};
+  }
+
+ private:
+  /// Checks that `p` has the tensors and shapes of `in`, so that the loops stay inside storage.
+  void check_same(const char* name, const payload& in, const payload& p) const {
+    const std::vector<shape> want = shapes_of(in);
+    const std::vector<shape> got = shapes_of(p);
+    if (got != want) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), ": `", name, "` has shapes ",
+                          ppipe::to_string(std::span<const shape>(got)), " but needs the input's, ",
+                          ppipe::to_string(std::span<const shape>(want)), "; allocate it from output_shapes()");
+    }
+  }
+
+  activation_kind kind_;
+};
+
+}  // namespace ppipe::layers

@@ -1,0 +1,11 @@
+#pragma once
+/// @file
+/// @brief The CPU layer kit, for examples and tests: linear, relu/tanh, the mean squared error,
+/// a sequential model with an mlp() builder, and plain SGD. It is not part of ppipe/ppipe.hpp;
+/// include this header to use it.
+
+#include "ppipe/layers/activation.hpp"
+#include "ppipe/layers/linear.hpp"
+#include "ppipe/layers/mse_loss.hpp"
+#include "ppipe/layers/sequential.hpp"
+#include "ppipe/layers/sgd.hpp"

@@ -1,0 +1,226 @@
+#pragma once
+/// @file
+/// @brief ppipe::layers::linear, the fully connected layer of the CPU layer kit: y = x W^T + b.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/tensor.hpp"
+
+namespace ppipe::layers {
+namespace detail {
+
+/// splitmix64: a tiny generator whose output is fixed by its definition, so that initial weights
+/// are the same on every platform and standard library (std::uniform_real_distribution is not).
+constexpr std::uint64_t splitmix64(std::uint64_t& state) noexcept {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+/// A float uniform in [-bound, bound] from the generator's top 24 bits (exactly representable).
+inline float uniform_symmetric(std::uint64_t& state, float bound) noexcept {
+  const float unit = static_cast<float>(splitmix64(state) >> 40) * 0x1.0p-24f;  // [0, 1)
+  return (2.0f * unit - 1.0f) * bound;
+}
+
+}  // namespace detail
+
+/// @brief A fully connected layer: y = x W^T + b for x of shape [rows, in], W [out, in], b [out].
+///
+/// It owns its weights, its bias and their gradient accumulators. Every sum runs in float in a
+/// fixed loop order, so a run is bitwise reproducible, and backward() is exactly
+/// backward_input() followed by backward_weight(), so zero-bubble schedules that split the
+/// backward give the same bits as those that do not.
+class linear {
+ public:
+  /// @brief A layer from `in_features` to `out_features`, its weights and bias drawn uniformly
+  /// from [-1/sqrt(in_features), 1/sqrt(in_features)] by a generator seeded with `seed`.
+  linear(int in_features, int out_features, std::uint64_t seed) : in_(in_features), out_(out_features) {
+    if (in_features < 1 || out_features < 1) {
+      ppipe::detail::fail(errc::invalid_argument, "linear ", in_features, "->", out_features,
+                          " has a width < 1; give both widths >= 1");
+    }
+    weight_.resize(size(out_) * size(in_));
+    bias_.resize(size(out_));
+    grad_weight_.assign(weight_.size(), 0.0f);
+    grad_bias_.assign(bias_.size(), 0.0f);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+    std::uint64_t state = seed;
+    for (float& w : weight_) w = detail::uniform_symmetric(state, bound);
+    for (float& b : bias_) b = detail::uniform_symmetric(state, bound);
+  }
+
+  [[nodiscard]] int in_features() const noexcept { return in_; }
+  [[nodiscard]] int out_features() const noexcept { return out_; }
+  /// @brief "linear 16->4", for messages.
+  [[nodiscard]] std::string describe() const { return ppipe::detail::concat("linear ", in_, "->", out_); }
+
+  /// @brief W, row-major [out, in].
+  [[nodiscard]] std::span<float> weight() noexcept { return weight_; }
+  [[nodiscard]] std::span<const float> weight() const noexcept { return weight_; }
+  /// @brief b, [out].
+  [[nodiscard]] std::span<float> bias() noexcept { return bias_; }
+  [[nodiscard]] std::span<const float> bias() const noexcept { return bias_; }
+  /// @brief The accumulated d(loss)/dW, [out, in].
+  [[nodiscard]] std::span<float> grad_weight() noexcept { return grad_weight_; }
+  [[nodiscard]] std::span<const float> grad_weight() const noexcept { return grad_weight_; }
+  /// @brief The accumulated d(loss)/db, [out].
+  [[nodiscard]] std::span<float> grad_bias() noexcept { return grad_bias_; }
+  [[nodiscard]] std::span<const float> grad_bias() const noexcept { return grad_bias_; }
+
+  /// @brief Sets both gradient accumulators to zero.
+  void zero_grad() noexcept {
+    for (float& g : grad_weight_) g = 0.0f;
+    for (float& g : grad_bias_) g = 0.0f;
+  }
+
+  /// @brief What is wrong with input shapes `in`, or "" when the layer takes them. The text has no
+  /// subject, so that a model can put the layer's index in front.
+  [[nodiscard]] std::string shape_problem(const std::vector<shape>& in) const {
+    if (in.size() == 1 && in[0].rank() == 2 && in[0][1] == in_) return {};
+    return ppipe::detail::concat("takes one tensor [rows, ", in_, "] but got ",
+                                 ppipe::to_string(std::span<const shape>(in)), "; give it [rows, ", in_,
+                                 "] (is the input's last dimension, or the previous layer's width, ", in_, "?)");
+  }
+
+  /// @brief The shape of y, [rows, out], for x of shape [rows, in]; throws ppipe::error
+  /// (invalid_argument) naming both shapes for any other input.
+  [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
+    if (const std::string problem = shape_problem(in); !problem.empty()) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " ", problem);
+    }
+    return {shape{in[0][0], out_}};
+  }
+
+  /// @brief out[0] = in[0] W^T + b. `out` must already have the shape output_shapes() gives.
+  void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
+    const std::size_t rows = check_input(in);
+    check_tensor("out", out, rows, out_);
+    const float* x = in[0].data();
+    float* y = out[0].data();
+    const std::size_t n_in = size(in_);
+    const std::size_t n_out = size(out_);
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t o = 0; o < n_out; ++o) {
+        const float* w = weight_.data() + o * n_in;
+        float acc = 0.0f;
+        for (std::size_t i = 0; i < n_in; ++i) acc += x[r * n_in + i] * w[i];
+        y[r * n_out + o] = acc + bias_[o];
+      }
+    }
+  }
+
+  /// @brief Both halves of the backward: backward_input(), then backward_weight().
+  void backward(const layer_context& ctx, const payload& in, const payload& out, const payload& grad_out,
+                payload& grad_in) {
+    backward_input(ctx, in, out, grad_out, grad_in);
+    backward_weight(ctx, in, out, grad_out);
+  }
+
+  /// @brief grad_in[0] = grad_out[0] W (overwritten, not added to). Skipped when `grad_in` is
+  /// empty, as it is for the first layer of a model.
+  void backward_input(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
+                      const payload& grad_out, payload& grad_in) const {
+    if (grad_in.empty()) return;
+    const std::size_t rows = check_input(in);
+    check_tensor("grad_out", grad_out, rows, out_);
+    check_tensor("grad_in", grad_in, rows, in_);
+    const float* gy = grad_out[0].data();
+    float* gx = grad_in[0].data();
+    const std::size_t n_in = size(in_);
+    const std::size_t n_out = size(out_);
+    // Row by row, adding W's rows scaled by grad_out: the inner loop runs along memory.
+    for (std::size_t r = 0; r < rows; ++r) {
+      float* row = gx + r * n_in;
+      for (std::size_t i = 0; i < n_in; ++i) row[i] = 0.0f;
+      for (std::size_t o = 0; o < n_out; ++o) {
+        const float g = gy[r * n_out + o];
+        const float* w = weight_.data() + o * n_in;
+        for (std::size_t i = 0; i < n_in; ++i) row[i] += g * w[i];
+      }
+    }
+  }
+
+  /// @brief grad_w += grad_out[0]^T in[0] and grad_b += the column sums of grad_out[0].
+  ///
+  /// The microbatch's gradient is summed on its own first and then added to the accumulator, so
+  /// the accumulator after several calls is exactly the float sum of the calls' gradients in call
+  /// order, whatever the row counts.
+  void backward_weight(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
+                       const payload& grad_out) {
+    const std::size_t rows = check_input(in);
+    check_tensor("grad_out", grad_out, rows, out_);
+    const float* x = in[0].data();
+    const float* gy = grad_out[0].data();
+    const std::size_t n_in = size(in_);
+    const std::size_t n_out = size(out_);
+    std::vector<float> gw(weight_.size(), 0.0f);
+    std::vector<float> gb(bias_.size(), 0.0f);
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t o = 0; o < n_out; ++o) {
+        const float g = gy[r * n_out + o];
+        gb[o] += g;
+        float* row = gw.data() + o * n_in;
+        for (std::size_t i = 0; i < n_in; ++i) row[i] += g * x[r * n_in + i];
+      }
+    }
+    for (std::size_t k = 0; k < gw.size(); ++k) grad_weight_[k] += gw[k];
+    for (std::size_t k = 0; k < gb.size(); ++k) grad_bias_[k] += gb[k];
+  }
+
+  /// @brief An estimate for the partitioner, for a microbatch of `rows` rows. Times are in flops
+  /// (a multiply-add counts 2); the backward is twice the forward (input and weight gradients).
+  /// parameter_memory is the bytes of W, b and their gradients; activation_memory is the bytes of
+  /// the output kept for the backward.
+  [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
+    const double n = static_cast<double>(rows);
+    const double forward = 2.0 * n * static_cast<double>(in_) * static_cast<double>(out_);
+    const double params = static_cast<double>(weight_.size() + bias_.size());
+    return {forward, 2.0 * forward, 2.0 * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
+  }
+
+ private:
+  static std::size_t size(int n) noexcept { return static_cast<std::size_t>(n); }
+
+  static std::string shapes_text(const payload& p) {
+    const std::vector<shape> s = shapes_of(p);
+    return ppipe::to_string(std::span<const shape>(s));
+  }
+
+  /// Checks that `in` holds one [rows, in] tensor; returns rows.
+  std::size_t check_input(const payload& in) const {
+    if (in.size() != 1 || in[0].shape().rank() != 2 || in[0].shape()[1] != in_) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), ": `in` has shapes ",
+                          shapes_text(in), "; it needs one tensor [rows, ", in_, "]");
+    }
+    return static_cast<std::size_t>(in[0].shape()[0]);
+  }
+
+  /// Checks that `p` holds one [rows, width] tensor, so that the loops stay inside its storage.
+  void check_tensor(const char* name, const payload& p, std::size_t rows, int width) const {
+    const shape want{static_cast<std::int64_t>(rows), width};
+    if (p.size() != 1 || p[0].shape() != want) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), ": `", name, "` has shapes ",
+                          shapes_text(p), " but needs one tensor ", ppipe::to_string(want),
+                          "; allocate it from output_shapes()");
+    }
+  }
+
+  int in_;
+  int out_;
+  std::vector<float> weight_;
+  std::vector<float> bias_;
+  std::vector<float> grad_weight_;
+  std::vector<float> grad_bias_;
+};
+
+}  // namespace ppipe::layers

@@ -1,0 +1,202 @@
+#pragma once
+/// @file
+/// @brief ppipe::layers::sequential, a stack of kit layers that is a ppipe model (trainable, with
+/// split backward and costs), and its mlp() builder.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/layers/activation.hpp"
+#include "ppipe/layers/linear.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/tensor.hpp"
+
+namespace ppipe::layers {
+
+/// @brief One layer of a sequential model.
+using any_layer = std::variant<linear, activation>;
+
+/// @brief Layers applied one after the other; a model for ppipe (ppipe::trainable_model, with
+/// backward_input/backward_weight and cost()).
+///
+/// Threads: every layer's state (weights, gradients) is its own, so calls for different layers
+/// may run at the same time on different threads, as ppipe's stages do; calls for one layer must
+/// not overlap (ppipe never overlaps them). parameters(), gradients(), zero_grad() and the
+/// optimizer touch the layers they name, and must not overlap training calls for those layers.
+class sequential {
+ public:
+  sequential() = default;
+  explicit sequential(std::vector<any_layer> layers) : layers_(std::move(layers)) {}
+
+  /// @brief A multilayer perceptron: linear(widths[0]->widths[1]), activation, linear, ...,
+  /// linear(widths[n-2]->widths[n-1]), with an activation between linears but not after the last.
+  /// Each linear is seeded from `seed`, so the model is the same for the same arguments.
+  static sequential mlp(const std::vector<int>& widths, std::uint64_t seed,
+                        activation_kind kind = activation_kind::relu) {
+    if (widths.size() < 2) {
+      ppipe::detail::fail(errc::invalid_argument, "mlp needs at least 2 widths (input and output) but got ",
+                          widths.size(), "; e.g. mlp({16, 64, 4}, seed)");
+    }
+    for (std::size_t i = 0; i < widths.size(); ++i) {
+      if (widths[i] < 1) {
+        ppipe::detail::fail(errc::invalid_argument, "mlp width ", i, " is ", widths[i], "; every width must be >= 1");
+      }
+    }
+    sequential out;
+    std::uint64_t state = seed;
+    for (std::size_t i = 0; i + 1 < widths.size(); ++i) {
+      if (i > 0) out.add(activation(kind));
+      out.add(linear(widths[i], widths[i + 1], detail::splitmix64(state)));
+    }
+    return out;
+  }
+
+  /// @brief Appends layer `l` (a linear or an activation); returns *this for chaining.
+  template <class Layer>
+    requires std::constructible_from<any_layer, Layer&&>
+  sequential& add(Layer&& l) {
+    // Built in place from the layer: GCC 12 warns (falsely) of an uninitialized read when a
+    // whole variant is moved into the vector under the sanitizers.
+    layers_.emplace_back(std::forward<Layer>(l));
+    return *this;
+  }
+
+  [[nodiscard]] int num_layers() const noexcept { return static_cast<int>(layers_.size()); }
+  /// @brief Layer `i`; throws ppipe::error (invalid_argument) when there is no such layer.
+  [[nodiscard]] any_layer& at(int i) { return layers_[index(i)]; }
+  [[nodiscard]] const any_layer& at(int i) const { return layers_[index(i)]; }
+  /// @brief "linear 16->4", "relu", ...
+  [[nodiscard]] std::string describe(int layer) const {
+    return std::visit([](const auto& l) { return l.describe(); }, at(layer));
+  }
+
+  /// @brief The shapes layer `layer` makes from inputs of shapes `in`. Throws ppipe::error
+  /// (invalid_argument) naming the layer, what it takes and the shapes it got.
+  [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
+    return std::visit(
+        [&](const auto& l) {
+          if (const std::string problem = l.shape_problem(in); !problem.empty()) {
+            ppipe::detail::fail(errc::invalid_argument, "layer ", layer, " (", l.describe(), ") ", problem);
+          }
+          return l.output_shapes(in);
+        },
+        at(layer));
+  }
+
+  /// @brief Layer `layer`'s forward: fills `out` (in output_shapes()) from `in`.
+  void forward(int layer, const layer_context& ctx, const payload& in, payload& out) {
+    std::visit([&](auto& l) { l.forward(ctx, in, out); }, at(layer));
+  }
+  /// @brief Layer `layer`'s backward: writes grad_in (unless empty) and adds to the weight gradients.
+  void backward(int layer, const layer_context& ctx, const payload& in, const payload& out,
+                const payload& grad_out, payload& grad_in) {
+    std::visit([&](auto& l) { l.backward(ctx, in, out, grad_out, grad_in); }, at(layer));
+  }
+  /// @brief The input half of backward(): writes grad_in (unless empty).
+  void backward_input(int layer, const layer_context& ctx, const payload& in, const payload& out,
+                      const payload& grad_out, payload& grad_in) {
+    std::visit([&](auto& l) { l.backward_input(ctx, in, out, grad_out, grad_in); }, at(layer));
+  }
+  /// @brief The weight half of backward(): adds to the weight gradients.
+  void backward_weight(int layer, const layer_context& ctx, const payload& in, const payload& out,
+                       const payload& grad_out) {
+    std::visit([&](auto& l) { l.backward_weight(ctx, in, out, grad_out); }, at(layer));
+  }
+
+  /// @brief An estimate of layer `layer` for a microbatch of `rows` rows (the default, 1, gives
+  /// per-row figures, which balance the same). Times in flops, memory in bytes: see linear::cost()
+  /// and activation::cost(). An activation's width is the nearest linear's (the one before it,
+  /// else the one after), since activations do not know their shapes; 1 without any linear.
+  [[nodiscard]] layer_cost cost(int layer, std::int64_t rows = 1) const {
+    if (const auto* l = std::get_if<linear>(&at(layer))) return l->cost(rows);
+    return activation::cost(width_near(layer), rows);
+  }
+
+  /// @brief The parameters of layers [first, end), layer by layer, each linear's weight then bias.
+  /// The spans point into the model: they live as long as it does.
+  [[nodiscard]] std::vector<std::span<const float>> parameters(int first, int end) const {
+    return collect(first, end, [](const linear& l) { return std::pair{l.weight(), l.bias()}; });
+  }
+  /// @brief The parameters of every layer.
+  [[nodiscard]] std::vector<std::span<const float>> parameters() const { return parameters(0, num_layers()); }
+  /// @brief The gradient accumulators of layers [first, end), in the order of parameters().
+  [[nodiscard]] std::vector<std::span<const float>> gradients(int first, int end) const {
+    return collect(first, end, [](const linear& l) { return std::pair{l.grad_weight(), l.grad_bias()}; });
+  }
+  /// @brief The gradient accumulators of every layer.
+  [[nodiscard]] std::vector<std::span<const float>> gradients() const { return gradients(0, num_layers()); }
+
+  /// @brief Calls f(std::span<float> value, std::span<float> grad) for every parameter of layers
+  /// [first, end), in the order of parameters(): what an optimizer needs.
+  template <class F>
+  void for_each_parameter(int first, int end, F&& f) {
+    check_range(first, end);
+    for (int i = first; i < end; ++i) {
+      if (auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) {
+        f(l->weight(), l->grad_weight());
+        f(l->bias(), l->grad_bias());
+      }
+    }
+  }
+
+  /// @brief Zeroes the gradients of layers [first, end).
+  void zero_grad(int first, int end) {
+    for_each_parameter(first, end, [](std::span<float>, std::span<float> g) {
+      for (float& v : g) v = 0.0f;
+    });
+  }
+  /// @brief Zeroes every gradient.
+  void zero_grad() { zero_grad(0, num_layers()); }
+
+ private:
+  std::size_t index(int i) const {
+    if (i < 0 || i >= num_layers()) {
+      ppipe::detail::fail(errc::invalid_argument, "layer ", i, " is outside the model's ", num_layers(),
+                          " layers; give an index in [0, ", num_layers(), ")");
+    }
+    return static_cast<std::size_t>(i);
+  }
+
+  void check_range(int first, int end) const {
+    if (first < 0 || first > end || end > num_layers()) {
+      ppipe::detail::fail(errc::invalid_argument, "layers [", first, ", ", end, ") are not a range of the model's ",
+                          num_layers(), " layers; give 0 <= first <= end <= ", num_layers());
+    }
+  }
+
+  template <class Pick>
+  std::vector<std::span<const float>> collect(int first, int end, Pick pick) const {
+    check_range(first, end);
+    std::vector<std::span<const float>> out;
+    for (int i = first; i < end; ++i) {
+      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) {
+        const auto [a, b] = pick(*l);
+        out.push_back(a);
+        out.push_back(b);
+      }
+    }
+    return out;
+  }
+
+  std::int64_t width_near(int layer) const {
+    for (int i = layer - 1; i >= 0; --i) {
+      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) return l->out_features();
+    }
+    for (int i = layer + 1; i < num_layers(); ++i) {
+      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) return l->in_features();
+    }
+    return 1;
+  }
+
+  std::vector<any_layer> layers_;
+};
+
+}  // namespace ppipe::layers

@@ -1,0 +1,49 @@
+#pragma once
+/// @file
+/// @brief ppipe::layers::sgd, plain stochastic gradient descent over a sequential model's layers.
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+#include "ppipe/error.hpp"
+#include "ppipe/layers/sequential.hpp"
+#include "ppipe/runtime/model.hpp"
+
+namespace ppipe::layers {
+
+/// @brief Plain SGD: p -= learning_rate * g for every parameter of the layers it is given, then
+/// their gradients are zeroed for the next step. It works on a range of layers so that each
+/// pipeline stage can update its own layers from ppipe's optimizer hook:
+/// `[&](const ppipe::stage_info& s) { opt.step(model, s); }`.
+class sgd {
+ public:
+  /// @brief An optimizer with the given learning rate (finite and >= 0).
+  explicit sgd(float learning_rate) : learning_rate_(learning_rate) {
+    if (!std::isfinite(learning_rate) || learning_rate < 0.0f) {
+      ppipe::detail::fail(errc::invalid_argument, "sgd learning rate ", learning_rate,
+                          " is not a finite number >= 0; give e.g. 0.01");
+    }
+  }
+
+  [[nodiscard]] float learning_rate() const noexcept { return learning_rate_; }
+
+  /// @brief Updates the parameters of layers [first_layer, end_layer) of `model` from their
+  /// gradients and zeroes those gradients; other layers are left alone.
+  void step(sequential& model, int first_layer, int end_layer) const {
+    model.for_each_parameter(first_layer, end_layer, [this](std::span<float> value, std::span<float> grad) {
+      for (std::size_t k = 0; k < value.size(); ++k) {
+        value[k] -= learning_rate_ * grad[k];
+        grad[k] = 0.0f;
+      }
+    });
+  }
+
+  /// @brief step() for the layers of one pipeline stage, as ppipe's optimizer hook reports them.
+  void step(sequential& model, const stage_info& stage) const { step(model, stage.first_layer, stage.end_layer); }
+
+ private:
+  float learning_rate_;
+};
+
+}  // namespace ppipe::layers

@@ -1,0 +1,237 @@
+#pragma once
+/// @file
+/// @brief A run_trace as Chrome Trace Event Format JSON, for ui.perfetto.dev and chrome://tracing.
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <fstream>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/schedule/action.hpp"
+
+namespace ppipe {
+
+namespace detail {
+
+// The JSON is built in a string with std::to_chars so that the stream's locale (which may group
+// thousands or use a decimal comma) can never leak into the numbers.
+inline void json_number(std::string& out, double v) {
+  std::array<char, 32> buf{};
+  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+  out.append(buf.data(), ec == std::errc() ? end : buf.data());
+}
+inline void json_number(std::string& out, long long v) {
+  std::array<char, 24> buf{};
+  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+  out.append(buf.data(), ec == std::errc() ? end : buf.data());
+}
+
+/// Length of the well-formed UTF-8 sequence at text[i], or 0 if the bytes there are not one.
+inline std::size_t utf8_length(std::string_view text, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char b = byte(i);
+  std::size_t n = 0;
+  unsigned lo = 0x80;  // the second byte's range rules out overlong forms and surrogates
+  unsigned hi = 0xBF;
+  if (b >= 0xC2 && b <= 0xDF) n = 2;
+  else if (b >= 0xE0 && b <= 0xEF) {
+    n = 3;
+    if (b == 0xE0) lo = 0xA0;
+    if (b == 0xED) hi = 0x9F;
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    n = 4;
+    if (b == 0xF0) lo = 0x90;
+    if (b == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > text.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+/// Appends `text` as a JSON string. Names come from users, so quotes, backslashes and control
+/// characters are escaped, and bytes that are not UTF-8 become U+FFFD: strict readers (Python's
+/// json, Perfetto) reject a file with invalid UTF-8 outright.
+inline void json_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      const std::size_t n = utf8_length(text, i);
+      out += n == 0 ? std::string_view("\\ufffd") : text.substr(i, n);
+      i += n == 0 ? 1 : n;
+      continue;
+    }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 0xF];
+    } else {
+      out += static_cast<char>(c);
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+/// Puts each event of one stream on the first lane that is free when it starts. Transfers of a
+/// rank overlap (a batch posts several at once) without nesting, and a viewer draws only properly
+/// nested slices on one track, so overlapping ones get a track of their own.
+inline int assign_lanes(const std::vector<trace_event>& events, bool compute, std::vector<int>& lane) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (is_compute(events[i].act.kind) == compute) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return events[a].start < events[b].start; });
+  std::vector<double> free_at;
+  for (const std::size_t i : order) {
+    std::size_t k = 0;
+    while (k < free_at.size() && free_at[k] > events[i].start) ++k;
+    if (k == free_at.size()) free_at.push_back(events[i].start);
+    free_at[k] = std::max(free_at[k], events[i].end);
+    lane[i] = static_cast<int>(k);
+  }
+  return static_cast<int>(free_at.size());
+}
+
+/// Starts the next element of the traceEvents array.
+inline void chrome_next(std::string& out) { out += out.back() == '[' ? "\n{" : ",\n{"; }
+
+inline void chrome_metadata(std::string& out, const char* what, long long pid, long long tid,
+                            const char* key, std::string_view text, long long number, bool is_text) {
+  chrome_next(out);
+  out += "\"ph\":\"M\",\"name\":\"";
+  out += what;
+  out += "\",\"pid\":";
+  json_number(out, pid);
+  out += ",\"tid\":";
+  json_number(out, tid);
+  out += ",\"args\":{\"";
+  out += key;
+  out += "\":";
+  if (is_text) json_string(out, text);
+  else json_number(out, number);
+  out += "}}";
+}
+
+}  // namespace detail
+
+/// @brief Writes `t` as Chrome Trace Event Format JSON (object form) that ui.perfetto.dev and
+/// chrome://tracing open. Each rank is a process (pid = rank, named "rank r"); its compute actions
+/// are thread 0 ("compute") and its transfers thread 1 ("transfers"), with further threads
+/// ("transfers 2", ...) only for transfers that overlap. Each action is a complete ("X") event
+/// named like "F3" or "SEND_B0" ("2F3" when a rank runs several stages), with ts and dur in
+/// microseconds and args {stage, microbatch, step}. A negative duration is written as 0. Throws
+/// ppipe::error (invalid_argument) before writing anything if a time is not finite.
+inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
+  bool several_stages = false;
+  for (std::size_t r = 0; r < t.ranks.size(); ++r) {
+    for (const trace_event& e : t.ranks[r]) {
+      if (!std::isfinite(e.start) || !std::isfinite(e.end)) {
+        detail::fail(errc::invalid_argument, "rank ", r, "'s event ", to_string(e.act), " (step ", e.step,
+                     ") has start ", e.start, " and end ", e.end,
+                     "; a trace needs finite times, so record it with a steady clock");
+      }
+      several_stages = several_stages || e.act.stage != t.ranks[r].front().act.stage;
+    }
+  }
+  std::string out = "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"schedule\":";
+  detail::json_string(out, t.schedule_name);
+  out += ",\"microbatches\":";
+  detail::json_number(out, static_cast<long long>(t.microbatches));
+  out += ",\"ranks\":";
+  detail::json_number(out, static_cast<long long>(t.num_ranks()));
+  out += ",\"makespan_us\":";
+  detail::json_number(out, t.makespan());
+  out += ",\"measured_bubble\":";
+  const double bubble = t.bubble_fraction();
+  detail::json_number(out, std::isfinite(bubble) ? bubble : 0.0);
+  out += "},\n\"traceEvents\":[";
+
+  std::vector<int> lane;
+  for (std::size_t r = 0; r < t.ranks.size(); ++r) {
+    const auto pid = static_cast<long long>(r);
+    const std::vector<trace_event>& events = t.ranks[r];
+    detail::chrome_metadata(out, "process_name", pid, 0, "name", "rank " + std::to_string(r), 0, true);
+    detail::chrome_metadata(out, "process_sort_index", pid, 0, "sort_index", {}, pid, false);
+    lane.assign(events.size(), 0);
+    detail::assign_lanes(events, true, lane);
+    const int transfer_lanes = std::max(detail::assign_lanes(events, false, lane), 1);
+    for (long long tid = 0; tid <= transfer_lanes; ++tid) {
+      const std::string label = tid == 0 ? "compute" : tid == 1 ? "transfers" : "transfers " + std::to_string(tid);
+      detail::chrome_metadata(out, "thread_name", pid, tid, "name", label, 0, true);
+      detail::chrome_metadata(out, "thread_sort_index", pid, tid, "sort_index", {}, tid, false);
+    }
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const trace_event& e = events[i];
+      const bool compute = is_compute(e.act.kind);
+      const std::string label = several_stages ? to_string(e.act)
+                                               : std::string(code(e.act.kind)) + std::to_string(e.act.microbatch);
+      detail::chrome_next(out);
+      out += "\"ph\":\"X\",\"name\":";
+      detail::json_string(out, label);
+      out += compute ? ",\"cat\":\"compute\",\"pid\":" : ",\"cat\":\"transfer\",\"pid\":";
+      detail::json_number(out, pid);
+      out += ",\"tid\":";
+      // A compute action that overlaps another means the trace is odd, not that it needs a track;
+      // it stays on thread 0 where the viewer nests or flags it.
+      detail::json_number(out, static_cast<long long>(compute ? 0 : 1 + lane[i]));
+      out += ",\"ts\":";
+      detail::json_number(out, e.start);
+      out += ",\"dur\":";
+      detail::json_number(out, std::max(e.end - e.start, 0.0));
+      out += ",\"args\":{\"stage\":";
+      detail::json_number(out, static_cast<long long>(e.act.stage));
+      out += ",\"microbatch\":";
+      detail::json_number(out, static_cast<long long>(e.act.microbatch));
+      out += ",\"step\":";
+      detail::json_number(out, static_cast<long long>(e.step));
+      out += "}}";
+    }
+  }
+  out += "\n]}\n";
+  os.write(out.data(), static_cast<std::streamsize>(out.size()));
+}
+
+/// @brief Writes `t` to the file `path` as Chrome trace JSON (see write_chrome_trace()). Throws
+/// ppipe::error (invalid_argument) naming the path and the reason if the file cannot be written.
+inline void save_chrome_trace(const std::string& path, const run_trace& t) {
+  const auto fail_at = [&](const char* doing, int code) {
+    const std::string why = code != 0 ? std::generic_category().message(code) : "unknown error";
+    detail::fail(errc::invalid_argument, "cannot ", doing, " the Chrome trace file \"", path, "\": ", why,
+                 "; give a path in a directory that exists and that this process may write");
+  };
+  errno = 0;
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file.is_open()) fail_at("open", errno);
+  write_chrome_trace(file, t);
+  errno = 0;
+  file.flush();
+  if (!file) fail_at("write", errno);
+  file.close();
+  if (file.fail()) fail_at("close", errno);
+}
+
+}  // namespace ppipe
