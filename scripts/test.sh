@@ -2,8 +2,9 @@
 # The README's second command, and what CI runs: on a fresh machine, installs what is missing,
 # builds every test, example and benchmark with warnings as errors and runs the whole suite
 # (ctest preset "ci"), then builds the host tests under AddressSanitizer + UndefinedBehaviorSanitizer
-# and runs them again (preset "asan").
-#   PPIPE_SANITIZERS=0 scripts/test.sh   skips the sanitizer pass
+# and runs them again (preset "asan"), then once more under ThreadSanitizer (preset "tsan"): the
+# runtime runs a thread per pipeline rank.
+#   PPIPE_SANITIZERS=0 scripts/test.sh   skips both sanitizer passes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,4 +20,9 @@ if [[ "${PPIPE_SANITIZERS:-1}" != 0 ]]; then
   cmake --preset asan
   cmake --build --preset asan -j "${jobs}"
   ctest --preset asan -j "${jobs}"
+
+  echo "== host tests under ThreadSanitizer: preset tsan"
+  cmake --preset tsan
+  cmake --build --preset tsan -j "${jobs}"
+  ctest --preset tsan -j "${jobs}"
 fi

@@ -1,0 +1,208 @@
+// ppipe-train: the README's demo. Trains an MLP on a synthetic regression through a pipeline of
+// rank threads (the host backend), printing the loss per step, the throughput, and the measured
+// bubble next to the one the simulator predicts from the measured kernel times; writes the last
+// step's trace as Chrome trace JSON (open it at ui.perfetto.dev).
+//
+//   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b] [--virtual 2] [--steps 30]
+//               [--batch 512] [--width 256] [--hidden 8] [--lr 0.02] [--trace ppipe-trace.json]
+//               [--timeout-ms 60000] [--compare]
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ppipe/layers/layers.hpp>
+#include <ppipe/ppipe.hpp>
+#include <ppipe/runtime/chrome_trace.hpp>
+#include <ppipe/runtime/trace_timeline.hpp>
+
+namespace {
+
+struct settings {
+  int ranks = 4;
+  int microbatches = 16;
+  int virtual_stages = 1;
+  std::string schedule = "1f1b";
+  int steps = 30;
+  std::int64_t batch = 512;
+  int width = 256;
+  int hidden = 8;  // hidden linear layers (each followed by a ReLU)
+  float lr = 0.02f;
+  std::string trace = "ppipe-trace.json";
+  long timeout_ms = 60000;
+  bool compare = false;   // also train the same model on one stage and compare throughput
+  bool timeline = true;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "ppipe-train: " << why << "\n"
+            << "usage: ppipe-train [--ranks P] [--microbatches M] [--schedule gpipe|1f1b|interleaved_1f1b]\n"
+            << "                   [--virtual V] [--steps N] [--batch ROWS] [--width W] [--hidden LAYERS]\n"
+            << "                   [--lr RATE] [--trace FILE] [--timeout-ms MS] [--compare] [--no-timeline]\n";
+  std::exit(2);
+}
+
+long number(std::string_view flag, const char* text) {
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0') usage(std::string(flag) + " takes a whole number, not \"" + text + "\"");
+  return v;
+}
+
+settings parse(int argc, char** argv) {
+  settings s;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    const auto value = [&]() -> const char* {
+      if (i + 1 >= argc) usage(std::string(a) + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--ranks" || a == "-p") s.ranks = static_cast<int>(number(a, value()));
+    else if (a == "--microbatches" || a == "-m") s.microbatches = static_cast<int>(number(a, value()));
+    else if (a == "--virtual" || a == "-v") s.virtual_stages = static_cast<int>(number(a, value()));
+    else if (a == "--schedule") s.schedule = value();
+    else if (a == "--steps") s.steps = static_cast<int>(number(a, value()));
+    else if (a == "--batch") s.batch = number(a, value());
+    else if (a == "--width") s.width = static_cast<int>(number(a, value()));
+    else if (a == "--hidden") s.hidden = static_cast<int>(number(a, value()));
+    else if (a == "--lr") s.lr = std::strtof(value(), nullptr);
+    else if (a == "--trace") s.trace = value();
+    else if (a == "--timeout-ms") s.timeout_ms = number(a, value());
+    else if (a == "--compare") s.compare = true;
+    else if (a == "--no-timeline") s.timeline = false;
+    else if (a == "--help" || a == "-h") usage("trains an MLP through a pipeline");
+    else usage("unknown argument \"" + std::string(a) + "\"");
+  }
+  if (s.steps < 1 || s.batch < 1 || s.width < 1 || s.hidden < 0) usage("steps, batch and width must be >= 1, hidden >= 0");
+  return s;
+}
+
+// The task: y = sin(x . u) + 0.5 cos(x . w) for fixed random u, w; inputs uniform in [-1, 1].
+struct regression {
+  ppipe::payload inputs;
+  ppipe::payload targets;
+};
+
+regression make_data(std::int64_t rows, int width, std::uint64_t seed) {
+  std::uint64_t state = seed;
+  const auto uniform = [&] {  // splitmix64 to a float in [-1, 1)
+    state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<float>(static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+  };
+  std::vector<float> u(static_cast<std::size_t>(width)), w(u.size());
+  for (auto& v : u) v = uniform() / std::sqrt(static_cast<float>(width));
+  for (auto& v : w) v = uniform() / std::sqrt(static_cast<float>(width));
+  regression d{{ppipe::host_tensor(ppipe::shape{rows, width})}, {ppipe::host_tensor(ppipe::shape{rows, 1})}};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float a = 0.0f, b = 0.0f;
+    for (std::size_t j = 0; j < u.size(); ++j) {
+      const float x = uniform();
+      d.inputs[0][static_cast<std::size_t>(r) * u.size() + j] = x;
+      a += x * u[j];
+      b += x * w[j];
+    }
+    d.targets[0][static_cast<std::size_t>(r)] = std::sin(3.0f * a) + 0.5f * std::cos(3.0f * b);
+  }
+  return d;
+}
+
+ppipe::layers::sequential make_model(const settings& s) {
+  std::vector<int> widths{s.width};
+  for (int i = 0; i < s.hidden; ++i) widths.push_back(s.width);
+  widths.push_back(1);
+  return ppipe::layers::sequential::mlp(widths, 2026);
+}
+
+template <class Schedule>
+int train(const settings& s) {
+  const regression data = make_data(s.batch, s.width, 7);
+  ppipe::layers::sequential model = make_model(s);
+  const ppipe::layers::sgd sgd(s.lr);
+  ppipe::pipeline_options o;
+  o.ranks = s.ranks;
+  o.microbatches = s.microbatches;
+  o.virtual_stages = s.virtual_stages;
+  o.timeout = std::chrono::milliseconds(s.timeout_ms);
+  ppipe::pipeline<ppipe::layers::sequential, Schedule> pipe(
+      model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); });
+
+  std::cout << "ppipe-train: an MLP of " << model.num_layers() << " layers (" << s.hidden + 1 << " linear, width "
+            << s.width << ") on " << s.ranks << " rank threads, schedule " << Schedule::name << ", m=" << s.microbatches
+            << ", batch " << s.batch << " rows\nlayers per stage:";
+  for (const int n : pipe.split().sizes()) std::cout << " " << n;
+  std::cout << "\n\n";
+  std::printf("%6s %12s %10s %14s\n", "step", "loss", "ms", "samples/s");
+  double total_ms = 0.0;
+  int timed = 0;
+  for (int step = 1; step <= s.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double loss = pipe.train_step(data.inputs, data.targets);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (step > 1) {  // the first step allocates every buffer; leave it out of the throughput
+      total_ms += ms;
+      ++timed;
+    }
+    if (step <= 3 || step % 5 == 0 || step == s.steps) {
+      std::printf("%6d %12.6f %10.2f %14.0f\n", step, loss, ms, static_cast<double>(s.batch) / ms * 1e3);
+    }
+  }
+  const double mean_ms = timed ? total_ms / timed : 0.0;
+  const ppipe::run_trace& trace = pipe.last_trace();
+  const ppipe::simulation predicted = ppipe::predict_from_trace(pipe.training_schedule(), trace);
+  std::printf("\nthroughput: %.0f samples/s (mean step %.2f ms over steps 2..%d)\n",
+              timed ? static_cast<double>(s.batch) / mean_ms * 1e3 : 0.0, mean_ms, s.steps);
+  std::printf("bubble, last step: measured %.1f%%, predicted %.1f%% (the simulator, from the measured kernel times)\n",
+              100.0 * trace.bubble_fraction(), 100.0 * predicted.bubble_fraction());
+  for (const std::string& line : ppipe::advise(pipe.training_schedule(), predicted)) std::cout << "advice: " << line << "\n";
+  if (s.timeline) {
+    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace);
+  }
+  if (!s.trace.empty()) {
+    ppipe::save_chrome_trace(s.trace, trace);
+    std::cout << "\ntrace of the last step: " << s.trace << " (open it at https://ui.perfetto.dev)\n";
+  }
+
+  if (s.compare) {
+    ppipe::layers::sequential single = make_model(s);
+    ppipe::pipeline_options one = o;
+    one.ranks = 1;
+    one.virtual_stages = 1;
+    ppipe::pipeline<ppipe::layers::sequential> alone(
+        single, one, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(single, st); });
+    alone.train_step(data.inputs, data.targets);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int step = 2; step <= s.steps; ++step) alone.train_step(data.inputs, data.targets);
+    const double one_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+                          std::max(1, s.steps - 1);
+    std::printf("one stage: %.0f samples/s (mean step %.2f ms); the pipeline is %.2fx that\n",
+                static_cast<double>(s.batch) / one_ms * 1e3, one_ms, one_ms / mean_ms);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const settings s = parse(argc, argv);
+  try {
+    if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s);
+    if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s);
+    if (s.schedule == "interleaved_1f1b" || s.schedule == "interleaved") {
+      return train<ppipe::schedules::interleaved_1f1b>(s);
+    }
+    usage("unknown schedule \"" + s.schedule + "\"; use gpipe, 1f1b or interleaved_1f1b");
+  } catch (const ppipe::error& e) {
+    std::cerr << "ppipe-train: " << e.what() << "\n";
+    return 2;
+  }
+}
