@@ -1,0 +1,106 @@
+// Numerics of pipelined training with the layer kit's MLP: bitwise the unpipelined run with the
+// same microbatches and accumulation order, for every schedule and several (p, m, v); and close
+// to full-batch training.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ppipe/layers/layers.hpp"
+#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/schedule/gpipe.hpp"
+#include "ppipe/schedule/interleaved_1f1b.hpp"
+#include "reference.hpp"
+
+namespace {
+
+using ppipe::layers::sequential;
+
+struct data {
+  ppipe::payload x;
+  ppipe::payload y;
+};
+
+data make_data(std::int64_t rows, int in, int out, int salt) {
+  data d{{ppipe::host_tensor(ppipe::shape{rows, in})}, {ppipe::host_tensor(ppipe::shape{rows, out})}};
+  for (std::size_t i = 0; i < d.x[0].size(); ++i) d.x[0][i] = std::sin(0.7f * static_cast<float>(i) + static_cast<float>(salt));
+  for (std::size_t i = 0; i < d.y[0].size(); ++i) d.y[0][i] = std::cos(0.3f * static_cast<float>(i) - static_cast<float>(salt));
+  return d;
+}
+
+std::vector<std::vector<float>> copy(const std::vector<std::span<const float>>& spans) {
+  std::vector<std::vector<float>> out;
+  for (const auto& s : spans) out.emplace_back(s.begin(), s.end());
+  return out;
+}
+
+// ||a - b|| / ||b|| over one parameter tensor.
+double relative(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0.0;
+  double norm = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    diff += d * d;
+    norm += static_cast<double>(b[i]) * static_cast<double>(b[i]);
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+}
+
+template <class Schedule>
+void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& widths) {
+  const std::uint64_t seed = 42;
+  const float lr = 0.05f;
+  sequential piped = sequential::mlp(widths, seed);
+  sequential plain = sequential::mlp(widths, seed);
+  sequential full = sequential::mlp(widths, seed);
+  const ppipe::layers::sgd sgd(lr);
+  ppipe::pipeline_options o;
+  o.ranks = p;
+  o.microbatches = m;
+  o.virtual_stages = v;
+  ppipe::pipeline<sequential, Schedule> pipe(piped, o, ppipe::layers::mse_loss{},
+                                             [&](const ppipe::stage_info& s) { sgd.step(piped, s); });
+  const ppipe::layers::mse_loss loss;
+  for (int step = 0; step < 4; ++step) {
+    INFO(Schedule::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " step " << step);
+    const data d = make_data(rows, widths.front(), widths.back(), step);
+    const double got = pipe.train_step(d.x, d.y);
+    const double want = reference::accumulate(plain, d.x, d.y, m, loss);
+    sgd.step(plain, 0, plain.num_layers());
+    const double whole = reference::accumulate(full, d.x, d.y, 1, loss);
+    sgd.step(full, 0, full.num_layers());
+
+    CHECK(got == want);  // bitwise, not approximately
+    const auto a = copy(piped.parameters());
+    const auto b = copy(plain.parameters());
+    const auto c = copy(full.parameters());
+    REQUIRE(a.size() == b.size());
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      CHECK(a[k] == b[k]);
+      CHECK(relative(a[k], c[k]) < 1e-5);
+    }
+    CHECK(std::abs(got - whole) <= 1e-5 * std::abs(whole));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("GPipe trains the MLP bitwise like the unpipelined run") {
+  check<ppipe::schedules::gpipe>(2, 4, 1, 16, {8, 16, 16, 4});
+  check<ppipe::schedules::gpipe>(4, 8, 1, 21, {8, 16, 16, 16, 16, 4});  // uneven microbatches
+}
+
+TEST_CASE("1F1B trains the MLP bitwise like the unpipelined run") {
+  check<ppipe::schedules::one_f_one_b>(2, 2, 1, 8, {8, 16, 4});
+  check<ppipe::schedules::one_f_one_b>(3, 6, 1, 30, {8, 16, 16, 16, 4});
+  check<ppipe::schedules::one_f_one_b>(4, 16, 1, 35, {8, 12, 12, 12, 12, 4});
+}
+
+TEST_CASE("interleaved 1F1B trains the MLP bitwise like the unpipelined run") {
+  check<ppipe::schedules::interleaved_1f1b>(2, 4, 2, 16, {8, 16, 16, 16, 4});
+  check<ppipe::schedules::interleaved_1f1b>(2, 6, 3, 25, {8, 12, 12, 12, 12, 12, 4});
+  check<ppipe::schedules::interleaved_1f1b>(4, 8, 2, 40, {8, 12, 12, 12, 12, 12, 4});
+}
