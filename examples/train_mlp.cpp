@@ -4,7 +4,7 @@
 // step's trace as Chrome trace JSON (open it at ui.perfetto.dev).
 //
 //   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b] [--virtual 2] [--steps 30]
-//               [--batch 512] [--width 256] [--hidden 8] [--lr 0.02] [--trace ppipe-trace.json]
+//               [--batch 512] [--inputs 16] [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace.json]
 //               [--timeout-ms 60000] [--compare]
 
 #include <chrono>
@@ -31,9 +31,10 @@ struct settings {
   std::string schedule = "1f1b";
   int steps = 30;
   std::int64_t batch = 512;
+  int inputs = 16;  // features per sample
   int width = 256;
-  int hidden = 8;  // hidden linear layers (each followed by a ReLU)
-  float lr = 0.02f;
+  int hidden = 4;  // hidden linear layers (each followed by a ReLU)
+  float lr = 0.1f;
   std::string trace = "ppipe-trace.json";
   long timeout_ms = 60000;
   bool compare = false;   // also train the same model on one stage and compare throughput
@@ -43,7 +44,7 @@ struct settings {
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "ppipe-train: " << why << "\n"
             << "usage: ppipe-train [--ranks P] [--microbatches M] [--schedule gpipe|1f1b|interleaved_1f1b]\n"
-            << "                   [--virtual V] [--steps N] [--batch ROWS] [--width W] [--hidden LAYERS]\n"
+            << "                   [--virtual V] [--steps N] [--batch ROWS] [--inputs N] [--width W] [--hidden LAYERS]\n"
             << "                   [--lr RATE] [--trace FILE] [--timeout-ms MS] [--compare] [--no-timeline]\n";
   std::exit(2);
 }
@@ -70,6 +71,7 @@ settings parse(int argc, char** argv) {
     else if (a == "--steps") s.steps = static_cast<int>(number(a, value()));
     else if (a == "--batch") s.batch = number(a, value());
     else if (a == "--width") s.width = static_cast<int>(number(a, value()));
+    else if (a == "--inputs") s.inputs = static_cast<int>(number(a, value()));
     else if (a == "--hidden") s.hidden = static_cast<int>(number(a, value()));
     else if (a == "--lr") s.lr = std::strtof(value(), nullptr);
     else if (a == "--trace") s.trace = value();
@@ -79,11 +81,14 @@ settings parse(int argc, char** argv) {
     else if (a == "--help" || a == "-h") usage("trains an MLP through a pipeline");
     else usage("unknown argument \"" + std::string(a) + "\"");
   }
-  if (s.steps < 1 || s.batch < 1 || s.width < 1 || s.hidden < 0) usage("steps, batch and width must be >= 1, hidden >= 0");
+  if (s.steps < 1 || s.batch < 1 || s.width < 1 || s.inputs < 1 || s.hidden < 0) {
+    usage("steps, batch, inputs and width must be >= 1, hidden >= 0");
+  }
   return s;
 }
 
-// The task: y = sin(x . u) + 0.5 cos(x . w) for fixed random u, w; inputs uniform in [-1, 1].
+// The task: y = sin(x.u) + 0.5 cos(x.w) for fixed random u, w (x.u and x.w have variance 1/3);
+// inputs uniform in [-1, 1].
 struct regression {
   ppipe::payload inputs;
   ppipe::payload targets;
@@ -100,8 +105,8 @@ regression make_data(std::int64_t rows, int width, std::uint64_t seed) {
     return static_cast<float>(static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0);
   };
   std::vector<float> u(static_cast<std::size_t>(width)), w(u.size());
-  for (auto& v : u) v = uniform() / std::sqrt(static_cast<float>(width));
-  for (auto& v : w) v = uniform() / std::sqrt(static_cast<float>(width));
+  for (auto& v : u) v = uniform() * std::sqrt(3.0f / static_cast<float>(width));
+  for (auto& v : w) v = uniform() * std::sqrt(3.0f / static_cast<float>(width));
   regression d{{ppipe::host_tensor(ppipe::shape{rows, width})}, {ppipe::host_tensor(ppipe::shape{rows, 1})}};
   for (std::int64_t r = 0; r < rows; ++r) {
     float a = 0.0f, b = 0.0f;
@@ -111,13 +116,13 @@ regression make_data(std::int64_t rows, int width, std::uint64_t seed) {
       a += x * u[j];
       b += x * w[j];
     }
-    d.targets[0][static_cast<std::size_t>(r)] = std::sin(3.0f * a) + 0.5f * std::cos(3.0f * b);
+    d.targets[0][static_cast<std::size_t>(r)] = std::sin(a) + 0.5f * std::cos(b);
   }
   return d;
 }
 
 ppipe::layers::sequential make_model(const settings& s) {
-  std::vector<int> widths{s.width};
+  std::vector<int> widths{s.inputs};
   for (int i = 0; i < s.hidden; ++i) widths.push_back(s.width);
   widths.push_back(1);
   return ppipe::layers::sequential::mlp(widths, 2026);
@@ -125,7 +130,7 @@ ppipe::layers::sequential make_model(const settings& s) {
 
 template <class Schedule>
 int train(const settings& s) {
-  const regression data = make_data(s.batch, s.width, 7);
+  const regression data = make_data(s.batch, s.inputs, 7);
   ppipe::layers::sequential model = make_model(s);
   const ppipe::layers::sgd sgd(s.lr);
   ppipe::pipeline_options o;
@@ -136,7 +141,7 @@ int train(const settings& s) {
   ppipe::pipeline<ppipe::layers::sequential, Schedule> pipe(
       model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); });
 
-  std::cout << "ppipe-train: an MLP of " << model.num_layers() << " layers (" << s.hidden + 1 << " linear, width "
+  std::cout << "ppipe-train: an MLP of " << model.num_layers() << " layers (" << s.hidden + 1 << " linear, " << s.inputs << " inputs, width "
             << s.width << ") on " << s.ranks << " rank threads, schedule " << Schedule::name << ", m=" << s.microbatches
             << ", batch " << s.batch << " rows\nlayers per stage:";
   for (const int n : pipe.split().sizes()) std::cout << " " << n;
@@ -165,7 +170,11 @@ int train(const settings& s) {
               100.0 * trace.bubble_fraction(), 100.0 * predicted.bubble_fraction());
   for (const std::string& line : ppipe::advise(pipe.training_schedule(), predicted)) std::cout << "advice: " << line << "\n";
   if (s.timeline) {
-    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace);
+    // Three blocks of 90 columns: enough to see the warm-up, the steady state and the drain.
+    ppipe::timeline_options chart;
+    chart.width = 100;
+    chart.time_per_column = trace.makespan() / 270.0;
+    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace, chart);
   }
   if (!s.trace.empty()) {
     ppipe::save_chrome_trace(s.trace, trace);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The README's first command: on a fresh machine, installs what is missing, builds the planning
-# demo (Release) and runs it. Arguments go to ppipe-plan (see --help); without any it plans GPipe,
-# 1F1B and interleaved 1F1B for 4 ranks and 8 microbatches and compares them.
+# The README's first command: on a fresh machine, installs what is missing, builds the demos
+# (Release) and trains an MLP through a 4-stage pipeline on the host backend (ppipe-train), printing
+# the loss per step, the throughput and the measured vs predicted bubble, and writing the last step's
+# trace to build/ppipe-trace.json. Arguments go to ppipe-train (see --help).
+#   bash scripts/demo.sh plan [args]   runs the planner (ppipe-plan) instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,5 +14,10 @@ if ! cmake --preset release >"${log}" 2>&1; then
   echo "demo: configuring failed (log above, also in ${log})" >&2
   exit 1
 fi
-cmake --build --preset release --target ppipe_plan
-exec build/release/examples/ppipe-plan "$@"
+if [[ "${1:-}" == plan ]]; then
+  shift
+  cmake --build --preset release --target ppipe_plan
+  exec build/release/examples/ppipe-plan "$@"
+fi
+cmake --build --preset release --target ppipe_train
+exec build/release/examples/ppipe-train --trace build/ppipe-trace.json "$@"
