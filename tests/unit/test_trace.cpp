@@ -241,8 +241,14 @@ TEST_CASE("a trace with the simulated times reproduces the simulation") {
       CHECK(back.timeline[r][i].end == sim.timeline[r][i].end);
     }
   }
-  CHECK(ppipe::render_timeline(s, t) == ppipe::render_timeline(s, sim));
-  CHECK(ppipe::render_timeline(s, t, {40, 5.0}) == ppipe::render_timeline(s, sim, {40, 5.0}));
+  // The same chart, with the trace's unit in its header.
+  ppipe::timeline_options in_us;
+  in_us.unit = "microseconds";
+  CHECK(ppipe::render_timeline(s, t) == ppipe::render_timeline(s, sim, in_us));
+  CHECK(ppipe::render_timeline(s, t) != ppipe::render_timeline(s, sim));
+  in_us.width = 40;
+  in_us.time_per_column = 5.0;
+  CHECK(ppipe::render_timeline(s, t, {40, 5.0}) == ppipe::render_timeline(s, sim, in_us));
 
   const auto wider = ppipe::make_schedule("1f1b", {3, 4, 1});
   CHECK_THROWS_WITH(ppipe::render_timeline(wider, t), contains("the trace has 2 ranks but schedule \"1f1b\" has 3"));

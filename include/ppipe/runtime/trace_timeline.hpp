@@ -144,6 +144,7 @@ inline std::string render_timeline(const schedule& s, const run_trace& t, timeli
     detail::fail(errc::invalid_argument, "the trace has ", t.num_ranks(), " ranks but schedule \"", s.name,
                  "\" has ", s.num_ranks(), "; draw a trace with the schedule it was recorded with");
   }
+  if (options.unit == timeline_options{}.unit) options.unit = "microseconds";
   return render_timeline(s, to_simulation(t), options);
 }
 

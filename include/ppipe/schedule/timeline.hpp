@@ -26,6 +26,8 @@ struct timeline_options {
   double time_per_column = 0.0;
   /// The longest chart (in columns per rank) the automatic scale draws.
   int max_columns = 1 << 14;
+  /// What the times are in, for the header line ("one column = 2 <unit>").
+  std::string unit = "time units";
 };
 
 namespace detail {
@@ -114,7 +116,7 @@ inline std::string render_timeline(const schedule& s, const simulation& sim, tim
       static_cast<std::size_t>(options.width) - std::min<std::size_t>(prefix_model.size(), 40), 10);
   usable = std::max(step, usable / step * step);
   std::ostringstream out;
-  out << "one column = " << per_column << " time units; '.' = idle\n";
+  out << "one column = " << per_column << " " << options.unit << "; '.' = idle\n";
   for (std::size_t first = 0; first < columns; first += usable) {
     const std::size_t last = std::min(columns, first + usable);
     out << "time " << static_cast<double>(first) * per_column << " .. "
