@@ -54,12 +54,13 @@ struct run_aborted {};
 /// @brief Runs schedules over a set of stages and a transport. The same executor serves every
 /// backend: it issues work and posts transfers, and relies on the transport's completion calls
 /// for ordering, never on a call having finished its work when it returns.
-template <class Model, transport Transport>
+template <class Stage, transport Transport>
+  requires pipeline_stage<Stage, typename Transport::tensor_type>
 class executor {
  public:
   using tensor_type = typename Transport::tensor_type;
   using payload_type = basic_payload<tensor_type>;
-  using stage_type = stage<Model, tensor_type>;
+  using stage_type = Stage;
 
   executor(Transport& transport, std::vector<stage_type>& stages, executor_options options = {})
       : transport_(&transport), stages_(&stages), options_(options), board_(transport.num_ranks()) {}
@@ -270,8 +271,7 @@ class executor {
           if (training) {
             const payload_type& out = stg.forward(a.microbatch, std::move(in));
             if (a.stage == last) {
-              payload_type grad = stg.pool().acquire(shapes_of(out));
-              stg.pool().forget(grad);
+              payload_type grad = stg.output_gradient_buffer(a.microbatch);
               data.losses[mb] = (*data.loss)(out, data.targets[mb], grad, data.scales[mb]);
               slots.handoff_grad[i] = std::move(grad);
             } else if (rank_of[st + 1] == r) {

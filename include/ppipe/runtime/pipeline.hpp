@@ -118,7 +118,7 @@ class pipeline {
     data.optimizer = &optimizer_;
     const double batch = static_cast<double>(total(rows));
     for (const std::int64_t n : rows) data.scales.push_back(static_cast<double>(n) / batch);
-    trace_ = executor<Model, Transport>(transport_, stages_, exec_options()).run(train_, data);
+    trace_ = executor<stage_type, Transport>(transport_, stages_, exec_options()).run(train_, data);
     double loss = 0.0;
     for (std::size_t i = 0; i < rows.size(); ++i) loss += data.losses[i] * data.scales[i];
     return loss;
@@ -129,7 +129,7 @@ class pipeline {
   payload_type infer(const payload_type& inputs) {
     const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", infer_.microbatches);
     step_data<tensor_type> data = split(inputs, rows, infer_);
-    trace_ = executor<Model, Transport>(transport_, stages_, exec_options()).run(infer_, data);
+    trace_ = executor<stage_type, Transport>(transport_, stages_, exec_options()).run(infer_, data);
     return concat_rows(data.outputs);
   }
 

@@ -3,6 +3,7 @@
 /// @brief A stage: a contiguous range of a model's layers on one rank, and the activations it
 /// keeps between a microbatch's forward and its backward.
 
+#include <concepts>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -67,6 +68,14 @@ class stage {
 
   /// @brief The output of microbatch `mb`'s training forward, kept until its backward.
   const payload_type& output(int mb) { return live_slot(mb, "a send of its output").acts.back(); }
+
+  /// @brief A zeroed buffer in the shapes of microbatch `mb`'s output, for the loss to write its
+  /// gradient into; backward() takes it over (and counts it) when it runs.
+  payload_type output_gradient_buffer(int mb) {
+    payload_type g = pool_.acquire(shapes_of(output(mb)));
+    pool_.forget(g);
+    return g;
+  }
 
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
   /// (each layer's input goes back to the pool as soon as the next layer has run).
@@ -191,6 +200,25 @@ class stage {
   int end_;
   std::vector<record> saved_;
   buffer_pool<Tensor> pool_;
+};
+
+/// @brief What the executor needs of a stage: ppipe::stage satisfies it, and a backend's own stage
+/// type (device buffers, streams) must too. Payloads are taken by value (moved in) and returned by
+/// value; `forward` keeps the microbatch's activations until its backward (or W) and `output`
+/// reads them; `infer` keeps nothing.
+template <class S, class Tensor>
+concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tensor> p, bool want_input_grad) {
+  { cs.index() } -> std::convertible_to<int>;
+  { cs.first_layer() } -> std::convertible_to<int>;
+  { cs.end_layer() } -> std::convertible_to<int>;
+  s.prepare(mb);
+  { s.forward(mb, std::move(p)) } -> std::convertible_to<const basic_payload<Tensor>&>;
+  { s.output(mb) } -> std::convertible_to<const basic_payload<Tensor>&>;
+  { s.output_gradient_buffer(mb) } -> std::same_as<basic_payload<Tensor>>;
+  { s.infer(mb, std::move(p)) } -> std::same_as<basic_payload<Tensor>>;
+  { s.backward(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
+  { s.backward_input(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
+  s.backward_weight(mb);
 };
 
 }  // namespace ppipe
