@@ -99,48 +99,13 @@ class stage {
   /// taken over). Returns the gradient of the stage's input (empty when `want_input_grad` is
   /// false: the model's first stage) and frees the microbatch's activations.
   payload_type backward(int mb, payload_type grad_out, bool want_input_grad) {
-    record& r = live_slot(mb, "backward");
-    pool_.adopt(grad_out);
-    const layer_context ctx{index_, mb, pass_mode::training};
-    payload_type g = std::move(grad_out);
-    for (int layer = end_ - 1; layer >= first_; --layer) {
-      const std::size_t k = static_cast<std::size_t>(layer - first_);
-      payload_type grad_in;
-      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
-      if constexpr (model_has_backward<Model, Tensor>) {
-        model_->backward(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
-      }
-      pool_.release(g);
-      g = std::move(grad_in);
-    }
-    release(r);
-    pool_.forget(g);
-    return g;
+    return backward_pass(mb, std::move(grad_out), want_input_grad, false);
   }
 
   /// @brief Input-gradient half of a split backward (I): like backward(), but keeps the
   /// activations and each layer's output gradient for backward_weight().
   payload_type backward_input(int mb, payload_type grad_out, bool want_input_grad) {
-    record& r = live_slot(mb, "backward_input");
-    pool_.adopt(grad_out);
-    const layer_context ctx{index_, mb, pass_mode::training};
-    r.grads.assign(r.acts.size() - 1, payload_type{});
-    payload_type g = std::move(grad_out);
-    for (int layer = end_ - 1; layer >= first_; --layer) {
-      const std::size_t k = static_cast<std::size_t>(layer - first_);
-      payload_type grad_in;
-      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
-      if constexpr (model_has_split_backward<Model, Tensor>) {
-        model_->backward_input(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
-      } else {
-        detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
-                     "backward_input/backward_weight; give it both, or use a schedule with full backwards");
-      }
-      r.grads[k] = std::move(g);
-      g = std::move(grad_in);
-    }
-    pool_.forget(g);
-    return g;
+    return backward_pass(mb, std::move(grad_out), want_input_grad, true);
   }
 
   /// @brief Weight-gradient half (W): accumulates the weight gradients and frees the activations.
@@ -169,6 +134,42 @@ class stage {
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
   };
+
+  // Walks the stage's layers from last to first. A full backward lets each layer's output gradient
+  // go as soon as the layer is done, and then the activations; the I half keeps both for W.
+  payload_type backward_pass(int mb, payload_type grad_out, bool want_input_grad, bool input_half) {
+    record& r = live_slot(mb, input_half ? "backward_input" : "backward");
+    if constexpr (!model_has_split_backward<Model, Tensor>) {
+      if (input_half) {
+        detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
+                     "backward_input/backward_weight; give it both, or use a schedule with full backwards");
+      }
+    }
+    pool_.adopt(grad_out);
+    const layer_context ctx{index_, mb, pass_mode::training};
+    if (input_half) r.grads.assign(r.acts.size() - 1, payload_type{});
+    payload_type g = std::move(grad_out);
+    for (int layer = end_ - 1; layer >= first_; --layer) {
+      const auto k = static_cast<std::size_t>(layer - first_);
+      payload_type grad_in;
+      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
+      if (input_half) {
+        if constexpr (model_has_split_backward<Model, Tensor>) {
+          model_->backward_input(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
+        }
+        r.grads[k] = std::move(g);
+      } else {
+        if constexpr (model_has_backward<Model, Tensor>) {
+          model_->backward(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
+        }
+        pool_.release(g);
+      }
+      g = std::move(grad_in);
+    }
+    if (!input_half) release(r);
+    pool_.forget(g);
+    return g;
+  }
 
   record& slot(int mb) {
     if (mb < 0 || static_cast<std::size_t>(mb) >= saved_.size()) {
