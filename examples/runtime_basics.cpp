@@ -114,7 +114,7 @@ int main() {
     try {
       pipe.train_step(ppipe::payload{ppipe::host_tensor(ppipe::shape{2, 2})}, y);  // 2 rows, m = 4
     } catch (const ppipe::error& e) {
-      std::cout << e.what() << "\n";  // [ppipe.invalid_argument] the batch has 2 rows but ...
+      std::cout << e.what() << "\n";  // [ppipe.invalid_argument] the inputs have 2 rows but ...
     }
     // [errors]
   } catch (const std::exception& e) {

@@ -150,6 +150,10 @@ TEST_CASE("a kernel that throws stops every rank and reaches the caller with its
       CHECK(nested);
     }
     CHECK_FALSE(hook_ran);  // no stage is updated by a step that failed
+    for (int s = 0; s < 4; ++s) {  // and the failed step's buffers are let go at once
+      CHECK(pipe.memory(s).live_microbatches == 0);
+      CHECK(pipe.memory(s).live_bytes == 0);
+    }
     // The pipeline is usable again once the fault is gone.
     model.set_fault({});
     const double loss = pipe.train_step(x, y);
@@ -172,14 +176,14 @@ TEST_CASE("a loss that throws is reported from the last rank") {
     FAIL("train_step did not throw");
   } catch (const ppipe::error& e) {
     CHECK(e.id() == "ppipe.stage_failed");
-    CHECK(contains(e.what(), "rank 1 in 1F0"));
+    CHECK(contains(e.what(), "rank 1's loss, after 1F0 (forward of stage 1, microbatch 0)"));
     CHECK(contains(e.what(), "loss exploded"));
   }
 }
 
 TEST_CASE("the watchdog names the waiting rank, what it waited for, and what the others did") {
   toy::model model(4);
-  model.set_fault({1, 0, false, 600ms});  // stage 0's second layer stalls on microbatch 0
+  model.set_fault({1, 0, false, 600ms});  // layer 1 (stage 1, one layer per stage) stalls on microbatch 0
   pipeline_options o = options(4, 4);
   o.timeout = 150ms;
   ppipe::pipeline<toy::model> pipe(model, o, toy::loss);
@@ -211,7 +215,7 @@ TEST_CASE("bad input gets a ppipe::error with the values") {
   };
   toy::model model(8);
   fails([&] { ppipe::pipeline<toy::model> p(model, options(4, 8), toy::loss); p.train_step(toy::batch(6, 3, 0), toy::batch(6, 3, 0)); },
-        "ppipe.invalid_argument", "the batch has 6 rows but the pipeline splits it into m=8");
+        "ppipe.invalid_argument", "the inputs have 6 rows but the pipeline splits them into m=8");
   fails([&] { ppipe::pipeline<toy::model, ppipe::schedules::interleaved_1f1b> p(model, options(4, 4, 3), toy::loss); },
         "ppipe.invalid_argument", "the model has 8 layers but the pipeline has 12 stages");
   fails([&] { ppipe::pipeline<toy::model> p(model, options(2, 2), toy::loss); p.train_step(toy::batch(4, 3, 0), toy::batch(5, 3, 0)); },
@@ -245,4 +249,79 @@ TEST_CASE("an explicit split is used as given") {
   o.split = ppipe::partition({0, 6, 8});
   ppipe::pipeline<toy::model> p(model, o, toy::loss);
   CHECK(p.split().sizes() == std::vector<int>{6, 2});
+}
+
+TEST_CASE("a rank that times out waiting for the others at the end of a step stops every optimizer hook") {
+  toy::model model(2);
+  model.set_fault({0, 3, true, 400ms});  // rank 0's last action, 0B3, stalls
+  pipeline_options o = options(2, 4);
+  o.timeout = 100ms;
+  std::atomic<int> hooks{0};
+  ppipe::pipeline<toy::model> pipe(model, o, toy::loss, [&](const ppipe::stage_info&) { ++hooks; });
+  try {
+    pipe.train_step(toy::batch(8, 3, 0.0f), toy::batch(8, 3, 1.0f));
+    FAIL("train_step did not time out");
+  } catch (const ppipe::error& e) {
+    INFO(e.what());
+    CHECK(e.id() == "ppipe.timeout");
+    CHECK(contains(e.what(), "rank 1 finished its actions and waited 100 ms for the other ranks"));
+    CHECK(contains(e.what(), "rank 0: running 0B3"));
+  }
+  CHECK(hooks.load() == 0);
+}
+
+TEST_CASE("timeouts: for ever is allowed, zero is refused") {
+  toy::model model(4);
+  pipeline_options o = options(2, 2);
+  o.timeout = std::chrono::milliseconds::max();
+  ppipe::pipeline<toy::model> forever(model, o, toy::loss);
+  CHECK(std::isfinite(forever.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f))));
+  o.timeout = 0ms;
+  CHECK_THROWS_WITH((ppipe::pipeline<toy::model>(model, o, toy::loss)), Catch::Contains("the timeout is 0 ms"));
+}
+
+TEST_CASE("the pool's bytes count every buffer a stage holds, and its spare storage stops growing") {
+  // GPipe, p=2, m=4, one toy layer per stage, 2 rows per microbatch: a payload {[2, 3], [2]} is
+  // 32 bytes. The last stage holds, per microbatch, its input and output (64) and the loss
+  // gradient (32); its first backward then takes a 32-byte input gradient: 4 * 96 + 32 = 416.
+  toy::model model(2);
+  ppipe::pipeline<toy::model, ppipe::schedules::gpipe> pipe(model, options(2, 4), toy::loss);
+  const auto x = toy::batch(8, 3, 0.0f);
+  const auto y = toy::batch(8, 3, 1.0f);
+  pipe.train_step(x, y);
+  CHECK(pipe.memory(1).peak_bytes == 416);
+  pipe.train_step(x, y);
+  const std::size_t spare0 = pipe.memory(0).spare_bytes;
+  const std::size_t spare1 = pipe.memory(1).spare_bytes;
+  for (int step = 0; step < 20; ++step) pipe.train_step(x, y);
+  CHECK(pipe.memory(0).spare_bytes == spare0);
+  CHECK(pipe.memory(1).spare_bytes == spare1);
+  CHECK(spare1 <= pipe.memory(1).peak_bytes);
+}
+
+TEST_CASE("a failed infer leaves nothing counted") {
+  toy::model model(4);
+  model.set_fault({1, 0, false, 0ms});
+  ppipe::pipeline<toy::model> pipe(model, options(2, 2));
+  CHECK_THROWS_WITH(pipe.infer(toy::batch(4, 3, 0.0f)), Catch::Contains("injected fault in layer 1"));
+  for (int s = 0; s < 2; ++s) {
+    CHECK(pipe.memory(s).live_microbatches == 0);
+    CHECK(pipe.memory(s).live_bytes == 0);
+  }
+  model.set_fault({});
+  CHECK(pipe.infer(toy::batch(4, 3, 0.0f)).size() == 2);
+}
+
+TEST_CASE("a throwing loss and a throwing hook are named as such") {
+  toy::model model(4);
+  ppipe::pipeline<toy::model> pipe(model, options(2, 2), toy::loss, [](const ppipe::stage_info& s) {
+    if (s.stage == 1) throw std::runtime_error("optimizer state corrupt");
+  });
+  try {
+    pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f));
+    FAIL("no error");
+  } catch (const ppipe::error& e) {
+    CHECK(e.id() == "ppipe.stage_failed");
+    CHECK(contains(e.what(), "rank 1's optimizer hook for stage 1 threw: optimizer state corrupt"));
+  }
 }

@@ -20,6 +20,7 @@ struct memory_stats {
   int peak_microbatches = 0;  ///< the most it held at once
   std::size_t live_bytes = 0;  ///< bytes of buffers out of the pool now
   std::size_t peak_bytes = 0;  ///< the most at once
+  std::size_t spare_bytes = 0;  ///< released buffers the pool keeps for reuse
 };
 
 /// @brief Buffers for one stage, used by its rank's thread only. The primary template is declared
@@ -28,23 +29,26 @@ template <class Tensor>
 class buffer_pool;
 
 /// @brief Host buffers: released storage is kept by size and handed out again, so a steady
-/// pipeline stops allocating after its first step.
+/// pipeline stops allocating after its first step. The pool keeps, per size, no more spare
+/// buffers than the most of that size the stage ever held at once: storage that arrives from
+/// elsewhere (the caller's batch, a receive) and is released here replaces what the stage would
+/// have allocated, and the rest is freed.
 template <>
 class buffer_pool<host_tensor> {
  public:
   /// @brief A zeroed tensor of shape `s`, from recycled storage when there is some.
   host_tensor acquire(const shape& s) {
     const std::size_t n = s.elements();
-    auto& free = free_[n];
+    size_class& c = classes_[n];
     host_tensor t;
-    if (free.empty()) {
+    if (c.spare.empty()) {
       t = host_tensor(s);
     } else {
-      t = host_tensor::adopt(s, std::move(free.back()));
-      free.pop_back();
-      pooled_ -= n;
+      t = host_tensor::adopt(s, std::move(c.spare.back()));
+      c.spare.pop_back();
+      stats_.spare_bytes -= std::min(stats_.spare_bytes, t.bytes());
     }
-    count_in(t.bytes());
+    count_in(c, t.bytes());
     return t;
   }
   /// @brief One zeroed tensor per shape.
@@ -56,22 +60,21 @@ class buffer_pool<host_tensor> {
   }
   /// @brief Counts a payload that came from elsewhere (the caller's batch, a receive) as held by
   /// this stage; release() gives its storage to this pool.
-  void adopt(const payload& p) { count_in(bytes_of(p)); }
+  void adopt(const payload& p) {
+    for (const host_tensor& t : p) count_in(classes_[t.size()], t.bytes());
+  }
   /// @brief Stops counting a payload that leaves the stage (its output, handed to the caller).
   void forget(const payload& p) {
-    const std::size_t bytes = bytes_of(p);
-    stats_.live_bytes -= std::min(stats_.live_bytes, bytes);
+    for (const host_tensor& t : p) count_out(classes_[t.size()], t.bytes());
   }
   /// @brief Returns a payload's buffers to the pool.
   void release(payload& p) {
     for (host_tensor& t : p) {
-      const std::size_t bytes = t.bytes();
-      stats_.live_bytes -= std::min(stats_.live_bytes, bytes);
-      std::vector<float> storage = std::move(t).release();
-      // Keep at most a few steps' worth of spare storage; beyond that let it go.
-      if (pooled_ + storage.size() <= max_pooled_) {
-        pooled_ += storage.size();
-        free_[storage.size()].push_back(std::move(storage));
+      size_class& c = classes_[t.size()];
+      count_out(c, t.bytes());
+      if (c.live + c.spare.size() < c.peak) {
+        stats_.spare_bytes += t.bytes();
+        c.spare.push_back(std::move(t).release());
       }
     }
     p.clear();
@@ -91,16 +94,32 @@ class buffer_pool<host_tensor> {
     stats_.peak_microbatches = stats_.live_microbatches;
     stats_.peak_bytes = stats_.live_bytes;
   }
-
+  /// @brief Forgets every buffer still counted as held: after a failed run, whose buffers were
+  /// dropped without being released, so that the counts start again from zero.
+  void reset_live() noexcept {
+    stats_.live_microbatches = 0;
+    stats_.live_bytes = 0;
+    for (auto& entry : classes_) entry.second.live = 0;
+  }
  private:
-  void count_in(std::size_t bytes) {
+  struct size_class {
+    std::vector<std::vector<float>> spare;
+    std::size_t live = 0;  // buffers of this size the stage holds now
+    std::size_t peak = 0;  // ... and at most, ever
+  };
+
+  void count_in(size_class& c, std::size_t bytes) {
+    ++c.live;
+    c.peak = std::max(c.peak, c.live);
     stats_.live_bytes += bytes;
     stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.live_bytes);
   }
+  void count_out(size_class& c, std::size_t bytes) {
+    c.live -= std::min<std::size_t>(c.live, 1);
+    stats_.live_bytes -= std::min(stats_.live_bytes, bytes);
+  }
 
-  std::unordered_map<std::size_t, std::vector<std::vector<float>>> free_;
-  std::size_t pooled_ = 0;                           // floats held in free_
-  std::size_t max_pooled_ = std::size_t{1} << 28;    // 1 GiB of floats
+  std::unordered_map<std::size_t, size_class> classes_;  // by element count
   memory_stats stats_;
 };
 

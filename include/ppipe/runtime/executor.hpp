@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <exception>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -49,6 +51,11 @@ struct step_data {
 namespace detail {
 /// Thrown inside a rank when another rank has failed: the rank stops without an error of its own.
 struct run_aborted {};
+/// The watchdog's error: its message already names the rank and what every rank was doing.
+class watchdog_error : public error {
+ public:
+  using error::error;
+};
 }  // namespace detail
 
 /// @brief Runs schedules over a set of stages and a transport. The same executor serves every
@@ -65,9 +72,17 @@ class executor {
   executor(Transport& transport, std::vector<stage_type>& stages, executor_options options = {})
       : transport_(&transport), stages_(&stages), options_(options), board_(transport.num_ranks()) {}
 
+  executor(const executor&) = delete;
+  executor& operator=(const executor&) = delete;
+  ~executor() { stop_workers(); }
+
   /// @brief Runs `s` (validated beforehand, with one stage object per stage of `s`) on `data`.
   /// Returns the run's trace. A failure on any rank stops every rank and is rethrown here as a
   /// ppipe::error naming the rank and action, with the original exception nested.
+  ///
+  /// Rank r runs on the executor's r-th worker thread, started by the first run and kept for the
+  /// next ones: starting p threads costs more than a small step (tens of microseconds each), and
+  /// a device backend binds each thread to its rank's device once.
   run_trace run(const schedule& s, step_data<tensor_type>& data) {
     const int p = s.num_ranks();
     const auto m = static_cast<std::size_t>(s.microbatches);
@@ -78,29 +93,95 @@ class executor {
     board_.reset();
     failure_ = {};
     finished_ = 0;
-    origin_ = deadline_clock::now();
     run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
-
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(p));
-    try {
-      for (int r = 0; r < p; ++r) {
-        threads.emplace_back([&, r] { rank_main(s, r, data, trace.ranks[static_cast<std::size_t>(r)]); });
-      }
-    } catch (...) {
-      record_failure(std::current_exception(), -1, -1, s);
+    start_workers(p);
+    origin_ = deadline_clock::now();
+    {
+      const std::lock_guard lock(jobs_mutex_);
+      job_ = job{&s, &data, &trace};
+      ++generation_;
+      running_ = p;
     }
-    for (std::thread& t : threads) t.join();
-    if (failure_.error) rethrow_failure(s);
+    job_posted_.notify_all();
+    {
+      // No deadline here: every rank's own waits have one, so the ranks end (unless a kernel
+      // never returns, which nothing outside it can stop).
+      std::unique_lock lock(jobs_mutex_);
+      job_done_.wait(lock, [&] { return running_ == 0; });
+    }
+    if (failure_.error) {
+      // Let go of what the failed step holds now, not at the next step.
+      for (stage_type& st : *stages_) st.prepare(s.microbatches);
+      rethrow_failure(s);
+    }
     return trace;
   }
 
  private:
+  struct job {
+    const schedule* s = nullptr;
+    step_data<tensor_type>* data = nullptr;
+    run_trace* trace = nullptr;
+  };
+
+  // Makes sure there are exactly p workers (a pipeline's p never changes, but an executor may be
+  // reused for another schedule).
+  void start_workers(int p) {
+    if (static_cast<int>(workers_.size()) == p) return;
+    stop_workers();
+    {
+      const std::lock_guard lock(jobs_mutex_);
+      stopping_ = false;
+    }
+    try {
+      for (int r = 0; r < p; ++r) workers_.emplace_back([this, r] { worker_main(r); });
+    } catch (const std::system_error& e) {
+      stop_workers();
+      detail::fail(errc::backend, "could not start the thread of rank ", workers_.size(), " of ", p, ": ", e.what(),
+                   "; the host backend needs one thread per rank");
+    }
+  }
+
+  void stop_workers() {
+    {
+      const std::lock_guard lock(jobs_mutex_);
+      stopping_ = true;
+    }
+    job_posted_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  void worker_main(int r) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      job current;
+      {
+        std::unique_lock lock(jobs_mutex_);
+        job_posted_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        current = job_;
+      }
+      rank_main(*current.s, r, *current.data, current.trace->ranks[static_cast<std::size_t>(r)]);
+      {
+        const std::lock_guard lock(jobs_mutex_);
+        if (--running_ == 0) job_done_.notify_all();
+      }
+    }
+  }
+
+  // Where a rank is, for the message if it fails there.
+  enum class phase : unsigned char { action, loss, sends, barrier, optimizer };
+  struct position {
+    int step = -1;  // the action (for action and loss)
+    phase where = phase::action;
+    int stage = -1;  // the stage (for optimizer)
+  };
   struct failure_record {
     std::exception_ptr error;
     int rank = -1;
-    int step = -1;
-    bool in_optimizer = false;
+    position at;
   };
 
   // What one rank keeps during a run, indexed by stage * m + microbatch.
@@ -125,17 +206,23 @@ class executor {
   [[nodiscard]] double micros(deadline_clock::time_point t) const {
     return std::chrono::duration<double, std::micro>(t - origin_).count();
   }
-  [[nodiscard]] deadline_clock::time_point deadline() const { return deadline_clock::now() + options_.timeout; }
+  // now + timeout, saturated: a timeout of milliseconds::max() means "wait for ever".
+  [[nodiscard]] deadline_clock::time_point deadline() const {
+    const auto now = deadline_clock::now();
+    const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
+    if (options_.timeout >= room) return deadline_clock::time_point::max();
+    return now + std::chrono::duration_cast<deadline_clock::duration>(options_.timeout);
+  }
 
   void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
-    int step = -1;
-    bool in_optimizer = false;
+    position at;
     try {
-      run_actions(s, r, data, events, step);
+      run_actions(s, r, data, events, at);
       wait_for_everyone(s, r);
       if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
-        in_optimizer = true;
+        at.where = phase::optimizer;
         for (const int st : s.place.stages_on(r)) {
+          at.stage = st;
           stage_type& stg = (*stages_)[static_cast<std::size_t>(st)];
           (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
         }
@@ -144,12 +231,13 @@ class executor {
     } catch (const detail::run_aborted&) {
       board_.stopped(r);
     } catch (...) {
-      record_failure(std::current_exception(), r, in_optimizer ? -2 : step, s);
+      record_failure(std::current_exception(), r, at);
       board_.stopped(r);
     }
   }
 
-  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, int& step) {
+  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, position& at) {
+    int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
     const int last = s.num_stages() - 1;
@@ -240,6 +328,11 @@ class executor {
         case action_kind::recv_gradient: {
           const int from = rank_of[a.kind == action_kind::recv_activation ? st - 1 : st + 1];
           const auto t0 = deadline_clock::now();
+          if (slots.recv[i]) {
+            detail::fail(errc::invalid_schedule, "rank ", r, " posts ", describe(a), " while the receive at step ",
+                         slots.recv_step[i] + 1, " for the same stage and microbatch is still pending; "
+                         "a schedule receives a microbatch's gradient only after its forward has run");
+          }
           slots.recv[i] = transport_->post_recv(from, r);
           slots.recv_step[i] = step;
           slots.recv_posted[i] = micros(t0);
@@ -272,7 +365,9 @@ class executor {
             const payload_type& out = stg.forward(a.microbatch, std::move(in));
             if (a.stage == last) {
               payload_type grad = stg.output_gradient_buffer(a.microbatch);
+              at.where = phase::loss;
               data.losses[mb] = (*data.loss)(out, data.targets[mb], grad, data.scales[mb]);
+              at.where = phase::action;
               slots.handoff_grad[i] = std::move(grad);
             } else if (rank_of[st + 1] == r) {
               slots.handoff_in[i + m] = out;
@@ -321,11 +416,12 @@ class executor {
         }
       }
     }
+    at.where = phase::sends;
     poll_sends(true);
   }
 
-  // Every rank waits here after its actions, so that no optimizer runs while a rank could still
-  // fail: a step either updates every stage or none.
+  // Every rank waits here after its actions, so that no optimizer hook runs in a step in which a
+  // rank failed. (A hook that throws cannot undo the hooks that other ranks ran at the same time.)
   void wait_for_everyone(const schedule& s, int r) {
     std::unique_lock lock(mutex_);
     ++finished_;
@@ -334,27 +430,41 @@ class executor {
     const bool all = done_.wait_until(lock, deadline(), [&] { return failure_.error || finished_ == s.num_ranks(); });
     if (failure_.error) throw detail::run_aborted{};
     if (!all) {
+      // Recorded before the lock is let go, so that a rank arriving now cannot see every rank
+      // finished and run its optimizer in a step that has failed.
+      std::exception_ptr e;
+      try {
+        timed_out(s, r, detail::concat("rank ", r, " finished its actions and waited ", options_.timeout.count(),
+                                       " ms for the other ranks to finish the step"));
+      } catch (...) {
+        e = std::current_exception();
+      }
+      set_failure(std::move(e), r, position{-1, phase::barrier, -1});
       lock.unlock();
-      timed_out(s, r, detail::concat("rank ", r, " finished its actions and waited ", options_.timeout.count(),
-                             " ms for the other ranks to finish the step"));
+      done_.notify_all();
+      transport_->abort();
+      throw detail::run_aborted{};
     }
   }
 
   [[noreturn]] void timed_out(const schedule& s, int r, const std::string& what) {
-    throw error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
+    throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
                                       "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
                                       "or look at the rank that is stuck"));
   }
 
-  void record_failure(std::exception_ptr e, int rank, int step, const schedule&) {
+  // The first failure wins; the caller holds mutex_.
+  void set_failure(std::exception_ptr e, int rank, position at) {
+    if (failure_.error) return;
+    failure_.error = std::move(e);
+    failure_.rank = rank;
+    failure_.at = at;
+  }
+
+  void record_failure(std::exception_ptr e, int rank, position at) {
     {
       const std::lock_guard lock(mutex_);
-      if (!failure_.error) {
-        failure_.error = std::move(e);
-        failure_.rank = rank;
-        failure_.step = step == -2 ? -1 : step;
-        failure_.in_optimizer = step == -2;
-      }
+      set_failure(std::move(e), rank, at);
     }
     done_.notify_all();
     transport_->abort();
@@ -362,22 +472,25 @@ class executor {
 
   [[noreturn]] void rethrow_failure(const schedule& s) {
     const failure_record f = failure_;
+    const auto& list = s.ranks[static_cast<std::size_t>(std::max(f.rank, 0))];
+    const auto action_at = [&](int k) {
+      return detail::concat(describe(list[static_cast<std::size_t>(k)]), ", step ", k + 1, " of ", list.size());
+    };
     std::string where;
-    if (f.rank < 0) {
-      where = "starting the rank threads";
-    } else if (f.in_optimizer) {
-      where = detail::concat("rank ", f.rank, "'s optimizer hook");
-    } else if (f.step >= 0) {
-      const auto& list = s.ranks[static_cast<std::size_t>(f.rank)];
-      where = detail::concat("rank ", f.rank, " in ", describe(list[static_cast<std::size_t>(f.step)]), ", step ", f.step + 1,
-                     " of ", list.size());
-    } else {
-      where = detail::concat("rank ", f.rank);
+    switch (f.at.where) {
+      case phase::optimizer: where = detail::concat("rank ", f.rank, "'s optimizer hook for stage ", f.at.stage); break;
+      case phase::loss: where = detail::concat("rank ", f.rank, "'s loss, after ", action_at(f.at.step)); break;
+      case phase::sends: where = detail::concat("rank ", f.rank, ", completing its sends after its last action"); break;
+      case phase::barrier: where = detail::concat("rank ", f.rank, ", waiting for the others to finish"); break;
+      case phase::action:
+        where = f.at.step >= 0 ? detail::concat("rank ", f.rank, " in ", action_at(f.at.step)) : detail::concat("rank ", f.rank);
+        break;
     }
     try {
       std::rethrow_exception(f.error);
+    } catch (const detail::watchdog_error&) {
+      throw;  // the watchdog's message already says where, and what every rank was doing
     } catch (const error& e) {
-      if (e.code() == errc::timeout) throw;  // the watchdog's message already says where
       std::throw_with_nested(error(e.code(), detail::concat(where, ": ", e.message())));
     } catch (const std::exception& e) {
       std::throw_with_nested(error(errc::stage_failed, detail::concat(where, " threw: ", e.what())));
@@ -395,6 +508,16 @@ class executor {
   failure_record failure_;
   int finished_ = 0;
   deadline_clock::time_point origin_{};
+
+  // The workers and the job they run; guarded by jobs_mutex_.
+  std::vector<std::thread> workers_;
+  std::mutex jobs_mutex_;
+  std::condition_variable job_posted_;
+  std::condition_variable job_done_;
+  job job_;
+  std::uint64_t generation_ = 0;
+  int running_ = 0;
+  bool stopping_ = false;
 };
 
 }  // namespace ppipe

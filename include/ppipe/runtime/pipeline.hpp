@@ -70,6 +70,10 @@ class pipeline {
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer = {})
       : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
         transport_(checked_ranks(options_.ranks)) {
+    if (options_.timeout.count() <= 0) {
+      detail::fail(errc::invalid_argument, "the timeout is ", options_.timeout.count(),
+                   " ms; give a positive pipeline_options::timeout (milliseconds::max() waits for ever)");
+    }
     const schedule_params params{options_.ranks, options_.microbatches, options_.virtual_stages};
     train_ = Schedule::generate(params);
     validate(train_, transfer_model::buffered);
@@ -91,6 +95,7 @@ class pipeline {
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
     infer_ = schedules::forward_only::generate({options_.ranks, infer_m, options_.virtual_stages});
     validate(infer_, transfer_model::buffered);
+    executor_.emplace(transport_, stages_, executor_options{options_.timeout, options_.record_trace});
   }
 
   pipeline(const pipeline&) = delete;
@@ -106,8 +111,8 @@ class pipeline {
       detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
                    "pipeline(model, options, loss)");
     }
-    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", train_.microbatches);
-    const std::vector<std::int64_t> target_rows = microbatch_rows(targets, "targets", train_.microbatches);
+    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", train_.microbatches, "microbatches");
+    const std::vector<std::int64_t> target_rows = microbatch_rows(targets, "targets", train_.microbatches, "microbatches");
     if (rows != target_rows) {
       detail::fail(errc::invalid_argument, "the targets have ", total(target_rows), " rows but the inputs ",
                    total(rows), "; give one target row per input row");
@@ -118,7 +123,7 @@ class pipeline {
     data.optimizer = &optimizer_;
     const double batch = static_cast<double>(total(rows));
     for (const std::int64_t n : rows) data.scales.push_back(static_cast<double>(n) / batch);
-    trace_ = executor<stage_type, Transport>(transport_, stages_, exec_options()).run(train_, data);
+    trace_ = executor_->run(train_, data);
     double loss = 0.0;
     for (std::size_t i = 0; i < rows.size(); ++i) loss += data.losses[i] * data.scales[i];
     return loss;
@@ -127,9 +132,9 @@ class pipeline {
   /// @brief Forward only: splits `inputs` into the inference schedule's microbatches, keeps them
   /// in flight through the stages, and returns the last stage's outputs stacked along dimension 0.
   payload_type infer(const payload_type& inputs) {
-    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", infer_.microbatches);
+    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", infer_.microbatches, "inference_microbatches");
     step_data<tensor_type> data = split(inputs, rows, infer_);
-    trace_ = executor<stage_type, Transport>(transport_, stages_, exec_options()).run(infer_, data);
+    trace_ = executor_->run(infer_, data);
     return concat_rows(data.outputs);
   }
 
@@ -160,7 +165,6 @@ class pipeline {
     if (p < 1) detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", p, "); pass ranks >= 1");
     return p;
   }
-  [[nodiscard]] executor_options exec_options() const { return {options_.timeout, options_.record_trace}; }
 
   static std::int64_t total(const std::vector<std::int64_t>& rows) {
     std::int64_t n = 0;
@@ -169,7 +173,7 @@ class pipeline {
   }
 
   // Rows per microbatch: tensor_split's rule, the first rows % m microbatches get one row more.
-  static std::vector<std::int64_t> microbatch_rows(const payload_type& batch, const char* what, int m) {
+  static std::vector<std::int64_t> microbatch_rows(const payload_type& batch, const char* what, int m, const char* option) {
     if (batch.empty()) {
       detail::fail(errc::invalid_argument, "the ", what, " payload has no tensors; pass at least one tensor whose "
                    "dimension 0 is the batch");
@@ -185,8 +189,9 @@ class pipeline {
       rows = r;
     }
     if (rows < m) {
-      detail::fail(errc::invalid_argument, "the batch has ", rows, " rows but the pipeline splits it into m=", m,
-                   " microbatches; give at least ", m, " rows or build the pipeline with fewer microbatches");
+      detail::fail(errc::invalid_argument, "the ", what, " have ", rows, " rows but the pipeline splits them into m=", m,
+                   " microbatches; give at least ", m, " rows or build the pipeline with fewer (pipeline_options::",
+                   option, ")");
     }
     std::vector<std::int64_t> out(static_cast<std::size_t>(m), rows / m);
     for (std::int64_t i = 0; i < rows % m; ++i) ++out[static_cast<std::size_t>(i)];
@@ -252,6 +257,8 @@ class pipeline {
   schedule infer_;
   partition split_;
   std::vector<stage_type> stages_;
+  // Built last, once the stages exist; it keeps the rank threads between steps.
+  std::optional<executor<stage_type, Transport>> executor_;
   run_trace trace_;
 };
 

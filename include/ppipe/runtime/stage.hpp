@@ -36,10 +36,13 @@ class stage {
   [[nodiscard]] int end_layer() const noexcept { return end_; }
   [[nodiscard]] buffer_pool<Tensor>& pool() noexcept { return pool_; }
   [[nodiscard]] const memory_stats& memory() const noexcept { return pool_.stats(); }
-  /// @brief Resizes the per-microbatch slots for a step with `microbatches` microbatches.
+  /// @brief Readies the stage for a step with `microbatches` microbatches: lets go of anything a
+  /// failed step left behind and sizes the per-microbatch slots.
   void prepare(int microbatches) {
     for (auto& s : saved_) release(s);
     saved_.resize(static_cast<std::size_t>(microbatches));
+    // Between steps a stage holds nothing; buffers a throwing layer dropped were never released.
+    pool_.reset_live();
   }
 
   /// @brief Training forward of microbatch `mb`: runs the stage's layers on `input` (taken over
@@ -72,9 +75,9 @@ class stage {
   /// @brief A zeroed buffer in the shapes of microbatch `mb`'s output, for the loss to write its
   /// gradient into; backward() takes it over (and counts it) when it runs.
   payload_type output_gradient_buffer(int mb) {
-    payload_type g = pool_.acquire(shapes_of(output(mb)));
-    pool_.forget(g);
-    return g;
+    record& r = live_slot(mb, "the loss");
+    r.gradient_counted = true;  // counted from now on, not again when the backward takes it
+    return pool_.acquire(shapes_of(r.acts.back()));
   }
 
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
@@ -133,6 +136,7 @@ class stage {
     std::vector<payload_type> acts;   // acts[k]: input of layer first+k; acts.back(): the output
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
+    bool gradient_counted = false;  // the output gradient came from output_gradient_buffer()
   };
 
   // Walks the stage's layers from last to first. A full backward lets each layer's output gradient
@@ -145,7 +149,8 @@ class stage {
                      "backward_input/backward_weight; give it both, or use a schedule with full backwards");
       }
     }
-    pool_.adopt(grad_out);
+    if (!r.gradient_counted) pool_.adopt(grad_out);
+    r.gradient_counted = false;
     const layer_context ctx{index_, mb, pass_mode::training};
     if (input_half) r.grads.assign(r.acts.size() - 1, payload_type{});
     payload_type g = std::move(grad_out);
@@ -193,6 +198,7 @@ class stage {
     r.grads.clear();
     if (r.live) pool_.drop_microbatch();
     r.live = false;
+    r.gradient_counted = false;
   }
 
   Model* model_;
@@ -213,8 +219,9 @@ concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tenso
   { cs.first_layer() } -> std::convertible_to<int>;
   { cs.end_layer() } -> std::convertible_to<int>;
   s.prepare(mb);
-  { s.forward(mb, std::move(p)) } -> std::convertible_to<const basic_payload<Tensor>&>;
-  { s.output(mb) } -> std::convertible_to<const basic_payload<Tensor>&>;
+  // References, not copies: a send reads the buffer until the transport says it is done.
+  { s.forward(mb, std::move(p)) } -> std::same_as<const basic_payload<Tensor>&>;
+  { s.output(mb) } -> std::same_as<const basic_payload<Tensor>&>;
   { s.output_gradient_buffer(mb) } -> std::same_as<basic_payload<Tensor>>;
   { s.infer(mb, std::move(p)) } -> std::same_as<basic_payload<Tensor>>;
   { s.backward(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
