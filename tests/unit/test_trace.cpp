@@ -321,8 +321,9 @@ TEST_CASE("the Chrome trace is strict JSON with one process per rank and a track
   std::vector<std::string> metadata;
   std::size_t complete = 0;
   for (const json& e : doc["traceEvents"].items) {
-    const int pid = static_cast<int>(e["pid"].num);
-    const int tid = static_cast<int>(e["tid"].num);
+    // Rank r is process r+1 and its tracks are threads 1000(r+1) + k (k = 0 compute, 1 transfers).
+    const int pid = static_cast<int>(e["pid"].num) - 1;
+    const int tid = static_cast<int>(e["tid"].num) - 1000 * (pid + 1);
     if (e["ph"].str == "M") {
       const json& args = e["args"];
       metadata.push_back(e["name"].str + " " + std::to_string(pid) + "/" + std::to_string(tid) + " " +
@@ -359,10 +360,10 @@ TEST_CASE("the Chrome trace separates overlapping transfers and shows stages whe
   std::vector<std::string> seen;
   for (const json& e : doc["traceEvents"].items) {
     if (e["ph"].str == "X") {
-      seen.push_back(e["name"].str + "@" + std::to_string(static_cast<int>(e["tid"].num)));
+      seen.push_back(e["name"].str + "@" + std::to_string(static_cast<int>(e["tid"].num) - 1000));
       if (e["name"].str == "2SEND_F0") CHECK(e["dur"].num == 0);
     }
-    if (e["ph"].str == "M" && e["name"].str == "thread_name" && e["tid"].num == 2) {
+    if (e["ph"].str == "M" && e["name"].str == "thread_name" && e["tid"].num == 1002) {
       CHECK(e["args"]["name"].str == "transfers 2");
     }
   }

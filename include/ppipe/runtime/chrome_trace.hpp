@@ -172,17 +172,21 @@ inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
 
   std::vector<int> lane;
   for (std::size_t r = 0; r < t.ranks.size(); ++r) {
-    const auto pid = static_cast<long long>(r);
+    // Viewers take pid and tid as the machine's own ids: pid 0 is the kernel's idle task there, and
+    // a tid belongs to one process. So rank r is process r+1, and its tracks are threads
+    // 1000(r+1) + k, each number used once in the file.
+    const auto pid = static_cast<long long>(r) + 1;
+    const auto tid_of = [&](long long k) { return pid * 1000 + std::min(k, 999LL); };
     const std::vector<trace_event>& events = t.ranks[r];
-    detail::chrome_metadata(out, "process_name", pid, 0, "name", "rank " + std::to_string(r), 0, true);
-    detail::chrome_metadata(out, "process_sort_index", pid, 0, "sort_index", {}, pid, false);
+    detail::chrome_metadata(out, "process_name", pid, tid_of(0), "name", "rank " + std::to_string(r), 0, true);
+    detail::chrome_metadata(out, "process_sort_index", pid, tid_of(0), "sort_index", {}, static_cast<long long>(r), false);
     lane.assign(events.size(), 0);
     detail::assign_lanes(events, true, lane);
     const int transfer_lanes = std::max(detail::assign_lanes(events, false, lane), 1);
-    for (long long tid = 0; tid <= transfer_lanes; ++tid) {
-      const std::string label = tid == 0 ? "compute" : tid == 1 ? "transfers" : "transfers " + std::to_string(tid);
-      detail::chrome_metadata(out, "thread_name", pid, tid, "name", label, 0, true);
-      detail::chrome_metadata(out, "thread_sort_index", pid, tid, "sort_index", {}, tid, false);
+    for (long long k = 0; k <= std::min(transfer_lanes, 999); ++k) {
+      const std::string label = k == 0 ? "compute" : k == 1 ? "transfers" : "transfers " + std::to_string(k);
+      detail::chrome_metadata(out, "thread_name", pid, tid_of(k), "name", label, 0, true);
+      detail::chrome_metadata(out, "thread_sort_index", pid, tid_of(k), "sort_index", {}, k, false);
     }
     for (std::size_t i = 0; i < events.size(); ++i) {
       const trace_event& e = events[i];
@@ -197,7 +201,7 @@ inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
       out += ",\"tid\":";
       // A compute action that overlaps another means the trace is odd, not that it needs a track;
       // it stays on thread 0 where the viewer nests or flags it.
-      detail::json_number(out, static_cast<long long>(compute ? 0 : 1 + lane[i]));
+      detail::json_number(out, tid_of(compute ? 0 : 1 + lane[i]));
       out += ",\"ts\":";
       detail::json_number(out, e.start);
       out += ",\"dur\":";

@@ -86,6 +86,14 @@ class executor {
   run_trace run(const schedule& s, step_data<tensor_type>& data) {
     const int p = s.num_ranks();
     const auto m = static_cast<std::size_t>(s.microbatches);
+    if (stages_->size() != static_cast<std::size_t>(s.num_stages()) || transport_->num_ranks() != p) {
+      detail::fail(errc::invalid_argument, "schedule \"", s.name, "\" has ", s.num_stages(), " stages on ", p,
+                   " ranks, but the executor was given ", stages_->size(), " stages and a ", transport_->num_ranks(),
+                   "-rank transport; build them for the schedule");
+    }
+    if (s.mode == schedule_mode::training && (data.loss == nullptr || !*data.loss)) {
+      detail::fail(errc::invalid_argument, "schedule \"", s.name, "\" trains, but no loss was given; set step_data::loss");
+    }
     data.losses.assign(m, 0.0);
     data.outputs.assign(m, payload_type{});
     for (stage_type& st : *stages_) st.prepare(s.microbatches);

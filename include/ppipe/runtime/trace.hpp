@@ -26,7 +26,10 @@ struct trace_event {
 struct run_trace {
   std::string schedule_name;                   ///< e.g. "1f1b"
   int microbatches = 0;
-  std::vector<std::vector<trace_event>> ranks;  ///< ranks[r]: rank r's events in the order it ran them
+  /// ranks[r]: rank r's events. Compute actions and sends are in the order the rank ran them; a
+  /// receive is added when its data was taken (just before the compute that needed it), so sort
+  /// by `step` or `start` for list order.
+  std::vector<std::vector<trace_event>> ranks;
 
   [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(ranks.size()); }
   [[nodiscard]] bool empty() const noexcept {
