@@ -14,6 +14,7 @@
 
 #include "ppipe/layers/layers.hpp"
 #include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/simulate.hpp"
@@ -83,6 +84,33 @@ struct split_backward_1f1b {
   }
 };
 
+// GPipe over a custom placement where each rank holds two adjacent stages (2r and 2r+1), so data
+// between them is handed over on the rank, with no transfer: exercises the executor's local
+// hand-off of activations and gradients.
+struct adjacent_pairs_gpipe {
+  static constexpr std::string_view name = "gpipe_adjacent_pairs";
+  static ppipe::schedule generate(const ppipe::schedule_params& params) {
+    const int p = params.ranks;
+    const int m = params.microbatches;
+    std::vector<int> rank_of;
+    for (int st = 0; st < 2 * p; ++st) rank_of.push_back(st / 2);
+    ppipe::schedule s{std::string(name), ppipe::placement::custom(rank_of, p), m, ppipe::schedule_mode::training, {}};
+    s.ranks.resize(static_cast<std::size_t>(p));
+    for (int r = 0; r < p; ++r) {
+      auto& list = s.ranks[static_cast<std::size_t>(r)];
+      for (int mb = 0; mb < m; ++mb) {
+        list.push_back({2 * r, mb, ppipe::action_kind::forward});
+        list.push_back({2 * r + 1, mb, ppipe::action_kind::forward});
+      }
+      for (int mb = 0; mb < m; ++mb) {
+        list.push_back({2 * r + 1, mb, ppipe::action_kind::backward});
+        list.push_back({2 * r, mb, ppipe::action_kind::backward});
+      }
+    }
+    return ppipe::add_communication(std::move(s));
+  }
+};
+
 template <class Schedule>
 void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& widths) {
   const std::uint64_t seed = 42;
@@ -118,7 +146,10 @@ void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& width
     }
     CHECK(std::abs(got - whole) <= 1e-5 * std::abs(whole));
   }
-  // Activations held per stage: what the simulator predicts for this schedule.
+  // Inference through the same pipeline: the unpipelined forward's output, bit for bit.
+  const data d = make_data(rows, widths.front(), widths.back(), 99);
+  CHECK(pipe.infer(d.x) == reference::forward(plain, d.x, 0, ppipe::pass_mode::inference).back());
+  // Activations held per stage in training: what the simulator predicts for this schedule.
   const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
   for (int st = 0; st < pipe.split().num_stages(); ++st) {
     CHECK(pipe.memory(st).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(st)]);
@@ -149,4 +180,10 @@ TEST_CASE("a schedule that splits the backward into I and W trains bitwise like 
   REQUIRE(split_backward_1f1b::generate({3, 6, 1}).splits_backward());
   check<split_backward_1f1b>(3, 6, 1, 20, {8, 16, 16, 16, 4});
   check<split_backward_1f1b>(4, 8, 1, 32, {8, 12, 12, 12, 12, 4});
+}
+
+TEST_CASE("stages next to each other on one rank hand data over locally, with the same bits") {
+  REQUIRE(adjacent_pairs_gpipe::generate({2, 4, 1}).num_stages() == 4);
+  check<adjacent_pairs_gpipe>(2, 4, 1, 16, {8, 16, 16, 16, 4});
+  check<adjacent_pairs_gpipe>(3, 5, 1, 23, {8, 12, 12, 12, 12, 12, 4});
 }
