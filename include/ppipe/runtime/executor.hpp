@@ -295,32 +295,30 @@ class executor {
                      "; the stages before it and the transport must deliver what output_shapes() says");
       }
     };
+    // Completes a send: waits up to the timeout, or (wait = false) only checks. True when done.
+    const auto finish_send = [&](std::optional<typename rank_slots::send_handle>& h, bool wait) {
+      if (!h) return true;
+      const wait_status st = transport_->complete_send(*h, wait ? deadline() : deadline_clock::now());
+      if (st == wait_status::aborted) throw detail::run_aborted{};
+      if (st == wait_status::ready) {
+        h.reset();
+        return true;
+      }
+      if (wait) timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
+      return false;
+    };
     const auto poll_sends = [&](bool wait) {
       std::size_t keep = 0;
       for (const std::size_t key : slots.pending) {
         const bool is_grad = key >= slots.recv.size();
         const std::size_t i = is_grad ? key - slots.recv.size() : key;
-        auto& h = is_grad ? slots.send_grad[i] : slots.send_out[i];
-        if (!h) continue;  // already completed before a backward freed its buffer
-        const wait_status st = transport_->complete_send(*h, wait ? deadline() : deadline_clock::now());
-        if (st == wait_status::aborted) throw detail::run_aborted{};
-        if (st == wait_status::ready) {
-          h.reset();
+        if (finish_send(is_grad ? slots.send_grad[i] : slots.send_out[i], wait)) {
           (is_grad ? slots.grad[i] : slots.out[i]).clear();
-        } else if (wait) {
-          timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
         } else {
           slots.pending[keep++] = key;
         }
       }
       slots.pending.resize(keep);
-    };
-    const auto finish_send_of_output = [&](std::size_t i) {
-      if (!slots.send_out[i]) return;
-      const wait_status st = transport_->complete_send(*slots.send_out[i], deadline());
-      if (st == wait_status::aborted) throw detail::run_aborted{};
-      if (st == wait_status::timed_out) timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
-      slots.send_out[i].reset();
     };
 
     for (std::size_t k = 0; k < list.size(); ++k) {
@@ -401,7 +399,7 @@ class executor {
           } else {
             g = receive(i, step);
           }
-          finish_send_of_output(i);
+          finish_send(slots.send_out[i], true);  // the backward frees the buffer it reads
           const auto t0 = deadline_clock::now();
           const bool want = a.stage > 0;
           payload_type gin = a.kind == action_kind::backward ? stg.backward(a.microbatch, std::move(g), want)
