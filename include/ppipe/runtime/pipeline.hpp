@@ -18,7 +18,6 @@
 #include "ppipe/runtime/model.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/trace.hpp"
-#include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/forward_only.hpp"
 #include "ppipe/schedule/generate.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
@@ -94,7 +93,7 @@ class pipeline {
     stages_.reserve(static_cast<std::size_t>(stages));
     for (int s = 0; s < stages; ++s) stages_.emplace_back(model, s, split_.first(s), split_.end(s), options_.microbatches);
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
-    infer_ = inference_schedule(train_, infer_m);
+    infer_ = schedules::forward_only::over(train_.place, infer_m);
     validate(infer_, transfer_model::buffered);
     executor_.emplace(transport_, stages_, executor_options{options_.timeout, options_.record_trace});
   }
@@ -162,25 +161,6 @@ class pipeline {
   }
 
  private:
-  // Forward only over the training schedule's placement: ppipe's forward_only schedule when the
-  // placement is looped (every built-in schedule's), otherwise each rank runs, microbatch by
-  // microbatch, the forwards of its stages in stage order.
-  static schedule inference_schedule(const schedule& train, int m) {
-    const int p = train.num_ranks();
-    const int stages = train.num_stages();
-    if (stages % p == 0 && train.place == placement::looped(p, stages / p)) {
-      return schedules::forward_only::generate({p, m, stages / p});
-    }
-    schedule s{std::string(schedules::forward_only::name), train.place, m, schedule_mode::inference, {}};
-    s.ranks.resize(static_cast<std::size_t>(p));
-    for (int r = 0; r < p; ++r) {
-      for (int mb = 0; mb < m; ++mb) {
-        for (const int st : train.place.stages_on(r)) s.ranks[static_cast<std::size_t>(r)].push_back({st, mb, action_kind::forward});
-      }
-    }
-    return add_communication(std::move(s));
-  }
-
   static int checked_ranks(int p) {
     if (p < 1) detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", p, "); pass ranks >= 1");
     return p;

@@ -39,6 +39,25 @@ struct forward_only {
     }
     return add_communication(std::move(s));
   }
+
+  /// @brief Forward only over any placement, for `microbatches` requests: generate() when the
+  /// placement is looped; otherwise each rank runs, microbatch by microbatch, the forwards of its
+  /// stages in stage order (every forward needs only its own microbatch's earlier stages, so
+  /// this never waits for ever).
+  static schedule over(const placement& place, int microbatches) {
+    const int p = place.num_ranks();
+    const int stages = place.num_stages();
+    if (stages % p == 0 && place == placement::looped(p, stages / p)) return generate({p, microbatches, stages / p});
+    detail::check_params({p, microbatches, 1}, "forward_only");
+    schedule s{std::string(name), place, microbatches, schedule_mode::inference, {}};
+    s.ranks.resize(static_cast<std::size_t>(p));
+    for (int r = 0; r < p; ++r) {
+      for (int mb = 0; mb < microbatches; ++mb) {
+        for (const int st : place.stages_on(r)) s.ranks[static_cast<std::size_t>(r)].push_back({st, mb, action_kind::forward});
+      }
+    }
+    return add_communication(std::move(s));
+  }
 };
 
 }  // namespace ppipe::schedules
