@@ -272,33 +272,12 @@ BENCHMARK(overhead)
     ->Unit(benchmark::kMicrosecond);
 
 // About 60 ms a step: 5 steps a repetition.
-BENCHMARK(waiting_gpipe)
-    ->Name("waiting/gpipe_p4_m16")
-    ->ArgName("spin_us")
-    ->Arg(0)
-    ->Arg(50)
-    ->Arg(100)
-    ->Iterations(5)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(waiting_1f1b)
-    ->Name("waiting/1f1b_p4_m16")
-    ->ArgName("spin_us")
-    ->Arg(0)
-    ->Arg(50)
-    ->Arg(100)
-    ->Iterations(5)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(waiting_interleaved)
-    ->Name("waiting/interleaved_1f1b_p4_m16_v2")
-    ->ArgName("spin_us")
-    ->Arg(0)
-    ->Arg(50)
-    ->Arg(100)
-    ->Iterations(5)
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
+static void waiting_settings(benchmark::internal::Benchmark* b) {
+  b->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(100)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(waiting_gpipe)->Name("waiting/gpipe_p4_m16")->Apply(waiting_settings);
+BENCHMARK(waiting_1f1b)->Name("waiting/1f1b_p4_m16")->Apply(waiting_settings);
+BENCHMARK(waiting_interleaved)->Name("waiting/interleaved_1f1b_p4_m16_v2")->Apply(waiting_settings);
 
 BENCHMARK(wait_precision)
     ->ArgNames({"us", "spin_us"})
