@@ -8,6 +8,11 @@
 #include "ppipe/error.hpp"
 #include "ppipe/version.hpp"
 
+#include "ppipe/inference/batcher.hpp"
+#include "ppipe/inference/generation.hpp"
+#include "ppipe/inference/generative_model.hpp"
+#include "ppipe/inference/generator.hpp"
+
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/partitioner.hpp"
 #include "ppipe/partition/predict.hpp"

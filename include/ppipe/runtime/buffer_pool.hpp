@@ -21,6 +21,10 @@ struct memory_stats {
   std::size_t live_bytes = 0;  ///< bytes of buffers out of the pool now
   std::size_t peak_bytes = 0;  ///< the most at once
   std::size_t spare_bytes = 0;  ///< released buffers the pool keeps for reuse
+  // Generation (see pipeline::generate): the per-sequence state of the stage's layers.
+  int live_sequences = 0;        ///< sequences whose state (KV cache) the stage holds now
+  std::size_t cache_bytes = 0;   ///< bytes of that state now
+  std::size_t peak_cache_bytes = 0;  ///< the most at once
 };
 
 /// @brief Buffers for one stage, used by its rank's thread only. The primary template is declared
@@ -93,6 +97,18 @@ class buffer_pool<host_tensor> {
   void reset_peaks() noexcept {
     stats_.peak_microbatches = stats_.live_microbatches;
     stats_.peak_bytes = stats_.live_bytes;
+    stats_.peak_cache_bytes = stats_.cache_bytes;
+  }
+  /// @brief A sequence's state of `bytes` is now held (its admission) ...
+  void hold_sequence(std::size_t bytes) noexcept {
+    ++stats_.live_sequences;
+    stats_.cache_bytes += bytes;
+    stats_.peak_cache_bytes = std::max(stats_.peak_cache_bytes, stats_.cache_bytes);
+  }
+  /// @brief ... and now freed (the sequence has finished).
+  void drop_sequence(std::size_t bytes) noexcept {
+    --stats_.live_sequences;
+    stats_.cache_bytes -= std::min(stats_.cache_bytes, bytes);
   }
   /// @brief Forgets every buffer still counted as held: after a failed run, whose buffers were
   /// dropped without being released, so that the counts start again from zero.

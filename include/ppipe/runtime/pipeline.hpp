@@ -2,15 +2,20 @@
 /// @file
 /// @brief Pipeline<Model>: the type users instantiate to train and serve a model split into stages.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/inference/generation.hpp"
+#include "ppipe/inference/generative_model.hpp"
+#include "ppipe/inference/generator.hpp"
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/partitioner.hpp"
 #include "ppipe/partition/problem.hpp"
@@ -136,6 +141,65 @@ class pipeline {
     step_data<tensor_type> data = split(inputs, rows, infer_);
     trace_ = executor_->run(infer_, data);
     return concat_rows(data.outputs);
+  }
+
+  /// @brief Generates tokens for every request (see docs/inference.md): sequences are grouped
+  /// into `groups` microbatches that circulate through the stages, one decode step per trip, each
+  /// stage keeping its own layers' state (KV cache) for the sequences it serves. A finished
+  /// sequence leaves its group and a waiting one joins when the group comes back (continuous
+  /// batching); a request waits for admission until its state fits every stage's cache budget.
+  /// Tokens are what the same model computes unpipelined, sequence by sequence.
+  generation_result generate(std::span<const generation_request> requests,
+                             const basic_generation_options<tensor_type>& options) {
+    static_assert(detail::check_generative_model<Model, tensor_type>());
+    if (!options.sampler) {
+      detail::fail(errc::invalid_argument, "generate() needs a sampler; set generation_options::sampler, "
+                   "e.g. to ppipe::layers::greedy");
+    }
+    if (options.max_new_tokens < 1) {
+      detail::fail(errc::invalid_argument, "generation_options::max_new_tokens is ", options.max_new_tokens,
+                   "; give at least 1");
+    }
+    if (options.groups < 0 || options.max_group_size < 0) {
+      detail::fail(errc::invalid_argument, "generation_options has groups=", options.groups, " and max_group_size=",
+                   options.max_group_size, "; give positive values, or 0 for the defaults");
+    }
+    if (requests.size() >= static_cast<std::size_t>(detail::exact_float_limit)) {
+      detail::fail(errc::invalid_argument, "generate() got ", requests.size(), " requests; at most ",
+                   detail::exact_float_limit - 1, " per call");
+    }
+    const int groups = options.groups > 0 ? options.groups : options_.ranks;
+    const auto n = static_cast<int>(requests.size());
+    const int group_size = options.max_group_size > 0 ? options.max_group_size : std::max(1, (n + groups - 1) / groups);
+    std::vector<std::vector<std::size_t>> bytes(requests.size());
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const generation_request& q = requests[i];
+      const int max_new = q.max_new_tokens > 0 ? q.max_new_tokens : options.max_new_tokens;
+      if (q.prompt.empty() || q.max_new_tokens < 0) {
+        detail::fail(errc::invalid_argument, "request ", i, " has a prompt of ", q.prompt.size(),
+                     " tokens and max_new_tokens=", q.max_new_tokens,
+                     "; give at least one prompt token and max_new_tokens >= 0 (0: the option's default)");
+      }
+      const std::int64_t capacity = static_cast<std::int64_t>(q.prompt.size()) + max_new - 1;
+      if (capacity >= detail::exact_float_limit) {
+        detail::fail(errc::invalid_argument, "request ", i, " needs ", capacity, " tokens of state; at most ",
+                     detail::exact_float_limit - 1);
+      }
+      for (const stage_type& st : stages_) bytes[i].push_back(st.sequence_bytes(static_cast<int>(capacity)));
+      const auto most = std::max_element(bytes[i].begin(), bytes[i].end());
+      if (options.cache_budget > 0 && most != bytes[i].end() && *most > options.cache_budget) {
+        detail::fail(errc::out_of_memory, "request ", i, " needs ", *most, " bytes of cache on stage ",
+                     most - bytes[i].begin(), " (", q.prompt.size(), " prompt tokens + ", max_new, " new - 1 = ",
+                     capacity, " tokens), more than the cache budget of ", options.cache_budget,
+                     " bytes per stage; raise generation_options::cache_budget to at least ", *most,
+                     " or shorten the request");
+      }
+    }
+    generation_engine<stage_type, Transport> engine(transport_, stages_, train_.place, options_.timeout,
+                                                    options_.record_trace);
+    generation_result out = engine.run(requests, options, groups, group_size, std::move(bytes));
+    trace_ = out.trace;
+    return out;
   }
 
   [[nodiscard]] const schedule& training_schedule() const noexcept { return train_; }

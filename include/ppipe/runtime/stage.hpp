@@ -5,10 +5,13 @@
 
 #include <concepts>
 #include <cstddef>
+#include <span>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/inference/generative_model.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/runtime/model.hpp"
 
@@ -39,6 +42,7 @@ class stage {
   /// @brief Readies the stage for a step with `microbatches` microbatches: lets go of anything a
   /// failed step left behind and sizes the per-microbatch slots.
   void prepare(int microbatches) {
+    drop_sequences();
     for (auto& s : saved_) release(s);
     saved_.resize(static_cast<std::size_t>(microbatches));
     // Between steps a stage holds nothing; buffers a throwing layer dropped were never released.
@@ -131,7 +135,97 @@ class stage {
   /// @brief True when no microbatch's activations are held (after a complete step).
   [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
 
+  // --- generation: per-sequence state ----------------------------------------------------------
+
+  /// @brief Bytes of one sequence's state (its layers' KV cache) at `capacity` tokens.
+  [[nodiscard]] std::size_t sequence_bytes(int capacity) const
+    requires model_has_state<Model>
+  {
+    return detail::state_bytes<Model, Tensor>(*model_, first_, end_, capacity);
+  }
+
+  /// @brief Allocates sequence `id`'s state for up to `capacity` tokens, zero-filled, in the shapes
+  /// of each layer's state_shapes(); it stays with the stage until finish(id).
+  void admit(int id, int capacity)
+    requires model_has_state<Model>
+  {
+    if (sequences_.count(id) != 0) {
+      detail::fail(errc::invalid_argument, "stage ", index_, " already holds the state of sequence ", id,
+                   "; a sequence is admitted once, and again only after it finished");
+    }
+    sequence_state st;
+    for (int layer = first_; layer < end_; ++layer) {
+      payload_type state;
+      for (const shape& sh : model_->state_shapes(layer, capacity)) state.emplace_back(sh);
+      st.bytes += bytes_of(state);
+      st.layers.push_back(std::move(state));
+    }
+    pool_.hold_sequence(st.bytes);
+    sequences_.emplace(id, std::move(st));
+  }
+
+  /// @brief Frees sequence `id`'s state.
+  void finish(int id) {
+    const auto found = sequences_.find(id);
+    if (found == sequences_.end()) {
+      detail::fail(errc::invalid_argument, "stage ", index_, " holds no state of sequence ", id,
+                   " to free; a sequence is freed once, after its admission");
+    }
+    pool_.drop_sequence(found->second.bytes);
+    sequences_.erase(found);
+  }
+
+  /// @brief Frees every sequence's state (after a failed generation).
+  void drop_sequences() noexcept {
+    for (const auto& entry : sequences_) pool_.drop_sequence(entry.second.bytes);
+    sequences_.clear();
+  }
+
+  /// @brief A generation forward of `batch` (microbatch `step`): `input` stacks the new rows of
+  /// the sequences in `batch`, in order; each layer sees, per sequence, its own state. Nothing is
+  /// kept but the states; returns the output.
+  payload_type generate(int step, std::span<const sequence_step> batch, payload_type input)
+    requires model_has_state<Model>
+  {
+    std::vector<sequence_state*> states;
+    states.reserve(batch.size());
+    for (const sequence_step& q : batch) {
+      const auto found = sequences_.find(q.id);
+      if (found == sequences_.end()) {
+        detail::fail(errc::invalid_argument, "stage ", index_, " got rows of sequence ", q.id,
+                     ", whose state it does not hold; admit a sequence before its first step");
+      }
+      states.push_back(&found->second);
+    }
+    std::vector<sequence_view<Tensor>> views(batch.size());
+    pool_.adopt(input);
+    pool_.hold_microbatch();
+    for (int layer = first_; layer < end_; ++layer) {
+      const auto k = static_cast<std::size_t>(layer - first_);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        views[i] = {batch[i].id, batch[i].position, batch[i].rows, &states[i]->layers[k]};
+      }
+      generation_context<Tensor> ctx;
+      ctx.stage = index_;
+      ctx.microbatch = step;
+      ctx.mode = pass_mode::inference;
+      ctx.sequences = views;
+      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
+      model_->forward(layer, ctx, input, out);
+      pool_.release(input);
+      input = std::move(out);
+    }
+    pool_.drop_microbatch();
+    pool_.forget(input);
+    return input;
+  }
+
  private:
+  struct sequence_state {
+    std::vector<payload_type> layers;  // per layer of the stage, its state_shapes()
+    std::size_t bytes = 0;
+  };
+
   struct record {
     std::vector<payload_type> acts;   // acts[k]: input of layer first+k; acts.back(): the output
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
@@ -206,6 +300,7 @@ class stage {
   int first_;
   int end_;
   std::vector<record> saved_;
+  std::unordered_map<int, sequence_state> sequences_;  // generation: by sequence id
   buffer_pool<Tensor> pool_;
 };
 

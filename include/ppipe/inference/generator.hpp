@@ -1,0 +1,506 @@
+#pragma once
+/// @file
+/// @brief The generation engine: groups of sequences circulate through the stages, one decode
+/// step per trip, with continuous batching on the first rank and each stage's KV state on its own
+/// rank.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/inference/batcher.hpp"
+#include "ppipe/inference/generation.hpp"
+#include "ppipe/inference/generative_model.hpp"
+#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/schedule/placement.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe {
+namespace detail {
+
+/// Integers travel in the float tensors of a message; floats hold them exactly up to 2^24.
+inline constexpr std::int64_t exact_float_limit = std::int64_t{1} << 24;
+
+/// What travels with every message of a generation run, after the payload's own tensors: what the
+/// message is, which stage gets it, and the step's sequences.
+struct generation_header {
+  enum kind_type : int { step = 1, stop = 2, sampled = 3 };
+  int kind = step;
+  int stage = 0;  // the stage that receives it (step, stop)
+  int step_id = 0;
+  int group = 0;
+  std::vector<int> release;
+  std::vector<sequence_admission> admit;
+  std::vector<sequence_step> batch;
+  std::vector<int> tokens;  // kind == tokens: one per sequence of the step's batch
+
+  [[nodiscard]] host_tensor encode() const {
+    std::vector<float> v;
+    v.reserve(8 + release.size() + 2 * admit.size() + 3 * batch.size() + tokens.size());
+    const auto put = [&](std::int64_t x) { v.push_back(static_cast<float>(x)); };
+    put(kind);
+    put(stage);
+    put(step_id);
+    put(group);
+    put(static_cast<std::int64_t>(release.size()));
+    put(static_cast<std::int64_t>(admit.size()));
+    put(static_cast<std::int64_t>(batch.size()));
+    put(static_cast<std::int64_t>(tokens.size()));
+    for (const int id : release) put(id);
+    for (const sequence_admission& a : admit) {
+      put(a.id);
+      put(a.capacity);
+    }
+    for (const sequence_step& q : batch) {
+      put(q.id);
+      put(q.position);
+      put(q.rows);
+    }
+    for (const int t : tokens) put(t);
+    const auto n = static_cast<std::int64_t>(v.size());
+    return host_tensor(shape{n}, std::move(v));
+  }
+
+  static generation_header decode(const host_tensor& t) {
+    const std::span<const float> v = t.values();
+    std::size_t at = 0;
+    const auto get = [&]() -> int {
+      if (at >= v.size()) {
+        fail(errc::invalid_argument, "a generation message of ", v.size(),
+             " values ends early; every rank of a generation run must run the same ppipe");
+      }
+      return static_cast<int>(v[at++]);
+    };
+    generation_header h;
+    h.kind = get();
+    h.stage = get();
+    h.step_id = get();
+    h.group = get();
+    const auto n_release = static_cast<std::size_t>(get());
+    const auto n_admit = static_cast<std::size_t>(get());
+    const auto n_batch = static_cast<std::size_t>(get());
+    const auto n_tokens = static_cast<std::size_t>(get());
+    for (std::size_t i = 0; i < n_release; ++i) h.release.push_back(get());
+    for (std::size_t i = 0; i < n_admit; ++i) {
+      const int id = get();
+      h.admit.push_back({id, get()});
+    }
+    for (std::size_t i = 0; i < n_batch; ++i) {
+      const int id = get();
+      const int position = get();
+      h.batch.push_back({id, position, get()});
+    }
+    for (std::size_t i = 0; i < n_tokens; ++i) h.tokens.push_back(get());
+    return h;
+  }
+};
+
+/// Thrown inside a rank when another rank has failed.
+struct generation_aborted {};
+
+}  // namespace detail
+
+/// @brief Runs generate() calls over a pipeline's stages and transport.
+///
+/// Rank 0 runs the batcher. Each group's step goes from stage to stage as one message (the
+/// activations and a header: which sequences, which states to free and allocate), the last stage
+/// samples one token per sequence and sends them back to rank 0, and rank 0 sends the group's next
+/// step as soon as its tokens are back, while the other groups are still on their way. No rank
+/// ever waits for a step to drain: with at least one group per rank, every rank has a group to
+/// work on. Each stage frees and allocates sequence states as the header of the message it
+/// receives says, so state changes reach every stage in the same order as the steps.
+///
+/// The stages must sit on the ranks in a loop (stage s+1 on the rank after stage s's, as the
+/// looped placements of GPipe, 1F1B and interleaved 1F1B have them). Messages carry integers as
+/// floats, so the transport's tensor type is host_tensor.
+template <class Stage, transport Transport>
+class generation_engine {
+ public:
+  using tensor_type = typename Transport::tensor_type;
+  using payload_type = basic_payload<tensor_type>;
+  static_assert(std::is_same_v<tensor_type, host_tensor>,
+                "ppipe: generation runs over transports of host tensors (its headers are float tensors)");
+
+  generation_engine(Transport& transport, std::vector<Stage>& stages, const placement& place,
+                    std::chrono::milliseconds timeout, bool record_trace)
+      : transport_(&transport), stages_(&stages), place_(&place), timeout_(timeout), record_trace_(record_trace) {
+    const int p = place.num_ranks();
+    for (int s = 0; s < place.num_stages(); ++s) {
+      const int expected = s == 0 ? 0 : (place.rank_of(s - 1) + 1) % p;
+      if (place.rank_of(s) != expected) {
+        detail::fail(errc::unsupported, "generation needs stage s+1 on the rank after stage s's (a looped "
+                     "placement), but stage ", s, " is on rank ", place.rank_of(s), ", not ", expected,
+                     "; build the pipeline with GPipe, 1F1B or interleaved 1F1B");
+      }
+    }
+  }
+
+  /// @brief Generates every request's tokens; `bytes[request][stage]` is the request's state on
+  /// each stage, checked against the budget by the caller.
+  generation_result run(std::span<const generation_request> requests, const generation_options& opt, int groups,
+                        int group_size, std::vector<std::vector<std::size_t>> bytes) {
+    const int p = place_->num_ranks();
+    const auto stages = static_cast<std::size_t>(place_->num_stages());
+    continuous_batcher batcher(requests, groups, group_size, opt.max_new_tokens, opt.eos_token, opt.cache_budget,
+                               std::move(bytes));
+    run_state run{batcher, opt, groups};
+    run.trace.schedule_name = "generate";
+    run.trace.ranks.assign(static_cast<std::size_t>(p), {});
+    run.busy.assign(stages, 0.0);
+    run.peak.assign(stages, 0);
+    run.board = std::vector<rank_status>(static_cast<std::size_t>(p));
+    transport_->reset();
+    run.origin = deadline_clock::now();
+    std::vector<std::thread> threads;
+    try {
+      for (int r = 0; r < p; ++r) threads.emplace_back([this, &run, r] { rank_main(run, r); });
+    } catch (const std::system_error& e) {
+      transport_->abort();
+      for (std::thread& t : threads) t.join();
+      for (Stage& st : *stages_) st.drop_sequences();
+      detail::fail(errc::backend, "could not start the thread of rank ", threads.size(), " of ", p, ": ", e.what());
+    }
+    for (std::thread& t : threads) t.join();
+    const double elapsed = micros(run, deadline_clock::now());
+    if (run.error) {
+      // Let go of the states and of the buffers the failed calls dropped.
+      for (Stage& st : *stages_) {
+        st.drop_sequences();
+        st.pool().reset_live();
+      }
+      rethrow(run);
+    }
+    generation_result out;
+    out.elapsed_us = elapsed;
+    out.steps = run.steps;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      const int id = static_cast<int>(i);
+      out.tokens.push_back(batcher.tokens(id));
+      out.admitted_us.push_back(batcher.admitted_us(id));
+      out.first_token_us.push_back(batcher.first_token_us(id));
+      out.finished_us.push_back(batcher.finished_us(id));
+    }
+    out.stage_busy_us = std::move(run.busy);
+    out.peak_cache_bytes = std::move(run.peak);
+    run.trace.microbatches = run.steps;
+    if (record_trace_) out.trace = std::move(run.trace);
+    return out;
+  }
+
+ private:
+  struct rank_status {
+    std::atomic<int> what{0};  // 0 waiting, 1 computing, 2 finished, 3 stopped
+    std::atomic<int> stage{-1};
+    std::atomic<int> step{-1};
+  };
+  struct pending_send {
+    typename Transport::send_handle handle;
+    payload_type data;
+  };
+  struct run_state {
+    run_state(continuous_batcher& b, const generation_options& o, int g) : batcher(b), opt(o), groups(g) {}
+    continuous_batcher& batcher;
+    const generation_options& opt;
+    int groups;
+    deadline_clock::time_point origin{};
+    run_trace trace;
+    std::vector<double> busy;        // per stage, written by its rank only
+    std::vector<std::size_t> peak;   // per stage, written by its rank only
+    std::vector<rank_status> board;
+    int steps = 0;                   // rank 0 only
+    std::deque<detail::generation_header> local_tokens;  // rank 0: tokens of a last stage on rank 0
+    std::mutex mutex;
+    std::exception_ptr error;
+    int failed_rank = -1;
+    int failed_stage = -1;
+    int failed_step = -1;
+  };
+  // What a rank is doing, for its error message.
+  struct where {
+    int stage = -1;
+    int step = -1;
+  };
+
+  static double micros(const run_state& run, deadline_clock::time_point t) {
+    return std::chrono::duration<double, std::micro>(t - run.origin).count();
+  }
+  [[nodiscard]] deadline_clock::time_point deadline() const {
+    const auto now = deadline_clock::now();
+    const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
+    if (timeout_ >= room) return deadline_clock::time_point::max();
+    return now + std::chrono::duration_cast<deadline_clock::duration>(timeout_);
+  }
+
+  void rank_main(run_state& run, int r) {
+    where at;
+    std::deque<pending_send> sends;
+    try {
+      if (r == 0) {
+        first_rank(run, sends, at);
+      } else {
+        follower(run, r, sends, at);
+      }
+      at = {};
+      for (pending_send& ps : sends) finish_send(run, r, ps, true);
+      run.board[static_cast<std::size_t>(r)].what.store(2);
+    } catch (const detail::generation_aborted&) {
+      run.board[static_cast<std::size_t>(r)].what.store(3);
+    } catch (...) {
+      {
+        const std::lock_guard lock(run.mutex);
+        if (!run.error) {
+          run.error = std::current_exception();
+          run.failed_rank = r;
+          run.failed_stage = at.stage;
+          run.failed_step = at.step;
+        }
+      }
+      run.board[static_cast<std::size_t>(r)].what.store(3);
+      transport_->abort();
+    }
+  }
+
+  // Rank 0: launches every group that has work, then takes one message (tokens, or a step for a
+  // later stage of its own) and goes round again; when every request has finished, sends the stop.
+  void first_rank(run_state& run, std::deque<pending_send>& sends, where& at) {
+    const int p = place_->num_ranks();
+    std::vector<char> busy(static_cast<std::size_t>(run.groups), 0);
+    int in_flight = 0;
+    int next = 0;
+    for (;;) {
+      for (int i = 0; i < run.groups; ++i) {
+        const int g = (next + i) % run.groups;
+        if (busy[static_cast<std::size_t>(g)]) continue;
+        std::optional<group_step> st = run.batcher.next_step(g, micros(run, deadline_clock::now()));
+        if (!st) continue;
+        if (run.steps + 1 >= detail::exact_float_limit) {
+          detail::fail(errc::unsupported, "a generate() call may run at most ", detail::exact_float_limit - 1,
+                       " group steps; split the requests over several calls");
+        }
+        detail::generation_header h;
+        h.step_id = run.steps++;
+        h.group = g;
+        h.release = std::move(st->release);
+        h.admit = std::move(st->admit);
+        h.batch = std::move(st->batch);
+        payload_type input;
+        std::vector<float> ids(st->tokens.begin(), st->tokens.end());
+        const auto rows = static_cast<std::int64_t>(ids.size());
+        input.emplace_back(shape{rows}, std::move(ids));
+        busy[static_cast<std::size_t>(g)] = 1;
+        ++in_flight;
+        next = (g + 1) % run.groups;
+        at_stage(run, 0, std::move(h), std::move(input), sends, at);
+      }
+      if (in_flight == 0) break;
+      detail::generation_header h;
+      payload_type act;
+      if (!run.local_tokens.empty()) {
+        h = std::move(run.local_tokens.front());
+        run.local_tokens.pop_front();
+      } else {
+        receive(run, 0, (p - 1) % p, h, act, sends);
+      }
+      if (h.kind == detail::generation_header::sampled) {
+        run.batcher.complete(h.group, h.tokens, micros(run, deadline_clock::now()));
+        busy.at(static_cast<std::size_t>(h.group)) = 0;
+        --in_flight;
+      } else {
+        at_stage(run, h.stage, std::move(h), std::move(act), sends, at);
+      }
+    }
+    if (!run.batcher.done()) {
+      detail::fail(errc::invalid_argument, run.batcher.waiting(), " requests could not be admitted with nothing "
+                   "in flight; each request's state must fit the cache budget on every stage");
+    }
+    detail::generation_header stop;
+    stop.kind = detail::generation_header::stop;
+    stop.release = run.batcher.take_releases();
+    const int highest = place_->stages_on(0).back();
+    int reached = -1;
+    at_stage(run, 0, std::move(stop), {}, sends, at, &reached);
+    while (reached < highest) {
+      detail::generation_header h;
+      payload_type act;
+      receive(run, 0, (p - 1) % p, h, act, sends);
+      at_stage(run, h.stage, std::move(h), std::move(act), sends, at, &reached);
+    }
+  }
+
+  void follower(run_state& run, int r, std::deque<pending_send>& sends, where& at) {
+    const int p = place_->num_ranks();
+    const int highest = place_->stages_on(r).back();
+    int reached = -1;
+    while (reached < highest) {
+      detail::generation_header h;
+      payload_type act;
+      receive(run, r, (r + p - 1) % p, h, act, sends);
+      at_stage(run, h.stage, std::move(h), std::move(act), sends, at, &reached);
+    }
+  }
+
+  // Stage s's part of a step (or of the stop): free and allocate states as the header says, run
+  // the layers, and pass the output on (or sample, on the last stage). `reached` is set to the
+  // stage that handled a stop.
+  void at_stage(run_state& run, int s, detail::generation_header h, payload_type act, std::deque<pending_send>& sends,
+                where& at, int* reached = nullptr) {
+    const int r = place_->rank_of(s);
+    const int last = place_->num_stages() - 1;
+    Stage& stg = (*stages_)[static_cast<std::size_t>(s)];
+    at = {s, h.step_id};
+    for (const int id : h.release) stg.finish(id);
+    for (const sequence_admission& a : h.admit) stg.admit(a.id, a.capacity);
+    auto& peak = run.peak[static_cast<std::size_t>(s)];
+    peak = std::max(peak, stg.memory().cache_bytes);
+    if (h.kind == detail::generation_header::stop) {
+      if (reached) *reached = s;
+      if (s < last) pass_on(run, r, s + 1, std::move(h), {}, sends, at, reached);
+      return;
+    }
+    rank_status& me = run.board[static_cast<std::size_t>(r)];
+    me.stage.store(s);
+    me.step.store(h.step_id);
+    me.what.store(1);
+    const auto t0 = deadline_clock::now();
+    payload_type out = stg.generate(h.step_id, h.batch, std::move(act));
+    const auto t1 = deadline_clock::now();
+    run.busy[static_cast<std::size_t>(s)] += std::chrono::duration<double, std::micro>(t1 - t0).count();
+    if (record_trace_) {
+      run.trace.ranks[static_cast<std::size_t>(r)].push_back(
+          {action{s, h.step_id, action_kind::forward}, h.step_id, micros(run, t0), micros(run, t1)});
+    }
+    if (s < last) {
+      pass_on(run, r, s + 1, std::move(h), std::move(out), sends, at, reached);
+      return;
+    }
+    detail::generation_header back;
+    back.kind = detail::generation_header::sampled;
+    back.step_id = h.step_id;
+    back.group = h.group;
+    int row = 0;
+    for (const sequence_step& q : h.batch) {
+      row += q.rows;
+      const int token = run.opt.sampler(out, row - 1);
+      if (token < 0 || token >= detail::exact_float_limit) {
+        detail::fail(errc::invalid_argument, "the sampler returned token ", token, " for sequence ", q.id,
+                     "; tokens are ids in 0..", detail::exact_float_limit - 1);
+      }
+      back.tokens.push_back(token);
+    }
+    if (r == 0) {
+      run.local_tokens.push_back(std::move(back));
+    } else {
+      payload_type msg;
+      msg.push_back(back.encode());
+      send(run, r, 0, std::move(msg), sends);
+    }
+  }
+
+  void pass_on(run_state& run, int r, int s, detail::generation_header h, payload_type act,
+               std::deque<pending_send>& sends, where& at, int* reached) {
+    h.stage = s;
+    const int to = place_->rank_of(s);
+    if (to == r) {
+      at_stage(run, s, std::move(h), std::move(act), sends, at, reached);
+      return;
+    }
+    act.push_back(h.encode());
+    send(run, r, to, std::move(act), sends);
+  }
+
+  void send(run_state& run, int r, int to, payload_type msg, std::deque<pending_send>& sends) {
+    pending_send& ps = sends.emplace_back(pending_send{{}, std::move(msg)});
+    ps.handle = transport_->post_send(r, to, ps.data);
+    // Let go of the sends that have completed, oldest first.
+    while (!sends.empty() && finish_send(run, r, sends.front(), false)) sends.pop_front();
+  }
+
+  bool finish_send(run_state& run, int r, pending_send& ps, bool wait) {
+    const wait_status st = transport_->complete_send(ps.handle, wait ? deadline() : deadline_clock::now());
+    if (st == wait_status::aborted) throw detail::generation_aborted{};
+    if (st == wait_status::ready) return true;
+    if (wait) {
+      timed_out(run, r, detail::concat("rank ", r, " waited ", timeout_.count(), " ms for a send to complete"));
+    }
+    return false;
+  }
+
+  void receive(run_state& run, int r, int from, detail::generation_header& h, payload_type& act,
+               std::deque<pending_send>& sends) {
+    rank_status& me = run.board[static_cast<std::size_t>(r)];
+    me.what.store(0);
+    typename Transport::recv_handle handle = transport_->post_recv(from, r);
+    const wait_status st = transport_->complete_recv(handle, act, deadline());
+    if (st == wait_status::aborted) throw detail::generation_aborted{};
+    if (st == wait_status::timed_out) {
+      timed_out(run, r, detail::concat("rank ", r, " waited ", timeout_.count(), " ms for the next message from rank ",
+                                       from));
+    }
+    if (act.empty()) {
+      detail::fail(errc::invalid_argument, "rank ", r, " got an empty message from rank ", from,
+                   "; every message of a generation run ends with its header");
+    }
+    h = detail::generation_header::decode(act.back());
+    act.pop_back();
+    while (!sends.empty() && finish_send(run, r, sends.front(), false)) sends.pop_front();
+  }
+
+  [[noreturn]] void timed_out(run_state& run, int r, const std::string& what) {
+    std::string others;
+    for (int q = 0; q < static_cast<int>(run.board.size()); ++q) {
+      if (q == r) continue;
+      const rank_status& e = run.board[static_cast<std::size_t>(q)];
+      switch (e.what.load()) {
+        case 0: others += detail::concat("\n  rank ", q, ": waiting for a message"); break;
+        case 1:
+          others += detail::concat("\n  rank ", q, ": running stage ", e.stage.load(), " of step ", e.step.load());
+          break;
+        case 2: others += detail::concat("\n  rank ", q, ": finished"); break;
+        default: others += detail::concat("\n  rank ", q, ": stopped after another rank failed"); break;
+      }
+    }
+    throw error(errc::timeout, detail::concat(what, "; the other ranks:", others,
+                                              "\nraise the timeout (pipeline_options::timeout) if kernels are this "
+                                              "slow, or look at the rank that is stuck"));
+  }
+
+  [[noreturn]] void rethrow(run_state& run) {
+    const std::string place = run.failed_stage >= 0
+                                  ? detail::concat("generation: rank ", run.failed_rank, ", stage ", run.failed_stage,
+                                                   run.failed_step >= 0 ? detail::concat(", step ", run.failed_step)
+                                                                        : std::string())
+                                  : detail::concat("generation: rank ", run.failed_rank);
+    try {
+      std::rethrow_exception(run.error);
+    } catch (const error& e) {
+      if (e.code() == errc::timeout) throw;
+      std::throw_with_nested(error(e.code(), detail::concat(place, ": ", e.message())));
+    } catch (const std::exception& e) {
+      std::throw_with_nested(error(errc::stage_failed, detail::concat(place, " threw: ", e.what())));
+    } catch (...) {
+      std::throw_with_nested(error(errc::stage_failed, detail::concat(place, " threw an exception that is not a std::exception")));
+    }
+  }
+
+  Transport* transport_;
+  std::vector<Stage>* stages_;
+  const placement* place_;
+  std::chrono::milliseconds timeout_;
+  bool record_trace_;
+};
+
+}  // namespace ppipe
