@@ -21,16 +21,17 @@
 #include <thread>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
-
 #include <benchmark/benchmark.h>
 
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
 
+#include "support/waiting_kernel.hpp"
+
 namespace {
+
+using bench::lower_timer_slack;
+using bench::wait_kernel;
 
 using clock_type = std::chrono::steady_clock;
 
@@ -46,27 +47,6 @@ struct empty_model {
   void backward(int, const ppipe::layer_context&, const ppipe::payload&, const ppipe::payload&, const ppipe::payload&,
                 ppipe::payload&) {}
 };
-
-// The default timer slack (50 us) lets a sleep end up to that late. The executor makes the rank
-// threads, so each lowers its own slack on its first wait.
-void lower_timer_slack() {
-#ifdef __linux__
-  thread_local bool lowered = false;
-  if (!lowered) {
-    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
-    lowered = true;
-  }
-#endif
-}
-
-// Waits `d` from now without holding a core: sleeps until `spin` before the deadline, then yields
-// until it (spin = 0: sleep only).
-void wait_kernel(std::chrono::nanoseconds d, std::chrono::nanoseconds spin) {
-  lower_timer_slack();
-  const auto deadline = clock_type::now() + d;
-  if (d > spin) std::this_thread::sleep_until(deadline - spin);
-  while (clock_type::now() < deadline) std::this_thread::yield();
-}
 
 // One layer per stage whose forward waits `forward` and backward waits `backward`.
 struct waiting_model {

@@ -5,14 +5,15 @@
 #   schedule_bench:  generate + validate + simulate at scale (issue 2)
 #   partition_bench: the partitioners at scale (issue 3)
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
+#   generation_bench: pipelined token generation, tokens/s against groups in flight (issue 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime
+cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime ppipe_bench_generation
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
-for bench in ${PPIPE_BENCHES:-schedule partition runtime}; do
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation}; do
   "build/release/benchmarks/ppipe_bench_${bench}" \
     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
     --benchmark_out="docs/benchmarks/${bench}.json" --benchmark_out_format=json "$@"

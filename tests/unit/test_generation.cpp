@@ -181,6 +181,20 @@ TEST_CASE("a cache budget bounds every stage, and admission waits for room inste
   check_caches_empty(pipe);
 }
 
+TEST_CASE("every group with work goes out before the first tokens come back", "[generation]") {
+  toy::cache_model model;
+  const auto reqs = mixed_requests(12, model.vocab);
+  for (const int p : {1, 2, 4}) {
+    auto pipe = make_pipeline(model, p);
+    for (const int groups : {2, 3, 4, 6}) {
+      INFO("p=" << p << " groups=" << groups);
+      const auto r = pipe.generate(reqs, greedy_options(groups));  // 12 / groups sequences each
+      const double first_token = *std::min_element(r.first_token_us.begin(), r.first_token_us.end());
+      for (std::size_t i = 0; i < reqs.size(); ++i) CHECK(r.admitted_us[i] < first_token);
+    }
+  }
+}
+
 TEST_CASE("continuous batching: a waiting sequence joins a group while the others keep going", "[generation]") {
   toy::cache_model model;
   std::vector<generation_request> reqs{{{1}, 2}, {{2}, 12}, {{3}, 4}};

@@ -282,8 +282,9 @@ class generation_engine {
     int in_flight = 0;
     int next = 0;
     for (;;) {
+      const int first = next;
       for (int i = 0; i < run.groups; ++i) {
-        const int g = (next + i) % run.groups;
+        const int g = (first + i) % run.groups;
         if (busy[static_cast<std::size_t>(g)]) continue;
         std::optional<group_step> st = run.batcher.next_step(g, micros(run, deadline_clock::now()));
         if (!st) continue;
