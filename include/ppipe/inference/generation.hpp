@@ -47,7 +47,8 @@ using generation_options = basic_generation_options<host_tensor>;
 /// of the call: every request counts as arriving then.
 struct generation_result {
   std::vector<std::vector<int>> tokens;  ///< per request: the generated tokens (not the prompt)
-  std::vector<double> admitted_us;       ///< per request: when its state was allocated
+  /// per request: when rank 0 admitted it (each stage allocates its state when that step reaches it)
+  std::vector<double> admitted_us;
   std::vector<double> first_token_us;    ///< per request: time to first token (TTFT)
   std::vector<double> finished_us;       ///< per request: when its last token came
   double elapsed_us = 0.0;               ///< the whole call

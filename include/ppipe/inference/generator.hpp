@@ -26,6 +26,7 @@
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/runtime/tensor.hpp"
 #include "ppipe/runtime/trace.hpp"
+#include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/placement.hpp"
 #include "ppipe/transport/transport.hpp"
 
@@ -46,7 +47,7 @@ struct generation_header {
   std::vector<int> release;
   std::vector<sequence_admission> admit;
   std::vector<sequence_step> batch;
-  std::vector<int> tokens;  // kind == tokens: one per sequence of the step's batch
+  std::vector<int> tokens;  // kind == sampled: one per sequence of the step's batch
 
   [[nodiscard]] host_tensor encode() const {
     std::vector<float> v;
@@ -87,6 +88,10 @@ struct generation_header {
     };
     generation_header h;
     h.kind = get();
+    if (h.kind != step && h.kind != stop && h.kind != sampled) {
+      fail(errc::invalid_argument, "a generation message has kind ", h.kind,
+           "; every rank of a generation run must run the same ppipe");
+    }
     h.stage = get();
     h.step_id = get();
     h.group = get();
@@ -119,13 +124,13 @@ struct generation_aborted {};
 /// Rank 0 runs the batcher. Each group's step goes from stage to stage as one message (the
 /// activations and a header: which sequences, which states to free and allocate), the last stage
 /// samples one token per sequence and sends them back to rank 0, and rank 0 sends the group's next
-/// step as soon as its tokens are back, while the other groups are still on their way. No rank
-/// ever waits for a step to drain: with at least one group per rank, every rank has a group to
+/// step as soon as its tokens are back, while the other groups are still on their way: nothing
+/// drains between steps, and with as many groups with work as ranks, every rank has a group to
 /// work on. Each stage frees and allocates sequence states as the header of the message it
 /// receives says, so state changes reach every stage in the same order as the steps.
 ///
-/// The stages must sit on the ranks in a loop (stage s+1 on the rank after stage s's, as the
-/// looped placements of GPipe, 1F1B and interleaved 1F1B have them). Messages carry integers as
+/// The stages must sit on the ranks in a loop (stage s on rank s mod p, as the looped placements
+/// of GPipe, 1F1B and interleaved 1F1B have them). Messages carry integers as
 /// floats, so the transport's tensor type is host_tensor.
 template <class Stage, transport Transport>
 class generation_engine {
@@ -138,13 +143,17 @@ class generation_engine {
   generation_engine(Transport& transport, std::vector<Stage>& stages, const placement& place,
                     std::chrono::milliseconds timeout, bool record_trace)
       : transport_(&transport), stages_(&stages), place_(&place), timeout_(timeout), record_trace_(record_trace) {
+    // The loop must close: the last stage on the last rank, so that its tokens go to rank 0 on
+    // the channel rank 0 receives on.
     const int p = place.num_ranks();
-    for (int s = 0; s < place.num_stages(); ++s) {
+    const int last = place.num_stages() - 1;
+    for (int s = 0; s <= last; ++s) {
       const int expected = s == 0 ? 0 : (place.rank_of(s - 1) + 1) % p;
-      if (place.rank_of(s) != expected) {
-        detail::fail(errc::unsupported, "generation needs stage s+1 on the rank after stage s's (a looped "
-                     "placement), but stage ", s, " is on rank ", place.rank_of(s), ", not ", expected,
-                     "; build the pipeline with GPipe, 1F1B or interleaved 1F1B");
+      if (place.rank_of(s) != expected || (s == last && place.rank_of(s) != p - 1)) {
+        detail::fail(errc::unsupported, "generation needs the stages in a loop over the ranks (stage s on rank "
+                     "s mod p, here p=", p, " for ", last + 1, " stages), but stage ", s, " is on rank ",
+                     place.rank_of(s), "; build the pipeline with GPipe, 1F1B or interleaved 1F1B, whose "
+                     "placements are such loops");
       }
     }
   }
@@ -155,6 +164,10 @@ class generation_engine {
                         int group_size, std::vector<std::vector<std::size_t>> bytes) {
     const int p = place_->num_ranks();
     const auto stages = static_cast<std::size_t>(place_->num_stages());
+    if (groups < 1 || group_size < 1 || groups >= detail::exact_float_limit) {
+      detail::fail(errc::invalid_argument, "generation needs groups in 1..", detail::exact_float_limit - 1,
+                   " and a group size >= 1, not groups=", groups, " and group size ", group_size);
+    }
     continuous_batcher batcher(requests, groups, group_size, opt.max_new_tokens, opt.eos_token, opt.cache_budget,
                                std::move(bytes));
     run_state run{batcher, opt, groups};
@@ -166,22 +179,20 @@ class generation_engine {
     transport_->reset();
     run.origin = deadline_clock::now();
     std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(p));
     try {
       for (int r = 0; r < p; ++r) threads.emplace_back([this, &run, r] { rank_main(run, r); });
-    } catch (const std::system_error& e) {
+    } catch (const std::exception& e) {
       transport_->abort();
       for (std::thread& t : threads) t.join();
-      for (Stage& st : *stages_) st.drop_sequences();
-      detail::fail(errc::backend, "could not start the thread of rank ", threads.size(), " of ", p, ": ", e.what());
+      abandon();
+      detail::fail(errc::backend, "could not start the thread of rank ", threads.size(), " of ", p, ": ", e.what(),
+                   "; generation needs one thread per rank");
     }
     for (std::thread& t : threads) t.join();
     const double elapsed = micros(run, deadline_clock::now());
     if (run.error) {
-      // Let go of the states and of the buffers the failed calls dropped.
-      for (Stage& st : *stages_) {
-        st.drop_sequences();
-        st.pool().reset_live();
-      }
+      abandon();
       rethrow(run);
     }
     generation_result out;
@@ -234,6 +245,14 @@ class generation_engine {
     int stage = -1;
     int step = -1;
   };
+
+  // After a failed call: lets go of every state and of the buffers the failed calls dropped.
+  void abandon() {
+    for (Stage& st : *stages_) {
+      st.drop_sequences();
+      st.pool().reset_live();
+    }
+  }
 
   static double micros(const run_state& run, deadline_clock::time_point t) {
     return std::chrono::duration<double, std::micro>(t - run.origin).count();
@@ -306,6 +325,7 @@ class generation_engine {
         ++in_flight;
         next = (g + 1) % run.groups;
         at_stage(run, 0, std::move(h), std::move(input), sends, at);
+        at = {};
       }
       if (in_flight == 0) break;
       detail::generation_header h;
@@ -322,6 +342,7 @@ class generation_engine {
         --in_flight;
       } else {
         at_stage(run, h.stage, std::move(h), std::move(act), sends, at);
+        at = {};
       }
     }
     if (!run.batcher.done()) {
@@ -330,6 +351,7 @@ class generation_engine {
     }
     detail::generation_header stop;
     stop.kind = detail::generation_header::stop;
+    stop.step_id = -1;
     stop.release = run.batcher.take_releases();
     const int highest = place_->stages_on(0).back();
     int reached = -1;
@@ -381,8 +403,10 @@ class generation_engine {
     const auto t1 = deadline_clock::now();
     run.busy[static_cast<std::size_t>(s)] += std::chrono::duration<double, std::micro>(t1 - t0).count();
     if (record_trace_) {
-      run.trace.ranks[static_cast<std::size_t>(r)].push_back(
-          {action{s, h.step_id, action_kind::forward}, h.step_id, micros(run, t0), micros(run, t1)});
+      auto& events = run.trace.ranks[static_cast<std::size_t>(r)];
+      // The microbatch is the group step; `step` is the event's place in the rank's list.
+      events.push_back({action{s, h.step_id, action_kind::forward}, static_cast<int>(events.size()), micros(run, t0),
+                        micros(run, t1)});
     }
     if (s < last) {
       pass_on(run, r, s + 1, std::move(h), std::move(out), sends, at, reached);
@@ -474,7 +498,7 @@ class generation_engine {
         default: others += detail::concat("\n  rank ", q, ": stopped after another rank failed"); break;
       }
     }
-    throw error(errc::timeout, detail::concat(what, "; the other ranks:", others,
+    throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the other ranks:", others,
                                               "\nraise the timeout (pipeline_options::timeout) if kernels are this "
                                               "slow, or look at the rank that is stuck"));
   }
@@ -487,8 +511,9 @@ class generation_engine {
                                   : detail::concat("generation: rank ", run.failed_rank);
     try {
       std::rethrow_exception(run.error);
+    } catch (const detail::watchdog_error&) {
+      throw;  // its message already says where, and what every rank was doing
     } catch (const error& e) {
-      if (e.code() == errc::timeout) throw;
       std::throw_with_nested(error(e.code(), detail::concat(place, ": ", e.message())));
     } catch (const std::exception& e) {
       std::throw_with_nested(error(errc::stage_failed, detail::concat(place, " threw: ", e.what())));

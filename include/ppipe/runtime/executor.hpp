@@ -51,11 +51,6 @@ struct step_data {
 namespace detail {
 /// Thrown inside a rank when another rank has failed: the rank stops without an error of its own.
 struct run_aborted {};
-/// The watchdog's error: its message already names the rank and what every rank was doing.
-class watchdog_error : public error {
- public:
-  using error::error;
-};
 }  // namespace detail
 
 /// @brief Runs schedules over a set of stages and a transport. The same executor serves every

@@ -55,8 +55,8 @@ struct pipeline_options {
 /// @tparam Partitioner how the layers are split when no split is given (ppipe::partitioners::...)
 /// @tparam Transport how stages exchange payloads (host_transport: threads of this process)
 ///
-/// One pipeline runs one step at a time: train_step() and infer() are not to be called
-/// concurrently on the same pipeline.
+/// One pipeline runs one call at a time: train_step(), infer() and generate() are not to be
+/// called concurrently on the same pipeline.
 template <class Model, schedule_policy Schedule = schedules::one_f_one_b,
           partitioner Partitioner = partitioners::balanced, transport Transport = host_transport>
 class pipeline {
@@ -156,20 +156,17 @@ class pipeline {
       detail::fail(errc::invalid_argument, "generate() needs a sampler; set generation_options::sampler, "
                    "e.g. to ppipe::layers::greedy");
     }
-    if (options.max_new_tokens < 1) {
-      detail::fail(errc::invalid_argument, "generation_options::max_new_tokens is ", options.max_new_tokens,
-                   "; give at least 1");
-    }
     if (options.groups < 0 || options.max_group_size < 0) {
       detail::fail(errc::invalid_argument, "generation_options has groups=", options.groups, " and max_group_size=",
                    options.max_group_size, "; give positive values, or 0 for the defaults");
     }
     if (requests.size() >= static_cast<std::size_t>(detail::exact_float_limit)) {
       detail::fail(errc::invalid_argument, "generate() got ", requests.size(), " requests; at most ",
-                   detail::exact_float_limit - 1, " per call");
+                   detail::exact_float_limit - 1, " per call: split them over several calls");
     }
-    const int groups = options.groups > 0 ? options.groups : options_.ranks;
     const auto n = static_cast<int>(requests.size());
+    // More groups than requests would stay empty.
+    const int groups = std::min(options.groups > 0 ? options.groups : options_.ranks, std::max(1, n));
     const int group_size = options.max_group_size > 0 ? options.max_group_size : std::max(1, (n + groups - 1) / groups);
     std::vector<std::vector<std::size_t>> bytes(requests.size());
     for (std::size_t i = 0; i < requests.size(); ++i) {
@@ -180,10 +177,20 @@ class pipeline {
                      " tokens and max_new_tokens=", q.max_new_tokens,
                      "; give at least one prompt token and max_new_tokens >= 0 (0: the option's default)");
       }
+      if (max_new < 1) {
+        detail::fail(errc::invalid_argument, "request ", i, " takes generation_options::max_new_tokens, which is ",
+                     options.max_new_tokens, "; give the option or the request's max_new_tokens >= 1");
+      }
+      for (std::size_t k = 0; k < q.prompt.size(); ++k) {
+        if (q.prompt[k] < 0 || q.prompt[k] >= detail::exact_float_limit) {
+          detail::fail(errc::invalid_argument, "request ", i, "'s prompt token ", k, " is ", q.prompt[k],
+                       "; token ids are in 0..", detail::exact_float_limit - 1);
+        }
+      }
       const std::int64_t capacity = static_cast<std::int64_t>(q.prompt.size()) + max_new - 1;
       if (capacity >= detail::exact_float_limit) {
         detail::fail(errc::invalid_argument, "request ", i, " needs ", capacity, " tokens of state; at most ",
-                     detail::exact_float_limit - 1);
+                     detail::exact_float_limit - 1, ": shorten its prompt or max_new_tokens");
       }
       for (const stage_type& st : stages_) bytes[i].push_back(st.sequence_bytes(static_cast<int>(capacity)));
       const auto most = std::max_element(bytes[i].begin(), bytes[i].end());
@@ -207,7 +214,7 @@ class pipeline {
   /// @brief The layers of each stage.
   [[nodiscard]] const partition& split() const noexcept { return split_; }
   [[nodiscard]] const pipeline_options& options() const noexcept { return options_; }
-  /// @brief The last train_step's or infer()'s trace (empty when record_trace is off).
+  /// @brief The last train_step's, infer()'s or generate()'s trace (empty when record_trace is off).
   [[nodiscard]] const run_trace& last_trace() const noexcept { return trace_; }
   /// @brief What stage `s` holds and has held at its peak since the pipeline was built (or since
   /// reset_memory_peaks()).

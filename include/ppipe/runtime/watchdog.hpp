@@ -15,6 +15,13 @@
 
 namespace ppipe::detail {
 
+/// The watchdog's error: its message already names the rank and what every rank was doing, so
+/// it reaches the caller as it is.
+class watchdog_error : public error {
+ public:
+  using error::error;
+};
+
 /// Every rank's position in its action list. Each rank writes only its own entry; any rank reads
 /// all of them, for a message, when it times out.
 class status_board {
