@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <catch.hpp>
+
+#include "error_message.hpp"
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
 
@@ -129,17 +131,7 @@ std::vector<payload> run_backward(layers::sequential& m, const std::vector<paylo
   return grads;
 }
 
-/// The message of the ppipe::error(invalid_argument) that `f` throws.
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ppipe::error& e) {
-    CHECK(e.id() == "ppipe.invalid_argument");
-    return std::string(e.message());
-  }
-  FAIL("no ppipe::error was thrown");
-  return {};
-}
+using support::message_of;
 
 }  // namespace
 

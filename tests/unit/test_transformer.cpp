@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <catch.hpp>
+
+#include "error_message.hpp"
 #include <generation_reference.hpp>
 #include <ppipe/inference/generative_model.hpp>
 #include <ppipe/layers/layers.hpp>
@@ -118,16 +120,7 @@ bool same_state(const std::vector<payload>& a, const std::vector<payload>& b) {
   return true;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ppipe::error& e) {
-    CHECK(e.id() == "ppipe.invalid_argument");
-    return std::string(e.message());
-  }
-  FAIL("no ppipe::error was thrown");
-  return {};
-}
+using support::message_of;
 
 }  // namespace
 

@@ -509,17 +509,7 @@ class generation_engine {
                                                    run.failed_step >= 0 ? detail::concat(", step ", run.failed_step)
                                                                         : std::string())
                                   : detail::concat("generation: rank ", run.failed_rank);
-    try {
-      std::rethrow_exception(run.error);
-    } catch (const detail::watchdog_error&) {
-      throw;  // its message already says where, and what every rank was doing
-    } catch (const error& e) {
-      std::throw_with_nested(error(e.code(), detail::concat(place, ": ", e.message())));
-    } catch (const std::exception& e) {
-      std::throw_with_nested(error(errc::stage_failed, detail::concat(place, " threw: ", e.what())));
-    } catch (...) {
-      std::throw_with_nested(error(errc::stage_failed, detail::concat(place, " threw an exception that is not a std::exception")));
-    }
+    detail::rethrow_at(run.error, place);
   }
 
   Transport* transport_;

@@ -32,6 +32,20 @@ inline float uniform_symmetric(std::uint64_t& state, float bound) noexcept {
   return (2.0f * unit - 1.0f) * bound;
 }
 
+/// A dot product in eight interleaved partial sums, added in a fixed order: the compiler can keep
+/// the lanes in vector registers (a single running sum is a dependency chain it may not reorder),
+/// and the bits still depend on `n` and the values alone.
+inline float dot_lanes(const float* a, const float* b, std::size_t n) noexcept {
+  float lane[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (std::size_t k = 0; k < 8; ++k) lane[k] += a[i + k] * b[i + k];
+  }
+  float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
 }  // namespace detail
 
 /// @brief A fully connected layer: y = x W^T + b for x of shape [rows, in], W [out, in], b [out].
@@ -111,7 +125,7 @@ class linear {
     const std::size_t n_out = size(out_);
     for (std::size_t r = 0; r < rows; ++r) {
       for (std::size_t o = 0; o < n_out; ++o) {
-        y[r * n_out + o] = dot(x + r * n_in, weight_.data() + o * n_in, n_in) + bias_[o];
+        y[r * n_out + o] = detail::dot_lanes(x + r * n_in, weight_.data() + o * n_in, n_in) + bias_[o];
       }
     }
   }
@@ -186,19 +200,6 @@ class linear {
   }
 
  private:
-  // A dot product in eight interleaved partial sums, added in a fixed order: the compiler can keep
-  // the lanes in vector registers (a single running sum is a dependency chain it may not reorder),
-  // and the result is still the same bits on every run.
-  static float dot(const float* a, const float* b, std::size_t n) noexcept {
-    float lane[8] = {};
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (std::size_t k = 0; k < 8; ++k) lane[k] += a[i + k] * b[i + k];
-    }
-    float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    for (; i < n; ++i) sum += a[i] * b[i];
-    return sum;
-  }
   static std::size_t size(int n) noexcept { return static_cast<std::size_t>(n); }
 
   static std::string shapes_text(const payload& p) {

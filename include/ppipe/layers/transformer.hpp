@@ -33,19 +33,6 @@ struct transformer_config {
 
 namespace detail {
 
-/// A dot product in eight interleaved partial sums added in a fixed order (as linear's): the lanes
-/// vectorize, and the bits depend on `n` and the values alone.
-inline float dot_lanes(const float* a, const float* b, std::size_t n) noexcept {
-  float lane[8] = {};
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (std::size_t k = 0; k < 8; ++k) lane[k] += a[i + k] * b[i + k];
-  }
-  float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 /// y = W x + b for one row: W [out, in] row-major, drawn like linear's from [-1/sqrt(in), 1/sqrt(in)].
 struct dense {
   std::size_t in = 0;

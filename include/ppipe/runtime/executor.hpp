@@ -487,17 +487,7 @@ class executor {
         where = f.at.step >= 0 ? detail::concat("rank ", f.rank, " in ", action_at(f.at.step)) : detail::concat("rank ", f.rank);
         break;
     }
-    try {
-      std::rethrow_exception(f.error);
-    } catch (const detail::watchdog_error&) {
-      throw;  // the watchdog's message already says where, and what every rank was doing
-    } catch (const error& e) {
-      std::throw_with_nested(error(e.code(), detail::concat(where, ": ", e.message())));
-    } catch (const std::exception& e) {
-      std::throw_with_nested(error(errc::stage_failed, detail::concat(where, " threw: ", e.what())));
-    } catch (...) {
-      std::throw_with_nested(error(errc::stage_failed, detail::concat(where, " threw an exception that is not a std::exception")));
-    }
+    detail::rethrow_at(f.error, where);
   }
 
   Transport* transport_;

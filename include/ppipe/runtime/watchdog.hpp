@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,23 @@ class watchdog_error : public error {
  public:
   using error::error;
 };
+
+/// Rethrows a rank's failure for the caller, prefixed with `where` it happened ("rank 1 in 1F3,
+/// step 7 of 24"): a ppipe::error keeps its code, anything else becomes stage_failed, and the
+/// original is nested. The watchdog's own error goes through as it is.
+[[noreturn]] inline void rethrow_at(const std::exception_ptr& failure, const std::string& where) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const watchdog_error&) {
+    throw;  // its message already says where, and what every rank was doing
+  } catch (const error& e) {
+    std::throw_with_nested(error(e.code(), concat(where, ": ", e.message())));
+  } catch (const std::exception& e) {
+    std::throw_with_nested(error(errc::stage_failed, concat(where, " threw: ", e.what())));
+  } catch (...) {
+    std::throw_with_nested(error(errc::stage_failed, concat(where, " threw an exception that is not a std::exception")));
+  }
+}
 
 /// Every rank's position in its action list. Each rank writes only its own entry; any rank reads
 /// all of them, for a message, when it times out.
