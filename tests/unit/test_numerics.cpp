@@ -187,3 +187,16 @@ TEST_CASE("stages next to each other on one rank hand data over locally, with th
   check<adjacent_pairs_gpipe>(2, 4, 1, 16, {8, 16, 16, 16, 4});
   check<adjacent_pairs_gpipe>(3, 5, 1, 23, {8, 12, 12, 12, 12, 12, 4});
 }
+
+TEST_CASE("ZB-H1 trains the MLP bitwise like the unpipelined run") {
+  check<ppipe::schedules::zb_h1>(2, 4, 1, 16, {8, 16, 16, 4});
+  check<ppipe::schedules::zb_h1>(3, 7, 1, 30, {8, 16, 16, 16, 4});
+  check<ppipe::schedules::zb_h1>(4, 16, 1, 35, {8, 12, 12, 12, 12, 4});
+}
+
+TEST_CASE("ZB-V trains the MLP bitwise like the unpipelined run") {
+  // Rank r holds stages r and 2p-1-r; stages p-1 and p share the last rank and hand over locally.
+  check<ppipe::schedules::zb_v>(2, 4, 2, 16, {8, 16, 16, 16, 4});
+  check<ppipe::schedules::zb_v>(3, 5, 2, 23, {8, 12, 12, 12, 12, 4});
+  check<ppipe::schedules::zb_v>(4, 8, 2, 40, {8, 12, 12, 12, 12, 12, 4});
+}

@@ -13,6 +13,7 @@
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
 #include "ppipe/schedule/schedule.hpp"
+#include "ppipe/schedule/zero_bubble.hpp"
 
 namespace ppipe {
 
@@ -33,16 +34,18 @@ schedule make_schedule(Policy, const schedule_params& params) {
 /// @brief The names make_schedule(std::string_view, ...) accepts.
 inline constexpr std::string_view schedule_names[] = {
     schedules::gpipe::name, schedules::one_f_one_b::name, schedules::interleaved_1f1b::name,
-    schedules::forward_only::name};
+    schedules::zb_h1::name, schedules::zb_v::name, schedules::forward_only::name};
 
 /// @brief Generates a built-in schedule chosen at run time: "gpipe", "1f1b", "interleaved_1f1b"
-/// (also "interleaved") or "forward_only".
+/// (also "interleaved"), "zb_h1", "zb_v" or "forward_only".
 inline schedule make_schedule(std::string_view name, const schedule_params& params) {
   if (name == schedules::gpipe::name) return schedules::gpipe::generate(params);
   if (name == schedules::one_f_one_b::name) return schedules::one_f_one_b::generate(params);
   if (name == schedules::interleaved_1f1b::name || name == "interleaved") {
     return schedules::interleaved_1f1b::generate(params);
   }
+  if (name == schedules::zb_h1::name) return schedules::zb_h1::generate(params);
+  if (name == schedules::zb_v::name) return schedules::zb_v::generate(params);
   if (name == schedules::forward_only::name) return schedules::forward_only::generate(params);
   std::string known;
   for (std::string_view n : schedule_names) known += (known.empty() ? "" : ", ") + std::string(n);

@@ -1,0 +1,128 @@
+// Zero-bubble schedules: ZB-H1 and ZB-V are complete and deadlock-free under both transfer models,
+// and their simulated bubble and memory are the paper's (Qi et al. 2023) over a grid of (p, m).
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "ppipe/ppipe.hpp"
+
+namespace {
+
+using ppipe::action_kind;
+
+// The most stage-microbatches whose activations rank r holds at once (from a forward until its W
+// or full backward), counted along the rank's order: what its memory must hold.
+int rank_peak(const ppipe::schedule& s, int r) {
+  int alive = 0;
+  int peak = 0;
+  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
+    if (a.kind == action_kind::forward) peak = std::max(peak, ++alive);
+    if (a.kind == action_kind::backward || a.kind == action_kind::backward_weight) --alive;
+  }
+  return peak;
+}
+
+ppipe::simulation run(const ppipe::schedule& s, double f, double i, double w, ppipe::transfer_model model) {
+  ppipe::simulate_options o;
+  o.transfers = model;
+  return ppipe::simulate(s, ppipe::cost_model{{ppipe::stage_costs{f, i + w, i, w}}, 0.0}, o);
+}
+
+const ppipe::transfer_model models[] = {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered};
+
+}  // namespace
+
+TEST_CASE("ZB-H1 and ZB-V pass the validator under both transfer models", "[zero_bubble]") {
+  for (const int p : {1, 2, 3, 4, 5, 8}) {
+    for (const int m : {1, 2, p, p + 1, 2 * p, 4 * p + 3}) {
+      INFO("p=" << p << " m=" << m);
+      const ppipe::schedule h1 = ppipe::make_schedule("zb_h1", {p, m, 1});
+      const ppipe::schedule v = ppipe::make_schedule("zb_v", {p, m, 2});
+      CHECK(h1.splits_backward());
+      CHECK(v.splits_backward());
+      for (const auto model : models) {
+        CHECK(ppipe::check_schedule(h1, model).ok());
+        CHECK(ppipe::check_schedule(v, model).ok());
+      }
+    }
+  }
+}
+
+TEST_CASE("ZB-H1: bubble (p-1)(F+I-W) against 1F1B's (p-1)(F+I+W), at 1F1B's peak memory", "[zero_bubble]") {
+  for (const int p : {2, 3, 4, 6, 8}) {
+    for (const int m : {p, 2 * p, 3 * p + 1, 8 * p}) {
+      INFO("p=" << p << " m=" << m);
+      const ppipe::schedule h1 = ppipe::make_schedule("zb_h1", {p, m, 1});
+      const ppipe::schedule one = ppipe::make_schedule("1f1b", {p, m, 1});
+      for (const auto model : models) {
+        // F = I = W: the paper's setting. Each rank computes m(F+I+W); the rest is its bubble.
+        const double unit = 1.5;
+        const double work = m * 3 * unit;
+        const ppipe::simulation zb = run(h1, unit, unit, unit, model);
+        const ppipe::simulation base = run(one, unit, unit, unit, model);
+        CHECK(zb.makespan == Approx(work + (p - 1) * (unit + unit - unit)));
+        CHECK(base.makespan == Approx(work + (p - 1) * (unit + unit + unit)));
+        // A third of 1F1B's bubble.
+        CHECK((zb.makespan - work) * 3 == Approx(base.makespan - work));
+      }
+      // Memory: at most p microbatches held on any rank, as 1F1B holds on its first stage.
+      int zb_peak = 0;
+      int one_peak = 0;
+      for (int r = 0; r < p; ++r) {
+        zb_peak = std::max(zb_peak, rank_peak(h1, r));
+        one_peak = std::max(one_peak, rank_peak(one, r));
+      }
+      CHECK(zb_peak == one_peak);
+      CHECK(one_peak == std::min(p, m));
+      const auto sim = ppipe::simulate(h1, ppipe::cost_model::uniform(1, 2));
+      CHECK(*std::max_element(sim.peak_stage_activations.begin(), sim.peak_stage_activations.end()) == std::min(p, m));
+    }
+  }
+}
+
+TEST_CASE("ZB-V: two stages per rank in a V, the bubble only the fill, at 1F1B's peak memory", "[zero_bubble]") {
+  for (const int p : {1, 2, 3, 4, 6, 8}) {
+    for (const int m : {p, 2 * p, 3 * p + 1, 8 * p}) {
+      INFO("p=" << p << " m=" << m);
+      const ppipe::schedule v = ppipe::make_schedule("zb_v", {p, m, 2});
+      // Rank r holds stages r and 2p-1-r.
+      REQUIRE(v.num_stages() == 2 * p);
+      for (int r = 0; r < p; ++r) {
+        CHECK(v.place.rank_of(r) == r);
+        CHECK(v.place.rank_of(2 * p - 1 - r) == r);
+      }
+      for (const auto model : models) {
+        // Each stage is half of a 1F1B stage: f = i = w per stage, 1F1B's stage costs 2f, 4f.
+        const double f = 0.5;
+        const double work = m * 2 * 3 * f;
+        const ppipe::simulation zb = run(v, f, f, f, model);
+        // The fill: rank p-1 cannot start before p-1 forwards have run, so no schedule has less
+        // bubble than (p-1)f per rank. ZB-V's is exactly that up to p = 4, and at most twice it.
+        const double fill = (p - 1) * f;
+        if (p <= 4) {
+          CHECK(zb.makespan == Approx(work + fill));
+        } else {
+          CHECK(zb.makespan >= work + fill);
+          CHECK(zb.makespan <= work + 2 * fill);
+        }
+        // 1F1B over the same layers (stages twice as large) idles 6(p-1)f per rank.
+        const ppipe::simulation base = run(ppipe::make_schedule("1f1b", {p, m, 1}), 2 * f, 2 * f, 2 * f, model);
+        CHECK(base.makespan - work == Approx(6 * fill));
+      }
+      // Memory: 2p half-stage microbatches per rank at most, 1F1B's p whole-stage ones.
+      for (int r = 0; r < p; ++r) CHECK(rank_peak(v, r) <= 2 * std::min(p, m));
+      int most = 0;
+      for (int r = 0; r < p; ++r) most = std::max(most, rank_peak(v, r));
+      CHECK(most == 2 * std::min(p, m));
+    }
+  }
+}
+
+TEST_CASE("zero-bubble generators refuse what they cannot build", "[zero_bubble]") {
+  CHECK_THROWS_WITH(ppipe::make_schedule("zb_v", {4, 8, 1}), Catch::Contains("v=1") && Catch::Contains("pass v=2"));
+  CHECK_THROWS_WITH(ppipe::make_schedule("zb_h1", {4, 8, 2}), Catch::Contains("v=2"));
+  CHECK_THROWS_WITH(ppipe::make_schedule("zb_h1", {4, 0, 1}), Catch::Contains("m=0"));
+}
