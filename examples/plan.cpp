@@ -5,6 +5,7 @@
 // the step time and each rank's peak memory.
 //
 //   ppipe-plan                                 all schedules, p=4, m=8, v=2
+//   ppipe-plan --svg docs/gallery              ... and a picture of each
 //   ppipe-plan --schedule 1f1b -p 8 -m 4       one schedule, too few microbatches
 //   ppipe-plan -p 4 -m 16 --forward 1,1,2,1    per-stage costs: stage 2 is the slow one
 //   ppipe-plan --model examples/plans/mixed_gpus.txt -m 8    a split over an RTX 4090 and a 3090
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include <ppipe/ppipe.hpp>
+#include <ppipe/schedule/svg.hpp>
 
 namespace {
 
@@ -46,14 +48,16 @@ struct options {
   std::optional<int> layers;
   std::optional<std::string> devices;
   std::optional<std::string> partitioner;
+  std::optional<std::string> svg;  // a picture of each plan: a file (one schedule) or a directory (all)
 };
 
 constexpr const char* usage = R"(usage: ppipe-plan [options]
-  --schedule NAME     gpipe, 1f1b, interleaved_1f1b, forward_only, or all (default: all)
+  --schedule NAME     gpipe, 1f1b, interleaved_1f1b, zb_h1, zb_v, forward_only, or all
+                      (default: all, which compares every training schedule)
   -p, --ranks N       pipeline ranks (default 4, or one per device given)
   -m, --microbatches N  microbatches per step (default 8)
   -v, --virtual N     stages per rank for interleaved_1f1b and forward_only (default 2 with
-                      --schedule all or interleaved_1f1b, else 1)
+                      --schedule all or interleaved_1f1b, else 1); zb_v always has 2
   --forward T[,T..]   forward time of one rank's share of the model, split evenly over its
                       stages; or a list with the time of every stage (default 1)
   --backward T[,T..]  the same for the backward (default 2)
@@ -65,6 +69,8 @@ constexpr const char* usage = R"(usage: ppipe-plan [options]
   --width N           characters per timeline line (default 100)
   --no-timeline       print the figures only
   --timeline          draw the timeline (the default, except with a model)
+  --svg PATH          also draw each plan as an SVG picture: PATH is the file with one schedule,
+                      a directory (which must exist) with all, one NAME.svg per schedule
 
 Splitting a model over the ranks (instead of --forward, --backward and --activation-mib):
   --model FILE        the model's layers, and optionally the devices, from a text file (below)
@@ -168,6 +174,8 @@ options parse(int argc, char** argv) {
       o.layers = to_number<int>(flag, value());
     } else if (flag == "--devices") {
       o.devices = value();
+    } else if (flag == "--svg") {
+      o.svg = value();
     } else if (flag == "--partitioner") {
       o.partitioner = value();
     } else {
@@ -223,7 +231,8 @@ std::string percent(double x) {
 // 1F1B with one stage per rank whatever -v says: it is meant for the interleaved schedule.
 ppipe::schedule make(const options& o, const std::string& name, bool compare) {
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
-  if (compare && (name == "gpipe" || name == "1f1b")) v = 1;
+  if (compare && (name == "gpipe" || name == "1f1b" || name == "zb_h1")) v = 1;
+  if (name == "zb_v") v = 2;  // a V is two stages per rank
   ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
   ppipe::validate(s, o.transfers);
   return s;
@@ -266,7 +275,7 @@ row plan(const options& o, const std::string& name, bool compare) {
   const ppipe::schedule s = make(o, name, compare);
   const bool timeline = o.timeline.value_or(true);
   const ppipe::simulation sim =
-      ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {timeline, o.transfers});
+      ppipe::simulate(s, costs_for(o, s.num_stages(), s.num_ranks()), {timeline || o.svg, o.transfers});
   const int p = s.num_ranks();
   const int v = s.num_stages() / p;
 
@@ -295,6 +304,11 @@ row plan(const options& o, const std::string& name, bool compare) {
             << "speedup over one device running every stage: " << std::setprecision(3) << sim.speedup()
             << "x\n";
   for (const std::string& warning : ppipe::advise(s, sim)) std::cout << "warning: " << warning << "\n";
+  if (o.svg) {
+    const std::string path = compare ? *o.svg + "/" + s.name + ".svg" : *o.svg;
+    ppipe::save_svg(path, ppipe::render_svg(s, sim));
+    std::cout << "picture: " << path << "\n";
+  }
   std::cout << "\n";
   int peak = 0;
   for (int x : sim.peak_rank_activations) peak = std::max(peak, x);
@@ -667,7 +681,7 @@ int plan_model(options o) {
     std::string trouble;  // why there is no plan
   };
   std::vector<outcome> rows;
-  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b"}) {
+  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v"}) {
     try {
       rows.push_back({name, plan_split(o, m, partitioner, name, true), ""});
       print_split(o, m, *rows.back().plan);
@@ -716,7 +730,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::vector<row> rows;
-    for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b"}) {
+    for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v"}) {
       try {
         rows.push_back(plan(o, name, true));
       } catch (const ppipe::error& e) {
