@@ -4,7 +4,9 @@
 //                  every action of the schedule, transfers included.
 //   waiting/...:   kernels that wait 1 ms forward / 2 ms backward per rank without using a core, as a
 //                  GPU kernel does (p=4, m=16). Target: the measured step within 3% of simulate()'s
-//                  makespan (buffered transfers, as the host transport is).
+//                  makespan (buffered transfers, as the host transport is). Zero-bubble schedules
+//                  (zb_h1, zb_v) split the backward into I and W of 1 ms each; issue 6's target:
+//                  ZB-H1's step beats 1F1B's at the same peak activation memory.
 //   wait_precision: how late the waiting kernel ends: the floor under waiting/'s accuracy.
 //   mlp/...:       the demo's MLP (ppipe-train's defaults: 16 inputs, 4 hidden layers of 256, batch
 //                  512, m=16, 1F1B) trained through p = 1, 2 and 4 ranks: real CPU kernels, so the
@@ -62,6 +64,15 @@ struct waiting_model {
   void backward(int, const ppipe::layer_context&, const ppipe::payload&, const ppipe::payload&, const ppipe::payload&,
                 ppipe::payload&) const {
     wait_kernel(backward_time, spin);
+  }
+  // Zero-bubble schedules split the backward: each half waits half of it.
+  void backward_input(int, const ppipe::layer_context&, const ppipe::payload&, const ppipe::payload&,
+                      const ppipe::payload&, ppipe::payload&) const {
+    wait_kernel(backward_time / 2, spin);
+  }
+  void backward_weight(int, const ppipe::layer_context&, const ppipe::payload&, const ppipe::payload&,
+                       const ppipe::payload&) const {
+    wait_kernel(backward_time / 2, spin);
   }
 };
 
@@ -122,7 +133,8 @@ void overhead(benchmark::State& state) {
 
 // ---------------------------------------------------------------------------------------------
 // (b) Waiting kernels against the simulator: arg spin_us. Every rank does 1 ms forward and 2 ms
-// backward per microbatch; with v stages per rank each stage does 1/v of it.
+// backward per microbatch; with v stages per rank each stage does 1/v of it. A split backward's
+// halves (zero-bubble schedules) take 1 ms each: F = I = W, the zero-bubble paper's setting.
 
 // Where a measured step's time goes beyond the simulator's, summed over one or more traces.
 struct trace_breakdown {
@@ -206,12 +218,19 @@ void waiting(benchmark::State& state, int v) {
   state.counters["wake_us"] = where.wake_us();
   state.counters["explained_ms"] = explained_ms;
   state.counters["explained_ratio"] = measured_ms / explained_ms;
+  // Activation memory: the most microbatches any stage held at once, as the pool counted them (a
+  // stage is 1/v of a rank's layers).
+  int stage_peak = 0;
+  for (int st = 0; st < s.num_stages(); ++st) stage_peak = std::max(stage_peak, pipe.memory(st).peak_microbatches);
+  state.counters["peak_stage_microbatches"] = stage_peak;
   state.SetLabel(threads_label(p) + ", v=" + std::to_string(v));
 }
 
 void waiting_gpipe(benchmark::State& state) { waiting<ppipe::schedules::gpipe>(state, 1); }
 void waiting_1f1b(benchmark::State& state) { waiting<ppipe::schedules::one_f_one_b>(state, 1); }
 void waiting_interleaved(benchmark::State& state) { waiting<ppipe::schedules::interleaved_1f1b>(state, 2); }
+void waiting_zb_h1(benchmark::State& state) { waiting<ppipe::schedules::zb_h1>(state, 1); }
+void waiting_zb_v(benchmark::State& state) { waiting<ppipe::schedules::zb_v>(state, 2); }
 
 // ---------------------------------------------------------------------------------------------
 // How late wait_kernel ends, on this thread (its slack lowered as on the rank threads): args
@@ -258,6 +277,8 @@ static void waiting_settings(benchmark::internal::Benchmark* b) {
 BENCHMARK(waiting_gpipe)->Name("waiting/gpipe_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_1f1b)->Name("waiting/1f1b_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_interleaved)->Name("waiting/interleaved_1f1b_p4_m16_v2")->Apply(waiting_settings);
+BENCHMARK(waiting_zb_h1)->Name("waiting/zb_h1_p4_m16")->Apply(waiting_settings);
+BENCHMARK(waiting_zb_v)->Name("waiting/zb_v_p4_m16_v2")->Apply(waiting_settings);
 
 BENCHMARK(wait_precision)
     ->ArgNames({"us", "spin_us"})

@@ -6,6 +6,7 @@
 #   partition_bench: the partitioners at scale (issue 3)
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
 #   generation_bench: pipelined token generation, tokens/s against groups in flight (issue 5)
+#   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V (issue 6)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,8 +14,15 @@ cmake --preset release >/dev/null
 cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime ppipe_bench_generation
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
-for bench in ${PPIPE_BENCHES:-schedule partition runtime generation}; do
-  "build/release/benchmarks/ppipe_bench_${bench}" \
+# zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone (issue 6).
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble}; do
+  binary="${bench}"
+  filter=()
+  if [[ "${bench}" == zero_bubble ]]; then
+    binary=runtime
+    filter=(--benchmark_filter='waiting/(1f1b|zb_h1|zb_v)')
+  fi
+  "build/release/benchmarks/ppipe_bench_${binary}" "${filter[@]}" \
     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
     --benchmark_out="docs/benchmarks/${bench}.json" --benchmark_out_format=json "$@"
 done
