@@ -23,6 +23,7 @@
 #include "ppipe/schedule/action.hpp"
 #include "ppipe/schedule/advice.hpp"
 #include "ppipe/schedule/communication.hpp"
+#include "ppipe/schedule/csv.hpp"
 #include "ppipe/schedule/generate.hpp"
 #include "ppipe/schedule/grid.hpp"
 #include "ppipe/schedule/in_flight.hpp"
@@ -30,6 +31,7 @@
 #include "ppipe/schedule/problem.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/simulate.hpp"
+#include "ppipe/schedule/svg.hpp"
 #include "ppipe/schedule/timeline.hpp"
 #include "ppipe/schedule/validate.hpp"
 

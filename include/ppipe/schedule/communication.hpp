@@ -119,4 +119,133 @@ inline schedule add_communication(schedule compute_only) {
   });
 }
 
+namespace detail {
+
+/// Inserts the transfers of a compute-only schedule whose actions were given unit time slots
+/// (`starts[r][k]`: when rank r's k-th action starts): after each slot every rank sends what it
+/// has just made for other ranks and posts the receives of what the other ranks have just made for
+/// it, both in one canonical order (by peer, kind, stage, microbatch). Every message's send and
+/// receive are then posted at the same slot boundary on both ranks, in the same order per pair, so
+/// the schedule is deadlock-free under the rendezvous model (NCCL's) whatever order the compute
+/// takes, and a runtime completes each receive only before the compute that needs it.
+inline schedule lower_by_time(schedule compute_only, const std::vector<std::vector<long>>& starts) {
+  const std::vector<int>& rank_of = compute_only.place.rank_table();
+  const int last = compute_only.place.num_stages() - 1;
+  const auto p = compute_only.ranks.size();
+  long end = 0;
+  for (const auto& list : starts) {
+    for (const long t : list) end = std::max(end, t + 1);
+  }
+  // The messages that leave at each boundary: (boundary, from, to, the send, the receive).
+  struct message {
+    long boundary;
+    int from;
+    int to;
+    action send;
+    action recv;
+  };
+  std::vector<message> messages;
+  for (std::size_t r = 0; r < p; ++r) {
+    const auto& list = compute_only.ranks[r];
+    for (std::size_t k = 0; k < list.size(); ++k) {
+      const action& a = list[k];
+      const int rank = static_cast<int>(r);
+      const long after = starts[r][k];
+      if (a.kind == action_kind::forward && a.stage < last && rank_of[static_cast<std::size_t>(a.stage + 1)] != rank) {
+        messages.push_back({after, rank, rank_of[static_cast<std::size_t>(a.stage + 1)],
+                            {a.stage, a.microbatch, action_kind::send_activation},
+                            {a.stage + 1, a.microbatch, action_kind::recv_activation}});
+      } else if ((a.kind == action_kind::backward || a.kind == action_kind::backward_input) && a.stage > 0 &&
+                 rank_of[static_cast<std::size_t>(a.stage - 1)] != rank) {
+        messages.push_back({after, rank, rank_of[static_cast<std::size_t>(a.stage - 1)],
+                            {a.stage, a.microbatch, action_kind::send_gradient},
+                            {a.stage - 1, a.microbatch, action_kind::recv_gradient}});
+      }
+    }
+  }
+  std::sort(messages.begin(), messages.end(), [](const message& x, const message& y) {
+    if (x.boundary != y.boundary) return x.boundary < y.boundary;
+    if (x.from != y.from) return x.from < y.from;
+    if (x.to != y.to) return x.to < y.to;
+    if (x.send.kind != y.send.kind) return x.send.kind < y.send.kind;
+    if (x.send.stage != y.send.stage) return x.send.stage < y.send.stage;
+    return x.send.microbatch < y.send.microbatch;
+  });
+  for (std::size_t r = 0; r < p; ++r) {
+    const int rank = static_cast<int>(r);
+    const auto& list = compute_only.ranks[r];
+    std::vector<action> out;
+    out.reserve(list.size() * 3);
+    std::size_t k = 0;
+    std::size_t first = 0;  // the first message of boundary t
+    for (long t = 0; t < end; ++t) {
+      while (k < list.size() && starts[r][k] == t) out.push_back(list[k++]);
+      std::size_t past = first;
+      while (past < messages.size() && messages[past].boundary == t) ++past;
+      for (std::size_t i = first; i < past; ++i) {
+        if (messages[i].from == rank) out.push_back(messages[i].send);
+      }
+      for (std::size_t i = first; i < past; ++i) {
+        if (messages[i].to == rank) out.push_back(messages[i].recv);
+      }
+      first = past;
+    }
+    compute_only.ranks[r] = std::move(out);
+  }
+  return compute_only;
+}
+
+/// Start times of a compute-only schedule run with unit costs and instant transfers: each rank
+/// runs its list in order, each action as soon as the rank is free and its data is there (a
+/// forward after the previous stage's forward, an I or B after the next stage's, a W after its
+/// I). Fails if the order cannot run (it waits on itself).
+inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_only) {
+  const int last = compute_only.place.num_stages() - 1;
+  const auto m = static_cast<std::size_t>(compute_only.microbatches);
+  const auto slot = [m](int stage, int mb) { return static_cast<std::size_t>(stage) * m + static_cast<std::size_t>(mb); };
+  const std::size_t slots = static_cast<std::size_t>(last + 1) * m;
+  std::vector<long> f_end(slots, -1);
+  std::vector<long> b_end(slots, -1);  // I, or a full backward
+  const std::size_t p = compute_only.ranks.size();
+  std::vector<std::vector<long>> starts(p);
+  std::vector<std::size_t> next(p, 0);
+  std::vector<long> free_at(p, 0);
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (std::size_t r = 0; r < p; ++r) {
+      const auto& list = compute_only.ranks[r];
+      while (next[r] < list.size()) {
+        const action& a = list[next[r]];
+        long ready = 0;
+        if (a.kind == action_kind::forward) {
+          ready = a.stage == 0 ? 0 : f_end[slot(a.stage - 1, a.microbatch)];
+        } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_input) {
+          ready = a.stage == last ? f_end[slot(a.stage, a.microbatch)] : b_end[slot(a.stage + 1, a.microbatch)];
+        } else {
+          ready = b_end[slot(a.stage, a.microbatch)];
+        }
+        if (ready < 0) break;  // waits for another rank
+        const long start = std::max(ready, free_at[r]);
+        starts[r].push_back(start);
+        free_at[r] = start + 1;
+        if (a.kind == action_kind::forward) f_end[slot(a.stage, a.microbatch)] = start + 1;
+        if (a.kind == action_kind::backward || a.kind == action_kind::backward_input) {
+          b_end[slot(a.stage, a.microbatch)] = start + 1;
+        }
+        ++next[r];
+        moved = true;
+      }
+    }
+  }
+  for (std::size_t r = 0; r < p; ++r) {
+    if (next[r] != compute_only.ranks[r].size()) {
+      fail(errc::deadlock, "schedule \"", compute_only.name, "\": rank ", r, " cannot run ",
+           to_string(compute_only.ranks[r][next[r]]), " (step ", next[r] + 1,
+           "): its data never comes; reorder the compute");
+    }
+  }
+  return starts;
+}
+
+}  // namespace detail
 }  // namespace ppipe
