@@ -6,6 +6,7 @@
 //
 //   ppipe-plan                                 all schedules, p=4, m=8, v=2
 //   ppipe-plan --svg docs/gallery              ... and a picture of each
+//   ppipe-plan --schedule-file mine.csv -p 4   a schedule of your own, checked and timed
 //   ppipe-plan --schedule 1f1b -p 8 -m 4       one schedule, too few microbatches
 //   ppipe-plan -p 4 -m 16 --forward 1,1,2,1    per-stage costs: stage 2 is the slow one
 //   ppipe-plan --model examples/plans/mixed_gpus.txt -m 8    a split over an RTX 4090 and a 3090
@@ -49,6 +50,7 @@ struct options {
   std::optional<std::string> devices;
   std::optional<std::string> partitioner;
   std::optional<std::string> svg;  // a picture of each plan: a file (one schedule) or a directory (all)
+  std::optional<std::string> schedule_file;  // a schedule of one's own, in PyTorch's CSV form
 };
 
 constexpr const char* usage = R"(usage: ppipe-plan [options]
@@ -71,6 +73,8 @@ constexpr const char* usage = R"(usage: ppipe-plan [options]
   --timeline          draw the timeline (the default, except with a model)
   --svg PATH          also draw each plan as an SVG picture: PATH is the file with one schedule,
                       a directory (which must exist) with all, one NAME.svg per schedule
+  --schedule-file F   plan the schedule in F instead: PyTorch's CSV form (one row per rank, one
+                      cell per step such as 0F1, 2I0, 1W3; empty cells idle), validated first
 
 Splitting a model over the ranks (instead of --forward, --backward and --activation-mib):
   --model FILE        the model's layers, and optionally the devices, from a text file (below)
@@ -176,6 +180,8 @@ options parse(int argc, char** argv) {
       o.devices = value();
     } else if (flag == "--svg") {
       o.svg = value();
+    } else if (flag == "--schedule-file") {
+      o.schedule_file = value();
     } else if (flag == "--partitioner") {
       o.partitioner = value();
     } else {
@@ -230,6 +236,12 @@ std::string percent(double x) {
 // The schedule `name`, checked valid and deadlock-free. Comparing all schedules runs GPipe and
 // 1F1B with one stage per rank whatever -v says: it is meant for the interleaved schedule.
 ppipe::schedule make(const options& o, const std::string& name, bool compare) {
+  if (o.schedule_file) {
+    ppipe::csv_read_options read;
+    read.name = name;
+    read.model = o.transfers;
+    return ppipe::load_csv(*o.schedule_file, read);  // validated
+  }
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
   if (compare && (name == "gpipe" || name == "1f1b" || name == "zb_h1")) v = 1;
   if (name == "zb_v") v = 2;  // a V is two stages per rank
@@ -724,6 +736,14 @@ int plan_model(options o) {
 int main(int argc, char** argv) {
   try {
     const options o = parse(argc, argv);
+    if (o.schedule_file) {
+      if (o.model_file || o.layers || o.schedule != "all") {
+        ppipe::detail::fail(ppipe::errc::parse_error, "--schedule-file plans the file's schedule with --forward and "
+                            "--backward costs; leave out --schedule, --model and --layers");
+      }
+      plan(o, "file", false);
+      return 0;
+    }
     if (o.model_file || o.layers) return plan_model(o);
     if (o.schedule != "all") {
       plan(o, o.schedule, false);
