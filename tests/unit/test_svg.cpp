@@ -235,33 +235,6 @@ struct picture {
   }
 };
 
-// 1F1B with every backward split into I then W, the W deferred past the next compute, as in
-// tests/unit/test_numerics.cpp.
-ppipe::schedule split_backward_1f1b(const ppipe::schedule_params& params) {
-  ppipe::schedule s = ppipe::schedules::one_f_one_b::generate(params);
-  s.name = "1f1b_split_backward";
-  for (auto& list : s.ranks) {
-    std::vector<ppipe::action> out;
-    std::optional<ppipe::action> deferred;
-    for (const ppipe::action& a : list) {
-      if (a.kind == ppipe::action_kind::backward) {
-        if (deferred) out.push_back(*deferred);
-        out.push_back({a.stage, a.microbatch, ppipe::action_kind::backward_input});
-        deferred = ppipe::action{a.stage, a.microbatch, ppipe::action_kind::backward_weight};
-        continue;
-      }
-      out.push_back(a);
-      if (deferred && ppipe::is_compute(a.kind)) {
-        out.push_back(*deferred);
-        deferred.reset();
-      }
-    }
-    if (deferred) out.push_back(*deferred);
-    list = std::move(out);
-  }
-  return s;
-}
-
 ppipe::trace_event event(const char* action, int step, double start, double end) {
   return {ppipe::parse_action(action), step, start, end};
 }
@@ -387,7 +360,7 @@ TEST_CASE("interleaved 1F1B: a rank's second stage is a lighter shade of the sam
 }
 
 TEST_CASE("a split backward draws I and W in colours of their own") {
-  const auto s = split_backward_1f1b({3, 6, 1});
+  const auto s = ppipe::make_schedule("zb_h1", {3, 6, 1});  // I and W, not B
   REQUIRE(s.splits_backward());
   const auto sim = ppipe::simulate(s, ppipe::cost_model::uniform(1, 2));
   const picture pic(ppipe::render_svg(s, sim));
