@@ -6,7 +6,7 @@
 //
 //   ppipe-plan                                 all schedules, p=4, m=8, v=2
 //   ppipe-plan --svg docs/gallery              ... and a picture of each
-//   ppipe-plan --schedule-file mine.csv -p 4   a schedule of your own, checked and timed
+//   ppipe-plan --schedule-file mine.csv        a schedule of your own, checked and timed
 //   ppipe-plan --schedule 1f1b -p 8 -m 4       one schedule, too few microbatches
 //   ppipe-plan -p 4 -m 16 --forward 1,1,2,1    per-stage costs: stage 2 is the slow one
 //   ppipe-plan --model examples/plans/mixed_gpus.txt -m 8    a split over an RTX 4090 and a 3090
@@ -244,7 +244,7 @@ ppipe::schedule make(const options& o, const std::string& name, bool compare) {
   }
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
   if (compare && (name == "gpipe" || name == "1f1b" || name == "zb_h1")) v = 1;
-  if (name == "zb_v") v = 2;  // a V is two stages per rank
+  if (name == "zb_v") v = compare ? 2 : o.virtual_stages.value_or(2);  // a V is two stages per rank
   ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
   ppipe::validate(s, o.transfers);
   return s;
@@ -309,10 +309,11 @@ row plan(const options& o, const std::string& name, bool compare) {
     if (o.activation_mib) std::cout << " = " << peak * *o.activation_mib << " MiB";
     std::cout << std::right << "\n";
   }
-  std::cout << "step time " << sim.makespan << "; bubble " << percent(sim.bubble_fraction())
-            << " of the step (textbook (p-1)/(v*m+p-1) = "
-            << percent(ppipe::ideal_bubble_fraction(p, s.microbatches, v)) << "), "
-            << percent(sim.bubble_overhead()) << " relative to compute\n"
+  // The textbook bubble is GPipe's and (interleaved) 1F1B's; a zero-bubble or hand-made order has its own.
+  const bool textbook = s.name == "gpipe" || s.name == "1f1b" || s.name == "interleaved_1f1b";
+  std::cout << "step time " << sim.makespan << "; bubble " << percent(sim.bubble_fraction()) << " of the step";
+  if (textbook) std::cout << " (textbook (p-1)/(v*m+p-1) = " << percent(ppipe::ideal_bubble_fraction(p, s.microbatches, v)) << ")";
+  std::cout << ", " << percent(sim.bubble_overhead()) << " relative to compute\n"
             << "speedup over one device running every stage: " << std::setprecision(3) << sim.speedup()
             << "x\n";
   for (const std::string& warning : ppipe::advise(s, sim)) std::cout << "warning: " << warning << "\n";
@@ -737,9 +738,10 @@ int main(int argc, char** argv) {
   try {
     const options o = parse(argc, argv);
     if (o.schedule_file) {
-      if (o.model_file || o.layers || o.schedule != "all") {
-        ppipe::detail::fail(ppipe::errc::parse_error, "--schedule-file plans the file's schedule with --forward and "
-                            "--backward costs; leave out --schedule, --model and --layers");
+      if (o.model_file || o.layers || o.schedule != "all" || o.ranks_given || o.virtual_stages) {
+        ppipe::detail::fail(ppipe::errc::parse_error, "--schedule-file plans the file's schedule (its ranks, stages "
+                            "and microbatches) with --forward and --backward costs; leave out --schedule, -p, -v, "
+                            "--model and --layers");
       }
       plan(o, "file", false);
       return 0;

@@ -2,6 +2,7 @@
 // and their simulated bubble and memory are the paper's (Qi et al. 2023) over a grid of (p, m).
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -125,4 +126,56 @@ TEST_CASE("zero-bubble generators refuse what they cannot build", "[zero_bubble]
   CHECK_THROWS_WITH(ppipe::make_schedule("zb_v", {4, 8, 1}), Catch::Contains("v=1") && Catch::Contains("pass v=2"));
   CHECK_THROWS_WITH(ppipe::make_schedule("zb_h1", {4, 8, 2}), Catch::Contains("v=2"));
   CHECK_THROWS_WITH(ppipe::make_schedule("zb_h1", {4, 0, 1}), Catch::Contains("m=0"));
+}
+
+TEST_CASE("transfers at unit-time boundaries keep any runnable compute order deadlock-free", "[zero_bubble]") {
+  // Random compute-only schedules: random placements (stages may share a rank, in any order) and
+  // rank orders taken from a random global order in which every action comes after its inputs.
+  std::uint64_t state = 12345;
+  const auto next = [&](std::uint64_t n) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (state >> 33) % n;
+  };
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int p = 1 + static_cast<int>(next(4));
+    const int stages = p + static_cast<int>(next(4));
+    const int m = 1 + static_cast<int>(next(5));
+    const bool split = next(2) == 1;
+    std::vector<int> rank_of(static_cast<std::size_t>(stages));
+    for (int s = 0; s < stages; ++s) rank_of[static_cast<std::size_t>(s)] = s < p ? s : static_cast<int>(next(static_cast<std::uint64_t>(p)));
+    ppipe::schedule s{"random", ppipe::placement::custom(rank_of, p), m, ppipe::schedule_mode::training, {}};
+    s.ranks.resize(static_cast<std::size_t>(p));
+    // done[kind][stage][mb]: 0 F, 1 B or I, 2 W
+    std::vector<std::vector<std::vector<char>>> done(
+        3, std::vector<std::vector<char>>(static_cast<std::size_t>(stages), std::vector<char>(static_cast<std::size_t>(m), 0)));
+    const auto is_done = [&](int k, int st, int mb) { return done[static_cast<std::size_t>(k)][static_cast<std::size_t>(st)][static_cast<std::size_t>(mb)] != 0; };
+    const int total = stages * m * (split ? 3 : 2);
+    for (int placed = 0; placed < total; ++placed) {
+      std::vector<ppipe::action> ready;
+      for (int st = 0; st < stages; ++st) {
+        for (int mb = 0; mb < m; ++mb) {
+          if (!is_done(0, st, mb) && (st == 0 || is_done(0, st - 1, mb))) ready.push_back({st, mb, action_kind::forward});
+          if (is_done(0, st, mb) && !is_done(1, st, mb) && (st == stages - 1 || is_done(1, st + 1, mb))) {
+            ready.push_back({st, mb, split ? action_kind::backward_input : action_kind::backward});
+          }
+          if (split && is_done(1, st, mb) && !is_done(2, st, mb)) ready.push_back({st, mb, action_kind::backward_weight});
+        }
+      }
+      const ppipe::action a = ready[next(ready.size())];
+      const int k = a.kind == action_kind::forward ? 0 : a.kind == action_kind::backward_weight ? 2 : 1;
+      done[static_cast<std::size_t>(k)][static_cast<std::size_t>(a.stage)][static_cast<std::size_t>(a.microbatch)] = 1;
+      s.ranks[static_cast<std::size_t>(rank_of[static_cast<std::size_t>(a.stage)])].push_back(a);
+    }
+    const ppipe::schedule lowered = ppipe::detail::lower_by_time(s, ppipe::detail::unit_start_times(s));
+    INFO("trial " << trial << " p=" << p << " stages=" << stages << " m=" << m);
+    CHECK(ppipe::check_schedule(lowered, ppipe::transfer_model::rendezvous).ok());
+    ++checked;
+  }
+  CHECK(checked == 300);
+  // Start times that do not fit the schedule are refused.
+  const ppipe::schedule one{"one", ppipe::placement::looped(1), 1, ppipe::schedule_mode::training,
+                            {{{0, 0, action_kind::forward}, {0, 0, action_kind::backward}}}};
+  CHECK_THROWS_WITH(ppipe::detail::lower_by_time(one, {{1, 0}}), Catch::Contains("strictly rising"));
+  CHECK_THROWS_WITH(ppipe::detail::lower_by_time(one, {{0}}), Catch::Contains("2 actions and 1 start times"));
 }

@@ -3,6 +3,7 @@
 /// @brief Lowering: insert the sends and receives that a compute-only schedule implies.
 
 #include <algorithm>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -126,17 +127,32 @@ namespace detail {
 /// has just made for other ranks and posts the receives of what the other ranks have just made for
 /// it, both in one canonical order (by peer, kind, stage, microbatch). Every message's send and
 /// receive are then posted at the same slot boundary on both ranks, in the same order per pair, so
-/// the schedule is deadlock-free under the rendezvous model (NCCL's) whatever order the compute
-/// takes, and a runtime completes each receive only before the compute that needs it.
+/// the schedule is deadlock-free under the rendezvous model (NCCL's) when the slots are
+/// consistent: strictly rising along each rank, and every consumer's slot after its producer's (as
+/// unit_start_times() gives them, or the columns of a runnable schedule file). A runtime still
+/// completes each receive only before the compute that needs it.
 inline schedule lower_by_time(schedule compute_only, const std::vector<std::vector<long>>& starts) {
+  if (compute_only.has_transfers()) {
+    fail(errc::invalid_argument, "schedule \"", compute_only.name,
+         "\" already has transfers; lower_by_time() takes a compute-only schedule");
+  }
   const std::vector<int>& rank_of = compute_only.place.rank_table();
   const int last = compute_only.place.num_stages() - 1;
   const auto p = compute_only.ranks.size();
-  long end = 0;
-  for (const auto& list : starts) {
-    for (const long t : list) end = std::max(end, t + 1);
+  if (starts.size() != p) {
+    fail(errc::invalid_argument, "lower_by_time got start times for ", starts.size(), " ranks, but schedule \"",
+         compute_only.name, "\" has ", p, "; give one list per rank");
   }
-  // The messages that leave at each boundary: (boundary, from, to, the send, the receive).
+  for (std::size_t r = 0; r < p; ++r) {
+    const auto& times = starts[r];
+    bool rising = times.size() == compute_only.ranks[r].size();
+    for (std::size_t k = 0; rising && k < times.size(); ++k) rising = times[k] >= 0 && (k == 0 || times[k] > times[k - 1]);
+    if (!rising) {
+      fail(errc::invalid_argument, "lower_by_time: rank ", r, " has ", compute_only.ranks[r].size(),
+           " actions and ", times.size(), " start times; give one per action, from 0, strictly rising");
+    }
+  }
+  // The messages, each with the boundary (the slot of the compute that made it) it leaves at.
   struct message {
     long boundary;
     int from;
@@ -151,6 +167,10 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
       const action& a = list[k];
       const int rank = static_cast<int>(r);
       const long after = starts[r][k];
+      if (a.stage < 0 || a.stage > last) {
+        fail(errc::invalid_argument, "rank ", rank, " has ", to_string(a), ", but stages run 0..", last,
+             "; fix the action or the placement");
+      }
       if (a.kind == action_kind::forward && a.stage < last && rank_of[static_cast<std::size_t>(a.stage + 1)] != rank) {
         messages.push_back({after, rank, rank_of[static_cast<std::size_t>(a.stage + 1)],
                             {a.stage, a.microbatch, action_kind::send_activation},
@@ -163,6 +183,7 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
       }
     }
   }
+  // One canonical order, then each message into its sender's and its receiver's list.
   std::sort(messages.begin(), messages.end(), [](const message& x, const message& y) {
     if (x.boundary != y.boundary) return x.boundary < y.boundary;
     if (x.from != y.from) return x.from < y.from;
@@ -171,24 +192,32 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
     if (x.send.stage != y.send.stage) return x.send.stage < y.send.stage;
     return x.send.microbatch < y.send.microbatch;
   });
+  struct timed {
+    long boundary;
+    action act;
+  };
+  std::vector<std::vector<timed>> sends(p);
+  std::vector<std::vector<timed>> recvs(p);
+  for (const message& msg : messages) {
+    sends[static_cast<std::size_t>(msg.from)].push_back({msg.boundary, msg.send});
+    recvs[static_cast<std::size_t>(msg.to)].push_back({msg.boundary, msg.recv});
+  }
   for (std::size_t r = 0; r < p; ++r) {
-    const int rank = static_cast<int>(r);
     const auto& list = compute_only.ranks[r];
     std::vector<action> out;
-    out.reserve(list.size() * 3);
+    out.reserve(list.size() + sends[r].size() + recvs[r].size());
     std::size_t k = 0;
-    std::size_t first = 0;  // the first message of boundary t
-    for (long t = 0; t < end; ++t) {
-      while (k < list.size() && starts[r][k] == t) out.push_back(list[k++]);
-      std::size_t past = first;
-      while (past < messages.size() && messages[past].boundary == t) ++past;
-      for (std::size_t i = first; i < past; ++i) {
-        if (messages[i].from == rank) out.push_back(messages[i].send);
-      }
-      for (std::size_t i = first; i < past; ++i) {
-        if (messages[i].to == rank) out.push_back(messages[i].recv);
-      }
-      first = past;
+    std::size_t si = 0;
+    std::size_t ri = 0;
+    // After each compute slot of this rank, and at every boundary where messages reach it.
+    while (k < list.size() || si < sends[r].size() || ri < recvs[r].size()) {
+      long t = std::numeric_limits<long>::max();
+      if (k < list.size()) t = std::min(t, starts[r][k]);
+      if (si < sends[r].size()) t = std::min(t, sends[r][si].boundary);
+      if (ri < recvs[r].size()) t = std::min(t, recvs[r][ri].boundary);
+      if (k < list.size() && starts[r][k] == t) out.push_back(list[k++]);
+      for (; si < sends[r].size() && sends[r][si].boundary == t; ++si) out.push_back(sends[r][si].act);
+      for (; ri < recvs[r].size() && recvs[r][ri].boundary == t; ++ri) out.push_back(recvs[r][ri].act);
     }
     compute_only.ranks[r] = std::move(out);
   }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -21,6 +22,7 @@
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/placement.hpp"
 #include "ppipe/schedule/schedule.hpp"
+#include "ppipe/schedule/simulate.hpp"
 #include "ppipe/schedule/validate.hpp"
 
 namespace ppipe {
@@ -388,13 +390,28 @@ inline schedule from_csv(std::string_view text, const csv_read_options& options 
     validate(s, options.model);
     return s;
   }
-  const schedule lowered = add_communication(s);
-  const validation_report report = check_schedule(lowered, options.model);
-  if (report.ok()) return lowered;
-  schedule paired = detail::csv_lower_in_pairs(s);
-  if (check_schedule(paired, options.model).ok()) return paired;
-  schedule stepped = detail::lower_by_time(std::move(s), detail::csv_columns(rows));
-  if (check_schedule(stepped, options.model).ok()) return stepped;
+  // Of the lowerings that validate, the one whose step is shortest with unit costs (the earlier
+  // on a tie): a zero-bubble order keeps its speed, which the 1F1B lowering would cost it.
+  std::vector<schedule> candidates;
+  candidates.push_back(add_communication(s));
+  const validation_report report = check_schedule(candidates.front(), options.model);
+  candidates.push_back(detail::csv_lower_in_pairs(s));
+  candidates.push_back(detail::lower_by_time(s, detail::csv_columns(rows)));
+  const cost_model unit{{stage_costs{1.0, 1.0, 1.0, 1.0}}, 0.0};
+  simulate_options timing;
+  timing.record_timeline = false;
+  timing.transfers = options.model;
+  std::optional<std::size_t> best;
+  double best_time = 0.0;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    if (!check_schedule(candidates[i], options.model).ok()) continue;
+    const double t = simulate(candidates[i], unit, timing).makespan;
+    if (!best || t < best_time) {
+      best = i;
+      best_time = t;
+    }
+  }
+  if (best) return std::move(candidates[*best]);
   detail::throw_report(report);
 }
 
