@@ -8,14 +8,8 @@
 #                                          (ppipe-generate), trace in build/ppipe-generate-trace.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-log=build/release-configure.log
-mkdir -p build
-if ! cmake --preset release >"${log}" 2>&1; then
-  cat "${log}" >&2
-  echo "demo: configuring failed (log above, also in ${log})" >&2
-  exit 1
-fi
+source scripts/lib/release.sh
+configure_release demo
 if [[ "${1:-}" == plan ]]; then
   shift
   cmake --build --preset release --target ppipe_plan

@@ -7,14 +7,8 @@
 #   bash scripts/gallery.sh DIR      writes into DIR instead, removing nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-log=build/release-configure.log
-mkdir -p build
-if ! cmake --preset release >"${log}" 2>&1; then
-  cat "${log}" >&2
-  echo "gallery: configuring failed (log above, also in ${log})" >&2
-  exit 1
-fi
+source scripts/lib/release.sh
+configure_release gallery
 cmake --build --preset release --target ppipe_gallery
 out="${1:-docs/gallery}"
 if [[ $# -eq 0 ]]; then

@@ -87,19 +87,10 @@ class stage {
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
   /// (each layer's input goes back to the pool as soon as the next layer has run).
   payload_type infer(int mb, payload_type input) {
-    pool_.adopt(input);
-    pool_.hold_microbatch();
     const layer_context ctx{index_, mb, pass_mode::inference};
-    for (int layer = first_; layer < end_; ++layer) {
-      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
-      model_->forward(layer, ctx, input, out);
-      pool_.release(input);
-      input = std::move(out);
-    }
-    pool_.drop_microbatch();
-    // The output leaves the stage: it is the caller's (or the transfer's) from here on.
-    pool_.forget(input);
-    return input;
+    return run_forward(std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
+      model_->forward(layer, ctx, in, out);
+    });
   }
 
   /// @brief Full backward of microbatch `mb` from `grad_out` (the gradient of the stage's output,
@@ -198,9 +189,7 @@ class stage {
       states.push_back(&found->second);
     }
     std::vector<sequence_view<Tensor>> views(batch.size());
-    pool_.adopt(input);
-    pool_.hold_microbatch();
-    for (int layer = first_; layer < end_; ++layer) {
+    return run_forward(std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
       const auto k = static_cast<std::size_t>(layer - first_);
       for (std::size_t i = 0; i < batch.size(); ++i) {
         views[i] = {batch[i].id, batch[i].position, batch[i].rows, &states[i]->layers[k]};
@@ -210,14 +199,8 @@ class stage {
       ctx.microbatch = step;
       ctx.mode = pass_mode::inference;
       ctx.sequences = views;
-      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
-      model_->forward(layer, ctx, input, out);
-      pool_.release(input);
-      input = std::move(out);
-    }
-    pool_.drop_microbatch();
-    pool_.forget(input);
-    return input;
+      model_->forward(layer, ctx, in, out);
+    });
   }
 
  private:
@@ -232,6 +215,24 @@ class stage {
     bool live = false;
     bool gradient_counted = false;  // the output gradient came from output_gradient_buffer()
   };
+
+  // Runs the stage's layers forward on `input`, keeping nothing: each layer's input goes back to
+  // the pool once the next layer has run. `call(layer, in, out)` runs one layer. The output leaves
+  // the stage: it is the caller's (or the transfer's) from here on.
+  template <class Call>
+  payload_type run_forward(payload_type input, Call&& call) {
+    pool_.adopt(input);
+    pool_.hold_microbatch();
+    for (int layer = first_; layer < end_; ++layer) {
+      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
+      call(layer, input, out);
+      pool_.release(input);
+      input = std::move(out);
+    }
+    pool_.drop_microbatch();
+    pool_.forget(input);
+    return input;
+  }
 
   // Walks the stage's layers from last to first. A full backward lets each layer's output gradient
   // go as soon as the layer is done, and then the activations; the I half keeps both for W.
