@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
@@ -15,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "ppipe/detail/save_file.hpp"
 #include "ppipe/detail/utf8.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/trace.hpp"
@@ -197,20 +197,7 @@ inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
 /// @brief Writes `t` to the file `path` as Chrome trace JSON (see write_chrome_trace()). Throws
 /// ppipe::error (invalid_argument) naming the path and the reason if the file cannot be written.
 inline void save_chrome_trace(const std::string& path, const run_trace& t) {
-  const auto fail_at = [&](const char* doing, int code) {
-    const std::string why = code != 0 ? std::generic_category().message(code) : "unknown error";
-    detail::fail(errc::invalid_argument, "cannot ", doing, " the Chrome trace file \"", path, "\": ", why,
-                 "; give a path in a directory that exists and that this process may write");
-  };
-  errno = 0;
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file.is_open()) fail_at("open", errno);
-  write_chrome_trace(file, t);
-  errno = 0;
-  file.flush();
-  if (!file) fail_at("write", errno);
-  file.close();
-  if (file.fail()) fail_at("close", errno);
+  detail::save_file(path, "the Chrome trace file", [&](std::ostream& os) { write_chrome_trace(os, t); });
 }
 
 }  // namespace ppipe

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
@@ -15,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "ppipe/detail/save_file.hpp"
 #include "ppipe/detail/utf8.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/action.hpp"
@@ -453,20 +453,8 @@ inline std::string render_svg(const schedule& s, const simulation& sim,
 /// @brief Writes `svg` (from render_svg()) to the file `path`. Throws ppipe::error
 /// (invalid_argument) naming the path and the reason if the file cannot be written.
 inline void save_svg(const std::string& path, std::string_view svg) {
-  const auto fail_at = [&](const char* doing, int code) {
-    const std::string why = code != 0 ? std::generic_category().message(code) : "unknown error";
-    detail::fail(errc::invalid_argument, "cannot ", doing, " the SVG file \"", path, "\": ", why,
-                 "; give a path in a directory that exists and that this process may write");
-  };
-  errno = 0;
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file.is_open()) fail_at("open", errno);
-  errno = 0;
-  file.write(svg.data(), static_cast<std::streamsize>(svg.size()));
-  file.flush();
-  if (!file) fail_at("write", errno);
-  file.close();
-  if (file.fail()) fail_at("close", errno);
+  detail::save_file(path, "the SVG file",
+                    [&](std::ostream& os) { os.write(svg.data(), static_cast<std::streamsize>(svg.size())); });
 }
 
 }  // namespace ppipe
