@@ -44,5 +44,6 @@
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 
+#include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/host.hpp"
 #include "ppipe/transport/transport.hpp"

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstddef>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -16,12 +17,14 @@
 #include <utility>
 #include <vector>
 
+#include "ppipe/detail/bytes.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/model.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/schedule.hpp"
+#include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -81,11 +84,12 @@ class executor {
   run_trace run(const schedule& s, step_data<tensor_type>& data) {
     const int p = s.num_ranks();
     const auto m = static_cast<std::size_t>(s.microbatches);
-    if (stages_->size() != static_cast<std::size_t>(s.num_stages()) || transport_->num_ranks() != p) {
+    if (transport_->num_ranks() != p) {
       detail::fail(errc::invalid_argument, "schedule \"", s.name, "\" has ", s.num_stages(), " stages on ", p,
-                   " ranks, but the executor was given ", stages_->size(), " stages and a ", transport_->num_ranks(),
+                   " ranks, but the executor was given a ", transport_->num_ranks(),
                    "-rank transport; build them for the schedule");
     }
+    index_stages(s);
     if (s.mode == schedule_mode::training && (data.loss == nullptr || !*data.loss)) {
       detail::fail(errc::invalid_argument, "schedule \"", s.name, "\" trains, but no loss was given; set step_data::loss");
     }
@@ -97,8 +101,12 @@ class executor {
     failure_ = {};
     finished_ = 0;
     run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
-    start_workers(p);
     origin_ = deadline_clock::now();
+    if constexpr (distributed_transport<Transport>) {
+      run_distributed(s, data, trace);
+      return trace;
+    }
+    start_workers(p);
     {
       const std::lock_guard lock(jobs_mutex_);
       job_ = job{&s, &data, &trace};
@@ -210,23 +218,19 @@ class executor {
     return std::chrono::duration<double, std::micro>(t - origin_).count();
   }
   // now + timeout, saturated: a timeout of milliseconds::max() means "wait for ever".
-  [[nodiscard]] deadline_clock::time_point deadline() const {
-    const auto now = deadline_clock::now();
-    const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
-    if (options_.timeout >= room) return deadline_clock::time_point::max();
-    return now + std::chrono::duration_cast<deadline_clock::duration>(options_.timeout);
-  }
+  [[nodiscard]] deadline_clock::time_point deadline() const { return deadline_after(options_.timeout); }
 
   void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
     position at;
     try {
-      run_actions(s, r, data, events, at);
+      rank_slots slots(static_cast<std::size_t>(s.num_stages()) * static_cast<std::size_t>(s.microbatches));
+      run_actions(s, r, data, events, at, slots);
       wait_for_everyone(s, r);
       if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
         at.where = phase::optimizer;
         for (const int st : s.place.stages_on(r)) {
           at.stage = st;
-          stage_type& stg = (*stages_)[static_cast<std::size_t>(st)];
+          stage_type& stg = stage_at(st);
           (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
         }
       }
@@ -239,14 +243,14 @@ class executor {
     }
   }
 
-  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, position& at) {
+  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, position& at,
+                   rank_slots& slots) {
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
     const int last = s.num_stages() - 1;
     const std::vector<int>& rank_of = s.place.rank_table();
     const bool training = s.mode == schedule_mode::training;
-    rank_slots slots(static_cast<std::size_t>(s.num_stages()) * m);
     if (options_.record_trace) events.reserve(list.size());
 
     const auto record = [&](const action& a, int k, deadline_clock::time_point t0, deadline_clock::time_point t1) {
@@ -291,7 +295,8 @@ class executor {
       }
     };
     // Completes a send: waits up to the timeout, or (wait = false) only checks. True when done.
-    const auto finish_send = [&](std::optional<typename rank_slots::send_handle>& h, bool wait) {
+    // `key` is the slot (i, or i + n for the input gradient's send), for the message.
+    const auto finish_send = [&](std::optional<typename rank_slots::send_handle>& h, bool wait, std::size_t key) {
       if (!h) return true;
       const wait_status st = transport_->complete_send(*h, wait ? deadline() : deadline_clock::now());
       if (st == wait_status::aborted) throw detail::run_aborted{};
@@ -299,7 +304,16 @@ class executor {
         h.reset();
         return true;
       }
-      if (wait) timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for a send to complete"));
+      if (wait) {
+        const bool is_grad = key >= slots.recv.size();
+        const std::size_t i = is_grad ? key - slots.recv.size() : key;
+        const int sent_stage = static_cast<int>(i / m);
+        const int to_stage = is_grad ? sent_stage - 1 : sent_stage + 1;
+        timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for rank ",
+                                       rank_of[static_cast<std::size_t>(to_stage)], " to take its send of ",
+                                       describe(action{sent_stage, static_cast<std::int32_t>(i % m),
+                                                       is_grad ? action_kind::send_gradient : action_kind::send_activation})));
+      }
       return false;
     };
     const auto poll_sends = [&](bool wait) {
@@ -307,7 +321,7 @@ class executor {
       for (const std::size_t key : slots.pending) {
         const bool is_grad = key >= slots.recv.size();
         const std::size_t i = is_grad ? key - slots.recv.size() : key;
-        if (finish_send(is_grad ? slots.send_grad[i] : slots.send_out[i], wait)) {
+        if (finish_send(is_grad ? slots.send_grad[i] : slots.send_out[i], wait, key)) {
           (is_grad ? slots.grad[i] : slots.out[i]).clear();
         } else {
           slots.pending[keep++] = key;
@@ -323,7 +337,7 @@ class executor {
       const auto st = static_cast<std::size_t>(a.stage);
       const auto mb = static_cast<std::size_t>(a.microbatch);
       const std::size_t i = st * m + mb;
-      stage_type& stg = (*stages_)[st];
+      stage_type& stg = stage_at(a.stage);
       switch (a.kind) {
         case action_kind::recv_activation:
         case action_kind::recv_gradient: {
@@ -394,7 +408,7 @@ class executor {
           } else {
             g = receive(i, step);
           }
-          finish_send(slots.send_out[i], true);  // the backward frees the buffer it reads
+          finish_send(slots.send_out[i], true, i);  // the backward frees the buffer it reads
           const auto t0 = deadline_clock::now();
           const bool want = a.stage > 0;
           payload_type gin = a.kind == action_kind::backward ? stg.backward(a.microbatch, std::move(g), want)
@@ -449,9 +463,123 @@ class executor {
   }
 
   [[noreturn]] void timed_out(const schedule& s, int r, const std::string& what) {
-    throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
-                                      "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
-                                      "or look at the rank that is stuck"));
+    if constexpr (distributed_transport<Transport>) {
+      // The other ranks are other processes: each says for itself what it was doing.
+      throw detail::watchdog_error(errc::timeout, detail::concat(what, "; raise the timeout (pipeline_options::timeout) if "
+                                                                 "kernels are this slow, or look at that rank's process"));
+    } else {
+      throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
+                                        "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
+                                        "or look at the rank that is stuck"));
+    }
+  }
+
+  // by_stage_[s]: the stage object of stage s, or nullptr where it lives in another process.
+  void index_stages(const schedule& s) {
+    by_stage_.assign(static_cast<std::size_t>(s.num_stages()), nullptr);
+    for (stage_type& st : *stages_) {
+      if (st.index() < 0 || st.index() >= s.num_stages() || by_stage_[static_cast<std::size_t>(st.index())] != nullptr) {
+        detail::fail(errc::invalid_argument, "the executor was given stage ", st.index(), " twice or outside schedule \"",
+                     s.name, "\"'s ", s.num_stages(), " stages; give each stage once");
+      }
+      by_stage_[static_cast<std::size_t>(st.index())] = &st;
+    }
+    for (const int r : local_ranks(s.num_ranks())) {
+      for (const int st : s.place.stages_on(r)) {
+        if (by_stage_[static_cast<std::size_t>(st)] == nullptr) {
+          detail::fail(errc::invalid_argument, "schedule \"", s.name, "\" runs stage ", st, " on rank ", r,
+                       ", but the executor was not given that stage; give it every stage of the ranks it runs");
+        }
+      }
+    }
+  }
+  [[nodiscard]] stage_type& stage_at(int st) { return *by_stage_[static_cast<std::size_t>(st)]; }
+
+  // The ranks this process runs: all of them, or a distributed transport's one.
+  [[nodiscard]] std::vector<int> local_ranks(int p) const {
+    if constexpr (distributed_transport<Transport>) {
+      return {transport_->rank()};
+    } else {
+      std::vector<int> all(static_cast<std::size_t>(p));
+      for (int r = 0; r < p; ++r) all[static_cast<std::size_t>(r)] = r;
+      return all;
+    }
+  }
+
+  // A distributed transport's run: this process runs its one rank on the calling thread; at the
+  // end the transport makes every process agree on how the run went, so a failure on any rank is
+  // thrown on every rank, and the losses or outputs reach every rank.
+  void run_distributed(const schedule& s, step_data<tensor_type>& data, run_trace& trace)
+    requires distributed_transport<Transport>
+  {
+    const int r = transport_->rank();
+    position at;
+    std::exception_ptr local;
+    rank_outcome report;
+    {
+      // The slots hold what sends read until conclude() has cleared every transfer in flight.
+      rank_slots slots(static_cast<std::size_t>(s.num_stages()) * static_cast<std::size_t>(s.microbatches));
+      try {
+        run_actions(s, r, data, trace.ranks[static_cast<std::size_t>(r)], at, slots);
+      } catch (const detail::run_aborted&) {
+        report.what = rank_outcome::outcome::aborted;
+      } catch (...) {
+        local = std::current_exception();
+        failure_ = {local, r, at};
+        report.what = rank_outcome::outcome::failed;
+        try {
+          rethrow_failure(s);
+        } catch (const error& e) {
+          report.code = e.code();
+          report.message = std::string(e.message());
+        }
+      }
+      const run_verdict verdict = transport_->conclude(report, deadline());
+      if (!verdict.ok) {
+        for (stage_type& st : *stages_) st.prepare(s.microbatches);
+        if (local && verdict.rank == r) rethrow_failure(s);
+        throw error(verdict.code, verdict.message);
+      }
+    }
+    // Every rank learns the results, which the last stage's rank holds.
+    const int last = s.place.rank_table()[static_cast<std::size_t>(s.num_stages() - 1)];
+    std::vector<std::byte> bytes;
+    if (s.mode == schedule_mode::training) {
+      bytes.resize(data.losses.size() * sizeof(double));
+      if (r == last) std::memcpy(bytes.data(), data.losses.data(), bytes.size());
+      share(bytes, last, "the microbatch losses");
+      if (bytes.size() != data.losses.size() * sizeof(double)) {
+        detail::fail(errc::backend, "rank ", last, " sent ", bytes.size(), " bytes of losses for ", data.losses.size(),
+                     " microbatches; every process must make the same calls on the pipeline");
+      }
+      std::memcpy(data.losses.data(), bytes.data(), bytes.size());
+    } else {
+      if (r == last) bytes = detail::serialize_payloads(data.outputs);
+      share(bytes, last, "the inference outputs");
+      if (r != last) data.outputs = detail::deserialize_payloads<tensor_type>(bytes);
+    }
+    if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
+      at = position{-1, phase::optimizer, -1};
+      try {
+        for (const int st : s.place.stages_on(r)) {
+          at.stage = st;
+          stage_type& stg = stage_at(st);
+          (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
+        }
+      } catch (...) {
+        failure_ = {std::current_exception(), r, at};
+        rethrow_failure(s);
+      }
+    }
+  }
+
+  void share(std::vector<std::byte>& bytes, int root, const char* what)
+    requires distributed_transport<Transport>
+  {
+    if (transport_->broadcast(bytes, root, deadline()) != wait_status::ready) {
+      detail::fail(errc::timeout, "rank ", transport_->rank(), " waited ", options_.timeout.count(), " ms for rank ", root,
+                   " to broadcast ", what);
+    }
   }
 
   // The first failure wins; the caller holds mutex_.
@@ -492,6 +620,7 @@ class executor {
 
   Transport* transport_;
   std::vector<stage_type>* stages_;
+  std::vector<stage_type*> by_stage_;
   executor_options options_;
   detail::status_board board_;
   std::mutex mutex_;

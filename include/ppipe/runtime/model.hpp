@@ -5,6 +5,7 @@
 
 #include <concepts>
 #include <functional>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -84,6 +85,15 @@ concept model_has_split_backward = requires(M& m, int layer, const layer_context
 template <class M>
 concept model_has_costs = requires(const M& m, int layer) {
   { m.cost(layer) } -> std::convertible_to<layer_cost>;
+};
+
+/// @brief The optional `void for_each_parameter(int first, int end, F f)`, calling
+/// `f(std::span<float> value, std::span<float> gradient)` for every parameter of layers
+/// [first, end) in a fixed order (ppipe::layers::sequential has it). With data-parallel replicas
+/// ppipe averages the gradients through it after every step.
+template <class M>
+concept model_has_parameters = requires(M& m, int layer, void (*f)(std::span<float>, std::span<float>)) {
+  m.for_each_parameter(layer, layer, f);
 };
 
 /// @brief A model ppipe can run forward (inference): layers, shapes and forward.

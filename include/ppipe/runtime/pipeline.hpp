@@ -28,6 +28,7 @@
 #include "ppipe/schedule/one_f_one_b.hpp"
 #include "ppipe/schedule/validate.hpp"
 #include "ppipe/transport/host.hpp"
+#include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -73,8 +74,23 @@ class pipeline {
   /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
   /// per stage after every train_step.
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer = {})
+      : pipeline(model, std::move(options), std::move(loss), std::move(optimizer), std::in_place) {}
+
+  /// @brief A pipeline over a transport built by the caller: the SPMD form over a distributed
+  /// transport (ppipe::mpi::transport), where every process runs the same program and builds only
+  /// its own rank's stages. `options.ranks` is the transport's rank count, or 0 to take it from
+  /// the transport.
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
+           Transport transport)
+      : pipeline(model, with_ranks(std::move(options), transport), std::move(loss), std::move(optimizer), std::in_place,
+                 std::move(transport)) {}
+
+ private:
+  template <class... TransportArgs>
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
+           std::in_place_t, TransportArgs&&... transport)
       : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
-        transport_(checked_ranks(options_.ranks)) {
+        transport_(make_transport(options_.ranks, std::forward<TransportArgs>(transport)...)) {
     if (options_.timeout.count() <= 0) {
       detail::fail(errc::invalid_argument, "the timeout is ", options_.timeout.count(),
                    " ms; give a positive pipeline_options::timeout (milliseconds::max() waits for ever)");
@@ -96,12 +112,17 @@ class pipeline {
                    " layers; give one range per stage covering every layer");
     }
     stages_.reserve(static_cast<std::size_t>(stages));
-    for (int s = 0; s < stages; ++s) stages_.emplace_back(model, s, split_.first(s), split_.end(s), options_.microbatches);
+    for (int s = 0; s < stages; ++s) {
+      if (is_local(s)) stages_.emplace_back(model, s, split_.first(s), split_.end(s), options_.microbatches);
+    }
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
     infer_ = schedules::forward_only::over(train_.place, infer_m);
     validate(infer_, transfer_model::buffered);
+    average_gradients_over_replicas();
     executor_.emplace(transport_, stages_, executor_options{options_.timeout, options_.record_trace});
   }
+
+ public:
 
   pipeline(const pipeline&) = delete;
   pipeline& operator=(const pipeline&) = delete;
@@ -152,6 +173,17 @@ class pipeline {
   generation_result generate(std::span<const generation_request> requests,
                              const basic_generation_options<tensor_type>& options) {
     static_assert(detail::check_generative_model<Model, tensor_type>());
+    if constexpr (distributed_transport<Transport>) {
+      detail::fail(errc::unsupported, "generate() runs over transports of one process only; across processes, "
+                   "use infer() or build the pipeline over host_transport");
+    } else {
+      return generate_here(requests, options);
+    }
+  }
+
+ private:
+  generation_result generate_here(std::span<const generation_request> requests,
+                                  const basic_generation_options<tensor_type>& options) {
     if (!options.sampler) {
       detail::fail(errc::invalid_argument, "generate() needs a sampler; set generation_options::sampler, "
                    "e.g. to ppipe::layers::greedy");
@@ -209,6 +241,8 @@ class pipeline {
     return out;
   }
 
+ public:
+
   [[nodiscard]] const schedule& training_schedule() const noexcept { return train_; }
   [[nodiscard]] const schedule& inference_schedule() const noexcept { return infer_; }
   /// @brief The layers of each stage.
@@ -218,7 +252,28 @@ class pipeline {
   [[nodiscard]] const run_trace& last_trace() const noexcept { return trace_; }
   /// @brief What stage `s` holds and has held at its peak since the pipeline was built (or since
   /// reset_memory_peaks()).
-  [[nodiscard]] const memory_stats& memory(int s) const { return stages_.at(static_cast<std::size_t>(s)).memory(); }
+  /// Over a distributed transport only this process's stages are here (see is_local()).
+  [[nodiscard]] const memory_stats& memory(int s) const {
+    for (const stage_type& st : stages_) {
+      if (st.index() == s) return st.memory();
+    }
+    if (s >= 0 && s < train_.num_stages()) {
+      detail::fail(errc::invalid_argument, "stage ", s, " runs on rank ", train_.place.rank_of(s),
+                   ", in another process; ask that process, or check is_local(", s, ") first");
+    }
+    detail::fail(errc::invalid_argument, "there is no stage ", s, "; the pipeline has stages 0..", train_.num_stages() - 1);
+  }
+  /// @brief Whether stage `s` runs in this process: always over a transport of one process; over a
+  /// distributed one, when its rank is this process's rank.
+  [[nodiscard]] bool is_local(int s) const {
+    if constexpr (distributed_transport<Transport>) {
+      return train_.place.rank_of(s) == transport_.rank();
+    } else {
+      return true;
+    }
+  }
+  /// @brief The transport the stages talk through.
+  [[nodiscard]] const Transport& transport() const noexcept { return transport_; }
   void reset_memory_peaks() {
     for (stage_type& st : stages_) st.pool().reset_peaks();
   }
@@ -235,6 +290,45 @@ class pipeline {
   static int checked_ranks(int p) {
     if (p < 1) detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", p, "); pass ranks >= 1");
     return p;
+  }
+  static Transport make_transport(int p) { return Transport(checked_ranks(p)); }
+  static Transport make_transport(int, Transport&& t) { return std::move(t); }
+
+  static pipeline_options with_ranks(pipeline_options options, const Transport& t) {
+    if (options.ranks == 0) options.ranks = t.num_ranks();
+    if (options.ranks != t.num_ranks()) {
+      detail::fail(errc::invalid_argument, "pipeline_options::ranks is ", options.ranks, " but the transport has ",
+                   t.num_ranks(), " ranks (processes); set ranks to ", t.num_ranks(), ", or to 0 to take the transport's");
+    }
+    return options;
+  }
+
+  // With data-parallel replicas (a transport that can average over them), each stage's gradients
+  // are averaged over the replicas once the step has succeeded everywhere, before the optimizer
+  // hook: the update every replica then applies is the one for the whole global batch.
+  void average_gradients_over_replicas() {
+    if constexpr (requires(Transport& t, std::span<float> v) { t.allreduce_mean(v, deadline_clock::now()); }) {
+      if (transport_.replicas() <= 1) return;
+      if constexpr (!model_has_parameters<Model>) {
+        detail::fail(errc::unsupported, "the transport has ", transport_.replicas(), " data-parallel replicas, but the "
+                     "model has no for_each_parameter(first, end, f) through which ppipe could average the gradients; "
+                     "add it (see ppipe::model_has_parameters) or run one replica");
+      } else {
+        optimizer_ = [this, user = std::move(optimizer_)](const stage_info& info) {
+          std::vector<float> packed;
+          model_->for_each_parameter(info.first_layer, info.end_layer, [&](std::span<float>, std::span<float> g) {
+            packed.insert(packed.end(), g.begin(), g.end());
+          });
+          transport_.allreduce_mean(packed, deadline_after(options_.timeout));
+          std::size_t at = 0;
+          model_->for_each_parameter(info.first_layer, info.end_layer, [&](std::span<float>, std::span<float> g) {
+            std::copy_n(packed.begin() + static_cast<std::ptrdiff_t>(at), g.size(), g.begin());
+            at += g.size();
+          });
+          if (user) user(info);
+        };
+      }
+    }
   }
 
   static std::int64_t total(const std::vector<std::int64_t>& rows) {

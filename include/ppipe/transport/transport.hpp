@@ -20,6 +20,14 @@ enum class wait_status : unsigned char {
 /// @brief The clock every deadline is measured on.
 using deadline_clock = std::chrono::steady_clock;
 
+/// @brief now + `timeout`, saturated: a timeout of milliseconds::max() means "wait for ever".
+inline deadline_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
+  const auto now = deadline_clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
+  if (timeout >= room) return deadline_clock::time_point::max();
+  return now + std::chrono::duration_cast<deadline_clock::duration>(timeout);
+}
+
 /// @brief A transport moves payloads between pipeline ranks, point to point and asynchronously.
 ///
 /// Its members, and what the executor relies on:

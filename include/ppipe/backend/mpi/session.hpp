@@ -1,0 +1,100 @@
+#pragma once
+/// @file
+/// @brief MPI's lifetime (ppipe::mpi::session) and the split of a job into data-parallel
+/// replicas of one pipeline (ppipe::mpi::replicated).
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <string>
+
+#include "ppipe/backend/mpi/error.hpp"
+#include "ppipe/backend/mpi/transport.hpp"
+#include "ppipe/error.hpp"
+
+namespace ppipe::mpi {
+
+/// @brief The name of an MPI thread level, e.g. "MPI_THREAD_FUNNELED".
+inline std::string thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+    default: return "thread level " + std::to_string(level);
+  }
+}
+
+/// @brief Initialises MPI for the program's lifetime (MPI_Init_thread) and finalises it at the end
+/// of its scope, unless MPI was already initialised by someone else, who then finalises it too.
+/// ppipe's MPI transport is used by one thread, the one calling the pipeline, so FUNNELED (the
+/// calling thread is the main thread) is enough.
+class session {
+ public:
+  session() : session(nullptr, nullptr) {}
+  session(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED) {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized != 0) {
+      MPI_Query_thread(&provided_);
+    } else {
+      PPIPE_MPI_CHECK(MPI_Init_thread(argc, argv, required, &provided_));
+      owner_ = true;
+    }
+    if (provided_ < required) {
+      ppipe::detail::fail(errc::backend, "MPI provides ", thread_level_name(provided_), " but ",
+                          thread_level_name(required), " was asked for; use an MPI built with thread support, or "
+                          "ask for less");
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+  ~session() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owner_ && finalized == 0) MPI_Finalize();
+  }
+
+  /// @brief This process's rank in MPI_COMM_WORLD.
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  /// @brief The number of processes in MPI_COMM_WORLD.
+  [[nodiscard]] int size() const noexcept { return size_; }
+  /// @brief The thread level MPI provides.
+  [[nodiscard]] int thread_level() const noexcept { return provided_; }
+
+ private:
+  bool owner_ = false;
+  int provided_ = MPI_THREAD_SINGLE;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+/// @brief A transport for one of `replicas` data-parallel copies of a pipeline, splitting `world`
+/// (collective over it) as Megatron-LM does: process w runs pipeline rank w / replicas of replica
+/// w % replicas, so the processes that all-reduce the same stage's gradients are neighbours (on one
+/// node, when a node's processes are consecutive ranks) and each pipeline spans the job.
+inline transport replicated(MPI_Comm world, int replicas, transport_options options = {}) {
+  int size = 0;
+  int rank = 0;
+  PPIPE_MPI_CHECK(MPI_Comm_size(world, &size));
+  PPIPE_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  if (replicas < 1 || size % replicas != 0) {
+    ppipe::detail::fail(errc::invalid_argument, "cannot split ", size, " processes into ", replicas,
+                        " replicas of one pipeline; give a number of replicas that divides the process count");
+  }
+  MPI_Comm pipeline = MPI_COMM_NULL;
+  MPI_Comm same_stage = MPI_COMM_NULL;
+  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank % replicas, rank / replicas, &pipeline));
+  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank / replicas, rank % replicas, &same_stage));
+  struct release {
+    MPI_Comm* c;
+    ~release() { MPI_Comm_free(c); }
+  };
+  const release free_pipeline{&pipeline};
+  const release free_same_stage{&same_stage};
+  return transport(pipeline, replicas > 1 ? same_stage : MPI_COMM_NULL, options);
+}
+
+}  // namespace ppipe::mpi

@@ -1,0 +1,606 @@
+#pragma once
+/// @file
+/// @brief ppipe::mpi::transport: pipeline ranks as MPI processes, payloads over non-blocking
+/// point-to-point messages.
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "ppipe/backend/mpi/error.hpp"
+#include "ppipe/backend/mpi/message.hpp"
+#include "ppipe/error.hpp"
+#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/transport/distributed.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe::mpi {
+
+/// @brief What a rank does when a wait runs past its deadline. The peer it waited for may be stuck
+/// in a kernel or gone, so the processes can no longer agree on anything: the job cannot go on.
+enum class timeout_policy : unsigned char {
+  abort_job,    ///< print the error (naming the peer and the action) on stderr, then MPI_Abort the job
+  throw_error,  ///< throw the ppipe::error; the transport refuses further runs, and the caller ends the job
+};
+
+/// @brief How the MPI transport sends.
+struct transport_options {
+  /// Payloads of at most this many bytes travel in one message together with their shapes (one
+  /// message latency, one small copy); larger ones as a header of shapes followed by one message per
+  /// tensor sent from and received into the tensors' own memory (no copy).
+  std::size_t inline_bytes = 16 * 1024;
+  timeout_policy on_timeout = timeout_policy::abort_job;
+  int abort_code = 3;  ///< the exit code MPI_Abort is given
+  /// How long a wait polls MPI without pause before it starts yielding the core between polls (on
+  /// an oversubscribed node a polling process takes the core of one that has work).
+  std::chrono::microseconds spin{200};
+};
+
+/// @brief A Transport over MPI (see ppipe::distributed_transport): every process of the pipeline's
+/// communicator runs one pipeline rank, its rank in that communicator. The communicator is
+/// duplicated, so ppipe's messages never match the program's own. With a replica communicator
+/// (the processes that run the same pipeline rank in each data-parallel replica) the run's outcome
+/// is also agreed across replicas, and allreduce_mean() averages gradients over them.
+///
+/// Payloads are sent with MPI_Isend and received with MPI_Irecv, posted when the schedule's
+/// transfer actions run, in the order the schedule validator has checked cannot deadlock (its
+/// buffered model: a send never waits for its receive to be posted). The k-th receive a rank posts
+/// from a peer matches the k-th send that peer posted to it, whatever order they complete in: each
+/// carries its sequence number in its tag.
+///
+/// Not thread-safe: one thread of the process uses it (MPI_THREAD_FUNNELED is enough when that is
+/// the main thread, MPI_THREAD_SERIALIZED otherwise).
+class transport {
+ public:
+  using tensor_type = host_tensor;
+
+  /// @brief Handle of a posted send.
+  struct send_handle {
+    std::uint64_t id = 0;
+  };
+  /// @brief Handle of a posted receive: the channel and its sequence number.
+  struct recv_handle {
+    int from = -1;
+    std::uint64_t sequence = 0;
+  };
+
+  /// @param pipeline the processes of one pipeline, rank r running pipeline rank r (duplicated)
+  /// @param replicas the processes running this pipeline rank in every replica, or MPI_COMM_NULL
+  /// when there is one replica (duplicated). Collective over both communicators.
+  explicit transport(MPI_Comm pipeline, MPI_Comm replicas = MPI_COMM_NULL, transport_options options = {})
+      : options_(options) {
+    int initialized = 0;
+    int finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized == 0 || finalized != 0) {
+      ppipe::detail::fail(errc::invalid_argument, "the MPI transport needs MPI initialised (and not finalised); "
+                          "construct a ppipe::mpi::session, or call MPI_Init_thread, first");
+    }
+    if (pipeline == MPI_COMM_NULL) {
+      ppipe::detail::fail(errc::invalid_argument, "the MPI transport was given MPI_COMM_NULL as the pipeline's "
+                          "communicator; pass MPI_COMM_WORLD or the communicator of one pipeline replica");
+    }
+    PPIPE_MPI_CHECK(MPI_Comm_dup(pipeline, &comm_));
+    PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    PPIPE_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    PPIPE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    if (replicas != MPI_COMM_NULL) {
+      PPIPE_MPI_CHECK(MPI_Comm_dup(replicas, &replicas_));
+      PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(replicas_, MPI_ERRORS_RETURN));
+      PPIPE_MPI_CHECK(MPI_Comm_rank(replicas_, &replica_));
+      PPIPE_MPI_CHECK(MPI_Comm_size(replicas_, &replica_count_));
+    }
+    int* tag_ub = nullptr;
+    int flag = 0;
+    PPIPE_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &flag));
+    if (flag != 0 && tag_ub != nullptr && *tag_ub < control_tag) {
+      ppipe::detail::fail(errc::unsupported, "this MPI allows tags up to ", *tag_ub, ", but ppipe's MPI transport "
+                          "uses tags up to ", control_tag, " (the standard guarantees 32767)");
+    }
+    sent_.assign(static_cast<std::size_t>(size_), 0);
+    posted_.assign(static_cast<std::size_t>(size_), 0);
+    reports_.assign(static_cast<std::size_t>(size_), std::nullopt);
+  }
+
+  transport(transport&& other) noexcept { *this = std::move(other); }
+  transport& operator=(transport&& other) noexcept {
+    if (this != &other) {
+      free_comms();
+      comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
+      replicas_ = std::exchange(other.replicas_, MPI_COMM_NULL);
+      rank_ = other.rank_;
+      size_ = other.size_;
+      replica_ = other.replica_;
+      replica_count_ = other.replica_count_;
+      options_ = other.options_;
+      sent_ = std::move(other.sent_);
+      posted_ = std::move(other.posted_);
+      sends_ = std::move(other.sends_);
+      recvs_ = std::move(other.recvs_);
+      reports_ = std::move(other.reports_);
+      next_send_ = other.next_send_;
+      run_ = other.run_;
+      aborted_ = other.aborted_;
+      remote_failure_ = other.remote_failure_;
+      broken_ = std::move(other.broken_);
+    }
+    return *this;
+  }
+  transport(const transport&) = delete;
+  transport& operator=(const transport&) = delete;
+  ~transport() { free_comms(); }
+
+  [[nodiscard]] int num_ranks() const noexcept { return size_; }
+  /// @brief The pipeline rank this process runs: its rank in the pipeline's communicator.
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  /// @brief How many replicas of the pipeline the job runs (1 without a replica communicator).
+  [[nodiscard]] int replicas() const noexcept { return replica_count_; }
+  /// @brief Which replica this process belongs to (its rank in the replica communicator).
+  [[nodiscard]] int replica() const noexcept { return replica_; }
+  /// @brief The pipeline's communicator (ppipe's duplicate of it).
+  [[nodiscard]] MPI_Comm communicator() const noexcept { return comm_; }
+  [[nodiscard]] const transport_options& options() const noexcept { return options_; }
+
+  send_handle post_send(int from, int to, const payload& data) {
+    check_pair(from, to, "send");
+    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
+    const bool with_values = bytes_of(data) <= options_.inline_bytes;
+    send_record rec;
+    detail::write_header(rec.header, data, with_values);
+    if (rec.header.size() > header_capacity()) {
+      ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", rec.header.size(), " bytes, more than "
+                          "the ", header_capacity(), " a receive posts for it; send fewer tensors");
+    }
+    rec.requests.reserve(with_values ? 1 : data.size() + 1);
+    rec.requests.push_back(MPI_REQUEST_NULL);
+    PPIPE_MPI_CHECK(MPI_Isend(rec.header.data(), static_cast<int>(rec.header.size()), MPI_BYTE, to, header_tag(seq),
+                              comm_, &rec.requests.back()));
+    if (!with_values) {
+      for (const host_tensor& t : data) {
+        if (t.size() == 0) continue;
+        rec.requests.push_back(MPI_REQUEST_NULL);
+        PPIPE_MPI_CHECK(MPI_Isend(t.data(), count_of(t), MPI_FLOAT, to, data_tag(seq), comm_, &rec.requests.back()));
+      }
+    }
+    const std::uint64_t id = next_send_++;
+    sends_.emplace(id, std::move(rec));
+    return send_handle{id};
+  }
+
+  recv_handle post_recv(int from, int to) {
+    check_pair(to, from, "receive");
+    const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
+    post_header_recv(from, seq);
+    return recv_handle{from, seq};
+  }
+
+  /// @brief Waits for the claimed payload and moves it into `into`; returns aborted when another
+  /// rank reports a failure first.
+  wait_status complete_recv(recv_handle& h, payload& into, deadline_clock::time_point deadline) {
+    const auto found = recvs_.find(key(h.from, h.sequence));
+    if (found == recvs_.end()) {
+      ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
+                          h.sequence, "; complete each posted receive once");
+    }
+    const wait_status st = finish_recv(found->second, deadline, true);
+    if (st == wait_status::ready) {
+      into = std::move(found->second.into);
+      recvs_.erase(found);
+    }
+    return st;
+  }
+
+  wait_status complete_send(send_handle& h, deadline_clock::time_point deadline) {
+    const auto found = sends_.find(h.id);
+    if (found == sends_.end()) return wait_status::ready;
+    const wait_status st = wait_all(found->second.requests, deadline, true);
+    if (st == wait_status::ready) sends_.erase(found);
+    return st;
+  }
+
+  /// @brief Makes the next wait return aborted (a failure in this process).
+  void abort() { aborted_ = true; }
+
+  /// @brief Readies the transport for the next run. Every run ends in conclude(), which leaves no
+  /// message in flight, so only the counters start again.
+  void reset() {
+    if (!broken_.empty()) {
+      ppipe::detail::fail(errc::backend, "the MPI transport cannot run again after a timeout (", broken_,
+                          "): a peer may still be stuck; end the job (MPI_Abort)");
+    }
+    std::fill(sent_.begin(), sent_.end(), 0);
+    std::fill(posted_.begin(), posted_.end(), 0);
+    std::fill(reports_.begin(), reports_.end(), std::nullopt);
+    aborted_ = false;
+    remote_failure_ = false;
+    ++run_;
+  }
+
+  /// @brief See ppipe::distributed_transport: tells every other rank how this one's run ended,
+  /// learns how theirs did, clears what a failed run left in flight, and agrees with the other
+  /// replicas. Every process returns the same verdict.
+  run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
+    const auto start = deadline_clock::now();
+    std::vector<send_record> notices;
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_) continue;
+      send_record rec;
+      rec.header = detail::write_report({mine, run_, sent_[static_cast<std::size_t>(q)]});
+      rec.requests.push_back(MPI_REQUEST_NULL);
+      PPIPE_MPI_CHECK(MPI_Isend(rec.header.data(), static_cast<int>(rec.header.size()), MPI_BYTE, q, control_tag, comm_,
+                                &rec.requests.back()));
+      notices.push_back(std::move(rec));
+    }
+    const bool i_timed_out = mine.what == rank_outcome::outcome::failed && mine.code == errc::timeout;
+    if (i_timed_out) return stuck(mine.message);
+
+    run_verdict verdict;
+    if (mine.what == rank_outcome::outcome::failed) verdict = {false, rank_, mine.code, mine.message};
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_ || reports_[static_cast<std::size_t>(q)]) continue;
+      if (!receive_report(q, deadline)) {
+        return stuck(ppipe::detail::concat("rank ", rank_, " ended its part of the run and waited ",
+                                           waited_ms(start), " for rank ", q, " to report how its part ended"));
+      }
+    }
+    for (int q = 0; q < size_; ++q) {
+      const auto& r = reports_[static_cast<std::size_t>(q)];
+      if (q == rank_ || !r || r->report.what != rank_outcome::outcome::failed) continue;
+      if (r->report.code == errc::timeout) {
+        // Its process aborts the job (or throws) without draining: nothing here can drain either.
+        return stuck(ppipe::detail::concat("rank ", q, " timed out: ", r->report.message));
+      }
+      if (verdict.ok || q < verdict.rank) verdict = {false, q, r->report.code, r->report.message};
+    }
+    if (!verdict.ok) {
+      if (std::optional<run_verdict> failed = drain(deadline)) return *std::move(failed);
+    }
+    for (send_record& rec : notices) {
+      if (wait_all(rec.requests, deadline, false) != wait_status::ready) {
+        return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
+                                           " for its end-of-run report to reach the other ranks"));
+      }
+    }
+    return agree_with_replicas(std::move(verdict), deadline);
+  }
+
+  /// @brief Gives every rank of the pipeline the bytes rank `root` holds.
+  wait_status broadcast(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
+    const auto start = deadline_clock::now();
+    std::uint64_t n = bytes.size();
+    MPI_Request req = MPI_REQUEST_NULL;
+    PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, comm_, &req));
+    if (wait_one(req, deadline) != wait_status::ready) {
+      stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for rank ", root,
+                                  " to broadcast the run's results"));
+      return wait_status::timed_out;
+    }
+    if (n > static_cast<std::uint64_t>(INT_MAX)) {
+      ppipe::detail::fail(errc::unsupported, "the run's results take ", n, " bytes; the MPI transport broadcasts at "
+                          "most ", INT_MAX, " bytes: run fewer rows per call");
+    }
+    bytes.resize(static_cast<std::size_t>(n));
+    PPIPE_MPI_CHECK(MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm_, &req));
+    if (wait_one(req, deadline) != wait_status::ready) {
+      stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for the ", n,
+                                  " bytes of results that rank ", root, " broadcasts"));
+      return wait_status::timed_out;
+    }
+    return wait_status::ready;
+  }
+
+  /// @brief Replaces `values` by their mean over the replicas (sum, then times 1/replicas), in
+  /// place. Every replica calls it with the same number of values. A no-op with one replica.
+  void allreduce_mean(std::span<float> values, deadline_clock::time_point deadline) {
+    if (replica_count_ <= 1 || values.empty()) return;
+    const auto start = deadline_clock::now();
+    if (values.size() > static_cast<std::size_t>(INT_MAX)) {
+      ppipe::detail::fail(errc::unsupported, "cannot all-reduce ", values.size(), " values at once; at most ", INT_MAX);
+    }
+    MPI_Request req = MPI_REQUEST_NULL;
+    PPIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_FLOAT, MPI_SUM,
+                                   replicas_, &req));
+    if (wait_one(req, deadline) != wait_status::ready) {
+      stuck(ppipe::detail::concat("rank ", rank_, " of replica ", replica_, " waited ", waited_ms(start),
+                                  " for the other replicas to all-reduce ", values.size(), " gradient values"));
+      ppipe::detail::fail(errc::timeout, "the gradient all-reduce over the replicas timed out");
+    }
+    const float scale = 1.0f / static_cast<float>(replica_count_);
+    for (float& v : values) v *= scale;
+  }
+
+ private:
+  // Tags: a payload's header and its tensors carry its sequence number (mod tag_range), so a
+  // receive matches its own send whatever order receives complete in; the reports have one tag.
+  static constexpr int tag_range = 8192;
+  static constexpr int control_tag = 2 * tag_range;
+  static int header_tag(std::uint64_t seq) { return static_cast<int>(seq % tag_range); }
+  static int data_tag(std::uint64_t seq) { return tag_range + static_cast<int>(seq % tag_range); }
+  static std::uint64_t key(int from, std::uint64_t seq) { return (static_cast<std::uint64_t>(from) << 40U) | seq; }
+  [[nodiscard]] std::size_t header_capacity() const noexcept { return options_.inline_bytes + 4096; }
+
+  struct send_record {
+    std::vector<MPI_Request> requests;
+    std::vector<std::byte> header;
+  };
+  struct recv_record {
+    int from = -1;
+    std::uint64_t sequence = 0;
+    MPI_Request header = MPI_REQUEST_NULL;
+    std::vector<std::byte> buffer;
+    bool have_header = false;
+    std::vector<MPI_Request> values;
+    payload into;
+  };
+
+  static int count_of(const host_tensor& t) {
+    if (t.size() > static_cast<std::size_t>(INT_MAX)) {
+      ppipe::detail::fail(errc::unsupported, "a tensor of shape ", to_string(t.shape()), " has ", t.size(),
+                          " values; the MPI transport sends at most ", INT_MAX, " per tensor: split it");
+    }
+    return static_cast<int>(t.size());
+  }
+
+  void check_pair(int self, int peer, const char* what) const {
+    if (self != rank_ || peer < 0 || peer >= size_ || peer == self) {
+      ppipe::detail::fail(errc::invalid_argument, "rank ", rank_, " (this process) cannot ", what, " between rank ",
+                          self, " and rank ", peer, " of a ", size_, "-process pipeline; a process only transfers "
+                          "its own rank's data, to another rank in 0..", size_ - 1);
+    }
+  }
+
+  void post_header_recv(int from, std::uint64_t seq) {
+    recv_record& rec = recvs_[key(from, seq)];
+    rec.from = from;
+    rec.sequence = seq;
+    rec.buffer.resize(header_capacity());
+    PPIPE_MPI_CHECK(MPI_Irecv(rec.buffer.data(), static_cast<int>(rec.buffer.size()), MPI_BYTE, from, header_tag(seq),
+                              comm_, &rec.header));
+  }
+
+  // Drives one receive: its header, then (separate layout) its tensors.
+  wait_status finish_recv(recv_record& rec, deadline_clock::time_point deadline, bool watch) {
+    if (!rec.have_header) {
+      MPI_Status status{};
+      const wait_status st = wait_one(rec.header, deadline, watch, &status);
+      if (st != wait_status::ready) return st;
+      int bytes = 0;
+      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
+      auto [data, with_values] = detail::read_header(rec.buffer.data(), static_cast<std::size_t>(std::max(bytes, 0)));
+      rec.into = std::move(data);
+      rec.have_header = true;
+      rec.buffer = {};
+      if (!with_values) {
+        for (host_tensor& t : rec.into) {
+          if (t.size() == 0) continue;
+          rec.values.push_back(MPI_REQUEST_NULL);
+          PPIPE_MPI_CHECK(MPI_Irecv(t.data(), count_of(t), MPI_FLOAT, rec.from, data_tag(rec.sequence), comm_,
+                                    &rec.values.back()));
+        }
+      }
+    }
+    return wait_all(rec.values, deadline, watch);
+  }
+
+  wait_status wait_one(MPI_Request& req, deadline_clock::time_point deadline, bool watch = false,
+                       MPI_Status* status = nullptr) {
+    return poll(deadline, watch, [&] {
+      int done = 0;
+      PPIPE_MPI_CHECK(MPI_Test(&req, &done, status != nullptr ? status : MPI_STATUS_IGNORE));
+      return done != 0;
+    });
+  }
+
+  wait_status wait_all(std::vector<MPI_Request>& reqs, deadline_clock::time_point deadline, bool watch) {
+    if (reqs.empty()) return wait_status::ready;
+    return poll(deadline, watch, [&] {
+      int done = 0;
+      PPIPE_MPI_CHECK(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE));
+      return done != 0;
+    });
+  }
+
+  // Polls `done` until it says true or the deadline passes; with `watch`, a failure reported by
+  // another rank (or abort()) ends the wait with aborted.
+  template <class Done>
+  wait_status poll(deadline_clock::time_point deadline, bool watch, Done&& done) {
+    const auto start = deadline_clock::now();
+    for (std::uint64_t i = 0;; ++i) {
+      if (done()) return wait_status::ready;
+      if (watch && (aborted_ || ((i & 15U) == 0 && failure_reported()))) return wait_status::aborted;
+      const auto now = deadline_clock::now();
+      if (now >= deadline) return wait_status::timed_out;
+      if (now - start > options_.spin) std::this_thread::yield();
+    }
+  }
+
+  // Takes in every report that has arrived; true once one says its rank failed.
+  bool failure_reported() {
+    for (;;) {
+      int flag = 0;
+      MPI_Message msg = MPI_MESSAGE_NULL;
+      MPI_Status status{};
+      PPIPE_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, control_tag, comm_, &flag, &msg, &status));
+      if (flag == 0) return remote_failure_;
+      take_report(msg, status);
+    }
+  }
+
+  bool receive_report(int from, deadline_clock::time_point deadline) {
+    const auto start = deadline_clock::now();
+    for (;;) {
+      int flag = 0;
+      MPI_Message msg = MPI_MESSAGE_NULL;
+      MPI_Status status{};
+      PPIPE_MPI_CHECK(MPI_Improbe(from, control_tag, comm_, &flag, &msg, &status));
+      if (flag != 0) {
+        take_report(msg, status);
+        return true;
+      }
+      const auto now = deadline_clock::now();
+      if (now >= deadline) return false;
+      if (now - start > options_.spin) std::this_thread::yield();
+    }
+  }
+
+  void take_report(MPI_Message& msg, const MPI_Status& status) {
+    int bytes = 0;
+    PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
+    std::vector<std::byte> buf(static_cast<std::size_t>(std::max(bytes, 0)));
+    PPIPE_MPI_CHECK(MPI_Mrecv(buf.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE));
+    detail::wire_report w = detail::read_report(buf.data(), buf.size());
+    const int from = status.MPI_SOURCE;
+    if (w.run != run_) {
+      ppipe::detail::fail(errc::backend, "rank ", rank_, " got rank ", from, "'s report of run ", w.run, " during run ",
+                          run_, "; every process must make the same calls on the pipeline, in the same order");
+    }
+    if (w.report.what == rank_outcome::outcome::failed) remote_failure_ = true;
+    reports_[static_cast<std::size_t>(from)] = std::move(w);
+  }
+
+  // After a failed run: completes every payload a peer sent to this rank (into nothing) and
+  // cancels every receive nobody will send to, then waits for this rank's own sends, which the
+  // peers complete the same way. Afterwards nothing of the run is in flight.
+  std::optional<run_verdict> drain(deadline_clock::time_point deadline) {
+    const auto start = deadline_clock::now();
+    for (int q = 0; q < size_; ++q) {
+      if (q == rank_) continue;
+      const std::uint64_t sent = reports_[static_cast<std::size_t>(q)]->sent_to_you;
+      for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) post_header_recv(q, seq);
+      posted_[static_cast<std::size_t>(q)] = std::max(posted_[static_cast<std::size_t>(q)], sent);
+      for (auto it = recvs_.begin(); it != recvs_.end();) {
+        recv_record& rec = it->second;
+        if (rec.from != q) {
+          ++it;
+          continue;
+        }
+        if (rec.sequence < sent) {
+          if (finish_recv(rec, deadline, false) != wait_status::ready) {
+            return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ",
+                                               rec.sequence, " that rank ", q, " sent in the failed run"));
+          }
+        } else if (!rec.have_header) {
+          PPIPE_MPI_CHECK(MPI_Cancel(&rec.header));
+          PPIPE_MPI_CHECK(MPI_Wait(&rec.header, MPI_STATUS_IGNORE));
+        }
+        it = recvs_.erase(it);
+      }
+    }
+    for (auto& [id, rec] : sends_) {
+      if (wait_all(rec.requests, deadline, false) != wait_status::ready) {
+        return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
+                                           " for the payloads it sent in the failed run to be taken"));
+      }
+    }
+    sends_.clear();
+    return std::nullopt;
+  }
+
+  // Every replica learns whether the others' runs failed: a replica that succeeded while another
+  // failed must not go on to the gradient all-reduce, which the failed one will not join.
+  run_verdict agree_with_replicas(run_verdict verdict, deadline_clock::time_point deadline) {
+    if (replica_count_ <= 1) return verdict;
+    const auto start = deadline_clock::now();
+    constexpr std::size_t record = 1024;
+    std::vector<std::byte> mine(record);
+    std::vector<std::byte> all(record * static_cast<std::size_t>(replica_count_));
+    {
+      std::vector<std::byte> packed;
+      detail::byte_writer w(packed);
+      w.put(static_cast<std::int32_t>(verdict.ok ? 1 : 0));
+      w.put(static_cast<std::int32_t>(verdict.code));
+      w.put(static_cast<std::int32_t>(verdict.rank));
+      const std::string_view text = std::string_view(verdict.message).substr(0, record - 32);
+      w.text(text);
+      std::copy(packed.begin(), packed.end(), mine.begin());
+    }
+    MPI_Request req = MPI_REQUEST_NULL;
+    PPIPE_MPI_CHECK(MPI_Iallgather(mine.data(), static_cast<int>(record), MPI_BYTE, all.data(), static_cast<int>(record),
+                                   MPI_BYTE, replicas_, &req));
+    if (wait_one(req, deadline) != wait_status::ready) {
+      return stuck(ppipe::detail::concat("rank ", rank_, " of replica ", replica_, " waited ", waited_ms(start),
+                                         " for the other replicas to report how their run ended"));
+    }
+    if (!verdict.ok) return verdict;
+    for (int k = 0; k < replica_count_; ++k) {
+      detail::byte_reader r(all.data() + record * static_cast<std::size_t>(k), record, "replica verdict");
+      const bool ok = r.get<std::int32_t>() != 0;
+      const auto code = r.get<std::int32_t>();
+      const auto rank = r.get<std::int32_t>();
+      std::string text = r.text();
+      if (ok) continue;
+      const bool known = code >= static_cast<int>(errc::invalid_argument) && code <= static_cast<int>(errc::stage_failed);
+      return {false, rank, known ? static_cast<errc>(code) : errc::stage_failed,
+              ppipe::detail::concat("replica ", k, " of ", replica_count_, " failed its step, so this replica does not "
+                                    "apply it either: ", text)};
+    }
+    return verdict;
+  }
+
+  // A wait ran past its deadline: the peer may be stuck, so the job cannot go on (see
+  // timeout_policy). Returns the verdict to throw when the policy is throw_error.
+  run_verdict stuck(const std::string& message) {
+    broken_ = message;
+    if (options_.on_timeout == timeout_policy::abort_job) {
+      std::fprintf(stderr,
+                   "ppipe: rank %d of %d: [ppipe.timeout] %s\n"
+                   "ppipe: rank %d is aborting the job with MPI_Abort(%d): a peer that does not answer cannot be "
+                   "waited for (set mpi::transport_options::on_timeout to throw_error to get a ppipe::error "
+                   "instead)\n",
+                   rank_, size_, message.c_str(), rank_, options_.abort_code);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, options_.abort_code);
+    }
+    return {false, rank_, errc::timeout, message};
+  }
+
+  // "500 ms": how long a wait that began at `start` has waited.
+  static std::string waited_ms(deadline_clock::time_point start) {
+    return ppipe::detail::concat(std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::now() - start).count(),
+                                 " ms");
+  }
+
+  void free_comms() noexcept {
+    int finalized = 1;
+    MPI_Finalized(&finalized);
+    if (finalized != 0) return;
+    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+    if (replicas_ != MPI_COMM_NULL) MPI_Comm_free(&replicas_);
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Comm replicas_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 0;
+  int replica_ = 0;
+  int replica_count_ = 1;
+  transport_options options_;
+  std::vector<std::uint64_t> sent_;    // per peer: payloads sent to it this run
+  std::vector<std::uint64_t> posted_;  // per peer: receives posted from it this run
+  std::map<std::uint64_t, send_record> sends_;
+  std::map<std::uint64_t, recv_record> recvs_;
+  std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
+  std::uint64_t next_send_ = 0;
+  std::uint64_t run_ = 0;
+  bool aborted_ = false;
+  bool remote_failure_ = false;
+  std::string broken_;  // why the transport cannot run again (a timeout), or empty
+};
+
+static_assert(distributed_transport<transport>);
+
+}  // namespace ppipe::mpi

@@ -1,0 +1,56 @@
+#pragma once
+/// @file
+/// @brief The distributed Transport: one pipeline rank per process (SPMD), and what the processes
+/// tell each other at the end of a run.
+
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe {
+
+/// @brief How one rank's part of a run ended, as it tells the other processes.
+struct rank_outcome {
+  enum class outcome : unsigned char {
+    ok,       ///< every action ran and every send completed
+    failed,   ///< an action, the loss or a transfer threw: `code` and `message` say what
+    aborted,  ///< it stopped because another rank reported a failure
+  };
+  outcome what = outcome::ok;
+  errc code = errc::stage_failed;  ///< for failed: the error's code
+  std::string message;             ///< for failed: the whole message, "rank 1 in 1F3, step 7 of 24: ..."
+};
+
+/// @brief What every process concluded about a run: all of them conclude the same.
+struct run_verdict {
+  bool ok = true;
+  int rank = -1;                   ///< the failed rank that is reported (the lowest that failed)
+  errc code = errc::stage_failed;  ///< its error's code
+  std::string message;             ///< its error's message
+};
+
+/// @brief A transport whose ranks are separate processes, each running one pipeline rank: every
+/// process runs the same program (SPMD) and the executor runs only the rank `rank()` names.
+///
+/// Beyond ppipe::transport it provides:
+/// - `int rank() const`: the pipeline rank this process runs;
+/// - `run_verdict conclude(const rank_outcome&, deadline)`: called once per run by every process,
+///   when its rank has stopped (done, failed or aborted). It tells the others how the rank ended,
+///   learns how they did, and, when any failed, clears every message still in flight so that the
+///   next run starts clean. Every process returns the same verdict;
+/// - `wait_status broadcast(std::vector<std::byte>&, int root, deadline)`: gives every process the
+///   bytes that rank `root` holds (the losses, the inference outputs).
+template <class T>
+concept distributed_transport =
+    transport<T> && requires(T& t, const T& ct, const rank_outcome& report, deadline_clock::time_point deadline,
+                             std::vector<std::byte>& bytes, int root) {
+      { ct.rank() } -> std::convertible_to<int>;
+      { t.conclude(report, deadline) } -> std::same_as<run_verdict>;
+      { t.broadcast(bytes, root, deadline) } -> std::same_as<wait_status>;
+    };
+
+}  // namespace ppipe

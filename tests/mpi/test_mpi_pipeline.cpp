@@ -1,0 +1,297 @@
+// The SPMD pipeline over MPI, run by every process of the job (2 or 4 of them): trains bitwise like
+// the host backend's pipeline of the same size for GPipe, 1F1B and interleaved 1F1B; a failure on
+// one rank is reported on every rank and the next step runs clean; the transport delivers payloads
+// of every size and layout in the order they were posted; and (4 processes, tag [replicas]) two
+// data-parallel replicas of a 2-stage pipeline average their gradients.
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ppipe/mpi.hpp>
+#include <ppipe/layers/layers.hpp>
+
+#include "catch.hpp"
+#include "faulty_model.hpp"
+
+namespace {
+
+using ppipe::layers::sequential;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int n = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// Deterministic data; `salt` makes each step's batch different.
+ppipe::payload filled(std::int64_t rows, std::int64_t cols, float salt) {
+  ppipe::payload p{ppipe::host_tensor(ppipe::shape{rows, cols})};
+  for (std::size_t i = 0; i < p[0].size(); ++i) p[0][i] = std::sin(0.37f * static_cast<float>(i) + salt);
+  return p;
+}
+
+std::vector<std::vector<float>> copy(const std::vector<std::span<const float>>& spans) {
+  std::vector<std::vector<float>> out;
+  for (const auto& s : spans) out.emplace_back(s.begin(), s.end());
+  return out;
+}
+
+// 11 layers (6 linear, 5 ReLU): enough for 4 ranks x 2 virtual stages.
+sequential make_model() { return sequential::mlp({6, 16, 16, 16, 16, 16, 3}, 42); }
+
+template <class Schedule>
+void trains_like_the_host_backend(int v) {
+  const int p = world_size();
+  const int m = 2 * p;
+  const ppipe::layers::sgd opt(0.05f);
+  sequential here = make_model();
+  sequential there = make_model();
+
+  ppipe::pipeline_options o;
+  o.ranks = p;
+  o.microbatches = m;
+  o.virtual_stages = v;
+  ppipe::pipeline<sequential, Schedule> host(here, o, ppipe::layers::mse_loss{},
+                                             [&](const ppipe::stage_info& s) { opt.step(here, s); });
+  o.ranks = 0;  // the transport's
+  ppipe::mpi::pipeline<sequential, Schedule> net(there, o, ppipe::layers::mse_loss{},
+                                                 [&](const ppipe::stage_info& s) { opt.step(there, s); },
+                                                 ppipe::mpi::transport(MPI_COMM_WORLD));
+  REQUIRE(net.options().ranks == p);
+  REQUIRE(net.split() == host.split());
+
+  for (int step = 0; step < 3; ++step) {
+    const ppipe::payload x = filled(4 * m + 1, 6, static_cast<float>(step));  // uneven microbatches
+    const ppipe::payload y = filled(4 * m + 1, 3, 0.5f - static_cast<float>(step));
+    const double want = host.train_step(x, y);
+    const double got = net.train_step(x, y);
+    CHECK(got == want);  // bitwise, on every process: the last rank's losses are broadcast
+  }
+  int local = 0;
+  for (int s = 0; s < net.split().num_stages(); ++s) {
+    const int first = net.split().first(s);
+    const int end = net.split().end(s);
+    if (net.is_local(s)) {
+      ++local;
+      CHECK(copy(there.parameters(first, end)) == copy(here.parameters(first, end)));
+      CHECK(net.memory(s).live_bytes == 0);
+    } else {
+      // Another process trains these layers: this process's copy of them never moved (stages of
+      // ReLUs alone have no parameters).
+      if (!there.parameters(first, end).empty()) {
+        CHECK(copy(there.parameters(first, end)) != copy(here.parameters(first, end)));
+      }
+      CHECK_THROWS_AS(net.memory(s), ppipe::error);
+    }
+  }
+  CHECK(local == v);
+
+  // Inference: every process gets the outputs, bitwise the host's.
+  const ppipe::payload x = filled(2 * p + 3, 6, 9.0f);
+  const ppipe::payload want = host.infer(x);
+  const ppipe::payload got = net.infer(x);
+  REQUIRE(got.size() == want.size());
+  CHECK(got[0].shape() == want[0].shape());
+  CHECK(got[0] == want[0]);
+}
+
+}  // namespace
+
+TEST_CASE("GPipe over MPI trains bitwise like the host backend", "[numerics]") {
+  trains_like_the_host_backend<ppipe::schedules::gpipe>(1);
+}
+
+TEST_CASE("1F1B over MPI trains bitwise like the host backend", "[numerics]") {
+  trains_like_the_host_backend<ppipe::schedules::one_f_one_b>(1);
+}
+
+TEST_CASE("interleaved 1F1B over MPI trains bitwise like the host backend", "[numerics]") {
+  trains_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
+}
+
+TEST_CASE("a failure on one rank is reported on every rank, and the next step runs clean", "[failure]") {
+  const int p = world_size();
+  const int m = 2 * p;
+  const ppipe::layers::sgd opt(0.05f);
+  sequential reference = make_model();
+  mpi_test::faulty model(make_model());
+  ppipe::pipeline_options o;
+  o.ranks = 0;
+  o.microbatches = m;
+  o.timeout = std::chrono::seconds(30);
+  bool loss_fails = false;
+  const auto loss = [&](const ppipe::payload& out, const ppipe::payload& target, ppipe::payload& grad, double scale) {
+    if (loss_fails) throw std::runtime_error("injected fault in the loss");
+    return ppipe::layers::mse_loss{}(out, target, grad, scale);
+  };
+  ppipe::mpi::pipeline<mpi_test::faulty> net(model, o, loss,
+                                             [&](const ppipe::stage_info& s) { opt.step(model.inner(), s); },
+                                             ppipe::mpi::transport(MPI_COMM_WORLD));
+  o.ranks = p;
+  ppipe::pipeline<sequential> host(reference, o, ppipe::layers::mse_loss{},
+                                   [&](const ppipe::stage_info& s) { opt.step(reference, s); });
+  const ppipe::payload x = filled(3 * m, 6, 1.0f);
+  const ppipe::payload y = filled(3 * m, 3, 2.0f);
+  const int last = p - 1;
+
+  struct fault_case {
+    mpi_test::faulty::fault what;
+    int layer;
+    bool in_loss;
+    int rank;              // the rank that fails
+    std::string expected;  // in every process's message
+  };
+  const int middle_layer = net.split().first(p / 2);
+  const std::vector<fault_case> cases{
+      {mpi_test::faulty::fault::throw_in_forward, 0, false, 0, "injected fault in the forward of layer 0"},
+      {mpi_test::faulty::fault::throw_in_backward, middle_layer, false, p / 2,
+       "injected fault in the backward of layer " + std::to_string(middle_layer)},
+      {mpi_test::faulty::fault::none, -1, true, last, "injected fault in the loss"},
+  };
+  for (const fault_case& c : cases) {
+    INFO("fault on rank " << c.rank << ": " << c.expected);
+    model.arm(c.what, c.layer, 1);
+    loss_fails = c.in_loss;
+    try {
+      net.train_step(x, y);
+      FAIL("the step should have failed on rank " << c.rank);
+    } catch (const ppipe::error& e) {
+      const std::string what = e.what();
+      CHECK(e.code() == ppipe::errc::stage_failed);
+      CHECK(what.find(c.expected) != std::string::npos);
+      CHECK(what.find("rank " + std::to_string(c.rank)) != std::string::npos);
+    }
+    model.disarm();
+    loss_fails = false;
+    // The failed step ran no optimizer; gradients it accumulated are dropped by hand, as a user would.
+    model.inner().zero_grad();
+    // The next step runs clean, bitwise like the host's: nothing of the failed step is left in flight.
+    const double want = host.train_step(x, y);
+    const double got = net.train_step(x, y);
+    CHECK(got == want);
+  }
+  for (int s = 0; s < net.split().num_stages(); ++s) {
+    if (!net.is_local(s)) continue;
+    CHECK(copy(model.inner().parameters(net.split().first(s), net.split().end(s))) ==
+          copy(reference.parameters(net.split().first(s), net.split().end(s))));
+  }
+}
+
+TEST_CASE("the MPI transport delivers payloads of every size in the order they were posted", "[transport]") {
+  ppipe::mpi::transport net(MPI_COMM_WORLD);
+  const int me = net.rank();
+  const auto deadline = ppipe::deadline_after(std::chrono::seconds(30));
+  // Sizes around the inline limit (16 KiB = 4096 floats), empty tensors and several tensors.
+  const std::vector<std::vector<std::int64_t>> sizes{{0},    {1},           {4095},     {4096}, {4097},
+                                                     {3, 0}, {100, 5000, 7}, {1 << 20}, {2}};
+  const auto make = [](const std::vector<std::int64_t>& s, int k) {
+    ppipe::payload p;
+    for (std::size_t t = 0; t < s.size(); ++t) {
+      ppipe::host_tensor x(ppipe::shape{s[t], 1});
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(k * 1000 + static_cast<int>(t)) + static_cast<float>(i % 97);
+      p.push_back(std::move(x));
+    }
+    return p;
+  };
+  net.reset();
+  if (me == 0) {
+    std::vector<ppipe::payload> sent;
+    std::vector<ppipe::mpi::transport::send_handle> handles;
+    for (std::size_t k = 0; k < sizes.size(); ++k) sent.push_back(make(sizes[k], static_cast<int>(k)));
+    for (const auto& s : sent) handles.push_back(net.post_send(0, 1, s));
+    for (auto& h : handles) CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
+  } else if (me == 1) {
+    std::vector<ppipe::mpi::transport::recv_handle> handles;
+    for (std::size_t k = 0; k < sizes.size(); ++k) handles.push_back(net.post_recv(0, 1));
+    // Completed last first: each receive still gets its own send.
+    for (std::size_t k = sizes.size(); k-- > 0;) {
+      ppipe::payload got;
+      REQUIRE(net.complete_recv(handles[k], got, deadline) == ppipe::wait_status::ready);
+      CHECK(got == make(sizes[k], static_cast<int>(k)));
+    }
+  }
+  const ppipe::run_verdict v = net.conclude(ppipe::rank_outcome{}, deadline);
+  CHECK(v.ok);
+  CHECK_THROWS_AS(net.post_send(me, me, ppipe::payload{}), ppipe::error);
+}
+
+TEST_CASE("bad MPI pipeline arguments are refused with the fix", "[errors]") {
+  sequential model = make_model();
+  ppipe::pipeline_options o;
+  o.ranks = world_size() + 1;
+  try {
+    ppipe::mpi::pipeline<sequential> net(model, o, ppipe::layers::mse_loss{}, {}, ppipe::mpi::transport(MPI_COMM_WORLD));
+    FAIL("ranks that differ from the communicator's size must be refused");
+  } catch (const ppipe::error& e) {
+    CHECK(e.code() == ppipe::errc::invalid_argument);
+    CHECK(std::string(e.what()).find("set ranks to " + std::to_string(world_size())) != std::string::npos);
+  }
+  CHECK_THROWS_AS(ppipe::mpi::replicated(MPI_COMM_WORLD, world_size() + 1), ppipe::error);
+  CHECK_THROWS_AS(ppipe::mpi::transport(MPI_COMM_NULL), ppipe::error);
+}
+
+TEST_CASE("two replicas of a 2-stage pipeline average their gradients after every step", "[replicas]") {
+  REQUIRE(world_size() == 4);
+  const ppipe::layers::sgd opt(0.05f);
+  const float lr = opt.learning_rate();
+  ppipe::mpi::transport tr = ppipe::mpi::replicated(MPI_COMM_WORLD, 2);
+  REQUIRE(tr.replicas() == 2);
+  REQUIRE(tr.num_ranks() == 2);
+  const int replica = tr.replica();
+  CHECK(replica == world_rank() % 2);
+  CHECK(tr.rank() == world_rank() / 2);
+
+  sequential model = make_model();
+  ppipe::pipeline_options o;
+  o.ranks = 0;
+  o.microbatches = 4;
+  ppipe::mpi::pipeline<sequential> net(model, o, ppipe::layers::mse_loss{},
+                                       [&](const ppipe::stage_info& s) { opt.step(model, s); }, std::move(tr));
+
+  // The reference: both replicas' pipelines on the host, their gradients averaged as (a + b) * 0.5
+  // (what an all-reduce of two values and a scale by 1/2 give, bit for bit), then SGD.
+  sequential a = make_model();
+  sequential b = make_model();
+  o.ranks = 2;
+  ppipe::pipeline<sequential> host_a(a, o, ppipe::layers::mse_loss{});
+  ppipe::pipeline<sequential> host_b(b, o, ppipe::layers::mse_loss{});
+
+  for (int step = 0; step < 3; ++step) {
+    const ppipe::payload x = filled(16, 6, static_cast<float>(step));
+    const ppipe::payload y = filled(16, 3, 1.0f + static_cast<float>(step));
+    const ppipe::payload xa = ppipe::slice_rows(x, 0, 8);
+    const ppipe::payload xb = ppipe::slice_rows(x, 8, 8);
+    const ppipe::payload ya = ppipe::slice_rows(y, 0, 8);
+    const ppipe::payload yb = ppipe::slice_rows(y, 8, 8);
+    const double loss_a = host_a.train_step(xa, ya);
+    const double loss_b = host_b.train_step(xb, yb);
+    std::vector<std::vector<float>> grads_b;
+    b.for_each_parameter(0, b.num_layers(), [&](std::span<float>, std::span<float> g) { grads_b.emplace_back(g.begin(), g.end()); });
+    std::size_t k = 0;
+    const auto update = [&](std::span<float> value, std::span<float> g, const std::vector<float>& other) {
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        const float mean = (g[i] + other[i]) * 0.5f;
+        value[i] -= lr * mean;
+        g[i] = 0.0f;
+      }
+    };
+    a.for_each_parameter(0, a.num_layers(), [&](std::span<float> v, std::span<float> g) { update(v, g, grads_b[k++]); });
+    b = a;  // both replicas hold the same weights after the step
+
+    const double got = net.train_step(replica == 0 ? xa : xb, replica == 0 ? ya : yb);
+    CHECK(got == (replica == 0 ? loss_a : loss_b));
+  }
+  for (int s = 0; s < net.split().num_stages(); ++s) {
+    if (!net.is_local(s)) continue;
+    CHECK(copy(model.parameters(net.split().first(s), net.split().end(s))) ==
+          copy(a.parameters(net.split().first(s), net.split().end(s))));
+  }
+}
