@@ -1,0 +1,47 @@
+#pragma once
+// The examples' training task, a synthetic regression: the MLP demos (ppipe-train, ppipe-mpi-train)
+// learn it, and every process of an MPI job makes the same data from the same seed.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <ppipe/runtime/tensor.hpp>
+
+namespace examples {
+
+// The task: y = sin(x.u) + 0.5 cos(x.w) for fixed random u, w (x.u and x.w have variance 1/3);
+// inputs uniform in [-1, 1].
+struct regression {
+  ppipe::payload inputs;
+  ppipe::payload targets;
+};
+
+inline regression make_regression(std::int64_t rows, int width, std::uint64_t seed) {
+  std::uint64_t state = seed;
+  const auto uniform = [&] {  // splitmix64 to a float in [-1, 1)
+    state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<float>(static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+  };
+  std::vector<float> u(static_cast<std::size_t>(width)), w(u.size());
+  for (auto& v : u) v = uniform() * std::sqrt(3.0f / static_cast<float>(width));
+  for (auto& v : w) v = uniform() * std::sqrt(3.0f / static_cast<float>(width));
+  regression d{{ppipe::host_tensor(ppipe::shape{rows, width})}, {ppipe::host_tensor(ppipe::shape{rows, 1})}};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float a = 0.0f, b = 0.0f;
+    for (std::size_t j = 0; j < u.size(); ++j) {
+      const float x = uniform();
+      d.inputs[0][static_cast<std::size_t>(r) * u.size() + j] = x;
+      a += x * u[j];
+      b += x * w[j];
+    }
+    d.targets[0][static_cast<std::size_t>(r)] = std::sin(a) + 0.5f * std::cos(b);
+  }
+  return d;
+}
+
+}  // namespace examples
