@@ -131,6 +131,7 @@ class transport {
       posted_ = std::move(other.posted_);
       sends_ = std::move(other.sends_);
       recvs_ = std::move(other.recvs_);
+      notices_ = std::move(other.notices_);
       reports_ = std::move(other.reports_);
       next_send_ = other.next_send_;
       run_ = other.run_;
@@ -235,7 +236,9 @@ class transport {
   /// replicas. Every process returns the same verdict.
   run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
-    std::vector<send_record> notices;
+    // Kept by the transport: a report may still be on its way when a timeout returns early.
+    std::vector<send_record>& notices = notices_;
+    notices.clear();
     for (int q = 0; q < size_; ++q) {
       if (q == rank_) continue;
       send_record rec;
@@ -593,6 +596,7 @@ class transport {
   std::vector<std::uint64_t> posted_;  // per peer: receives posted from it this run
   std::map<std::uint64_t, send_record> sends_;
   std::map<std::uint64_t, recv_record> recvs_;
+  std::vector<send_record> notices_;  // this run's end-of-run reports to the other ranks
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
   std::uint64_t next_send_ = 0;
   std::uint64_t run_ = 0;
