@@ -132,6 +132,7 @@ class transport {
       sends_ = std::move(other.sends_);
       recvs_ = std::move(other.recvs_);
       notices_ = std::move(other.notices_);
+      spare_ = std::move(other.spare_);
       reports_ = std::move(other.reports_);
       next_send_ = other.next_send_;
       run_ = other.run_;
@@ -161,6 +162,8 @@ class transport {
     const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
     const bool with_values = bytes_of(data) <= options_.inline_bytes;
     send_record rec;
+    rec.header = spare_buffer();
+    rec.header.clear();
     detail::write_header(rec.header, data, with_values);
     if (rec.header.size() > header_capacity()) {
       ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", rec.header.size(), " bytes, more than "
@@ -209,7 +212,10 @@ class transport {
     const auto found = sends_.find(h.id);
     if (found == sends_.end()) return wait_status::ready;
     const wait_status st = wait_all(found->second.requests, deadline, true);
-    if (st == wait_status::ready) sends_.erase(found);
+    if (st == wait_status::ready) {
+      keep_buffer(std::move(found->second.header));
+      sends_.erase(found);
+    }
     return st;
   }
 
@@ -350,6 +356,18 @@ class transport {
     payload into;
   };
 
+  // Header buffers are reused: a receive's buffer has room for a whole inline payload, and
+  // zero-filling a fresh one for every message would cost more than a small transfer.
+  std::vector<std::byte> spare_buffer() {
+    if (spare_.empty()) return {};
+    std::vector<std::byte> b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
+  }
+  void keep_buffer(std::vector<std::byte>&& b) {
+    if (spare_.size() < 64) spare_.push_back(std::move(b));
+  }
+
   static int count_of(const host_tensor& t) {
     if (t.size() > static_cast<std::size_t>(INT_MAX)) {
       ppipe::detail::fail(errc::unsupported, "a tensor of shape ", to_string(t.shape()), " has ", t.size(),
@@ -370,6 +388,7 @@ class transport {
     recv_record& rec = recvs_[key(from, seq)];
     rec.from = from;
     rec.sequence = seq;
+    rec.buffer = spare_buffer();
     rec.buffer.resize(header_capacity());
     PPIPE_MPI_CHECK(MPI_Irecv(rec.buffer.data(), static_cast<int>(rec.buffer.size()), MPI_BYTE, from, header_tag(seq),
                               comm_, &rec.header));
@@ -386,7 +405,7 @@ class transport {
       auto [data, with_values] = detail::read_header(rec.buffer.data(), static_cast<std::size_t>(std::max(bytes, 0)));
       rec.into = std::move(data);
       rec.have_header = true;
-      rec.buffer = {};
+      keep_buffer(std::move(rec.buffer));
       if (!with_values) {
         for (host_tensor& t : rec.into) {
           if (t.size() == 0) continue;
@@ -597,6 +616,7 @@ class transport {
   std::map<std::uint64_t, send_record> sends_;
   std::map<std::uint64_t, recv_record> recvs_;
   std::vector<send_record> notices_;  // this run's end-of-run reports to the other ranks
+  std::vector<std::vector<std::byte>> spare_;  // header buffers to reuse
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
   std::uint64_t next_send_ = 0;
   std::uint64_t run_ = 0;
