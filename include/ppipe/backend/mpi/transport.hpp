@@ -334,12 +334,20 @@ class transport {
 
  private:
   // Tags: a payload's header and its tensors carry its sequence number (mod tag_range), so a
-  // receive matches its own send whatever order receives complete in; the reports have one tag.
-  static constexpr int tag_range = 8192;
-  static constexpr int control_tag = 2 * tag_range;
-  static int header_tag(std::uint64_t seq) { return static_cast<int>(seq % tag_range); }
-  static int data_tag(std::uint64_t seq) { return tag_range + static_cast<int>(seq % tag_range); }
-  static std::uint64_t key(int from, std::uint64_t seq) { return (static_cast<std::uint64_t>(from) << 40U) | seq; }
+  // receive matches its own send whatever order receives complete in, and the run's number (mod
+  // run_slots): a peer that has finished a failed run may already send the next run's payloads
+  // while this rank still cancels the receives of the failed one, and those must not match. (A
+  // peer is at most one run ahead: it cannot end a run without this rank's report of it.) The
+  // reports have one tag of their own.
+  static constexpr int tag_range = 2048;
+  static constexpr int run_slots = 4;
+  static constexpr int control_tag = 2 * tag_range * run_slots;
+  [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * 2 * tag_range; }
+  [[nodiscard]] int header_tag(std::uint64_t seq) const { return slot_base() + static_cast<int>(seq % tag_range); }
+  [[nodiscard]] int data_tag(std::uint64_t seq) const {
+    return slot_base() + tag_range + static_cast<int>(seq % tag_range);
+  }
+  [[nodiscard]] static std::uint64_t key(int from, std::uint64_t seq) { return (static_cast<std::uint64_t>(from) << 40U) | seq; }
   [[nodiscard]] std::size_t header_capacity() const noexcept { return options_.inline_bytes + 4096; }
 
   struct send_record {
