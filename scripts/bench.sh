@@ -7,22 +7,32 @@
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
 #   generation_bench: pipelined token generation, tokens/s against groups in flight (issue 5)
 #   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V (issue 6)
+#   mpi_bench:       the MPI transport against raw MPI send/recv (issue 7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime ppipe_bench_generation
+cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime ppipe_bench_generation \
+  ppipe_bench_mpi
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
 # zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone (issue 6).
-for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble}; do
+# mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble mpi}; do
   binary="${bench}"
   filter=()
+  launch=()
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
     filter=(--benchmark_filter='waiting/(1f1b|zb_h1|zb_v)')
   fi
-  "build/release/benchmarks/ppipe_bench_${binary}" "${filter[@]}" \
+  if [[ "${bench}" == mpi ]]; then
+    # As in scripts/demo.sh: as root Open MPI wants its consent, and on a machine with few cores
+    # permission to oversubscribe and no binding. Set for this benchmark only.
+    launch=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+            OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none mpirun -np 2)
+  fi
+  "${launch[@]}" "build/release/benchmarks/ppipe_bench_${binary}" "${filter[@]}" \
     --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
     --benchmark_out="docs/benchmarks/${bench}.json" --benchmark_out_format=json "$@"
 done
