@@ -80,19 +80,81 @@ class byte_reader {
   const char* what_;
 };
 
-/// Every microbatch's payload, as bytes: the count, then per payload its tensors' dimensions and
-/// values.
+/// Most tensors in a payload, and most dimensions per tensor, that travel between processes (a
+/// sanity bound on what a receiver allocates from a message).
+inline constexpr std::uint32_t max_payload_tensors = 1024;
+inline constexpr std::uint32_t max_tensor_dims = 16;
+
+/// Writes a payload's shapes: its tensor count, then per tensor its dimensions.
+inline void write_shapes(byte_writer& w, const payload& p) {
+  if (p.size() > max_payload_tensors) {
+    fail(errc::invalid_argument, "a payload of ", p.size(), " tensors cannot go to another process; ppipe sends at "
+         "most ", max_payload_tensors, " tensors per payload: concatenate some of them");
+  }
+  w.put(static_cast<std::uint32_t>(p.size()));
+  for (const host_tensor& t : p) {
+    const auto& dims = t.shape().dims();
+    if (dims.size() > max_tensor_dims) {
+      fail(errc::invalid_argument, "a tensor of shape ", to_string(t.shape()), " has ", dims.size(),
+           " dimensions; ppipe sends tensors of at most ", max_tensor_dims, " to another process: reshape it");
+    }
+    w.put(static_cast<std::uint32_t>(dims.size()));
+    for (const std::int64_t d : dims) w.put(d);
+  }
+}
+
+/// Writes a payload's values, tensor after tensor.
+inline void write_values(byte_writer& w, const payload& p) {
+  for (const host_tensor& t : p) w.raw(t.data(), t.bytes());
+}
+
+/// Reads what write_shapes() wrote, checking every count against the bounds.
+inline std::vector<shape> read_shapes(byte_reader& r) {
+  const auto n = r.get<std::uint32_t>();
+  if (n > max_payload_tensors) fail(errc::backend, "a message announces ", n, " tensors, more than ", max_payload_tensors);
+  std::vector<shape> out;
+  out.reserve(n);
+  for (std::uint32_t k = 0; k < n; ++k) {
+    const auto rank = r.get<std::uint32_t>();
+    if (rank > max_tensor_dims) fail(errc::backend, "a message announces a tensor of ", rank, " dimensions");
+    std::vector<std::int64_t> dims(rank);
+    for (std::int64_t& d : dims) {
+      d = r.get<std::int64_t>();
+      if (d < 0) fail(errc::backend, "a message announces a dimension of ", d);
+    }
+    out.emplace_back(std::move(dims));
+  }
+  return out;
+}
+
+/// The bytes of the values of tensors of these shapes.
+inline std::size_t value_bytes(const std::vector<shape>& shapes) {
+  std::size_t n = 0;
+  for (const shape& s : shapes) n += s.elements() * sizeof(float);
+  return n;
+}
+
+/// Zero-filled tensors of these shapes.
+inline payload zero_payload(const std::vector<shape>& shapes) {
+  payload out;
+  out.reserve(shapes.size());
+  for (const shape& s : shapes) out.emplace_back(s);
+  return out;
+}
+
+/// Reads what write_values() wrote into tensors already in their shapes.
+inline void read_values(byte_reader& r, payload& p) {
+  for (host_tensor& t : p) r.raw(t.data(), t.bytes());
+}
+
+/// Every microbatch's payload, as bytes: the count, then per payload its shapes and values.
 inline std::vector<std::byte> serialize_payloads(const std::vector<payload>& parts) {
   std::vector<std::byte> out;
   byte_writer w(out);
   w.put(static_cast<std::uint64_t>(parts.size()));
   for (const payload& p : parts) {
-    w.put(static_cast<std::uint64_t>(p.size()));
-    for (const host_tensor& t : p) {
-      w.put(static_cast<std::uint64_t>(t.shape().rank()));
-      for (const std::int64_t d : t.shape().dims()) w.put(d);
-      w.raw(t.data(), t.bytes());
-    }
+    write_shapes(w, p);
+    write_values(w, p);
   }
   return out;
 }
@@ -105,25 +167,13 @@ std::vector<basic_payload<Tensor>> deserialize_payloads(const std::vector<std::b
   std::vector<payload> out;
   const auto n = in.get<std::uint64_t>();
   for (std::uint64_t i = 0; i < n; ++i) {
-    payload p;
-    const auto tensors = in.get<std::uint64_t>();
-    for (std::uint64_t k = 0; k < tensors; ++k) {
-      const auto rank = in.get<std::uint64_t>();
-      if (rank > 64) fail(errc::backend, "a payload list announces a tensor of ", rank, " dimensions");
-      std::vector<std::int64_t> dims(static_cast<std::size_t>(rank));
-      for (std::int64_t& d : dims) {
-        d = in.get<std::int64_t>();
-        if (d < 0) fail(errc::backend, "a payload list announces a dimension of ", d);
-      }
-      shape sh(std::move(dims));
-      if (sh.elements() * sizeof(float) > in.left()) {
-        fail(errc::backend, "a payload list announces a tensor of shape ", to_string(sh), " but has ", in.left(),
-             " bytes left");
-      }
-      host_tensor t(std::move(sh));
-      in.raw(t.data(), t.bytes());
-      p.push_back(std::move(t));
+    const std::vector<shape> shapes = read_shapes(in);
+    if (value_bytes(shapes) > in.left()) {
+      fail(errc::backend, "a payload list announces tensors of shapes ", to_string(shapes), " but has ", in.left(),
+           " bytes left");
     }
+    payload p = zero_payload(shapes);
+    read_values(in, p);
     out.push_back(std::move(p));
   }
   return out;

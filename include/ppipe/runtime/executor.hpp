@@ -199,6 +199,8 @@ class executor {
   struct rank_slots {
     using recv_handle = typename Transport::recv_handle;
     using send_handle = typename Transport::send_handle;
+    explicit rank_slots(const schedule& s)
+        : rank_slots(static_cast<std::size_t>(s.num_stages()) * static_cast<std::size_t>(s.microbatches)) {}
     explicit rank_slots(std::size_t n)
         : recv(n), recv_step(n, -1), recv_posted(n, 0.0), send_out(n), send_grad(n), handoff_in(n), handoff_grad(n),
           out(n), grad(n) {}
@@ -212,6 +214,11 @@ class executor {
     std::vector<payload_type> out;           // inference output waiting for its send
     std::vector<payload_type> grad;          // input gradient waiting for its send
     std::vector<std::size_t> pending;        // slots with a send in flight (index, +n for gradients)
+    // A pending key as (is the input gradient's send, slot index).
+    [[nodiscard]] std::pair<bool, std::size_t> decode(std::size_t key) const {
+      const bool is_grad = key >= recv.size();
+      return {is_grad, is_grad ? key - recv.size() : key};
+    }
   };
 
   [[nodiscard]] double micros(deadline_clock::time_point t) const {
@@ -223,17 +230,10 @@ class executor {
   void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
     position at;
     try {
-      rank_slots slots(static_cast<std::size_t>(s.num_stages()) * static_cast<std::size_t>(s.microbatches));
+      rank_slots slots(s);
       run_actions(s, r, data, events, at, slots);
       wait_for_everyone(s, r);
-      if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
-        at.where = phase::optimizer;
-        for (const int st : s.place.stages_on(r)) {
-          at.stage = st;
-          stage_type& stg = stage_at(st);
-          (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
-        }
-      }
+      run_optimizer(s, r, data, at);
       board_.finished(r);
     } catch (const detail::run_aborted&) {
       board_.stopped(r);
@@ -305,8 +305,7 @@ class executor {
         return true;
       }
       if (wait) {
-        const bool is_grad = key >= slots.recv.size();
-        const std::size_t i = is_grad ? key - slots.recv.size() : key;
+        const auto [is_grad, i] = slots.decode(key);
         const int sent_stage = static_cast<int>(i / m);
         const int to_stage = is_grad ? sent_stage - 1 : sent_stage + 1;
         timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for rank ",
@@ -319,8 +318,7 @@ class executor {
     const auto poll_sends = [&](bool wait) {
       std::size_t keep = 0;
       for (const std::size_t key : slots.pending) {
-        const bool is_grad = key >= slots.recv.size();
-        const std::size_t i = is_grad ? key - slots.recv.size() : key;
+        const auto [is_grad, i] = slots.decode(key);
         if (finish_send(is_grad ? slots.send_grad[i] : slots.send_out[i], wait, key)) {
           (is_grad ? slots.grad[i] : slots.out[i]).clear();
         } else {
@@ -518,7 +516,7 @@ class executor {
     rank_outcome report;
     {
       // The slots hold what sends read until conclude() has cleared every transfer in flight.
-      rank_slots slots(static_cast<std::size_t>(s.num_stages()) * static_cast<std::size_t>(s.microbatches));
+      rank_slots slots(s);
       try {
         run_actions(s, r, data, trace.ranks[static_cast<std::size_t>(r)], at, slots);
       } catch (const detail::run_aborted&) {
@@ -558,18 +556,22 @@ class executor {
       share(bytes, last, "the inference outputs");
       if (r != last) data.outputs = detail::deserialize_payloads<tensor_type>(bytes);
     }
-    if (data.optimizer && *data.optimizer && s.mode == schedule_mode::training) {
-      at = position{-1, phase::optimizer, -1};
-      try {
-        for (const int st : s.place.stages_on(r)) {
-          at.stage = st;
-          stage_type& stg = stage_at(st);
-          (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
-        }
-      } catch (...) {
-        failure_ = {std::current_exception(), r, at};
-        rethrow_failure(s);
-      }
+    try {
+      run_optimizer(s, r, data, at);
+    } catch (...) {
+      failure_ = {std::current_exception(), r, at};
+      rethrow_failure(s);
+    }
+  }
+
+  // Runs the optimizer hook of every stage of rank r (training only); `at` says which one runs.
+  void run_optimizer(const schedule& s, int r, step_data<tensor_type>& data, position& at) {
+    if (!data.optimizer || !*data.optimizer || s.mode != schedule_mode::training) return;
+    at.where = phase::optimizer;
+    for (const int st : s.place.stages_on(r)) {
+      at.stage = st;
+      stage_type& stg = stage_at(st);
+      (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
     }
   }
 

@@ -26,33 +26,12 @@ using ppipe::detail::byte_writer;
 /// message per tensor after it (separate).
 enum class layout : std::uint32_t { inline_values = 0x70704d49u, separate_values = 0x70704d53u };
 
-/// Most tensors, and most dimensions per tensor, a header may describe (a sanity bound on what a
-/// receiver allocates from a message).
-inline constexpr std::uint32_t max_tensors = 1024;
-inline constexpr std::uint32_t max_dims = 16;
-
-/// Writes the header of `data`: its layout, then per tensor its dimensions; with inline values, the
-/// values follow.
+/// Writes the header of `data`: its layout, then its shapes; with inline values, the values follow.
 inline void write_header(std::vector<std::byte>& out, const payload& data, bool with_values) {
-  if (data.size() > max_tensors) {
-    ppipe::detail::fail(errc::invalid_argument, "a payload of ", data.size(), " tensors cannot be sent; the MPI "
-                        "transport sends at most ", max_tensors, " tensors per message: concatenate some of them");
-  }
   byte_writer w(out);
   w.put(with_values ? layout::inline_values : layout::separate_values);
-  w.put(static_cast<std::uint32_t>(data.size()));
-  for (const host_tensor& t : data) {
-    const auto& dims = t.shape().dims();
-    if (dims.size() > max_dims) {
-      ppipe::detail::fail(errc::invalid_argument, "a tensor of shape ", to_string(t.shape()), " has ", dims.size(),
-                          " dimensions; the MPI transport sends at most ", max_dims, ": reshape it");
-    }
-    w.put(static_cast<std::uint32_t>(dims.size()));
-    for (const std::int64_t d : dims) w.put(d);
-  }
-  if (with_values) {
-    for (const host_tensor& t : data) w.raw(t.data(), t.bytes());
-  }
+  ppipe::detail::write_shapes(w, data);
+  if (with_values) ppipe::detail::write_values(w, data);
 }
 
 /// Reads a header: the payload's tensors, zero-filled in their shapes, and whether their values
@@ -65,31 +44,22 @@ inline std::pair<payload, bool> read_header(const std::byte* bytes, std::size_t 
                         "every process of the job must run the same build of the program, and nothing else may "
                         "use ppipe's communicator");
   }
-  const auto n = r.get<std::uint32_t>();
-  if (n > max_tensors) ppipe::detail::fail(errc::backend, "a payload header announces ", n, " tensors, more than ", max_tensors);
-  payload out;
-  out.reserve(n);
-  for (std::uint32_t k = 0; k < n; ++k) {
-    const auto rank = r.get<std::uint32_t>();
-    if (rank > max_dims) ppipe::detail::fail(errc::backend, "a payload header announces a tensor of ", rank, " dimensions");
-    std::vector<std::int64_t> dims(rank);
-    for (std::int64_t& d : dims) {
-      d = r.get<std::int64_t>();
-      if (d < 0) ppipe::detail::fail(errc::backend, "a payload header announces a dimension of ", d);
-    }
-    out.emplace_back(shape(std::move(dims)));
-  }
+  const std::vector<shape> shapes = ppipe::detail::read_shapes(r);
   const bool with_values = kind == layout::inline_values;
-  if (with_values) {
-    std::size_t want = 0;
-    for (const host_tensor& t : out) want += t.bytes();
-    if (r.left() != want) {
-      ppipe::detail::fail(errc::backend, "a payload message carries ", r.left(), " bytes of values for tensors of ",
-                          want, " bytes");
-    }
-    for (host_tensor& t : out) r.raw(t.data(), t.bytes());
+  if (with_values && r.left() != ppipe::detail::value_bytes(shapes)) {
+    ppipe::detail::fail(errc::backend, "a payload message carries ", r.left(), " bytes of values for tensors of ",
+                        ppipe::detail::value_bytes(shapes), " bytes");
   }
+  payload out = ppipe::detail::zero_payload(shapes);
+  if (with_values) ppipe::detail::read_values(r, out);
   return {std::move(out), with_values};
+}
+
+/// An error code from another process: a known one, or stage_failed.
+inline errc errc_from_wire(std::int32_t code) {
+  return code >= static_cast<int>(errc::invalid_argument) && code <= static_cast<int>(errc::stage_failed)
+             ? static_cast<errc>(code)
+             : errc::stage_failed;
 }
 
 /// A rank's end-of-run report, as one process sends it to another: the outcome, the run it is
@@ -124,10 +94,7 @@ inline wire_report read_report(const std::byte* bytes, std::size_t size) {
     ppipe::detail::fail(errc::backend, "an end-of-run report has outcome ", int{what});
   }
   w.report.what = static_cast<rank_outcome::outcome>(what);
-  const auto code = r.get<std::int32_t>();
-  w.report.code = code >= static_cast<int>(errc::invalid_argument) && code <= static_cast<int>(errc::stage_failed)
-                      ? static_cast<errc>(code)
-                      : errc::stage_failed;
+  w.report.code = errc_from_wire(r.get<std::int32_t>());
   w.run = r.get<std::uint64_t>();
   w.sent_to_you = r.get<std::uint64_t>();
   w.report.message = r.text();

@@ -460,34 +460,22 @@ class transport {
 
   // Takes in every report that has arrived; true once one says its rank failed.
   bool failure_reported() {
-    for (;;) {
-      int flag = 0;
-      MPI_Message msg = MPI_MESSAGE_NULL;
-      MPI_Status status{};
-      PPIPE_MPI_CHECK(MPI_Improbe(MPI_ANY_SOURCE, control_tag, comm_, &flag, &msg, &status));
-      if (flag == 0) return remote_failure_;
-      take_report(msg, status);
+    while (take_report(MPI_ANY_SOURCE)) {
     }
+    return remote_failure_;
   }
 
   bool receive_report(int from, deadline_clock::time_point deadline) {
-    const auto start = deadline_clock::now();
-    for (;;) {
-      int flag = 0;
-      MPI_Message msg = MPI_MESSAGE_NULL;
-      MPI_Status status{};
-      PPIPE_MPI_CHECK(MPI_Improbe(from, control_tag, comm_, &flag, &msg, &status));
-      if (flag != 0) {
-        take_report(msg, status);
-        return true;
-      }
-      const auto now = deadline_clock::now();
-      if (now >= deadline) return false;
-      if (now - start > options_.spin) std::this_thread::yield();
-    }
+    return poll(deadline, false, [&] { return take_report(from); }) == wait_status::ready;
   }
 
-  void take_report(MPI_Message& msg, const MPI_Status& status) {
+  // Takes in one report from `source` (or any rank) if one has arrived; false if none has.
+  bool take_report(int source) {
+    int flag = 0;
+    MPI_Message msg = MPI_MESSAGE_NULL;
+    MPI_Status status{};
+    PPIPE_MPI_CHECK(MPI_Improbe(source, control_tag, comm_, &flag, &msg, &status));
+    if (flag == 0) return false;
     int bytes = 0;
     PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
     std::vector<std::byte> buf(static_cast<std::size_t>(std::max(bytes, 0)));
@@ -500,6 +488,7 @@ class transport {
     }
     if (w.report.what == rank_outcome::outcome::failed) remote_failure_ = true;
     reports_[static_cast<std::size_t>(from)] = std::move(w);
+    return true;
   }
 
   // After a failed run: completes every payload a peer sent to this rank (into nothing) and
@@ -573,8 +562,7 @@ class transport {
       const auto rank = r.get<std::int32_t>();
       std::string text = r.text();
       if (ok) continue;
-      const bool known = code >= static_cast<int>(errc::invalid_argument) && code <= static_cast<int>(errc::stage_failed);
-      return {false, rank, known ? static_cast<errc>(code) : errc::stage_failed,
+      return {false, rank, detail::errc_from_wire(code),
               ppipe::detail::concat("replica ", k, " of ", replica_count_, " failed its step, so this replica does not "
                                     "apply it either: ", text)};
     }
