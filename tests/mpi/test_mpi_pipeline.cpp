@@ -223,6 +223,57 @@ TEST_CASE("the MPI transport delivers payloads of every size in the order they w
   CHECK_THROWS_AS(net.post_send(me, me, ppipe::payload{}), ppipe::error);
 }
 
+TEST_CASE("a receive fills the buffers it is handed when their shapes match, and replaces them otherwise",
+          "[transport]") {
+  ppipe::mpi::transport net(MPI_COMM_WORLD);
+  const int me = net.rank();
+  const auto deadline = ppipe::deadline_after(std::chrono::seconds(30));
+  const auto filled = [](std::vector<ppipe::shape> shapes, float first) {
+    ppipe::payload p;
+    for (ppipe::shape& s : shapes) {
+      ppipe::host_tensor t(std::move(s));
+      for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(i);
+      p.push_back(std::move(t));
+    }
+    return p;
+  };
+  // Inline (2 floats; two tensors) and separate (5000 floats) layouts.
+  const std::vector<std::vector<ppipe::shape>> sent{{{1, 2}}, {{5000}}, {{2, 3}, {4}}};
+  for (int run = 0; run < 2; ++run) {  // the second run reuses the first one's slots
+    net.reset();
+    if (me == 0) {
+      // Each payload three times: into matching buffers, into mismatched ones, into nothing.
+      std::vector<ppipe::payload> payloads;
+      for (int k = 0; k < 9; ++k) payloads.push_back(filled(sent[static_cast<std::size_t>(k / 3)], 10.0f * static_cast<float>(k)));
+      std::vector<ppipe::mpi::transport::send_handle> handles;
+      for (const ppipe::payload& p : payloads) handles.push_back(net.post_send(0, 1, p));
+      for (auto& h : handles) CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
+      // A completed handle stays complete.
+      CHECK(net.complete_send(handles.front(), deadline) == ppipe::wait_status::ready);
+    } else if (me == 1) {
+      for (int k = 0; k < 9; ++k) {
+        const std::vector<ppipe::shape>& shapes = sent[static_cast<std::size_t>(k / 3)];
+        ppipe::payload into;
+        if (k % 3 == 0) {
+          for (const ppipe::shape& s : shapes) into.emplace_back(s);
+        } else if (k % 3 == 1) {
+          into.emplace_back(ppipe::shape{static_cast<std::int64_t>(shapes[0].elements()) + 1});
+        }
+        std::vector<const float*> storage;
+        for (const ppipe::host_tensor& t : into) storage.push_back(t.data());
+        auto h = net.post_recv(0, 1);
+        REQUIRE(net.complete_recv(h, into, deadline) == ppipe::wait_status::ready);
+        CHECK(into == filled(shapes, 10.0f * static_cast<float>(k)));
+        if (k % 3 == 0) {
+          for (std::size_t t = 0; t < into.size(); ++t) CHECK(into[t].data() == storage[t]);
+        }
+        CHECK_THROWS_AS(net.complete_recv(h, into, deadline), ppipe::error);  // completed once already
+      }
+    }
+    CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
+  }
+}
+
 TEST_CASE("bad MPI pipeline arguments are refused with the fix", "[errors]") {
   sequential model = make_model();
   ppipe::pipeline_options o;

@@ -299,6 +299,33 @@ TEST_CASE("the pool's bytes count every buffer a stage holds, and its spare stor
   CHECK(spare1 <= pipe.memory(1).peak_bytes);
 }
 
+TEST_CASE("a receive's buffers come from the stage's spare storage, unzeroed and uncounted") {
+  ppipe::buffer_pool<ppipe::host_tensor> pool;
+  ppipe::payload held = pool.acquire(std::vector<ppipe::shape>{{2, 3}, {2}});
+  held[0][5] = 7.0f;
+  const float* storage = held[0].data();
+  pool.release(held);
+  CHECK(pool.stats().spare_bytes == 32);
+  CHECK(pool.stats().live_bytes == 0);
+
+  // [3, 2] has the 6 elements of the released [2, 3]: its storage comes back as it was (the
+  // transport overwrites it whole), and it is not counted until the stage adopts it.
+  ppipe::payload in = pool.for_receive({ppipe::shape{3, 2}, ppipe::shape{5}});
+  REQUIRE(in.size() == 2);
+  CHECK(in[0].shape() == ppipe::shape{3, 2});
+  CHECK(in[0].data() == storage);
+  CHECK(in[0][5] == 7.0f);
+  CHECK(in[1].shape() == ppipe::shape{5});  // no spare storage of 5 elements: a new, zeroed one
+  CHECK(in[1][4] == 0.0f);
+  CHECK(pool.stats().live_bytes == 0);
+  CHECK(pool.stats().spare_bytes == 8);
+  pool.adopt(in);
+  CHECK(pool.stats().live_bytes == 44);
+  // The stage's own acquire still zeroes recycled storage.
+  pool.release(in);
+  CHECK(pool.acquire(ppipe::shape{6})[5] == 0.0f);
+}
+
 TEST_CASE("a failed infer leaves nothing counted") {
   toy::model model(4);
   model.set_fault({1, 0, false, 0ms});

@@ -41,6 +41,35 @@ class byte_writer {
   std::vector<std::byte>* out_;
 };
 
+/// Writes trivially copyable values into memory already sized for them: what byte_writer does,
+/// without growing a vector for every value (a payload header is written once per message).
+class byte_cursor {
+ public:
+  byte_cursor(std::byte* at, std::size_t size) : at_(at), left_(size) {}
+  template <class T>
+    requires std::is_trivially_copyable_v<T>
+  void put(const T& value) {
+    room(sizeof(T));
+    std::memcpy(at_, &value, sizeof(T));
+    at_ += sizeof(T);
+    left_ -= sizeof(T);
+  }
+  void raw(const void* data, std::size_t n) {
+    room(n);
+    if (n != 0) std::memcpy(at_, data, n);
+    at_ += n;
+    left_ -= n;
+  }
+  [[nodiscard]] std::size_t left() const noexcept { return left_; }
+
+ private:
+  void room(std::size_t n) const {
+    if (n > left_) fail(errc::backend, "ppipe sized a message ", n - left_, " bytes too small (a bug in ppipe)");
+  }
+  std::byte* at_;
+  std::size_t left_;
+};
+
 /// Reads what byte_writer wrote; a read past the end throws ppipe::error naming `what`.
 class byte_reader {
  public:
@@ -48,8 +77,10 @@ class byte_reader {
   template <class T>
     requires std::is_trivially_copyable_v<T>
   T get() {
-    T value{};
-    raw(&value, sizeof(T));
+    need(sizeof(T));
+    T value;
+    std::memcpy(&value, data_ + at_, sizeof(T));
+    at_ += sizeof(T);
     return value;
   }
   void raw(void* into, std::size_t n) {
@@ -63,6 +94,13 @@ class byte_reader {
     std::string s(reinterpret_cast<const char*>(data_ + at_), static_cast<std::size_t>(n));
     at_ += static_cast<std::size_t>(n);
     return s;
+  }
+  /// Whether the next `n` bytes are those at `expected`; they are read either way.
+  bool same(const void* expected, std::size_t n) {
+    need(n);
+    const bool equal = n == 0 || std::memcmp(data_ + at_, expected, n) == 0;
+    at_ += n;
+    return equal;
   }
   [[nodiscard]] std::size_t left() const noexcept { return size_ - at_; }
 
@@ -85,8 +123,17 @@ class byte_reader {
 inline constexpr std::uint32_t max_payload_tensors = 1024;
 inline constexpr std::uint32_t max_tensor_dims = 16;
 
-/// Writes a payload's shapes: its tensor count, then per tensor its dimensions.
-inline void write_shapes(byte_writer& w, const payload& p) {
+/// The bytes write_shapes() writes for `p`.
+inline std::size_t shapes_bytes(const payload& p) {
+  std::size_t n = sizeof(std::uint32_t);
+  for (const host_tensor& t : p) n += sizeof(std::uint32_t) + t.shape().rank() * sizeof(std::int64_t);
+  return n;
+}
+
+/// Writes a payload's shapes: its tensor count, then per tensor its dimensions (through a
+/// byte_writer or a byte_cursor).
+template <class Writer>
+void write_shapes(Writer& w, const payload& p) {
   if (p.size() > max_payload_tensors) {
     fail(errc::invalid_argument, "a payload of ", p.size(), " tensors cannot go to another process; ppipe sends at "
          "most ", max_payload_tensors, " tensors per payload: concatenate some of them");
@@ -99,12 +146,13 @@ inline void write_shapes(byte_writer& w, const payload& p) {
            " dimensions; ppipe sends tensors of at most ", max_tensor_dims, " to another process: reshape it");
     }
     w.put(static_cast<std::uint32_t>(dims.size()));
-    for (const std::int64_t d : dims) w.put(d);
+    w.raw(dims.data(), dims.size() * sizeof(std::int64_t));
   }
 }
 
 /// Writes a payload's values, tensor after tensor.
-inline void write_values(byte_writer& w, const payload& p) {
+template <class Writer>
+void write_values(Writer& w, const payload& p) {
   for (const host_tensor& t : p) w.raw(t.data(), t.bytes());
 }
 
@@ -125,6 +173,19 @@ inline std::vector<shape> read_shapes(byte_reader& r) {
     out.emplace_back(std::move(dims));
   }
   return out;
+}
+
+/// Reads shapes as read_shapes() does while comparing them with `p`'s tensors, allocating nothing;
+/// false at the first difference (the reader is then left inside the shapes).
+inline bool read_same_shapes(byte_reader& r, const payload& p) {
+  if (r.get<std::uint32_t>() != p.size()) return false;
+  for (const host_tensor& t : p) {
+    const auto& dims = t.shape().dims();
+    if (r.get<std::uint32_t>() != dims.size() || !r.same(dims.data(), dims.size() * sizeof(std::int64_t))) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /// The bytes of the values of tensors of these shapes.

@@ -62,6 +62,25 @@ class buffer_pool<host_tensor> {
     for (const shape& s : shapes) p.push_back(acquire(s));
     return p;
   }
+  /// @brief Buffers for a receive of these shapes, which a transport fills whole: recycled storage
+  /// where there is some, not zeroed, else new. Not counted as held: the stage adopts what it
+  /// receives (see adopt()), and storage the transport replaces is simply freed.
+  payload for_receive(const std::vector<shape>& shapes) {
+    payload p;
+    p.reserve(shapes.size());
+    for (const shape& s : shapes) {
+      auto found = classes_.find(s.elements());
+      if (found == classes_.end() || found->second.spare.empty()) {
+        p.emplace_back(s);
+        continue;
+      }
+      size_class& c = found->second;
+      p.push_back(host_tensor::reuse(s, std::move(c.spare.back())));
+      c.spare.pop_back();
+      stats_.spare_bytes -= std::min(stats_.spare_bytes, p.back().bytes());
+    }
+    return p;
+  }
   /// @brief Counts a payload that came from elsewhere (the caller's batch, a receive) as held by
   /// this stage; release() gives its storage to this pool.
   void adopt(const payload& p) {

@@ -262,7 +262,7 @@ class executor {
         detail::fail(errc::invalid_schedule, "rank ", r, " has no receive for ", describe(list[static_cast<std::size_t>(k)]),
                      "; the schedule must receive data before the compute that needs it");
       }
-      payload_type in;
+      payload_type in = receive_buffers(data, list[static_cast<std::size_t>(slots.recv_step[i])]);
       board_.waiting(r, k, slots.recv_step[i]);
       const wait_status st = transport_->complete_recv(*slots.recv[i], in, deadline());
       if (st == wait_status::aborted) throw detail::run_aborted{};
@@ -492,6 +492,21 @@ class executor {
     }
   }
   [[nodiscard]] stage_type& stage_at(int st) { return *by_stage_[static_cast<std::size_t>(st)]; }
+
+  // What a receive is handed to fill: for a transport that fills given buffers, tensors of the
+  // shapes the receiving stage expects (an activation: its input's; a gradient: its output's),
+  // from that stage's pool; otherwise nothing.
+  payload_type receive_buffers(const step_data<tensor_type>& data, const action& recv) {
+    if constexpr (fills_given_buffers<Transport> &&
+                  requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); }) {
+      if (data.expected.empty()) return {};
+      const int expecting = recv.kind == action_kind::recv_activation ? recv.stage : recv.stage + 1;
+      return stage_at(recv.stage).pool().for_receive(
+          data.expected[static_cast<std::size_t>(expecting)][static_cast<std::size_t>(recv.microbatch)]);
+    } else {
+      return {};
+    }
+  }
 
   // The ranks this process runs: all of them, or a distributed transport's one.
   [[nodiscard]] std::vector<int> local_ranks(int p) const {

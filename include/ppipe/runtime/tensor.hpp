@@ -97,6 +97,15 @@ class host_tensor {
     t.data_.assign(t.shape_.elements(), 0.0f);
     return t;
   }
+  /// @brief Reuses `storage` for a tensor of shape `s` without zeroing the values it holds: for a
+  /// buffer about to be overwritten whole (a receive). Elements it lacks are added as zeros.
+  static host_tensor reuse(ppipe::shape s, std::vector<float>&& storage) {
+    host_tensor t;
+    t.shape_ = std::move(s);
+    t.data_ = std::move(storage);
+    t.data_.resize(t.shape_.elements());
+    return t;
+  }
   /// @brief Gives the storage back (for the pool); the tensor is empty afterwards.
   std::vector<float> release() && {
     shape_ = {};

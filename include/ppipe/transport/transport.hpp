@@ -50,6 +50,11 @@ inline deadline_clock::time_point deadline_after(std::chrono::milliseconds timeo
 /// - `void abort()`: wakes every wait with `aborted`; used when a rank fails.
 /// - `void reset()`: readies the transport for the next run; called between runs, never during one.
 /// - `int num_ranks() const`.
+/// - optionally `static constexpr bool fills_given_buffers = true`: complete_recv() writes into
+///   the tensors `into` already holds when their shapes are what arrived (replacing them
+///   otherwise). The executor then hands each receive buffers of the expected shapes from the
+///   receiving stage's pool, so a steady run does not allocate a buffer per message. Without it,
+///   `into` is empty and the transport puts its own tensors there.
 template <class T>
 concept transport = requires(T& t, const T& ct, int rank, typename T::send_handle& sh,
                              typename T::recv_handle& rh, const basic_payload<typename T::tensor_type>& data,
@@ -63,5 +68,9 @@ concept transport = requires(T& t, const T& ct, int rank, typename T::send_handl
   t.abort();
   t.reset();
 };
+
+/// @brief Whether transport `T` receives into the buffers it is given (see `fills_given_buffers`).
+template <class T>
+inline constexpr bool fills_given_buffers = requires { requires T::fills_given_buffers; };
 
 }  // namespace ppipe

@@ -26,17 +26,21 @@ using ppipe::detail::byte_writer;
 /// message per tensor after it (separate).
 enum class layout : std::uint32_t { inline_values = 0x70704d49u, separate_values = 0x70704d53u };
 
-/// Writes the header of `data`: its layout, then its shapes; with inline values, the values follow.
+/// Writes the header of `data` into `out` (resized to it): its layout, then its shapes; with
+/// inline values, the values follow.
 inline void write_header(std::vector<std::byte>& out, const payload& data, bool with_values) {
-  byte_writer w(out);
+  out.resize(sizeof(layout) + ppipe::detail::shapes_bytes(data) + (with_values ? bytes_of(data) : 0));
+  ppipe::detail::byte_cursor w(out.data(), out.size());
   w.put(with_values ? layout::inline_values : layout::separate_values);
   ppipe::detail::write_shapes(w, data);
   if (with_values) ppipe::detail::write_values(w, data);
 }
 
-/// Reads a header: the payload's tensors, zero-filled in their shapes, and whether their values
-/// came with it (then they are filled in).
-inline std::pair<payload, bool> read_header(const std::byte* bytes, std::size_t size) {
+/// Reads a header into `into`: its tensors are kept when their shapes are the header's (a receive
+/// into recycled buffers allocates nothing) and replaced by zero-filled tensors of the header's
+/// shapes otherwise. Returns whether the values came with the header; then they are copied in,
+/// else the caller receives them into `into`'s tensors.
+inline bool read_header(const std::byte* bytes, std::size_t size, payload& into) {
   byte_reader r(bytes, size, "payload header");
   const auto kind = r.get<layout>();
   if (kind != layout::inline_values && kind != layout::separate_values) {
@@ -44,15 +48,18 @@ inline std::pair<payload, bool> read_header(const std::byte* bytes, std::size_t 
                         "every process of the job must run the same build of the program, and nothing else may "
                         "use ppipe's communicator");
   }
-  const std::vector<shape> shapes = ppipe::detail::read_shapes(r);
-  const bool with_values = kind == layout::inline_values;
-  if (with_values && r.left() != ppipe::detail::value_bytes(shapes)) {
-    ppipe::detail::fail(errc::backend, "a payload message carries ", r.left(), " bytes of values for tensors of ",
-                        ppipe::detail::value_bytes(shapes), " bytes");
+  if (byte_reader probe = r; ppipe::detail::read_same_shapes(probe, into)) {
+    r = probe;
+  } else {
+    into = ppipe::detail::zero_payload(ppipe::detail::read_shapes(r));
   }
-  payload out = ppipe::detail::zero_payload(shapes);
-  if (with_values) ppipe::detail::read_values(r, out);
-  return {std::move(out), with_values};
+  const bool with_values = kind == layout::inline_values;
+  if (with_values && r.left() != bytes_of(into)) {
+    ppipe::detail::fail(errc::backend, "a payload message carries ", r.left(), " bytes of values for tensors of ",
+                        bytes_of(into), " bytes");
+  }
+  if (with_values) ppipe::detail::read_values(r, into);
+  return with_values;
 }
 
 /// An error code from another process: a known one, or stage_failed.

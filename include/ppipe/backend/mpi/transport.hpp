@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
-#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -67,15 +66,22 @@ class transport {
  public:
   using tensor_type = host_tensor;
 
-  /// @brief Handle of a posted send.
+  /// @brief Handle of a posted send: its slot, and which use of the slot it is.
   struct send_handle {
-    std::uint64_t id = 0;
+    std::uint32_t slot = 0;
+    std::uint64_t ticket = 0;
   };
-  /// @brief Handle of a posted receive: the channel and its sequence number.
+  /// @brief Handle of a posted receive: the channel, its sequence number, and its slot.
   struct recv_handle {
     int from = -1;
     std::uint64_t sequence = 0;
+    std::uint32_t slot = 0;
   };
+
+  /// complete_recv() writes into the tensors of the payload it is given when their shapes are
+  /// those that arrive (and replaces them otherwise), so the executor hands it buffers from the
+  /// receiving stage's pool instead of letting every receive allocate.
+  static constexpr bool fills_given_buffers = true;
 
   /// @param pipeline the processes of one pipeline, rank r running pipeline rank r (duplicated)
   /// @param replicas the processes running this pipeline rank in every replica, or MPI_COMM_NULL
@@ -130,11 +136,11 @@ class transport {
       sent_ = std::move(other.sent_);
       posted_ = std::move(other.posted_);
       sends_ = std::move(other.sends_);
+      free_sends_ = std::move(other.free_sends_);
       recvs_ = std::move(other.recvs_);
+      free_recvs_ = std::move(other.free_recvs_);
       notices_ = std::move(other.notices_);
-      spare_ = std::move(other.spare_);
       reports_ = std::move(other.reports_);
-      next_send_ = other.next_send_;
       run_ = other.run_;
       aborted_ = other.aborted_;
       remote_failure_ = other.remote_failure_;
@@ -161,61 +167,54 @@ class transport {
     check_pair(from, to, "send");
     const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
     const bool with_values = bytes_of(data) <= options_.inline_bytes;
-    send_record rec;
-    rec.header = spare_buffer();
-    rec.header.clear();
-    detail::write_header(rec.header, data, with_values);
-    if (rec.header.size() > header_capacity()) {
-      ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", rec.header.size(), " bytes, more than "
-                          "the ", header_capacity(), " a receive posts for it; send fewer tensors");
+    const std::uint32_t at = take_slot(sends_, free_sends_);
+    send_slot& slot = sends_[at];
+    detail::write_header(slot.header, data, with_values);
+    if (slot.header.size() > header_capacity()) {
+      release_slot(sends_, free_sends_, at);
+      ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", slot.header.size(), " bytes, more "
+                          "than the ", header_capacity(), " a receive posts for it; send fewer tensors");
     }
-    rec.requests.reserve(with_values ? 1 : data.size() + 1);
-    rec.requests.push_back(MPI_REQUEST_NULL);
-    PPIPE_MPI_CHECK(MPI_Isend(rec.header.data(), static_cast<int>(rec.header.size()), MPI_BYTE, to, header_tag(seq),
-                              comm_, &rec.requests.back()));
+    slot.values.clear();
+    PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), static_cast<int>(slot.header.size()), MPI_BYTE, to, header_tag(seq),
+                              comm_, &slot.request));
     if (!with_values) {
       for (const host_tensor& t : data) {
         if (t.size() == 0) continue;
-        rec.requests.push_back(MPI_REQUEST_NULL);
-        PPIPE_MPI_CHECK(MPI_Isend(t.data(), count_of(t), MPI_FLOAT, to, data_tag(seq), comm_, &rec.requests.back()));
+        slot.values.push_back(MPI_REQUEST_NULL);
+        PPIPE_MPI_CHECK(MPI_Isend(t.data(), count_of(t), MPI_FLOAT, to, data_tag(seq), comm_, &slot.values.back()));
       }
     }
-    const std::uint64_t id = next_send_++;
-    sends_.emplace(id, std::move(rec));
-    return send_handle{id};
+    return send_handle{at, slot.ticket};
   }
 
   recv_handle post_recv(int from, int to) {
     check_pair(to, from, "receive");
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    post_header_recv(from, seq);
-    return recv_handle{from, seq};
+    return recv_handle{from, seq, post_header_recv(from, seq)};
   }
 
-  /// @brief Waits for the claimed payload and moves it into `into`; returns aborted when another
-  /// rank reports a failure first.
+  /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
+  /// already holds when their shapes are those that arrived (no allocation), into new ones
+  /// otherwise. Returns aborted when another rank reports a failure first.
   wait_status complete_recv(recv_handle& h, payload& into, deadline_clock::time_point deadline) {
-    const auto found = recvs_.find(key(h.from, h.sequence));
-    if (found == recvs_.end()) {
+    if (h.slot >= recvs_.size() || !recvs_[h.slot].busy || recvs_[h.slot].from != h.from ||
+        recvs_[h.slot].sequence != h.sequence) {
       ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
                           h.sequence, "; complete each posted receive once");
     }
-    const wait_status st = finish_recv(found->second, deadline, true);
+    const wait_status st = finish_recv(h.slot, &into, deadline, true);
     if (st == wait_status::ready) {
-      into = std::move(found->second.into);
-      recvs_.erase(found);
+      into = std::move(recvs_[h.slot].into);
+      release_slot(recvs_, free_recvs_, h.slot);
     }
     return st;
   }
 
   wait_status complete_send(send_handle& h, deadline_clock::time_point deadline) {
-    const auto found = sends_.find(h.id);
-    if (found == sends_.end()) return wait_status::ready;
-    const wait_status st = wait_all(found->second.requests, deadline, true);
-    if (st == wait_status::ready) {
-      keep_buffer(std::move(found->second.header));
-      sends_.erase(found);
-    }
+    if (h.slot >= sends_.size() || !sends_[h.slot].busy || sends_[h.slot].ticket != h.ticket) return wait_status::ready;
+    const wait_status st = wait_send(sends_[h.slot], deadline, true);
+    if (st == wait_status::ready) release_slot(sends_, free_sends_, h.slot);
     return st;
   }
 
@@ -243,16 +242,15 @@ class transport {
   run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
     // Kept by the transport: a report may still be on its way when a timeout returns early.
-    std::vector<send_record>& notices = notices_;
+    std::vector<notice>& notices = notices_;
     notices.clear();
+    notices.reserve(static_cast<std::size_t>(size_));
     for (int q = 0; q < size_; ++q) {
       if (q == rank_) continue;
-      send_record rec;
-      rec.header = detail::write_report({mine, run_, sent_[static_cast<std::size_t>(q)]});
-      rec.requests.push_back(MPI_REQUEST_NULL);
-      PPIPE_MPI_CHECK(MPI_Isend(rec.header.data(), static_cast<int>(rec.header.size()), MPI_BYTE, q, control_tag, comm_,
-                                &rec.requests.back()));
-      notices.push_back(std::move(rec));
+      notice& n = notices.emplace_back();
+      n.bytes = detail::write_report({mine, run_, sent_[static_cast<std::size_t>(q)]});
+      PPIPE_MPI_CHECK(MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, q, control_tag, comm_,
+                                &n.request));
     }
     const bool i_timed_out = mine.what == rank_outcome::outcome::failed && mine.code == errc::timeout;
     if (i_timed_out) return stuck(mine.message);
@@ -278,8 +276,8 @@ class transport {
     if (!verdict.ok) {
       if (std::optional<run_verdict> failed = drain(deadline)) return *std::move(failed);
     }
-    for (send_record& rec : notices) {
-      if (wait_all(rec.requests, deadline, false) != wait_status::ready) {
+    for (notice& n : notices) {
+      if (wait_one(n.request, deadline) != wait_status::ready) {
         return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
                                            " for its end-of-run report to reach the other ranks"));
       }
@@ -347,33 +345,51 @@ class transport {
   [[nodiscard]] int data_tag(std::uint64_t seq) const {
     return slot_base() + tag_range + static_cast<int>(seq % tag_range);
   }
-  [[nodiscard]] static std::uint64_t key(int from, std::uint64_t seq) { return (static_cast<std::uint64_t>(from) << 40U) | seq; }
   [[nodiscard]] std::size_t header_capacity() const noexcept { return options_.inline_bytes + 4096; }
 
-  struct send_record {
-    std::vector<MPI_Request> requests;
+  // A send or a receive in flight lives in a slot, and slots are reused: their buffers and request
+  // lists keep their capacity, so a steady run allocates nothing per message.
+  struct send_slot {
+    bool busy = false;
+    std::uint64_t ticket = 0;  // which use of the slot a handle is for
+    MPI_Request request = MPI_REQUEST_NULL;  // the header (with the values when inline)
+    std::vector<MPI_Request> values;  // one per tensor (separate layout)
     std::vector<std::byte> header;
   };
-  struct recv_record {
+  struct recv_slot {
+    bool busy = false;
+    std::uint64_t ticket = 0;
     int from = -1;
     std::uint64_t sequence = 0;
-    MPI_Request header = MPI_REQUEST_NULL;
-    std::vector<std::byte> buffer;
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<std::byte> buffer;  // room for a header with inline values: header_capacity()
     bool have_header = false;
     std::vector<MPI_Request> values;
     payload into;
   };
+  struct notice {
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<std::byte> bytes;
+  };
 
-  // Header buffers are reused: a receive's buffer has room for a whole inline payload, and
-  // zero-filling a fresh one for every message would cost more than a small transfer.
-  std::vector<std::byte> spare_buffer() {
-    if (spare_.empty()) return {};
-    std::vector<std::byte> b = std::move(spare_.back());
-    spare_.pop_back();
-    return b;
+  template <class Slot>
+  static std::uint32_t take_slot(std::vector<Slot>& slots, std::vector<std::uint32_t>& free) {
+    std::uint32_t at = 0;
+    if (free.empty()) {
+      at = static_cast<std::uint32_t>(slots.size());
+      slots.emplace_back();
+    } else {
+      at = free.back();
+      free.pop_back();
+    }
+    slots[at].busy = true;
+    ++slots[at].ticket;
+    return at;
   }
-  void keep_buffer(std::vector<std::byte>&& b) {
-    if (spare_.size() < 64) spare_.push_back(std::move(b));
+  template <class Slot>
+  static void release_slot(std::vector<Slot>& slots, std::vector<std::uint32_t>& free, std::uint32_t at) {
+    slots[at].busy = false;
+    free.push_back(at);
   }
 
   static int count_of(const host_tensor& t) {
@@ -392,38 +408,50 @@ class transport {
     }
   }
 
-  void post_header_recv(int from, std::uint64_t seq) {
-    recv_record& rec = recvs_[key(from, seq)];
-    rec.from = from;
-    rec.sequence = seq;
-    rec.buffer = spare_buffer();
-    rec.buffer.resize(header_capacity());
-    PPIPE_MPI_CHECK(MPI_Irecv(rec.buffer.data(), static_cast<int>(rec.buffer.size()), MPI_BYTE, from, header_tag(seq),
-                              comm_, &rec.header));
+  std::uint32_t post_header_recv(int from, std::uint64_t seq) {
+    const std::uint32_t at = take_slot(recvs_, free_recvs_);
+    recv_slot& slot = recvs_[at];
+    slot.from = from;
+    slot.sequence = seq;
+    slot.have_header = false;
+    slot.values.clear();
+    slot.into.clear();
+    // Sized once per slot: a reused slot's buffer is not filled again.
+    if (slot.buffer.size() != header_capacity()) slot.buffer.resize(header_capacity());
+    PPIPE_MPI_CHECK(MPI_Irecv(slot.buffer.data(), static_cast<int>(slot.buffer.size()), MPI_BYTE, from,
+                              header_tag(seq), comm_, &slot.request));
+    return at;
   }
 
-  // Drives one receive: its header, then (separate layout) its tensors.
-  wait_status finish_recv(recv_record& rec, deadline_clock::time_point deadline, bool watch) {
-    if (!rec.have_header) {
+  // Drives one receive: its header, then (separate layout) its tensors. The payload arrives in
+  // `*given`'s tensors when their shapes match (given may be null: new tensors).
+  wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
+    recv_slot& slot = recvs_[at];
+    if (!slot.have_header) {
       MPI_Status status{};
-      const wait_status st = wait_one(rec.header, deadline, watch, &status);
+      const wait_status st = wait_one(slot.request, deadline, watch, &status);
       if (st != wait_status::ready) return st;
       int bytes = 0;
       PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
-      auto [data, with_values] = detail::read_header(rec.buffer.data(), static_cast<std::size_t>(std::max(bytes, 0)));
-      rec.into = std::move(data);
-      rec.have_header = true;
-      keep_buffer(std::move(rec.buffer));
+      if (given != nullptr) slot.into = std::move(*given);
+      const bool with_values =
+          detail::read_header(slot.buffer.data(), static_cast<std::size_t>(std::max(bytes, 0)), slot.into);
+      slot.have_header = true;
       if (!with_values) {
-        for (host_tensor& t : rec.into) {
+        for (host_tensor& t : slot.into) {
           if (t.size() == 0) continue;
-          rec.values.push_back(MPI_REQUEST_NULL);
-          PPIPE_MPI_CHECK(MPI_Irecv(t.data(), count_of(t), MPI_FLOAT, rec.from, data_tag(rec.sequence), comm_,
-                                    &rec.values.back()));
+          slot.values.push_back(MPI_REQUEST_NULL);
+          PPIPE_MPI_CHECK(MPI_Irecv(t.data(), count_of(t), MPI_FLOAT, slot.from, data_tag(slot.sequence), comm_,
+                                    &slot.values.back()));
         }
       }
     }
-    return wait_all(rec.values, deadline, watch);
+    return wait_all(slot.values, deadline, watch);
+  }
+
+  wait_status wait_send(send_slot& slot, deadline_clock::time_point deadline, bool watch) {
+    const wait_status st = wait_one(slot.request, deadline, watch);
+    return st == wait_status::ready ? wait_all(slot.values, deadline, watch) : st;
   }
 
   wait_status wait_one(MPI_Request& req, deadline_clock::time_point deadline, bool watch = false,
@@ -445,16 +473,25 @@ class transport {
   }
 
   // Polls `done` until it says true or the deadline passes; with `watch`, a failure reported by
-  // another rank (or abort()) ends the wait with aborted.
+  // another rank (or abort()) ends the wait with aborted. The first poll that finds nothing reads
+  // the clock (a deadline may have passed already: the executor checks a send that way); the other
+  // ranks' reports and the clock are looked at again every 16th poll only. A small message takes a
+  // fraction of a microsecond, a few polls: anything else done in that time adds to its latency.
   template <class Done>
   wait_status poll(deadline_clock::time_point deadline, bool watch, Done&& done) {
+    if (done()) return wait_status::ready;
     const auto start = deadline_clock::now();
-    for (std::uint64_t i = 0;; ++i) {
+    if (start >= deadline) return wait_status::timed_out;
+    bool patient = false;  // has spun for options_.spin: yields the core between polls
+    for (std::uint64_t i = 1;; ++i) {
       if (done()) return wait_status::ready;
-      if (watch && (aborted_ || ((i & 15U) == 0 && failure_reported()))) return wait_status::aborted;
+      if (watch && aborted_) return wait_status::aborted;
+      if (patient) std::this_thread::yield();
+      if ((i & 15U) != 0) continue;
+      if (watch && failure_reported()) return wait_status::aborted;
       const auto now = deadline_clock::now();
       if (now >= deadline) return wait_status::timed_out;
-      if (now - start > options_.spin) std::this_thread::yield();
+      patient = now - start > options_.spin;
     }
   }
 
@@ -501,31 +538,30 @@ class transport {
       const std::uint64_t sent = reports_[static_cast<std::size_t>(q)]->sent_to_you;
       for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) post_header_recv(q, seq);
       posted_[static_cast<std::size_t>(q)] = std::max(posted_[static_cast<std::size_t>(q)], sent);
-      for (auto it = recvs_.begin(); it != recvs_.end();) {
-        recv_record& rec = it->second;
-        if (rec.from != q) {
-          ++it;
-          continue;
-        }
-        if (rec.sequence < sent) {
-          if (finish_recv(rec, deadline, false) != wait_status::ready) {
+      for (std::uint32_t at = 0; at < recvs_.size(); ++at) {
+        recv_slot& slot = recvs_[at];
+        if (!slot.busy || slot.from != q) continue;
+        if (slot.sequence < sent) {
+          if (finish_recv(at, nullptr, deadline, false) != wait_status::ready) {
             return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ",
-                                               rec.sequence, " that rank ", q, " sent in the failed run"));
+                                               slot.sequence, " that rank ", q, " sent in the failed run"));
           }
-        } else if (!rec.have_header) {
-          PPIPE_MPI_CHECK(MPI_Cancel(&rec.header));
-          PPIPE_MPI_CHECK(MPI_Wait(&rec.header, MPI_STATUS_IGNORE));
+        } else if (!slot.have_header) {
+          PPIPE_MPI_CHECK(MPI_Cancel(&slot.request));
+          PPIPE_MPI_CHECK(MPI_Wait(&slot.request, MPI_STATUS_IGNORE));
         }
-        it = recvs_.erase(it);
+        slot.into.clear();
+        release_slot(recvs_, free_recvs_, at);
       }
     }
-    for (auto& [id, rec] : sends_) {
-      if (wait_all(rec.requests, deadline, false) != wait_status::ready) {
+    for (std::uint32_t at = 0; at < sends_.size(); ++at) {
+      if (!sends_[at].busy) continue;
+      if (wait_send(sends_[at], deadline, false) != wait_status::ready) {
         return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
                                            " for the payloads it sent in the failed run to be taken"));
       }
+      release_slot(sends_, free_sends_, at);
     }
-    sends_.clear();
     return std::nullopt;
   }
 
@@ -609,12 +645,12 @@ class transport {
   transport_options options_;
   std::vector<std::uint64_t> sent_;    // per peer: payloads sent to it this run
   std::vector<std::uint64_t> posted_;  // per peer: receives posted from it this run
-  std::map<std::uint64_t, send_record> sends_;
-  std::map<std::uint64_t, recv_record> recvs_;
-  std::vector<send_record> notices_;  // this run's end-of-run reports to the other ranks
-  std::vector<std::vector<std::byte>> spare_;  // header buffers to reuse
+  std::vector<send_slot> sends_;  // sends in flight, and free slots
+  std::vector<std::uint32_t> free_sends_;
+  std::vector<recv_slot> recvs_;  // receives in flight, and free slots
+  std::vector<std::uint32_t> free_recvs_;
+  std::vector<notice> notices_;  // this run's end-of-run reports to the other ranks
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
-  std::uint64_t next_send_ = 0;
   std::uint64_t run_ = 0;
   bool aborted_ = false;
   bool remote_failure_ = false;
@@ -622,5 +658,6 @@ class transport {
 };
 
 static_assert(distributed_transport<transport>);
+static_assert(ppipe::fills_given_buffers<transport>);
 
 }  // namespace ppipe::mpi
