@@ -298,7 +298,7 @@ class executor {
     // `key` is the slot (i, or i + n for the input gradient's send), for the message.
     const auto finish_send = [&](std::optional<typename rank_slots::send_handle>& h, bool wait, std::size_t key) {
       if (!h) return true;
-      const wait_status st = transport_->complete_send(*h, wait ? deadline() : deadline_clock::now());
+      const wait_status st = transport_->complete_send(*h, wait ? deadline() : already_passed);
       if (st == wait_status::aborted) throw detail::run_aborted{};
       if (st == wait_status::ready) {
         h.reset();

@@ -28,6 +28,10 @@ inline deadline_clock::time_point deadline_after(std::chrono::milliseconds timeo
   return now + std::chrono::duration_cast<deadline_clock::duration>(timeout);
 }
 
+/// @brief A deadline that has always passed: a wait given it only checks whether its transfer is
+/// done (without reading the clock to say so).
+inline constexpr deadline_clock::time_point already_passed{};
+
 /// @brief A transport moves payloads between pipeline ranks, point to point and asynchronously.
 ///
 /// Its members, and what the executor relies on:

@@ -145,6 +145,7 @@ class transport {
       aborted_ = other.aborted_;
       remote_failure_ = other.remote_failure_;
       broken_ = std::move(other.broken_);
+      clock_ = other.clock_;
     }
     return *this;
   }
@@ -473,15 +474,15 @@ class transport {
   }
 
   // Polls `done` until it says true or the deadline passes; with `watch`, a failure reported by
-  // another rank (or abort()) ends the wait with aborted. The first poll that finds nothing reads
-  // the clock (a deadline may have passed already: the executor checks a send that way); the other
-  // ranks' reports and the clock are looked at again every 16th poll only. A small message takes a
-  // fraction of a microsecond, a few polls: anything else done in that time adds to its latency.
+  // another rank (or abort()) ends the wait with aborted. A small message takes a fraction of a
+  // microsecond, a few polls, and anything else done meanwhile adds to its latency: the clock and
+  // the other ranks' reports are looked at on every 16th poll only. A deadline that had passed by
+  // the last look at the clock (already_passed, say) ends the wait after one poll.
   template <class Done>
   wait_status poll(deadline_clock::time_point deadline, bool watch, Done&& done) {
     if (done()) return wait_status::ready;
-    const auto start = deadline_clock::now();
-    if (start >= deadline) return wait_status::timed_out;
+    if (deadline <= clock_) return wait_status::timed_out;
+    deadline_clock::time_point start{};
     bool patient = false;  // has spun for options_.spin: yields the core between polls
     for (std::uint64_t i = 1;; ++i) {
       if (done()) return wait_status::ready;
@@ -489,9 +490,10 @@ class transport {
       if (patient) std::this_thread::yield();
       if ((i & 15U) != 0) continue;
       if (watch && failure_reported()) return wait_status::aborted;
-      const auto now = deadline_clock::now();
-      if (now >= deadline) return wait_status::timed_out;
-      patient = now - start > options_.spin;
+      clock_ = deadline_clock::now();
+      if (clock_ >= deadline) return wait_status::timed_out;
+      if (i == 16) start = clock_;
+      patient = clock_ - start > options_.spin;
     }
   }
 
@@ -655,6 +657,7 @@ class transport {
   bool aborted_ = false;
   bool remote_failure_ = false;
   std::string broken_;  // why the transport cannot run again (a timeout), or empty
+  deadline_clock::time_point clock_{};  // the last time a wait read the clock
 };
 
 static_assert(distributed_transport<transport>);
