@@ -16,6 +16,24 @@
 
 namespace ppipe::detail {
 
+/// memcpy, with copies of at most 16 bytes (a dimension, an 8-byte payload) done inline: a call
+/// into the C library costs more than such a copy, and a header is written and read per message.
+inline void copy_bytes(void* to, const void* from, std::size_t n) {
+  auto* d = static_cast<std::byte*>(to);
+  const auto* s = static_cast<const std::byte*>(from);
+  if (n > 16) {
+    std::memcpy(d, s, n);
+  } else if (n >= 8) {  // two 8-byte copies that may overlap
+    std::memcpy(d, s, 8);
+    std::memcpy(d + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(d, s, 4);
+    std::memcpy(d + n - 4, s + n - 4, 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) d[i] = s[i];
+  }
+}
+
 /// Appends trivially copyable values to a byte buffer (native byte order: every process of a job
 /// runs the same build).
 class byte_writer {
@@ -56,7 +74,7 @@ class byte_cursor {
   }
   void raw(const void* data, std::size_t n) {
     room(n);
-    if (n != 0) std::memcpy(at_, data, n);
+    copy_bytes(at_, data, n);
     at_ += n;
     left_ -= n;
   }
@@ -85,7 +103,7 @@ class byte_reader {
   }
   void raw(void* into, std::size_t n) {
     need(n);
-    if (n != 0) std::memcpy(into, data_ + at_, n);
+    copy_bytes(into, data_ + at_, n);
     at_ += n;
   }
   std::string text() {
@@ -94,13 +112,6 @@ class byte_reader {
     std::string s(reinterpret_cast<const char*>(data_ + at_), static_cast<std::size_t>(n));
     at_ += static_cast<std::size_t>(n);
     return s;
-  }
-  /// Whether the next `n` bytes are those at `expected`; they are read either way.
-  bool same(const void* expected, std::size_t n) {
-    need(n);
-    const bool equal = n == 0 || std::memcmp(data_ + at_, expected, n) == 0;
-    at_ += n;
-    return equal;
   }
   [[nodiscard]] std::size_t left() const noexcept { return size_ - at_; }
 
@@ -146,7 +157,7 @@ void write_shapes(Writer& w, const payload& p) {
            " dimensions; ppipe sends tensors of at most ", max_tensor_dims, " to another process: reshape it");
     }
     w.put(static_cast<std::uint32_t>(dims.size()));
-    w.raw(dims.data(), dims.size() * sizeof(std::int64_t));
+    for (const std::int64_t d : dims) w.put(d);
   }
 }
 
@@ -181,8 +192,9 @@ inline bool read_same_shapes(byte_reader& r, const payload& p) {
   if (r.get<std::uint32_t>() != p.size()) return false;
   for (const host_tensor& t : p) {
     const auto& dims = t.shape().dims();
-    if (r.get<std::uint32_t>() != dims.size() || !r.same(dims.data(), dims.size() * sizeof(std::int64_t))) {
-      return false;
+    if (r.get<std::uint32_t>() != dims.size()) return false;
+    for (const std::int64_t d : dims) {
+      if (r.get<std::int64_t>() != d) return false;
     }
   }
   return true;
