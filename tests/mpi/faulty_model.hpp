@@ -1,6 +1,7 @@
 #pragma once
-// A sequential model that can be told to fail: a layer's forward or backward throws, or sleeps
-// for a long time, when it runs for a chosen microbatch. Everything else goes to the layer kit's
+// A sequential model that can be told to fail: a layer's forward or backward throws, sleeps for a
+// long time, or (forward) writes an output one column wider than output_shapes() says, when it
+// runs for a chosen microbatch. Everything else goes to the layer kit's
 // sequential model.
 
 #include <chrono>
@@ -15,7 +16,7 @@ namespace mpi_test {
 
 class faulty {
  public:
-  enum class fault { none, throw_in_forward, throw_in_backward, sleep_in_forward };
+  enum class fault { none, throw_in_forward, throw_in_backward, sleep_in_forward, wrong_shape_in_forward };
 
   explicit faulty(ppipe::layers::sequential model) : model_(std::move(model)) {}
 
@@ -36,6 +37,10 @@ class faulty {
     }
     if (hit(layer, ctx, fault::sleep_in_forward)) std::this_thread::sleep_for(std::chrono::seconds(30));
     model_.forward(layer, ctx, in, out);
+    if (hit(layer, ctx, fault::wrong_shape_in_forward)) {
+      const auto& dims = out.front().shape().dims();
+      out.front() = ppipe::host_tensor(ppipe::shape{dims.front(), dims.back() + 1});
+    }
   }
   void backward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload& out,
                 const ppipe::payload& grad_out, ppipe::payload& grad_in) {

@@ -148,6 +148,7 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
     bool in_loss;
     int rank;              // the rank that fails
     std::string expected;  // in every process's message
+    ppipe::errc code = ppipe::errc::stage_failed;
   };
   const int middle_layer = net.split().first(p / 2);
   const std::vector<fault_case> cases{
@@ -155,6 +156,10 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
       {mpi_test::faulty::fault::throw_in_backward, middle_layer, false, p / 2,
        "injected fault in the backward of layer " + std::to_string(middle_layer)},
       {mpi_test::faulty::fault::none, -1, true, last, "injected fault in the loss"},
+      // Stage 0's last layer writes a wider output than output_shapes() says: stage 1's receive is
+      // posted for the agreed shape, so rank 0 refuses to send it, and says which stage made it.
+      {mpi_test::faulty::fault::wrong_shape_in_forward, net.split().end(0) - 1, false, 0,
+       "stage 0 produced an output of shapes", ppipe::errc::invalid_argument},
   };
   for (const fault_case& c : cases) {
     INFO("fault on rank " << c.rank << ": " << c.expected);
@@ -165,7 +170,7 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
       FAIL("the step should have failed on rank " << c.rank);
     } catch (const ppipe::error& e) {
       const std::string what = e.what();
-      CHECK(e.code() == ppipe::errc::stage_failed);
+      CHECK(e.code() == c.code);
       CHECK(what.find(c.expected) != std::string::npos);
       CHECK(what.find("rank " + std::to_string(c.rank)) != std::string::npos);
     }
@@ -272,6 +277,134 @@ TEST_CASE("a receive fills the buffers it is handed when their shapes match, and
     }
     CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
   }
+}
+
+TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives were posted with",
+          "[transport]") {
+  ppipe::mpi::transport net(MPI_COMM_WORLD);
+  const int me = net.rank();
+  const auto deadline = ppipe::deadline_after(std::chrono::seconds(30));
+  const auto make = [](const std::vector<ppipe::shape>& shapes, float first) {
+    ppipe::payload p;
+    for (const ppipe::shape& s : shapes) {
+      ppipe::host_tensor t(s);
+      for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(i % 1000);
+      p.push_back(std::move(t));
+    }
+    return p;
+  };
+  // One tensor (values alone): empty, one value, past the inline limit, and 4 MiB (rendezvous);
+  // two tensors (with a header).
+  const std::vector<std::vector<ppipe::shape>> sent{{{0}}, {{1}}, {{3, 2000}}, {{1 << 20}}, {{2, 3}, {4}}};
+  for (int run = 0; run < 2; ++run) {
+    net.reset();
+    if (me == 0) {
+      std::vector<ppipe::payload> payloads;
+      for (std::size_t k = 0; k < sent.size(); ++k) payloads.push_back(make(sent[k], 7.0f * static_cast<float>(k + 1)));
+      std::vector<ppipe::mpi::transport::send_handle> handles;
+      for (const ppipe::payload& p : payloads) handles.push_back(net.post_send(0, 1, p, ppipe::agreed_shapes));
+      // Then one described send: a receive posted in the agreed form does not take it (tags differ).
+      const ppipe::payload described = make({{1}}, 99.0f);
+      handles.push_back(net.post_send(0, 1, described));
+      for (auto& h : handles) CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
+    } else if (me == 1) {
+      std::vector<ppipe::mpi::transport::recv_handle> handles;
+      std::vector<std::vector<const float*>> storage;
+      for (const auto& shapes : sent) {
+        ppipe::payload buffers = make(shapes, -1.0f);
+        storage.emplace_back();
+        for (const ppipe::host_tensor& t : buffers) storage.back().push_back(t.data());
+        handles.push_back(net.post_recv(0, 1, ppipe::agreed_shapes, std::move(buffers)));
+      }
+      auto described = net.post_recv(0, 1);
+      for (std::size_t k = sent.size(); k-- > 0;) {  // last first
+        ppipe::payload got{ppipe::host_tensor(ppipe::shape{5})};  // ignored: the posted buffers come back
+        REQUIRE(net.complete_recv(handles[k], got, deadline) == ppipe::wait_status::ready);
+        CHECK(got == make(sent[k], 7.0f * static_cast<float>(k + 1)));
+        REQUIRE(got.size() == storage[k].size());
+        for (std::size_t t = 0; t < got.size(); ++t) {
+          if (got[t].size() != 0) CHECK(got[t].data() == storage[k][t]);
+        }
+      }
+      ppipe::payload got;
+      REQUIRE(net.complete_recv(described, got, deadline) == ppipe::wait_status::ready);
+      CHECK(got == make({{1}}, 99.0f));
+    }
+    CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
+  }
+
+  // A sender that breaks the agreement (5 values for a receive of 6) is caught by the receiver.
+  net.reset();
+  if (me == 0) {
+    const ppipe::payload five = make({{5}}, 1.0f);
+    auto h = net.post_send(0, 1, five, ppipe::agreed_shapes);
+    CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
+  } else if (me == 1) {
+    auto h = net.post_recv(0, 1, ppipe::agreed_shapes, make({{6}}, 0.0f));
+    ppipe::payload got;
+    try {
+      (void)net.complete_recv(h, got, deadline);
+      FAIL("a message of 5 values for an agreed tensor of 6 must be refused");
+    } catch (const ppipe::error& e) {
+      CHECK(std::string(e.what()).find("rank 0 sent 5 values for a tensor of shape [6]") != std::string::npos);
+    }
+  }
+  CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
+}
+
+TEST_CASE("a failed run takes in what was sent with agreed shapes and never received, and cancels what was never sent",
+          "[transport][failure]") {
+  ppipe::mpi::transport net(MPI_COMM_WORLD);
+  const int me = net.rank();
+  const auto deadline = ppipe::deadline_after(std::chrono::seconds(30));
+  ppipe::rank_outcome failed;
+  failed.what = ppipe::rank_outcome::outcome::failed;
+  failed.code = ppipe::errc::stage_failed;
+  failed.message = "rank 1 gave up";
+  const auto make = [](std::int64_t n, float first) {
+    ppipe::host_tensor t(ppipe::shape{n});
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(i % 1000);
+    return ppipe::payload{std::move(t)};
+  };
+  // Run 1: rank 0 sends three payloads (small, 4 MiB, two tensors); rank 1 posts a receive for the
+  // first only and fails: the other two are taken in by the drain, whatever their size.
+  // Run 2: rank 0 sends one payload; rank 1 posts two receives and fails: the second is cancelled.
+  for (int run = 0; run < 2; ++run) {
+    net.reset();
+    std::vector<ppipe::payload> payloads;
+    if (run == 0) {
+      payloads = {make(3, 1.0f), make(1 << 20, 2.0f), make(2, 3.0f)};
+      payloads.back().push_back(make(5, 4.0f).front());
+    } else {
+      payloads = {make(3, 5.0f)};
+    }
+    ppipe::rank_outcome mine;
+    std::vector<ppipe::mpi::transport::recv_handle> posted;
+    if (me == 0) {
+      for (const ppipe::payload& p : payloads) (void)net.post_send(0, 1, p, ppipe::agreed_shapes);
+    } else if (me == 1) {
+      posted.push_back(net.post_recv(0, 1, ppipe::agreed_shapes, make(3, 0.0f)));
+      if (run == 1) posted.push_back(net.post_recv(0, 1, ppipe::agreed_shapes, make(3, 0.0f)));
+      mine = failed;
+    }
+    const ppipe::run_verdict v = net.conclude(mine, deadline);
+    CHECK_FALSE(v.ok);
+    CHECK(v.rank == 1);
+    CHECK(v.message == "rank 1 gave up");
+  }
+  // Nothing of either run is left in flight: the next run delivers its own payload.
+  net.reset();
+  const ppipe::payload x = make(3, 8.0f);
+  if (me == 0) {
+    auto h = net.post_send(0, 1, x, ppipe::agreed_shapes);
+    CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
+  } else if (me == 1) {
+    auto h = net.post_recv(0, 1, ppipe::agreed_shapes, make(3, 0.0f));
+    ppipe::payload got;
+    REQUIRE(net.complete_recv(h, got, deadline) == ppipe::wait_status::ready);
+    CHECK(got == x);
+  }
+  CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
 }
 
 TEST_CASE("bad MPI pipeline arguments are refused with the fix", "[errors]") {

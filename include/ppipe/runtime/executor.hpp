@@ -262,7 +262,8 @@ class executor {
         detail::fail(errc::invalid_schedule, "rank ", r, " has no receive for ", describe(list[static_cast<std::size_t>(k)]),
                      "; the schedule must receive data before the compute that needs it");
       }
-      payload_type in = receive_buffers(data, list[static_cast<std::size_t>(slots.recv_step[i])]);
+      // With agreed shapes the buffers went to the transport when the receive was posted.
+      payload_type in = agreed(data) ? payload_type{} : receive_buffers(data, list[static_cast<std::size_t>(slots.recv_step[i])]);
       board_.waiting(r, k, slots.recv_step[i]);
       const wait_status st = transport_->complete_recv(*slots.recv[i], in, deadline());
       if (st == wait_status::aborted) throw detail::run_aborted{};
@@ -346,7 +347,15 @@ class executor {
                          slots.recv_step[i] + 1, " for the same stage and microbatch is still pending; "
                          "a schedule receives a microbatch's gradient only after its forward has run");
           }
-          slots.recv[i] = transport_->post_recv(from, r);
+          if constexpr (agreed_transfers) {
+            if (agreed(data)) {
+              slots.recv[i] = transport_->post_recv(from, r, agreed_shapes, receive_buffers(data, a));
+            } else {
+              slots.recv[i] = transport_->post_recv(from, r);
+            }
+          } else {
+            slots.recv[i] = transport_->post_recv(from, r);
+          }
           slots.recv_step[i] = step;
           slots.recv_posted[i] = micros(t0);
           break;
@@ -357,7 +366,17 @@ class executor {
           const int to = rank_of[fwd ? st + 1 : st - 1];
           const auto t0 = deadline_clock::now();
           const payload_type& src = fwd ? (training ? stg.output(a.microbatch) : slots.out[i]) : slots.grad[i];
-          (fwd ? slots.send_out[i] : slots.send_grad[i]) = transport_->post_send(r, to, src);
+          auto& handle = fwd ? slots.send_out[i] : slots.send_grad[i];
+          if constexpr (agreed_transfers) {
+            if (agreed(data)) {
+              check_send(src, data, a);
+              handle = transport_->post_send(r, to, src, agreed_shapes);
+            } else {
+              handle = transport_->post_send(r, to, src);
+            }
+          } else {
+            handle = transport_->post_send(r, to, src);
+          }
           slots.pending.push_back(fwd ? i : i + slots.recv.size());
           poll_sends(false);
           record(a, step, t0, deadline_clock::now());
@@ -493,11 +512,35 @@ class executor {
   }
   [[nodiscard]] stage_type& stage_at(int st) { return *by_stage_[static_cast<std::size_t>(st)]; }
 
+  // Whether transfers go in the transport's agreed-shapes form (see ppipe::agrees_shapes): the
+  // transport offers it, the stages can lend receive buffers, and the run's shapes are known.
+  static constexpr bool agreed_transfers =
+      agrees_shapes<Transport> &&
+      requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); };
+  static bool agreed(const step_data<tensor_type>& data) { return agreed_transfers && !data.expected.empty(); }
+
+  // Before a send in the agreed form: what it sends must have the shapes the receiving stage takes
+  // (its receive is posted for those), so a mismatch is reported here, by the stage that made it.
+  static void check_send(const payload_type& sent, const step_data<tensor_type>& data, const action& a) {
+    const bool fwd = a.kind == action_kind::send_activation;
+    const int receiving = fwd ? a.stage + 1 : a.stage;  // a gradient has the shapes of the stage's input
+    const auto& want = data.expected[static_cast<std::size_t>(receiving)][static_cast<std::size_t>(a.microbatch)];
+    if (has_shapes(sent, want)) return;
+    if (fwd) {
+      detail::fail(errc::invalid_argument, "stage ", a.stage, " produced an output of shapes ", to_string(shapes_of(sent)),
+                   " for microbatch ", a.microbatch, " but stage ", a.stage + 1, "'s first layer takes ",
+                   to_string(want), "; each layer's forward must write what its output_shapes() says");
+    }
+    detail::fail(errc::invalid_argument, "stage ", a.stage, " produced an input gradient of shapes ",
+                 to_string(shapes_of(sent)), " for microbatch ", a.microbatch, " but its input has shapes ",
+                 to_string(want), "; each layer's backward must write gradients of its inputs' shapes");
+  }
+
   // What a receive is handed to fill: for a transport that fills given buffers, tensors of the
   // shapes the receiving stage expects (an activation: its input's; a gradient: its output's),
   // from that stage's pool; otherwise nothing.
   payload_type receive_buffers(const step_data<tensor_type>& data, const action& recv) {
-    if constexpr (fills_given_buffers<Transport> &&
+    if constexpr ((fills_given_buffers<Transport> || agrees_shapes<Transport>) &&
                   requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); }) {
       if (data.expected.empty()) return {};
       const int expecting = recv.kind == action_kind::recv_activation ? recv.stage : recv.stage + 1;

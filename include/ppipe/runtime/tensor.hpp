@@ -136,6 +136,16 @@ std::vector<shape> shapes_of(const basic_payload<Tensor>& p) {
   return out;
 }
 
+/// @brief Whether a payload's tensors have exactly the shapes `want` (without building a list).
+template <class Tensor>
+bool has_shapes(const basic_payload<Tensor>& p, const std::vector<shape>& want) {
+  if (p.size() != want.size()) return false;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (!(p[i].shape() == want[i])) return false;
+  }
+  return true;
+}
+
 /// @brief The bytes a payload holds.
 template <class Tensor>
 std::size_t bytes_of(const basic_payload<Tensor>& p) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <concepts>
 #include <string_view>
+#include <utility>
 
 #include "ppipe/runtime/tensor.hpp"
 
@@ -76,5 +77,31 @@ concept transport = requires(T& t, const T& ct, int rank, typename T::send_handl
 /// @brief Whether transport `T` receives into the buffers it is given (see `fills_given_buffers`).
 template <class T>
 inline constexpr bool fills_given_buffers = requires { requires T::fills_given_buffers; };
+
+/// @brief Says, in a transport's post_send() and post_recv(), that both ends of the transfer know
+/// the payload's shapes ahead (see agrees_shapes).
+struct agreed_shapes_t {
+  explicit agreed_shapes_t() = default;
+};
+inline constexpr agreed_shapes_t agreed_shapes{};
+
+/// @brief A transport that can move a payload without describing it, when both of its ends know
+/// its shapes ahead (a pipeline knows every boundary's shapes from output_shapes() before a run):
+/// - `post_send(from, to, data, agreed_shapes)`: the matching receive is posted with
+///   agreed_shapes and buffers of exactly `data`'s shapes;
+/// - `post_recv(from, to, agreed_shapes, buffers)`: the matching send is posted with
+///   agreed_shapes and its payload has exactly `buffers`' shapes; it arrives in `buffers`, which
+///   complete_recv() hands back.
+/// Both ends of a transfer use the same form. The executor uses this form for every transfer of a
+/// run whose shapes it knows, after checking that what it sends has the shapes the receiving stage
+/// takes (a mismatch is an error on the sending rank). The MPI transport then sends a one-tensor
+/// payload as its values alone, from and into the tensors' memory, as a program calling MPI itself
+/// would.
+template <class T>
+concept agrees_shapes = transport<T> && requires(T& t, int rank, const basic_payload<typename T::tensor_type>& data,
+                                                 basic_payload<typename T::tensor_type> buffers) {
+  { t.post_send(rank, rank, data, agreed_shapes) } -> std::same_as<typename T::send_handle>;
+  { t.post_recv(rank, rank, agreed_shapes, std::move(buffers)) } -> std::same_as<typename T::recv_handle>;
+};
 
 }  // namespace ppipe

@@ -60,6 +60,11 @@ struct transport_options {
 /// from a peer matches the k-th send that peer posted to it, whatever order they complete in: each
 /// carries its sequence number in its tag.
 ///
+/// A payload goes with a header of its shapes (and, when small, its values in the same message),
+/// so the receiver needs to know nothing ahead. When both ranks know the shapes ahead, as a
+/// pipeline does (see ppipe::agrees_shapes), a one-tensor payload goes as its values alone, from
+/// and into the tensors' memory: the same single message a program calling MPI itself would send.
+///
 /// Not thread-safe: one thread of the process uses it (MPI_THREAD_FUNNELED is enough when that is
 /// the main thread, MPI_THREAD_SERIALIZED otherwise).
 class transport {
@@ -166,7 +171,7 @@ class transport {
 
   send_handle post_send(int from, int to, const payload& data) {
     check_pair(from, to, "send");
-    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
+    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)];
     const bool with_values = bytes_of(data) <= options_.inline_bytes;
     const std::uint32_t at = take_slot(sends_, free_sends_);
     send_slot& slot = sends_[at];
@@ -176,6 +181,7 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", slot.header.size(), " bytes, more "
                           "than the ", header_capacity(), " a receive posts for it; send fewer tensors");
     }
+    ++sent_[static_cast<std::size_t>(to)];  // counted once nothing can fail: the peer's drain waits for it
     slot.values.clear();
     PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), static_cast<int>(slot.header.size()), MPI_BYTE, to, header_tag(seq),
                               comm_, &slot.request));
@@ -189,10 +195,43 @@ class transport {
     return send_handle{at, slot.ticket};
   }
 
+  /// @brief Sends `data` to a receive posted with agreed_shapes and buffers of `data`'s shapes
+  /// (see ppipe::agrees_shapes). A payload of one tensor goes as one message of its values, from
+  /// the tensor's memory, as MPI_Isend of the tensor would; a payload of several tensors goes
+  /// with its header, as post_send(from, to, data) sends it.
+  send_handle post_send(int from, int to, const payload& data, agreed_shapes_t /*agreed*/) {
+    if (data.size() != 1) return post_send(from, to, data);
+    check_pair(from, to, "send");
+    const int count = count_of(data.front());
+    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
+    const std::uint32_t at = take_slot(sends_, free_sends_);
+    send_slot& slot = sends_[at];
+    slot.values.clear();
+    PPIPE_MPI_CHECK(MPI_Isend(data.front().data(), count, MPI_FLOAT, to, agreed_tag(seq), comm_, &slot.request));
+    return send_handle{at, slot.ticket};
+  }
+
   recv_handle post_recv(int from, int to) {
     check_pair(to, from, "receive");
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
     return recv_handle{from, seq, post_header_recv(from, seq)};
+  }
+
+  /// @brief Receives, into `buffers`, the payload a send posted with agreed_shapes has (see
+  /// ppipe::agrees_shapes): with one tensor its values arrive straight in that tensor's memory;
+  /// with several, as post_recv(from, to) receives them, into `buffers` where shapes match.
+  /// complete_recv() hands the buffers back (whatever payload it is given).
+  recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
+    check_pair(to, from, "receive");
+    if (buffers.size() == 1) (void)count_of(buffers.front());
+    const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
+    if (buffers.size() != 1) {
+      const std::uint32_t at = post_header_recv(from, seq);
+      recvs_[at].into = std::move(buffers);
+      recvs_[at].given = true;
+      return recv_handle{from, seq, at};
+    }
+    return recv_handle{from, seq, post_agreed_recv(from, seq, std::move(buffers))};
   }
 
   /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
@@ -204,7 +243,7 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
                           h.sequence, "; complete each posted receive once");
     }
-    const wait_status st = finish_recv(h.slot, &into, deadline, true);
+    const wait_status st = finish_recv(h.slot, recvs_[h.slot].given ? nullptr : &into, deadline, true);
     if (st == wait_status::ready) {
       into = std::move(recvs_[h.slot].into);
       release_slot(recvs_, free_recvs_, h.slot);
@@ -338,13 +377,19 @@ class transport {
   // while this rank still cancels the receives of the failed one, and those must not match. (A
   // peer is at most one run ahead: it cannot end a run without this rank's report of it.) The
   // reports have one tag of their own.
+  // A payload sent in the agreed form (its values alone) has a tag range of its own: a receive
+  // posted in one form never matches a send posted in the other.
   static constexpr int tag_range = 2048;
   static constexpr int run_slots = 4;
-  static constexpr int control_tag = 2 * tag_range * run_slots;
-  [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * 2 * tag_range; }
+  static constexpr int tag_kinds = 3;  // header, separate values, agreed
+  static constexpr int control_tag = tag_kinds * tag_range * run_slots;
+  [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * tag_kinds * tag_range; }
   [[nodiscard]] int header_tag(std::uint64_t seq) const { return slot_base() + static_cast<int>(seq % tag_range); }
   [[nodiscard]] int data_tag(std::uint64_t seq) const {
     return slot_base() + tag_range + static_cast<int>(seq % tag_range);
+  }
+  [[nodiscard]] int agreed_tag(std::uint64_t seq) const {
+    return slot_base() + 2 * tag_range + static_cast<int>(seq % tag_range);
   }
   [[nodiscard]] std::size_t header_capacity() const noexcept { return options_.inline_bytes + 4096; }
 
@@ -362,9 +407,11 @@ class transport {
     std::uint64_t ticket = 0;
     int from = -1;
     std::uint64_t sequence = 0;
-    MPI_Request request = MPI_REQUEST_NULL;
+    MPI_Request request = MPI_REQUEST_NULL;  // the header, or (agreed) the one tensor's values
     std::vector<std::byte> buffer;  // room for a header with inline values: header_capacity()
-    bool have_header = false;
+    bool have_header = false;  // or no header comes (agreed)
+    bool agreed = false;       // one tensor's values, straight into into[0]
+    bool given = false;        // `into` holds the buffers post_recv was handed
     std::vector<MPI_Request> values;
     payload into;
   };
@@ -415,6 +462,8 @@ class transport {
     slot.from = from;
     slot.sequence = seq;
     slot.have_header = false;
+    slot.agreed = false;
+    slot.given = false;
     slot.values.clear();
     slot.into.clear();
     // Sized once per slot: a reused slot's buffer is not filled again.
@@ -424,10 +473,41 @@ class transport {
     return at;
   }
 
-  // Drives one receive: its header, then (separate layout) its tensors. The payload arrives in
-  // `*given`'s tensors when their shapes match (given may be null: new tensors).
+  // A receive in the agreed form: one tensor's values, straight into `buffers[0]`.
+  std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers) {
+    const std::uint32_t at = take_slot(recvs_, free_recvs_);
+    recv_slot& slot = recvs_[at];
+    slot.from = from;
+    slot.sequence = seq;
+    slot.have_header = true;
+    slot.agreed = true;
+    slot.given = true;
+    slot.values.clear();
+    slot.into = std::move(buffers);
+    PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), count_of(slot.into.front()), MPI_FLOAT, from,
+                              agreed_tag(seq), comm_, &slot.request));
+    return at;
+  }
+
+  // Drives one receive: its header, then (separate layout) its tensors; or, agreed, its one
+  // message of values. The payload arrives in `*given`'s tensors when their shapes match (given
+  // may be null: new tensors, or the slot's own buffers).
   wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
     recv_slot& slot = recvs_[at];
+    if (slot.agreed) {
+      MPI_Status status{};
+      const wait_status st = wait_one(slot.request, deadline, watch, &status);
+      if (st != wait_status::ready) return st;
+      slot.agreed = false;  // done: a second call (a drain after a failure) finds nothing to wait for
+      int count = 0;
+      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
+      if (count != count_of(slot.into.front())) {
+        ppipe::detail::fail(errc::backend, "rank ", slot.from, " sent ", count, " values for a tensor of shape ",
+                            to_string(slot.into.front().shape()), " (", slot.into.front().size(), " values) that both "
+                            "ranks agreed on; every process of the job must run the same program on the same shapes");
+      }
+      return wait_status::ready;
+    }
     if (!slot.have_header) {
       MPI_Status status{};
       const wait_status st = wait_one(slot.request, deadline, watch, &status);
@@ -538,7 +618,12 @@ class transport {
     for (int q = 0; q < size_; ++q) {
       if (q == rank_) continue;
       const std::uint64_t sent = reports_[static_cast<std::size_t>(q)]->sent_to_you;
-      for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) post_header_recv(q, seq);
+      for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) {
+        if (!post_drain_recv(q, seq, deadline)) {
+          return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ", seq,
+                                             " that rank ", q, " sent in the failed run"));
+        }
+      }
       posted_[static_cast<std::size_t>(q)] = std::max(posted_[static_cast<std::size_t>(q)], sent);
       for (std::uint32_t at = 0; at < recvs_.size(); ++at) {
         recv_slot& slot = recvs_[at];
@@ -548,7 +633,7 @@ class transport {
             return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ",
                                                slot.sequence, " that rank ", q, " sent in the failed run"));
           }
-        } else if (!slot.have_header) {
+        } else if (slot.agreed || !slot.have_header) {
           PPIPE_MPI_CHECK(MPI_Cancel(&slot.request));
           PPIPE_MPI_CHECK(MPI_Wait(&slot.request, MPI_STATUS_IGNORE));
         }
@@ -565,6 +650,27 @@ class transport {
       release_slot(sends_, free_sends_, at);
     }
     return std::nullopt;
+  }
+
+  // Posts the receive of payload `seq` from `q`, which this rank never posted but `q` sent (a
+  // failed run): it came with its header or, agreed, as one message of values of a size only the
+  // message tells, so the receive waits to see which form arrived. False when none did in time.
+  bool post_drain_recv(int q, std::uint64_t seq, deadline_clock::time_point deadline) {
+    return poll(deadline, false, [&] {
+      int found = 0;
+      MPI_Status status{};
+      PPIPE_MPI_CHECK(MPI_Iprobe(q, header_tag(seq), comm_, &found, &status));
+      if (found != 0) {
+        post_header_recv(q, seq);
+        return true;
+      }
+      PPIPE_MPI_CHECK(MPI_Iprobe(q, agreed_tag(seq), comm_, &found, &status));
+      if (found == 0) return false;
+      int count = 0;
+      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
+      post_agreed_recv(q, seq, payload{host_tensor(shape{count})});
+      return true;
+    }) == wait_status::ready;
   }
 
   // Every replica learns whether the others' runs failed: a replica that succeeded while another
@@ -662,5 +768,6 @@ class transport {
 
 static_assert(distributed_transport<transport>);
 static_assert(ppipe::fills_given_buffers<transport>);
+static_assert(ppipe::agrees_shapes<transport>);
 
 }  // namespace ppipe::mpi
