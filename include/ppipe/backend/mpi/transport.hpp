@@ -456,16 +456,24 @@ class transport {
     }
   }
 
-  std::uint32_t post_header_recv(int from, std::uint64_t seq) {
+  // A free receive slot, set up for payload `seq` from `from`: described (a header comes first)
+  // or agreed (one tensor's values, straight into `into[0]`).
+  std::uint32_t take_recv_slot(int from, std::uint64_t seq, bool agreed, payload into) {
     const std::uint32_t at = take_slot(recvs_, free_recvs_);
     recv_slot& slot = recvs_[at];
     slot.from = from;
     slot.sequence = seq;
-    slot.have_header = false;
-    slot.agreed = false;
-    slot.given = false;
+    slot.have_header = agreed;
+    slot.agreed = agreed;
+    slot.given = agreed;
     slot.values.clear();
-    slot.into.clear();
+    slot.into = std::move(into);
+    return at;
+  }
+
+  std::uint32_t post_header_recv(int from, std::uint64_t seq) {
+    const std::uint32_t at = take_recv_slot(from, seq, false, {});
+    recv_slot& slot = recvs_[at];
     // Sized once per slot: a reused slot's buffer is not filled again.
     if (slot.buffer.size() != header_capacity()) slot.buffer.resize(header_capacity());
     PPIPE_MPI_CHECK(MPI_Irecv(slot.buffer.data(), static_cast<int>(slot.buffer.size()), MPI_BYTE, from,
@@ -473,17 +481,9 @@ class transport {
     return at;
   }
 
-  // A receive in the agreed form: one tensor's values, straight into `buffers[0]`.
   std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers) {
-    const std::uint32_t at = take_slot(recvs_, free_recvs_);
+    const std::uint32_t at = take_recv_slot(from, seq, true, std::move(buffers));
     recv_slot& slot = recvs_[at];
-    slot.from = from;
-    slot.sequence = seq;
-    slot.have_header = true;
-    slot.agreed = true;
-    slot.given = true;
-    slot.values.clear();
-    slot.into = std::move(buffers);
     PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), count_of(slot.into.front()), MPI_FLOAT, from,
                               agreed_tag(seq), comm_, &slot.request));
     return at;
@@ -496,16 +496,26 @@ class transport {
     recv_slot& slot = recvs_[at];
     if (slot.agreed) {
       MPI_Status status{};
-      const wait_status st = wait_one(slot.request, deadline, watch, &status);
+      int code = MPI_SUCCESS;  // a message longer than the receive completes it with MPI_ERR_TRUNCATE
+      const wait_status st = poll(deadline, watch, [&] {
+        int done = 0;
+        code = MPI_Test(&slot.request, &done, &status);
+        return done != 0 || code != MPI_SUCCESS;
+      });
       if (st != wait_status::ready) return st;
       slot.agreed = false;  // done: a second call (a drain after a failure) finds nothing to wait for
+      const host_tensor& t = slot.into.front();
+      int error_class = MPI_SUCCESS;
+      if (code != MPI_SUCCESS) MPI_Error_class(code, &error_class);
       int count = 0;
-      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
-      if (count != count_of(slot.into.front())) {
-        ppipe::detail::fail(errc::backend, "rank ", slot.from, " sent ", count, " values for a tensor of shape ",
-                            to_string(slot.into.front().shape()), " (", slot.into.front().size(), " values) that both "
-                            "ranks agreed on; every process of the job must run the same program on the same shapes");
+      if (code == MPI_SUCCESS) PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
+      if (error_class == MPI_ERR_TRUNCATE || (code == MPI_SUCCESS && count != count_of(t))) {
+        ppipe::detail::fail(errc::backend, "rank ", slot.from, " sent ",
+                            error_class == MPI_ERR_TRUNCATE ? std::string("more") : std::to_string(count), " values for "
+                            "a tensor of shape ", to_string(t.shape()), " (", t.size(), " values) that both ranks "
+                            "agreed on; every process of the job must run the same program on the same batch");
       }
+      PPIPE_MPI_CHECK(code);
       return wait_status::ready;
     }
     if (!slot.have_header) {
