@@ -16,6 +16,7 @@
 
 #include "catch.hpp"
 #include "faulty_model.hpp"
+#include "toy_model.hpp"
 
 namespace {
 
@@ -125,6 +126,55 @@ TEST_CASE("1F1B over MPI trains bitwise like the host backend", "[numerics]") {
 
 TEST_CASE("interleaved 1F1B over MPI trains bitwise like the host backend", "[numerics]") {
   trains_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
+}
+
+TEST_CASE("a model whose stages pass two tensors trains over MPI bitwise like the host backend", "[numerics]") {
+  const int p = world_size();
+  const int m = 2 * p;
+  // Width 3: boundaries of a few dozen values (sent back to back through a buffer). Width 2000:
+  // 8000-value boundaries, past the inline limit (sent from the tensors' memory by one datatype).
+  for (const int width : {3, 2000}) {
+    INFO("width " << width);
+    const float lr = width == 3 ? 0.02f : 1e-6f;  // the loss falls and every value stays finite
+    toy::model here(2 * p, width);
+    toy::model there(2 * p, width);
+    ppipe::pipeline_options o;
+    o.ranks = p;
+    o.microbatches = m;
+    ppipe::pipeline<toy::model> host(here, o, toy::loss,
+                                     [&](const ppipe::stage_info& s) { here.sgd(s.first_layer, s.end_layer, lr); });
+    o.ranks = 0;
+    ppipe::mpi::pipeline<toy::model> net(there, o, toy::loss,
+                                         [&](const ppipe::stage_info& s) { there.sgd(s.first_layer, s.end_layer, lr); },
+                                         ppipe::mpi::transport(MPI_COMM_WORLD));
+    for (int step = 0; step < 3; ++step) {
+      const ppipe::payload x = toy::batch(4 * m + 1, width, static_cast<float>(step));
+      const ppipe::payload y = toy::batch(4 * m + 1, width, 10.0f + static_cast<float>(step));
+      const double want = host.train_step(x, y);
+      const double got = net.train_step(x, y);
+      REQUIRE(std::isfinite(want));
+      CHECK(got == want);
+    }
+    for (int s = 0; s < net.split().num_stages(); ++s) {
+      if (!net.is_local(s)) continue;
+      for (int l = net.split().first(s); l < net.split().end(s); ++l) {
+        CHECK(there.a()[static_cast<std::size_t>(l)] == here.a()[static_cast<std::size_t>(l)]);
+        CHECK(there.b()[static_cast<std::size_t>(l)] == here.b()[static_cast<std::size_t>(l)]);
+      }
+    }
+    const ppipe::payload x = toy::batch(2 * p + 3, width, 9.0f);
+    const ppipe::payload want = host.infer(x);
+    const auto finite = [](const ppipe::payload& q) {
+      for (const ppipe::host_tensor& t : q) {
+        for (std::size_t i = 0; i < t.size(); ++i) {
+          if (!std::isfinite(t[i])) return false;
+        }
+      }
+      return true;
+    };
+    REQUIRE(finite(want));  // NaN == NaN is false: the comparison below needs finite values
+    CHECK(net.infer(x) == want);
+  }
 }
 
 TEST_CASE("a failure on one rank is reported on every rank, and the next step runs clean", "[failure]") {
@@ -303,9 +353,11 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
     }
     return p;
   };
-  // One tensor (values alone): empty, one value, past the inline limit, and 4 MiB (rendezvous);
-  // two tensors (with a header).
-  const std::vector<std::vector<ppipe::shape>> sent{{{0}}, {{1}}, {{3, 2000}}, {{1 << 20}}, {{2, 3}, {4}}};
+  // One tensor: empty, one value, past the inline limit, and 4 MiB (rendezvous). Several tensors:
+  // small ones (copied back to back), one of them empty, and large ones (a datatype of their
+  // addresses, no copy).
+  const std::vector<std::vector<ppipe::shape>> sent{{{0}, {3}, {2}}, {{0}},         {{1}}, {{3, 2000}}, {{1 << 20}},
+                                                    {{2, 3}, {4}},   {{3, 2000}, {0}, {1 << 18}}};
   for (int run = 0; run < 2; ++run) {
     net.reset();
     if (me == 0) {
@@ -318,6 +370,13 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
       handles.push_back(net.post_send(0, 1, described));
       for (auto& h : handles) CHECK(net.complete_send(h, deadline) == ppipe::wait_status::ready);
     } else if (me == 1) {
+      // The first message is the first payload's 5 values alone, back to back: 20 bytes, no header.
+      int arrived = 0;
+      MPI_Status first{};
+      while (arrived == 0) MPI_Iprobe(0, MPI_ANY_TAG, net.communicator(), &arrived, &first);
+      int first_bytes = -1;
+      MPI_Get_count(&first, MPI_BYTE, &first_bytes);
+      CHECK(first_bytes == 20);
       std::vector<ppipe::mpi::transport::recv_handle> handles;
       std::vector<std::vector<const float*>> storage;
       for (const auto& shapes : sent) {
@@ -394,15 +453,17 @@ TEST_CASE("a failed run takes in what was sent with agreed shapes and never rece
     for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(i % 1000);
     return ppipe::payload{std::move(t)};
   };
-  // Run 1: rank 0 sends four payloads (small, 4 MiB, two tensors, small); rank 1 posts a receive
-  // for the first only and fails: the other three are taken in by the drain, whatever their form.
+  // Run 1: rank 0 sends five payloads (small, 4 MiB, two small tensors, small, two large tensors);
+  // rank 1 posts a receive for the first only and fails: the drain takes in the other four,
+  // whatever their size and number of tensors.
   // Run 2: rank 0 sends one payload; rank 1 posts two receives and fails: the second is cancelled.
   for (int run = 0; run < 2; ++run) {
     net.reset();
     std::vector<ppipe::payload> payloads;
     if (run == 0) {
-      payloads = {make(3, 1.0f), make(1 << 20, 2.0f), make(2, 3.0f), make(4, 6.0f)};
+      payloads = {make(3, 1.0f), make(1 << 20, 2.0f), make(2, 3.0f), make(4, 6.0f), make(1 << 18, 7.0f)};
       payloads[2].push_back(make(5, 4.0f).front());
+      payloads[4].push_back(make(3, 8.0f).front());
     } else {
       payloads = {make(3, 5.0f)};
     }

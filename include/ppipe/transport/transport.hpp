@@ -94,9 +94,9 @@ inline constexpr agreed_shapes_t agreed_shapes{};
 ///   complete_recv() hands back.
 /// Both ends of a transfer use the same form. The executor uses this form for every transfer of a
 /// run whose shapes it knows, after checking that what it sends has the shapes the receiving stage
-/// takes (a mismatch is an error on the sending rank). The MPI transport then sends a one-tensor
-/// payload as its values alone, from and into the tensors' memory, as a program calling MPI itself
-/// would.
+/// takes (a mismatch is an error on the sending rank). The MPI transport then sends a payload as
+/// one message of its values alone, from and into the tensors' memory: for one tensor, what a
+/// program calling MPI itself would send.
 template <class T>
 concept agrees_shapes = transport<T> && requires(T& t, int rank, const basic_payload<typename T::tensor_type>& data,
                                                  basic_payload<typename T::tensor_type> buffers) {

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <span>
@@ -62,8 +63,9 @@ struct transport_options {
 ///
 /// A payload goes with a header of its shapes (and, when small, its values in the same message),
 /// so the receiver needs to know nothing ahead. When both ranks know the shapes ahead, as a
-/// pipeline does (see ppipe::agrees_shapes), a one-tensor payload goes as its values alone, from
-/// and into the tensors' memory: the same single message a program calling MPI itself would send.
+/// pipeline does (see ppipe::agrees_shapes), a payload goes as one message of its values alone,
+/// from and into the tensors' memory: for one tensor, the message a program calling MPI itself
+/// would send.
 ///
 /// Not thread-safe: one thread of the process uses it (MPI_THREAD_FUNNELED is enough when that is
 /// the main thread, MPI_THREAD_SERIALIZED otherwise).
@@ -196,18 +198,35 @@ class transport {
   }
 
   /// @brief Sends `data` to a receive posted with agreed_shapes and buffers of `data`'s shapes
-  /// (see ppipe::agrees_shapes). A payload of one tensor goes as one message of its values, from
-  /// the tensor's memory, as MPI_Isend of the tensor would; a payload of several tensors goes
-  /// with its header, as post_send(from, to, data) sends it.
+  /// (see ppipe::agrees_shapes), as one message of its values and nothing else. One tensor goes
+  /// from its own memory, as MPI_Isend of the tensor would. Several go back to back: copied
+  /// through the slot's buffer when they add up to at most transport_options::inline_bytes, and
+  /// otherwise straight from their memory, described to MPI by a datatype of their addresses.
   send_handle post_send(int from, int to, const payload& data, agreed_shapes_t /*agreed*/) {
-    if (data.size() != 1) return post_send(from, to, data);
     check_pair(from, to, "send");
-    const int count = count_of(data.front());
-    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)]++;
+    const int floats = floats_of(data);
+    const std::uint64_t seq = sent_[static_cast<std::size_t>(to)];
     const std::uint32_t at = take_slot(sends_, free_sends_);
     send_slot& slot = sends_[at];
     slot.values.clear();
-    PPIPE_MPI_CHECK(MPI_Isend(data.front().data(), count, MPI_FLOAT, to, agreed_tag(seq), comm_, &slot.request));
+    const int tag = agreed_tag(seq);
+    if (data.size() == 1) {
+      PPIPE_MPI_CHECK(MPI_Isend(data.front().data(), floats, MPI_FLOAT, to, tag, comm_, &slot.request));
+    } else if (bytes_of(data) <= options_.inline_bytes) {
+      slot.header.resize(bytes_of(data));
+      std::byte* next = slot.header.data();
+      for (const host_tensor& t : data) {
+        if (t.size() != 0) std::memcpy(next, t.data(), t.size() * sizeof(float));
+        next += t.size() * sizeof(float);
+      }
+      PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), floats, MPI_FLOAT, to, tag, comm_, &slot.request));
+    } else {
+      MPI_Datatype type = tensors_type(data);
+      const int code = MPI_Isend(MPI_BOTTOM, 1, type, to, tag, comm_, &slot.request);
+      MPI_Type_free(&type);  // the send keeps what it needs
+      PPIPE_MPI_CHECK(code);
+    }
+    ++sent_[static_cast<std::size_t>(to)];
     return send_handle{at, slot.ticket};
   }
 
@@ -218,19 +237,13 @@ class transport {
   }
 
   /// @brief Receives, into `buffers`, the payload a send posted with agreed_shapes has (see
-  /// ppipe::agrees_shapes): with one tensor its values arrive straight in that tensor's memory;
-  /// with several, as post_recv(from, to) receives them, into `buffers` where shapes match.
+  /// ppipe::agrees_shapes): one message of its values, which land straight in the tensors' memory
+  /// (through the slot's buffer for several tensors of at most inline_bytes in all).
   /// complete_recv() hands the buffers back (whatever payload it is given).
   recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
     check_pair(to, from, "receive");
-    if (buffers.size() == 1) (void)count_of(buffers.front());
+    (void)floats_of(buffers);
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    if (buffers.size() != 1) {
-      const std::uint32_t at = post_header_recv(from, seq);
-      recvs_[at].into = std::move(buffers);
-      recvs_[at].given = true;
-      return recv_handle{from, seq, at};
-    }
     return recv_handle{from, seq, post_agreed_recv(from, seq, std::move(buffers))};
   }
 
@@ -407,10 +420,12 @@ class transport {
     std::uint64_t ticket = 0;
     int from = -1;
     std::uint64_t sequence = 0;
-    MPI_Request request = MPI_REQUEST_NULL;  // the header, or (agreed) the one tensor's values
+    MPI_Request request = MPI_REQUEST_NULL;  // the header, or (agreed) the values
     std::vector<std::byte> buffer;  // room for a header with inline values: header_capacity()
     bool have_header = false;  // or no header comes (agreed)
-    bool agreed = false;       // one tensor's values, straight into into[0]
+    bool agreed = false;       // the payload's values alone, in one message
+    bool packed = false;       // agreed, several small tensors: the values arrive in `buffer`
+    int floats = 0;            // agreed: how many values the message must have
     bool given = false;        // `into` holds the buffers post_recv was handed
     std::vector<MPI_Request> values;
     payload into;
@@ -457,7 +472,7 @@ class transport {
   }
 
   // A free receive slot, set up for payload `seq` from `from`: described (a header comes first)
-  // or agreed (one tensor's values, straight into `into[0]`).
+  // or agreed (the values alone, into `into`'s tensors).
   std::uint32_t take_recv_slot(int from, std::uint64_t seq, bool agreed, payload into) {
     const std::uint32_t at = take_slot(recvs_, free_recvs_);
     recv_slot& slot = recvs_[at];
@@ -466,6 +481,7 @@ class transport {
     slot.have_header = agreed;
     slot.agreed = agreed;
     slot.given = agreed;
+    slot.packed = false;
     slot.values.clear();
     slot.into = std::move(into);
     return at;
@@ -484,9 +500,52 @@ class transport {
   std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers) {
     const std::uint32_t at = take_recv_slot(from, seq, true, std::move(buffers));
     recv_slot& slot = recvs_[at];
-    PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), count_of(slot.into.front()), MPI_FLOAT, from,
-                              agreed_tag(seq), comm_, &slot.request));
+    slot.floats = floats_of(slot.into);
+    const int tag = agreed_tag(seq);
+    if (slot.into.size() == 1) {
+      PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), slot.floats, MPI_FLOAT, from, tag, comm_, &slot.request));
+    } else if (bytes_of(slot.into) <= options_.inline_bytes) {
+      slot.packed = true;
+      if (slot.buffer.size() < header_capacity()) slot.buffer.resize(header_capacity());
+      PPIPE_MPI_CHECK(MPI_Irecv(slot.buffer.data(), slot.floats, MPI_FLOAT, from, tag, comm_, &slot.request));
+    } else {
+      MPI_Datatype type = tensors_type(slot.into);
+      const int code = MPI_Irecv(MPI_BOTTOM, 1, type, from, tag, comm_, &slot.request);
+      MPI_Type_free(&type);  // the receive keeps what it needs
+      PPIPE_MPI_CHECK(code);
+    }
     return at;
+  }
+
+  // The values of a payload, as one count of floats for a message (at most INT_MAX).
+  static int floats_of(const payload& p) {
+    if (p.size() == 1) return count_of(p.front());
+    std::size_t n = 0;
+    for (const host_tensor& t : p) n += t.size();
+    if (n > static_cast<std::size_t>(INT_MAX)) {
+      ppipe::detail::fail(errc::unsupported, "a payload of ", p.size(), " tensors has ", n, " values; the MPI "
+                          "transport sends at most ", INT_MAX, " per payload: split it");
+    }
+    return static_cast<int>(n);
+  }
+
+  // An MPI datatype of the payload's values where they lie (absolute addresses, for MPI_BOTTOM),
+  // tensor after tensor: one message moves them all without a copy. The caller frees it.
+  static MPI_Datatype tensors_type(const payload& p) {
+    std::vector<int> lengths;
+    std::vector<MPI_Aint> where;
+    for (const host_tensor& t : p) {
+      if (t.size() == 0) continue;
+      MPI_Aint address = 0;
+      PPIPE_MPI_CHECK(MPI_Get_address(t.data(), &address));
+      lengths.push_back(count_of(t));
+      where.push_back(address);
+    }
+    MPI_Datatype type = MPI_DATATYPE_NULL;
+    PPIPE_MPI_CHECK(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), where.data(), MPI_FLOAT,
+                                             &type));
+    PPIPE_MPI_CHECK(MPI_Type_commit(&type));
+    return type;
   }
 
   // Drives one receive: its header, then (separate layout) its tensors; or, agreed, its one
@@ -504,18 +563,26 @@ class transport {
       });
       if (st != wait_status::ready) return st;
       slot.agreed = false;  // done: a second call (a drain after a failure) finds nothing to wait for
-      const host_tensor& t = slot.into.front();
       int error_class = MPI_SUCCESS;
       if (code != MPI_SUCCESS) MPI_Error_class(code, &error_class);
       int count = 0;
       if (code == MPI_SUCCESS) PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
-      if (error_class == MPI_ERR_TRUNCATE || (code == MPI_SUCCESS && count != count_of(t))) {
+      if (error_class == MPI_ERR_TRUNCATE || (code == MPI_SUCCESS && count != slot.floats)) {
         ppipe::detail::fail(errc::backend, "rank ", slot.from, " sent ",
-                            error_class == MPI_ERR_TRUNCATE ? std::string("more") : std::to_string(count), " values for "
-                            "a tensor of shape ", to_string(t.shape()), " (", t.size(), " values) that both ranks "
-                            "agreed on; every process of the job must run the same program on the same batch");
+                            error_class == MPI_ERR_TRUNCATE ? std::string("more") : std::to_string(count), " values for ",
+                            slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
+                                                  : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
+                            " (", slot.floats, " values) that both ranks agreed on; every process of the job must run "
+                            "the same program on the same batch");
       }
       PPIPE_MPI_CHECK(code);
+      if (slot.packed) {
+        const std::byte* next = slot.buffer.data();
+        for (host_tensor& t : slot.into) {
+          if (t.size() != 0) std::memcpy(t.data(), next, t.size() * sizeof(float));
+          next += t.size() * sizeof(float);
+        }
+      }
       return wait_status::ready;
     }
     if (!slot.have_header) {
