@@ -344,11 +344,12 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
   ppipe::mpi::transport net(MPI_COMM_WORLD);
   const int me = net.rank();
   const auto deadline = ppipe::deadline_after(std::chrono::seconds(30));
+  // Values that differ from tensor to tensor, so a tensor delivered at another's offset shows.
   const auto make = [](const std::vector<ppipe::shape>& shapes, float first) {
     ppipe::payload p;
-    for (const ppipe::shape& s : shapes) {
-      ppipe::host_tensor t(s);
-      for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(i % 1000);
+    for (std::size_t j = 0; j < shapes.size(); ++j) {
+      ppipe::host_tensor t(shapes[j]);
+      for (std::size_t i = 0; i < t.size(); ++i) t[i] = first + static_cast<float>(10000 * j + i % 997);
       p.push_back(std::move(t));
     }
     return p;
@@ -427,6 +428,27 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
     const ppipe::run_verdict v = net.conclude(mine, deadline);
     CHECK_FALSE(v.ok);
     CHECK(v.message == "the agreement was broken");
+  }
+  // The same with several tensors: 5 values where tensors of shapes [3] and [3] were agreed.
+  net.reset();
+  {
+    ppipe::rank_outcome mine;
+    const ppipe::payload wrong = make({{2}, {3}}, 1.0f);
+    if (me == 0) {
+      (void)net.post_send(0, 1, wrong, ppipe::agreed_shapes);
+    } else if (me == 1) {
+      auto h = net.post_recv(0, 1, ppipe::agreed_shapes, make({{3}, {3}}, 0.0f));
+      ppipe::payload got;
+      try {
+        (void)net.complete_recv(h, got, deadline);
+        FAIL("a message of 5 values for agreed tensors of 6 must be refused");
+      } catch (const ppipe::error& e) {
+        const std::string said = "rank 0 sent 5 values for tensors of shapes [3], [3] (6 values)";
+        CHECK(std::string(e.what()).find(said) != std::string::npos);
+      }
+      mine = failed;
+    }
+    CHECK_FALSE(net.conclude(mine, deadline).ok);
   }
   net.reset();
   const ppipe::payload x = make({{6}}, 3.0f);

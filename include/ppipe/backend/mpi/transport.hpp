@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,9 +39,11 @@ enum class timeout_policy : unsigned char {
 
 /// @brief How the MPI transport sends.
 struct transport_options {
-  /// Payloads of at most this many bytes travel in one message together with their shapes (one
-  /// message latency, one small copy); larger ones as a header of shapes followed by one message per
-  /// tensor sent from and received into the tensors' own memory (no copy).
+  /// Described payloads of at most this many bytes travel in one message together with their
+  /// shapes (one message latency, one small copy); larger ones as a header of shapes followed by
+  /// one message per tensor sent from and received into the tensors' own memory (no copy). Agreed
+  /// payloads of several tensors of at most this many bytes are copied back to back into one
+  /// message; larger ones go from the tensors' memory, through one MPI datatype.
   std::size_t inline_bytes = 16 * 1024;
   timeout_policy on_timeout = timeout_policy::abort_job;
   int abort_code = 3;  ///< the exit code MPI_Abort is given
@@ -430,6 +433,9 @@ class transport {
     std::vector<MPI_Request> values;
     payload into;
   };
+  // MPI holds pointers into a slot's buffers and tensors while it is in flight, and the slot
+  // vectors move their slots when they grow: only a move that cannot throw keeps those pointers.
+  static_assert(std::is_nothrow_move_constructible_v<send_slot> && std::is_nothrow_move_constructible_v<recv_slot>);
   struct notice {
     MPI_Request request = MPI_REQUEST_NULL;
     std::vector<std::byte> bytes;
