@@ -347,15 +347,12 @@ class executor {
                          slots.recv_step[i] + 1, " for the same stage and microbatch is still pending; "
                          "a schedule receives a microbatch's gradient only after its forward has run");
           }
-          if constexpr (agreed_transfers) {
-            if (agreed(data)) {
-              slots.recv[i] = transport_->post_recv(from, r, agreed_shapes, receive_buffers(data, a));
-            } else {
-              slots.recv[i] = transport_->post_recv(from, r);
+          slots.recv[i] = [&] {
+            if constexpr (agreed_transfers) {
+              if (agreed(data)) return transport_->post_recv(from, r, agreed_shapes, receive_buffers(data, a));
             }
-          } else {
-            slots.recv[i] = transport_->post_recv(from, r);
-          }
+            return transport_->post_recv(from, r);
+          }();
           slots.recv_step[i] = step;
           slots.recv_posted[i] = micros(t0);
           break;
@@ -366,17 +363,15 @@ class executor {
           const int to = rank_of[fwd ? st + 1 : st - 1];
           const auto t0 = deadline_clock::now();
           const payload_type& src = fwd ? (training ? stg.output(a.microbatch) : slots.out[i]) : slots.grad[i];
-          auto& handle = fwd ? slots.send_out[i] : slots.send_grad[i];
-          if constexpr (agreed_transfers) {
-            if (agreed(data)) {
-              check_send(src, data, a);
-              handle = transport_->post_send(r, to, src, agreed_shapes);
-            } else {
-              handle = transport_->post_send(r, to, src);
+          (fwd ? slots.send_out[i] : slots.send_grad[i]) = [&] {
+            if constexpr (agreed_transfers) {
+              if (agreed(data)) {
+                check_send(src, data, a);
+                return transport_->post_send(r, to, src, agreed_shapes);
+              }
             }
-          } else {
-            handle = transport_->post_send(r, to, src);
-          }
+            return transport_->post_send(r, to, src);
+          }();
           slots.pending.push_back(fwd ? i : i + slots.recv.size());
           poll_sends(false);
           record(a, step, t0, deadline_clock::now());
@@ -512,11 +507,12 @@ class executor {
   }
   [[nodiscard]] stage_type& stage_at(int st) { return *by_stage_[static_cast<std::size_t>(st)]; }
 
+  // Whether the stages can lend a receive buffers from their pools.
+  static constexpr bool lends_receive_buffers =
+      requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); };
   // Whether transfers go in the transport's agreed-shapes form (see ppipe::agrees_shapes): the
   // transport offers it, the stages can lend receive buffers, and the run's shapes are known.
-  static constexpr bool agreed_transfers =
-      agrees_shapes<Transport> &&
-      requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); };
+  static constexpr bool agreed_transfers = agrees_shapes<Transport> && lends_receive_buffers;
   static bool agreed(const step_data<tensor_type>& data) { return agreed_transfers && !data.expected.empty(); }
 
   // Before a send in the agreed form: what it sends must have the shapes the receiving stage takes
@@ -540,8 +536,7 @@ class executor {
   // shapes the receiving stage expects (an activation: its input's; a gradient: its output's),
   // from that stage's pool; otherwise nothing.
   payload_type receive_buffers(const step_data<tensor_type>& data, const action& recv) {
-    if constexpr ((fills_given_buffers<Transport> || agrees_shapes<Transport>) &&
-                  requires(stage_type& s, const std::vector<shape>& shapes) { s.pool().for_receive(shapes); }) {
+    if constexpr ((fills_given_buffers<Transport> || agrees_shapes<Transport>) && lends_receive_buffers) {
       if (data.expected.empty()) return {};
       const int expecting = recv.kind == action_kind::recv_activation ? recv.stage : recv.stage + 1;
       return stage_at(recv.stage).pool().for_receive(

@@ -213,10 +213,11 @@ class transport {
     send_slot& slot = sends_[at];
     slot.values.clear();
     const int tag = agreed_tag(seq);
+    const std::size_t bytes = bytes_of(data);
     if (data.size() == 1) {
       PPIPE_MPI_CHECK(MPI_Isend(data.front().data(), floats, MPI_FLOAT, to, tag, comm_, &slot.request));
-    } else if (bytes_of(data) <= options_.inline_bytes) {
-      slot.header.resize(bytes_of(data));
+    } else if (bytes <= options_.inline_bytes) {
+      slot.header.resize(bytes);
       std::byte* next = slot.header.data();
       for (const host_tensor& t : data) {
         if (t.size() != 0) std::memcpy(next, t.data(), t.size() * sizeof(float));
@@ -245,9 +246,9 @@ class transport {
   /// complete_recv() hands the buffers back (whatever payload it is given).
   recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
     check_pair(to, from, "receive");
-    (void)floats_of(buffers);
+    const int floats = floats_of(buffers);
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    return recv_handle{from, seq, post_agreed_recv(from, seq, std::move(buffers))};
+    return recv_handle{from, seq, post_agreed_recv(from, seq, std::move(buffers), floats)};
   }
 
   /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
@@ -259,7 +260,7 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
                           h.sequence, "; complete each posted receive once");
     }
-    const wait_status st = finish_recv(h.slot, recvs_[h.slot].given ? nullptr : &into, deadline, true);
+    const wait_status st = finish_recv(h.slot, &into, deadline, true);
     if (st == wait_status::ready) {
       into = std::move(recvs_[h.slot].into);
       release_slot(recvs_, free_recvs_, h.slot);
@@ -426,10 +427,9 @@ class transport {
     MPI_Request request = MPI_REQUEST_NULL;  // the header, or (agreed) the values
     std::vector<std::byte> buffer;  // room for a header with inline values: header_capacity()
     bool have_header = false;  // or no header comes (agreed)
-    bool agreed = false;       // the payload's values alone, in one message
+    bool agreed = false;       // the payload's values alone, in one message, into `into`
     bool packed = false;       // agreed, several small tensors: the values arrive in `buffer`
     int floats = 0;            // agreed: how many values the message must have
-    bool given = false;        // `into` holds the buffers post_recv was handed
     std::vector<MPI_Request> values;
     payload into;
   };
@@ -486,7 +486,6 @@ class transport {
     slot.sequence = seq;
     slot.have_header = agreed;
     slot.agreed = agreed;
-    slot.given = agreed;
     slot.packed = false;
     slot.values.clear();
     slot.into = std::move(into);
@@ -503,10 +502,11 @@ class transport {
     return at;
   }
 
-  std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers) {
+  // `floats`: the values `buffers` hold (floats_of, checked by the caller before it takes `seq`).
+  std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers, int floats) {
     const std::uint32_t at = take_recv_slot(from, seq, true, std::move(buffers));
     recv_slot& slot = recvs_[at];
-    slot.floats = floats_of(slot.into);
+    slot.floats = floats;
     const int tag = agreed_tag(seq);
     if (slot.into.size() == 1) {
       PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), slot.floats, MPI_FLOAT, from, tag, comm_, &slot.request));
@@ -555,8 +555,8 @@ class transport {
   }
 
   // Drives one receive: its header, then (separate layout) its tensors; or, agreed, its one
-  // message of values. The payload arrives in `*given`'s tensors when their shapes match (given
-  // may be null: new tensors, or the slot's own buffers).
+  // message of values, into the buffers it was posted with. A described payload arrives in
+  // `*given`'s tensors when their shapes match (given may be null: new tensors).
   wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
     recv_slot& slot = recvs_[at];
     if (slot.agreed) {
@@ -751,7 +751,7 @@ class transport {
       if (found == 0) return false;
       int count = 0;
       PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
-      post_agreed_recv(q, seq, payload{host_tensor(shape{count})});
+      post_agreed_recv(q, seq, payload{host_tensor(shape{count})}, count);
       return true;
     }) == wait_status::ready;
   }
