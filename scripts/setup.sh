@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ppipe's build and tests need on a fresh Debian 12 machine, and nothing that is already
-# there: Catch2 (tests), Open MPI (ppipe::mpi and its tests), pkg-config (the package tests).
+# there: Catch2 (tests), Open MPI (ppipe::mpi and its tests), pkg-config (the package tests), CLI11
+# (the examples' and tools' command lines), OpenBLAS (the CPU layer kit's matrix products).
 # CMake, Ninja, g++ and the CUDA toolkit are part of the machine image (see shared/ENVIRONMENT.md).
 #
 # Idempotent: a second run installs nothing and does not touch the network. Quiet on success; on
@@ -9,7 +10,7 @@
 # Usage: scripts/setup.sh
 set -euo pipefail
 
-packages=(catch2 libopenmpi-dev openmpi-bin pkg-config)
+packages=(catch2 libopenmpi-dev openmpi-bin pkg-config libcli11-dev libopenblas-dev)
 
 is_installed() {
   # dpkg -s also succeeds for removed packages whose config files remain; ask for the real state.
