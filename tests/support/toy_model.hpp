@@ -1,8 +1,8 @@
 #pragma once
 // A small model for the runtime's tests: every layer maps a two-tensor payload
 // {x [rows, width], c [rows]} to {a*x + b, c/2 + (row sum of x)/10}, so payloads hold tensors of
-// different shapes and both tensors carry gradient. It can be told to throw or to stall in a given
-// layer and microbatch, to test faults and the watchdog.
+// different shapes and both tensors carry gradient. It can be told to throw, to stall or to write a
+// tensor of the wrong shape in a given layer and microbatch, to test faults, the watchdog and checks.
 
 #include <chrono>
 #include <cmath>
@@ -20,6 +20,7 @@ struct fault {
   int microbatch = -1;
   bool in_backward = false;
   std::chrono::milliseconds stall{0};  // 0: throw; otherwise sleep this long
+  bool misshape = false;  // instead: put a tensor of one row more in place of x's output (or gradient)
 };
 
 class model {
@@ -56,6 +57,7 @@ class model {
       }
       out[1][r] = 0.5f * in[1][r] + 0.1f * sum;
     }
+    if (misshaped(layer, ctx.microbatch, false)) out[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
   void backward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload&,
                 const ppipe::payload& g, ppipe::payload& gin) {
@@ -72,6 +74,7 @@ class model {
       }
       if (!gin.empty()) gin[1][r] = 0.5f * g[1][r];
     }
+    if (!gin.empty() && misshaped(layer, ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
 
   void sgd(int first, int end, float lr) {
@@ -90,8 +93,11 @@ class model {
   const std::vector<float>& grad_b() const { return gb_; }
 
  private:
+  bool misshaped(int layer, int mb, bool backward) const {
+    return fault_.misshape && layer == fault_.layer && mb == fault_.microbatch && backward == fault_.in_backward;
+  }
   void hit(int layer, int mb, bool backward) const {
-    if (layer != fault_.layer || mb != fault_.microbatch || backward != fault_.in_backward) return;
+    if (fault_.misshape || layer != fault_.layer || mb != fault_.microbatch || backward != fault_.in_backward) return;
     if (fault_.stall.count() > 0) {
       std::this_thread::sleep_for(fault_.stall);
     } else {

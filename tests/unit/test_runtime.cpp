@@ -6,14 +6,17 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/simulate.hpp"
+#include "error_message.hpp"
 #include "reference.hpp"
 #include "toy_model.hpp"
 
@@ -351,4 +354,79 @@ TEST_CASE("a throwing loss and a throwing hook are named as such") {
     CHECK(e.id() == "ppipe.stage_failed");
     CHECK(contains(e.what(), "rank 1's optimizer hook for stage 1 threw: optimizer state corrupt"));
   }
+}
+
+TEST_CASE("a layer or loss that puts tensors of other shapes in place of its own is refused, last stage included") {
+  const auto refused = [](auto&& run, const std::string& part) {
+    try {
+      run();
+      FAIL("no error");
+    } catch (const ppipe::error& e) {
+      INFO(e.what());
+      CHECK(e.id() == "ppipe.invalid_argument");
+      CHECK(contains(e.what(), part));
+    }
+  };
+  // Layers 0..5 on 3 ranks: layer 5 is the last stage's last layer, whose output reaches the loss.
+  for (const int layer : {5, 3, 0}) {
+    toy::model model(6);
+    ppipe::pipeline<toy::model> pipe(model, options(3, 2), toy::loss);
+    toy::fault f;
+    f.layer = layer;
+    f.microbatch = 1;
+    f.misshape = true;
+    model.set_fault(f);
+    INFO("layer " << layer);
+    const std::string said = "layer " + std::to_string(layer) + " left an output of shapes [3, 3], [2] for microbatch 1 "
+                             "where it was handed [2, 3], [2]";
+    refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); }, said);
+    refused([&] { (void)pipe.infer(toy::batch(4, 3, 0.0f)); }, said);
+    f.in_backward = true;
+    model.set_fault(f);
+    if (layer > 0) {
+      refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); },
+              "layer " + std::to_string(layer) + " left an input gradient of shapes [3, 3], [2]");
+    }
+    // Nothing is left held, and the next step runs.
+    model.set_fault({});
+    CHECK(std::isfinite(pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f))));
+  }
+  toy::model model(4);
+  const auto swaps = [](const ppipe::payload& out, const ppipe::payload& t, ppipe::payload& g, double scale) {
+    const double l = toy::loss(out, t, g, scale);
+    g.pop_back();
+    return l;
+  };
+  ppipe::pipeline<toy::model> pipe(model, options(2, 2), swaps);
+  refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); },
+          "the loss left a gradient of shapes [2, 3] for an output of shapes [2, 3], [2]");
+}
+
+TEST_CASE("negative dimensions and element counts that overflow are refused, naming the shape") {
+  using support::message_of;
+  CHECK(message_of([] { (void)ppipe::shape{4, -4}; }) == "shape [4, -4] has a negative dimension (-4); every dimension must be >= 0");
+  CHECK(message_of([] { (void)ppipe::shape(std::vector<std::int64_t>{-1}); }).find("shape [-1]") == 0);
+  const std::int64_t big = std::int64_t{1} << 62;
+  CHECK(message_of([&] { (void)ppipe::shape{16, big}; }).find("shape [16, 4611686018427387904] has more than") == 0);
+  CHECK(message_of([] { (void)ppipe::shape{1 << 20, 1 << 20, 1 << 20}; }).find("has more than") != std::string::npos);
+  // A zero anywhere makes an empty shape, however large the other dimensions.
+  CHECK(ppipe::shape{0, big, big}.elements() == 0);
+  CHECK(ppipe::shape{}.elements() == 1);
+  // A dimension set afterwards is checked where the elements are counted (a tensor, a pool).
+  ppipe::shape s{4, 3};
+  s[1] = -4;
+  CHECK(message_of([&] { ppipe::host_tensor t(s); }).find("negative dimension (-4)") != std::string::npos);
+  CHECK(message_of([] { (void)ppipe::shape{4, 3}.with_batch(-2); }).find("shape [-2, 3]") == 0);
+
+  // Through a pipeline: the step is refused, it does not return -nan.
+  toy::model model(4);
+  ppipe::pipeline<toy::model> pipe(model, options(2, 2), toy::loss);
+  ppipe::payload bad = toy::batch(4, 3, 0.0f);
+  const auto run = [&] {
+    ppipe::shape odd = bad[0].shape();
+    odd[1] = -3;
+    bad[0] = ppipe::host_tensor(odd);
+    (void)pipe.train_step(bad, toy::batch(4, 3, 1.0f));
+  };
+  CHECK(message_of(run).find("negative dimension") != std::string::npos);
 }

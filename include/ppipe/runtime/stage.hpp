@@ -66,8 +66,10 @@ class stage {
     const layer_context ctx{index_, mb, pass_mode::training};
     for (int layer = first_; layer < end_; ++layer) {
       const payload_type& in = r.acts.back();
-      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(in)));
+      const std::vector<shape> want = model_->output_shapes(layer, shapes_of(in));
+      payload_type out = pool_.acquire(want);
       model_->forward(layer, ctx, in, out);
+      check_written(layer, mb, out, want, "an output");
       r.acts.push_back(std::move(out));
     }
     return r.acts.back();
@@ -88,7 +90,7 @@ class stage {
   /// (each layer's input goes back to the pool as soon as the next layer has run).
   payload_type infer(int mb, payload_type input) {
     const layer_context ctx{index_, mb, pass_mode::inference};
-    return run_forward(std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
+    return run_forward(mb, std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
       model_->forward(layer, ctx, in, out);
     });
   }
@@ -189,7 +191,7 @@ class stage {
       states.push_back(&found->second);
     }
     std::vector<sequence_view<Tensor>> views(batch.size());
-    return run_forward(std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
+    return run_forward(step, std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
       const auto k = static_cast<std::size_t>(layer - first_);
       for (std::size_t i = 0; i < batch.size(); ++i) {
         views[i] = {batch[i].id, batch[i].position, batch[i].rows, &states[i]->layers[k]};
@@ -220,12 +222,14 @@ class stage {
   // the pool once the next layer has run. `call(layer, in, out)` runs one layer. The output leaves
   // the stage: it is the caller's (or the transfer's) from here on.
   template <class Call>
-  payload_type run_forward(payload_type input, Call&& call) {
+  payload_type run_forward(int mb, payload_type input, Call&& call) {
     pool_.adopt(input);
     pool_.hold_microbatch();
     for (int layer = first_; layer < end_; ++layer) {
-      payload_type out = pool_.acquire(model_->output_shapes(layer, shapes_of(input)));
+      const std::vector<shape> want = model_->output_shapes(layer, shapes_of(input));
+      payload_type out = pool_.acquire(want);
       call(layer, input, out);
+      check_written(layer, mb, out, want, "an output");
       pool_.release(input);
       input = std::move(out);
     }
@@ -252,7 +256,8 @@ class stage {
     for (int layer = end_ - 1; layer >= first_; --layer) {
       const auto k = static_cast<std::size_t>(layer - first_);
       payload_type grad_in;
-      if (layer > first_ || want_input_grad) grad_in = pool_.acquire(shapes_of(r.acts[k]));
+      const bool wanted = layer > first_ || want_input_grad;
+      if (wanted) grad_in = pool_.acquire(shapes_of(r.acts[k]));
       if (input_half) {
         if constexpr (model_has_split_backward<Model, Tensor>) {
           model_->backward_input(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
@@ -264,11 +269,25 @@ class stage {
         }
         pool_.release(g);
       }
+      if (wanted) check_written(layer, mb, grad_in, r.acts[k], "an input gradient");
       g = std::move(grad_in);
     }
     if (!input_half) release(r);
     pool_.forget(g);
     return g;
+  }
+
+  // A layer fills the tensors it is handed. One that puts tensors of other shapes in their place
+  // would give the next layer, the loss or a transfer a payload that nothing checked.
+  void check_written(int layer, int mb, const payload_type& got, const std::vector<shape>& want, const char* what) const {
+    if (has_shapes(got, want)) return;
+    detail::fail(errc::invalid_argument, "stage ", index_, ": layer ", layer, " left ", what, " of shapes ",
+                 to_string(shapes_of(got)), " for microbatch ", mb, " where it was handed ", to_string(want),
+                 "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
+  }
+  void check_written(int layer, int mb, const payload_type& got, const payload_type& like, const char* what) const {
+    if (has_shapes(got, like)) return;
+    check_written(layer, mb, got, shapes_of(like), what);
   }
 
   record& slot(int mb) {

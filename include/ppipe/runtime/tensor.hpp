@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <ostream>
 #include <span>
 #include <string>
@@ -16,28 +17,57 @@
 
 namespace ppipe {
 
+class shape;
+inline std::string to_string(const shape& s);
+
 /// @brief The dimensions of a tensor, outermost first. Dimension 0 of a pipeline's inputs and of
 /// every boundary tensor is the batch: ppipe splits it into microbatches.
+///
+/// Every dimension is >= 0 and the element count fits in max_elements: a shape that breaks
+/// either is refused with a ppipe::error naming it, where it is built (or, for a dimension set
+/// through operator[], where its elements are counted), never turned into a tensor of 0 values.
 class shape {
  public:
+  /// @brief The most elements a shape may have: room for the bytes of 16-byte values in an
+  /// std::ptrdiff_t, so that no size or offset computed from a shape can overflow.
+  static constexpr std::int64_t max_elements = std::numeric_limits<std::ptrdiff_t>::max() / 16;
+
   shape() = default;
-  shape(std::initializer_list<std::int64_t> dims) : dims_(dims) {}
-  explicit shape(std::vector<std::int64_t> dims) : dims_(std::move(dims)) {}
+  shape(std::initializer_list<std::int64_t> dims) : dims_(dims) { (void)elements(); }
+  explicit shape(std::vector<std::int64_t> dims) : dims_(std::move(dims)) { (void)elements(); }
 
   [[nodiscard]] std::size_t rank() const noexcept { return dims_.size(); }
   [[nodiscard]] std::int64_t operator[](std::size_t i) const { return dims_.at(i); }
   [[nodiscard]] std::int64_t& operator[](std::size_t i) { return dims_.at(i); }
   [[nodiscard]] const std::vector<std::int64_t>& dims() const noexcept { return dims_; }
   /// @brief Number of elements: the product of the dimensions (1 for a scalar).
-  [[nodiscard]] std::size_t elements() const noexcept {
-    std::size_t n = 1;
-    for (const std::int64_t d : dims_) n *= static_cast<std::size_t>(std::max<std::int64_t>(d, 0));
-    return n;
+  /// @return the count; throws ppipe::error (invalid_argument) for a negative dimension or a
+  /// product above max_elements.
+  [[nodiscard]] std::size_t elements() const {
+    bool empty = false;
+    for (const std::int64_t d : dims_) {
+      if (d < 0) {
+        detail::fail(errc::invalid_argument, "shape ", to_string(*this), " has a negative dimension (", d,
+                     "); every dimension must be >= 0");
+      }
+      empty = empty || d == 0;
+    }
+    if (empty) return 0;
+    std::int64_t n = 1;
+    for (const std::int64_t d : dims_) {
+      if (n > max_elements / d) {
+        detail::fail(errc::invalid_argument, "shape ", to_string(*this), " has more than ", max_elements,
+                     " elements, more than any tensor can hold; check its dimensions");
+      }
+      n *= d;
+    }
+    return static_cast<std::size_t>(n);
   }
   /// @brief The same shape with dimension 0 (the batch) set to `rows`.
   [[nodiscard]] shape with_batch(std::int64_t rows) const {
     shape out = *this;
     if (!out.dims_.empty()) out.dims_[0] = rows;
+    (void)out.elements();
     return out;
   }
 
@@ -50,16 +80,24 @@ class shape {
 /// @brief "[8, 16]".
 inline std::string to_string(const shape& s) {
   std::string out = "[";
-  for (std::size_t i = 0; i < s.rank(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
+  for (std::size_t i = 0; i < s.rank(); ++i) {
+    if (i != 0) out += ", ";
+    out += std::to_string(s[i]);
+  }
+  out += ']';
+  return out;
 }
 inline std::ostream& operator<<(std::ostream& os, const shape& s) { return os << to_string(s); }
 
 /// @brief "[8, 16], [8]" for a list of shapes (a payload's).
 inline std::string to_string(std::span<const shape> shapes) {
+  if (shapes.empty()) return "(nothing)";
   std::string out;
-  for (std::size_t i = 0; i < shapes.size(); ++i) out += (i ? ", " : "") + to_string(shapes[i]);
-  return shapes.empty() ? "(nothing)" : out;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    if (i != 0) out += ", ";
+    out += to_string(shapes[i]);
+  }
+  return out;
 }
 
 /// @brief A dense, row-major float tensor in host memory: the buffer type of the host backend.
@@ -142,6 +180,16 @@ bool has_shapes(const basic_payload<Tensor>& p, const std::vector<shape>& want) 
   if (p.size() != want.size()) return false;
   for (std::size_t i = 0; i < p.size(); ++i) {
     if (!(p[i].shape() == want[i])) return false;
+  }
+  return true;
+}
+
+/// @brief Whether two payloads have tensors of the same shapes, one for one.
+template <class Tensor>
+bool has_shapes(const basic_payload<Tensor>& p, const basic_payload<Tensor>& like) {
+  if (p.size() != like.size()) return false;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (!(p[i].shape() == like[i].shape())) return false;
   }
   return true;
 }
