@@ -1,13 +1,15 @@
 #pragma once
 // A sequential model that can be told to fail: a layer's forward or backward throws, sleeps for a
-// long time, or (forward) writes an output one column wider than output_shapes() says, when it
-// runs for a chosen microbatch. Everything else goes to the layer kit's
+// long time, kills its own process (SIGKILL, as `kill -9` would), or (forward) writes an output one
+// column wider than output_shapes() says, when it runs for a chosen microbatch. Everything else goes to the layer kit's
 // sequential model.
 
 #include <chrono>
+#include <csignal>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
@@ -16,7 +18,7 @@ namespace mpi_test {
 
 class faulty {
  public:
-  enum class fault { none, throw_in_forward, throw_in_backward, sleep_in_forward, wrong_shape_in_forward };
+  enum class fault { none, throw_in_forward, throw_in_backward, sleep_in_forward, wrong_shape_in_forward, die_in_forward };
 
   explicit faulty(ppipe::layers::sequential model) : model_(std::move(model)) {}
 
@@ -36,6 +38,7 @@ class faulty {
       throw std::runtime_error("injected fault in the forward of layer " + std::to_string(layer));
     }
     if (hit(layer, ctx, fault::sleep_in_forward)) std::this_thread::sleep_for(std::chrono::seconds(30));
+    if (hit(layer, ctx, fault::die_in_forward)) std::raise(SIGKILL);
     model_.forward(layer, ctx, in, out);
     if (hit(layer, ctx, fault::wrong_shape_in_forward)) {
       const auto& dims = out.front().shape().dims();
@@ -48,6 +51,11 @@ class faulty {
       throw std::runtime_error("injected fault in the backward of layer " + std::to_string(layer));
     }
     model_.backward(layer, ctx, in, out, grad_out, grad_in);
+  }
+
+  template <class F>
+  void for_each_parameter(int first, int end, F&& f) {
+    model_.for_each_parameter(first, end, std::forward<F>(f));
   }
 
   ppipe::layers::sequential& inner() { return model_; }

@@ -216,10 +216,12 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
       {mpi_test::faulty::fault::throw_in_backward, middle_layer, false, p / 2,
        "injected fault in the backward of layer " + std::to_string(middle_layer)},
       {mpi_test::faulty::fault::none, -1, true, last, "injected fault in the loss"},
-      // Stage 0's last layer writes a wider output than output_shapes() says: stage 1's receive is
-      // posted for the agreed shape, so rank 0 refuses to send it, and says which stage made it.
+      // A layer puts a wider output in place of the one it was handed: its stage refuses it, at a
+      // boundary (stage 0's last layer) and before the loss (the last stage's last layer).
       {mpi_test::faulty::fault::wrong_shape_in_forward, net.split().end(0) - 1, false, 0,
-       "stage 0 produced an output of shapes", ppipe::errc::invalid_argument},
+       "stage 0: layer " + std::to_string(net.split().end(0) - 1) + " left an output of shapes", ppipe::errc::invalid_argument},
+      {mpi_test::faulty::fault::wrong_shape_in_forward, model.num_layers() - 1, false, last,
+       "layer " + std::to_string(model.num_layers() - 1) + " left an output of shapes", ppipe::errc::invalid_argument},
   };
   for (const fault_case& c : cases) {
     INFO("fault on rank " << c.rank << ": " << c.expected);
@@ -404,7 +406,7 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
   }
 
   // A sender that breaks the agreement is refused by the receiver, with the counts: 5 or 7 values
-  // for a tensor of 6, and 5 values for two tensors of 3. The receiver then fails the run; the
+  // for a tensor of 6, 5 values for two tensors of 3, and the same past 1 MiB. The receiver then fails the run; the
   // drain finds that receive done, and the next run is clean.
   struct broken {
     std::vector<ppipe::shape> sent, posted;
@@ -412,8 +414,14 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
   };
   const std::vector<broken> cases{
       {{{5}}, {{6}}, "rank 0 sent 5 values for a tensor of shape [6]"},
-      {{{7}}, {{6}}, "rank 0 sent more values for a tensor of shape [6]"},
+      {{{7}}, {{6}}, "rank 0 sent 7 values for a tensor of shape [6] (6 values)"},
       {{{2}, {3}}, {{3}, {3}}, "rank 0 sent 5 values for tensors of shapes [3], [3] (6 values)"},
+      // 1 MiB and more: Open MPI's shared-memory single-copy path writes a longer message whole,
+      // whatever the receive posted, so its size is read before it is received.
+      {{{(1 << 18) + 5}}, {{1 << 18}}, "rank 0 sent 262149 values for a tensor of shape [262144] (262144 values)"},
+      {{{1 << 18}, {1 << 17}}, {{1 << 18}, {1 << 16}},
+       "rank 0 sent 393216 values for tensors of shapes [262144], [65536] (327680 values)"},
+      {{{(1 << 18) - 3}}, {{1 << 18}}, "rank 0 sent 262141 values for a tensor of shape [262144]"},
   };
   const ppipe::rank_outcome failed = failure(ppipe::errc::backend, "the agreement was broken");
   for (const broken& c : cases) {

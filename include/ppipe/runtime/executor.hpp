@@ -271,8 +271,8 @@ class executor {
         const action& waited = list[static_cast<std::size_t>(slots.recv_step[i])];
         const int from = waited.kind == action_kind::recv_activation ? rank_of[static_cast<std::size_t>(waited.stage - 1)]
                                                                      : rank_of[static_cast<std::size_t>(waited.stage + 1)];
-        timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms in ", describe(list[static_cast<std::size_t>(k)]),
-                               " for ", describe(waited), " from rank ", from, ", step ", k + 1, " of ", list.size()));
+        timed_out(s, r, detail::concat(rank_name(r), " waited ", options_.timeout.count(), " ms in ", describe(list[static_cast<std::size_t>(k)]),
+                               " for ", describe(waited), " from ", rank_name(from), ", step ", k + 1, " of ", list.size()));
       }
       board_.running(r, k);
       if (options_.record_trace) {
@@ -309,8 +309,8 @@ class executor {
         const auto [is_grad, i] = slots.decode(key);
         const int sent_stage = static_cast<int>(i / m);
         const int to_stage = is_grad ? sent_stage - 1 : sent_stage + 1;
-        timed_out(s, r, detail::concat("rank ", r, " waited ", options_.timeout.count(), " ms for rank ",
-                                       rank_of[static_cast<std::size_t>(to_stage)], " to take its send of ",
+        timed_out(s, r, detail::concat(rank_name(r), " waited ", options_.timeout.count(), " ms for ",
+                                       rank_name(rank_of[static_cast<std::size_t>(to_stage)]), " to take its send of ",
                                        describe(action{sent_stage, static_cast<std::int32_t>(i % m),
                                                        is_grad ? action_kind::send_gradient : action_kind::send_activation})));
       }
@@ -394,6 +394,11 @@ class executor {
               payload_type grad = stg.output_gradient_buffer(a.microbatch);
               at.where = phase::loss;
               data.losses[mb] = (*data.loss)(out, data.targets[mb], grad, data.scales[mb]);
+              if (!has_shapes(grad, out)) {
+                detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(grad)),
+                             " for an output of shapes ", to_string(shapes_of(out)), " (microbatch ", a.microbatch,
+                             "); a loss must write into the gradient buffer it is given, not replace it");
+              }
               at.where = phase::action;
               slots.handoff_grad[i] = std::move(grad);
             } else if (rank_of[st + 1] == r) {
@@ -546,6 +551,15 @@ class executor {
     }
   }
 
+  // A rank as messages name it: a distributed transport says which process (and replica) it is.
+  [[nodiscard]] std::string rank_name(int r) const {
+    if constexpr (distributed_transport<Transport>) {
+      return transport_->describe_rank(r);
+    } else {
+      return detail::concat("rank ", r);
+    }
+  }
+
   // The ranks this process runs: all of them, or a distributed transport's one.
   [[nodiscard]] std::vector<int> local_ranks(int p) const {
     if constexpr (distributed_transport<Transport>) {
@@ -662,12 +676,12 @@ class executor {
     };
     std::string where;
     switch (f.at.where) {
-      case phase::optimizer: where = detail::concat("rank ", f.rank, "'s optimizer hook for stage ", f.at.stage); break;
-      case phase::loss: where = detail::concat("rank ", f.rank, "'s loss, after ", action_at(f.at.step)); break;
-      case phase::sends: where = detail::concat("rank ", f.rank, ", completing its sends after its last action"); break;
-      case phase::barrier: where = detail::concat("rank ", f.rank, ", waiting for the others to finish"); break;
+      case phase::optimizer: where = detail::concat(rank_name(f.rank), "'s optimizer hook for stage ", f.at.stage); break;
+      case phase::loss: where = detail::concat(rank_name(f.rank), "'s loss, after ", action_at(f.at.step)); break;
+      case phase::sends: where = detail::concat(rank_name(f.rank), ", completing its sends after its last action"); break;
+      case phase::barrier: where = detail::concat(rank_name(f.rank), ", waiting for the others to finish"); break;
       case phase::action:
-        where = f.at.step >= 0 ? detail::concat("rank ", f.rank, " in ", action_at(f.at.step)) : detail::concat("rank ", f.rank);
+        where = f.at.step >= 0 ? detail::concat(rank_name(f.rank), " in ", action_at(f.at.step)) : rank_name(f.rank);
         break;
     }
     detail::rethrow_at(f.error, where);

@@ -90,7 +90,19 @@ class pipeline {
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
            std::in_place_t, TransportArgs&&... transport)
       : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
-        transport_(make_transport(options_.ranks, std::forward<TransportArgs>(transport)...)) {
+        transport_(make_transport(model, options_, std::forward<TransportArgs>(transport)...)) {
+    if constexpr (distributed_transport<Transport>) {
+      // A process that cannot build its part is named on every process, so none goes on to wait for it.
+      const std::string problem = locally([&] { build(); });
+      if (problem.empty()) built_ = pipeline_fields();
+      transport_.agree(built_, problem, agreement_deadline());
+    } else {
+      build();
+    }
+  }
+
+  void build() {
+    (void)checked(*model_, options_);
     if (options_.timeout.count() <= 0) {
       detail::fail(errc::invalid_argument, "the timeout is ", options_.timeout.count(),
                    " ms; give a positive pipeline_options::timeout (milliseconds::max() waits for ever)");
@@ -98,7 +110,7 @@ class pipeline {
     const schedule_params params{options_.ranks, options_.microbatches, options_.virtual_stages};
     train_ = Schedule::generate(params);
     validate(train_, transfer_model::buffered);
-    const int layers = model.num_layers();
+    const int layers = model_->num_layers();
     const int stages = train_.num_stages();
     if (layers < stages) {
       detail::fail(errc::invalid_argument, "the model has ", layers, " layers but the pipeline has ", stages,
@@ -113,7 +125,7 @@ class pipeline {
     }
     stages_.reserve(static_cast<std::size_t>(stages));
     for (int s = 0; s < stages; ++s) {
-      if (is_local(s)) stages_.emplace_back(model, s, split_.first(s), split_.end(s), options_.microbatches);
+      if (is_local(s)) stages_.emplace_back(*model_, s, split_.first(s), split_.end(s), options_.microbatches);
     }
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
     infer_ = schedules::forward_only::over(train_.place, infer_m);
@@ -133,18 +145,23 @@ class pipeline {
   /// batch's loss: the microbatch losses weighted by their share of the rows.
   double train_step(const payload_type& inputs, const payload_type& targets) {
     static_assert(detail::check_model<Model, tensor_type, true>());
-    if (!loss_) {
-      detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
-                   "pipeline(model, options, loss)");
-    }
-    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", train_.microbatches, "microbatches");
-    const std::vector<std::int64_t> target_rows = microbatch_rows(targets, "targets", train_.microbatches, "microbatches");
-    if (rows != target_rows) {
-      detail::fail(errc::invalid_argument, "the targets have ", total(target_rows), " rows but the inputs ",
-                   total(rows), "; give one target row per input row");
-    }
-    step_data<tensor_type> data = split(inputs, rows, train_);
-    data.targets = split_payload(targets, rows);
+    std::vector<std::int64_t> rows;
+    std::vector<std::vector<shape>> outputs;
+    step_data<tensor_type> data;
+    prepare_call("train_step", rows, data, outputs, [&] {
+      if (!loss_) {
+        detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
+                     "pipeline(model, options, loss)");
+      }
+      rows = microbatch_rows(inputs, "inputs", train_.microbatches, "microbatches");
+      const std::vector<std::int64_t> target_rows = microbatch_rows(targets, "targets", train_.microbatches, "microbatches");
+      if (rows != target_rows) {
+        detail::fail(errc::invalid_argument, "the targets have ", total(target_rows), " rows but the inputs ",
+                     total(rows), "; give one target row per input row");
+      }
+      data = split(inputs, rows, train_, outputs);
+      data.targets = split_payload(targets, rows);
+    });
     data.loss = &loss_;
     data.optimizer = &optimizer_;
     const double batch = static_cast<double>(total(rows));
@@ -158,8 +175,13 @@ class pipeline {
   /// @brief Forward only: splits `inputs` into the inference schedule's microbatches, keeps them
   /// in flight through the stages, and returns the last stage's outputs stacked along dimension 0.
   payload_type infer(const payload_type& inputs) {
-    const std::vector<std::int64_t> rows = microbatch_rows(inputs, "inputs", infer_.microbatches, "inference_microbatches");
-    step_data<tensor_type> data = split(inputs, rows, infer_);
+    std::vector<std::int64_t> rows;
+    std::vector<std::vector<shape>> outputs;
+    step_data<tensor_type> data;
+    prepare_call("infer", rows, data, outputs, [&] {
+      rows = microbatch_rows(inputs, "inputs", infer_.microbatches, "inference_microbatches");
+      data = split(inputs, rows, infer_, outputs);
+    });
     trace_ = executor_->run(infer_, data);
     return concat_rows(data.outputs);
   }
@@ -287,12 +309,42 @@ class pipeline {
   }
 
  private:
-  static int checked_ranks(int p) {
-    if (p < 1) detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", p, "); pass ranks >= 1");
-    return p;
+  // What can be checked before anything is allocated: a transport of p ranks has p x p channels,
+  // so a p that no model could fill is refused before it is built.
+  static const pipeline_options& checked(const Model& model, const pipeline_options& options) {
+    if (options.ranks < 1) {
+      detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", options.ranks, "); pass ranks >= 1");
+    }
+    if (options.virtual_stages < 1) {
+      detail::fail(errc::invalid_argument, "a pipeline needs at least one stage per rank (virtual_stages=",
+                   options.virtual_stages, "); pass virtual_stages >= 1");
+    }
+    const std::int64_t stages = std::int64_t{options.ranks} * options.virtual_stages;
+    if (model.num_layers() < stages) {
+      detail::fail(errc::invalid_argument, "the model has ", model.num_layers(), " layers but the pipeline has ", stages,
+                   " stages (p=", options.ranks, " x v=", options.virtual_stages,
+                   "); every stage needs a layer: use fewer ranks or stages per rank");
+    }
+    return options;
   }
-  static Transport make_transport(int p) { return Transport(checked_ranks(p)); }
-  static Transport make_transport(int, Transport&& t) { return std::move(t); }
+  static Transport make_transport(const Model& model, const pipeline_options& options) {
+    return Transport(checked(model, options).ranks);
+  }
+  static Transport make_transport(const Model&, const pipeline_options&, Transport&& t) { return std::move(t); }
+
+  // Runs `f`, and returns what it threw ("" when nothing): a distributed pipeline agrees on it.
+  template <class F>
+  static std::string locally(F&& f) {
+    try {
+      f();
+      return {};
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+  [[nodiscard]] deadline_clock::time_point agreement_deadline() const {
+    return deadline_after(options_.timeout.count() > 0 ? options_.timeout : std::chrono::milliseconds(std::chrono::seconds(60)));
+  }
 
   static pipeline_options with_ranks(pipeline_options options, const Transport& t) {
     if (options.ranks == 0) options.ranks = t.num_ranks();
@@ -375,8 +427,10 @@ class pipeline {
   }
 
   // Splits the inputs and works out, from output_shapes(), the shapes every stage must receive
-  // for every microbatch, so that a mismatch is reported before anything runs.
-  step_data<tensor_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s) {
+  // for every microbatch, so that a mismatch is reported before anything runs; `outputs` gets the
+  // last stage's output shapes per microbatch.
+  step_data<tensor_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s,
+                               std::vector<std::vector<shape>>& outputs) {
     step_data<tensor_type> data;
     data.inputs = split_payload(inputs, rows);
     const auto stages = static_cast<std::size_t>(s.num_stages());
@@ -390,10 +444,12 @@ class pipeline {
         cached_for = in;
       }
       for (std::size_t st = 0; st < stages; ++st) data.expected[st][mb] = cached[st];
+      outputs.push_back(cached[stages]);
     }
     return data;
   }
 
+  // The input shapes of every stage, then the model's output shapes.
   std::vector<std::vector<shape>> boundary_shapes(std::vector<shape> in) const {
     std::vector<std::vector<shape>> out;
     for (int s = 0; s < split_.num_stages(); ++s) {
@@ -410,6 +466,76 @@ class pipeline {
         }
       }
     }
+    out.push_back(std::move(in));
+    return out;
+  }
+
+  // Over a distributed transport, what every process must hold alike for a pipeline to run: its
+  // make-up here, and (agree_on_call) the call's rows and shapes. A process that built another
+  // pipeline, or passes another batch, is refused on every process before any payload moves.
+  std::vector<agreement_field> pipeline_fields() const {
+    std::vector<agreement_field> f;
+    const auto add = [&](std::string name, auto value) { f.push_back({std::move(name), detail::concat(value), false}); };
+    add("the model's layer count", model_->num_layers());
+    add("the schedule", train_.name);
+    add("pipeline ranks (p)", options_.ranks);
+    add("stages per rank (v)", options_.virtual_stages);
+    add("microbatches per train_step (m)", train_.microbatches);
+    add("microbatches per infer()", infer_.microbatches);
+    std::string sizes;
+    for (const int n : split_.sizes()) sizes += (sizes.empty() ? "" : " ") + std::to_string(n);
+    add("layers per stage", sizes);
+    add("bytes per tensor value", sizeof(typename tensor_type::value_type));
+    if constexpr (model_has_parameters<Model>) {
+      // Replicas all-reduce each stage's gradients: their counts must match, value for value.
+      for (const stage_type& st : stages_) {
+        std::size_t n = 0;
+        model_->for_each_parameter(st.first_layer(), st.end_layer(), [&](std::span<float> p, std::span<float>) { n += p.size(); });
+        f.push_back({detail::concat("parameter values of stage ", st.index()), std::to_string(n), true});
+      }
+    }
+    return f;
+  }
+
+  // Prepares a call (`prepare` splits the batch and works out the shapes). Over a distributed
+  // transport the processes then agree on the call, its rows and shapes, and on whether every one
+  // of them could prepare it, before any payload moves.
+  template <class Prepare>
+  void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const step_data<tensor_type>& data,
+                    const std::vector<std::vector<shape>>& outputs, Prepare&& prepare) {
+    if constexpr (distributed_transport<Transport>) {
+      const std::string problem = locally(prepare);
+      std::vector<agreement_field> f = built_;
+      f.push_back({"the call", call, false});
+      if (!problem.empty()) {
+        transport_.agree(f, problem, agreement_deadline());
+        return;
+      }
+      f.push_back({"rows per microbatch", by_microbatch(rows, [](std::int64_t n) { return std::to_string(n); }), false});
+      const auto text = [](const std::vector<shape>& shapes) { return to_string(std::span<const shape>(shapes)); };
+      for (std::size_t st = 0; st < data.expected.size(); ++st) {
+        f.push_back({detail::concat("stage ", st, "'s input shapes"), by_microbatch(data.expected[st], text), false});
+      }
+      f.push_back({"the model's output shapes", by_microbatch(outputs, text), false});
+      transport_.agree(f, problem, agreement_deadline());
+    } else {
+      (void)call, (void)rows, (void)data, (void)outputs;
+      prepare();
+    }
+  }
+
+  // "32 for microbatches 0..1; 31 for 2..7", or "32 for all 8 microbatches".
+  template <class T, class Text>
+  static std::string by_microbatch(const std::vector<T>& values, Text&& text) {
+    std::string out;
+    for (std::size_t first = 0; first < values.size();) {
+      std::size_t end = first + 1;
+      while (end < values.size() && values[end] == values[first]) ++end;
+      if (first == 0 && end == values.size()) return detail::concat(text(values[first]), " for all ", values.size(), " microbatches");
+      out += detail::concat(out.empty() ? "" : "; ", text(values[first]), " for ", out.empty() ? "microbatches " : "",
+                            first, end - first > 1 ? detail::concat("..", end - 1) : std::string());
+      first = end;
+    }
     return out;
   }
 
@@ -422,6 +548,7 @@ class pipeline {
   schedule infer_;
   partition split_;
   std::vector<stage_type> stages_;
+  std::vector<agreement_field> built_;  // distributed: what the processes agreed on at construction
   // Built last, once the stages exist; it keeps the rank threads between steps.
   std::optional<executor<stage_type, Transport>> executor_;
   run_trace trace_;

@@ -16,11 +16,13 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "ppipe/backend/mpi/agreement.hpp"
 #include "ppipe/backend/mpi/error.hpp"
 #include "ppipe/backend/mpi/message.hpp"
 #include "ppipe/error.hpp"
@@ -50,7 +52,67 @@ struct transport_options {
   /// How long a wait polls MPI without pause before it starts yielding the core between polls (on
   /// an oversubscribed node a polling process takes the core of one that has work).
   std::chrono::microseconds spin{200};
+  /// After a timeout, how long a rank waits for the other ranks to say what they are waiting for,
+  /// before it names those that did not answer (dead, or stuck outside ppipe) in its message.
+  std::chrono::milliseconds inquiry{1000};
 };
+
+namespace detail {
+/// An MPI communicator that ppipe duplicated and frees (unless MPI is finalised by then).
+class owned_comm {
+ public:
+  owned_comm() = default;
+  explicit owned_comm(MPI_Comm c) : comm_(c) {}
+  owned_comm(owned_comm&& other) noexcept : comm_(std::exchange(other.comm_, MPI_COMM_NULL)) {}
+  owned_comm& operator=(owned_comm&& other) noexcept {
+    if (this != &other) {
+      release();
+      comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
+    }
+    return *this;
+  }
+  owned_comm(const owned_comm&) = delete;
+  owned_comm& operator=(const owned_comm&) = delete;
+  ~owned_comm() { release(); }
+  operator MPI_Comm() const noexcept { return comm_; }  // a handle, used where MPI takes the communicator
+
+ private:
+  void release() noexcept {
+    int finalized = 1;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_NULL && finalized == 0) MPI_Comm_free(&comm_);
+    comm_ = MPI_COMM_NULL;
+  }
+  MPI_Comm comm_ = MPI_COMM_NULL;
+};
+
+/// A duplicate of `c` whose errors are returned, not fatal.
+inline owned_comm duplicate(MPI_Comm c) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  PPIPE_MPI_CHECK(MPI_Comm_dup(c, &dup));
+  owned_comm out(dup);
+  PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN));
+  return out;
+}
+
+/// The rank in MPI_COMM_WORLD of each process of `c`: what messages name, so that a user finds it.
+inline std::vector<int> world_ranks(MPI_Comm c) {
+  MPI_Group group = MPI_GROUP_NULL;
+  MPI_Group world = MPI_GROUP_NULL;
+  PPIPE_MPI_CHECK(MPI_Comm_group(c, &group));
+  PPIPE_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  int n = 0;
+  MPI_Group_size(group, &n);
+  std::vector<int> mine(static_cast<std::size_t>(n));
+  std::vector<int> out(mine.size());
+  for (int i = 0; i < n; ++i) mine[static_cast<std::size_t>(i)] = i;
+  const int code = MPI_Group_translate_ranks(group, n, mine.data(), world, out.data());
+  MPI_Group_free(&group);
+  MPI_Group_free(&world);
+  PPIPE_MPI_CHECK(code);
+  return out;
+}
+}  // namespace detail
 
 /// @brief A Transport over MPI (see ppipe::distributed_transport): every process of the pipeline's
 /// communicator runs one pipeline rank, its rank in that communicator. The communicator is
@@ -110,58 +172,34 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "the MPI transport was given MPI_COMM_NULL as the pipeline's "
                           "communicator; pass MPI_COMM_WORLD or the communicator of one pipeline replica");
     }
-    PPIPE_MPI_CHECK(MPI_Comm_dup(pipeline, &comm_));
-    PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    comm_ = detail::duplicate(pipeline);
     PPIPE_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     PPIPE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    world_of_ = detail::world_ranks(comm_);
     if (replicas != MPI_COMM_NULL) {
-      PPIPE_MPI_CHECK(MPI_Comm_dup(replicas, &replicas_));
-      PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(replicas_, MPI_ERRORS_RETURN));
+      replicas_ = detail::duplicate(replicas);
       PPIPE_MPI_CHECK(MPI_Comm_rank(replicas_, &replica_));
       PPIPE_MPI_CHECK(MPI_Comm_size(replicas_, &replica_count_));
+      replica_world_of_ = detail::world_ranks(replicas_);
+      join_job();
     }
     int* tag_ub = nullptr;
     int flag = 0;
     PPIPE_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &flag));
-    if (flag != 0 && tag_ub != nullptr && *tag_ub < control_tag) {
+    if (flag != 0 && tag_ub != nullptr && *tag_ub < answer_tag) {
       ppipe::detail::fail(errc::unsupported, "this MPI allows tags up to ", *tag_ub, ", but ppipe's MPI transport "
-                          "uses tags up to ", control_tag, " (the standard guarantees 32767)");
+                          "uses tags up to ", answer_tag, " (the standard guarantees 32767)");
     }
     sent_.assign(static_cast<std::size_t>(size_), 0);
     posted_.assign(static_cast<std::size_t>(size_), 0);
     reports_.assign(static_cast<std::size_t>(size_), std::nullopt);
   }
 
-  transport(transport&& other) noexcept { *this = std::move(other); }
-  transport& operator=(transport&& other) noexcept {
-    if (this != &other) {
-      free_comms();
-      comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
-      replicas_ = std::exchange(other.replicas_, MPI_COMM_NULL);
-      rank_ = other.rank_;
-      size_ = other.size_;
-      replica_ = other.replica_;
-      replica_count_ = other.replica_count_;
-      options_ = other.options_;
-      sent_ = std::move(other.sent_);
-      posted_ = std::move(other.posted_);
-      sends_ = std::move(other.sends_);
-      free_sends_ = std::move(other.free_sends_);
-      recvs_ = std::move(other.recvs_);
-      free_recvs_ = std::move(other.free_recvs_);
-      notices_ = std::move(other.notices_);
-      reports_ = std::move(other.reports_);
-      run_ = other.run_;
-      aborted_ = other.aborted_;
-      remote_failure_ = other.remote_failure_;
-      broken_ = std::move(other.broken_);
-      clock_ = other.clock_;
-    }
-    return *this;
-  }
+  transport(transport&&) noexcept = default;
+  transport& operator=(transport&&) noexcept = default;
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
-  ~transport() { free_comms(); }
+  ~transport() = default;
 
   [[nodiscard]] int num_ranks() const noexcept { return size_; }
   /// @brief The pipeline rank this process runs: its rank in the pipeline's communicator.
@@ -180,11 +218,13 @@ class transport {
     const bool with_values = bytes_of(data) <= options_.inline_bytes;
     const std::uint32_t at = take_slot(sends_, free_sends_);
     send_slot& slot = sends_[at];
-    detail::write_header(slot.header, data, with_values);
-    if (slot.header.size() > header_capacity()) {
+    slot.to = to;
+    slot.sequence = seq;
+    try {
+      detail::write_header(slot.header, data, with_values);
+    } catch (...) {
       release_slot(sends_, free_sends_, at);
-      ppipe::detail::fail(errc::invalid_argument, "a payload's header takes ", slot.header.size(), " bytes, more "
-                          "than the ", header_capacity(), " a receive posts for it; send fewer tensors");
+      throw;
     }
     ++sent_[static_cast<std::size_t>(to)];  // counted once nothing can fail: the peer's drain waits for it
     slot.values.clear();
@@ -211,6 +251,8 @@ class transport {
     const std::uint64_t seq = sent_[static_cast<std::size_t>(to)];
     const std::uint32_t at = take_slot(sends_, free_sends_);
     send_slot& slot = sends_[at];
+    slot.to = to;
+    slot.sequence = seq;
     slot.values.clear();
     const int tag = agreed_tag(seq);
     const std::size_t bytes = bytes_of(data);
@@ -237,18 +279,20 @@ class transport {
   recv_handle post_recv(int from, int to) {
     check_pair(to, from, "receive");
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    return recv_handle{from, seq, post_header_recv(from, seq)};
+    return recv_handle{from, seq, take_recv_slot(from, seq, recv_form::described, {}, 0)};
   }
 
   /// @brief Receives, into `buffers`, the payload a send posted with agreed_shapes has (see
   /// ppipe::agrees_shapes): one message of its values, which land straight in the tensors' memory
   /// (through the slot's buffer for several tensors of at most inline_bytes in all).
-  /// complete_recv() hands the buffers back (whatever payload it is given).
+  /// complete_recv() hands the buffers back (whatever payload it is given). A message of another
+  /// size is refused with both counts, and never written past the buffers: its size is read
+  /// before it is received (Open MPI's shared-memory single-copy path does not truncate).
   recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
     check_pair(to, from, "receive");
     const int floats = floats_of(buffers);
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    return recv_handle{from, seq, post_agreed_recv(from, seq, std::move(buffers), floats)};
+    return recv_handle{from, seq, take_recv_slot(from, seq, recv_form::agreed, std::move(buffers), floats)};
   }
 
   /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
@@ -260,6 +304,7 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
                           h.sequence, "; complete each posted receive once");
     }
+    const waiting_on note(*this, wait_kind::payload_from, h.from, h.sequence);
     const wait_status st = finish_recv(h.slot, &into, deadline, true);
     if (st == wait_status::ready) {
       into = std::move(recvs_[h.slot].into);
@@ -270,6 +315,7 @@ class transport {
 
   wait_status complete_send(send_handle& h, deadline_clock::time_point deadline) {
     if (h.slot >= sends_.size() || !sends_[h.slot].busy || sends_[h.slot].ticket != h.ticket) return wait_status::ready;
+    const waiting_on note(*this, wait_kind::send_to, sends_[h.slot].to, sends_[h.slot].sequence);
     const wait_status st = wait_send(sends_[h.slot], deadline, true);
     if (st == wait_status::ready) release_slot(sends_, free_sends_, h.slot);
     return st;
@@ -281,10 +327,7 @@ class transport {
   /// @brief Readies the transport for the next run. Every run ends in conclude(), which leaves no
   /// message in flight, so only the counters start again.
   void reset() {
-    if (!broken_.empty()) {
-      ppipe::detail::fail(errc::backend, "the MPI transport cannot run again after a timeout (", broken_,
-                          "): a peer may still be stuck; end the job (MPI_Abort)");
-    }
+    refuse_if_broken();
     std::fill(sent_.begin(), sent_.end(), 0);
     std::fill(posted_.begin(), posted_.end(), 0);
     std::fill(reports_.begin(), reports_.end(), std::nullopt);
@@ -316,9 +359,10 @@ class transport {
     if (mine.what == rank_outcome::outcome::failed) verdict = {false, rank_, mine.code, mine.message};
     for (int q = 0; q < size_; ++q) {
       if (q == rank_ || reports_[static_cast<std::size_t>(q)]) continue;
+      const waiting_on note(*this, wait_kind::report_from, q, run_);
       if (!receive_report(q, deadline)) {
-        return stuck(ppipe::detail::concat("rank ", rank_, " ended its part of the run and waited ",
-                                           waited_ms(start), " for rank ", q, " to report how its part ended"));
+        return stuck(ppipe::detail::concat(describe_rank(rank_), " ended its part of the run and waited ",
+                                           waited_ms(start), " for ", describe_rank(q), " to report how its part ended"));
       }
     }
     for (int q = 0; q < size_; ++q) {
@@ -326,16 +370,17 @@ class transport {
       if (q == rank_ || !r || r->report.what != rank_outcome::outcome::failed) continue;
       if (r->report.code == errc::timeout) {
         // Its process aborts the job (or throws) without draining: nothing here can drain either.
-        return stuck(ppipe::detail::concat("rank ", q, " timed out: ", r->report.message));
+        return stuck(ppipe::detail::concat(describe_rank(q), " timed out: ", r->report.message));
       }
       if (verdict.ok || q < verdict.rank) verdict = {false, q, r->report.code, r->report.message};
     }
     if (!verdict.ok) {
       if (std::optional<run_verdict> failed = drain(deadline)) return *std::move(failed);
     }
+    const waiting_on note(*this, wait_kind::collective, -1, run_);
     for (notice& n : notices) {
       if (wait_one(n.request, deadline) != wait_status::ready) {
-        return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
+        return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
                                            " for its end-of-run report to reach the other ranks"));
       }
     }
@@ -345,11 +390,12 @@ class transport {
   /// @brief Gives every rank of the pipeline the bytes rank `root` holds.
   wait_status broadcast(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
+    const waiting_on note(*this, wait_kind::broadcast_from, root, run_);
     std::uint64_t n = bytes.size();
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, comm_, &req));
     if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for rank ", root,
+      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for ", describe_rank(root),
                                   " to broadcast the run's results"));
       return wait_status::timed_out;
     }
@@ -360,8 +406,8 @@ class transport {
     bytes.resize(static_cast<std::size_t>(n));
     PPIPE_MPI_CHECK(MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm_, &req));
     if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for the ", n,
-                                  " bytes of results that rank ", root, " broadcasts"));
+      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for the ", n,
+                                  " bytes of results that ", describe_rank(root), " broadcasts"));
       return wait_status::timed_out;
     }
     return wait_status::ready;
@@ -375,11 +421,12 @@ class transport {
     if (values.size() > static_cast<std::size_t>(INT_MAX)) {
       ppipe::detail::fail(errc::unsupported, "cannot all-reduce ", values.size(), " values at once; at most ", INT_MAX);
     }
+    const waiting_on note(*this, wait_kind::replicas, -1, run_);
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_FLOAT, MPI_SUM,
                                    replicas_, &req));
     if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat("rank ", rank_, " of replica ", replica_, " waited ", waited_ms(start),
+      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
                                   " for the other replicas to all-reduce ", values.size(), " gradient values"));
       ppipe::detail::fail(errc::timeout, "the gradient all-reduce over the replicas timed out");
     }
@@ -387,7 +434,102 @@ class transport {
     for (float& v : values) v *= scale;
   }
 
+  /// @brief See ppipe::distributed_transport: every process compares `mine` with the others'
+  /// before a run, over the pipeline (fields alike everywhere) and then over the replicas (per-rank
+  /// fields too), and all throw the same ppipe::error (invalid_argument) naming a process's
+  /// `problem` (the lowest rank's), or else the first field that differs and the value of each
+  /// side; or all return. Costs one 8-byte all-gather per communicator when they agree.
+  void agree(const std::vector<agreement_field>& mine, std::string_view problem, deadline_clock::time_point deadline) {
+    refuse_if_broken();
+    const auto start = deadline_clock::now();
+    const waiting_on note(*this, wait_kind::collective, -1, run_);
+    const auto wait = [&](MPI_Request& req, const char* what) {
+      if (wait_one(req, deadline) == wait_status::ready) return;
+      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for the other processes ",
+                                  what, " before the run; every process must make the same calls on the pipeline"));
+      ppipe::detail::fail(errc::timeout, describe_rank(rank_), " timed out comparing the pipeline with the other processes");
+    };
+    detail::agreement_record record;
+    if (!problem.empty()) record.problem = ppipe::detail::concat(describe_rank(rank_), " could not go on: ", problem);
+    for (const agreement_field& f : mine) {
+      if (!f.per_rank) record.fields.push_back(f);
+    }
+    record.problem = detail::compare_over(comm_, record, [&](int q) { return describe_rank(q); }, wait);
+    if (replica_count_ > 1) {
+      record.fields = mine;
+      record.problem = detail::compare_over(replicas_, record, [&](int k) { return describe_replica(k); }, wait);
+    }
+    if (!record.problem.empty()) {
+      ppipe::detail::fail(errc::invalid_argument, record.problem, "; every process must build the same pipeline (model, "
+                          "schedule, split, m) and pass batches of the same shapes");
+    }
+  }
+
+  /// @brief Pipeline rank `r` as messages name it: "rank 2", and where that is not the process's
+  /// rank in MPI_COMM_WORLD, or with replicas, the process and the replica: "rank 1 of replica 2
+  /// (process 5)".
+  [[nodiscard]] std::string describe_rank(int r) const {
+    const bool known = r >= 0 && static_cast<std::size_t>(r) < world_of_.size();
+    const int world = known ? world_of_[static_cast<std::size_t>(r)] : r;
+    if (replica_count_ > 1) return ppipe::detail::concat("rank ", r, " of replica ", replica_, " (process ", world, ")");
+    if (world == r) return ppipe::detail::concat("rank ", r);
+    return ppipe::detail::concat("rank ", r, " (process ", world, ")");
+  }
+
  private:
+  void refuse_if_broken() const {
+    if (!broken_.empty()) {
+      ppipe::detail::fail(errc::backend, "the MPI transport cannot run again after a timeout (", broken_,
+                          "): a peer may still be stuck; end the job (MPI_Abort)");
+    }
+  }
+
+  // With replicas: a communicator of every process of the job, replica after replica (process
+  // k * size_ + r runs pipeline rank r of replica k), for inquiries after a timeout, which must
+  // reach a dead process in another replica and another pipeline rank.
+  void join_job() {
+    const int n = size_ * replica_count_;
+    std::vector<int> gathered(static_cast<std::size_t>(n));
+    PPIPE_MPI_CHECK(MPI_Allgather(replica_world_of_.data(), replica_count_, MPI_INT, gathered.data(), replica_count_,
+                                  MPI_INT, comm_));
+    job_world_.assign(static_cast<std::size_t>(n), -1);
+    for (int r = 0; r < size_; ++r) {
+      for (int k = 0; k < replica_count_; ++k) {
+        job_world_[static_cast<std::size_t>(k * size_ + r)] = gathered[static_cast<std::size_t>(r * replica_count_ + k)];
+      }
+    }
+    MPI_Group world = MPI_GROUP_NULL;
+    MPI_Group job = MPI_GROUP_NULL;
+    PPIPE_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+    const int code = MPI_Group_incl(world, n, job_world_.data(), &job);
+    MPI_Group_free(&world);
+    PPIPE_MPI_CHECK(code);
+    MPI_Comm c = MPI_COMM_NULL;
+    const int created = MPI_Comm_create_group(MPI_COMM_WORLD, job, 0, &c);
+    MPI_Group_free(&job);
+    PPIPE_MPI_CHECK(created);
+    job_ = detail::owned_comm(c);
+    PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
+  }
+
+  // Where inquiries travel: the job's communicator with replicas, else the pipeline's; this
+  // process's rank there, and how a rank there is named.
+  [[nodiscard]] MPI_Comm inquiry_comm() const { return replica_count_ > 1 ? MPI_Comm(job_) : MPI_Comm(comm_); }
+  [[nodiscard]] int inquiry_rank() const { return replica_count_ > 1 ? replica_ * size_ + rank_ : rank_; }
+  [[nodiscard]] int inquiry_size() const { return size_ * replica_count_; }
+  [[nodiscard]] std::string describe_process(int i) const {
+    if (replica_count_ <= 1) return describe_rank(i);
+    return ppipe::detail::concat("rank ", i % size_, " of replica ", i / size_, " (process ",
+                                 job_world_[static_cast<std::size_t>(i)], ")");
+  }
+
+  // This process's pipeline rank in replica `k`, as messages name it.
+  [[nodiscard]] std::string describe_replica(int k) const {
+    const bool known = k >= 0 && static_cast<std::size_t>(k) < replica_world_of_.size();
+    return ppipe::detail::concat("rank ", rank_, " of replica ", k, " (process ",
+                                 known ? replica_world_of_[static_cast<std::size_t>(k)] : -1, ")");
+  }
+
   // Tags: a payload's header and its tensors carry its sequence number (mod tag_range), so a
   // receive matches its own send whatever order receives complete in, and the run's number (mod
   // run_slots): a peer that has finished a failed run may already send the next run's payloads
@@ -400,6 +542,9 @@ class transport {
   static constexpr int run_slots = 4;
   static constexpr int tag_kinds = 3;  // header, separate values, agreed
   static constexpr int control_tag = tag_kinds * tag_range * run_slots;
+  // After a timeout a rank asks the others what they wait for (see inquire()), and they answer.
+  static constexpr int inquiry_tag = control_tag + 1;
+  static constexpr int answer_tag = control_tag + 2;
   [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * tag_kinds * tag_range; }
   [[nodiscard]] int header_tag(std::uint64_t seq) const { return slot_base() + static_cast<int>(seq % tag_range); }
   [[nodiscard]] int data_tag(std::uint64_t seq) const {
@@ -408,7 +553,6 @@ class transport {
   [[nodiscard]] int agreed_tag(std::uint64_t seq) const {
     return slot_base() + 2 * tag_range + static_cast<int>(seq % tag_range);
   }
-  [[nodiscard]] std::size_t header_capacity() const noexcept { return options_.inline_bytes + 4096; }
 
   // A send or a receive in flight lives in a slot, and slots are reused: their buffers and request
   // lists keep their capacity, so a steady run allocates nothing per message.
@@ -418,19 +562,30 @@ class transport {
     MPI_Request request = MPI_REQUEST_NULL;  // the header (with the values when inline)
     std::vector<MPI_Request> values;  // one per tensor (separate layout)
     std::vector<std::byte> header;
+    int to = -1;
+    std::uint64_t sequence = 0;
   };
+  // Which message a receive takes first: a header (described), the values alone (agreed), or, for
+  // a payload a failed run never received, whichever of the two arrives (either).
+  enum class recv_form : unsigned char { described, agreed, either };
+  // A receive matches its message with MPI_Improbe and learns its size before it receives it
+  // (MPI_Imrecv): a message longer than its buffer is refused, never written past it.
   struct recv_slot {
     bool busy = false;
     std::uint64_t ticket = 0;
     int from = -1;
     std::uint64_t sequence = 0;
-    MPI_Request request = MPI_REQUEST_NULL;  // the header, or (agreed) the values
-    std::vector<std::byte> buffer;  // room for a header with inline values: header_capacity()
-    bool have_header = false;  // or no header comes (agreed)
-    bool agreed = false;       // the payload's values alone, in one message, into `into`
-    bool packed = false;       // agreed, several small tensors: the values arrive in `buffer`
-    int floats = 0;            // agreed: how many values the message must have
-    std::vector<MPI_Request> values;
+    recv_form form = recv_form::described;
+    MPI_Request request = MPI_REQUEST_NULL;  // the first message: the header, or the agreed values
+    bool matched = false;     // the first message is matched and `request` receives it
+    bool have_first = false;  // ... and it has arrived
+    bool done = false;        // every message of the payload has arrived (or was refused)
+    bool packed = false;      // agreed, several small tensors: the values arrive in `buffer`
+    int floats = 0;           // agreed: how many values the message must have
+    int first_bytes = 0;      // the first message's size
+    std::vector<std::byte> buffer;   // a header, or packed values, or what a drain throws away
+    std::vector<MPI_Request> values;  // described, separate layout: the tensors matched so far
+    std::size_t next_value = 0;       // ... and the next tensor to match
     payload into;
   };
   // MPI holds pointers into a slot's buffers and tensors while it is in flight, and the slot
@@ -477,49 +632,22 @@ class transport {
     }
   }
 
-  // A free receive slot, set up for payload `seq` from `from`: described (a header comes first)
-  // or agreed (the values alone, into `into`'s tensors).
-  std::uint32_t take_recv_slot(int from, std::uint64_t seq, bool agreed, payload into) {
+  // A free receive slot, set up for payload `seq` from `from`, in form `form`; agreed, for
+  // `floats` values into `into`'s tensors. Nothing is posted yet: finish_recv() matches the message.
+  std::uint32_t take_recv_slot(int from, std::uint64_t seq, recv_form form, payload into, int floats) {
     const std::uint32_t at = take_slot(recvs_, free_recvs_);
     recv_slot& slot = recvs_[at];
     slot.from = from;
     slot.sequence = seq;
-    slot.have_header = agreed;
-    slot.agreed = agreed;
+    slot.form = form;
+    slot.matched = false;
+    slot.have_first = false;
+    slot.done = false;
     slot.packed = false;
-    slot.values.clear();
-    slot.into = std::move(into);
-    return at;
-  }
-
-  std::uint32_t post_header_recv(int from, std::uint64_t seq) {
-    const std::uint32_t at = take_recv_slot(from, seq, false, {});
-    recv_slot& slot = recvs_[at];
-    // Sized once per slot: a reused slot's buffer is not filled again.
-    if (slot.buffer.size() != header_capacity()) slot.buffer.resize(header_capacity());
-    PPIPE_MPI_CHECK(MPI_Irecv(slot.buffer.data(), static_cast<int>(slot.buffer.size()), MPI_BYTE, from,
-                              header_tag(seq), comm_, &slot.request));
-    return at;
-  }
-
-  // `floats`: the values `buffers` hold (floats_of, checked by the caller before it takes `seq`).
-  std::uint32_t post_agreed_recv(int from, std::uint64_t seq, payload buffers, int floats) {
-    const std::uint32_t at = take_recv_slot(from, seq, true, std::move(buffers));
-    recv_slot& slot = recvs_[at];
     slot.floats = floats;
-    const int tag = agreed_tag(seq);
-    if (slot.into.size() == 1) {
-      PPIPE_MPI_CHECK(MPI_Irecv(slot.into.front().data(), slot.floats, MPI_FLOAT, from, tag, comm_, &slot.request));
-    } else if (bytes_of(slot.into) <= options_.inline_bytes) {
-      slot.packed = true;
-      if (slot.buffer.size() < header_capacity()) slot.buffer.resize(header_capacity());
-      PPIPE_MPI_CHECK(MPI_Irecv(slot.buffer.data(), slot.floats, MPI_FLOAT, from, tag, comm_, &slot.request));
-    } else {
-      MPI_Datatype type = tensors_type(slot.into);
-      const int code = MPI_Irecv(MPI_BOTTOM, 1, type, from, tag, comm_, &slot.request);
-      MPI_Type_free(&type);  // the receive keeps what it needs
-      PPIPE_MPI_CHECK(code);
-    }
+    slot.values.clear();
+    slot.next_value = 0;
+    slot.into = std::move(into);
     return at;
   }
 
@@ -554,34 +682,66 @@ class transport {
     return type;
   }
 
-  // Drives one receive: its header, then (separate layout) its tensors; or, agreed, its one
-  // message of values, into the buffers it was posted with. A described payload arrives in
-  // `*given`'s tensors when their shapes match (given may be null: new tensors).
-  wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
-    recv_slot& slot = recvs_[at];
-    if (slot.agreed) {
-      MPI_Status status{};
-      int code = MPI_SUCCESS;  // a message longer than the receive completes it with MPI_ERR_TRUNCATE
-      const wait_status st = poll(deadline, watch, [&] {
-        int done = 0;
-        code = MPI_Test(&slot.request, &done, &status);
-        return done != 0 || code != MPI_SUCCESS;
-      });
-      if (st != wait_status::ready) return st;
-      slot.agreed = false;  // done: a second call (a drain after a failure) finds nothing to wait for
-      int error_class = MPI_SUCCESS;
-      if (code != MPI_SUCCESS) MPI_Error_class(code, &error_class);
-      int count = 0;
-      if (code == MPI_SUCCESS) PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
-      if (error_class == MPI_ERR_TRUNCATE || (code == MPI_SUCCESS && count != slot.floats)) {
-        ppipe::detail::fail(errc::backend, "rank ", slot.from, " sent ",
-                            error_class == MPI_ERR_TRUNCATE ? std::string("more") : std::to_string(count), " values for ",
-                            slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
-                                                  : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
-                            " (", slot.floats, " values) that both ranks agreed on; every process of the job must run "
-                            "the same program on the same batch");
-      }
+  // Matches the next message from `from` on `tag` if one has arrived, with its size in bytes.
+  bool probe(int from, int tag, MPI_Message& msg, int& bytes) {
+    int found = 0;
+    MPI_Status status{};
+    PPIPE_MPI_CHECK(MPI_Improbe(from, tag, comm_, &found, &msg, &status));
+    if (found == 0) return false;
+    PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
+    return true;
+  }
+
+  // Receives a matched message into a buffer of its own size and throws it away.
+  static void discard(MPI_Message& msg, int bytes, std::vector<std::byte>& scratch) {
+    scratch.resize(static_cast<std::size_t>(std::max(bytes, 0)));
+    PPIPE_MPI_CHECK(MPI_Mrecv(scratch.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE));
+  }
+
+  // Starts receiving a receive's first message, matched as `msg` of `bytes` bytes: a header into
+  // the slot's buffer, or values into the tensors posted for them after checking their count. A
+  // message of another count is taken in and thrown away, and then refused.
+  void start_first(recv_slot& slot, MPI_Message& msg, int bytes) {
+    slot.matched = true;
+    slot.first_bytes = bytes;
+    if (slot.form != recv_form::agreed) {  // a header, or a drain's payload of any size
+      slot.buffer.resize(static_cast<std::size_t>(std::max(bytes, 0)));
+      PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), bytes, MPI_BYTE, &msg, &slot.request));
+      return;
+    }
+    const auto want = static_cast<std::int64_t>(slot.floats) * static_cast<std::int64_t>(sizeof(float));
+    if (bytes != want) {
+      discard(msg, bytes, slot.buffer);
+      slot.have_first = slot.done = true;
+      ppipe::detail::fail(errc::backend, describe_rank(slot.from), " sent ",
+                          bytes % static_cast<int>(sizeof(float)) == 0
+                              ? ppipe::detail::concat(bytes / static_cast<int>(sizeof(float)), " values")
+                              : ppipe::detail::concat(bytes, " bytes"),
+                          " for ",
+                          slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
+                                                : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
+                          " (", slot.floats, " values) that both ranks agreed on; every process of the job must run "
+                          "the same program on the same batch");
+    }
+    if (slot.into.size() == 1) {
+      PPIPE_MPI_CHECK(MPI_Imrecv(slot.into.front().data(), slot.floats, MPI_FLOAT, &msg, &slot.request));
+    } else if (bytes_of(slot.into) <= options_.inline_bytes) {
+      slot.packed = true;
+      slot.buffer.resize(static_cast<std::size_t>(bytes));
+      PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), slot.floats, MPI_FLOAT, &msg, &slot.request));
+    } else {
+      MPI_Datatype type = tensors_type(slot.into);
+      const int code = MPI_Imrecv(MPI_BOTTOM, 1, type, &msg, &slot.request);
+      MPI_Type_free(&type);  // the receive keeps what it needs
       PPIPE_MPI_CHECK(code);
+    }
+  }
+
+  // The first message has arrived: agreed values are unpacked; a header is read into `into` (its
+  // tensors kept when their shapes match), and says whether the values came with it.
+  void take_first(recv_slot& slot, payload* given) {
+    slot.have_first = true;
+    if (slot.form == recv_form::agreed) {
       if (slot.packed) {
         const std::byte* next = slot.buffer.data();
         for (host_tensor& t : slot.into) {
@@ -589,28 +749,76 @@ class transport {
           next += t.size() * sizeof(float);
         }
       }
-      return wait_status::ready;
+      slot.done = true;
+      return;
     }
-    if (!slot.have_header) {
-      MPI_Status status{};
-      const wait_status st = wait_one(slot.request, deadline, watch, &status);
-      if (st != wait_status::ready) return st;
+    if (given != nullptr) slot.into = std::move(*given);
+    slot.done = true;  // unless values follow; a header that cannot be read leaves nothing to wait for
+    const bool with_values = detail::read_header(slot.buffer.data(), static_cast<std::size_t>(slot.first_bytes), slot.into);
+    slot.done = false;
+    slot.next_value = with_values ? slot.into.size() : 0;
+  }
+
+  // Drives one receive: it matches its first message (a header, or agreed values), receives it,
+  // and for a described payload with separate values matches and receives each tensor's message,
+  // checking its size against the header. A described payload arrives in `*given`'s tensors when
+  // their shapes match (given may be null: new tensors). Refusals throw, with the slot done.
+  wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
+    recv_slot& slot = recvs_[at];
+    if (slot.done) return wait_status::ready;
+    if (!slot.matched) {
+      MPI_Message msg = MPI_MESSAGE_NULL;
       int bytes = 0;
-      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
-      if (given != nullptr) slot.into = std::move(*given);
-      const bool with_values =
-          detail::read_header(slot.buffer.data(), static_cast<std::size_t>(std::max(bytes, 0)), slot.into);
-      slot.have_header = true;
-      if (!with_values) {
-        for (host_tensor& t : slot.into) {
-          if (t.size() == 0) continue;
-          slot.values.push_back(MPI_REQUEST_NULL);
-          PPIPE_MPI_CHECK(MPI_Irecv(t.data(), count_of(t), MPI_FLOAT, slot.from, data_tag(slot.sequence), comm_,
-                                    &slot.values.back()));
+      const wait_status st = poll(deadline, watch, [&] {
+        if (slot.form != recv_form::agreed && probe(slot.from, header_tag(slot.sequence), msg, bytes)) {
+          if (slot.form == recv_form::either) slot.form = recv_form::described;
+          return true;
         }
+        if (slot.form != recv_form::described && probe(slot.from, agreed_tag(slot.sequence), msg, bytes)) {
+          if (slot.form == recv_form::either) slot.floats = -1;  // a drain's: any size, thrown away
+          return true;
+        }
+        return false;
+      });
+      if (st != wait_status::ready) return st;
+      if (slot.floats < 0) {
+        discard(msg, bytes, slot.buffer);
+        slot.matched = slot.have_first = slot.done = true;
+        return wait_status::ready;
       }
+      start_first(slot, msg, bytes);
     }
-    return wait_all(slot.values, deadline, watch);
+    if (!slot.have_first) {
+      const wait_status st = wait_one(slot.request, deadline, watch);
+      if (st != wait_status::ready) return st;
+      take_first(slot, given);
+      if (slot.done) return wait_status::ready;
+    }
+    // The tensors' messages share a tag, and MPI keeps one sender's messages in order.
+    while (slot.next_value < slot.into.size()) {
+      host_tensor& t = slot.into[slot.next_value];
+      if (t.size() == 0) {
+        ++slot.next_value;
+        continue;
+      }
+      MPI_Message msg = MPI_MESSAGE_NULL;
+      int bytes = 0;
+      const wait_status st = poll(deadline, watch, [&] { return probe(slot.from, data_tag(slot.sequence), msg, bytes); });
+      if (st != wait_status::ready) return st;
+      if (static_cast<std::size_t>(bytes) != t.bytes()) {
+        discard(msg, bytes, slot.buffer);
+        slot.done = true;
+        ppipe::detail::fail(errc::backend, describe_rank(slot.from), " sent ", bytes, " bytes for tensor ",
+                            slot.next_value, " of a payload whose header gives it shape ", to_string(t.shape()), " (",
+                            t.bytes(), " bytes); every process of the job must run the same build of the program");
+      }
+      slot.values.push_back(MPI_REQUEST_NULL);
+      PPIPE_MPI_CHECK(MPI_Imrecv(t.data(), count_of(t), MPI_FLOAT, &msg, &slot.values.back()));
+      ++slot.next_value;
+    }
+    const wait_status st = wait_all(slot.values, deadline, watch);
+    if (st == wait_status::ready) slot.done = true;
+    return st;
   }
 
   wait_status wait_send(send_slot& slot, deadline_clock::time_point deadline, bool watch) {
@@ -653,6 +861,7 @@ class transport {
       if (patient) std::this_thread::yield();
       if ((i & 15U) != 0) continue;
       if (watch && failure_reported()) return wait_status::aborted;
+      answer_inquiries();
       clock_ = deadline_clock::now();
       if (clock_ >= deadline) return wait_status::timed_out;
       if (i == 16) start = clock_;
@@ -685,7 +894,7 @@ class transport {
     detail::wire_report w = detail::read_report(buf.data(), buf.size());
     const int from = status.MPI_SOURCE;
     if (w.run != run_) {
-      ppipe::detail::fail(errc::backend, "rank ", rank_, " got rank ", from, "'s report of run ", w.run, " during run ",
+      ppipe::detail::fail(errc::backend, describe_rank(rank_), " got ", describe_rank(from), "'s report of run ", w.run, " during run ",
                           run_, "; every process must make the same calls on the pipeline, in the same order");
     }
     if (w.report.what == rank_outcome::outcome::failed) remote_failure_ = true;
@@ -693,32 +902,34 @@ class transport {
     return true;
   }
 
-  // After a failed run: completes every payload a peer sent to this rank (into nothing) and
-  // cancels every receive nobody will send to, then waits for this rank's own sends, which the
-  // peers complete the same way. Afterwards nothing of the run is in flight.
+  // After a failed run: takes in every payload a peer sent to this rank (into nothing; what it
+  // had posted, or not) and lets go of every receive nobody will send to (nothing was posted for
+  // it: a receive matches its message only when it waits), then waits for this rank's own sends,
+  // which the peers take in the same way. Afterwards nothing of the run is in flight.
   std::optional<run_verdict> drain(deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
     for (int q = 0; q < size_; ++q) {
       if (q == rank_) continue;
       const std::uint64_t sent = reports_[static_cast<std::size_t>(q)]->sent_to_you;
       for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) {
-        if (!post_drain_recv(q, seq, deadline)) {
-          return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ", seq,
-                                             " that rank ", q, " sent in the failed run"));
-        }
+        (void)take_recv_slot(q, seq, recv_form::either, {}, 0);
       }
       posted_[static_cast<std::size_t>(q)] = std::max(posted_[static_cast<std::size_t>(q)], sent);
+      const waiting_on note(*this, wait_kind::payload_from, q, sent);
       for (std::uint32_t at = 0; at < recvs_.size(); ++at) {
         recv_slot& slot = recvs_[at];
         if (!slot.busy || slot.from != q) continue;
         if (slot.sequence < sent) {
-          if (finish_recv(at, nullptr, deadline, false) != wait_status::ready) {
-            return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start), " for payload ",
-                                               slot.sequence, " that rank ", q, " sent in the failed run"));
+          wait_status st = wait_status::ready;
+          try {
+            st = finish_recv(at, nullptr, deadline, false);
+          } catch (const ppipe::error&) {
+            if (!slot.done) throw;  // a refused payload of the failed run is taken in all the same
           }
-        } else if (slot.agreed || !slot.have_header) {
-          PPIPE_MPI_CHECK(MPI_Cancel(&slot.request));
-          PPIPE_MPI_CHECK(MPI_Wait(&slot.request, MPI_STATUS_IGNORE));
+          if (st != wait_status::ready) {
+            return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for payload ",
+                                               slot.sequence, " that ", describe_rank(q), " sent in the failed run"));
+          }
         }
         slot.into.clear();
         release_slot(recvs_, free_recvs_, at);
@@ -726,34 +937,14 @@ class transport {
     }
     for (std::uint32_t at = 0; at < sends_.size(); ++at) {
       if (!sends_[at].busy) continue;
+      const waiting_on note(*this, wait_kind::send_to, sends_[at].to, sends_[at].sequence);
       if (wait_send(sends_[at], deadline, false) != wait_status::ready) {
-        return stuck(ppipe::detail::concat("rank ", rank_, " waited ", waited_ms(start),
-                                           " for the payloads it sent in the failed run to be taken"));
+        return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for ",
+                                           describe_rank(sends_[at].to), " to take the payloads it sent in the failed run"));
       }
       release_slot(sends_, free_sends_, at);
     }
     return std::nullopt;
-  }
-
-  // Posts the receive of payload `seq` from `q`, which this rank never posted but `q` sent (a
-  // failed run): it came with its header or, agreed, as one message of values of a size only the
-  // message tells, so the receive waits to see which form arrived. False when none did in time.
-  bool post_drain_recv(int q, std::uint64_t seq, deadline_clock::time_point deadline) {
-    return poll(deadline, false, [&] {
-      int found = 0;
-      MPI_Status status{};
-      PPIPE_MPI_CHECK(MPI_Iprobe(q, header_tag(seq), comm_, &found, &status));
-      if (found != 0) {
-        post_header_recv(q, seq);
-        return true;
-      }
-      PPIPE_MPI_CHECK(MPI_Iprobe(q, agreed_tag(seq), comm_, &found, &status));
-      if (found == 0) return false;
-      int count = 0;
-      PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &count));
-      post_agreed_recv(q, seq, payload{host_tensor(shape{count})}, count);
-      return true;
-    }) == wait_status::ready;
   }
 
   // Every replica learns whether the others' runs failed: a replica that succeeded while another
@@ -774,11 +965,12 @@ class transport {
       w.text(text);
       std::copy(packed.begin(), packed.end(), mine.begin());
     }
+    const waiting_on note(*this, wait_kind::replicas, -1, run_);
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Iallgather(mine.data(), static_cast<int>(record), MPI_BYTE, all.data(), static_cast<int>(record),
                                    MPI_BYTE, replicas_, &req));
     if (wait_one(req, deadline) != wait_status::ready) {
-      return stuck(ppipe::detail::concat("rank ", rank_, " of replica ", replica_, " waited ", waited_ms(start),
+      return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
                                          " for the other replicas to report how their run ended"));
     }
     if (!verdict.ok) return verdict;
@@ -798,19 +990,146 @@ class transport {
 
   // A wait ran past its deadline: the peer may be stuck, so the job cannot go on (see
   // timeout_policy). Returns the verdict to throw when the policy is throw_error.
-  run_verdict stuck(const std::string& message) {
+  run_verdict stuck(const std::string& said) {
+    const std::string message = said + inquire();
     broken_ = message;
     if (options_.on_timeout == timeout_policy::abort_job) {
+      const std::string me = describe_rank(rank_);
       std::fprintf(stderr,
-                   "ppipe: rank %d of %d: [ppipe.timeout] %s\n"
-                   "ppipe: rank %d is aborting the job with MPI_Abort(%d): a peer that does not answer cannot be "
+                   "ppipe: %s: [ppipe.timeout] %s\n"
+                   "ppipe: %s is aborting the job with MPI_Abort(%d): a peer that does not answer cannot be "
                    "waited for (set mpi::transport_options::on_timeout to throw_error to get a ppipe::error "
                    "instead)\n",
-                   rank_, size_, message.c_str(), rank_, options_.abort_code);
+                   me.c_str(), message.c_str(), me.c_str(), options_.abort_code);
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, options_.abort_code);
     }
     return {false, rank_, errc::timeout, message};
+  }
+
+  // What this rank waits for, for its answer when another rank inquires (see inquire()).
+  enum class wait_kind : unsigned char {
+    none, payload_from, send_to, report_from, broadcast_from, collective, replicas, inquiring
+  };
+  struct wait_state {
+    wait_kind kind = wait_kind::none;
+    int peer = -1;
+    std::uint64_t number = 0;  // the payload's sequence number, or the run's
+  };
+  // Notes a wait for as long as it lasts; a wait inside another (a drain in conclude) restores it.
+  class waiting_on {
+   public:
+    waiting_on(transport& t, wait_kind kind, int peer, std::uint64_t number)
+        : t_(&t), before_(std::exchange(t.waiting_, wait_state{kind, peer, number})) {}
+    waiting_on(const waiting_on&) = delete;
+    waiting_on& operator=(const waiting_on&) = delete;
+    ~waiting_on() { t_->waiting_ = before_; }
+
+   private:
+    transport* t_;
+    wait_state before_;
+  };
+
+  // "waiting for payload 3 from rank 2", for an answer.
+  [[nodiscard]] std::string describe_wait() const {
+    const wait_state& w = waiting_;
+    switch (w.kind) {
+      case wait_kind::payload_from:
+        return ppipe::detail::concat("waiting for payload ", w.number, " from ", describe_rank(w.peer));
+      case wait_kind::send_to:
+        return ppipe::detail::concat("waiting for ", describe_rank(w.peer), " to take payload ", w.number);
+      case wait_kind::report_from:
+        return ppipe::detail::concat("done with its part of the run, waiting for ", describe_rank(w.peer),
+                                     "'s end-of-run report");
+      case wait_kind::broadcast_from:
+        return ppipe::detail::concat("waiting for ", describe_rank(w.peer), " to broadcast the run's results");
+      case wait_kind::collective: return "waiting for every rank of the pipeline";
+      case wait_kind::replicas: return "waiting for the other replicas";
+      case wait_kind::inquiring: return "timed out too, and asking the others what they wait for";
+      case wait_kind::none: break;
+    }
+    return "answering from inside ppipe";
+  }
+
+  // Answers every inquiry that has arrived with what this rank waits for. Called while it polls,
+  // so a rank answers as long as it is inside one of ppipe's waits.
+  void answer_inquiries() {
+    const MPI_Comm c = inquiry_comm();
+    for (;;) {
+      int found = 0;
+      MPI_Message msg = MPI_MESSAGE_NULL;
+      MPI_Status status{};
+      if (MPI_Improbe(MPI_ANY_SOURCE, inquiry_tag, c, &found, &msg, &status) != MPI_SUCCESS || found == 0) break;
+      std::byte token{};
+      MPI_Mrecv(&token, 1, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+      notice& n = answers_.emplace_back();
+      const std::string text = describe_rank(rank_) + " is " + describe_wait();
+      const auto* begin = reinterpret_cast<const std::byte*>(text.data());
+      n.bytes.assign(begin, begin + text.size());
+      if (MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, status.MPI_SOURCE, answer_tag, c,
+                    &n.request) != MPI_SUCCESS) {
+        answers_.pop_back();
+      }
+    }
+    // Answers that have left are let go (a dead inquirer's never are; they are few).
+    std::erase_if(answers_, [](notice& n) {
+      int done = 0;
+      return MPI_Test(&n.request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || done != 0;
+    });
+  }
+
+  // After a timeout: asks every other process of the job (every rank of the pipeline, of every
+  // replica) what it is waiting for, and gives them options_.inquiry to answer. A live rank inside
+  // a ppipe wait answers; one that has died, or is stuck in a kernel or outside the pipeline, does
+  // not. Returns the lines to add to the message, those that did not answer first: that is where to
+  // look, whichever neighbour this rank waited for.
+  std::string inquire() {
+    const int n = inquiry_size();
+    if (options_.inquiry.count() <= 0 || n <= 1) return {};
+    const waiting_on note(*this, wait_kind::inquiring, -1, run_);
+    const MPI_Comm c = inquiry_comm();
+    const int me = inquiry_rank();
+    // Sends that are never completed: a dead peer never takes them, and the job ends after this.
+    for (int q = 0; q < n; ++q) {
+      MPI_Request req = MPI_REQUEST_NULL;
+      if (q != me && MPI_Isend(&inquiry_token_, 1, MPI_BYTE, q, inquiry_tag, c, &req) == MPI_SUCCESS) {
+        MPI_Request_free(&req);
+      }
+    }
+    std::vector<std::string> said(static_cast<std::size_t>(n));
+    int left = n - 1;
+    const auto until = deadline_clock::now() + options_.inquiry;
+    while (left > 0 && deadline_clock::now() < until) {
+      answer_inquiries();
+      int found = 0;
+      MPI_Message msg = MPI_MESSAGE_NULL;
+      MPI_Status status{};
+      if (MPI_Improbe(MPI_ANY_SOURCE, answer_tag, c, &found, &msg, &status) != MPI_SUCCESS || found == 0) {
+        std::this_thread::yield();
+        continue;
+      }
+      int bytes = 0;
+      MPI_Get_count(&status, MPI_BYTE, &bytes);
+      std::string text(static_cast<std::size_t>(std::max(bytes, 0)), '\0');
+      MPI_Mrecv(text.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+      std::string& slot = said[static_cast<std::size_t>(status.MPI_SOURCE)];
+      if (slot.empty()) --left;
+      slot = text.empty() ? describe_process(status.MPI_SOURCE) + " answered" : std::move(text);
+    }
+    std::string silent;
+    std::string answered;
+    for (int q = 0; q < n; ++q) {
+      if (q == me) continue;
+      const std::string& text = said[static_cast<std::size_t>(q)];
+      if (text.empty()) {
+        silent += ppipe::detail::concat("\n  ", describe_process(q), " does not answer (asked for ",
+                                        options_.inquiry.count(), " ms): it has died, or is stuck outside ppipe (in a "
+                                        "kernel, or not calling the pipeline); look there first");
+      } else {
+        answered += "\n  " + text;
+      }
+    }
+    return silent + answered;
   }
 
   // "500 ms": how long a wait that began at `start` has waited.
@@ -819,16 +1138,12 @@ class transport {
                                  " ms");
   }
 
-  void free_comms() noexcept {
-    int finalized = 1;
-    MPI_Finalized(&finalized);
-    if (finalized != 0) return;
-    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
-    if (replicas_ != MPI_COMM_NULL) MPI_Comm_free(&replicas_);
-  }
-
-  MPI_Comm comm_ = MPI_COMM_NULL;
-  MPI_Comm replicas_ = MPI_COMM_NULL;
+  detail::owned_comm comm_;
+  detail::owned_comm replicas_;  // or none (one replica)
+  std::vector<int> world_of_;          // per pipeline rank: its process's rank in MPI_COMM_WORLD
+  std::vector<int> replica_world_of_;  // per replica: the MPI_COMM_WORLD rank running this pipeline rank
+  detail::owned_comm job_;             // with replicas: every process of the job (see join_job())
+  std::vector<int> job_world_;         // ... and their ranks in MPI_COMM_WORLD
   int rank_ = 0;
   int size_ = 0;
   int replica_ = 0;
@@ -841,6 +1156,9 @@ class transport {
   std::vector<recv_slot> recvs_;  // receives in flight, and free slots
   std::vector<std::uint32_t> free_recvs_;
   std::vector<notice> notices_;  // this run's end-of-run reports to the other ranks
+  std::vector<notice> answers_;  // answers to other ranks' inquiries, until they have left
+  std::byte inquiry_token_{};    // what an inquiry sends
+  wait_state waiting_;           // what this rank waits for now
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
   std::uint64_t run_ = 0;
   bool aborted_ = false;
