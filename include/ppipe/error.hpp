@@ -44,7 +44,7 @@ constexpr std::string_view to_id(errc code) noexcept {
 class error : public std::runtime_error {
  public:
   error(errc code, const std::string& message)
-      : std::runtime_error("[" + std::string(to_id(code)) + "] " + message), code_(code) {}
+      : std::runtime_error(std::string("[").append(to_id(code)).append("] ").append(message)), code_(code) {}
 
   /// @brief The kind of failure.
   [[nodiscard]] errc code() const noexcept { return code_; }

@@ -153,13 +153,13 @@ inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
     const auto pid = static_cast<long long>(r) + 1;
     const auto tid_of = [&](long long k) { return pid * 1000 + std::min(k, 999LL); };
     const std::vector<trace_event>& events = t.ranks[r];
-    detail::chrome_metadata(out, "process_name", pid, tid_of(0), "name", "rank " + std::to_string(r), 0, true);
+    detail::chrome_metadata(out, "process_name", pid, tid_of(0), "name", detail::concat("rank ", r), 0, true);
     detail::chrome_metadata(out, "process_sort_index", pid, tid_of(0), "sort_index", {}, static_cast<long long>(r), false);
     lane.assign(events.size(), 0);
     detail::assign_lanes(events, true, lane);
     const int transfer_lanes = std::max(detail::assign_lanes(events, false, lane), 1);
     for (long long k = 0; k <= std::min(transfer_lanes, 999); ++k) {
-      const std::string label = k == 0 ? "compute" : k == 1 ? "transfers" : "transfers " + std::to_string(k);
+      const std::string label = k == 0 ? "compute" : k == 1 ? "transfers" : detail::concat("transfers ", k);
       detail::chrome_metadata(out, "thread_name", pid, tid_of(k), "name", label, 0, true);
       detail::chrome_metadata(out, "thread_sort_index", pid, tid_of(k), "sort_index", {}, k, false);
     }

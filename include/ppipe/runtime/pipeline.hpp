@@ -483,7 +483,10 @@ class pipeline {
     add("microbatches per train_step (m)", train_.microbatches);
     add("microbatches per infer()", infer_.microbatches);
     std::string sizes;
-    for (const int n : split_.sizes()) sizes += (sizes.empty() ? "" : " ") + std::to_string(n);
+    for (const int n : split_.sizes()) {
+      if (!sizes.empty()) sizes += ' ';
+      sizes += std::to_string(n);
+    }
     add("layers per stage", sizes);
     add("bytes per tensor value", sizeof(typename tensor_type::value_type));
     if constexpr (model_has_parameters<Model>) {

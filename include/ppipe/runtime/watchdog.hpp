@@ -76,7 +76,8 @@ class status_board {
     std::string out;
     for (int r = 0; r < static_cast<int>(entries_.size()); ++r) {
       if (r == self) continue;
-      out += "\n  " + describe_rank(s, r);
+      out += "\n  ";
+      out += describe_rank(s, r);
     }
     return out;
   }

@@ -308,7 +308,10 @@ inline std::string to_csv(const schedule& s, const csv_options& options = {}) {
   std::string out;
   if (options.transfers) {
     for (const auto& list : s.ranks) {
-      for (std::size_t i = 0; i < list.size(); ++i) out += (i == 0 ? "" : ",") + to_string(list[i]);
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (i != 0) out += ',';
+        out += to_string(list[i]);
+      }
       out += '\n';
     }
     return out;

@@ -48,7 +48,10 @@ inline schedule make_schedule(std::string_view name, const schedule_params& para
   if (name == schedules::zb_v::name) return schedules::zb_v::generate(params);
   if (name == schedules::forward_only::name) return schedules::forward_only::generate(params);
   std::string known;
-  for (std::string_view n : schedule_names) known += (known.empty() ? "" : ", ") + std::string(n);
+  for (std::string_view n : schedule_names) {
+    if (!known.empty()) known += ", ";
+    known += n;
+  }
   detail::fail(errc::invalid_argument, "unknown schedule \"", name, "\"; use one of ", known);
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ppipe/error.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
@@ -55,14 +56,14 @@ inline std::string render_step_grid(const schedule& s, int first_step, int last_
     if (!shown[static_cast<std::size_t>(r)]) continue;
     for (int step = first_step; step <= last_step; ++step) width = std::max(width, cell(r, step).size());
   }
-  const std::string rank_label = "rank " + std::to_string(p - 1);
+  const std::string rank_label = detail::concat("rank ", p - 1);
   const auto pad = [](std::string text, std::size_t to) {
     text.resize(std::max(text.size(), to), ' ');
     return text;
   };
 
   std::string out = pad("step", rank_label.size() + 1);
-  for (int step = first_step; step <= last_step; ++step) out += pad(" " + std::to_string(step), width + 1);
+  for (int step = first_step; step <= last_step; ++step) out += pad(detail::concat(" ", step), width + 1);
   const auto end_line = [&out] {
     while (!out.empty() && out.back() == ' ') out.pop_back();
     out += '\n';
@@ -76,7 +77,7 @@ inline std::string render_step_grid(const schedule& s, int first_step, int last_
       continue;
     }
     skipped = false;
-    out += pad("rank " + std::to_string(r), rank_label.size() + 1);
+    out += pad(detail::concat("rank ", r), rank_label.size() + 1);
     for (int step = first_step; step <= last_step; ++step) out += pad(cell(r, step), width + 1);
     end_line();
   }

@@ -375,7 +375,7 @@ inline std::string draw_svg(const svg_chart& chart, const svg_options& options) 
   l.width = options.width;
   l.row_h = options.row_height;
   const std::size_t p = chart.rows.size();
-  const std::string widest_label = "rank " + std::to_string(p > 0 ? p - 1 : 0);
+  const std::string widest_label = detail::concat("rank ", p > 0 ? p - 1 : 0);
   l.left = l.pad + 8 + l.char_w * static_cast<double>(widest_label.size());
   l.plot_w = l.width - l.left - l.pad;
   l.step = chart.step > 0 && std::isfinite(chart.step) ? chart.step : 0.0;

@@ -111,7 +111,7 @@ inline std::string render_timeline(const schedule& s, const simulation& sim, tim
     }
   }
 
-  const std::string prefix_model = "rank " + std::to_string(rows.size() - 1) + " |";
+  const std::string prefix_model = detail::concat("rank ", rows.size() - 1, " |");
   std::size_t usable = std::max<std::size_t>(
       static_cast<std::size_t>(options.width) - std::min<std::size_t>(prefix_model.size(), 40), 10);
   usable = std::max(step, usable / step * step);
@@ -122,7 +122,7 @@ inline std::string render_timeline(const schedule& s, const simulation& sim, tim
     out << "time " << static_cast<double>(first) * per_column << " .. "
         << static_cast<double>(last) * per_column << '\n';
     for (std::size_t r = 0; r < rows.size(); ++r) {
-      std::string prefix = "rank " + std::to_string(r);
+      std::string prefix = detail::concat("rank ", r);
       prefix.resize(prefix_model.size() - 1, ' ');
       std::string body = rows[r].substr(first, last - first);
       while (!body.empty() && body.back() == ' ') body.pop_back();

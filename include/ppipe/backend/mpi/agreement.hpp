@@ -97,7 +97,7 @@ inline std::string difference(const std::vector<agreement_field>& a, const std::
                                    ", ", b_name, " has ", quoted_value(y->value));
     }
     const auto what = [](const agreement_field* f) {
-      return f == nullptr ? std::string("nothing more") : f->name + " = " + quoted_value(f->value);
+      return f == nullptr ? std::string("nothing more") : ppipe::detail::concat(f->name, " = ", quoted_value(f->value));
     };
     return ppipe::detail::concat("the processes disagree on what they compare: ", a_name, " has ", what(x), " where ",
                                  b_name, " has ", what(y));

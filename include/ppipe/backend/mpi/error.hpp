@@ -40,7 +40,7 @@ inline std::string error_class_name(int error_class) {
     case MPI_ERR_NO_MEM: return "MPI_ERR_NO_MEM";
     case MPI_ERR_WIN: return "MPI_ERR_WIN";
     case MPI_ERR_RMA_SYNC: return "MPI_ERR_RMA_SYNC";
-    default: return "MPI error class " + std::to_string(error_class);
+    default: return ppipe::detail::concat("MPI error class ", error_class);
   }
 }
 

@@ -21,7 +21,7 @@ inline std::string thread_level_name(int level) {
     case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
     case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
     case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
-    default: return "thread level " + std::to_string(level);
+    default: return ppipe::detail::concat("thread level ", level);
   }
 }
 

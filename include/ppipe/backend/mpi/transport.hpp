@@ -1063,7 +1063,7 @@ class transport {
       std::byte token{};
       MPI_Mrecv(&token, 1, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
       notice& n = answers_.emplace_back();
-      const std::string text = describe_rank(rank_) + " is " + describe_wait();
+      const std::string text = ppipe::detail::concat(describe_rank(rank_), " is ", describe_wait());
       const auto* begin = reinterpret_cast<const std::byte*>(text.data());
       n.bytes.assign(begin, begin + text.size());
       if (MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, status.MPI_SOURCE, answer_tag, c,
