@@ -5,16 +5,14 @@
 //
 //   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b] [--virtual 2] [--steps 30]
 //               [--batch 512] [--inputs 16] [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace.json]
-//               [--timeout-ms 60000] [--compare]
+//               [--timeout-ms 60000] [--compare] [--no-timeline]        (--help says more)
 
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
@@ -22,6 +20,8 @@
 #include <ppipe/runtime/chrome_trace.hpp>
 #include <ppipe/runtime/trace_timeline.hpp>
 
+#include "support/cli.hpp"
+#include "support/mlp_checks.hpp"
 #include "support/regression.hpp"
 
 namespace {
@@ -43,50 +43,42 @@ struct settings {
   bool timeline = true;
 };
 
-[[noreturn]] void usage(const std::string& why) {
-  std::cerr << "ppipe-train: " << why << "\n"
-            << "usage: ppipe-train [--ranks P] [--microbatches M] [--schedule gpipe|1f1b|interleaved_1f1b]\n"
-            << "                   [--virtual V] [--steps N] [--batch ROWS] [--inputs N] [--width W] [--hidden LAYERS]\n"
-            << "                   [--lr RATE] [--trace FILE] [--timeout-ms MS] [--compare] [--no-timeline]\n";
-  std::exit(2);
+void add_options(CLI::App& app, settings& s) {
+  namespace cli = examples::cli;
+  cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
+  cli::add_microbatches(app, s.microbatches);
+  cli::add_schedule(app, s.schedule, {"gpipe", "1f1b", "interleaved_1f1b", "interleaved"});
+  cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b)");
+  cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
+  cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1}, "rows per step");
+  cli::add_number(app, "--inputs", s.inputs, cli::range<int>{1, cli::most}, "features per row");
+  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most}, "width of the hidden layers");
+  cli::add_number(app, "--hidden", s.hidden, cli::range<int>{0, (cli::most - 1) / 2},
+                  "hidden linear layers, each followed by a ReLU");
+  cli::add_number(app, "--lr", s.lr, cli::range<float>{0.0f}, "learning rate");
+  app.add_option("--trace", s.trace, "the last step's Chrome trace; \"\" for none")->capture_default_str();
+  cli::add_timeout(app, s.timeout_ms);
+  app.add_flag("--compare", s.compare, "also train on one stage and compare the throughput");
+  app.add_flag_callback("--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
 }
 
-long number(std::string_view flag, const char* text) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0') usage(std::string(flag) + " takes a whole number, not \"" + text + "\"");
-  return v;
-}
-
-settings parse(int argc, char** argv) {
-  settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    const auto value = [&]() -> const char* {
-      if (i + 1 >= argc) usage(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--ranks" || a == "-p") s.ranks = static_cast<int>(number(a, value()));
-    else if (a == "--microbatches" || a == "-m") s.microbatches = static_cast<int>(number(a, value()));
-    else if (a == "--virtual" || a == "-v") s.virtual_stages = static_cast<int>(number(a, value()));
-    else if (a == "--schedule") s.schedule = value();
-    else if (a == "--steps") s.steps = static_cast<int>(number(a, value()));
-    else if (a == "--batch") s.batch = number(a, value());
-    else if (a == "--width") s.width = static_cast<int>(number(a, value()));
-    else if (a == "--inputs") s.inputs = static_cast<int>(number(a, value()));
-    else if (a == "--hidden") s.hidden = static_cast<int>(number(a, value()));
-    else if (a == "--lr") s.lr = std::strtof(value(), nullptr);
-    else if (a == "--trace") s.trace = value();
-    else if (a == "--timeout-ms") s.timeout_ms = number(a, value());
-    else if (a == "--compare") s.compare = true;
-    else if (a == "--no-timeline") s.timeline = false;
-    else if (a == "--help" || a == "-h") usage("trains an MLP through a pipeline");
-    else usage("unknown argument \"" + std::string(a) + "\"");
+// What the command line asks for, checked before anything is built.
+void check(const settings& s) {
+  examples::mlp_run run;
+  run.rows = s.batch;
+  run.inputs = s.inputs;
+  run.width = s.width;
+  run.hidden = s.hidden;
+  run.ranks = s.ranks;
+  run.virtual_stages = s.virtual_stages;
+  run.microbatches = s.microbatches;
+  run.models = s.compare ? 2 : 1;
+  examples::check_shape(run, "--batch");
+  examples::check_memory(run, ppipe::detail::concat("training an MLP of --hidden ", s.hidden, " layers of --width ",
+                                                    s.width, " on --batch ", s.batch, " rows of --inputs ", s.inputs));
+  if (!s.trace.empty()) {
+    examples::cli::check_writable(s.trace, "--trace", "give a file in a folder that exists, or --trace \"\" for none");
   }
-  if (s.steps < 1 || s.batch < 1 || s.width < 1 || s.inputs < 1 || s.hidden < 0) {
-    usage("steps, batch, inputs and width must be >= 1, hidden >= 0");
-  }
-  return s;
 }
 
 ppipe::layers::sequential make_model(const settings& s) {
@@ -170,16 +162,15 @@ int train(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const settings s = parse(argc, argv);
-  try {
+  CLI::App app{"Trains an MLP through a pipeline of rank threads (the host backend).", "ppipe-train"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  settings s;
+  return examples::cli::run(app, [&] {
+    add_options(app, s);
+    app.parse(argc, argv);
+    check(s);
     if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s);
     if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s);
-    if (s.schedule == "interleaved_1f1b" || s.schedule == "interleaved") {
-      return train<ppipe::schedules::interleaved_1f1b>(s);
-    }
-    usage("unknown schedule \"" + s.schedule + "\"; use gpipe, 1f1b or interleaved_1f1b");
-  } catch (const ppipe::error& e) {
-    std::cerr << "ppipe-train: " << e.what() << "\n";
-    return 2;
-  }
+    return train<ppipe::schedules::interleaved_1f1b>(s);  // interleaved_1f1b or interleaved
+  });
 }

@@ -1,0 +1,67 @@
+# The tools refuse what they cannot do: each test runs one with bad input and checks its exit status
+# (2: the input was wrong, 1: the run failed) and its message (support/expect_failure.cmake).
+
+# ppipe_expect_failure(<name> STATUS <n|nonzero> EXPECT <regex> [REJECT <regex>] [REJECT_CONTROL]
+#                      [TIMEOUT <s>] [LABELS <labels...>] [PROPERTIES <test properties...>]
+#                      COMMAND <program> <args...>)
+function(ppipe_expect_failure name)
+  cmake_parse_arguments(arg "REJECT_CONTROL" "STATUS;EXPECT;REJECT;TIMEOUT" "COMMAND;LABELS;PROPERTIES" ${ARGN})
+  if(NOT arg_LABELS)
+    set(arg_LABELS host example)
+  endif()
+  if(NOT arg_TIMEOUT)
+    set(arg_TIMEOUT 30)
+  endif()
+  list(JOIN arg_COMMAND "|" command)
+  set(extra "")
+  if(DEFINED arg_REJECT)
+    list(APPEND extra "-DREJECT=${arg_REJECT}")
+  endif()
+  if(arg_REJECT_CONTROL)
+    list(APPEND extra -DREJECT_CONTROL=ON)
+  endif()
+  math(EXPR script_timeout "${arg_TIMEOUT} - 10")
+  add_test(NAME ${name}
+    COMMAND ${CMAKE_COMMAND} "-DCOMMAND=${command}" "-DSTATUS=${arg_STATUS}" "-DEXPECT=${arg_EXPECT}" ${extra}
+            -DTIMEOUT=${script_timeout} -P "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/support/expect_failure.cmake")
+  list(JOIN arg_LABELS ";" labels)
+  set_tests_properties(${name} PROPERTIES LABELS "${labels}" TIMEOUT ${arg_TIMEOUT} ${arg_PROPERTIES})
+endfunction()
+
+# --- ppipe-train: numbers that do not fit, text that is no number, sizes past the memory ----------
+set(_train $<TARGET_FILE:ppipe_train>)
+ppipe_expect_failure(example.train.ranks_past_32_bits STATUS 2
+  EXPECT "ppipe-train: --ranks: \"4294967297\" is out of range. give a whole number from 1 to 2147483647"
+  COMMAND ${_train} --ranks 4294967297)
+ppipe_expect_failure(example.train.microbatches_past_32_bits STATUS 2
+  EXPECT "ppipe-train: --microbatches: \"4294967312\" is out of range"
+  COMMAND ${_train} -m 4294967312)
+ppipe_expect_failure(example.train.ranks_past_64_bits STATUS 2
+  EXPECT "ppipe-train: --ranks: \"99999999999999999999\" is out of range"
+  COMMAND ${_train} --ranks 99999999999999999999)
+ppipe_expect_failure(example.train.lr_not_a_number STATUS 2
+  EXPECT "ppipe-train: --lr: \"abc\" is not a number. give a number from 0 to"
+  COMMAND ${_train} --lr abc)
+ppipe_expect_failure(example.train.steps_zero STATUS 2
+  EXPECT "ppipe-train: --steps: \"0\" is out of range. give a whole number from 1 to"
+  COMMAND ${_train} --steps 0)
+foreach(_size IN ITEMS "batch 1000000000000" "inputs 2147483647" "width 2147483647" "hidden 1073741823")
+  string(REPLACE " " ";" _size "${_size}")
+  list(GET _size 0 _option)
+  list(GET _size 1 _value)
+  ppipe_expect_failure(example.train.${_option}_past_memory STATUS 2
+    EXPECT "ppipe-train: \\[ppipe.out_of_memory\\] training an MLP [^\n]*--${_option} ${_value}[^\n]* need (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
+    COMMAND ${_train} --${_option} ${_value})
+endforeach()
+ppipe_expect_failure(example.train.bad_batch STATUS 2
+  EXPECT "ppipe-train: --microbatches 8 is more than the 4 rows of --batch, and every microbatch needs a row"
+  COMMAND ${_train} --batch 4 --microbatches 8 --steps 1)
+ppipe_expect_failure(example.train.more_stages_than_layers STATUS 2
+  EXPECT "ppipe-train: 100000 ranks x 1 stages per rank = 100000 stages, but the MLP has 9 layers"
+  COMMAND ${_train} --ranks 100000)
+ppipe_expect_failure(example.train.trace_folder_missing STATUS 2
+  EXPECT "ppipe-train: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
+  COMMAND ${_train} --steps 1 --trace /nonexistent/dir/x.json)
+ppipe_expect_failure(example.train.unknown_option STATUS 2
+  EXPECT "ppipe-train: The following arguments? (was|were) not expected: [^\n]*--bacth"
+  COMMAND ${_train} --bacth 64)

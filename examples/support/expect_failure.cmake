@@ -1,0 +1,47 @@
+# Runs a tool that must fail and checks how: its exit status, its message, and that it ended in
+# time (a hang fails the test instead of passing as "non-zero").
+#   cmake "-DCOMMAND=program|arg|..." -DSTATUS=2 "-DEXPECT=regex" [-DREJECT=regex]
+#         [-DREJECT_CONTROL=ON] [-DTIMEOUT=50] -P expect_failure.cmake
+# STATUS nonzero accepts any failure (mpirun exits with a status of its own choosing).
+# REJECT_CONTROL fails on a control byte (or 0xFE, 0xFF) in the output: echoed text must come
+# back escaped.
+if(NOT DEFINED TIMEOUT)
+  set(TIMEOUT 50)
+endif()
+string(REPLACE "|" ";" command "${COMMAND}")
+execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT ${TIMEOUT})
+set(all "${out}${err}")
+# A broken cap would echo megabytes; show enough to see what happened.
+string(SUBSTRING "${all}" 0 4000 shown)
+message("exit status: ${rc}\n${shown}")
+if(NOT rc MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "the command did not end by itself: ${rc}")
+endif()
+if(STATUS STREQUAL "nonzero")
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "expected a failure, but the command exited with 0")
+  endif()
+elseif(NOT rc EQUAL STATUS)
+  message(FATAL_ERROR "expected exit status ${STATUS}, got ${rc}")
+endif()
+if(NOT all MATCHES "${EXPECT}")
+  message(FATAL_ERROR "the output lacks: ${EXPECT}")
+endif()
+if(DEFINED REJECT AND all MATCHES "${REJECT}")
+  message(FATAL_ERROR "the output has what it must not: ${REJECT}")
+endif()
+if(REJECT_CONTROL)
+  set(codes 127 254 255)
+  foreach(code RANGE 1 31)
+    if(NOT code EQUAL 9 AND NOT code EQUAL 10 AND NOT code EQUAL 13)
+      list(APPEND codes ${code})
+    endif()
+  endforeach()
+  foreach(code IN LISTS codes)
+    string(ASCII ${code} byte)
+    string(FIND "${all}" "${byte}" at)
+    if(at GREATER -1)
+      message(FATAL_ERROR "the output has the byte ${code} at offset ${at}")
+    endif()
+  endforeach()
+endif()
