@@ -65,3 +65,32 @@ ppipe_expect_failure(example.train.trace_folder_missing STATUS 2
 ppipe_expect_failure(example.train.unknown_option STATUS 2
   EXPECT "ppipe-train: The following arguments? (was|were) not expected: [^\n]*--bacth"
   COMMAND ${_train} --bacth 64)
+
+# --- ppipe-generate ------------------------------------------------------------------------------
+set(_generate $<TARGET_FILE:ppipe_generate>)
+ppipe_expect_failure(example.generate.ranks_past_32_bits STATUS 2
+  EXPECT "ppipe-generate: --ranks: \"4294967297\" is out of range. give a whole number from 1 to 2147483647"
+  COMMAND ${_generate} --ranks 4294967297)
+ppipe_expect_failure(example.generate.seed_negative STATUS 2
+  EXPECT "ppipe-generate: --seed: \"-1\" is out of range. give a whole number from 0 to 18446744073709551615"
+  COMMAND ${_generate} --seed -1)
+ppipe_expect_failure(example.generate.vocab_past_token_ids STATUS 2
+  EXPECT "ppipe-generate: --vocab: \"2147483647\" is out of range. give a whole number from 1 to 16777216"
+  COMMAND ${_generate} --vocab 2147483647)
+ppipe_expect_failure(example.generate.max_new_past_positions STATUS 2
+  EXPECT "ppipe-generate: --max-new: \"239\" is out of range. give a whole number from 1 to 238"
+  COMMAND ${_generate} --max-new 239)
+foreach(_size IN ITEMS "requests 2147483647" "blocks 1073741822" "d-model 2147483644")
+  string(REPLACE " " ";" _size "${_size}")
+  list(GET _size 0 _option)
+  list(GET _size 1 _value)
+  ppipe_expect_failure(example.generate.${_option}_past_memory STATUS 2
+    EXPECT "ppipe-generate: \\[ppipe.out_of_memory\\] [^\n]*--${_option} ${_value}[^\n]* need (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
+    COMMAND ${_generate} --${_option} ${_value})
+endforeach()
+ppipe_expect_failure(example.generate.more_ranks_than_layers STATUS 2
+  EXPECT "ppipe-generate: --ranks 11, but the decoder has 10 layers \\(--blocks 4 gives 2x4\\+2\\)"
+  COMMAND ${_generate} --ranks 11)
+ppipe_expect_failure(example.generate.trace_folder_missing STATUS 2
+  EXPECT "ppipe-generate: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
+  COMMAND ${_generate} --trace /nonexistent/dir/x.json)

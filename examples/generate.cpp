@@ -7,20 +7,21 @@
 //
 //   ppipe-generate [--ranks 4] [--requests 32] [--max-new 32] [--groups 0] [--group-size 0]
 //                  [--budget-kib 0] [--blocks 4] [--d-model 64] [--vocab 256] [--seed 1]
-//                  [--trace ppipe-generate-trace.json] [--no-compare]
+//                  [--trace ppipe-generate-trace.json] [--no-compare]        (--help says more)
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
 #include <ppipe/runtime/chrome_trace.hpp>
+
+#include "support/cli.hpp"
 
 namespace {
 
@@ -36,46 +37,91 @@ struct settings {
   bool compare = true;
 };
 
-[[noreturn]] void usage(const std::string& why) {
-  std::cerr << "ppipe-generate: " << why << "\n"
-            << "usage: ppipe-generate [--ranks P] [--requests N] [--max-new T] [--groups G] [--group-size B]\n"
-            << "                      [--budget-kib KIB] [--blocks N] [--d-model D] [--vocab V] [--seed S]\n"
-            << "                      [--trace FILE] [--no-compare]\n";
-  std::exit(2);
+// Prompts have 4 to 19 tokens, and the model 256 positions: the longest prompt leaves room for
+// 238 new tokens (the last one needs no position of its own).
+constexpr int longest_prompt = 19;
+constexpr int most_new = 256 - longest_prompt + 1;
+// Token ids travel through the pipeline as floats, exact below 2^24.
+constexpr int most_vocab = 1 << 24;
+
+void add_options(CLI::App& app, settings& s) {
+  namespace cli = examples::cli;
+  constexpr int most = cli::most;
+  cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
+  cli::add_number(app, "--requests", s.requests, cli::range<int>{1, most}, "prompts to serve");
+  cli::add_number(app, "--max-new", s.max_new, cli::range<int>{1, most_new}, "new tokens per request at most");
+  cli::add_number(app, "--groups", s.groups, cli::range<int>{0, most}, "groups of sequences in flight (0: one per rank)");
+  cli::add_number(app, "--group-size", s.group_size, cli::range<int>{0, most},
+                  "sequences per group at most (0: the requests spread over the groups)");
+  cli::add_number(app, "--budget-kib", s.budget_kib, cli::range<long>{0, std::numeric_limits<long>::max() / 1024},
+                  "KV cache per stage at most, in KiB (0: no budget)");
+  cli::add_number(app, "--blocks", s.model.blocks, cli::range<int>{1, (most - 2) / 2}, "transformer blocks");
+  cli::add_number(app, "--d-model", s.model.d_model, cli::range<int>{1, most}, "width of the residual stream");
+  cli::add_number(app, "--vocab", s.model.vocab, cli::range<int>{1, most_vocab}, "tokens in the vocabulary");
+  cli::add_number(app, "--seed", s.model.seed, cli::range<std::uint64_t>{0}, "seed of the weights and prompts");
+  app.add_option("--trace", s.trace, "the run's Chrome trace; \"\" for none")->capture_default_str();
+  app.add_flag_callback("--no-compare", [&s] { s.compare = false; },
+                        "skip the run on one stage that the tokens are checked against");
 }
 
-long number(std::string_view flag, const char* text) {
-  char* end = nullptr;
-  const long v = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0') usage(std::string(flag) + " takes a whole number, not \"" + text + "\"");
-  return v;
-}
+// About what a run holds at once, in bytes: the weights, every request's KV cache (all of them
+// may be in flight at once; twice when compared with one stage), the requests and their tokens,
+// and the trace (an event per stage per group step).
+struct run_bytes {
+  std::uint64_t weights = 0;
+  std::uint64_t cache = 0;
+  std::uint64_t requests = 0;
 
-settings parse(int argc, char** argv) {
-  settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    const auto value = [&]() -> const char* {
-      if (i + 1 >= argc) usage(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--ranks" || a == "-p") s.ranks = static_cast<int>(number(a, value()));
-    else if (a == "--requests") s.requests = static_cast<int>(number(a, value()));
-    else if (a == "--max-new") s.max_new = static_cast<int>(number(a, value()));
-    else if (a == "--groups") s.groups = static_cast<int>(number(a, value()));
-    else if (a == "--group-size") s.group_size = static_cast<int>(number(a, value()));
-    else if (a == "--budget-kib") s.budget_kib = number(a, value());
-    else if (a == "--blocks") s.model.blocks = static_cast<int>(number(a, value()));
-    else if (a == "--d-model") s.model.d_model = static_cast<int>(number(a, value()));
-    else if (a == "--vocab") s.model.vocab = static_cast<int>(number(a, value()));
-    else if (a == "--seed") s.model.seed = static_cast<std::uint64_t>(number(a, value()));
-    else if (a == "--trace") s.trace = value();
-    else if (a == "--no-compare") s.compare = false;
-    else if (a == "--help" || a == "-h") usage("serves prompts through a pipelined transformer");
-    else usage("unknown argument \"" + std::string(a) + "\"");
+  explicit run_bytes(const settings& s) {
+    using examples::plus;
+    using examples::product;
+    const ppipe::layers::transformer_config& c = s.model;
+    const auto d = static_cast<std::uint64_t>(c.d_model);
+    const auto ff = static_cast<std::uint64_t>(c.d_ff);
+    // Attention: 4 dense d x d with biases; MLP: d x ff and ff x d with biases; 2 layer norms.
+    const std::uint64_t block = plus(product(4, plus(product(d, d), d)),
+                                     plus(plus(product(2, d, ff), plus(ff, d)), product(4, d)));
+    const std::uint64_t parameters =
+        plus(plus(product(plus(static_cast<std::uint64_t>(c.vocab), static_cast<std::uint64_t>(c.max_positions)), d),
+                  product(c.blocks, block)),
+             plus(product(d, plus(static_cast<std::uint64_t>(c.vocab), 1)), product(2, d)));
+    weights = product(parameters, sizeof(float));
+    const auto capacity = static_cast<std::uint64_t>(longest_prompt + s.max_new - 1);
+    cache = product(s.requests, c.blocks, 2, capacity, d, sizeof(float), s.compare ? 2 : 1);
+    constexpr std::uint64_t per_event = 64;
+    requests = plus(product(s.requests, plus(capacity, c.vocab), sizeof(float), 3),
+                    product(s.requests, s.max_new, s.ranks, per_event));
   }
-  if (s.requests < 1 || s.max_new < 1 || s.budget_kib < 0) usage("requests and max-new must be >= 1, budget-kib >= 0");
-  return s;
+  [[nodiscard]] std::uint64_t total() const { return examples::plus(weights, examples::plus(cache, requests)); }
+  [[nodiscard]] std::string largest() const {
+    using examples::human_bytes;
+    if (weights >= cache && weights >= requests) {
+      return "the weights take " + human_bytes(weights) + ": give a smaller --blocks, --d-model or --vocab";
+    }
+    if (cache >= requests) {
+      return "the KV cache takes " + human_bytes(cache) + ": give fewer --requests, or a smaller --max-new, --blocks or --d-model";
+    }
+    return "the requests, their tokens and the trace take " + human_bytes(requests) + ": give fewer --requests or --ranks";
+  }
+};
+
+// What the command line asks for, checked before anything is built.
+void check(const settings& s) {
+  const run_bytes bytes(s);
+  examples::check_memory(bytes.total(),
+                         ppipe::detail::concat("--requests ", s.requests, " of up to ", longest_prompt, "+", s.max_new,
+                                               " tokens through a decoder of --blocks ", s.model.blocks, ", --d-model ",
+                                               s.model.d_model, " and --vocab ", s.model.vocab),
+                         bytes.largest());
+  const int layers = 2 + 2 * s.model.blocks;
+  if (s.ranks > layers) {
+    examples::cli::refuse("--ranks ", s.ranks, ", but the decoder has ", layers, " layers (--blocks ", s.model.blocks,
+                          " gives 2x", s.model.blocks, "+2) and every rank needs one; give at most ", layers,
+                          " ranks or more --blocks");
+  }
+  if (!s.trace.empty()) {
+    examples::cli::check_writable(s.trace, "--trace", "give a file in a folder that exists, or --trace \"\" for none");
+  }
 }
 
 // Prompts of 4 to 19 tokens drawn from a seeded generator; request i asks for max_new - (i % 4)
@@ -88,7 +134,7 @@ std::vector<ppipe::generation_request> make_requests(const settings& s) {
   };
   std::vector<ppipe::generation_request> out(static_cast<std::size_t>(s.requests));
   for (std::size_t i = 0; i < out.size(); ++i) {
-    const int length = 4 + next() % 16;
+    const int length = 4 + next() % (longest_prompt - 3);
     for (int k = 0; k < length; ++k) out[i].prompt.push_back(next() % s.model.vocab);
     out[i].max_new_tokens = std::max(1, s.max_new - static_cast<int>(i % 4));
   }
@@ -119,7 +165,7 @@ int run(const settings& s) {
   }
   std::printf("decoder: %d layers (vocab %d, d_model %d, %d heads, %d blocks) on %d ranks, split %s\n",
               model.num_layers(), s.model.vocab, s.model.d_model, s.model.heads, s.model.blocks, s.ranks, split.c_str());
-  const int groups = s.groups > 0 ? s.groups : s.ranks;
+  const int groups = std::min(s.groups > 0 ? s.groups : s.ranks, s.requests);
   std::printf("%d requests, %d groups in flight, %d new tokens at most each, cache budget %s\n", s.requests, groups,
               s.max_new, s.budget_kib > 0 ? (std::to_string(s.budget_kib) + " KiB per stage").c_str() : "none");
 
@@ -173,11 +219,13 @@ int run(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const settings s = parse(argc, argv);
-  try {
+  CLI::App app{"Serves prompts through a pipelined transformer (the host backend).", "ppipe-generate"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  settings s;
+  return examples::cli::run(app, [&] {
+    add_options(app, s);
+    app.parse(argc, argv);
+    check(s);
     return run(s);
-  } catch (const ppipe::error& e) {
-    std::cerr << "ppipe-generate: " << e.what() << "\n";
-    return 2;
-  }
+  });
 }

@@ -96,8 +96,12 @@ std::string number_problem(std::string_view text, const range<T>& r, T& out) {
     out = *value;
     return "";
   }
-  return "\"" + shown(text) + "\" is " + (value || too_large ? "out of range" : "not " + r.kind()) + "; give " +
-         r.kind() + " " + r.bounds();
+  // A whole number T cannot hold ("-1" for an unsigned T) is out of range too.
+  const std::size_t sign = text.find_last_of("+-");
+  const bool whole = std::is_integral_v<T> && (sign == std::string_view::npos || sign == 0) &&
+                     text.size() > (sign == 0 ? 1u : 0u) && text.find_first_not_of("+-0123456789") == std::string_view::npos;
+  return "\"" + shown(text) + "\" is " + (value || too_large || whole ? "out of range" : "not " + r.kind()) +
+         "; give " + r.kind() + " " + r.bounds();
 }
 
 // A CLI11 validator for numbers in `r`: it refuses any other text and hands CLI11 the number
