@@ -1,11 +1,12 @@
 # The tools refuse what they cannot do: each test runs one with bad input and checks its exit status
 # (2: the input was wrong, 1: the run failed) and its message (support/expect_failure.cmake).
 
-# ppipe_expect_failure(<name> STATUS <n|nonzero> EXPECT <regex> [REJECT <regex>] [REJECT_CONTROL]
-#                      [TIMEOUT <s>] [LABELS <labels...>] [PROPERTIES <test properties...>]
+# ppipe_expect_failure(<name> STATUS <n|nonzero> EXPECT <regex> [EACH <values...>] [REJECT <regex>] [REJECT_CONTROL]
+#                      [TIMEOUT <s>] [LABELS <labels...>] [PROCESSORS <n>] [ENVIRONMENT <vars...>]
 #                      COMMAND <program> <args...>)
 function(ppipe_expect_failure name)
-  cmake_parse_arguments(arg "REJECT_CONTROL" "STATUS;EXPECT;REJECT;TIMEOUT" "COMMAND;LABELS;PROPERTIES" ${ARGN})
+  cmake_parse_arguments(arg "REJECT_CONTROL" "STATUS;EXPECT;REJECT;TIMEOUT;PROCESSORS" "COMMAND;EACH;LABELS;ENVIRONMENT"
+                        ${ARGN})
   if(NOT arg_LABELS)
     set(arg_LABELS host example)
   endif()
@@ -14,6 +15,10 @@ function(ppipe_expect_failure name)
   endif()
   list(JOIN arg_COMMAND "|" command)
   set(extra "")
+  if(arg_EACH)
+    list(JOIN arg_EACH "|" each)
+    list(APPEND extra "-DEACH=${each}")
+  endif()
   if(DEFINED arg_REJECT)
     list(APPEND extra "-DREJECT=${arg_REJECT}")
   endif()
@@ -24,8 +29,13 @@ function(ppipe_expect_failure name)
   add_test(NAME ${name}
     COMMAND ${CMAKE_COMMAND} "-DCOMMAND=${command}" "-DSTATUS=${arg_STATUS}" "-DEXPECT=${arg_EXPECT}" ${extra}
             -DTIMEOUT=${script_timeout} -P "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/support/expect_failure.cmake")
-  list(JOIN arg_LABELS ";" labels)
-  set_tests_properties(${name} PROPERTIES LABELS "${labels}" TIMEOUT ${arg_TIMEOUT} ${arg_PROPERTIES})
+  set_tests_properties(${name} PROPERTIES LABELS "${arg_LABELS}" TIMEOUT ${arg_TIMEOUT})
+  if(arg_PROCESSORS)
+    set_tests_properties(${name} PROPERTIES PROCESSORS ${arg_PROCESSORS})
+  endif()
+  if(arg_ENVIRONMENT)
+    set_tests_properties(${name} PROPERTIES ENVIRONMENT "${arg_ENVIRONMENT}")
+  endif()
 endfunction()
 
 # --- ppipe-train: numbers that do not fit, text that is no number, sizes past the memory ----------
@@ -94,3 +104,32 @@ ppipe_expect_failure(example.generate.more_ranks_than_layers STATUS 2
 ppipe_expect_failure(example.generate.trace_folder_missing STATUS 2
   EXPECT "ppipe-generate: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
   COMMAND ${_generate} --trace /nonexistent/dir/x.json)
+
+# --- ppipe-mpi-train: a failure on one process ends the job, with every process's own message -----
+if(PPIPE_ENABLE_MPI)
+  set(_mpi_train ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG})
+  # Each process checks its own trace file before training: all four say so and the job ends,
+  # where process 0 once finalized and the others waited in a barrier for ever.
+  ppipe_expect_failure(example.mpi_train.trace_folder_missing STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: process <each>: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.rank<each>.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
+    EACH 0 1 2 3
+    PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 4 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            --steps 2 --trace /nonexistent/dir/x)
+  ppipe_expect_failure(example.mpi_train.batch_past_memory STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: process <each>: \\[ppipe.out_of_memory\\] 2 processes on this machine, each training an MLP [^\n]*--batch 1000000000000 rows, need about [0-9.]+ [KMGTPE]iB, more than this machine's"
+    EACH 0 1
+    PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            --batch 1000000000000)
+  ppipe_expect_failure(example.mpi_train.microbatches_past_32_bits STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: --microbatches: \"4294967312\" is out of range"
+    PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            -m 4294967312)
+  ppipe_expect_failure(example.mpi_train.check_with_replicas STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: --check compares one pipeline with the host backend. drop --replicas 2"
+    PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            --replicas 2 --check)
+endif()

@@ -3,31 +3,38 @@
 //
 //   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved_1f1b] [--microbatches 16]
 //          [--virtual 2] [--replicas 2] [--steps 20] [--batch 512] [--width 256] [--hidden 4]
-//          [--lr 0.1] [--trace ppipe-trace | --no-trace] [--timeout-ms 60000] [--check]
+//          [--lr 0.1] [--trace ppipe-trace | --no-trace] [--timeout-ms 60000] [--check]   (--help says more)
 //
 // Every process runs this same program (SPMD): it builds the same model and data, and
 // ppipe::mpi::pipeline keeps only its own stages. With --replicas R the job runs R copies of the
 // pipeline on np/R processes each, every copy on its share of the batch, and averages the
 // gradients across copies after each step. --check also trains the model on this process with the
 // host backend (threads) and says whether both give the same bits.
+//
+// A failure on one process must not leave the others waiting for it: what each process checks or
+// writes on its own ends in an agreement of all of them (on_every_process), and anything else that
+// one process alone throws ends the job with MPI_Abort.
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/mpi.hpp>
 #include <ppipe/runtime/chrome_trace.hpp>
 
+#include "support/cli.hpp"
+#include "support/mlp_checks.hpp"
 #include "support/regression.hpp"
 
 namespace {
+
+constexpr int inputs = 16;  // features per row
 
 struct settings {
   std::string schedule = "1f1b";
@@ -44,69 +51,104 @@ struct settings {
   bool check = false;
 };
 
-[[noreturn]] void usage(int rank, const std::string& why) {
-  if (rank == 0) {
-    std::cerr << "ppipe-mpi-train: " << why << "\n"
-              << "usage: mpirun -np P ppipe-mpi-train [--schedule gpipe|1f1b|interleaved_1f1b] [--microbatches M]\n"
-              << "       [--virtual V] [--replicas R] [--steps N] [--batch ROWS] [--width W] [--hidden LAYERS]\n"
-              << "       [--lr RATE] [--trace PREFIX | --no-trace] [--timeout-ms MS] [--check]\n";
-  }
-  MPI_Finalize();
-  std::exit(2);
+void add_options(CLI::App& app, settings& s) {
+  namespace cli = examples::cli;
+  cli::add_schedule(app, s.schedule, {"gpipe", "1f1b", "interleaved_1f1b"});
+  cli::add_microbatches(app, s.microbatches);
+  cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b)");
+  cli::add_number(app, "--replicas", s.replicas, cli::range<int>{1, cli::most},
+                  "data-parallel copies of the pipeline, each on processes/replicas processes");
+  cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
+  cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1}, "rows per step, shared by the replicas");
+  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most}, "width of the hidden layers");
+  cli::add_number(app, "--hidden", s.hidden, cli::range<int>{0, (cli::most - 1) / 2},
+                  "hidden linear layers, each followed by a ReLU");
+  cli::add_number(app, "--lr", s.lr, cli::range<float>{0.0f}, "learning rate");
+  app.add_option("--trace", s.trace, "each rank's Chrome trace goes to PREFIX.rank<r>.json")->capture_default_str();
+  app.add_flag_callback("--no-trace", [&s] { s.trace.clear(); }, "write no traces (wins over --trace)");
+  cli::add_timeout(app, s.timeout_ms);
+  app.add_flag("--check", s.check, "also train on this process with the host backend and compare the bits");
 }
 
-settings parse(int argc, char** argv, int rank) {
-  settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    const auto value = [&]() -> const char* {
-      if (i + 1 >= argc) usage(rank, std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    const auto number = [&]() {
-      const char* text = value();
-      char* end = nullptr;
-      const long v = std::strtol(text, &end, 10);
-      if (end == text || *end != '\0') usage(rank, std::string(a) + " takes a whole number, not \"" + text + "\"");
-      return v;
-    };
-    if (a == "--schedule") s.schedule = value();
-    else if (a == "--microbatches" || a == "-m") s.microbatches = static_cast<int>(number());
-    else if (a == "--virtual" || a == "-v") s.virtual_stages = static_cast<int>(number());
-    else if (a == "--replicas") s.replicas = static_cast<int>(number());
-    else if (a == "--steps") s.steps = static_cast<int>(number());
-    else if (a == "--batch") s.batch = number();
-    else if (a == "--width") s.width = static_cast<int>(number());
-    else if (a == "--hidden") s.hidden = static_cast<int>(number());
-    else if (a == "--lr") s.lr = std::strtof(value(), nullptr);
-    else if (a == "--trace") s.trace = value();
-    else if (a == "--timeout-ms") s.timeout_ms = number();
-    else if (a == "--no-trace") s.trace.clear();
-    else if (a == "--check") s.check = true;
-    else if (a == "--help" || a == "-h") usage(rank, "trains an MLP through a pipeline of MPI processes");
-    else usage(rank, "unknown argument \"" + std::string(a) + "\"");
+// The run's sizes as the MLP checks take them: every process makes the whole batch and model.
+examples::mlp_run sizes(const settings& s, int processes) {
+  examples::mlp_run run;
+  run.rows = s.batch / s.replicas;
+  run.inputs = inputs;
+  run.width = s.width;
+  run.hidden = s.hidden;
+  run.ranks = processes / s.replicas;
+  run.virtual_stages = s.virtual_stages;
+  run.microbatches = s.microbatches;
+  run.models = s.check ? 2 : 1;
+  return run;
+}
+
+// What the command line asks for, the same on every process: checked alike everywhere, so every
+// process reaches the same verdict.
+void check_options(const settings& s, int processes) {
+  if (s.check && s.replicas != 1) {
+    examples::cli::refuse("--check compares one pipeline with the host backend; drop --replicas ", s.replicas);
   }
-  if (s.steps < 1 || s.batch < 1 || s.width < 1 || s.hidden < 0 || s.replicas < 1) {
-    usage(rank, "steps, batch, width and replicas must be >= 1, hidden >= 0");
+  examples::check_shape(sizes(s, processes), s.replicas > 1 ? "each replica's share of --batch" : "--batch");
+}
+
+// What each process checks for itself: its trace file, and that the processes on its machine fit
+// in its memory.
+void check_here(const settings& s, const ppipe::mpi::session& mpi, const std::string& trace_path) {
+  MPI_Comm node = MPI_COMM_NULL;
+  int here = 1;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_size(node, &here);
+    MPI_Comm_free(&node);
   }
-  return s;
+  examples::mlp_run run = sizes(s, mpi.size());
+  run.rows = s.batch;  // every process makes the whole batch, then keeps its replica's rows
+  examples::check_memory(run, ppipe::detail::concat(here, " processes on this machine, each training an MLP of --hidden ",
+                                                    s.hidden, " layers of --width ", s.width, " on --batch ", s.batch,
+                                                    " rows,"),
+                         here);
+  if (!trace_path.empty()) examples::cli::check_writable(trace_path, "--trace", "give a PREFIX in a folder that exists, or --no-trace");
+}
+
+// Runs `step` on this process, then agrees with every other process: the worst exit status of
+// all of them (0 when every step succeeded). A process whose step failed says why in its own line;
+// every process reaches the agreement, so none waits for another that has given up.
+template <class Step>
+int on_every_process(const ppipe::mpi::session& mpi, const CLI::App& app, Step&& step) {
+  int status = 0;
+  try {
+    step();
+  } catch (...) {
+    const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
+    std::fprintf(stderr, "%s: process %d: %s\n", app.get_name().c_str(), mpi.rank(), o.message.c_str());
+    std::fflush(stderr);
+    status = o.status;
+  }
+  int worst = 0;
+  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return worst;
+}
+
+std::string trace_path(const settings& s, int process) {
+  return s.trace.empty() ? "" : s.trace + ".rank" + std::to_string(process) + ".json";
 }
 
 ppipe::layers::sequential make_model(const settings& s) {
-  std::vector<int> widths{16};
+  std::vector<int> widths{inputs};
   for (int i = 0; i < s.hidden; ++i) widths.push_back(s.width);
   widths.push_back(1);
   return ppipe::layers::sequential::mlp(widths, 2026);
 }
 
 template <class Schedule>
-int train(const settings& s, const ppipe::mpi::session& mpi) {
+int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app) {
   const bool talk = mpi.rank() == 0;
   ppipe::mpi::transport net = ppipe::mpi::replicated(MPI_COMM_WORLD, s.replicas);
   const int replica = net.replica();
   const int rank = net.rank();
   // Every replica trains on its own rows of the batch.
-  const examples::regression all = examples::make_regression(s.batch, 16, 7);
+  const examples::regression all = examples::make_regression(s.batch, inputs, 7);
   const std::int64_t rows = s.batch / s.replicas;
   const ppipe::payload x = ppipe::slice_rows(all.inputs, replica * rows, rows);
   const ppipe::payload y = ppipe::slice_rows(all.targets, replica * rows, rows);
@@ -144,6 +186,12 @@ int train(const settings& s, const ppipe::mpi::session& mpi) {
   }
   const ppipe::run_trace& trace = pipe.last_trace();
   const double busy = trace.busy(rank);
+  const std::string path = trace_path(s, mpi.rank());
+  if (const int status = on_every_process(mpi, app, [&] {
+        if (!path.empty()) ppipe::save_chrome_trace(path, trace);
+      })) {
+    return status;
+  }
   std::fflush(stdout);
   MPI_Barrier(MPI_COMM_WORLD);
   // One line per process, in rank order.
@@ -155,11 +203,7 @@ int train(const settings& s, const ppipe::mpi::session& mpi) {
       }
       std::printf("; last step busy %.2f of %.2f ms (%.0f%%)", busy / 1e3, trace.makespan() / 1e3,
                   trace.makespan() > 0 ? 100.0 * busy / trace.makespan() : 0.0);
-      if (!s.trace.empty()) {
-        const std::string path = s.trace + ".rank" + std::to_string(mpi.rank()) + ".json";
-        ppipe::save_chrome_trace(path, trace);
-        std::printf("; trace %s", path.c_str());
-      }
+      if (!path.empty()) std::printf("; trace %s", path.c_str());
       std::printf("\n");
       std::fflush(stdout);
     }
@@ -172,7 +216,6 @@ int train(const settings& s, const ppipe::mpi::session& mpi) {
   }
 
   if (s.check) {
-    if (s.replicas != 1) usage(mpi.rank(), "--check compares one pipeline with the host backend; drop --replicas");
     // The same training on this process, p rank threads: the same bits, or the check fails.
     ppipe::layers::sequential here = make_model(s);
     o.ranks = p;
@@ -199,16 +242,44 @@ int train(const settings& s, const ppipe::mpi::session& mpi) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const ppipe::mpi::session mpi(&argc, &argv);
-  const settings s = parse(argc, argv, mpi.rank());
+  CLI::App app{"Trains an MLP through a pipeline of MPI processes, one pipeline rank each.", "ppipe-mpi-train"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  std::optional<ppipe::mpi::session> mpi;
+  settings s;
   try {
-    if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s, mpi);
-    if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s, mpi);
-    if (s.schedule == "interleaved_1f1b") return train<ppipe::schedules::interleaved_1f1b>(s, mpi);
-    usage(mpi.rank(), "unknown schedule \"" + s.schedule + "\"");
+    mpi.emplace(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ppipe-mpi-train: %s\n", examples::printable(e.what()).c_str());
+    return examples::cli::exit_failed;
+  }
+  // Every process reads the same command line to the same verdict; process 0 says it.
+  try {
+    add_options(app, s);
+    app.parse(argc, argv);
+    check_options(s, mpi->size());
+  } catch (...) {
+    const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
+    if (mpi->rank() == 0 && o.help) std::cout << o.message;
+    if (mpi->rank() == 0 && !o.help) std::cerr << "ppipe-mpi-train: " << o.message << "\n";
+    return o.status;
+  }
+  if (const int status = on_every_process(*mpi, app, [&] { check_here(s, *mpi, trace_path(s, mpi->rank())); })) {
+    return status;
+  }
+  try {
+    if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s, *mpi, app);
+    if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s, *mpi, app);
+    return train<ppipe::schedules::interleaved_1f1b>(s, *mpi, app);
   } catch (const ppipe::error& e) {
-    // Every process of a pipeline throws the same error: one line each, then a clean end.
-    std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi.rank(), e.what());
-    return 1;
+    // The pipeline reports a failure on every process: one line each, then an agreed end.
+    std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi->rank(), examples::printable(e.what()).c_str());
+    return examples::cli::status_of(e.code());
+  } catch (...) {
+    // Anything else happened on this process alone, and the others may be waiting for it in MPI.
+    const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
+    std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi->rank(), o.message.c_str());
+    std::fflush(nullptr);
+    MPI_Abort(MPI_COMM_WORLD, o.status);
+    return o.status;
   }
 }

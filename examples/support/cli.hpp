@@ -35,8 +35,8 @@
 
 namespace examples::cli {
 
-// Exit statuses: 0 done, 2 the input was wrong (the command line, or a file or size it names), 1
-// the run itself failed (a timeout, a backend, a kernel, a file that could not be written).
+// Exit statuses: 0 done; 2 the input was wrong (the command line, or a file, path or size it
+// names); 1 the run itself failed (a timeout, a backend, a kernel, memory that ran out).
 inline constexpr int exit_failed = 1;
 inline constexpr int exit_usage = 2;
 

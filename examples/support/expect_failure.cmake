@@ -1,7 +1,9 @@
 # Runs a tool that must fail and checks how: its exit status, its message, and that it ended in
 # time (a hang fails the test instead of passing as "non-zero").
-#   cmake "-DCOMMAND=program|arg|..." -DSTATUS=2 "-DEXPECT=regex" [-DREJECT=regex]
+#   cmake "-DCOMMAND=program|arg|..." -DSTATUS=2 "-DEXPECT=regex" [-DEACH=a|b|...] [-DREJECT=regex]
 #         [-DREJECT_CONTROL=ON] [-DTIMEOUT=50] -P expect_failure.cmake
+# With EACH, EXPECT must match once for each of its values put in place of <each> (a line from
+# every MPI process, in whatever order they come).
 # STATUS nonzero accepts any failure (mpirun exits with a status of its own choosing).
 # REJECT_CONTROL fails on a control byte (or 0xFE, 0xFF) in the output: echoed text must come
 # back escaped.
@@ -24,9 +26,20 @@ if(STATUS STREQUAL "nonzero")
 elseif(NOT rc EQUAL STATUS)
   message(FATAL_ERROR "expected exit status ${STATUS}, got ${rc}")
 endif()
-if(NOT all MATCHES "${EXPECT}")
-  message(FATAL_ERROR "the output lacks: ${EXPECT}")
+set(expected "${EXPECT}")
+if(DEFINED EACH)
+  set(expected "")
+  string(REPLACE "|" ";" values "${EACH}")
+  foreach(value IN LISTS values)
+    string(REPLACE "<each>" "${value}" one "${EXPECT}")
+    list(APPEND expected "${one}")
+  endforeach()
 endif()
+foreach(regex IN LISTS expected)
+  if(NOT all MATCHES "${regex}")
+    message(FATAL_ERROR "the output lacks: ${regex}")
+  endif()
+endforeach()
 if(DEFINED REJECT AND all MATCHES "${REJECT}")
   message(FATAL_ERROR "the output has what it must not: ${REJECT}")
 endif()
