@@ -60,7 +60,7 @@ foreach(_size IN ITEMS "batch 1000000000000" "inputs 2147483647" "width 21474836
   list(GET _size 0 _option)
   list(GET _size 1 _value)
   ppipe_expect_failure(example.train.${_option}_past_memory STATUS 2
-    EXPECT "ppipe-train: \\[ppipe.out_of_memory\\] training an MLP [^\n]*--${_option} ${_value}[^\n]* need (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
+    EXPECT "ppipe-train: \\[ppipe.out_of_memory\\] training an MLP [^\n]*--${_option} ${_value}[^\n]* needs (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
     COMMAND ${_train} --${_option} ${_value})
 endforeach()
 ppipe_expect_failure(example.train.bad_batch STATUS 2
@@ -95,7 +95,7 @@ foreach(_size IN ITEMS "requests 2147483647" "blocks 1073741822" "d-model 214748
   list(GET _size 0 _option)
   list(GET _size 1 _value)
   ppipe_expect_failure(example.generate.${_option}_past_memory STATUS 2
-    EXPECT "ppipe-generate: \\[ppipe.out_of_memory\\] [^\n]*--${_option} ${_value}[^\n]* need (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
+    EXPECT "ppipe-generate: \\[ppipe.out_of_memory\\] [^\n]*--${_option} ${_value}[^\n]* needs (about [0-9.]+ [KMGTPE]iB|more than 16 EiB), more than this machine's [0-9.]+ [KMGTPE]iB of memory. [^\n]*--${_option}"
     COMMAND ${_generate} --${_option} ${_value})
 endforeach()
 ppipe_expect_failure(example.generate.more_ranks_than_layers STATUS 2
@@ -117,7 +117,7 @@ if(PPIPE_ENABLE_MPI)
     COMMAND ${_mpi_train} 4 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
             --steps 2 --trace /nonexistent/dir/x)
   ppipe_expect_failure(example.mpi_train.batch_past_memory STATUS nonzero TIMEOUT 60 LABELS mpi example
-    EXPECT "ppipe-mpi-train: process <each>: \\[ppipe.out_of_memory\\] 2 processes on this machine, each training an MLP [^\n]*--batch 1000000000000 rows, need about [0-9.]+ [KMGTPE]iB, more than this machine's"
+    EXPECT "ppipe-mpi-train: process <each>: \\[ppipe.out_of_memory\\] running 2 processes on this machine, each training an MLP [^\n]*--batch 1000000000000 rows, needs about [0-9.]+ [KMGTPE]iB, more than this machine's"
     EACH 0 1
     PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
     COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}

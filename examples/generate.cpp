@@ -109,7 +109,7 @@ struct run_bytes {
 void check(const settings& s) {
   const run_bytes bytes(s);
   examples::check_memory(bytes.total(),
-                         ppipe::detail::concat("--requests ", s.requests, " of up to ", longest_prompt, "+", s.max_new,
+                         ppipe::detail::concat("serving --requests ", s.requests, " of up to ", longest_prompt, "+", s.max_new,
                                                " tokens through a decoder of --blocks ", s.model.blocks, ", --d-model ",
                                                s.model.d_model, " and --vocab ", s.model.vocab),
                          bytes.largest());

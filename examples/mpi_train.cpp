@@ -104,7 +104,7 @@ void check_here(const settings& s, const ppipe::mpi::session& mpi, const std::st
   }
   examples::mlp_run run = sizes(s, mpi.size());
   run.rows = s.batch;  // every process makes the whole batch, then keeps its replica's rows
-  examples::check_memory(run, ppipe::detail::concat(here, " processes on this machine, each training an MLP of --hidden ",
+  examples::check_memory(run, ppipe::detail::concat("running ", here, " processes on this machine, each training an MLP of --hidden ",
                                                     s.hidden, " layers of --width ", s.width, " on --batch ", s.batch,
                                                     " rows,"),
                          here);

@@ -60,11 +60,11 @@ inline std::string human_bytes(std::uint64_t bytes) {
 }
 
 // Throws ppipe::error (out_of_memory) when `need` bytes are more than `have` (by default the
-// machine's memory): "<what> need about <need>, more than this machine's <have> of memory; <fix>".
+// machine's memory): "<what> needs about <need>, more than this machine's <have> of memory; <fix>".
 inline void check_memory(std::uint64_t need, std::string_view what, std::string_view fix,
                          std::uint64_t have = physical_memory()) {
   if (need <= have) return;
-  ppipe::detail::fail(ppipe::errc::out_of_memory, what, need == too_many ? " need " : " need about ", human_bytes(need),
+  ppipe::detail::fail(ppipe::errc::out_of_memory, what, need == too_many ? " needs " : " needs about ", human_bytes(need),
                       ", more than this machine's ", human_bytes(have), " of memory; ", fix);
 }
 
