@@ -133,3 +133,74 @@ if(PPIPE_ENABLE_MPI)
     COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
             --replicas 2 --check)
 endif()
+
+# --- ppipe-plan: non-zero whenever nothing was planned or written, and echoes that stay short ------
+set(_plan $<TARGET_FILE:ppipe_plan>)
+ppipe_expect_failure(example.plan.ranks_zero STATUS 2
+  EXPECT "ppipe-plan: --ranks: \"0\" is out of range. give a whole number from 1 to 2147483647"
+  COMMAND ${_plan} -p 0)
+ppipe_expect_failure(example.plan.microbatches_zero STATUS 2
+  EXPECT "ppipe-plan: --microbatches: \"0\" is out of range"
+  COMMAND ${_plan} -m 0)
+ppipe_expect_failure(example.plan.microbatches_past_32_bits STATUS 2
+  EXPECT "ppipe-plan: --microbatches: \"4294967312\" is out of range"
+  COMMAND ${_plan} -m 4294967312)
+ppipe_expect_failure(example.plan.forward_zero STATUS 2
+  EXPECT "ppipe-plan: --forward: time 1 of the list: \"0\" is out of range. give a number above 0"
+  COMMAND ${_plan} --forward 0)
+ppipe_expect_failure(example.plan.nothing_planned STATUS 2
+  EXPECT "== zb_v: not possible with these numbers: --forward lists 3 costs.*ppipe-plan: \\[ppipe.invalid_argument\\] no schedule could be planned with these numbers"
+  COMMAND ${_plan} --forward 1,1,1 --no-timeline)
+ppipe_expect_failure(example.plan.past_memory STATUS 2
+  EXPECT "== gpipe: not possible with these numbers: planning gpipe with p=2147483647, m=2147483647 and v=1 needs more than 16 EiB.*no schedule could be planned"
+  COMMAND ${_plan} -p 2147483647 -m 2147483647 --no-timeline)
+# No split fits 8GiB cards: each schedule says so, and the run fails.
+ppipe_expect_failure(example.plan.split_no_fit STATUS 2
+  EXPECT "== 1f1b: does not fit: no split of the 26 layers.*ppipe-plan: \\[ppipe.out_of_memory\\] no schedule could be planned: no split fits in memory"
+  COMMAND ${_plan} --model ${_mixed_gpus} --devices 1:8GiB,0.6:8GiB)
+ppipe_expect_failure(example.plan.svg_folder_missing STATUS 2
+  EXPECT "ppipe-plan: \\[ppipe.invalid_argument\\] --svg \"/nonexistent/dir\" is not a folder that exists"
+  REJECT "not possible"
+  COMMAND ${_plan} --no-timeline --svg /nonexistent/dir)
+ppipe_expect_failure(example.plan.svg_file_folder_missing STATUS 2
+  EXPECT "ppipe-plan: \\[ppipe.invalid_argument\\] --svg \"/nonexistent/dir/1f1b.svg\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
+  COMMAND ${_plan} --schedule 1f1b --svg /nonexistent/dir/1f1b.svg)
+ppipe_expect_failure(example.plan.schedule_file_with_microbatches STATUS 2
+  EXPECT "ppipe-plan: --schedule-file plans the file's schedule \\(its ranks, stages and microbatches\\)[^\n]*leave out --schedule, -p, -m, -v"
+  COMMAND ${_plan} --schedule-file ${_plan_csv} -m 4)
+ppipe_expect_failure(example.plan.model_not_text STATUS 2
+  EXPECT "ppipe-plan: \\[ppipe.parse_error\\] the model file \"/dev/zero\" is larger than 64.0 MiB"
+  COMMAND ${_plan} --model /dev/zero)
+
+# A 10 MB line and control bytes, in a model file and in a schedule file: the message shows the
+# start of the line, escaped, and not the rest. (An unmatched [ in an argument would join the
+# arguments after it into one list item: the regexes match it with a dot.)
+set(_inputs "${CMAKE_CURRENT_BINARY_DIR}/cli-inputs")
+string(REPEAT "x" 200 _x200)
+if(NOT EXISTS "${_inputs}/long_line.csv")
+  string(REPEAT "x" 10000000 _x10m)
+  file(WRITE "${_inputs}/long_line.txt" "layer ${_x10m}\n")
+  file(WRITE "${_inputs}/long_line.csv" "0F0,${_x10m}\n")
+  unset(_x10m)
+endif()
+string(ASCII 27 _esc)
+string(ASCII 255 _ff)
+string(ASCII 1 _soh)
+file(WRITE "${_inputs}/binary.txt" "${_esc}[2J${_ff}${_soh} junk\n")
+file(WRITE "${_inputs}/binary.csv" "0F0,${_esc}[31m\n")
+ppipe_expect_failure(example.plan.model_long_line STATUS 2
+  EXPECT "long_line.txt:1: expected layer NAME FORWARD BACKWARD [^\n]*, not \"layer xxxxxxxxxx[x]*\\.\\.\\.\"\n"
+  REJECT "${_x200}"
+  COMMAND ${_plan} --model "${_inputs}/long_line.txt")
+ppipe_expect_failure(example.plan.model_binary STATUS 2
+  EXPECT "binary.txt:1: expected [^\n]*, not \"\\\\x1b.2J\\\\xff\\\\x01 junk\""
+  REJECT_CONTROL
+  COMMAND ${_plan} --model "${_inputs}/binary.txt")
+ppipe_expect_failure(example.plan.schedule_file_long_line STATUS 2
+  EXPECT "\\[ppipe.parse_error\\] [^\n]*long_line.csv: line 1, cell 2[^\n]* is 10000000 characters"
+  REJECT "${_x200}"
+  COMMAND ${_plan} --schedule-file "${_inputs}/long_line.csv")
+ppipe_expect_failure(example.plan.schedule_file_binary STATUS 2
+  EXPECT "\\[ppipe.parse_error\\] [^\n]*binary.csv: [^\n]*\\\\x1b.31m"
+  REJECT_CONTROL
+  COMMAND ${_plan} --schedule-file "${_inputs}/binary.csv")

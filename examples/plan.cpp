@@ -13,21 +13,24 @@
 //   ppipe-plan --layers 90 --devices 1,2       90 alike layers on a device and one twice as fast
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <ppipe/ppipe.hpp>
 #include <ppipe/schedule/svg.hpp>
+
+#include "support/cli.hpp"
 
 namespace {
 
@@ -36,6 +39,7 @@ struct options {
   int ranks = 4;
   bool ranks_given = false;  // -p was given (else --devices or the model file may set it)
   int microbatches = 8;
+  bool microbatches_given = false;
   std::optional<int> virtual_stages;
   std::vector<double> forward{1.0};
   std::vector<double> backward{2.0};
@@ -53,36 +57,12 @@ struct options {
   std::optional<std::string> schedule_file;  // a schedule of one's own, in PyTorch's CSV form
 };
 
-constexpr const char* usage = R"(usage: ppipe-plan [options]
-  --schedule NAME     gpipe, 1f1b, interleaved_1f1b, zb_h1, zb_v, forward_only, or all
-                      (default: all, which compares every training schedule)
-  -p, --ranks N       pipeline ranks (default 4, or one per device given)
-  -m, --microbatches N  microbatches per step (default 8)
-  -v, --virtual N     stages per rank for interleaved_1f1b and forward_only (default 2 with
-                      --schedule all or interleaved_1f1b, else 1); zb_v always has 2
-  --forward T[,T..]   forward time of one rank's share of the model, split evenly over its
-                      stages; or a list with the time of every stage (default 1)
-  --backward T[,T..]  the same for the backward (default 2)
-  --transfer T        time for one activation or gradient message to arrive (default 0)
-  --transfers MODEL   rendezvous (sends wait for their receive, as NCCL's do; default) or
-                      buffered (sends never wait, as MPI_Isend's and the host backend's)
-  --activation-mib X  MiB of activations one rank's share of the model keeps per microbatch
-                      (prints the peak memory of each rank)
-  --width N           characters per timeline line (default 100)
-  --no-timeline       print the figures only
-  --timeline          draw the timeline (the default, except with a model)
-  --svg PATH          also draw each plan as an SVG picture: PATH is the file with one schedule,
-                      a directory (which must exist) with all, one NAME.svg per schedule
-  --schedule-file F   plan the schedule in F instead: PyTorch's CSV form (one row per rank, one
-                      cell per step such as 0F1, 2I0, 1W3; empty cells idle), validated first
+constexpr int max_layers = 1 << 20;  // far more than any model; keeps a typo from eating the RAM
+
+constexpr const char* footer = R"(With all schedules, GPipe, 1F1B and ZB-H1 run one stage per rank whatever -v says.
 
 Splitting a model over the ranks (instead of --forward, --backward and --activation-mib):
-  --model FILE        the model's layers, and optionally the devices, from a text file (below)
-  --layers N          N alike layers instead (forward 1, backward 2, no memory)
-  --devices SPEC      one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB; replaces the file's
-                      devices, and sets the number of ranks
-  --partitioner NAME  uniform, balanced or heterogeneous (default: heterogeneous when a device has
-                      a speed other than 1 or a memory limit, else balanced)
+  --model or --layers gives the layers, --devices the devices, --partitioner the way to split.
   Each schedule then prints its split, the predicted step time and each rank's peak memory (in
   GiB) against its capacity, and a table compares the schedules.
 
@@ -95,112 +75,169 @@ Model file: one item per line; # starts a comment.
   device NAME SPEED [MEMORY]
       The next rank's device: its speed relative to the reference device, and its memory
       (default: no limit). Put a NAME with spaces in quotes: "RTX 4090".
+
+Exit status: 0 when something was planned, 2 when the input allows no plan (or is wrong), 1 when
+the run failed (e.g. a picture could not be written).
 )";
 
-// The whole of `text` as a number of type T, or a parse_error naming the flag.
-template <class T>
-T to_number(std::string_view flag, const std::string& text) {
-  std::size_t used = 0;
-  T value{};
-  try {
-    if constexpr (std::is_same_v<T, int>) {
-      value = std::stoi(text, &used);
-    } else {
-      value = std::stod(text, &used);
-    }
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty()) {
-    ppipe::detail::fail(ppipe::errc::parse_error, flag, std::is_same_v<T, int> ? " needs a whole number" : " needs a number",
-                        ", got \"", text, "\"");
-  }
-  return value;
-}
-
-std::vector<double> to_list(std::string_view flag, const std::string& text) {
+// Positive times separated by commas: "1", "1,1,2,1".
+std::vector<double> to_list(const std::string& text) {
   std::vector<double> out;
   std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(to_number<double>(flag, item));
-  if (out.empty()) ppipe::detail::fail(ppipe::errc::parse_error, flag, " needs at least one number");
+  for (std::string item; std::getline(in, item, ',');) out.push_back(examples::cli::read_number<double>(item).value_or(0));
   return out;
 }
 
-options parse(int argc, char** argv) {
+// A validator for --forward and --backward.
+CLI::Validator times_list() {
+  return CLI::Validator(
+      [](std::string& text) {
+        const examples::cli::range<double> positive{0.0, std::numeric_limits<double>::max(), true};
+        std::stringstream in(text);
+        std::size_t n = 0;
+        for (std::string item; std::getline(in, item, ','); ++n) {
+          double value = 0;
+          if (std::string why = examples::cli::number_problem(item, positive, value); !why.empty()) {
+            return "time " + std::to_string(n + 1) + " of the list: " + why;
+          }
+        }
+        return n == 0 ? std::string("give at least one time") : std::string();
+      },
+      "each > 0");
+}
+
+options parse(CLI::App& app, int argc, char** argv) {
+  namespace cli = examples::cli;
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) ppipe::detail::fail(ppipe::errc::parse_error, flag, " needs a value");
-      return argv[++i];
-    };
-    if (flag == "-h" || flag == "--help") {
-      std::cout << usage;
-      std::exit(0);
-    } else if (flag == "--schedule") {
-      o.schedule = value();
-    } else if (flag == "-p" || flag == "--ranks") {
-      o.ranks = to_number<int>(flag, value());
-      o.ranks_given = true;
-    } else if (flag == "-m" || flag == "--microbatches") {
-      o.microbatches = to_number<int>(flag, value());
-    } else if (flag == "-v" || flag == "--virtual") {
-      o.virtual_stages = to_number<int>(flag, value());
-    } else if (flag == "--forward") {
-      o.forward = to_list(flag, value());
-      o.stage_costs_given = true;
-    } else if (flag == "--backward") {
-      o.backward = to_list(flag, value());
-      o.stage_costs_given = true;
-    } else if (flag == "--transfer") {
-      o.transfer = to_number<double>(flag, value());
-    } else if (flag == "--transfers") {
-      const std::string model = value();
-      if (model == "rendezvous") {
-        o.transfers = ppipe::transfer_model::rendezvous;
-      } else if (model == "buffered") {
-        o.transfers = ppipe::transfer_model::buffered;
-      } else {
-        ppipe::detail::fail(ppipe::errc::parse_error, "--transfers takes rendezvous or buffered, not \"", model, "\"");
-      }
-    } else if (flag == "--activation-mib") {
-      o.activation_mib = to_number<double>(flag, value());
-      o.stage_costs_given = true;
-    } else if (flag == "--width") {
-      o.width = to_number<int>(flag, value());
-    } else if (flag == "--no-timeline") {
-      o.timeline = false;
-    } else if (flag == "--timeline") {
-      o.timeline = true;
-    } else if (flag == "--model") {
-      o.model_file = value();
-    } else if (flag == "--layers") {
-      o.layers = to_number<int>(flag, value());
-    } else if (flag == "--devices") {
-      o.devices = value();
-    } else if (flag == "--svg") {
-      o.svg = value();
-    } else if (flag == "--schedule-file") {
-      o.schedule_file = value();
-    } else if (flag == "--partitioner") {
-      o.partitioner = value();
-    } else {
-      ppipe::detail::fail(ppipe::errc::parse_error, "unknown option \"", flag, "\"; see --help");
-    }
-  }
-  if (o.model_file && o.layers) {
-    ppipe::detail::fail(ppipe::errc::parse_error, "give --model or --layers, not both");
-  }
+  std::vector<std::string> names(std::begin(ppipe::schedule_names), std::end(ppipe::schedule_names));
+  names.insert(names.begin() + 3, "interleaved");
+  names.push_back("all");
+  cli::add_schedule(app, o.schedule, names, "the schedule (all compares every training schedule)");
+  const CLI::Option* ranks = cli::add_ranks(app, o.ranks, "pipeline ranks (default 4, or one per device given)");
+  const CLI::Option* microbatches = cli::add_microbatches(app, o.microbatches);
+  int virtual_stages = 2;
+  const CLI::Option* virtual_option =
+      cli::add_virtual(app, virtual_stages,
+                       "stages per rank for interleaved_1f1b and forward_only (default 2 with all or "
+                       "interleaved_1f1b, else 1); zb_v always has 2")
+          ->default_str("");
+  std::string forward = "1";
+  std::string backward = "2";
+  const CLI::Option* forward_option =
+      app.add_option("--forward", forward,
+                     "forward time of one rank's share of the model, split evenly over its stages; or a list "
+                     "with the time of every stage")
+          ->capture_default_str()
+          ->type_name("T[,T..]")
+          ->check(times_list());
+  const CLI::Option* backward_option =
+      app.add_option("--backward", backward, "the same for the backward")
+          ->capture_default_str()
+          ->type_name("T[,T..]")
+          ->check(times_list());
+  cli::add_number(app, "--transfer", o.transfer, cli::range<double>{0.0},
+                  "time for one activation or gradient message to arrive");
+  std::string transfers = "rendezvous";
+  app.add_option("--transfers", transfers,
+                 "rendezvous (sends wait for their receive, as NCCL's do) or buffered (sends never wait, as "
+                 "MPI_Isend's and the host backend's)")
+      ->capture_default_str()
+      ->check(cli::one_of({"rendezvous", "buffered"}, "a transfer model"));
+  double activation_mib = 0;
+  const CLI::Option* activation_option =
+      cli::add_number(app, "--activation-mib", activation_mib, cli::range<double>{0.0},
+                      "MiB of activations one rank's share of the model keeps per microbatch (prints the peak "
+                      "memory of each rank)");
+  cli::add_number(app, "--width", o.width, cli::range<int>{20, cli::most}, "characters per timeline line");
+  app.add_flag_callback("--no-timeline", [&o] { o.timeline = false; }, "print the figures only");
+  app.add_flag_callback("--timeline", [&o] { o.timeline = true; }, "draw the timeline (the default, except with a model)");
+  std::string svg;
+  const CLI::Option* svg_option = app.add_option(
+      "--svg", svg, "also draw each plan as an SVG picture: PATH is the file with one schedule, a folder (which must exist) "
+                    "with all, one NAME.svg per schedule")->type_name("PATH");
+  std::string schedule_file;
+  const CLI::Option* schedule_file_option = app.add_option(
+      "--schedule-file", schedule_file,
+      "plan the schedule in this file instead: PyTorch's CSV form (one row per rank, one cell per step such as 0F1, "
+      "2I0, 1W3; empty cells idle), validated first")->type_name("FILE");
+  std::string model_file;
+  const CLI::Option* model_option =
+      app.add_option("--model", model_file, "the model's layers, and optionally the devices, from a text file (below)")
+          ->type_name("FILE");
+  int layers = 1;
+  const CLI::Option* layers_option = cli::add_number(app, "--layers", layers, cli::range<int>{1, max_layers},
+                                                     "this many alike layers instead (forward 1, backward 2, no memory)")
+                                        ->default_str("");
+  std::string devices;
+  const CLI::Option* devices_option = app.add_option(
+      "--devices", devices,
+      "one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB; replaces the file's devices, and sets the number of ranks")
+      ->type_name("SPEC");
+  std::string partitioner;
+  std::vector<std::string> partitioners(std::begin(ppipe::partitioner_names), std::end(ppipe::partitioner_names));
+  const CLI::Option* partitioner_option = app.add_option(
+      "--partitioner", partitioner,
+      "uniform, balanced or heterogeneous (default: heterogeneous when a device has a speed other than 1 or a memory "
+      "limit, else balanced)")->type_name("NAME")->check(cli::one_of(partitioners, "a partitioner"));
+  app.footer(footer);
+  app.parse(argc, argv);
+
+  if (o.schedule == "interleaved") o.schedule = "interleaved_1f1b";
+  o.ranks_given = ranks->count() > 0;
+  o.microbatches_given = microbatches->count() > 0;
+  if (virtual_option->count() > 0) o.virtual_stages = virtual_stages;
+  o.forward = to_list(forward);
+  o.backward = to_list(backward);
+  o.stage_costs_given = forward_option->count() + backward_option->count() + activation_option->count() > 0;
+  o.transfers = transfers == "buffered" ? ppipe::transfer_model::buffered : ppipe::transfer_model::rendezvous;
+  if (activation_option->count() > 0) o.activation_mib = activation_mib;
+  if (svg_option->count() > 0) o.svg = svg;
+  if (schedule_file_option->count() > 0) o.schedule_file = schedule_file;
+  if (model_option->count() > 0) o.model_file = model_file;
+  if (layers_option->count() > 0) o.layers = layers;
+  if (devices_option->count() > 0) o.devices = devices;
+  if (partitioner_option->count() > 0) o.partitioner = partitioner;
+
+  if (o.model_file && o.layers) cli::refuse("give --model or --layers, not both");
   const bool model = o.model_file || o.layers;
   if (model && o.stage_costs_given) {
-    ppipe::detail::fail(ppipe::errc::parse_error, "--forward, --backward and --activation-mib describe "
-                        "a model without layers; with --model or --layers, the layers' own costs apply");
+    cli::refuse("--forward, --backward and --activation-mib describe a model without layers; with --model or "
+                "--layers, the layers' own costs apply");
   }
   if (!model && (o.devices || o.partitioner)) {
-    ppipe::detail::fail(ppipe::errc::parse_error, "--devices and --partitioner plan a model split; "
-                        "give the model with --model FILE or --layers N");
+    cli::refuse("--devices and --partitioner plan a model split; give the model with --model FILE or --layers N");
+  }
+  if (model && o.svg) {
+    cli::refuse("--svg draws the plans of --forward and --backward costs or of --schedule-file; with --model or "
+                "--layers there is no picture yet");
+  }
+  if (o.schedule_file && (model || o.schedule != "all" || o.ranks_given || o.microbatches_given || o.virtual_stages)) {
+    cli::refuse("--schedule-file plans the file's schedule (its ranks, stages and microbatches) with --forward and "
+                "--backward costs; leave out --schedule, -p, -m, -v, --model and --layers");
   }
   return o;
+}
+
+// A file's text, refused past max_file_bytes: far more than any model or schedule file, and a
+// wrong path (a binary, /dev/zero) must not fill the memory. `what` names the file in messages.
+constexpr std::size_t max_file_bytes = std::size_t{64} << 20;
+
+std::string read_text(const std::string& path, std::string_view what, std::string_view fix) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    ppipe::detail::fail(ppipe::errc::parse_error, "cannot open the ", what, " \"", examples::shown(path, 4096),
+                        "\"; ", fix);
+  }
+  std::string text;
+  std::string chunk(std::size_t{1} << 16, '\0');
+  while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+    text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > max_file_bytes) {
+      ppipe::detail::fail(ppipe::errc::parse_error, "the ", what, " \"", examples::shown(path, 4096), "\" is larger than ",
+                          examples::human_bytes(max_file_bytes), ", far more than any ", what, " needs; ", fix);
+    }
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,11 +277,22 @@ ppipe::schedule make(const options& o, const std::string& name, bool compare) {
     ppipe::csv_read_options read;
     read.name = name;
     read.model = o.transfers;
-    return ppipe::load_csv(*o.schedule_file, read);  // validated
+    const std::string text = read_text(*o.schedule_file, "schedule file", "give --schedule-file the path of a CSV file");
+    try {
+      return ppipe::from_csv(text, read);  // validated
+    } catch (const ppipe::error& e) {
+      throw ppipe::error(e.code(), ppipe::detail::concat(examples::shown(*o.schedule_file, 4096), ": ", e.message()));
+    }
   }
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
   if (compare && (name == "gpipe" || name == "1f1b" || name == "zb_h1")) v = 1;
   if (name == "zb_v") v = compare ? 2 : o.virtual_stages.value_or(2);  // a V is two stages per rank
+  // A schedule holds a few actions per stage and microbatch, each with its simulated times.
+  constexpr std::uint64_t per_stage_microbatch = 6 * 32;
+  examples::check_memory(examples::product(o.ranks, o.microbatches, v, per_stage_microbatch),
+                         ppipe::detail::concat("planning ", name, " with p=", o.ranks, ", m=", o.microbatches,
+                                               " and v=", v),
+                         "give fewer ranks, microbatches or stages per rank");
   ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
   ppipe::validate(s, o.transfers);
   return s;
@@ -272,6 +320,25 @@ void print_timeline(const options& o, const ppipe::schedule& s, const ppipe::sim
   } catch (const ppipe::error& e) {
     std::cout << "(timeline not drawn: " << e.message() << ")\n";
   }
+}
+
+// A picture that could not be written: it ends the run, where a plan's own error only skips it.
+struct not_written : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Refuses an --svg that cannot be written before anything is planned: a folder that exists for
+// all schedules, else a file in one.
+void check_svg(const options& o) {
+  if (!o.svg) return;
+  const bool all = o.schedule == "all" && !o.schedule_file;
+  if (all && !std::filesystem::is_directory(*o.svg)) {
+    ppipe::detail::fail(ppipe::errc::invalid_argument, "--svg \"", examples::shown(*o.svg, 4096),
+                        "\" is not a folder that exists: with all schedules it names the folder for their pictures "
+                        "(NAME.svg each); create it, or give --schedule NAME for one picture");
+  }
+  examples::cli::check_writable(all ? *o.svg + "/gpipe.svg" : *o.svg, "--svg",
+                                "give a path this process may write");
 }
 
 struct row {
@@ -319,7 +386,11 @@ row plan(const options& o, const std::string& name, bool compare) {
   for (const std::string& warning : ppipe::advise(s, sim)) std::cout << "warning: " << warning << "\n";
   if (o.svg) {
     const std::string path = compare ? *o.svg + "/" + s.name + ".svg" : *o.svg;
-    ppipe::save_svg(path, ppipe::render_svg(s, sim));
+    try {
+      ppipe::save_svg(path, ppipe::render_svg(s, sim));
+    } catch (const ppipe::error& e) {
+      throw not_written(e.what());  // a failed run, not a plan that is "not possible"
+    }
     std::cout << "picture: " << path << "\n";
   }
   std::cout << "\n";
@@ -332,8 +403,6 @@ row plan(const options& o, const std::string& name, bool compare) {
 // ---------------------------------------------------------------------------------------------
 // Reading a model: its layers from a file or --layers, its devices from the file or --devices.
 // Memory is handed to ppipe in GiB (ppipe takes any one unit), so its messages read in GiB too.
-
-constexpr int max_layers = 1 << 20;  // far more than any model; keeps a typo from eating the RAM
 
 // Alike layers from one line of the model, for naming what each stage holds.
 struct layer_group {
@@ -349,16 +418,8 @@ struct model {
   std::vector<ppipe::device_spec> devices;  // one per rank, or none: alike devices without a limit
 };
 
-// The whole of `text` as a number, or nothing.
-std::optional<double> number_in(const std::string& text) {
-  try {
-    std::size_t used = 0;
-    const double value = std::stod(text, &used);
-    if (used == text.size()) return value;
-  } catch (const std::exception&) {  // not a number, or out of range
-  }
-  return std::nullopt;
-}
+// The whole of `text` as a finite number, or nothing.
+std::optional<double> number_in(const std::string& text) { return examples::cli::read_number<double>(text); }
 
 // "350MiB" or "1.5GiB" in GiB, or a parse_error that `where` begins. A bare 0 needs no unit.
 double memory_in(std::string_view where, const std::string& text) {
@@ -371,20 +432,16 @@ double memory_in(std::string_view where, const std::string& text) {
   for (const auto& [name, gib] : units) {
     if (value && unit != std::string::npos && text.substr(unit) == name) return *value * gib;
   }
-  ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", text,
+  ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(text),
                       "\" is not a memory size; write e.g. 350MiB or 1.5GiB (units B, KiB, MiB, GiB, TiB)");
 }
 
 model read_model_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    ppipe::detail::fail(ppipe::errc::parse_error, "cannot open the model file \"", path,
-                        "\"; give --model the path of a text file (its format is in --help)");
-  }
+  std::istringstream in(read_text(path, "model file", "give --model the path of a text file (its format is in --help)"));
   constexpr std::string_view layer_syntax = "layer NAME FORWARD BACKWARD [PARAMS ACTIVATIONS] [x COUNT]";
   constexpr std::string_view device_syntax = "device NAME SPEED [MEMORY]";
   model out;
-  out.source = path;
+  out.source = examples::shown(path, 4096);
   int line_number = 0;
   for (std::string line; std::getline(in, line);) {
     ++line_number;
@@ -393,18 +450,18 @@ model read_model_file(const std::string& path) {
     std::vector<std::string> w;
     for (std::string word; text >> std::quoted(word);) w.push_back(word);
     if (w.empty()) continue;
-    const std::string where = ppipe::detail::concat(path, ":", line_number, ": ");
+    const std::string where = ppipe::detail::concat(out.source, ":", line_number, ": ");
     const auto expected = [&](std::string_view syntax, std::string_view or_syntax = "") {
       line.erase(line.find_last_not_of(" \t\r") + 1);
       ppipe::detail::fail(ppipe::errc::parse_error, where, "expected ", syntax,
                           or_syntax.empty() ? "" : " or ", or_syntax, ", not \"",
-                          line.substr(line.find_first_not_of(" \t")), "\"");
+                          examples::shown(std::string_view(line).substr(line.find_first_not_of(" \t"))), "\"");
     };
     const auto number = [&](const std::string& token, std::string_view syntax) {
       const std::optional<double> value = number_in(token);
       if (!value) {
-        ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", token, "\" is not a number; expected ",
-                            syntax);
+        ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(token),
+                            "\" is not a number; expected ", syntax);
       }
       return *value;
     };
@@ -414,7 +471,7 @@ model read_model_file(const std::string& path) {
       if (n >= 3 && w[n - 2] == "x") {
         count = number(w[n - 1], layer_syntax);
         if (count < 1 || count > max_layers || count != std::floor(count)) {
-          ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", w[n - 1], "\" is not a layer count; "
+          ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(w[n - 1]), "\" is not a layer count; "
                               "write x COUNT with a whole number from 1 to ", max_layers);
         }
         n -= 2;
@@ -427,12 +484,12 @@ model read_model_file(const std::string& path) {
         ppipe::detail::fail(ppipe::errc::parse_error, where, "the model has more than ", max_layers,
                             " layers, more than ppipe-plan plans");
       }
-      out.groups.push_back({w[1], static_cast<int>(out.layers.size()), static_cast<int>(count)});
+      out.groups.push_back({examples::shown(w[1]), static_cast<int>(out.layers.size()), static_cast<int>(count)});
       out.layers.insert(out.layers.end(), static_cast<std::size_t>(count), cost);
     } else if (w[0] == "device") {
       if (n != 3 && n != 4) expected(device_syntax);
       ppipe::device_spec d;
-      d.name = w[1];
+      d.name = examples::shown(w[1]);
       d.speed = number(w[2], device_syntax);
       if (n == 4) d.memory = memory_in(where, w[3]);
       out.devices.push_back(d);
@@ -441,7 +498,7 @@ model read_model_file(const std::string& path) {
     }
   }
   if (out.layers.empty()) {
-    ppipe::detail::fail(ppipe::errc::parse_error, path, ": the model has no layers; give one line per "
+    ppipe::detail::fail(ppipe::errc::parse_error, out.source, ": the model has no layers; give one line per "
                         "layer, or per run of alike layers: ", layer_syntax);
   }
   return out;
@@ -454,7 +511,12 @@ std::vector<ppipe::device_spec> read_devices(const std::string& spec) {
   for (std::string item; std::getline(in, item, ',');) {
     const std::size_t colon = item.find(':');
     ppipe::device_spec d;
-    d.speed = to_number<double>("--devices", item.substr(0, colon));
+    const std::optional<double> speed = number_in(item.substr(0, colon));
+    if (!speed) {
+      ppipe::detail::fail(ppipe::errc::parse_error, "--devices: \"", examples::shown(item.substr(0, colon)),
+                          "\" is not a speed; give one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB");
+    }
+    d.speed = *speed;
     if (colon != std::string::npos) d.memory = memory_in("--devices: ", item.substr(colon + 1));
     out.push_back(d);
   }
@@ -471,10 +533,6 @@ model read_model(options& o) {
   if (o.model_file) {
     out = read_model_file(*o.model_file);
   } else {
-    if (*o.layers < 1 || *o.layers > max_layers) {
-      ppipe::detail::fail(ppipe::errc::parse_error, "--layers needs 1 to ", max_layers, " layers, got ",
-                          *o.layers);
-    }
     out.source = ppipe::detail::concat("--layers ", *o.layers);
     out.layers.assign(static_cast<std::size_t>(*o.layers), ppipe::layer_cost{});
     out.groups.push_back({"layer", 0, *o.layers});
@@ -702,7 +760,7 @@ int plan_model(options o) {
       // The heterogeneous partitioner says why no split fits; the other schedules may still fit.
       const bool memory = e.code() == ppipe::errc::out_of_memory;
       std::cout << "== " << name << (memory ? ": does not fit: " : ": not possible with these numbers: ")
-                << e.message() << "\n\n";
+                << examples::printable(e.message()) << "\n\n";
       rows.push_back({name, std::nullopt, memory ? "does not fit in memory" : "not possible"});
     }
   }
@@ -729,20 +787,27 @@ int plan_model(options o) {
     std::cout << "\n";
   }
   std::cout << std::right;
+  if (std::none_of(rows.begin(), rows.end(), [](const outcome& r) { return r.plan.has_value(); })) {
+    const bool none_fits = std::all_of(rows.begin(), rows.end(),
+                                       [](const outcome& r) { return r.trouble == "does not fit in memory"; });
+    ppipe::detail::fail(none_fits ? ppipe::errc::out_of_memory : ppipe::errc::invalid_argument,
+                        "no schedule could be planned", none_fits ? ": no split fits in memory" : " with these numbers",
+                        "; each one says why above");
+  }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    const options o = parse(argc, argv);
+  CLI::App app{"Plans a pipeline before running it: generates each schedule, proves it valid and deadlock-free, "
+               "simulates it and prints its timeline, bubble and memory; with a model, also splits it over the ranks.",
+               "ppipe-plan"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  return examples::cli::run(app, [&] {
+    const options o = parse(app, argc, argv);
+    check_svg(o);
     if (o.schedule_file) {
-      if (o.model_file || o.layers || o.schedule != "all" || o.ranks_given || o.virtual_stages) {
-        ppipe::detail::fail(ppipe::errc::parse_error, "--schedule-file plans the file's schedule (its ranks, stages "
-                            "and microbatches) with --forward and --backward costs; leave out --schedule, -p, -v, "
-                            "--model and --layers");
-      }
       plan(o, "file", false);
       return 0;
     }
@@ -756,8 +821,13 @@ int main(int argc, char** argv) {
       try {
         rows.push_back(plan(o, name, true));
       } catch (const ppipe::error& e) {
-        std::cout << "== " << name << ": not possible with these numbers: " << e.message() << "\n\n";
+        std::cout << "== " << name << ": not possible with these numbers: " << examples::printable(e.message())
+                  << "\n\n";
       }
+    }
+    if (rows.empty()) {
+      ppipe::detail::fail(ppipe::errc::invalid_argument, "no schedule could be planned with these numbers; "
+                          "each one says why above");
     }
     std::cout << "schedule           step time  bubble   peak activations  speedup  transfers\n"
                  "                                       (rank-share mbs)\n";
@@ -767,11 +837,5 @@ int main(int argc, char** argv) {
                 << std::right << "\n";
     }
     return 0;
-  } catch (const ppipe::error& e) {
-    std::cerr << "ppipe-plan: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // e.g. std::bad_alloc for a plan too large for this machine
-    std::cerr << "ppipe-plan: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

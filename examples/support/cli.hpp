@@ -147,20 +147,34 @@ inline CLI::Option* add_timeout(CLI::App& app, long& milliseconds) {
                     "how long a rank waits for another before the run fails, in milliseconds");
 }
 
-// --schedule NAME, one of `names` (aliases map to the name after them: {"interleaved", ...}).
-inline CLI::Option* add_schedule(CLI::App& app, std::string& schedule, const std::vector<std::string>& names,
-                                 const std::string& help = "the schedule") {
-  std::string list;
-  for (std::size_t i = 0; i < names.size(); ++i) list += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
-  CLI::Validator member(
-      [names, list](std::string& text) {
+// "a, b or c".
+inline std::string listed(const std::vector<std::string>& names) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  }
+  return out;
+}
+
+// A validator that takes one of `names`: "\"x\" is not <what>; use a, b or c".
+inline CLI::Validator one_of(const std::vector<std::string>& names, const std::string& what) {
+  return CLI::Validator(
+      [names, what](std::string& text) {
         for (const std::string& name : names) {
           if (text == name) return std::string();
         }
-        return "\"" + shown(text) + "\" is not a schedule here; use " + list;
+        return "\"" + shown(text) + "\" is not " + what + "; use " + listed(names);
       },
       "");
-  return app.add_option("--schedule", schedule, help + ": " + list)->capture_default_str()->check(member);
+}
+
+// --schedule NAME, one of `names`.
+inline CLI::Option* add_schedule(CLI::App& app, std::string& schedule, const std::vector<std::string>& names,
+                                 const std::string& help = "the schedule") {
+  return app.add_option("--schedule", schedule, help + ": " + listed(names))
+      ->capture_default_str()
+      ->type_name("NAME")
+      ->check(one_of(names, "a schedule here"));
 }
 
 // Throws ppipe::error (invalid_argument) unless a file can be written at `path`: its folder

@@ -34,9 +34,9 @@ inline std::size_t utf8_length(std::string_view text, std::size_t i) {
 
 }  // namespace detail
 
-// `text` with every control byte and every byte that is not valid UTF-8 written as \xNN (and a
-// backslash as \\); newlines are kept when `keep_newlines`. At most `limit` characters of the
-// text are shown, followed by "..." when it is longer.
+// `text` with every control byte and every byte that is not valid UTF-8 written as \xNN, and
+// newlines kept when `keep_newlines`; at most `limit` characters of it, then "..." when it is
+// longer. A backslash stays as it is, so that text shown twice reads the same.
 inline std::string shown(std::string_view text, std::size_t limit = 80, bool keep_newlines = false) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
@@ -51,9 +51,7 @@ inline std::string shown(std::string_view text, std::size_t limit = 80, bool kee
         continue;
       }
     }
-    if (c == '\\') {
-      out += "\\\\";
-    } else if ((c < 0x20 && !(c == '\n' && keep_newlines)) || c >= 0x7F) {
+    if ((c < 0x20 && !(c == '\n' && keep_newlines)) || c >= 0x7F) {
       out += "\\x";
       out += hex[c >> 4];
       out += hex[c & 0xF];
