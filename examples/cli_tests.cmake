@@ -105,6 +105,14 @@ ppipe_expect_failure(example.generate.trace_folder_missing STATUS 2
   EXPECT "ppipe-generate: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
   COMMAND ${_generate} --trace /nonexistent/dir/x.json)
 
+# --- ppipe-gallery ---------------------------------------------------------------------------------
+ppipe_expect_failure(example.gallery.usage STATUS 2
+  EXPECT "ppipe-gallery: DIR is required"
+  COMMAND $<TARGET_FILE:ppipe_gallery>)
+ppipe_expect_failure(example.gallery.folder_not_created STATUS 2
+  EXPECT "ppipe-gallery: \\[ppipe.invalid_argument\\] cannot create the directory \"[^\"]*/plan-1f1b.csv/gallery\""
+  COMMAND $<TARGET_FILE:ppipe_gallery> ${_plan_csv}/gallery)
+
 # --- ppipe-mpi-train: a failure on one process ends the job, with every process's own message -----
 if(PPIPE_ENABLE_MPI)
   set(_mpi_train ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG})

@@ -7,8 +7,6 @@
 //
 //   ppipe-gallery DIR        writes DIR/<schedule>.svg (scripts/gallery.sh: into docs/gallery)
 #include <algorithm>
-#include <cstring>
-#include <exception>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -22,6 +20,8 @@
 
 #include <ppipe/ppipe.hpp>
 #include <ppipe/schedule/svg.hpp>
+
+#include "support/cli.hpp"
 
 namespace {
 
@@ -63,7 +63,7 @@ int run(const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     ppipe::detail::fail(ppipe::errc::invalid_argument, "cannot create the directory \"",
-                        dir.string(), "\": ", ec.message(),
+                        examples::shown(dir.string(), 4096), "\": ", ec.message(),
                         "; give a directory this process may write");
   }
   struct plan {
@@ -102,18 +102,13 @@ int run(const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2 || argv[1][0] == '-') {
-    const bool help =
-        argc == 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0);
-    (help ? std::cout : std::cerr)
-        << "usage: ppipe-gallery DIR\n"
-           "  writes DIR/<schedule>.svg, a picture of every built-in schedule\n";
-    return help ? 0 : 2;
-  }
-  try {
-    return run(argv[1]);
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
+  CLI::App app{"Draws every built-in schedule as an SVG picture (p=4, m=8, v=2 where a schedule takes several "
+               "stages per rank).",
+               "ppipe-gallery"};
+  std::string dir;
+  return examples::cli::run(app, [&] {
+    app.add_option("DIR", dir, "the folder for DIR/<schedule>.svg (created if missing)")->required()->type_name("");
+    app.parse(argc, argv);
+    return run(dir);
+  });
 }
