@@ -102,12 +102,14 @@ int run(const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Draws every built-in schedule as an SVG picture (p=4, m=8, v=2 where a schedule takes several "
-               "stages per rank).",
+  CLI::App app{"Draws every built-in schedule as an SVG picture (p=4, m=8, v=2 where a schedule "
+               "takes several stages per rank).",
                "ppipe-gallery"};
   std::string dir;
   return examples::cli::run(app, [&] {
-    app.add_option("DIR", dir, "the folder for DIR/<schedule>.svg (created if missing)")->required()->type_name("");
+    app.add_option("DIR", dir, "the folder for DIR/<schedule>.svg (created if missing)")
+        ->required()
+        ->type_name("");
     app.parse(argc, argv);
     return run(dir);
   });

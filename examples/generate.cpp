@@ -49,19 +49,28 @@ void add_options(CLI::App& app, settings& s) {
   constexpr int most = cli::most;
   cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
   cli::add_number(app, "--requests", s.requests, cli::range<int>{1, most}, "prompts to serve");
-  cli::add_number(app, "--max-new", s.max_new, cli::range<int>{1, most_new}, "new tokens per request at most");
-  cli::add_number(app, "--groups", s.groups, cli::range<int>{0, most}, "groups of sequences in flight (0: one per rank)");
+  cli::add_number(app, "--max-new", s.max_new, cli::range<int>{1, most_new},
+                  "new tokens per request at most");
+  cli::add_number(app, "--groups", s.groups, cli::range<int>{0, most},
+                  "groups of sequences in flight (0: one per rank)");
   cli::add_number(app, "--group-size", s.group_size, cli::range<int>{0, most},
                   "sequences per group at most (0: the requests spread over the groups)");
-  cli::add_number(app, "--budget-kib", s.budget_kib, cli::range<long>{0, std::numeric_limits<long>::max() / 1024},
+  cli::add_number(app, "--budget-kib", s.budget_kib,
+                  cli::range<long>{0, std::numeric_limits<long>::max() / 1024},
                   "KV cache per stage at most, in KiB (0: no budget)");
-  cli::add_number(app, "--blocks", s.model.blocks, cli::range<int>{1, (most - 2) / 2}, "transformer blocks");
-  cli::add_number(app, "--d-model", s.model.d_model, cli::range<int>{1, most}, "width of the residual stream");
-  cli::add_number(app, "--vocab", s.model.vocab, cli::range<int>{1, most_vocab}, "tokens in the vocabulary");
-  cli::add_number(app, "--seed", s.model.seed, cli::range<std::uint64_t>{0}, "seed of the weights and prompts");
-  app.add_option("--trace", s.trace, "the run's Chrome trace; \"\" for none")->capture_default_str();
-  app.add_flag_callback("--no-compare", [&s] { s.compare = false; },
-                        "skip the run on one stage that the tokens are checked against");
+  cli::add_number(app, "--blocks", s.model.blocks, cli::range<int>{1, (most - 2) / 2},
+                  "transformer blocks");
+  cli::add_number(app, "--d-model", s.model.d_model, cli::range<int>{1, most},
+                  "width of the residual stream");
+  cli::add_number(app, "--vocab", s.model.vocab, cli::range<int>{1, most_vocab},
+                  "tokens in the vocabulary");
+  cli::add_number(app, "--seed", s.model.seed, cli::range<std::uint64_t>{0},
+                  "seed of the weights and prompts");
+  app.add_option("--trace", s.trace, "the run's Chrome trace; \"\" for none")
+      ->capture_default_str();
+  app.add_flag_callback(
+      "--no-compare", [&s] { s.compare = false; },
+      "skip the run on one stage that the tokens are checked against");
 }
 
 // About what a run holds at once, in bytes: the weights, every request's KV cache (all of them
@@ -81,46 +90,56 @@ struct run_bytes {
     // Attention: 4 dense d x d with biases; MLP: d x ff and ff x d with biases; 2 layer norms.
     const std::uint64_t block = plus(product(4, plus(product(d, d), d)),
                                      plus(plus(product(2, d, ff), plus(ff, d)), product(4, d)));
+    const auto vocab = static_cast<std::uint64_t>(c.vocab);
+    const auto positions = static_cast<std::uint64_t>(c.max_positions);
+    // Token and position embeddings, the blocks, the final norm, the head.
     const std::uint64_t parameters =
-        plus(plus(product(plus(static_cast<std::uint64_t>(c.vocab), static_cast<std::uint64_t>(c.max_positions)), d),
-                  product(c.blocks, block)),
-             plus(product(d, plus(static_cast<std::uint64_t>(c.vocab), 1)), product(2, d)));
+        plus(plus(product(plus(vocab, positions), d), product(c.blocks, block)),
+             plus(product(2, d), product(d, plus(vocab, 1))));
     weights = product(parameters, sizeof(float));
     const auto capacity = static_cast<std::uint64_t>(longest_prompt + s.max_new - 1);
     cache = product(s.requests, c.blocks, 2, capacity, d, sizeof(float), s.compare ? 2 : 1);
     constexpr std::uint64_t per_event = 64;
-    requests = plus(product(s.requests, plus(capacity, c.vocab), sizeof(float), 3),
+    requests = plus(product(s.requests, plus(capacity, vocab), sizeof(float), 3),
                     product(s.requests, s.max_new, s.ranks, per_event));
   }
-  [[nodiscard]] std::uint64_t total() const { return examples::plus(weights, examples::plus(cache, requests)); }
+  [[nodiscard]] std::uint64_t total() const {
+    return examples::plus(weights, examples::plus(cache, requests));
+  }
   [[nodiscard]] std::string largest() const {
     using examples::human_bytes;
     if (weights >= cache && weights >= requests) {
-      return "the weights take " + human_bytes(weights) + ": give a smaller --blocks, --d-model or --vocab";
+      return "the weights take " + human_bytes(weights) +
+             ": give a smaller --blocks, --d-model or --vocab";
     }
     if (cache >= requests) {
-      return "the KV cache takes " + human_bytes(cache) + ": give fewer --requests, or a smaller --max-new, --blocks or --d-model";
+      return "the KV cache takes " + human_bytes(cache) +
+             ": give fewer --requests, or a smaller --max-new, --blocks or --d-model";
     }
-    return "the requests, their tokens and the trace take " + human_bytes(requests) + ": give fewer --requests or --ranks";
+    return "the requests, their tokens and the trace take " + human_bytes(requests) +
+           ": give fewer --requests or --ranks";
   }
 };
 
 // What the command line asks for, checked before anything is built.
 void check(const settings& s) {
   const run_bytes bytes(s);
-  examples::check_memory(bytes.total(),
-                         ppipe::detail::concat("serving --requests ", s.requests, " of up to ", longest_prompt, "+", s.max_new,
-                                               " tokens through a decoder of --blocks ", s.model.blocks, ", --d-model ",
-                                               s.model.d_model, " and --vocab ", s.model.vocab),
-                         bytes.largest());
+  examples::check_memory(
+      bytes.total(),
+      ppipe::detail::concat("serving --requests ", s.requests, " of up to ", longest_prompt, "+",
+                            s.max_new, " tokens through a decoder of --blocks ", s.model.blocks,
+                            ", --d-model ", s.model.d_model, " and --vocab ", s.model.vocab),
+      bytes.largest());
   const int layers = 2 + 2 * s.model.blocks;
   if (s.ranks > layers) {
-    examples::cli::refuse("--ranks ", s.ranks, ", but the decoder has ", layers, " layers (--blocks ", s.model.blocks,
-                          " gives 2x", s.model.blocks, "+2) and every rank needs one; give at most ", layers,
+    examples::cli::refuse("--ranks ", s.ranks, ", but the decoder has ", layers,
+                          " layers (--blocks ", s.model.blocks, " gives 2x", s.model.blocks,
+                          "+2) and every rank needs one; give at most ", layers,
                           " ranks or more --blocks");
   }
   if (!s.trace.empty()) {
-    examples::cli::check_writable(s.trace, "--trace", "give a file in a folder that exists, or --trace \"\" for none");
+    examples::cli::check_writable(s.trace, "--trace",
+                                  "give a file in a folder that exists, or --trace \"\" for none");
   }
 }
 
@@ -219,7 +238,8 @@ int run(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Serves prompts through a pipelined transformer (the host backend).", "ppipe-generate"};
+  CLI::App app{"Serves prompts through a pipelined transformer (the host backend).",
+               "ppipe-generate"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   settings s;
   return examples::cli::run(app, [&] {

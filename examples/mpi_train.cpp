@@ -3,7 +3,8 @@
 //
 //   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved_1f1b] [--microbatches 16]
 //          [--virtual 2] [--replicas 2] [--steps 20] [--batch 512] [--width 256] [--hidden 4]
-//          [--lr 0.1] [--trace ppipe-trace | --no-trace] [--timeout-ms 60000] [--check]   (--help says more)
+//          [--lr 0.1] [--trace ppipe-trace | --no-trace] [--timeout-ms 60000] [--check]
+//          (--help says more)
 //
 // Every process runs this same program (SPMD): it builds the same model and data, and
 // ppipe::mpi::pipeline keeps only its own stages. With --replicas R the job runs R copies of the
@@ -59,15 +60,20 @@ void add_options(CLI::App& app, settings& s) {
   cli::add_number(app, "--replicas", s.replicas, cli::range<int>{1, cli::most},
                   "data-parallel copies of the pipeline, each on processes/replicas processes");
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
-  cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1}, "rows per step, shared by the replicas");
-  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most}, "width of the hidden layers");
+  cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1},
+                  "rows per step, shared by the replicas");
+  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most},
+                  "width of the hidden layers");
   cli::add_number(app, "--hidden", s.hidden, cli::range<int>{0, (cli::most - 1) / 2},
                   "hidden linear layers, each followed by a ReLU");
   cli::add_number(app, "--lr", s.lr, cli::range<float>{0.0f}, "learning rate");
-  app.add_option("--trace", s.trace, "each rank's Chrome trace goes to PREFIX.rank<r>.json")->capture_default_str();
-  app.add_flag_callback("--no-trace", [&s] { s.trace.clear(); }, "write no traces (wins over --trace)");
+  app.add_option("--trace", s.trace, "each rank's Chrome trace goes to PREFIX.rank<r>.json")
+      ->capture_default_str();
+  app.add_flag_callback(
+      "--no-trace", [&s] { s.trace.clear(); }, "write no traces (wins over --trace)");
   cli::add_timeout(app, s.timeout_ms);
-  app.add_flag("--check", s.check, "also train on this process with the host backend and compare the bits");
+  app.add_flag("--check", s.check,
+               "also train on this process with the host backend and compare the bits");
 }
 
 // The run's sizes as the MLP checks take them: every process makes the whole batch and model.
@@ -88,9 +94,11 @@ examples::mlp_run sizes(const settings& s, int processes) {
 // process reaches the same verdict.
 void check_options(const settings& s, int processes) {
   if (s.check && s.replicas != 1) {
-    examples::cli::refuse("--check compares one pipeline with the host backend; drop --replicas ", s.replicas);
+    examples::cli::refuse("--check compares one pipeline with the host backend; drop --replicas ",
+                          s.replicas);
   }
-  examples::check_shape(sizes(s, processes), s.replicas > 1 ? "each replica's share of --batch" : "--batch");
+  examples::check_shape(sizes(s, processes),
+                        s.replicas > 1 ? "each replica's share of --batch" : "--batch");
 }
 
 // What each process checks for itself: its trace file, and that the processes on its machine fit
@@ -98,17 +106,23 @@ void check_options(const settings& s, int processes) {
 void check_here(const settings& s, const ppipe::mpi::session& mpi, const std::string& trace_path) {
   MPI_Comm node = MPI_COMM_NULL;
   int here = 1;
-  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, mpi.rank(), MPI_INFO_NULL, &node) ==
+      MPI_SUCCESS) {
     MPI_Comm_size(node, &here);
     MPI_Comm_free(&node);
   }
   examples::mlp_run run = sizes(s, mpi.size());
   run.rows = s.batch;  // every process makes the whole batch, then keeps its replica's rows
-  examples::check_memory(run, ppipe::detail::concat("running ", here, " processes on this machine, each training an MLP of --hidden ",
-                                                    s.hidden, " layers of --width ", s.width, " on --batch ", s.batch,
-                                                    " rows,"),
-                         here);
-  if (!trace_path.empty()) examples::cli::check_writable(trace_path, "--trace", "give a PREFIX in a folder that exists, or --no-trace");
+  examples::check_memory(
+      run,
+      ppipe::detail::concat(
+          "running ", here, " processes on this machine, each training an MLP of --hidden ",
+          s.hidden, " layers of --width ", s.width, " on --batch ", s.batch, " rows,"),
+      here);
+  if (!trace_path.empty()) {
+    examples::cli::check_writable(trace_path, "--trace",
+                                  "give a PREFIX in a folder that exists, or --no-trace");
+  }
 }
 
 // Runs `step` on this process, then agrees with every other process: the worst exit status of
@@ -121,7 +135,8 @@ int on_every_process(const ppipe::mpi::session& mpi, const CLI::App& app, Step&&
     step();
   } catch (...) {
     const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
-    std::fprintf(stderr, "%s: process %d: %s\n", app.get_name().c_str(), mpi.rank(), o.message.c_str());
+    std::fprintf(stderr, "%s: process %d: %s\n", app.get_name().c_str(), mpi.rank(),
+                 o.message.c_str());
     std::fflush(stderr);
     status = o.status;
   }
@@ -242,7 +257,8 @@ int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Trains an MLP through a pipeline of MPI processes, one pipeline rank each.", "ppipe-mpi-train"};
+  CLI::App app{"Trains an MLP through a pipeline of MPI processes, one pipeline rank each.",
+               "ppipe-mpi-train"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::optional<ppipe::mpi::session> mpi;
   settings s;
@@ -263,7 +279,8 @@ int main(int argc, char** argv) {
     if (mpi->rank() == 0 && !o.help) std::cerr << "ppipe-mpi-train: " << o.message << "\n";
     return o.status;
   }
-  if (const int status = on_every_process(*mpi, app, [&] { check_here(s, *mpi, trace_path(s, mpi->rank())); })) {
+  if (const int status =
+          on_every_process(*mpi, app, [&] { check_here(s, *mpi, trace_path(s, mpi->rank())); })) {
     return status;
   }
   try {
@@ -272,7 +289,8 @@ int main(int argc, char** argv) {
     return train<ppipe::schedules::interleaved_1f1b>(s, *mpi, app);
   } catch (const ppipe::error& e) {
     // The pipeline reports a failure on every process: one line each, then an agreed end.
-    std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi->rank(), examples::printable(e.what()).c_str());
+    std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi->rank(),
+                 examples::printable(e.what()).c_str());
     return examples::cli::status_of(e.code());
   } catch (...) {
     // Anything else happened on this process alone, and the others may be waiting for it in MPI.

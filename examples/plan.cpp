@@ -59,7 +59,8 @@ struct options {
 
 constexpr int max_layers = 1 << 20;  // far more than any model; keeps a typo from eating the RAM
 
-constexpr const char* footer = R"(With all schedules, GPipe, 1F1B and ZB-H1 run one stage per rank whatever -v says.
+constexpr const char* footer =
+    R"(With all schedules, GPipe, 1F1B and ZB-H1 run one stage per rank whatever -v says.
 
 Splitting a model over the ranks (instead of --forward, --backward and --activation-mib):
   --model or --layers gives the layers, --devices the devices, --partitioner the way to split.
@@ -84,7 +85,8 @@ the run failed (e.g. a picture could not be written).
 std::vector<double> to_list(const std::string& text) {
   std::vector<double> out;
   std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(examples::cli::read_number<double>(item).value_or(0));
+  for (std::string item; std::getline(in, item, ',');)
+    out.push_back(examples::cli::read_number<double>(item).value_or(0));
   return out;
 }
 
@@ -97,7 +99,8 @@ CLI::Validator times_list() {
         std::size_t n = 0;
         for (std::string item; std::getline(in, item, ','); ++n) {
           double value = 0;
-          if (std::string why = examples::cli::number_problem(item, positive, value); !why.empty()) {
+          if (std::string why = examples::cli::number_problem(item, positive, value);
+              !why.empty()) {
             return "time " + std::to_string(n + 1) + " of the list: " + why;
           }
         }
@@ -109,24 +112,27 @@ CLI::Validator times_list() {
 options parse(CLI::App& app, int argc, char** argv) {
   namespace cli = examples::cli;
   options o;
-  std::vector<std::string> names(std::begin(ppipe::schedule_names), std::end(ppipe::schedule_names));
+  std::vector<std::string> names(std::begin(ppipe::schedule_names),
+                                 std::end(ppipe::schedule_names));
   names.insert(names.begin() + 3, "interleaved");
   names.push_back("all");
   cli::add_schedule(app, o.schedule, names, "the schedule (all compares every training schedule)");
-  const CLI::Option* ranks = cli::add_ranks(app, o.ranks, "pipeline ranks (default 4, or one per device given)");
+  const CLI::Option* ranks =
+      cli::add_ranks(app, o.ranks, "pipeline ranks (default 4, or one per device given)");
   const CLI::Option* microbatches = cli::add_microbatches(app, o.microbatches);
   int virtual_stages = 2;
   const CLI::Option* virtual_option =
-      cli::add_virtual(app, virtual_stages,
-                       "stages per rank for interleaved_1f1b and forward_only (default 2 with all or "
-                       "interleaved_1f1b, else 1); zb_v always has 2")
+      cli::add_virtual(
+          app, virtual_stages,
+          "stages per rank for interleaved_1f1b and forward_only (default 2 with all or "
+          "interleaved_1f1b, else 1); zb_v always has 2")
           ->default_str("");
   std::string forward = "1";
   std::string backward = "2";
   const CLI::Option* forward_option =
       app.add_option("--forward", forward,
-                     "forward time of one rank's share of the model, split evenly over its stages; or a list "
-                     "with the time of every stage")
+                     "forward time of one rank's share of the model, split evenly over its stages; "
+                     "or a list with the time of every stage")
           ->capture_default_str()
           ->type_name("T[,T..]")
           ->check(times_list());
@@ -139,46 +145,60 @@ options parse(CLI::App& app, int argc, char** argv) {
                   "time for one activation or gradient message to arrive");
   std::string transfers = "rendezvous";
   app.add_option("--transfers", transfers,
-                 "rendezvous (sends wait for their receive, as NCCL's do) or buffered (sends never wait, as "
-                 "MPI_Isend's and the host backend's)")
+                 "rendezvous (sends wait for their receive, as NCCL's do) or buffered (sends never "
+                 "wait, as MPI_Isend's and the host backend's)")
       ->capture_default_str()
       ->check(cli::one_of({"rendezvous", "buffered"}, "a transfer model"));
   double activation_mib = 0;
-  const CLI::Option* activation_option =
-      cli::add_number(app, "--activation-mib", activation_mib, cli::range<double>{0.0},
-                      "MiB of activations one rank's share of the model keeps per microbatch (prints the peak "
-                      "memory of each rank)");
-  cli::add_number(app, "--width", o.width, cli::range<int>{20, cli::most}, "characters per timeline line");
-  app.add_flag_callback("--no-timeline", [&o] { o.timeline = false; }, "print the figures only");
-  app.add_flag_callback("--timeline", [&o] { o.timeline = true; }, "draw the timeline (the default, except with a model)");
+  const CLI::Option* activation_option = cli::add_number(
+      app, "--activation-mib", activation_mib, cli::range<double>{0.0},
+      "MiB of activations one rank's share of the model keeps per microbatch (prints the peak "
+      "memory of each rank)");
+  cli::add_number(app, "--width", o.width, cli::range<int>{20, cli::most},
+                  "characters per timeline line");
+  app.add_flag_callback(
+      "--no-timeline", [&o] { o.timeline = false; }, "print the figures only");
+  app.add_flag_callback(
+      "--timeline", [&o] { o.timeline = true; },
+      "draw the timeline (the default, except with a model)");
   std::string svg;
-  const CLI::Option* svg_option = app.add_option(
-      "--svg", svg, "also draw each plan as an SVG picture: PATH is the file with one schedule, a folder (which must exist) "
-                    "with all, one NAME.svg per schedule")->type_name("PATH");
+  const CLI::Option* svg_option =
+      app.add_option("--svg", svg,
+                     "also draw each plan as an SVG picture: PATH is the file with one schedule, a "
+                     "folder (which must exist) with all, one NAME.svg per schedule")
+          ->type_name("PATH");
   std::string schedule_file;
-  const CLI::Option* schedule_file_option = app.add_option(
-      "--schedule-file", schedule_file,
-      "plan the schedule in this file instead: PyTorch's CSV form (one row per rank, one cell per step such as 0F1, "
-      "2I0, 1W3; empty cells idle), validated first")->type_name("FILE");
+  const CLI::Option* schedule_file_option =
+      app.add_option("--schedule-file", schedule_file,
+                     "plan the schedule in this file instead: PyTorch's CSV form (one row per "
+                     "rank, one cell per step such as 0F1, 2I0, 1W3; empty cells idle), validated "
+                     "first")
+          ->type_name("FILE");
   std::string model_file;
   const CLI::Option* model_option =
-      app.add_option("--model", model_file, "the model's layers, and optionally the devices, from a text file (below)")
+      app.add_option("--model", model_file,
+                     "the model's layers, and optionally the devices, from a text file (below)")
           ->type_name("FILE");
   int layers = 1;
-  const CLI::Option* layers_option = cli::add_number(app, "--layers", layers, cli::range<int>{1, max_layers},
-                                                     "this many alike layers instead (forward 1, backward 2, no memory)")
-                                        ->default_str("");
+  const CLI::Option* layers_option =
+      cli::add_number(app, "--layers", layers, cli::range<int>{1, max_layers},
+                      "this many alike layers instead (forward 1, backward 2, no memory)")
+          ->default_str("");
   std::string devices;
-  const CLI::Option* devices_option = app.add_option(
-      "--devices", devices,
-      "one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB; replaces the file's devices, and sets the number of ranks")
-      ->type_name("SPEC");
+  const CLI::Option* devices_option =
+      app.add_option("--devices", devices,
+                     "one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB; replaces the file's "
+                     "devices, and sets the number of ranks")
+          ->type_name("SPEC");
   std::string partitioner;
-  std::vector<std::string> partitioners(std::begin(ppipe::partitioner_names), std::end(ppipe::partitioner_names));
-  const CLI::Option* partitioner_option = app.add_option(
-      "--partitioner", partitioner,
-      "uniform, balanced or heterogeneous (default: heterogeneous when a device has a speed other than 1 or a memory "
-      "limit, else balanced)")->type_name("NAME")->check(cli::one_of(partitioners, "a partitioner"));
+  std::vector<std::string> partitioners(std::begin(ppipe::partitioner_names),
+                                        std::end(ppipe::partitioner_names));
+  const CLI::Option* partitioner_option =
+      app.add_option("--partitioner", partitioner,
+                     "uniform, balanced or heterogeneous (default: heterogeneous when a device has "
+                     "a speed other than 1 or a memory limit, else balanced)")
+          ->type_name("NAME")
+          ->check(cli::one_of(partitioners, "a partitioner"));
   app.footer(footer);
   app.parse(argc, argv);
 
@@ -188,8 +208,10 @@ options parse(CLI::App& app, int argc, char** argv) {
   if (virtual_option->count() > 0) o.virtual_stages = virtual_stages;
   o.forward = to_list(forward);
   o.backward = to_list(backward);
-  o.stage_costs_given = forward_option->count() + backward_option->count() + activation_option->count() > 0;
-  o.transfers = transfers == "buffered" ? ppipe::transfer_model::buffered : ppipe::transfer_model::rendezvous;
+  o.stage_costs_given =
+      forward_option->count() + backward_option->count() + activation_option->count() > 0;
+  o.transfers =
+      transfers == "buffered" ? ppipe::transfer_model::buffered : ppipe::transfer_model::rendezvous;
   if (activation_option->count() > 0) o.activation_mib = activation_mib;
   if (svg_option->count() > 0) o.svg = svg;
   if (schedule_file_option->count() > 0) o.schedule_file = schedule_file;
@@ -201,19 +223,25 @@ options parse(CLI::App& app, int argc, char** argv) {
   if (o.model_file && o.layers) cli::refuse("give --model or --layers, not both");
   const bool model = o.model_file || o.layers;
   if (model && o.stage_costs_given) {
-    cli::refuse("--forward, --backward and --activation-mib describe a model without layers; with --model or "
-                "--layers, the layers' own costs apply");
+    cli::refuse(
+        "--forward, --backward and --activation-mib describe a model without layers; with --model "
+        "or --layers, the layers' own costs apply");
   }
   if (!model && (o.devices || o.partitioner)) {
-    cli::refuse("--devices and --partitioner plan a model split; give the model with --model FILE or --layers N");
+    cli::refuse(
+        "--devices and --partitioner plan a model split; give the model with --model FILE or "
+        "--layers N");
   }
   if (model && o.svg) {
-    cli::refuse("--svg draws the plans of --forward and --backward costs or of --schedule-file; with --model or "
-                "--layers there is no picture yet");
+    cli::refuse(
+        "--svg draws the plans of --forward and --backward costs or of --schedule-file; with "
+        "--model or --layers there is no picture yet");
   }
-  if (o.schedule_file && (model || o.schedule != "all" || o.ranks_given || o.microbatches_given || o.virtual_stages)) {
-    cli::refuse("--schedule-file plans the file's schedule (its ranks, stages and microbatches) with --forward and "
-                "--backward costs; leave out --schedule, -p, -m, -v, --model and --layers");
+  if (o.schedule_file &&
+      (model || o.schedule != "all" || o.ranks_given || o.microbatches_given || o.virtual_stages)) {
+    cli::refuse(
+        "--schedule-file plans the file's schedule (its ranks, stages and microbatches) with "
+        "--forward and --backward costs; leave out --schedule, -p, -m, -v, --model and --layers");
   }
   return o;
 }
@@ -225,16 +253,18 @@ constexpr std::size_t max_file_bytes = std::size_t{64} << 20;
 std::string read_text(const std::string& path, std::string_view what, std::string_view fix) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    ppipe::detail::fail(ppipe::errc::parse_error, "cannot open the ", what, " \"", examples::shown(path, 4096),
-                        "\"; ", fix);
+    ppipe::detail::fail(ppipe::errc::parse_error, "cannot open the ", what, " \"",
+                        examples::shown(path, 4096), "\"; ", fix);
   }
   std::string text;
   std::string chunk(std::size_t{1} << 16, '\0');
   while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
     text.append(chunk.data(), static_cast<std::size_t>(in.gcount()));
     if (text.size() > max_file_bytes) {
-      ppipe::detail::fail(ppipe::errc::parse_error, "the ", what, " \"", examples::shown(path, 4096), "\" is larger than ",
-                          examples::human_bytes(max_file_bytes), ", far more than any ", what, " needs; ", fix);
+      ppipe::detail::fail(ppipe::errc::parse_error, "the ", what, " \"",
+                          examples::shown(path, 4096), "\" is larger than ",
+                          examples::human_bytes(max_file_bytes), ", far more than any ", what,
+                          " needs; ", fix);
     }
   }
   return text;
@@ -277,11 +307,13 @@ ppipe::schedule make(const options& o, const std::string& name, bool compare) {
     ppipe::csv_read_options read;
     read.name = name;
     read.model = o.transfers;
-    const std::string text = read_text(*o.schedule_file, "schedule file", "give --schedule-file the path of a CSV file");
+    const std::string text =
+        read_text(*o.schedule_file, "schedule file", "give --schedule-file the path of a CSV file");
     try {
       return ppipe::from_csv(text, read);  // validated
     } catch (const ppipe::error& e) {
-      throw ppipe::error(e.code(), ppipe::detail::concat(examples::shown(*o.schedule_file, 4096), ": ", e.message()));
+      throw ppipe::error(e.code(), ppipe::detail::concat(examples::shown(*o.schedule_file, 4096),
+                                                         ": ", e.message()));
     }
   }
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
@@ -290,8 +322,8 @@ ppipe::schedule make(const options& o, const std::string& name, bool compare) {
   // A schedule holds a few actions per stage and microbatch, each with its simulated times.
   constexpr std::uint64_t per_stage_microbatch = 6 * 32;
   examples::check_memory(examples::product(o.ranks, o.microbatches, v, per_stage_microbatch),
-                         ppipe::detail::concat("planning ", name, " with p=", o.ranks, ", m=", o.microbatches,
-                                               " and v=", v),
+                         ppipe::detail::concat("planning ", name, " with p=", o.ranks,
+                                               ", m=", o.microbatches, " and v=", v),
                          "give fewer ranks, microbatches or stages per rank");
   ppipe::schedule s = ppipe::make_schedule(name, {o.ranks, o.microbatches, v});
   ppipe::validate(s, o.transfers);
@@ -333,9 +365,10 @@ void check_svg(const options& o) {
   if (!o.svg) return;
   const bool all = o.schedule == "all" && !o.schedule_file;
   if (all && !std::filesystem::is_directory(*o.svg)) {
-    ppipe::detail::fail(ppipe::errc::invalid_argument, "--svg \"", examples::shown(*o.svg, 4096),
-                        "\" is not a folder that exists: with all schedules it names the folder for their pictures "
-                        "(NAME.svg each); create it, or give --schedule NAME for one picture");
+    ppipe::detail::fail(
+        ppipe::errc::invalid_argument, "--svg \"", examples::shown(*o.svg, 4096),
+        "\" is not a folder that exists: with all schedules it names the folder for their pictures "
+        "(NAME.svg each); create it, or give --schedule NAME for one picture");
   }
   examples::cli::check_writable(all ? *o.svg + "/gpipe.svg" : *o.svg, "--svg",
                                 "give a path this process may write");
@@ -419,7 +452,9 @@ struct model {
 };
 
 // The whole of `text` as a finite number, or nothing.
-std::optional<double> number_in(const std::string& text) { return examples::cli::read_number<double>(text); }
+std::optional<double> number_in(const std::string& text) {
+  return examples::cli::read_number<double>(text);
+}
 
 // "350MiB" or "1.5GiB" in GiB, or a parse_error that `where` begins. A bare 0 needs no unit.
 double memory_in(std::string_view where, const std::string& text) {
@@ -432,12 +467,14 @@ double memory_in(std::string_view where, const std::string& text) {
   for (const auto& [name, gib] : units) {
     if (value && unit != std::string::npos && text.substr(unit) == name) return *value * gib;
   }
-  ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(text),
-                      "\" is not a memory size; write e.g. 350MiB or 1.5GiB (units B, KiB, MiB, GiB, TiB)");
+  ppipe::detail::fail(
+      ppipe::errc::parse_error, where, "\"", examples::shown(text),
+      "\" is not a memory size; write e.g. 350MiB or 1.5GiB (units B, KiB, MiB, GiB, TiB)");
 }
 
 model read_model_file(const std::string& path) {
-  std::istringstream in(read_text(path, "model file", "give --model the path of a text file (its format is in --help)"));
+  std::istringstream in(read_text(
+      path, "model file", "give --model the path of a text file (its format is in --help)"));
   constexpr std::string_view layer_syntax = "layer NAME FORWARD BACKWARD [PARAMS ACTIVATIONS] [x COUNT]";
   constexpr std::string_view device_syntax = "device NAME SPEED [MEMORY]";
   model out;
@@ -453,9 +490,10 @@ model read_model_file(const std::string& path) {
     const std::string where = ppipe::detail::concat(out.source, ":", line_number, ": ");
     const auto expected = [&](std::string_view syntax, std::string_view or_syntax = "") {
       line.erase(line.find_last_not_of(" \t\r") + 1);
-      ppipe::detail::fail(ppipe::errc::parse_error, where, "expected ", syntax,
-                          or_syntax.empty() ? "" : " or ", or_syntax, ", not \"",
-                          examples::shown(std::string_view(line).substr(line.find_first_not_of(" \t"))), "\"");
+      ppipe::detail::fail(
+          ppipe::errc::parse_error, where, "expected ", syntax, or_syntax.empty() ? "" : " or ",
+          or_syntax, ", not \"",
+          examples::shown(std::string_view(line).substr(line.find_first_not_of(" \t"))), "\"");
     };
     const auto number = [&](const std::string& token, std::string_view syntax) {
       const std::optional<double> value = number_in(token);
@@ -471,8 +509,10 @@ model read_model_file(const std::string& path) {
       if (n >= 3 && w[n - 2] == "x") {
         count = number(w[n - 1], layer_syntax);
         if (count < 1 || count > max_layers || count != std::floor(count)) {
-          ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(w[n - 1]), "\" is not a layer count; "
-                              "write x COUNT with a whole number from 1 to ", max_layers);
+          ppipe::detail::fail(ppipe::errc::parse_error, where, "\"", examples::shown(w[n - 1]),
+                              "\" is not a layer count; write x COUNT with a whole number from 1 "
+                              "to ",
+                              max_layers);
         }
         n -= 2;
       }
@@ -484,7 +524,8 @@ model read_model_file(const std::string& path) {
         ppipe::detail::fail(ppipe::errc::parse_error, where, "the model has more than ", max_layers,
                             " layers, more than ppipe-plan plans");
       }
-      out.groups.push_back({examples::shown(w[1]), static_cast<int>(out.layers.size()), static_cast<int>(count)});
+      out.groups.push_back(
+          {examples::shown(w[1]), static_cast<int>(out.layers.size()), static_cast<int>(count)});
       out.layers.insert(out.layers.end(), static_cast<std::size_t>(count), cost);
     } else if (w[0] == "device") {
       if (n != 3 && n != 4) expected(device_syntax);
@@ -498,8 +539,10 @@ model read_model_file(const std::string& path) {
     }
   }
   if (out.layers.empty()) {
-    ppipe::detail::fail(ppipe::errc::parse_error, out.source, ": the model has no layers; give one line per "
-                        "layer, or per run of alike layers: ", layer_syntax);
+    ppipe::detail::fail(ppipe::errc::parse_error, out.source,
+                        ": the model has no layers; give one line per layer, or per run of alike "
+                        "layers: ",
+                        layer_syntax);
   }
   return out;
 }
@@ -513,8 +556,9 @@ std::vector<ppipe::device_spec> read_devices(const std::string& spec) {
     ppipe::device_spec d;
     const std::optional<double> speed = number_in(item.substr(0, colon));
     if (!speed) {
-      ppipe::detail::fail(ppipe::errc::parse_error, "--devices: \"", examples::shown(item.substr(0, colon)),
-                          "\" is not a speed; give one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB");
+      ppipe::detail::fail(
+          ppipe::errc::parse_error, "--devices: \"", examples::shown(item.substr(0, colon)),
+          "\" is not a speed; give one SPEED[:MEMORY] per rank, e.g. 1.0:24GiB,0.6:24GiB");
     }
     d.speed = *speed;
     if (colon != std::string::npos) d.memory = memory_in("--devices: ", item.substr(colon + 1));
@@ -759,7 +803,8 @@ int plan_model(options o) {
     } catch (const ppipe::error& e) {
       // The heterogeneous partitioner says why no split fits; the other schedules may still fit.
       const bool memory = e.code() == ppipe::errc::out_of_memory;
-      std::cout << "== " << name << (memory ? ": does not fit: " : ": not possible with these numbers: ")
+      std::cout << "== " << name
+                << (memory ? ": does not fit: " : ": not possible with these numbers: ")
                 << examples::printable(e.message()) << "\n\n";
       rows.push_back({name, std::nullopt, memory ? "does not fit in memory" : "not possible"});
     }
@@ -788,10 +833,12 @@ int plan_model(options o) {
   }
   std::cout << std::right;
   if (std::none_of(rows.begin(), rows.end(), [](const outcome& r) { return r.plan.has_value(); })) {
-    const bool none_fits = std::all_of(rows.begin(), rows.end(),
-                                       [](const outcome& r) { return r.trouble == "does not fit in memory"; });
+    const bool none_fits = std::all_of(rows.begin(), rows.end(), [](const outcome& r) {
+      return r.trouble == "does not fit in memory";
+    });
     ppipe::detail::fail(none_fits ? ppipe::errc::out_of_memory : ppipe::errc::invalid_argument,
-                        "no schedule could be planned", none_fits ? ": no split fits in memory" : " with these numbers",
+                        "no schedule could be planned",
+                        none_fits ? ": no split fits in memory" : " with these numbers",
                         "; each one says why above");
   }
   return 0;
@@ -800,9 +847,11 @@ int plan_model(options o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Plans a pipeline before running it: generates each schedule, proves it valid and deadlock-free, "
-               "simulates it and prints its timeline, bubble and memory; with a model, also splits it over the ranks.",
-               "ppipe-plan"};
+  CLI::App app{
+      "Plans a pipeline before running it: generates each schedule, proves it valid and "
+      "deadlock-free, simulates it and prints its timeline, bubble and memory; with a model, also "
+      "splits it over the ranks.",
+      "ppipe-plan"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return examples::cli::run(app, [&] {
     const options o = parse(app, argc, argv);
@@ -821,13 +870,14 @@ int main(int argc, char** argv) {
       try {
         rows.push_back(plan(o, name, true));
       } catch (const ppipe::error& e) {
-        std::cout << "== " << name << ": not possible with these numbers: " << examples::printable(e.message())
+        std::cout << "== " << name
+                  << ": not possible with these numbers: " << examples::printable(e.message())
                   << "\n\n";
       }
     }
     if (rows.empty()) {
-      ppipe::detail::fail(ppipe::errc::invalid_argument, "no schedule could be planned with these numbers; "
-                          "each one says why above");
+      ppipe::detail::fail(ppipe::errc::invalid_argument,
+                          "no schedule could be planned with these numbers; each one says why above");
     }
     std::cout << "schedule           step time  bubble   peak activations  speedup  transfers\n"
                  "                                       (rank-share mbs)\n";

@@ -4,8 +4,9 @@
 // step's trace as Chrome trace JSON (open it at ui.perfetto.dev).
 //
 //   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b] [--virtual 2] [--steps 30]
-//               [--batch 512] [--inputs 16] [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace.json]
-//               [--timeout-ms 60000] [--compare] [--no-timeline]        (--help says more)
+//               [--batch 512] [--inputs 16] [--width 256] [--hidden 4] [--lr 0.1]
+//               [--trace ppipe-trace.json] [--timeout-ms 60000] [--compare] [--no-timeline]
+//               (--help says more)
 
 #include <chrono>
 #include <cmath>
@@ -52,14 +53,17 @@ void add_options(CLI::App& app, settings& s) {
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
   cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1}, "rows per step");
   cli::add_number(app, "--inputs", s.inputs, cli::range<int>{1, cli::most}, "features per row");
-  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most}, "width of the hidden layers");
+  cli::add_number(app, "--width", s.width, cli::range<int>{1, cli::most},
+                  "width of the hidden layers");
   cli::add_number(app, "--hidden", s.hidden, cli::range<int>{0, (cli::most - 1) / 2},
                   "hidden linear layers, each followed by a ReLU");
   cli::add_number(app, "--lr", s.lr, cli::range<float>{0.0f}, "learning rate");
-  app.add_option("--trace", s.trace, "the last step's Chrome trace; \"\" for none")->capture_default_str();
+  app.add_option("--trace", s.trace, "the last step's Chrome trace; \"\" for none")
+      ->capture_default_str();
   cli::add_timeout(app, s.timeout_ms);
   app.add_flag("--compare", s.compare, "also train on one stage and compare the throughput");
-  app.add_flag_callback("--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
+  app.add_flag_callback(
+      "--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
 }
 
 // What the command line asks for, checked before anything is built.
@@ -74,10 +78,12 @@ void check(const settings& s) {
   run.microbatches = s.microbatches;
   run.models = s.compare ? 2 : 1;
   examples::check_shape(run, "--batch");
-  examples::check_memory(run, ppipe::detail::concat("training an MLP of --hidden ", s.hidden, " layers of --width ",
-                                                    s.width, " on --batch ", s.batch, " rows of --inputs ", s.inputs));
+  examples::check_memory(
+      run, ppipe::detail::concat("training an MLP of --hidden ", s.hidden, " layers of --width ",
+                                 s.width, " on --batch ", s.batch, " rows of --inputs ", s.inputs));
   if (!s.trace.empty()) {
-    examples::cli::check_writable(s.trace, "--trace", "give a file in a folder that exists, or --trace \"\" for none");
+    examples::cli::check_writable(s.trace, "--trace",
+                                  "give a file in a folder that exists, or --trace \"\" for none");
   }
 }
 
@@ -162,7 +168,8 @@ int train(const settings& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Trains an MLP through a pipeline of rank threads (the host backend).", "ppipe-train"};
+  CLI::App app{"Trains an MLP through a pipeline of rank threads (the host backend).",
+               "ppipe-train"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   settings s;
   return examples::cli::run(app, [&] {

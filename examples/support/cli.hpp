@@ -46,7 +46,7 @@ template <class... Parts>
   throw CLI::ValidationError(ppipe::detail::concat(parts...));
 }
 
-// ---- numbers --------------------------------------------------------------------------------------
+// ---- numbers ----------------------------------------------------------------------------
 
 // The values an option takes: [min, max], or (min, max] with above_min.
 template <class T>
@@ -57,7 +57,9 @@ struct range {
 
   [[nodiscard]] bool contains(T v) const { return (above_min ? v > min : v >= min) && v <= max; }
   // "a whole number" or "a number".
-  [[nodiscard]] static std::string kind() { return std::is_integral_v<T> ? "a whole number" : "a number"; }
+  [[nodiscard]] static std::string kind() {
+    return std::is_integral_v<T> ? "a whole number" : "a number";
+  }
   // "from 1 to 2147483647", "above 0 up to 1.79769e+308".
   [[nodiscard]] std::string bounds() const {
     std::ostringstream os;
@@ -99,9 +101,11 @@ std::string number_problem(std::string_view text, const range<T>& r, T& out) {
   // A whole number T cannot hold ("-1" for an unsigned T) is out of range too.
   const std::size_t sign = text.find_last_of("+-");
   const bool whole = std::is_integral_v<T> && (sign == std::string_view::npos || sign == 0) &&
-                     text.size() > (sign == 0 ? 1u : 0u) && text.find_first_not_of("+-0123456789") == std::string_view::npos;
-  return "\"" + shown(text) + "\" is " + (value || too_large || whole ? "out of range" : "not " + r.kind()) +
-         "; give " + r.kind() + " " + r.bounds();
+                     text.size() > (sign == 0 ? 1u : 0u) &&
+                     text.find_first_not_of("+-0123456789") == std::string_view::npos;
+  return "\"" + shown(text) + "\" is " +
+         (value || too_large || whole ? "out of range" : "not " + r.kind()) + "; give " + r.kind() +
+         " " + r.bounds();
 }
 
 // A CLI11 validator for numbers in `r`: it refuses any other text and hands CLI11 the number
@@ -129,17 +133,20 @@ CLI::Option* add_number(CLI::App& app, const std::string& names, T& value, const
   return app.add_option(names, value, help)->capture_default_str()->transform(within(r));
 }
 
-// ---- what the tools share --------------------------------------------------------------------------
+// ---- what the tools share ----------------------------------------------------------------
 
 inline constexpr int most = std::numeric_limits<int>::max();
 
-inline CLI::Option* add_ranks(CLI::App& app, int& ranks, const std::string& help = "pipeline ranks") {
+inline CLI::Option* add_ranks(CLI::App& app, int& ranks,
+                              const std::string& help = "pipeline ranks") {
   return add_number(app, "-p,--ranks", ranks, range<int>{1, most}, help);
 }
 inline CLI::Option* add_microbatches(CLI::App& app, int& microbatches) {
-  return add_number(app, "-m,--microbatches", microbatches, range<int>{1, most}, "microbatches per step");
+  return add_number(app, "-m,--microbatches", microbatches, range<int>{1, most},
+                    "microbatches per step");
 }
-inline CLI::Option* add_virtual(CLI::App& app, int& virtual_stages, const std::string& help = "stages per rank") {
+inline CLI::Option* add_virtual(CLI::App& app, int& virtual_stages,
+                                const std::string& help = "stages per rank") {
   return add_number(app, "-v,--virtual", virtual_stages, range<int>{1, most}, help);
 }
 inline CLI::Option* add_timeout(CLI::App& app, long& milliseconds) {
@@ -169,7 +176,8 @@ inline CLI::Validator one_of(const std::vector<std::string>& names, const std::s
 }
 
 // --schedule NAME, one of `names`.
-inline CLI::Option* add_schedule(CLI::App& app, std::string& schedule, const std::vector<std::string>& names,
+inline CLI::Option* add_schedule(CLI::App& app, std::string& schedule,
+                                 const std::vector<std::string>& names,
                                  const std::string& help = "the schedule") {
   return app.add_option("--schedule", schedule, help + ": " + listed(names))
       ->capture_default_str()
@@ -187,20 +195,22 @@ inline void check_writable(const std::string& path, std::string_view option, std
   std::error_code ec;
   std::string why;
   if (!fs::is_directory(folder, ec)) {
-    why = fs::exists(folder, ec) ? "\"" + shown(folder.string(), 4096) + "\" is not a folder"
-                                 : "the folder \"" + shown(folder.string(), 4096) + "\" does not exist";
+    why = fs::exists(folder, ec)
+              ? "\"" + shown(folder.string(), 4096) + "\" is not a folder"
+              : "the folder \"" + shown(folder.string(), 4096) + "\" does not exist";
   } else if (fs::is_directory(file, ec)) {
     why = "it is a folder; give a file in it";
-  } else if (::access(folder.c_str(), W_OK) != 0 || (fs::exists(file, ec) && ::access(file.c_str(), W_OK) != 0)) {
+  } else if (::access(folder.c_str(), W_OK) != 0 ||
+             (fs::exists(file, ec) && ::access(file.c_str(), W_OK) != 0)) {
     why = "this process may not write it";
   }
   if (!why.empty()) {
-    ppipe::detail::fail(ppipe::errc::invalid_argument, option, " \"", shown(path, 4096), "\" cannot be written: ", why,
-                        "; ", fix);
+    ppipe::detail::fail(ppipe::errc::invalid_argument, option, " \"", shown(path, 4096),
+                        "\" cannot be written: ", why, "; ", fix);
   }
 }
 
-// ---- errors and exit statuses ----------------------------------------------------------------------
+// ---- errors and exit statuses ------------------------------------------------------------
 
 // What an exception means for the user: the exit status and the message (for --help, status 0
 // and the help text, which goes to stdout).
@@ -214,8 +224,10 @@ inline int status_of(ppipe::errc code) {
   switch (code) {
     case ppipe::errc::timeout:
     case ppipe::errc::backend:
-    case ppipe::errc::stage_failed: return exit_failed;
-    default: return exit_usage;
+    case ppipe::errc::stage_failed:
+      return exit_failed;
+    default:
+      return exit_usage;
   }
 }
 
@@ -226,7 +238,8 @@ inline outcome outcome_of(std::exception_ptr thrown, const CLI::App& app) {
     return {0, app.help(), true};
   } catch (const CLI::ParseError& e) {
     // CLI11 echoes what it did not expect; a few hundred characters of it say enough.
-    return {exit_usage, shown(e.what(), 400, true) + "\n(" + app.get_name() + " --help lists the options)"};
+    return {exit_usage,
+            shown(e.what(), 400, true) + "\n(" + app.get_name() + " --help lists the options)"};
   } catch (const ppipe::error& e) {
     return {status_of(e.code()), printable(e.what())};
   } catch (const std::bad_alloc&) {

@@ -30,13 +30,16 @@ struct mlp_run {
 inline void check_shape(const mlp_run& run, const std::string& rows_option) {
   const std::int64_t stages = std::int64_t{run.ranks} * run.virtual_stages;
   if (stages > run.layers()) {
-    cli::refuse(run.ranks, " ranks x ", run.virtual_stages, " stages per rank = ", stages, " stages, but the MLP has ",
-                run.layers(), " layers (--hidden ", run.hidden, " gives 2x", run.hidden,
-                "+1) and every stage needs one; give fewer ranks or stages per rank, or a larger --hidden");
+    cli::refuse(
+        run.ranks, " ranks x ", run.virtual_stages, " stages per rank = ", stages,
+        " stages, but the MLP has ", run.layers(), " layers (--hidden ", run.hidden, " gives 2x",
+        run.hidden,
+        "+1) and every stage needs one; give fewer ranks or stages per rank, or a larger --hidden");
   }
   if (run.microbatches > run.rows) {
-    cli::refuse("--microbatches ", run.microbatches, " is more than the ", run.rows, " rows of ", rows_option,
-                ", and every microbatch needs a row; give at most ", run.rows, " microbatches or more rows");
+    cli::refuse("--microbatches ", run.microbatches, " is more than the ", run.rows, " rows of ",
+                rows_option, ", and every microbatch needs a row; give at most ", run.rows,
+                " microbatches or more rows");
   }
 }
 
@@ -56,24 +59,30 @@ struct mlp_bytes {
     const auto in = static_cast<std::uint64_t>(r.inputs);
     const auto w = static_cast<std::uint64_t>(r.width);
     const std::uint64_t parameters =
-        r.hidden == 0 ? plus(in, 1)
-                      : plus(product(plus(in, 1), w), plus(product(r.hidden - 1, plus(w, 1), w), plus(w, 1)));
+        r.hidden == 0
+            ? plus(in, 1)
+            : plus(product(plus(in, 1), w), plus(product(r.hidden - 1, plus(w, 1), w), plus(w, 1)));
     weights = product(parameters, f, 2, r.models);
     activations = product(r.rows, plus(product(2, r.hidden, r.width), 1), f, r.models);
-    constexpr std::uint64_t per_action = 6 * 64;  // F, B, sends and receives; an action and its trace event
+    // F, B, sends and receives per stage and microbatch; an action and its trace event each.
+    constexpr std::uint64_t per_action = 6 * 64;
     schedule = product(r.ranks, r.virtual_stages, r.microbatches, per_action, r.models);
   }
-  [[nodiscard]] std::uint64_t total() const { return plus(plus(data, weights), plus(activations, schedule)); }
+  [[nodiscard]] std::uint64_t total() const {
+    return plus(plus(data, weights), plus(activations, schedule));
+  }
   // The largest part and the options that make it smaller.
   [[nodiscard]] std::string largest() const {
     if (data >= weights && data >= activations && data >= schedule) {
       return "the data alone takes " + human_bytes(data) + ": give a smaller --batch or --inputs";
     }
     if (weights >= activations && weights >= schedule) {
-      return "the weights and gradients take " + human_bytes(weights) + ": give a smaller --inputs, --width or --hidden";
+      return "the weights and gradients take " + human_bytes(weights) +
+             ": give a smaller --inputs, --width or --hidden";
     }
     if (activations >= schedule) {
-      return "the activations take " + human_bytes(activations) + ": give a smaller --batch, --width or --hidden";
+      return "the activations take " + human_bytes(activations) +
+             ": give a smaller --batch, --width or --hidden";
     }
     return "the schedule takes " + human_bytes(schedule) + ": give fewer --microbatches";
   }

@@ -17,9 +17,13 @@ inline std::size_t utf8_length(std::string_view text, std::size_t i) {
   std::size_t n = 0;
   unsigned char low = 0x80;  // the second byte's range, narrower after E0, ED, F0 and F4
   unsigned char high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) n = 2;
-  else if (lead >= 0xE0 && lead <= 0xEF) n = 3;
-  else if (lead >= 0xF0 && lead <= 0xF4) n = 4;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    n = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    n = 3;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    n = 4;
+  }
   if (n == 0 || i + n > text.size()) return 0;
   if (lead == 0xE0) low = 0xA0;
   if (lead == 0xED) high = 0x9F;
@@ -37,7 +41,8 @@ inline std::size_t utf8_length(std::string_view text, std::size_t i) {
 // `text` with every control byte and every byte that is not valid UTF-8 written as \xNN, and
 // newlines kept when `keep_newlines`; at most `limit` characters of it, then "..." when it is
 // longer. A backslash stays as it is, so that text shown twice reads the same.
-inline std::string shown(std::string_view text, std::size_t limit = 80, bool keep_newlines = false) {
+inline std::string shown(std::string_view text, std::size_t limit = 80,
+                         bool keep_newlines = false) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
   std::size_t characters = 0;

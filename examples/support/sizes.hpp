@@ -3,13 +3,12 @@
 // allocated: products that stop at the largest 64-bit count instead of wrapping round, and a
 // comparison with the machine's memory that names what asked for too much.
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 
 #include <ppipe/error.hpp>
 
@@ -64,7 +63,8 @@ inline std::string human_bytes(std::uint64_t bytes) {
 inline void check_memory(std::uint64_t need, std::string_view what, std::string_view fix,
                          std::uint64_t have = physical_memory()) {
   if (need <= have) return;
-  ppipe::detail::fail(ppipe::errc::out_of_memory, what, need == too_many ? " needs " : " needs about ", human_bytes(need),
+  ppipe::detail::fail(ppipe::errc::out_of_memory, what,
+                      need == too_many ? " needs " : " needs about ", human_bytes(need),
                       ", more than this machine's ", human_bytes(have), " of memory; ", fix);
 }
 
