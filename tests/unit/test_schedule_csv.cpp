@@ -222,6 +222,17 @@ TEST_CASE("schedule files are written and read back from disk") {
     std::fclose(f);
   }
   CHECK_THROWS_WITH(ppipe::load_csv(bad), contains(bad + ": line 2, cell 1: cannot read action \"1Q0\""));
+  // A file far larger than any schedule is refused once past the limit, not read to its end.
+  const std::string huge = "ppipe_test_huge_schedule.csv";
+  {
+    std::FILE* f = std::fopen(huge.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    const std::string mib(std::size_t{1} << 20, ',');
+    for (std::size_t n = 0; n <= (ppipe::max_csv_bytes >> 20); ++n) std::fwrite(mib.data(), 1, mib.size(), f);
+    std::fclose(f);
+  }
+  CHECK_THROWS_WITH(ppipe::load_csv(huge), contains("has more than 64 MiB; is it a schedule?"));
+  std::remove(huge.c_str());
   std::remove(bad.c_str());
 }
 

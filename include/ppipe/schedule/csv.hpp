@@ -418,7 +418,13 @@ inline schedule from_csv(std::string_view text, const csv_read_options& options 
   detail::throw_report(report);
 }
 
-/// @brief Reads the schedule file at `path` with from_csv(); errors start with the path.
+/// @brief The largest schedule file load_csv() reads: far more than any schedule a machine could run
+/// (a rank's action list of millions of cells), and a bound on what a wrong path (a device, a
+/// pipe, a huge file) makes it read.
+inline constexpr std::size_t max_csv_bytes = std::size_t{64} << 20;
+
+/// @brief Reads the schedule file at `path` with from_csv(); errors start with the path. A file of
+/// more than max_csv_bytes is refused.
 inline schedule load_csv(const std::string& path, const csv_read_options& options = {}) {
   std::ifstream file(path, std::ios::binary);
   if (!file) {
@@ -428,6 +434,10 @@ inline schedule load_csv(const std::string& path, const csv_read_options& option
   std::string chunk(std::size_t{1} << 16, '\0');
   while (file.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || file.gcount() > 0) {
     text.append(chunk.data(), static_cast<std::size_t>(file.gcount()));
+    if (text.size() > max_csv_bytes) {
+      detail::fail(errc::invalid_argument, "schedule file \"", path, "\" has more than ", max_csv_bytes >> 20,
+                   " MiB; is it a schedule? A schedule file has one line of cells per rank");
+    }
   }
   try {
     return from_csv(text, options);
