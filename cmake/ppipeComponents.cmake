@@ -1,7 +1,8 @@
-# ppipe's optional backend components. Each is a header-only INTERFACE target over the core:
+# ppipe's optional components. Each is a header-only INTERFACE target over the core:
 #   ppipe::cuda   CUDA runtime + cuBLAS             (PPIPE_ENABLE_CUDA, needs CUDAToolkit)
 #   ppipe::nccl   NCCL, on top of ppipe::cuda       (PPIPE_ENABLE_NCCL, needs NCCL and ppipe::cuda)
 #   ppipe::mpi    MPI's C API                        (PPIPE_ENABLE_MPI, needs MPI)
+#   ppipe::blas   the CPU layer kit on OpenBLAS      (PPIPE_ENABLE_BLAS, needs OpenBLAS)
 # A component defaults to ON when its dependency is found, so a plain configure builds everything the
 # machine can; asking for one explicitly (=ON) without its dependency is an error rather than a
 # silent OFF, because the caller clearly meant to get it.
@@ -65,6 +66,46 @@ if(PPIPE_ENABLE_MPI AND NOT MPI_CXX_FOUND)
     "or configure with -DPPIPE_ENABLE_MPI=OFF.")
 endif()
 
+# --- blas ----------------------------------------------------------------------------------------
+# OpenBLAS for the layer kit's linear layer (cblas_sgemm instead of its loops). OpenBLAS only:
+# ppipe keeps it to one thread per rank with openblas_set_num_threads.
+include(ppipeFindOpenBLAS)
+if(NOT DEFINED PPIPE_ENABLE_BLAS OR PPIPE_ENABLE_BLAS)
+  ppipe_find_openblas(_ppipe_openblas)
+  if(_ppipe_openblas_FOUND)
+    # The header and the library must belong together: compile and link one call of each function
+    # ppipe uses, so that a mismatch stops the configure rather than the build.
+    include(CheckCXXSourceCompiles)
+    include(CMakePushCheckState)
+    cmake_push_check_state(RESET)
+    set(CMAKE_REQUIRED_INCLUDES "${_ppipe_openblas_INCLUDE_DIR}")
+    set(CMAKE_REQUIRED_LIBRARIES BLAS::BLAS)
+    set(CMAKE_REQUIRED_QUIET ON)
+    check_cxx_source_compiles([=[
+#include <cblas.h>
+int main() {
+  openblas_set_num_threads(1);
+  float a = 1.0f, b = 2.0f, c = 0.0f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+  return c == 2.0f ? 0 : 1;
+}]=] PPIPE_OPENBLAS_LINKS)
+    cmake_pop_check_state()
+    if(NOT PPIPE_OPENBLAS_LINKS)
+      set(_ppipe_openblas_FOUND FALSE)
+      string(CONCAT _ppipe_openblas_REASON "OpenBLAS's cblas.h in '${_ppipe_openblas_INCLUDE_DIR}' and the "
+             "library '${BLAS_LIBRARIES}' do not build a call of cblas_sgemm and openblas_set_num_threads "
+             "together (see CMakeFiles/CMakeError.log); point PPIPE_OPENBLAS_INCLUDE_DIR and "
+             "CMAKE_PREFIX_PATH at one OpenBLAS")
+    endif()
+  endif()
+endif()
+_ppipe_component_option(PPIPE_ENABLE_BLAS "Provide ppipe::blas, the layer kit on OpenBLAS (needs OpenBLAS)"
+                        _ppipe_openblas_FOUND)
+if(PPIPE_ENABLE_BLAS AND NOT _ppipe_openblas_FOUND)
+  message(FATAL_ERROR "ppipe: PPIPE_ENABLE_BLAS is ON but ${_ppipe_openblas_REASON}; "
+                      "or configure with -DPPIPE_ENABLE_BLAS=OFF.")
+endif()
+
 # --- the targets ---------------------------------------------------------------------------------
 set(PPIPE_COMPONENTS "")
 # _ppipe_add_component(<name> <links...>): the INTERFACE target ppipe_<name>, exported as
@@ -90,9 +131,17 @@ if(PPIPE_ENABLE_MPI)
   _ppipe_add_component(mpi ppipe::ppipe MPI::MPI_CXX)
   list(APPEND PPIPE_COMPONENTS mpi)
 endif()
+if(PPIPE_ENABLE_BLAS)
+  _ppipe_add_component(blas ppipe::ppipe BLAS::BLAS)
+  # The header directory is this machine's; an installed ppipe::blas gets the consumer's from
+  # ppipeConfig.cmake, which finds OpenBLAS again there.
+  target_include_directories(ppipe_blas INTERFACE "$<BUILD_INTERFACE:${_ppipe_openblas_INCLUDE_DIR}>")
+  target_compile_definitions(ppipe_blas INTERFACE PPIPE_WITH_CBLAS=1)
+  list(APPEND PPIPE_COMPONENTS blas)
+endif()
 
 set(_ppipe_summary "")
-foreach(_ppipe_c cuda nccl mpi)
+foreach(_ppipe_c cuda nccl mpi blas)
   string(TOUPPER "${_ppipe_c}" _ppipe_C)
   if(PPIPE_ENABLE_${_ppipe_C})
     set(_ppipe_state "ON")
@@ -100,6 +149,8 @@ foreach(_ppipe_c cuda nccl mpi)
       string(APPEND _ppipe_state " (CUDA ${CUDAToolkit_VERSION})")
     elseif(_ppipe_c STREQUAL "nccl")
       string(APPEND _ppipe_state " (NCCL ${NCCL_VERSION})")
+    elseif(_ppipe_c STREQUAL "blas")
+      string(APPEND _ppipe_state " (OpenBLAS)")
     else()
       string(APPEND _ppipe_state " (MPI ${MPI_CXX_VERSION})")
     endif()

@@ -3,7 +3,8 @@
 # Layout under the prefix:
 #   include/ppipe/...                    every header, backends included (they are inert unless used)
 #   share/cmake/ppipe/                   ppipeConfig.cmake, ppipeConfigVersion.cmake, FindNCCL.cmake,
-#                                        ppipeTargets.cmake, ppipe{Cuda,Nccl,Mpi}Targets.cmake
+#                                        ppipeFindOpenBLAS.cmake, ppipeTargets.cmake,
+#                                        ppipe{Cuda,Nccl,Mpi,Blas}Targets.cmake
 #   share/pkgconfig/ppipe.pc             core only
 # ppipe is header-only and its version file is ARCH_INDEPENDENT, so nothing here differs between
 # architectures: share/ (not lib/<multiarch>/) is where such files belong, one copy serves every
@@ -51,6 +52,7 @@ install(FILES
           "${PROJECT_BINARY_DIR}/ppipeConfig.cmake"
           "${PROJECT_BINARY_DIR}/ppipeConfigVersion.cmake"
           "${CMAKE_CURRENT_LIST_DIR}/FindNCCL.cmake"
+          "${CMAKE_CURRENT_LIST_DIR}/ppipeFindOpenBLAS.cmake"
         DESTINATION "${PPIPE_INSTALL_CMAKEDIR}")
 
 # pkg-config: the prefix is computed from the .pc file's own location, so the install can be moved

@@ -30,7 +30,7 @@ if(NOT rc EQUAL 0)
 endif()
 foreach(required include/ppipe/version.hpp share/cmake/ppipe/ppipeConfig.cmake
         share/cmake/ppipe/ppipeConfigVersion.cmake share/cmake/ppipe/ppipeTargets.cmake
-        share/cmake/ppipe/FindNCCL.cmake share/pkgconfig/ppipe.pc)
+        share/cmake/ppipe/FindNCCL.cmake share/cmake/ppipe/ppipeFindOpenBLAS.cmake share/pkgconfig/ppipe.pc)
   if(NOT EXISTS "${PREFIX}/${required}")
     message(FATAL_ERROR "the install lacks ${required}:\n${out}")
   endif()

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/layers/matmul.hpp"
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/runtime/model.hpp"
 #include "ppipe/runtime/tensor.hpp"
@@ -32,28 +33,21 @@ inline float uniform_symmetric(std::uint64_t& state, float bound) noexcept {
   return (2.0f * unit - 1.0f) * bound;
 }
 
-/// A dot product in eight interleaved partial sums, added in a fixed order: the compiler can keep
-/// the lanes in vector registers (a single running sum is a dependency chain it may not reorder),
-/// and the bits still depend on `n` and the values alone.
-inline float dot_lanes(const float* a, const float* b, std::size_t n) noexcept {
-  float lane[8] = {};
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (std::size_t k = 0; k < 8; ++k) lane[k] += a[i + k] * b[i + k];
-  }
-  float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 }  // namespace detail
+
+inline namespace PPIPE_LAYERS_KERNELS {
 
 /// @brief A fully connected layer: y = x W^T + b for x of shape [rows, in], W [out, in], b [out].
 ///
-/// It owns its weights, its bias and their gradient accumulators. Every sum runs in float in a
-/// fixed loop order, so a run is bitwise reproducible, and backward() is exactly
-/// backward_input() followed by backward_weight(), so zero-bubble schedules that split the
-/// backward give the same bits as those that do not.
+/// It owns its weights, its bias and their gradient accumulators. Its three matrix products run
+/// through cblas_sgemm when the kit is compiled with PPIPE_WITH_CBLAS=1 (link ppipe::blas), and
+/// through its own loops otherwise (ppipe/layers/matmul.hpp). Either way every sum runs in float
+/// in an order fixed by the call's sizes, so the same calls give the same bits and a run is
+/// bitwise reproducible; the two ways differ from each other by rounding. The loops compute each
+/// output row on its own; OpenBLAS may not, so a pipeline matches the unpipelined model bit for
+/// bit when both use the same microbatches. backward() is exactly backward_input() followed by
+/// backward_weight(), so zero-bubble schedules that split the backward give the same bits as
+/// those that do not.
 class linear {
  public:
   /// @brief A layer from `in_features` to `out_features`, its weights and bias drawn uniformly
@@ -119,15 +113,11 @@ class linear {
   void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
     const std::size_t rows = check_input(in);
     check_tensor("out", out, rows, out_);
-    const float* x = in[0].data();
-    float* y = out[0].data();
-    const std::size_t n_in = size(in_);
-    const std::size_t n_out = size(out_);
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t o = 0; o < n_out; ++o) {
-        y[r * n_out + o] = detail::dot_lanes(x + r * n_in, weight_.data() + o * n_in, n_in) + bias_[o];
-      }
-    }
+#if PPIPE_WITH_CBLAS
+    detail::cblas::forward(in[0].data(), weight_.data(), bias_.data(), out[0].data(), dims(rows));
+#else
+    detail::loops::forward(in[0].data(), weight_.data(), bias_.data(), out[0].data(), dims(rows));
+#endif
   }
 
   /// @brief Both halves of the backward: backward_input(), then backward_weight().
@@ -145,62 +135,64 @@ class linear {
     const std::size_t rows = check_input(in);
     check_tensor("grad_out", grad_out, rows, out_);
     check_tensor("grad_in", grad_in, rows, in_);
-    const float* gy = grad_out[0].data();
-    float* gx = grad_in[0].data();
-    const std::size_t n_in = size(in_);
-    const std::size_t n_out = size(out_);
-    // Row by row, adding W's rows scaled by grad_out: the inner loop runs along memory.
-    for (std::size_t r = 0; r < rows; ++r) {
-      float* row = gx + r * n_in;
-      for (std::size_t i = 0; i < n_in; ++i) row[i] = 0.0f;
-      for (std::size_t o = 0; o < n_out; ++o) {
-        const float g = gy[r * n_out + o];
-        const float* w = weight_.data() + o * n_in;
-        for (std::size_t i = 0; i < n_in; ++i) row[i] += g * w[i];
-      }
-    }
+#if PPIPE_WITH_CBLAS
+    detail::cblas::backward_input(grad_out[0].data(), weight_.data(), grad_in[0].data(), dims(rows));
+#else
+    detail::loops::backward_input(grad_out[0].data(), weight_.data(), grad_in[0].data(), dims(rows));
+#endif
   }
 
   /// @brief grad_w += grad_out[0]^T in[0] and grad_b += the column sums of grad_out[0].
   ///
   /// The microbatch's gradient is summed on its own first and then added to the accumulator, so
   /// the accumulator after several calls is exactly the float sum of the calls' gradients in call
-  /// order, whatever the row counts.
+  /// order, whatever the row counts. The layer keeps the buffer for that sum between calls (a
+  /// copy of the layer starts without one).
   void backward_weight(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                        const payload& grad_out) {
     const std::size_t rows = check_input(in);
     check_tensor("grad_out", grad_out, rows, out_);
-    const float* x = in[0].data();
-    const float* gy = grad_out[0].data();
-    const std::size_t n_in = size(in_);
-    const std::size_t n_out = size(out_);
-    std::vector<float> gw(weight_.size(), 0.0f);
-    std::vector<float> gb(bias_.size(), 0.0f);
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t o = 0; o < n_out; ++o) {
-        const float g = gy[r * n_out + o];
-        gb[o] += g;
-        float* row = gw.data() + o * n_in;
-        for (std::size_t i = 0; i < n_in; ++i) row[i] += g * x[r * n_in + i];
-      }
-    }
-    for (std::size_t k = 0; k < gw.size(); ++k) grad_weight_[k] += gw[k];
-    for (std::size_t k = 0; k < gb.size(); ++k) grad_bias_[k] += gb[k];
+    std::vector<float>& gw = scratch_.weight;
+    std::vector<float>& gb = scratch_.bias;
+    gw.resize(weight_.size());
+    gb.resize(bias_.size());
+#if PPIPE_WITH_CBLAS
+    detail::cblas::backward_weight(in[0].data(), grad_out[0].data(), gw.data(), gb.data(), dims(rows));
+    detail::cblas::add_into(grad_weight_.data(), gw.data(), gw.size());
+    detail::cblas::add_into(grad_bias_.data(), gb.data(), gb.size());
+#else
+    detail::loops::backward_weight(in[0].data(), grad_out[0].data(), gw.data(), gb.data(), dims(rows));
+    detail::loops::add_into(grad_weight_.data(), gw.data(), gw.size());
+    detail::loops::add_into(grad_bias_.data(), gb.data(), gb.size());
+#endif
   }
 
   /// @brief An estimate for the partitioner, for a microbatch of `rows` rows. Times are in flops
   /// (a multiply-add counts 2); the backward is twice the forward (input and weight gradients).
-  /// parameter_memory is the bytes of W, b and their gradients; activation_memory is the bytes of
-  /// the output kept for the backward.
+  /// parameter_memory is the bytes of W, b, their gradients and the buffer backward_weight() sums
+  /// a call's gradient in; activation_memory is the bytes of the output kept for the backward.
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double n = static_cast<double>(rows);
     const double forward = 2.0 * n * static_cast<double>(in_) * static_cast<double>(out_);
     const double params = static_cast<double>(weight_.size() + bias_.size());
-    return {forward, 2.0 * forward, 2.0 * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
+    return {forward, 2.0 * forward, 3.0 * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
   }
 
  private:
   static std::size_t size(int n) noexcept { return static_cast<std::size_t>(n); }
+
+  /// A call's sizes. With a BLAS they must fit its int: a larger microbatch is refused, not cut.
+  detail::matmul_dims dims(std::size_t rows) const {
+    const detail::matmul_dims d{rows, size(in_), size(out_)};
+#if PPIPE_WITH_CBLAS
+    if (!detail::cblas::fits(d)) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), ": a microbatch of ", rows,
+                          " rows is more than the BLAS's int can count (", INT_MAX,
+                          "); split the batch into more microbatches");
+    }
+#endif
+    return d;
+  }
 
   static std::string shapes_text(const payload& p) {
     const std::vector<shape> s = shapes_of(p);
@@ -216,7 +208,7 @@ class linear {
     return static_cast<std::size_t>(in[0].shape()[0]);
   }
 
-  /// Checks that `p` holds one [rows, width] tensor, so that the loops stay inside its storage.
+  /// Checks that `p` holds one [rows, width] tensor, so that the products stay inside its storage.
   void check_tensor(const char* name, const payload& p, std::size_t rows, int width) const {
     const shape want{static_cast<std::int64_t>(rows), width};
     if (p.size() != 1 || p[0].shape() != want) {
@@ -226,12 +218,29 @@ class linear {
     }
   }
 
+  /// Where backward_weight() sums a microbatch's gradient before adding it to the accumulators.
+  /// Kept between calls: allocating and faulting in a weight-sized buffer per call would cost a
+  /// good part of the product itself at large widths. A copy starts empty, as the buffer holds
+  /// nothing from one call to the next.
+  struct scratch_buffers {
+    std::vector<float> weight;
+    std::vector<float> bias;
+    scratch_buffers() = default;
+    scratch_buffers(const scratch_buffers& /*other*/) noexcept {}
+    scratch_buffers(scratch_buffers&&) noexcept = default;
+    scratch_buffers& operator=(const scratch_buffers& /*other*/) noexcept { return *this; }
+    scratch_buffers& operator=(scratch_buffers&&) noexcept = default;
+    ~scratch_buffers() = default;
+  };
+
   int in_;
   int out_;
   std::vector<float> weight_;
   std::vector<float> bias_;
   std::vector<float> grad_weight_;
   std::vector<float> grad_bias_;
+  scratch_buffers scratch_;
 };
 
+}  // namespace PPIPE_LAYERS_KERNELS
 }  // namespace ppipe::layers

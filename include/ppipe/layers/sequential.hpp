@@ -20,6 +20,7 @@
 #include "ppipe/runtime/tensor.hpp"
 
 namespace ppipe::layers {
+inline namespace PPIPE_LAYERS_KERNELS {
 
 /// @brief One layer of a sequential model.
 using any_layer = std::variant<linear, activation>;
@@ -199,4 +200,5 @@ class sequential {
   std::vector<any_layer> layers_;
 };
 
+}  // namespace PPIPE_LAYERS_KERNELS
 }  // namespace ppipe::layers

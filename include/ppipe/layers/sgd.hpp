@@ -11,6 +11,7 @@
 #include "ppipe/runtime/model.hpp"
 
 namespace ppipe::layers {
+inline namespace PPIPE_LAYERS_KERNELS {
 
 /// @brief Plain SGD: p -= learning_rate * g for every parameter of the layers it is given, then
 /// their gradients are zeroed for the next step. It works on a range of layers so that each
@@ -46,4 +47,5 @@ class sgd {
   float learning_rate_;
 };
 
+}  // namespace PPIPE_LAYERS_KERNELS
 }  // namespace ppipe::layers
