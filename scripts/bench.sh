@@ -8,20 +8,31 @@
 #   generation_bench: pipelined token generation, tokens/s against groups in flight (issue 5)
 #   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V (issue 6)
 #   mpi_bench:       the MPI transport against raw MPI send/recv (issue 7)
+#   layers:          the layer kit on OpenBLAS against direct cblas_sgemm calls and the kit's loops
+#   layers_skylakex: the same with OpenBLAS's SkylakeX kernels forced (OPENBLAS_CORETYPE), on a CPU
+#                    with AVX-512 only: OpenBLAS 0.3.21 takes CPUs it does not know for Prescott
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partition ppipe_bench_runtime ppipe_bench_generation \
-  ppipe_bench_mpi
+  ppipe_bench_mpi ppipe_bench_layers
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
 # zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone (issue 6).
 # mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
-for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble mpi}; do
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble mpi layers layers_skylakex}; do
   binary="${bench}"
   filter=()
   launch=()
+  if [[ "${bench}" == layers_skylakex ]]; then
+    if ! grep -qw avx512bw /proc/cpuinfo; then
+      echo "layers_skylakex: this CPU has no AVX-512; skipped"
+      continue
+    fi
+    binary=layers
+    launch=(env OPENBLAS_CORETYPE=SkylakeX)
+  fi
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
     filter=(--benchmark_filter='waiting/(1f1b|zb_h1|zb_v)')
