@@ -182,6 +182,12 @@ TEST_CASE("replicas that hold different parameters, or pass other shapes, are re
   sequential model = mlp(4, other ? 10 : 8);
   refused([&] { (void)make_pipe(model, 4, 2); },
           {"the processes disagree on parameter values of stage ", " of replica 0 (process ", " of replica 1 (process "});
+  // Only the last stage's layers differ: the replicas of pipeline rank 1 find it, and every
+  // process, rank 0's too, is refused (none goes on to wait for the others).
+  sequential tail = sequential::mlp({6, 8, 8, other ? 10 : 8, other ? 10 : 8, 3}, 42);
+  refused([&] { (void)make_pipe(tail, 4, 2); },
+          {"the processes disagree on parameter values of stage 1: rank 1 of replica 0 (process 2) has ",
+           "rank 1 of replica 1 (process 3) has "});
   // Pipelines whose parameters match but whose batches do not.
   sequential same = mlp(4, 8);
   pipe_type pipe = make_pipe(same, 4, 2);

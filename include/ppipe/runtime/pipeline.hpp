@@ -340,6 +340,8 @@ class pipeline {
       return {};
     } catch (const std::exception& e) {
       return e.what();
+    } catch (...) {
+      return "an exception that is not a std::exception";
     }
   }
   [[nodiscard]] deadline_clock::time_point agreement_deadline() const {
@@ -511,8 +513,8 @@ class pipeline {
       std::vector<agreement_field> f = built_;
       f.push_back({"the call", call, false});
       if (!problem.empty()) {
-        transport_.agree(f, problem, agreement_deadline());
-        return;
+        transport_.agree(f, problem, agreement_deadline());  // throws on every process
+        detail::fail(errc::backend, "the processes agreed to go on although this one could not: ", problem);
       }
       f.push_back({"rows per microbatch", by_microbatch(rows, [](std::int64_t n) { return std::to_string(n); }), false});
       const auto text = [](const std::vector<shape>& shapes) { return to_string(std::span<const shape>(shapes)); };

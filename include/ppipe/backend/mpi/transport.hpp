@@ -120,11 +120,13 @@ inline std::vector<int> world_ranks(MPI_Comm c) {
 /// (the processes that run the same pipeline rank in each data-parallel replica) the run's outcome
 /// is also agreed across replicas, and allreduce_mean() averages gradients over them.
 ///
-/// Payloads are sent with MPI_Isend and received with MPI_Irecv, posted when the schedule's
-/// transfer actions run, in the order the schedule validator has checked cannot deadlock (its
-/// buffered model: a send never waits for its receive to be posted). The k-th receive a rank posts
-/// from a peer matches the k-th send that peer posted to it, whatever order they complete in: each
-/// carries its sequence number in its tag.
+/// Payloads are sent with MPI_Isend when the schedule's transfer actions run, in the order the
+/// schedule validator has checked cannot deadlock (its buffered model: a send never waits for its
+/// receive to be posted). A receive matches its message with MPI_Improbe as soon as it has arrived
+/// (whenever this rank is in one of the transport's waits) and receives it with MPI_Imrecv once its
+/// size is known to be the expected one: no message is ever written past a buffer. The k-th
+/// receive a rank posts from a peer matches the k-th send that peer posted to it, whatever order
+/// they complete in: each carries its sequence number in its tag.
 ///
 /// A payload goes with a header of its shapes (and, when small, its values in the same message),
 /// so the receiver needs to know nothing ahead. When both ranks know the shapes ahead, as a
@@ -449,16 +451,19 @@ class transport {
                                   what, " before the run; every process must make the same calls on the pipeline"));
       ppipe::detail::fail(errc::timeout, describe_rank(rank_), " timed out comparing the pipeline with the other processes");
     };
+    // The replicas first, with every field: what they find reaches the whole pipeline next, and
+    // every pipeline holds one process of each replica group, so all processes end alike.
     detail::agreement_record record;
     if (!problem.empty()) record.problem = ppipe::detail::concat(describe_rank(rank_), " could not go on: ", problem);
+    if (replica_count_ > 1) {
+      record.fields = mine;
+      record.problem = detail::compare_over(replicas_, record, [&](int k) { return describe_replica(k); }, wait);
+      record.fields.clear();
+    }
     for (const agreement_field& f : mine) {
       if (!f.per_rank) record.fields.push_back(f);
     }
     record.problem = detail::compare_over(comm_, record, [&](int q) { return describe_rank(q); }, wait);
-    if (replica_count_ > 1) {
-      record.fields = mine;
-      record.problem = detail::compare_over(replicas_, record, [&](int k) { return describe_replica(k); }, wait);
-    }
     if (!record.problem.empty()) {
       ppipe::detail::fail(errc::invalid_argument, record.problem, "; every process must build the same pipeline (model, "
                           "schedule, split, m) and pass batches of the same shapes");
@@ -510,6 +515,14 @@ class transport {
     PPIPE_MPI_CHECK(created);
     job_ = detail::owned_comm(c);
     PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
+    int me = -1;
+    PPIPE_MPI_CHECK(MPI_Comm_rank(c, &me));
+    if (me != inquiry_rank()) {
+      ppipe::detail::fail(errc::invalid_argument, "the replica communicator numbers the replicas differently on "
+                          "different pipeline ranks (process ", job_world_[static_cast<std::size_t>(inquiry_rank())],
+                          " is ", me, " in the job); give every pipeline rank a replica communicator whose rank k "
+                          "is replica k, as ppipe::mpi::replicated() does");
+    }
   }
 
   // Where inquiries travel: the job's communicator with replicas, else the pipeline's; this
@@ -545,6 +558,7 @@ class transport {
   // After a timeout a rank asks the others what they wait for (see inquire()), and they answer.
   static constexpr int inquiry_tag = control_tag + 1;
   static constexpr int answer_tag = control_tag + 2;
+  static constexpr std::byte inquiry_token{};  // what an inquiry sends (static: a send that never completes reads it)
   [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * tag_kinds * tag_range; }
   [[nodiscard]] int header_tag(std::uint64_t seq) const { return slot_base() + static_cast<int>(seq % tag_range); }
   [[nodiscard]] int data_tag(std::uint64_t seq) const {
@@ -586,6 +600,7 @@ class transport {
     std::vector<std::byte> buffer;   // a header, or packed values, or what a drain throws away
     std::vector<MPI_Request> values;  // described, separate layout: the tensors matched so far
     std::size_t next_value = 0;       // ... and the next tensor to match
+    std::string refused;              // why the payload is refused, thrown once it is all in
     payload into;
   };
   // MPI holds pointers into a slot's buffers and tensors while it is in flight, and the slot
@@ -647,6 +662,7 @@ class transport {
     slot.floats = floats;
     slot.values.clear();
     slot.next_value = 0;
+    slot.refused.clear();
     slot.into = std::move(into);
     return at;
   }
@@ -698,30 +714,54 @@ class transport {
     PPIPE_MPI_CHECK(MPI_Mrecv(scratch.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE));
   }
 
+  // Matches a receive's first message if it has arrived (a header, or agreed values, or for a
+  // drain whichever came) and starts receiving it. True once it is matched.
+  bool try_match(recv_slot& slot) {
+    if (slot.matched) return true;
+    MPI_Message msg = MPI_MESSAGE_NULL;
+    int bytes = 0;
+    if (slot.form != recv_form::agreed && probe(slot.from, header_tag(slot.sequence), msg, bytes)) {
+      if (slot.form == recv_form::either) slot.form = recv_form::described;
+    } else if (slot.form != recv_form::described && probe(slot.from, agreed_tag(slot.sequence), msg, bytes)) {
+      if (slot.form == recv_form::either) {  // a drain's: any size, thrown away
+        slot.form = recv_form::agreed;
+        slot.floats = -1;
+      }
+    } else {
+      return false;
+    }
+    start_first(slot, msg, bytes);
+    return true;
+  }
+
   // Starts receiving a receive's first message, matched as `msg` of `bytes` bytes: a header into
   // the slot's buffer, or values into the tensors posted for them after checking their count. A
-  // message of another count is taken in and thrown away, and then refused.
+  // message of another count is taken in and thrown away, and the receive is refused when it is
+  // completed (refuse()).
   void start_first(recv_slot& slot, MPI_Message& msg, int bytes) {
     slot.matched = true;
     slot.first_bytes = bytes;
-    if (slot.form != recv_form::agreed) {  // a header, or a drain's payload of any size
+    if (slot.form == recv_form::described) {
       slot.buffer.resize(static_cast<std::size_t>(std::max(bytes, 0)));
       PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), bytes, MPI_BYTE, &msg, &slot.request));
       return;
     }
     const auto want = static_cast<std::int64_t>(slot.floats) * static_cast<std::int64_t>(sizeof(float));
-    if (bytes != want) {
+    if (slot.floats < 0 || bytes != want) {
       discard(msg, bytes, slot.buffer);
       slot.have_first = slot.done = true;
-      ppipe::detail::fail(errc::backend, describe_rank(slot.from), " sent ",
-                          bytes % static_cast<int>(sizeof(float)) == 0
-                              ? ppipe::detail::concat(bytes / static_cast<int>(sizeof(float)), " values")
-                              : ppipe::detail::concat(bytes, " bytes"),
-                          " for ",
-                          slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
-                                                : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
-                          " (", slot.floats, " values) that both ranks agreed on; every process of the job must run "
-                          "the same program on the same batch");
+      if (slot.floats < 0) return;
+      refuse(slot, ppipe::detail::concat(
+                       describe_rank(slot.from), " sent ",
+                       bytes % static_cast<int>(sizeof(float)) == 0
+                           ? ppipe::detail::concat(bytes / static_cast<int>(sizeof(float)), " values")
+                           : ppipe::detail::concat(bytes, " bytes"),
+                       " for ",
+                       slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
+                                             : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
+                       " (", slot.floats, " values) that both ranks agreed on; every process of the job must run the "
+                       "same program on the same batch"));
+      return;
     }
     if (slot.into.size() == 1) {
       PPIPE_MPI_CHECK(MPI_Imrecv(slot.into.front().data(), slot.floats, MPI_FLOAT, &msg, &slot.request));
@@ -735,6 +775,12 @@ class transport {
       MPI_Type_free(&type);  // the receive keeps what it needs
       PPIPE_MPI_CHECK(code);
     }
+  }
+
+  // Notes why a receive is refused (the first reason); finish_recv() throws it once the payload's
+  // messages are all in.
+  static void refuse(recv_slot& slot, std::string why) {
+    if (slot.refused.empty()) slot.refused = std::move(why);
   }
 
   // The first message has arrived: agreed values are unpacked; a header is read into `into` (its
@@ -762,39 +808,31 @@ class transport {
   // Drives one receive: it matches its first message (a header, or agreed values), receives it,
   // and for a described payload with separate values matches and receives each tensor's message,
   // checking its size against the header. A described payload arrives in `*given`'s tensors when
-  // their shapes match (given may be null: new tensors). Refusals throw, with the slot done.
+  // their shapes match (given may be null: new tensors). A refused payload is taken in whole
+  // first, then refused with a throw (the slot is done).
   wait_status finish_recv(std::uint32_t at, payload* given, deadline_clock::time_point deadline, bool watch) {
     recv_slot& slot = recvs_[at];
-    if (slot.done) return wait_status::ready;
-    if (!slot.matched) {
-      MPI_Message msg = MPI_MESSAGE_NULL;
-      int bytes = 0;
-      const wait_status st = poll(deadline, watch, [&] {
-        if (slot.form != recv_form::agreed && probe(slot.from, header_tag(slot.sequence), msg, bytes)) {
-          if (slot.form == recv_form::either) slot.form = recv_form::described;
-          return true;
-        }
-        if (slot.form != recv_form::described && probe(slot.from, agreed_tag(slot.sequence), msg, bytes)) {
-          if (slot.form == recv_form::either) slot.floats = -1;  // a drain's: any size, thrown away
-          return true;
-        }
-        return false;
-      });
+    if (!slot.done) {
+      const wait_status st = drive_recv(slot, given, deadline, watch);
       if (st != wait_status::ready) return st;
-      if (slot.floats < 0) {
-        discard(msg, bytes, slot.buffer);
-        slot.matched = slot.have_first = slot.done = true;
-        return wait_status::ready;
-      }
-      start_first(slot, msg, bytes);
+    }
+    if (!slot.refused.empty()) ppipe::detail::fail(errc::backend, slot.refused);
+    return wait_status::ready;
+  }
+
+  wait_status drive_recv(recv_slot& slot, payload* given, deadline_clock::time_point deadline, bool watch) {
+    if (!slot.matched) {
+      const wait_status st = poll(deadline, watch, [&] { return try_match(slot); });
+      if (st != wait_status::ready) return st;
     }
     if (!slot.have_first) {
       const wait_status st = wait_one(slot.request, deadline, watch);
       if (st != wait_status::ready) return st;
       take_first(slot, given);
-      if (slot.done) return wait_status::ready;
     }
-    // The tensors' messages share a tag, and MPI keeps one sender's messages in order.
+    if (slot.done) return wait_status::ready;
+    // The tensors' messages share a tag, and MPI keeps one sender's messages in order. After a
+    // refusal the rest are taken in and thrown away, so that none is left to match.
     while (slot.next_value < slot.into.size()) {
       host_tensor& t = slot.into[slot.next_value];
       if (t.size() == 0) {
@@ -805,20 +843,29 @@ class transport {
       int bytes = 0;
       const wait_status st = poll(deadline, watch, [&] { return probe(slot.from, data_tag(slot.sequence), msg, bytes); });
       if (st != wait_status::ready) return st;
-      if (static_cast<std::size_t>(bytes) != t.bytes()) {
+      if (!slot.refused.empty() || static_cast<std::size_t>(bytes) != t.bytes()) {
+        refuse(slot, ppipe::detail::concat(describe_rank(slot.from), " sent ", bytes, " bytes for tensor ",
+                                           slot.next_value, " of a payload whose header gives it shape ",
+                                           to_string(t.shape()), " (", t.bytes(), " bytes); every process of the job "
+                                           "must run the same build of the program"));
         discard(msg, bytes, slot.buffer);
-        slot.done = true;
-        ppipe::detail::fail(errc::backend, describe_rank(slot.from), " sent ", bytes, " bytes for tensor ",
-                            slot.next_value, " of a payload whose header gives it shape ", to_string(t.shape()), " (",
-                            t.bytes(), " bytes); every process of the job must run the same build of the program");
+      } else {
+        slot.values.push_back(MPI_REQUEST_NULL);
+        PPIPE_MPI_CHECK(MPI_Imrecv(t.data(), count_of(t), MPI_FLOAT, &msg, &slot.values.back()));
       }
-      slot.values.push_back(MPI_REQUEST_NULL);
-      PPIPE_MPI_CHECK(MPI_Imrecv(t.data(), count_of(t), MPI_FLOAT, &msg, &slot.values.back()));
       ++slot.next_value;
     }
     const wait_status st = wait_all(slot.values, deadline, watch);
     if (st == wait_status::ready) slot.done = true;
     return st;
+  }
+
+  // Matches every posted receive whose message has arrived, so that its data moves while this
+  // rank waits for something else (MPI moves data only inside its calls).
+  void match_arrived() {
+    for (recv_slot& slot : recvs_) {
+      if (slot.busy && !slot.matched) (void)try_match(slot);
+    }
   }
 
   wait_status wait_send(send_slot& slot, deadline_clock::time_point deadline, bool watch) {
@@ -852,7 +899,10 @@ class transport {
   template <class Done>
   wait_status poll(deadline_clock::time_point deadline, bool watch, Done&& done) {
     if (done()) return wait_status::ready;
-    if (deadline <= clock_) return wait_status::timed_out;
+    if (deadline <= clock_) {
+      match_arrived();  // a check that does not wait still lets arrived payloads start moving
+      return wait_status::timed_out;
+    }
     deadline_clock::time_point start{};
     bool patient = false;  // has spun for options_.spin: yields the core between polls
     for (std::uint64_t i = 1;; ++i) {
@@ -862,6 +912,7 @@ class transport {
       if ((i & 15U) != 0) continue;
       if (watch && failure_reported()) return wait_status::aborted;
       answer_inquiries();
+      match_arrived();
       clock_ = deadline_clock::now();
       if (clock_ >= deadline) return wait_status::timed_out;
       if (i == 16) start = clock_;
@@ -1062,6 +1113,8 @@ class transport {
       if (MPI_Improbe(MPI_ANY_SOURCE, inquiry_tag, c, &found, &msg, &status) != MPI_SUCCESS || found == 0) break;
       std::byte token{};
       MPI_Mrecv(&token, 1, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+      inquirers_.resize(static_cast<std::size_t>(inquiry_size()));
+      if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < inquiry_size()) inquirers_[static_cast<std::size_t>(status.MPI_SOURCE)] = true;
       notice& n = answers_.emplace_back();
       const std::string text = ppipe::detail::concat(describe_rank(rank_), " is ", describe_wait());
       const auto* begin = reinterpret_cast<const std::byte*>(text.data());
@@ -1092,7 +1145,7 @@ class transport {
     // Sends that are never completed: a dead peer never takes them, and the job ends after this.
     for (int q = 0; q < n; ++q) {
       MPI_Request req = MPI_REQUEST_NULL;
-      if (q != me && MPI_Isend(&inquiry_token_, 1, MPI_BYTE, q, inquiry_tag, c, &req) == MPI_SUCCESS) {
+      if (q != me && MPI_Isend(&inquiry_token, 1, MPI_BYTE, q, inquiry_tag, c, &req) == MPI_SUCCESS) {
         MPI_Request_free(&req);
       }
     }
@@ -1121,7 +1174,11 @@ class transport {
     for (int q = 0; q < n; ++q) {
       if (q == me) continue;
       const std::string& text = said[static_cast<std::size_t>(q)];
-      if (text.empty()) {
+      const bool asked = static_cast<std::size_t>(q) < inquirers_.size() && inquirers_[static_cast<std::size_t>(q)];
+      if (text.empty() && asked) {
+        // It asked this rank first: it timed out too, and is reporting or ending the job.
+        answered += ppipe::detail::concat("\n  ", describe_process(q), " timed out too, and did not answer after it asked");
+      } else if (text.empty()) {
         silent += ppipe::detail::concat("\n  ", describe_process(q), " does not answer (asked for ",
                                         options_.inquiry.count(), " ms): it has died, or is stuck outside ppipe (in a "
                                         "kernel, or not calling the pipeline); look there first");
@@ -1157,7 +1214,7 @@ class transport {
   std::vector<std::uint32_t> free_recvs_;
   std::vector<notice> notices_;  // this run's end-of-run reports to the other ranks
   std::vector<notice> answers_;  // answers to other ranks' inquiries, until they have left
-  std::byte inquiry_token_{};    // what an inquiry sends
+  std::vector<bool> inquirers_;  // the processes that asked this rank what it waits for
   wait_state waiting_;           // what this rank waits for now
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
   std::uint64_t run_ = 0;
