@@ -175,8 +175,8 @@ TEST_CASE("the BLAS input and weight gradients match the loops within the roundi
 }
 
 TEST_CASE(
-    "on the BLAS, backward is backward_input then backward_weight bit for bit, and gradients "
-    "accumulate call by call") {
+    "on the BLAS, backward is backward_input then backward_weight bit for bit, and each call's "
+    "product adds itself to the weight gradient") {
   const layers::linear fresh(200, 150, 8);
   const payload x1 = random_payload(300, 200, 9), g1 = random_payload(300, 150, 10);
   const payload x2 = random_payload(7, 200, 11), g2 = random_payload(7, 150, 12);
@@ -189,15 +189,19 @@ TEST_CASE(
   CHECK(same_bits(joined.grad_weight(), split.grad_weight()));
   CHECK(same_bits(joined.grad_bias(), split.grad_bias()));
 
-  // The second call's gradient is summed on its own, then added: the accumulator is exactly the
-  // float sum of the two calls' gradients, whatever their row counts.
+  // The second call's product adds itself to the accumulator (sgemm, beta = 1): the bits of that
+  // call made directly on the first call's gradient, and the bias gradient summed on its own, then
+  // added.
   joined.backward_weight(ctx, x2, {}, g2);
   first.backward_weight(ctx, x1, {}, g1);
   second.backward_weight(ctx, x2, {}, g2);
-  std::vector<float> sum(first.grad_weight().size());
-  for (std::size_t k = 0; k < sum.size(); ++k)
-    sum[k] = first.grad_weight()[k] + second.grad_weight()[k];
-  CHECK(same_bits(joined.grad_weight(), sum));
+  std::vector<float> direct(first.grad_weight().begin(), first.grad_weight().end());
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 150, 200, 7, 1.0f, g2[0].data(), 150, x2[0].data(), 200, 1.0f,
+              direct.data(), 200);
+  CHECK(same_bits(joined.grad_weight(), direct));
+  std::vector<float> bias(first.grad_bias().size());
+  for (std::size_t k = 0; k < bias.size(); ++k) bias[k] = first.grad_bias()[k] + second.grad_bias()[k];
+  CHECK(same_bits(joined.grad_bias(), bias));
 }
 
 TEST_CASE(

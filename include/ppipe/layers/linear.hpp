@@ -144,23 +144,24 @@ class linear {
 
   /// @brief grad_w += grad_out[0]^T in[0] and grad_b += the column sums of grad_out[0].
   ///
-  /// The microbatch's gradient is summed on its own first and then added to the accumulator, so
-  /// the accumulator after several calls is exactly the float sum of the calls' gradients in call
-  /// order, whatever the row counts. The layer keeps the buffer for that sum between calls (a
-  /// copy of the layer starts without one).
+  /// The accumulator's bits follow from the calls made on it, in their order, so a pipelined run
+  /// matches the unpipelined one with the same microbatches. On OpenBLAS the product adds itself
+  /// to the weight accumulator (sgemm with beta = 1). On the loops a call's gradient is summed on
+  /// its own first, in a buffer the layer keeps between calls, and then added: the accumulator is
+  /// then exactly the float sum of the calls' gradients. The bias gradient is summed on its own on
+  /// both.
   void backward_weight(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                        const payload& grad_out) {
     const std::size_t rows = check_input(in);
     check_tensor("grad_out", grad_out, rows, out_);
-    std::vector<float>& gw = scratch_.weight;
     std::vector<float>& gb = scratch_.bias;
-    gw.resize(weight_.size());
     gb.resize(bias_.size());
 #if PPIPE_WITH_CBLAS
-    detail::cblas::backward_weight(in[0].data(), grad_out[0].data(), gw.data(), gb.data(), dims(rows));
-    detail::cblas::add_into(grad_weight_.data(), gw.data(), gw.size());
+    detail::cblas::accumulate_weight(in[0].data(), grad_out[0].data(), grad_weight_.data(), gb.data(), dims(rows));
     detail::cblas::add_into(grad_bias_.data(), gb.data(), gb.size());
 #else
+    std::vector<float>& gw = scratch_.weight;
+    gw.resize(weight_.size());
     detail::loops::backward_weight(in[0].data(), grad_out[0].data(), gw.data(), gb.data(), dims(rows));
     detail::loops::add_into(grad_weight_.data(), gw.data(), gw.size());
     detail::loops::add_into(grad_bias_.data(), gb.data(), gb.size());
@@ -169,13 +170,15 @@ class linear {
 
   /// @brief An estimate for the partitioner, for a microbatch of `rows` rows. Times are in flops
   /// (a multiply-add counts 2); the backward is twice the forward (input and weight gradients).
-  /// parameter_memory is the bytes of W, b, their gradients and the buffer backward_weight() sums
-  /// a call's gradient in; activation_memory is the bytes of the output kept for the backward.
+  /// parameter_memory is the bytes of W, b and their gradients (and, on the loops, the buffer
+  /// backward_weight() sums a call's gradient in); activation_memory is the bytes of the output
+  /// kept for the backward.
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double n = static_cast<double>(rows);
     const double forward = 2.0 * n * static_cast<double>(in_) * static_cast<double>(out_);
     const double params = static_cast<double>(weight_.size() + bias_.size());
-    return {forward, 2.0 * forward, 3.0 * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
+    const double copies = uses_cblas ? 2.0 : 3.0;
+    return {forward, 2.0 * forward, copies * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
   }
 
  private:
@@ -218,7 +221,8 @@ class linear {
     }
   }
 
-  /// Where backward_weight() sums a microbatch's gradient before adding it to the accumulators.
+  /// Where backward_weight() sums a microbatch's gradient before adding it to the accumulators
+  /// (the weight's on the loops only).
   /// Kept between calls: allocating and faulting in a weight-sized buffer per call would cost a
   /// good part of the product itself at large widths. A copy starts empty, as the buffer holds
   /// nothing from one call to the next.
