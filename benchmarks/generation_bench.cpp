@@ -1,4 +1,4 @@
-// Pipelined generation (issue 5's targets), on the host backend with waiting kernels: every layer
+// Pipelined generation, on the host backend with waiting kernels: every layer
 // call takes a fixed time without holding a core, as a GPU kernel does, whatever its rows.
 //   generate/p4_groups:G  8 layers on p=4 ranks (2 per stage, 1 ms per stage per step), G groups
 //                         of 4 sequences in flight, 48 tokens each. Target: G >= 4 reaches at

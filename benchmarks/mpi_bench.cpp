@@ -1,4 +1,4 @@
-// The MPI transport against raw MPI point-to-point, in the same run (issue 7's target: ppipe
+// The MPI transport against raw MPI point-to-point, in the same run (target: ppipe
 // within 10% of raw MPI, in latency for small payloads and in bandwidth for 4 MiB).
 //
 // pingpong/<bytes>: one iteration is four blocks of round trips of <bytes>/4 floats between the

@@ -1,4 +1,4 @@
-// Partitioning cost at scale (issue 3). Targets: each under 10 ms on the project's 2-core machine.
+// Partitioning cost at scale. Targets: each under 10 ms on the project's 2-core machine.
 //   balanced:       10,000 layers into 512 stages (1F1B, p=512), exact min-max split
 //   heterogeneous:  1,000 layers on 64 ranks of two speeds, each with a memory limit that binds
 // plus, for information: heterogeneous with a rank so slow that some layers fit nowhere near it

@@ -1,11 +1,11 @@
-// The host runtime's cost (issue 4's targets), all on the host backend:
+// The host runtime's cost, all on the host backend:
 //   overhead/...:  kernels that do nothing, so a step is the executor alone (1F1B, one layer per
 //                  stage, one [m, 1] tensor). Target: <= 5 us per action, the step's wall time over
 //                  every action of the schedule, transfers included.
 //   waiting/...:   kernels that wait 1 ms forward / 2 ms backward per rank without using a core, as a
 //                  GPU kernel does (p=4, m=16). Target: the measured step within 3% of simulate()'s
 //                  makespan (buffered transfers, as the host transport is). Zero-bubble schedules
-//                  (zb_h1, zb_v) split the backward into I and W of 1 ms each; issue 6's target:
+//                  (zb_h1, zb_v) split the backward into I and W of 1 ms each; target:
 //                  ZB-H1's step beats 1F1B's at the same peak activation memory.
 //   wait_precision: how late the waiting kernel ends: the floor under waiting/'s accuracy.
 //   mlp/...:       the demo's MLP (ppipe-train's defaults: 16 inputs, 4 hidden layers of 256, batch

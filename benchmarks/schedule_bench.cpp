@@ -1,6 +1,6 @@
 // Planning cost at scale: generate, validate and simulate interleaved 1F1B with p=64 ranks,
 // m=1024 microbatches and v=4 stages per rank (524,288 compute actions, 1.57 million actions with
-// transfers). Target (issue 2): all three together under 100 ms on the project's 2-core machine.
+// transfers). Target: all three together under 100 ms on the project's 2-core machine.
 #include <benchmark/benchmark.h>
 
 #include <ppipe/ppipe.hpp>

@@ -2,12 +2,12 @@
 # Builds the benchmarks in Release and records their figures as Google Benchmark JSON under
 # docs/benchmarks/, the source of every number in docs/benchmarks.md. Run on an otherwise idle
 # machine. Extra arguments go to every benchmark binary (e.g. --benchmark_filter=generate).
-#   schedule_bench:  generate + validate + simulate at scale (issue 2)
-#   partition_bench: the partitioners at scale (issue 3)
+#   schedule_bench:  generate + validate + simulate at scale
+#   partition_bench: the partitioners at scale
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
-#   generation_bench: pipelined token generation, tokens/s against groups in flight (issue 5)
-#   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V (issue 6)
-#   mpi_bench:       the MPI transport against raw MPI send/recv (issue 7)
+#   generation_bench: pipelined token generation, tokens/s against groups in flight
+#   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V
+#   mpi_bench:       the MPI transport against raw MPI send/recv
 #   layers:          the layer kit on OpenBLAS against direct cblas_sgemm calls and the kit's loops
 #   layers_skylakex: the same with OpenBLAS's SkylakeX kernels forced (OPENBLAS_CORETYPE), on a CPU
 #                    with AVX-512 only: OpenBLAS 0.3.21 takes CPUs it does not know for Prescott
@@ -19,7 +19,7 @@ cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partiti
   ppipe_bench_mpi ppipe_bench_layers
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
-# zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone (issue 6).
+# zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone.
 # mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
 for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble mpi layers layers_skylakex}; do
   binary="${bench}"
