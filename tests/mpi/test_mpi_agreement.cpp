@@ -15,21 +15,14 @@
 #include <ppipe/mpi.hpp>
 
 #include "catch.hpp"
+#include "world.hpp"
 
 namespace {
 
 using ppipe::layers::sequential;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using mpi_test::world_rank;
+using mpi_test::world_size;
 
 ppipe::payload filled(std::int64_t rows, std::int64_t cols) {
   ppipe::payload p{ppipe::host_tensor(ppipe::shape{rows, cols})};

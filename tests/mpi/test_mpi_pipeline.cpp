@@ -17,21 +17,14 @@
 #include "catch.hpp"
 #include "faulty_model.hpp"
 #include "toy_model.hpp"
+#include "world.hpp"
 
 namespace {
 
 using ppipe::layers::sequential;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using mpi_test::world_rank;
+using mpi_test::world_size;
 
 // Deterministic data; `salt` makes each step's batch different.
 ppipe::payload filled(std::int64_t rows, std::int64_t cols, float salt) {

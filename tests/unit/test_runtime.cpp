@@ -226,6 +226,9 @@ TEST_CASE("bad input gets a ppipe::error with the values") {
   fails([&] { ppipe::pipeline<toy::model> p(model, options(2, 2)); p.train_step(toy::batch(4, 3, 0), toy::batch(4, 3, 0)); },
         "ppipe.invalid_argument", "train_step needs a loss");
   fails([&] { ppipe::pipeline<toy::model> p(model, options(0, 2)); }, "ppipe.invalid_argument", "ranks=0");
+  // Refused before the transport's p x p channels are allocated.
+  fails([&] { ppipe::pipeline<toy::model> p(model, options(100000, 2), toy::loss); }, "ppipe.invalid_argument",
+        "the model has 8 layers but the pipeline has 100000 stages (p=100000 x v=1)");
   fails([&] {
     pipeline_options o = options(2, 2);
     o.split = ppipe::partition({0, 3, 7});
