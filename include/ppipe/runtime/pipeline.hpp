@@ -93,7 +93,10 @@ class pipeline {
         transport_(make_transport(model, options_, std::forward<TransportArgs>(transport)...)) {
     if constexpr (distributed_transport<Transport>) {
       // A process that cannot build its part is named on every process, so none goes on to wait for it.
-      const std::string problem = locally([&] { build(); });
+      const std::string problem = locally([&] {
+        (void)checked(*model_, options_);  // on the host, make_transport() checks before it builds
+        build();
+      });
       if (problem.empty()) built_ = pipeline_fields();
       transport_.agree(built_, problem, agreement_deadline());
     } else {
@@ -101,8 +104,8 @@ class pipeline {
     }
   }
 
+  // Builds the schedules, the split, the stages and the executor, once checked() has passed.
   void build() {
-    (void)checked(*model_, options_);
     if (options_.timeout.count() <= 0) {
       detail::fail(errc::invalid_argument, "the timeout is ", options_.timeout.count(),
                    " ms; give a positive pipeline_options::timeout (milliseconds::max() waits for ever)");

@@ -361,7 +361,7 @@ class transport {
     if (mine.what == rank_outcome::outcome::failed) verdict = {false, rank_, mine.code, mine.message};
     for (int q = 0; q < size_; ++q) {
       if (q == rank_ || reports_[static_cast<std::size_t>(q)]) continue;
-      const waiting_on note(*this, wait_kind::report_from, q, run_);
+      const waiting_on note(*this, wait_kind::report_from, q, 0);
       if (!receive_report(q, deadline)) {
         return stuck(ppipe::detail::concat(describe_rank(rank_), " ended its part of the run and waited ",
                                            waited_ms(start), " for ", describe_rank(q), " to report how its part ended"));
@@ -379,7 +379,7 @@ class transport {
     if (!verdict.ok) {
       if (std::optional<run_verdict> failed = drain(deadline)) return *std::move(failed);
     }
-    const waiting_on note(*this, wait_kind::collective, -1, run_);
+    const waiting_on note(*this, wait_kind::collective, -1, 0);
     for (notice& n : notices) {
       if (wait_one(n.request, deadline) != wait_status::ready) {
         return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
@@ -392,7 +392,7 @@ class transport {
   /// @brief Gives every rank of the pipeline the bytes rank `root` holds.
   wait_status broadcast(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
-    const waiting_on note(*this, wait_kind::broadcast_from, root, run_);
+    const waiting_on note(*this, wait_kind::broadcast_from, root, 0);
     std::uint64_t n = bytes.size();
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, comm_, &req));
@@ -423,7 +423,7 @@ class transport {
     if (values.size() > static_cast<std::size_t>(INT_MAX)) {
       ppipe::detail::fail(errc::unsupported, "cannot all-reduce ", values.size(), " values at once; at most ", INT_MAX);
     }
-    const waiting_on note(*this, wait_kind::replicas, -1, run_);
+    const waiting_on note(*this, wait_kind::replicas, -1, 0);
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_FLOAT, MPI_SUM,
                                    replicas_, &req));
@@ -444,7 +444,7 @@ class transport {
   void agree(const std::vector<agreement_field>& mine, std::string_view problem, deadline_clock::time_point deadline) {
     refuse_if_broken();
     const auto start = deadline_clock::now();
-    const waiting_on note(*this, wait_kind::collective, -1, run_);
+    const waiting_on note(*this, wait_kind::collective, -1, 0);
     const auto wait = [&](MPI_Request& req, const char* what) {
       if (wait_one(req, deadline) == wait_status::ready) return;
       stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for the other processes ",
@@ -596,8 +596,7 @@ class transport {
     bool done = false;        // every message of the payload has arrived (or was refused)
     bool packed = false;      // agreed, several small tensors: the values arrive in `buffer`
     int floats = 0;           // agreed: how many values the message must have
-    int first_bytes = 0;      // the first message's size
-    std::vector<std::byte> buffer;   // a header, or packed values, or what a drain throws away
+    std::vector<std::byte> buffer;   // a header (sized to it), or packed values, or what a drain throws away
     std::vector<MPI_Request> values;  // described, separate layout: the tensors matched so far
     std::size_t next_value = 0;       // ... and the next tensor to match
     std::string refused;              // why the payload is refused, thrown once it is all in
@@ -740,7 +739,6 @@ class transport {
   // completed (refuse()).
   void start_first(recv_slot& slot, MPI_Message& msg, int bytes) {
     slot.matched = true;
-    slot.first_bytes = bytes;
     if (slot.form == recv_form::described) {
       slot.buffer.resize(static_cast<std::size_t>(std::max(bytes, 0)));
       PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), bytes, MPI_BYTE, &msg, &slot.request));
@@ -800,7 +798,7 @@ class transport {
     }
     if (given != nullptr) slot.into = std::move(*given);
     slot.done = true;  // unless values follow; a header that cannot be read leaves nothing to wait for
-    const bool with_values = detail::read_header(slot.buffer.data(), static_cast<std::size_t>(slot.first_bytes), slot.into);
+    const bool with_values = detail::read_header(slot.buffer.data(), slot.buffer.size(), slot.into);
     slot.done = false;
     slot.next_value = with_values ? slot.into.size() : 0;
   }
@@ -966,11 +964,11 @@ class transport {
         (void)take_recv_slot(q, seq, recv_form::either, {}, 0);
       }
       posted_[static_cast<std::size_t>(q)] = std::max(posted_[static_cast<std::size_t>(q)], sent);
-      const waiting_on note(*this, wait_kind::payload_from, q, sent);
       for (std::uint32_t at = 0; at < recvs_.size(); ++at) {
         recv_slot& slot = recvs_[at];
         if (!slot.busy || slot.from != q) continue;
         if (slot.sequence < sent) {
+          const waiting_on note(*this, wait_kind::payload_from, q, slot.sequence);
           wait_status st = wait_status::ready;
           try {
             st = finish_recv(at, nullptr, deadline, false);
@@ -1016,7 +1014,7 @@ class transport {
       w.text(text);
       std::copy(packed.begin(), packed.end(), mine.begin());
     }
-    const waiting_on note(*this, wait_kind::replicas, -1, run_);
+    const waiting_on note(*this, wait_kind::replicas, -1, 0);
     MPI_Request req = MPI_REQUEST_NULL;
     PPIPE_MPI_CHECK(MPI_Iallgather(mine.data(), static_cast<int>(record), MPI_BYTE, all.data(), static_cast<int>(record),
                                    MPI_BYTE, replicas_, &req));
@@ -1065,7 +1063,7 @@ class transport {
   struct wait_state {
     wait_kind kind = wait_kind::none;
     int peer = -1;
-    std::uint64_t number = 0;  // the payload's sequence number, or the run's
+    std::uint64_t number = 0;  // for a payload: its sequence number
   };
   // Notes a wait for as long as it lasts; a wait inside another (a drain in conclude) restores it.
   class waiting_on {
@@ -1139,7 +1137,7 @@ class transport {
   std::string inquire() {
     const int n = inquiry_size();
     if (options_.inquiry.count() <= 0 || n <= 1) return {};
-    const waiting_on note(*this, wait_kind::inquiring, -1, run_);
+    const waiting_on note(*this, wait_kind::inquiring, -1, 0);
     const MPI_Comm c = inquiry_comm();
     const int me = inquiry_rank();
     // Sends that are never completed: a dead peer never takes them, and the job ends after this.
