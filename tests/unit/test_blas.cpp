@@ -19,6 +19,7 @@
 
 #include <catch.hpp>
 
+#include "float_bits.hpp"
 #include "ppipe/layers/layers.hpp"
 #include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
@@ -30,6 +31,9 @@ static_assert(ppipe::layers::uses_cblas, "test_blas is built with ppipe::blas");
 
 namespace {
 
+using support::random_values;
+using support::same_bits;
+
 namespace layers = ppipe::layers;
 namespace loops = ppipe::layers::detail::loops;
 using ppipe::host_tensor;
@@ -38,24 +42,9 @@ using ppipe::shape;
 
 const ppipe::layer_context ctx{};
 
-/// Values in [-1, 1) from a test-local generator.
-std::vector<float> random_values(std::size_t n, std::uint64_t seed) {
-  std::vector<float> out(n);
-  std::uint64_t s = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-  for (float& v : out) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    v = static_cast<float>(s >> 40) / 8388608.0f - 1.0f;
-  }
-  return out;
-}
-
 payload random_payload(std::size_t rows, std::size_t width, std::uint64_t seed) {
   return {host_tensor(shape{static_cast<std::int64_t>(rows), static_cast<std::int64_t>(width)},
                       random_values(rows * width, seed))};
-}
-
-bool same_bits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
 /// gamma_n of the header comment, doubled: how far two float sums of the same n terms may be apart,

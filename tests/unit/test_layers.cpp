@@ -11,6 +11,7 @@
 #include <catch.hpp>
 
 #include "error_message.hpp"
+#include "float_bits.hpp"
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
 
@@ -27,18 +28,10 @@ static_assert(std::is_convertible_v<layers::mse_loss, ppipe::loss_function<>>);
 
 namespace {
 
-const ppipe::layer_context ctx{};
+using support::random_values;
+using support::same_bits;
 
-/// Values in [-1, 1) from a test-local generator (independent of the kit's own).
-std::vector<float> random_values(std::size_t n, std::uint64_t seed) {
-  std::vector<float> out(n);
-  std::uint64_t s = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-  for (float& v : out) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    v = static_cast<float>(s >> 40) / 8388608.0f - 1.0f;
-  }
-  return out;
-}
+const ppipe::layer_context ctx{};
 
 payload random_payload(shape s, std::uint64_t seed) {
   const std::size_t n = s.elements();
@@ -46,10 +39,6 @@ payload random_payload(shape s, std::uint64_t seed) {
 }
 
 std::vector<double> to_double(std::span<const float> v) { return {v.begin(), v.end()}; }
-
-bool same_bits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
-}
 
 /// Checks an analytic float gradient against a double-precision finite difference.
 void check_close(float analytic, double numeric) {

@@ -16,6 +16,7 @@
 #include <catch.hpp>
 
 #include "error_message.hpp"
+#include "float_bits.hpp"
 #include <generation_reference.hpp>
 #include <ppipe/inference/generative_model.hpp>
 #include <ppipe/layers/layers.hpp>
@@ -31,6 +32,8 @@ static_assert(ppipe::model<layers::decoder>);
 static_assert(ppipe::model_has_costs<layers::decoder>);
 
 namespace {
+
+using support::same_bits;
 
 using view = ppipe::sequence_view<host_tensor>;
 
@@ -103,10 +106,6 @@ payload generation_logits(const layers::decoder& m, const std::vector<part>& par
 std::span<const float> row_of(const payload& p, std::int64_t row) {
   const auto width = static_cast<std::size_t>(p[0].shape()[1]);
   return p[0].values().subspan(static_cast<std::size_t>(row) * width, width);
-}
-
-bool same_bits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
 bool same_state(const std::vector<payload>& a, const std::vector<payload>& b) {
