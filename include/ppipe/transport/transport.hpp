@@ -2,36 +2,14 @@
 /// @file
 /// @brief The Transport concept: asynchronous point-to-point transfer of payloads between ranks.
 
-#include <chrono>
 #include <concepts>
 #include <string_view>
 #include <utility>
 
+#include "ppipe/device/wait.hpp"
 #include "ppipe/runtime/tensor.hpp"
 
 namespace ppipe {
-
-/// @brief How a wait on a transfer ended.
-enum class wait_status : unsigned char {
-  ready,      ///< the transfer is complete (or, on a device, ordered before the work that follows)
-  timed_out,  ///< the deadline passed first
-  aborted,    ///< another rank failed and the run is being torn down
-};
-
-/// @brief The clock every deadline is measured on.
-using deadline_clock = std::chrono::steady_clock;
-
-/// @brief now + `timeout`, saturated: a timeout of milliseconds::max() means "wait for ever".
-inline deadline_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
-  const auto now = deadline_clock::now();
-  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
-  if (timeout >= room) return deadline_clock::time_point::max();
-  return now + std::chrono::duration_cast<deadline_clock::duration>(timeout);
-}
-
-/// @brief A deadline that has always passed: a wait given it only checks whether its transfer is
-/// done (without reading the clock to say so).
-inline constexpr deadline_clock::time_point already_passed{};
 
 /// @brief A transport moves payloads between pipeline ranks, point to point and asynchronously.
 ///
