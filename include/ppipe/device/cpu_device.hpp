@@ -1,0 +1,503 @@
+#pragma once
+/// @file
+/// @brief ppipe::cpu_stream_device, the CPU model of stream_device that CI runs: a worker thread
+/// per stream, events as completion marks, a stream-ordered pool, and aids a GPU does not give:
+/// seeded random delays, poisoned memory and a race checker that fails at the first unordered
+/// access, naming both streams.
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ppipe/device/cpu_allocator.hpp"
+#include "ppipe/device/cpu_stream.hpp"
+#include "ppipe/device/race_checker.hpp"
+#include "ppipe/device/stream_device.hpp"
+#include "ppipe/device/vector_clock.hpp"
+#include "ppipe/device/wait.hpp"
+#include "ppipe/error.hpp"
+
+namespace ppipe {
+
+/// @brief How a cpu_stream_device shakes out ordering bugs.
+struct cpu_device_options {
+  /// @brief Seeds the random delays; the same seed gives each stream the same delays.
+  std::uint64_t seed = 0;
+  /// @brief The longest random delay before each item of a stream; zero for none.
+  std::chrono::microseconds max_delay{0};
+  /// @brief Fill fresh allocations, and released blocks when their stream reaches the release,
+  /// with quiet NaN bytes, so that reading memory nobody wrote shows.
+  bool poison = true;
+  /// @brief Check every declared access (use(), copy_async(), zero_async(), release()) against
+  /// stream order and throw at the first unordered one.
+  bool check_races = true;
+};
+
+/// @brief The CPU model of a stream_device (and capturing_stream_device).
+///
+/// Each stream is a worker thread that runs its items in order; events complete when a worker
+/// reaches their record. Ordering is also tracked on the host with vector clocks (each item ticks
+/// its stream, a record snapshots the clock, a wait joins it), which decides two things when work
+/// is enqueued, independently of timing: whether a declared access races (check_races), and
+/// whether a released block may be reused by an allocation on another stream.
+///
+/// Failures: work that throws sets the sticky error() (the first one wins), prefixed with the
+/// stream's name and the item's label, the original nested. From then on, until clear_error(),
+/// every stream skips host work, copies and zeroes, but still completes event records and waits,
+/// and still performs releases, so nothing waiting on an event hangs and memory stays accounted.
+/// abort() makes the streams skip work in the same way, without an error.
+///
+/// Thread safety: any thread may enqueue on any stream; work from several threads onto one stream
+/// runs in the order the calls took the device's lock. Destruction runs what is queued, then joins
+/// every worker; streams live as long as the device.
+class cpu_stream_device {
+ public:
+  /// @brief A handle to a stream of this device; default-constructed, it names none.
+  class stream {
+   public:
+    stream() = default;
+    /// @brief The name given to create_stream() (empty for a default-constructed handle).
+    [[nodiscard]] std::string_view name() const noexcept {
+      return impl_ != nullptr ? std::string_view(impl_->name()) : std::string_view();
+    }
+    friend bool operator==(const stream&, const stream&) noexcept = default;
+
+   private:
+    friend class cpu_stream_device;
+    stream(const cpu_stream_device* owner, detail::cpu_stream* impl) : owner_(owner), impl_(impl) {}
+    const cpu_stream_device* owner_ = nullptr;
+    detail::cpu_stream* impl_ = nullptr;
+  };
+
+  /// @brief An event: a completion mark shared by its copies. Default-constructed, it counts as
+  /// complete and orders nothing.
+  class event {
+   public:
+    event() = default;
+
+   private:
+    friend class cpu_stream_device;
+    explicit event(std::shared_ptr<detail::event_mark> mark) : mark_(std::move(mark)) {}
+    std::shared_ptr<detail::event_mark> mark_;
+  };
+
+  /// @brief What one stream's capture recorded, ready to be launched any number of times.
+  class graph {
+   public:
+    graph() = default;
+    /// @brief How many items a launch enqueues.
+    [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
+
+   private:
+    friend class cpu_stream_device;
+    struct declared {
+      const void* p;
+      std::size_t bytes;
+      access mode;
+    };
+    struct item {
+      detail::stream_item::kind what;
+      std::shared_ptr<detail::cpu_task> fn;      // work: shared, since each launch runs it again
+      std::shared_ptr<detail::event_mark> mark;  // wait
+      std::string label;
+      std::vector<declared> accesses;  // declared before it, checked again at each launch
+    };
+    std::shared_ptr<const std::vector<item>> items_;
+  };
+
+  /// @brief Makes a device with no streams yet.
+  /// @param options delays, poisoning and race checking.
+  explicit cpu_stream_device(cpu_device_options options = {})
+      : options_(options), allocator_(options.poison) {}
+
+  cpu_stream_device(const cpu_stream_device&) = delete;
+  cpu_stream_device& operator=(const cpu_stream_device&) = delete;
+
+  /// @brief Runs the work every stream has queued, then joins the workers.
+  ~cpu_stream_device() { lanes_.clear(); }
+
+  /// @brief Makes a stream: a worker thread that lives as long as the device.
+  /// @param name what the stream is for, as messages show it ("rank 1 compute").
+  /// @return its handle.
+  [[nodiscard]] stream create_stream(std::string_view name) {
+    const std::lock_guard lock(mutex_);
+    const std::size_t index = lanes_.size();
+    auto l = std::make_unique<lane>();
+    l->worker = std::make_unique<detail::cpu_stream>(std::string(name), index, signal_, failure_,
+                                                     mix(options_.seed, index), options_.max_delay);
+    checker_.add_stream(std::string(name));
+    lanes_.push_back(std::move(l));
+    return {this, lanes_.back()->worker.get()};
+  }
+
+  /// @brief Enqueues host work, labelled "host work".
+  /// @param s the stream.
+  /// @param fn a `void()` callable, run on the stream's worker after the work enqueued before it.
+  template <std::invocable F>
+  void enqueue(stream s, F&& fn) {
+    enqueue(s, std::forward<F>(fn), "host work");
+  }
+
+  /// @brief Enqueues host work (cudaLaunchHostFunc).
+  /// @param s the stream.
+  /// @param fn a `void()` callable, run on the stream's worker after the work enqueued before it.
+  /// @param label what the work is ("F3 of stage 1"), named if it throws or hangs.
+  template <std::invocable F>
+  void enqueue(stream s, F&& fn, std::string_view label) {
+    const std::lock_guard lock(mutex_);
+    push_work(lane_of(s), detail::stream_item::kind::work, detail::cpu_task(std::forward<F>(fn)), label);
+  }
+
+  /// @brief Records a fresh event on `s`: it completes once the work enqueued before it has run.
+  /// @return the event.
+  [[nodiscard]] event record(stream s) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (l.capturing) {
+      detail::fail(errc::unsupported, "record() on stream '", s.name(),
+                   "' while it is being captured: the CPU model captures one stream alone; record before "
+                   "begin_capture() or after end_capture()");
+    }
+    auto mark = std::make_shared<detail::event_mark>();
+    mark->owner = this;
+    mark->stream = l.worker->index();
+    mark->stream_name = l.worker->name();
+    mark->clock = l.clock;
+    l.worker->push({detail::stream_item::kind::record, {}, mark, "record"});
+    return event(std::move(mark));
+  }
+
+  /// @brief Makes the work enqueued on `s` after this call wait until `e` completes
+  /// (cudaStreamWaitEvent). Returns at once.
+  void wait(stream s, const event& e) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (!e.mark_) return;
+    check_owner(e, "wait()");
+    if (l.capturing) {
+      l.captured.push_back({detail::stream_item::kind::wait, nullptr, e.mark_, "wait", {}});
+      return;
+    }
+    l.clock.join(e.mark_->clock);
+    if (!e.mark_->done.load(std::memory_order_acquire)) {
+      l.worker->push({detail::stream_item::kind::wait, {}, e.mark_, "wait"});
+    }
+  }
+
+  /// @brief Whether `e` has completed, without blocking.
+  /// @return true once the stream it was recorded on has reached it.
+  [[nodiscard]] bool query(const event& e) const {
+    if (!e.mark_) return true;
+    check_owner(e, "query()");
+    return e.mark_->done.load(std::memory_order_acquire);
+  }
+
+  /// @brief Blocks until `e` completes or `deadline` passes.
+  /// @return ready, or timed_out (see status() for what the stream is doing).
+  [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
+    if (!e.mark_) return wait_status::ready;
+    check_owner(e, "synchronize()");
+    return signal_.wait(*e.mark_, deadline);
+  }
+
+  /// @brief Blocks until the work enqueued on `s` so far has run, or `deadline` passes.
+  /// @return ready, or timed_out (see status() for what the stream is doing).
+  [[nodiscard]] wait_status synchronize(stream s, deadline_clock::time_point deadline) {
+    std::uint64_t count = 0;
+    {
+      const std::lock_guard lock(mutex_);
+      lane& l = lane_of(s);
+      refuse_while_capturing(l, "synchronize()");
+      count = l.worker->pushed();
+    }
+    return s.impl_->wait_until_done(count, deadline);
+  }
+
+  /// @brief The time between two completed events.
+  /// @param from the earlier event.
+  /// @param to the later event.
+  /// @return microseconds from `from` to `to`, negative if `to` completed first.
+  [[nodiscard]] double elapsed_us(const event& from, const event& to) const {
+    for (const event* e : {&from, &to}) {
+      if (!e->mark_) {
+        detail::fail(errc::invalid_argument, "elapsed_us() of an event never recorded: pass events from record()");
+      }
+      check_owner(*e, "elapsed_us()");
+      if (!e->mark_->done.load(std::memory_order_acquire)) {
+        detail::fail(errc::invalid_argument, "elapsed_us() of an event on stream '", e->mark_->stream_name,
+                     "' that has not completed: synchronize() it first");
+      }
+    }
+    return std::chrono::duration<double, std::micro>(to.mark_->at - from.mark_->at).count();
+  }
+
+  /// @brief Copies `bytes` bytes from `src` to `dst` in stream order; declares a read of the
+  /// source and a write of the destination.
+  /// @param label what the copy is, for messages.
+  void copy_async(stream s, void* dst, const void* src, std::size_t bytes, std::string_view label = "copy_async") {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    declare(l, src, bytes, access::read, label);
+    declare(l, dst, bytes, access::write, label);
+    push_work(l, detail::stream_item::kind::work, detail::cpu_task([dst, src, bytes] {
+                if (bytes != 0) std::memcpy(dst, src, bytes);
+              }),
+              label);
+  }
+
+  /// @brief Zeroes `bytes` bytes at `dst` in stream order; declares a write.
+  /// @param label what the zeroing is, for messages.
+  void zero_async(stream s, void* dst, std::size_t bytes, std::string_view label = "zero_async") {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    declare(l, dst, bytes, access::write, label);
+    push_work(l, detail::stream_item::kind::work, detail::cpu_task([dst, bytes] {
+                if (bytes != 0) std::memset(dst, 0, bytes);
+              }),
+              label);
+  }
+
+  /// @brief Allocates `bytes` bytes for work on `s` (cudaMallocAsync), aligned to 64 bytes.
+  /// Another stream may use the memory once it is ordered after this call.
+  /// @return the memory; a block released earlier when `s` is ordered after its release.
+  [[nodiscard]] void* allocate(std::size_t bytes, stream s) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    refuse_while_capturing(l, "allocate()");
+    const std::size_t index = l.worker->index();
+    const auto g = allocator_.allocate(bytes, index, l.clock);
+    if (options_.check_races) {
+      checker_.on_allocate(g.p, g.size,
+                           {index, l.clock.get(index), std::make_shared<std::string>(detail::concat("allocate(", bytes, ")"))});
+    }
+    return g.p;
+  }
+
+  /// @brief Frees `p` when `s` reaches this point (cudaFreeAsync): work enqueued on `s` before
+  /// may still use it, and work on other streams that uses it must be ordered before this call.
+  /// @param p memory from allocate(), or nullptr (ignored).
+  void release(void* p, stream s) {
+    if (p == nullptr) return;
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (l.capturing) {
+      detail::fail(errc::unsupported, "release() on stream '", s.name(),
+                   "' while it is being captured: release before begin_capture() or after end_capture()");
+    }
+    const std::size_t index = l.worker->index();
+    const std::string label = detail::concat("release(", p, ")");
+    const std::size_t size = allocator_.live_size(p);
+    if (options_.check_races) {
+      checker_.on_release(p, l.clock, {index, l.clock.get(index) + 1, label_slot(l, label)});
+    }
+    allocator_.release(p, index, l.clock.get(index) + 1);
+    detail::cpu_task poison;
+    if (allocator_.poisons()) {
+      poison = detail::cpu_task([p, size] { std::memset(p, detail::cpu_allocator::poison_byte, size); });
+    } else {
+      poison = detail::cpu_task([] {});
+    }
+    push_work(l, detail::stream_item::kind::always, std::move(poison), label);
+  }
+
+  /// @brief Declares that the work enqueued next on `s` reads or writes `[p, p + bytes)`; with
+  /// check_races, throws ppipe::error if that is not ordered after a conflicting access from
+  /// another stream. Memory not from allocate() is ignored.
+  void use(stream s, const void* p, std::size_t bytes, access mode) {
+    const std::lock_guard lock(mutex_);
+    declare(lane_of(s), p, bytes, mode, {});
+  }
+
+  /// @brief The first failure of work on this device, null if none.
+  [[nodiscard]] std::exception_ptr error() const { return failure_.first(); }
+
+  /// @brief Forgets the failure and the abort, so that work runs again.
+  /// @throws ppipe::error while a stream still has work queued or running.
+  void clear_error() {
+    const std::lock_guard lock(mutex_);
+    for (const auto& l : lanes_) {
+      if (!l->worker->idle()) {
+        detail::fail(errc::invalid_argument, "clear_error() while ", l->worker->status(),
+                     ": synchronize every stream first");
+      }
+    }
+    failure_.clear();
+  }
+
+  /// @brief Makes every stream skip its queued and future work (events still complete) until
+  /// clear_error(); the work running now finishes.
+  void abort() { failure_.abort(); }
+
+  /// @brief Whether abort() was called since the last clear_error().
+  [[nodiscard]] bool aborted() const { return failure_.aborted(); }
+
+  /// @brief From now on, work enqueued on `s` is recorded into a graph instead of run.
+  void begin_capture(stream s) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (l.capturing) {
+      detail::fail(errc::invalid_argument, "begin_capture() on stream '", s.name(),
+                   "', which is already capturing: call end_capture() first");
+    }
+    l.capturing = true;
+    l.captured.clear();
+    l.pending_capture.clear();
+  }
+
+  /// @brief Stops capturing `s`.
+  /// @return what was recorded since begin_capture().
+  [[nodiscard]] graph end_capture(stream s) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (!l.capturing) {
+      detail::fail(errc::invalid_argument, "end_capture() on stream '", s.name(),
+                   "', which is not capturing: call begin_capture() first");
+    }
+    l.capturing = false;
+    l.pending_capture.clear();
+    graph g;
+    g.items_ = std::make_shared<const std::vector<graph::item>>(std::move(l.captured));
+    l.captured = {};
+    return g;
+  }
+
+  /// @brief Enqueues what `g` recorded on `s`, in order; each item's accesses are checked again.
+  void launch(const graph& g, stream s) {
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (l.capturing) {
+      detail::fail(errc::unsupported, "launch() on stream '", s.name(),
+                   "' while it is being captured: launch after end_capture()");
+    }
+    if (!g.items_) return;
+    for (const graph::item& it : *g.items_) {
+      if (it.what == detail::stream_item::kind::wait) {
+        l.clock.join(it.mark->clock);
+        if (!it.mark->done.load(std::memory_order_acquire)) l.worker->push({it.what, {}, it.mark, it.label});
+        continue;
+      }
+      for (const graph::declared& a : it.accesses) declare(l, a.p, a.bytes, a.mode, it.label);
+      push_work(l, it.what, detail::cpu_task([fn = it.fn] { (*fn)(); }), it.label);
+    }
+  }
+
+  /// @brief Whether `s` is capturing.
+  [[nodiscard]] bool capturing(stream s) const {
+    const std::lock_guard lock(mutex_);
+    return lane_of(s).capturing;
+  }
+
+  /// @brief What the stream's worker is doing now ("stream 'b' waits for an event recorded on
+  /// stream 'a' (2 items not finished, this one included)"), for timeout messages.
+  [[nodiscard]] std::string status(stream s) const {
+    const std::lock_guard lock(mutex_);
+    return lane_of(s).worker->status();
+  }
+
+  /// @brief The pool's bytes in use, peak and reserved.
+  [[nodiscard]] cpu_allocator_stats allocator_stats() const {
+    const std::lock_guard lock(mutex_);
+    return allocator_.stats();
+  }
+
+  /// @brief The options the device was made with.
+  [[nodiscard]] const cpu_device_options& options() const noexcept { return options_; }
+
+ private:
+  /// The host's side of a stream: its worker and what ordering and capture know of it.
+  struct lane {
+    std::unique_ptr<detail::cpu_stream> worker;
+    detail::vector_clock clock;
+    std::shared_ptr<std::string> pending_label;  // names the accesses use() declared, once their item comes
+    bool capturing = false;
+    std::vector<graph::item> captured;
+    std::vector<graph::declared> pending_capture;
+  };
+
+  static std::uint64_t mix(std::uint64_t seed, std::size_t index) noexcept {
+    // splitmix64 of seed and stream: neighbouring streams get unrelated delays.
+    std::uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (static_cast<std::uint64_t>(index) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+  [[nodiscard]] lane& lane_of(const stream& s) const {
+    if (s.owner_ != this || s.impl_ == nullptr) {
+      detail::fail(errc::invalid_argument,
+                   s.impl_ == nullptr ? "a default-constructed stream" : "a stream of another device",
+                   " was passed to a cpu_stream_device: use a stream its create_stream() made");
+    }
+    return *lanes_[s.impl_->index()];
+  }
+
+  void check_owner(const event& e, std::string_view what) const {
+    if (e.mark_->owner != this) {
+      detail::fail(errc::invalid_argument, what, " of an event recorded on another device (stream '",
+                   e.mark_->stream_name, "'): use events of this device");
+    }
+  }
+
+  static void refuse_while_capturing(const lane& l, std::string_view what) {
+    if (l.capturing) {
+      detail::fail(errc::invalid_argument, what, " on stream '", l.worker->name(),
+                   "' while it is being captured, which CUDA refuses (the captured work has not run): call it "
+                   "before begin_capture() or after end_capture()");
+    }
+  }
+
+  /// The label shared by the accesses declared for the next item of `l`, set to `label` if given.
+  std::shared_ptr<std::string> label_slot(lane& l, std::string_view label) {
+    if (!l.pending_label) l.pending_label = std::make_shared<std::string>();
+    if (!label.empty()) l.pending_label->assign(label);
+    return l.pending_label;
+  }
+
+  /// Checks and remembers an access by the next item of `l` (kept for launch while capturing).
+  void declare(lane& l, const void* p, std::size_t bytes, access mode, std::string_view label) {
+    if (!options_.check_races) return;
+    if (l.capturing) {
+      l.pending_capture.push_back({p, bytes, mode});
+      return;
+    }
+    const std::size_t index = l.worker->index();
+    checker_.check(p, bytes, mode, l.clock, {index, l.clock.get(index) + 1, label_slot(l, label)});
+  }
+
+  /// Enqueues (or, while capturing, records) one item that ticks the stream.
+  void push_work(lane& l, detail::stream_item::kind what, detail::cpu_task fn, std::string_view label) {
+    if (l.capturing) {
+      l.captured.push_back({what, std::make_shared<detail::cpu_task>(std::move(fn)), nullptr, std::string(label),
+                            std::move(l.pending_capture)});
+      l.pending_capture.clear();
+      return;
+    }
+    l.clock.tick(l.worker->index());
+    if (l.pending_label) {
+      l.pending_label->assign(label);
+      l.pending_label.reset();
+    }
+    l.worker->push({what, std::move(fn), nullptr, std::string(label)});
+  }
+
+  cpu_device_options options_;
+  detail::completion_signal signal_;
+  detail::failure_state failure_;
+  detail::cpu_allocator allocator_;
+  detail::race_checker checker_;
+  mutable std::mutex mutex_;  // guards everything below and the two above: the host's view
+  std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers
+};
+
+static_assert(capturing_stream_device<cpu_stream_device>);
+
+}  // namespace ppipe

@@ -1,0 +1,304 @@
+#pragma once
+/// @file
+/// @brief detail::cpu_stream: one stream of the CPU model, a worker thread that runs a FIFO of
+/// items (host work, event records, event waits), and what its workers share: event marks, the
+/// signal they complete on, and the device's sticky failure.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include "ppipe/device/vector_clock.hpp"
+#include "ppipe/device/wait.hpp"
+#include "ppipe/error.hpp"
+
+namespace ppipe::detail {
+
+/// A move-only `void()` task (std::function would demand a copyable callable, and
+/// std::move_only_function is C++23).
+class cpu_task {
+ public:
+  cpu_task() = default;
+  template <class F>
+    requires(!std::is_same_v<std::decay_t<F>, cpu_task>)
+  explicit cpu_task(F&& fn) : impl_(std::make_unique<model<std::decay_t<F>>>(std::forward<F>(fn))) {}
+
+  /// Runs the task; it may run again (a captured graph replays its tasks).
+  void operator()() { impl_->run(); }
+  [[nodiscard]] explicit operator bool() const noexcept { return impl_ != nullptr; }
+
+ private:
+  struct base {
+    virtual ~base() = default;
+    virtual void run() = 0;
+  };
+  template <class F>
+  struct model final : base {
+    template <class G>
+    explicit model(G&& g) : fn(std::forward<G>(g)) {}
+    void run() override { fn(); }
+    F fn;
+  };
+  std::unique_ptr<base> impl_;
+};
+
+/// The completion mark behind an event: set once, by the worker that reaches the record.
+struct event_mark {
+  std::atomic<bool> done{false};
+  deadline_clock::time_point at{};  ///< when the worker reached the record; read only after done
+  const void* owner = nullptr;      ///< the device, so that another device's event is refused
+  std::size_t stream = 0;           ///< the stream it was recorded on
+  std::string stream_name;          ///< for messages
+  vector_clock clock;               ///< what the record is ordered after (the race checker's view)
+};
+
+/// Where workers announce completed marks and waiters sleep. One for the whole device: events
+/// complete rarely enough that waking every waiter costs nothing worth a mark's own condition.
+struct completion_signal {
+  std::mutex mutex;
+  std::condition_variable changed;
+
+  void complete(event_mark& m) {
+    {
+      const std::lock_guard lock(mutex);
+      m.at = deadline_clock::now();
+      m.done.store(true, std::memory_order_release);
+    }
+    changed.notify_all();
+  }
+
+  /// Blocks until `m` is done or `deadline` passes.
+  wait_status wait(const event_mark& m, deadline_clock::time_point deadline) {
+    if (m.done.load(std::memory_order_acquire)) return wait_status::ready;
+    std::unique_lock lock(mutex);
+    const auto done = [&] { return m.done.load(std::memory_order_acquire); };
+    if (deadline == deadline_clock::time_point::max()) {
+      changed.wait(lock, done);
+      return wait_status::ready;
+    }
+    return changed.wait_until(lock, deadline, done) ? wait_status::ready : wait_status::timed_out;
+  }
+};
+
+/// The device's sticky failure and its abort: once either is set, every stream skips its work
+/// (but not its event records, so that nothing waiting on an event hangs).
+class failure_state {
+ public:
+  /// Keeps `e` if it is the first failure.
+  void fail(std::exception_ptr e) {
+    const std::lock_guard lock(mutex_);
+    if (!first_) first_ = std::move(e);
+    skipping_.store(true, std::memory_order_release);
+  }
+  void abort() {
+    const std::lock_guard lock(mutex_);
+    aborted_ = true;
+    skipping_.store(true, std::memory_order_release);
+  }
+  void clear() {
+    const std::lock_guard lock(mutex_);
+    first_ = nullptr;
+    aborted_ = false;
+    skipping_.store(false, std::memory_order_release);
+  }
+  [[nodiscard]] bool skipping() const noexcept { return skipping_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::exception_ptr first() const {
+    const std::lock_guard lock(mutex_);
+    return first_;
+  }
+  [[nodiscard]] bool aborted() const {
+    const std::lock_guard lock(mutex_);
+    return aborted_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::exception_ptr first_;
+  bool aborted_ = false;
+  std::atomic<bool> skipping_{false};
+};
+
+/// Wraps the exception being handled as a ppipe::error that says where it happened, with the
+/// original nested: a ppipe::error keeps its code, anything else becomes stage_failed.
+[[nodiscard]] inline std::exception_ptr failure_at(const std::string& where) {
+  try {
+    try {
+      throw;
+    } catch (const error& e) {
+      std::throw_with_nested(error(e.code(), concat(where, ": ", e.message())));
+    } catch (const std::exception& e) {
+      std::throw_with_nested(error(errc::stage_failed, concat(where, " threw: ", e.what())));
+    } catch (...) {
+      std::throw_with_nested(error(errc::stage_failed, concat(where, " threw an exception that is not a std::exception")));
+    }
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+/// One item of a stream's FIFO.
+struct stream_item {
+  enum class kind : unsigned char {
+    work,    ///< host work, a copy or a zero: skipped once the device failed or was aborted
+    always,  ///< bookkeeping that must run even then (a release)
+    record,  ///< completes `mark`
+    wait,    ///< blocks the stream until `mark` completes
+  };
+  kind what = kind::work;
+  cpu_task fn;
+  std::shared_ptr<event_mark> mark;
+  std::string label;
+};
+
+/// A stream of the CPU model: a worker thread running its items in FIFO order. Destruction runs
+/// what is queued, then joins the worker.
+class cpu_stream {
+ public:
+  /// @param delay_seed seeds the random delays before each item (deterministic per stream).
+  /// @param max_delay the longest delay; zero for none.
+  cpu_stream(std::string name, std::size_t index, completion_signal& signal, failure_state& failure,
+             std::uint64_t delay_seed, std::chrono::microseconds max_delay)
+      : name_(std::move(name)), index_(index), signal_(signal), failure_(failure), random_(delay_seed),
+        max_delay_(max_delay), worker_([this] { run(); }) {}
+
+  cpu_stream(const cpu_stream&) = delete;
+  cpu_stream& operator=(const cpu_stream&) = delete;
+
+  ~cpu_stream() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    queued_.notify_all();
+    worker_.join();
+  }
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::size_t index() const noexcept { return index_; }
+
+  /// Appends an item; returns its number in the stream (1, 2, ...).
+  std::uint64_t push(stream_item item) {
+    std::uint64_t n = 0;
+    {
+      const std::lock_guard lock(mutex_);
+      items_.push_back(std::move(item));
+      n = ++pushed_;
+    }
+    queued_.notify_one();
+    return n;
+  }
+
+  /// Blocks until the first `count` items have run, or `deadline` passes.
+  wait_status wait_until_done(std::uint64_t count, deadline_clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    const auto done = [&] { return finished_ >= count; };
+    if (deadline == deadline_clock::time_point::max()) {
+      ran_.wait(lock, done);
+      return wait_status::ready;
+    }
+    return ran_.wait_until(lock, deadline, done) ? wait_status::ready : wait_status::timed_out;
+  }
+
+  /// How many items have been pushed so far.
+  [[nodiscard]] std::uint64_t pushed() const {
+    const std::lock_guard lock(mutex_);
+    return pushed_;
+  }
+
+  /// Whether every item pushed has run.
+  [[nodiscard]] bool idle() const {
+    const std::lock_guard lock(mutex_);
+    return finished_ == pushed_;
+  }
+
+  /// What the worker is doing now, for timeout messages.
+  [[nodiscard]] std::string status() const {
+    const std::lock_guard lock(mutex_);
+    const std::uint64_t queued = pushed_ - finished_;
+    if (queued == 0) return concat("stream '", name_, "' is idle");
+    if (current_ == nullptr) return concat("stream '", name_, "' has ", queued, " item", queued == 1 ? "" : "s", " queued");
+    std::string doing;
+    if (current_->what == stream_item::kind::wait) {
+      doing = concat("waits for an event recorded on stream '", current_->mark->stream_name, "'");
+    } else if (current_->what == stream_item::kind::record) {
+      doing = "records an event";
+    } else {
+      doing = concat("runs '", current_->label, "'");
+    }
+    return concat("stream '", name_, "' ", doing, " (", queued, " item", queued == 1 ? "" : "s",
+                  " not finished, this one included)");
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      stream_item item;
+      {
+        std::unique_lock lock(mutex_);
+        queued_.wait(lock, [&] { return stopping_ || !items_.empty(); });
+        if (items_.empty()) return;
+        item = std::move(items_.front());
+        items_.pop_front();
+        current_ = &item;
+      }
+      if (max_delay_.count() > 0) {
+        std::uniform_int_distribution<std::int64_t> pick(0, max_delay_.count());
+        const auto pause = std::chrono::microseconds(pick(random_));
+        if (pause.count() > 0) std::this_thread::sleep_for(pause);
+      }
+      execute(item);
+      {
+        const std::lock_guard lock(mutex_);
+        current_ = nullptr;
+        ++finished_;
+      }
+      ran_.notify_all();
+    }
+  }
+
+  void execute(stream_item& item) {
+    switch (item.what) {
+      case stream_item::kind::record: signal_.complete(*item.mark); return;
+      case stream_item::kind::wait: static_cast<void>(signal_.wait(*item.mark, deadline_clock::time_point::max())); return;
+      case stream_item::kind::work:
+        if (failure_.skipping()) return;
+        break;
+      case stream_item::kind::always: break;
+    }
+    try {
+      item.fn();
+    } catch (...) {
+      failure_.fail(failure_at(concat("stream '", name_, "', item '", item.label, "'")));
+    }
+  }
+
+  std::string name_;
+  std::size_t index_;
+  completion_signal& signal_;
+  failure_state& failure_;
+  std::mt19937_64 random_;
+  std::chrono::microseconds max_delay_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable queued_;
+  std::condition_variable ran_;
+  std::deque<stream_item> items_;
+  const stream_item* current_ = nullptr;
+  std::uint64_t pushed_ = 0;
+  std::uint64_t finished_ = 0;
+  bool stopping_ = false;
+  std::thread worker_;  // last: it starts running in the constructor, after everything above
+};
+
+}  // namespace ppipe::detail
