@@ -262,6 +262,8 @@ class cpu_stream {
         const std::lock_guard lock(mutex_);
         current_ = nullptr;
         ++finished_;
+        // Completed with the count, so that a stream whose last event is complete is idle.
+        if (item.what == stream_item::kind::record) signal_.complete(*item.mark);
       }
       ran_.notify_all();
     }
@@ -269,7 +271,7 @@ class cpu_stream {
 
   void execute(stream_item& item) {
     switch (item.what) {
-      case stream_item::kind::record: signal_.complete(*item.mark); return;
+      case stream_item::kind::record: return;  // completed by run(), with the count
       case stream_item::kind::wait: static_cast<void>(signal_.wait(*item.mark, deadline_clock::time_point::max())); return;
       case stream_item::kind::work:
         if (failure_.skipping()) return;
