@@ -57,8 +57,10 @@ struct cpu_device_options {
 /// abort() makes the streams skip work in the same way, without an error.
 ///
 /// Thread safety: any thread may enqueue on any stream; work from several threads onto one stream
-/// runs in the order the calls took the device's lock. Destruction runs what is queued, then joins
-/// every worker; streams live as long as the device.
+/// runs in the order the calls took the device's lock. Host work may enqueue more work, but must
+/// not synchronize its own stream (it would wait for itself; CUDA forbids API calls in host
+/// functions altogether). Destruction runs what is queued, then joins every worker; streams live
+/// as long as the device.
 class cpu_stream_device {
  public:
   /// @brief A handle to a stream of this device; default-constructed, it names none.
@@ -370,7 +372,8 @@ class cpu_stream_device {
     return g;
   }
 
-  /// @brief Enqueues what `g` recorded on `s`, in order; each item's accesses are checked again.
+  /// @brief Enqueues what `g` recorded on `s`, in order; each item's accesses are checked again,
+  /// against the order at this call (if one throws, the items before it stay enqueued).
   void launch(const graph& g, stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
