@@ -183,6 +183,31 @@ TEST_CASE("cpu_stream_device: synchronize times out on a stream blocked by an ev
   CHECK_THAT(d.status(consumer), contains("idle"));
 }
 
+TEST_CASE("cpu_stream_device: events are values, and one never recorded is complete", "[device]") {
+  cpu_stream_device d;
+  auto s = d.create_stream("s");
+  const auto first = d.record(s);
+  REQUIRE(d.synchronize(first, soon()) == wait_status::ready);
+  std::latch gate(1);
+  d.enqueue(s, [&gate] { gate.wait(); }, "blocked");
+  const auto second = d.record(s);
+  const auto copy = second;
+  CHECK(d.query(first));  // recording again did not change it, as re-recording a CUDA event would
+  CHECK_FALSE(d.query(second));
+  CHECK_FALSE(d.query(copy));
+  const cpu_stream_device::event never{};
+  CHECK(d.query(never));
+  CHECK(d.synchronize(never, ppipe::already_passed) == wait_status::ready);
+  auto other = d.create_stream("other");
+  d.wait(other, never);  // orders nothing
+  CHECK(d.synchronize(other, soon()) == wait_status::ready);
+  CHECK_THAT(error_of([&] { static_cast<void>(d.elapsed_us(first, second)); }), contains("has not completed"));
+  gate.count_down();
+  REQUIRE(d.synchronize(copy, soon()) == wait_status::ready);
+  CHECK(d.query(second));
+  CHECK(d.elapsed_us(first, second) >= 0.0);
+}
+
 TEST_CASE("cpu_stream_device: a failure is sticky, skips later work and still completes events", "[device]") {
   cpu_stream_device d;
   auto s1 = d.create_stream("rank 1 compute");
