@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ppipe/device/cpu_allocator.hpp"
+#include "ppipe/device/cpu_graph.hpp"
 #include "ppipe/device/cpu_stream.hpp"
 #include "ppipe/device/race_checker.hpp"
 #include "ppipe/device/stream_device.hpp"
@@ -92,29 +93,8 @@ class cpu_stream_device {
     std::shared_ptr<detail::event_mark> mark_;
   };
 
-  /// @brief What one stream's capture recorded, ready to be launched any number of times.
-  class graph {
-   public:
-    graph() = default;
-    /// @brief How many items a launch enqueues.
-    [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
-
-   private:
-    friend class cpu_stream_device;
-    struct declared {
-      const void* p;
-      std::size_t bytes;
-      access mode;
-    };
-    struct item {
-      detail::stream_item::kind what;
-      std::shared_ptr<detail::cpu_task> fn;      // work: shared, since each launch runs it again
-      std::shared_ptr<detail::event_mark> mark;  // wait
-      std::string label;
-      std::vector<declared> accesses;  // declared before it, checked again at each launch
-    };
-    std::shared_ptr<const std::vector<item>> items_;
-  };
+  /// @brief What one stream's capture recorded (see cpu_graph).
+  using graph = cpu_graph;
 
   /// @brief Makes a device with no streams yet.
   /// @param options delays, poisoning and race checking.
