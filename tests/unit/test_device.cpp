@@ -355,7 +355,7 @@ TEST_CASE("cpu_stream_device: an access not ordered after another stream's is re
   REQUIRE(d.synchronize(consumer, soon()) == wait_status::ready);
 }
 
-TEST_CASE("cpu_stream_device: a memory allocated on one stream needs an event before another uses it", "[device]") {
+TEST_CASE("cpu_stream_device: memory allocated on one stream needs an event before another uses it", "[device]") {
   cpu_stream_device d;
   auto a = d.create_stream("a");
   auto b = d.create_stream("b");
