@@ -35,6 +35,8 @@
 #include "ppipe/schedule/timeline.hpp"
 #include "ppipe/schedule/validate.hpp"
 
+#include "ppipe/device/inline_device.hpp"
+#include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/runtime/executor.hpp"
 #include "ppipe/runtime/model.hpp"

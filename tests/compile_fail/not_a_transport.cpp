@@ -1,4 +1,4 @@
-// Must not compile: the transport type does not satisfy ppipe::transport.
+// Must not compile: the backend's transport type does not satisfy ppipe::transport.
 #include <ppipe/ppipe.hpp>
 
 struct model {
@@ -9,9 +9,12 @@ struct model {
 struct not_a_transport {
   using tensor_type = ppipe::host_tensor;
 };
+struct backend_with_a_bad_transport : ppipe::host_backend {
+  using transport_type = not_a_transport;
+};
 
 int main() {
   model m;
-  ppipe::pipeline<model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, not_a_transport> pipe(
+  ppipe::pipeline<model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, backend_with_a_bad_transport> pipe(
       m, ppipe::pipeline_options{});
 }

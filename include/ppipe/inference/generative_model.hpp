@@ -40,8 +40,8 @@ struct sequence_view {
 
 /// @brief The layer_context of a generation forward (mode == pass_mode::inference): which rows of
 /// the batch belong to which sequence, with each sequence's state for the layer being called.
-template <class Tensor>
-struct generation_context : layer_context {
+template <class Tensor, class Device = inline_device>
+struct generation_context : basic_layer_context<Device> {
   std::span<const sequence_view<Tensor>> sequences;
 };
 

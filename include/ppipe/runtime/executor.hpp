@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -35,6 +36,9 @@ struct executor_options {
   /// ppipe::error (errc::timeout) that says what every rank was doing.
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep every action's start and end (see run_trace)
+  /// Runs once on each rank's thread before its first action (the backend's start_rank: where a
+  /// device rank binds its thread to its device). What it throws fails that rank's first run.
+  std::function<void(int rank)> start_rank;
 };
 
 /// @brief One run's inputs and results: per microbatch, what goes in and what comes out.
@@ -165,6 +169,14 @@ class executor {
 
   void worker_main(int r) {
     std::uint64_t seen = 0;
+    std::exception_ptr not_started;
+    if (options_.start_rank) {
+      try {
+        options_.start_rank(r);
+      } catch (...) {
+        not_started = std::current_exception();
+      }
+    }
     for (;;) {
       job current;
       {
@@ -174,7 +186,13 @@ class executor {
         seen = generation_;
         current = job_;
       }
-      rank_main(*current.s, r, *current.data, current.trace->ranks[static_cast<std::size_t>(r)]);
+      if (not_started) {
+        // The rank never got its device: every run fails here, naming it, until the pipeline is rebuilt.
+        record_failure(not_started, r, position{});
+        board_.stopped(r);
+      } else {
+        rank_main(*current.s, r, *current.data, current.trace->ranks[static_cast<std::size_t>(r)]);
+      }
       {
         const std::lock_guard lock(jobs_mutex_);
         if (--running_ == 0) job_done_.notify_all();

@@ -3,12 +3,17 @@
 /// @brief The Model concept: what ppipe needs from a user's layer stack, and the loss and optimizer
 /// hooks that go with it.
 
+#include <any>
 #include <concepts>
 #include <functional>
 #include <span>
 #include <type_traits>
+#include <typeinfo>
+#include <utility>
 #include <vector>
 
+#include "ppipe/device/inline_device.hpp"
+#include "ppipe/error.hpp"
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/runtime/tensor.hpp"
 
@@ -18,13 +23,52 @@ namespace ppipe {
 /// backward) or of inference (nothing is kept).
 enum class pass_mode : unsigned char { training, inference };
 
-/// @brief What a layer call is part of: the stage running it, the microbatch, and the pass.
+/// @brief What a backend gives the layers of one stage: the rank's device, the stage's compute
+/// stream on it, and a slot the user fills once per stage (a cuBLAS handle, a workspace).
+/// Layers launch their work on `stream`; on the host backend it is the calling thread.
+/// @tparam Device the backend's model of ppipe's stream-ordered execution
+template <class Device>
+struct device_context {
+  Device* device = nullptr;          ///< the rank's device
+  typename Device::stream stream{};  ///< the compute stream every layer of the stage runs on
+  int ordinal = 0;                   ///< which device of the process (0 on the host)
+  int rank = 0;                      ///< the pipeline rank the stage runs on
+
+  /// @brief The stage's own object of type T, made by `make()` on first use and kept as long as
+  /// the stage: the place for what a layer needs once per stage and device.
+  /// @param make a callable returning a T, called at most once per stage
+  /// @return the stage's T
+  template <class T, class Make>
+  T& slot(Make&& make) {
+    if (!slot_.has_value()) slot_ = T(std::forward<Make>(make)());
+    T* held = std::any_cast<T>(&slot_);
+    if (held == nullptr) {
+      detail::fail(errc::invalid_argument, "the stage's device slot holds a ", slot_.type().name(), ", not the ",
+                   typeid(T).name(), " asked for; keep one type per stage slot (a struct of what you need)");
+    }
+    return *held;
+  }
+
+ private:
+  std::any slot_;
+};
+
+/// @brief What a layer call is part of: the stage running it, the microbatch, the pass, the rank
+/// and the backend's device context of the stage.
 /// A layer that keeps per-request state (a KV cache) finds its request through `microbatch`.
-struct layer_context {
+/// @tparam Device the backend's device model (ppipe::inline_device on the host backend)
+template <class Device>
+struct basic_layer_context {
   int stage = 0;
   int microbatch = 0;
   pass_mode mode = pass_mode::training;
+  int rank = 0;
+  /// The stage's device context (never null inside a pipeline; null in a context built by hand).
+  device_context<Device>* device = nullptr;
 };
+
+/// @brief The layer context of the host backends (host threads, MPI processes).
+using layer_context = basic_layer_context<inline_device>;
 
 /// @brief Which stage an optimizer hook runs for: the stage, its rank and its layers
 /// [first_layer, end_layer).
@@ -54,8 +98,8 @@ concept model_has_shapes = requires(const M& m, int layer, const std::vector<sha
 /// @brief `void forward(int layer, const layer_context&, const P& in, P& out)`: fills `out`
 /// (allocated by ppipe with output_shapes()) from `in`. In training it may keep what its backward
 /// needs beyond `in` and `out` keyed by ctx.microbatch, but most layers need nothing more.
-template <class M, class Tensor>
-concept model_has_forward = requires(M& m, int layer, const layer_context& ctx,
+template <class M, class Tensor, class Context = layer_context>
+concept model_has_forward = requires(M& m, int layer, const Context& ctx,
                                      const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {
   m.forward(layer, ctx, in, out);
 };
@@ -64,8 +108,8 @@ concept model_has_forward = requires(M& m, int layer, const layer_context& ctx,
 /// const P& grad_out, P& grad_in)`: writes the gradient of the layer's input into `grad_in`
 /// (allocated and zeroed by ppipe; empty when nobody needs it, for the model's first layer) and
 /// adds the gradient of the layer's weights to the model's gradient accumulators.
-template <class M, class Tensor>
-concept model_has_backward = requires(M& m, int layer, const layer_context& ctx,
+template <class M, class Tensor, class Context = layer_context>
+concept model_has_backward = requires(M& m, int layer, const Context& ctx,
                                       const basic_payload<Tensor>& in, basic_payload<Tensor>& grad_in) {
   m.backward(layer, ctx, in, in, in, grad_in);
 };
@@ -73,8 +117,8 @@ concept model_has_backward = requires(M& m, int layer, const layer_context& ctx,
 /// @brief The optional split of backward for zero-bubble schedules:
 /// `backward_input(layer, ctx, in, out, grad_out, grad_in)` (input gradient only) and
 /// `backward_weight(layer, ctx, in, out, grad_out)` (weight gradient only).
-template <class M, class Tensor>
-concept model_has_split_backward = requires(M& m, int layer, const layer_context& ctx,
+template <class M, class Tensor, class Context = layer_context>
+concept model_has_split_backward = requires(M& m, int layer, const Context& ctx,
                                             const basic_payload<Tensor>& in, basic_payload<Tensor>& grad_in) {
   m.backward_input(layer, ctx, in, in, in, grad_in);
   m.backward_weight(layer, ctx, in, in, in);
@@ -97,12 +141,12 @@ concept model_has_parameters = requires(M& m, int layer, void (*f)(std::span<flo
 };
 
 /// @brief A model ppipe can run forward (inference): layers, shapes and forward.
-template <class M, class Tensor = host_tensor>
-concept model = model_has_layers<M> && model_has_shapes<M> && model_has_forward<M, Tensor>;
+template <class M, class Tensor = host_tensor, class Context = layer_context>
+concept model = model_has_layers<M> && model_has_shapes<M> && model_has_forward<M, Tensor, Context>;
 
 /// @brief A model ppipe can train: a model with a backward.
-template <class M, class Tensor = host_tensor>
-concept trainable_model = model<M, Tensor> && model_has_backward<M, Tensor>;
+template <class M, class Tensor = host_tensor, class Context = layer_context>
+concept trainable_model = model<M, Tensor, Context> && model_has_backward<M, Tensor, Context>;
 
 /// @brief The loss on the last stage: `loss(output, target, grad_output, scale)` returns the
 /// microbatch's loss and writes scale × d(loss)/d(output) into `grad_output` (allocated and zeroed
@@ -119,18 +163,18 @@ using optimizer_hook = std::function<void(const stage_info&)>;
 namespace detail {
 
 /// Turns an unsatisfied Model concept into one readable message per missing member.
-template <class M, class Tensor, bool Training>
+template <class M, class Tensor, class Context, bool Training>
 constexpr bool check_model() {
   static_assert(model_has_layers<M>,
                 "ppipe: the model needs `int num_layers() const`, the number of layers to split into stages");
   static_assert(model_has_shapes<M>,
                 "ppipe: the model needs `std::vector<ppipe::shape> output_shapes(int layer, "
                 "const std::vector<ppipe::shape>& in) const`, the shapes layer `layer` makes from `in`");
-  static_assert(model_has_forward<M, Tensor>,
+  static_assert(model_has_forward<M, Tensor, Context>,
                 "ppipe: the model needs `void forward(int layer, const ppipe::layer_context&, "
                 "const payload& in, payload& out)`");
   if constexpr (Training) {
-    static_assert(model_has_backward<M, Tensor>,
+    static_assert(model_has_backward<M, Tensor, Context>,
                   "ppipe: training needs `void backward(int layer, const ppipe::layer_context&, const payload& in, "
                   "const payload& out, const payload& grad_out, payload& grad_in)` in the model");
   }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,6 +20,7 @@
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/partitioner.hpp"
 #include "ppipe/partition/problem.hpp"
+#include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/executor.hpp"
 #include "ppipe/runtime/model.hpp"
 #include "ppipe/runtime/stage.hpp"
@@ -50,23 +52,28 @@ struct pipeline_options {
 };
 
 /// @brief A model split into p × v stages over p ranks, trained with schedule `Schedule` and
-/// served with a forward-only schedule, moving data through `Transport`.
+/// served with a forward-only schedule, on backend `Backend`.
 /// @tparam Model the user's layer stack (see ppipe::model / ppipe::trainable_model)
 /// @tparam Schedule a schedule policy (ppipe::schedules::gpipe, one_f_one_b, interleaved_1f1b)
 /// @tparam Partitioner how the layers are split when no split is given (ppipe::partitioners::...)
-/// @tparam Transport how stages exchange payloads (host_transport: threads of this process)
+/// @tparam Backend where and how ranks compute and exchange payloads (ppipe::backend): host_backend
+/// runs the ranks as threads of this process; ppipe::mpi::backend one rank per MPI process
 ///
 /// One pipeline runs one call at a time: train_step(), infer() and generate() are not to be
 /// called concurrently on the same pipeline.
 template <class Model, schedule_policy Schedule = schedules::one_f_one_b,
-          partitioner Partitioner = partitioners::balanced, transport Transport = host_transport>
+          partitioner Partitioner = partitioners::balanced, backend Backend = host_backend>
 class pipeline {
  public:
-  using tensor_type = typename Transport::tensor_type;
-  // Before anything names stage<Model>, so that a model missing a member is told which one.
-  static_assert(detail::check_model<Model, tensor_type, false>());
+  using backend_type = Backend;
+  using tensor_type = typename Backend::tensor_type;
+  using device_type = typename Backend::device_type;
+  using transport_type = typename Backend::transport_type;
+  using context_type = backend_context<Backend>;
+  // Before anything names the stage type, so that a model missing a member is told which one.
+  static_assert(detail::check_model<Model, tensor_type, context_type, false>());
   using payload_type = basic_payload<tensor_type>;
-  using stage_type = stage<Model, tensor_type>;
+  using stage_type = typename Backend::template stage_type<Model>;
 
   /// @brief A pipeline for inference only (no loss).
   pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_function<tensor_type>{}) {}
@@ -81,7 +88,7 @@ class pipeline {
   /// its own rank's stages. `options.ranks` is the transport's rank count, or 0 to take it from
   /// the transport.
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
-           Transport transport)
+           transport_type transport)
       : pipeline(model, with_ranks(std::move(options), transport), std::move(loss), std::move(optimizer), std::in_place,
                  std::move(transport)) {}
 
@@ -91,7 +98,7 @@ class pipeline {
            std::in_place_t, TransportArgs&&... transport)
       : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
         transport_(make_transport(model, options_, std::forward<TransportArgs>(transport)...)) {
-    if constexpr (distributed_transport<Transport>) {
+    if constexpr (distributed_transport<transport_type>) {
       // A process that cannot build its part is named on every process, so none goes on to wait for it.
       const std::string problem = locally([&] {
         (void)checked(*model_, options_);  // on the host, make_transport() checks before it builds
@@ -126,15 +133,50 @@ class pipeline {
                    " layers, but the pipeline has ", stages, " stages and the model ", layers,
                    " layers; give one range per stage covering every layer");
     }
+    open_devices();
     stages_.reserve(static_cast<std::size_t>(stages));
     for (int s = 0; s < stages; ++s) {
-      if (is_local(s)) stages_.emplace_back(*model_, s, split_.first(s), split_.end(s), options_.microbatches);
+      if (is_local(s)) {
+        stages_.emplace_back(*model_, s, split_.first(s), split_.end(s), options_.microbatches,
+                             context_on(train_.place.rank_of(s)));
+      }
     }
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
     infer_ = schedules::forward_only::over(train_.place, infer_m);
     validate(infer_, transfer_model::buffered);
     average_gradients_over_replicas();
-    executor_.emplace(transport_, stages_, executor_options{options_.timeout, options_.record_trace});
+    executor_options run_options{options_.timeout, options_.record_trace, {}};
+    run_options.start_rank = [this](int r) { Backend::start_rank(r, *devices_[static_cast<std::size_t>(r)].device); };
+    executor_.emplace(transport_, stages_, std::move(run_options));
+  }
+
+  // One device per rank this process runs, each with the compute stream its stages' layers use.
+  // A distributed pipeline's one rank runs on the calling thread, so it is started here, where a
+  // failure is agreed on by every process.
+  void open_devices() {
+    devices_.clear();
+    devices_.resize(static_cast<std::size_t>(options_.ranks));
+    for (int r = 0; r < options_.ranks; ++r) {
+      if constexpr (distributed_transport<transport_type>) {
+        if (r != transport_.rank()) continue;
+      }
+      rank_device& d = devices_[static_cast<std::size_t>(r)];
+      d.device = Backend::make_device(r);
+      d.compute = d.device->create_stream(detail::concat("rank ", r, " compute"));
+    }
+    if constexpr (distributed_transport<transport_type>) {
+      const int r = transport_.rank();
+      Backend::start_rank(r, *devices_[static_cast<std::size_t>(r)].device);
+    }
+  }
+  [[nodiscard]] device_context<device_type> context_on(int r) {
+    rank_device& d = devices_[static_cast<std::size_t>(r)];
+    device_context<device_type> c;
+    c.device = d.device.get();
+    c.stream = d.compute;
+    c.rank = r;
+    if constexpr (requires { d.device->ordinal(); }) c.ordinal = d.device->ordinal();
+    return c;
   }
 
  public:
@@ -147,7 +189,7 @@ class pipeline {
   /// layer's gradients over the microbatches, runs the optimizer hook per stage, and returns the
   /// batch's loss: the microbatch losses weighted by their share of the rows.
   double train_step(const payload_type& inputs, const payload_type& targets) {
-    static_assert(detail::check_model<Model, tensor_type, true>());
+    static_assert(detail::check_model<Model, tensor_type, context_type, true>());
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
     step_data<tensor_type> data;
@@ -198,7 +240,7 @@ class pipeline {
   generation_result generate(std::span<const generation_request> requests,
                              const basic_generation_options<tensor_type>& options) {
     static_assert(detail::check_generative_model<Model, tensor_type>());
-    if constexpr (distributed_transport<Transport>) {
+    if constexpr (distributed_transport<transport_type>) {
       detail::fail(errc::unsupported, "generate() runs over transports of one process only; across processes, "
                    "use infer() or build the pipeline over host_transport");
     } else {
@@ -259,7 +301,7 @@ class pipeline {
                      " or shorten the request");
       }
     }
-    generation_engine<stage_type, Transport> engine(transport_, stages_, train_.place, options_.timeout,
+    generation_engine<stage_type, transport_type> engine(transport_, stages_, train_.place, options_.timeout,
                                                     options_.record_trace);
     generation_result out = engine.run(requests, options, groups, group_size, std::move(bytes));
     trace_ = out.trace;
@@ -291,14 +333,14 @@ class pipeline {
   /// @brief Whether stage `s` runs in this process: always over a transport of one process; over a
   /// distributed one, when its rank is this process's rank.
   [[nodiscard]] bool is_local(int s) const {
-    if constexpr (distributed_transport<Transport>) {
+    if constexpr (distributed_transport<transport_type>) {
       return train_.place.rank_of(s) == transport_.rank();
     } else {
       return true;
     }
   }
   /// @brief The transport the stages talk through.
-  [[nodiscard]] const Transport& transport() const noexcept { return transport_; }
+  [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
   void reset_memory_peaks() {
     for (stage_type& st : stages_) st.pool().reset_peaks();
   }
@@ -330,10 +372,10 @@ class pipeline {
     }
     return options;
   }
-  static Transport make_transport(const Model& model, const pipeline_options& options) {
-    return Transport(checked(model, options).ranks);
+  static transport_type make_transport(const Model& model, const pipeline_options& options) {
+    return transport_type(checked(model, options).ranks);
   }
-  static Transport make_transport(const Model&, const pipeline_options&, Transport&& t) { return std::move(t); }
+  static transport_type make_transport(const Model&, const pipeline_options&, transport_type&& t) { return std::move(t); }
 
   // Runs `f`, and returns what it threw ("" when nothing): a distributed pipeline agrees on it.
   template <class F>
@@ -351,7 +393,7 @@ class pipeline {
     return deadline_after(options_.timeout.count() > 0 ? options_.timeout : std::chrono::milliseconds(std::chrono::seconds(60)));
   }
 
-  static pipeline_options with_ranks(pipeline_options options, const Transport& t) {
+  static pipeline_options with_ranks(pipeline_options options, const transport_type& t) {
     if (options.ranks == 0) options.ranks = t.num_ranks();
     if (options.ranks != t.num_ranks()) {
       detail::fail(errc::invalid_argument, "pipeline_options::ranks is ", options.ranks, " but the transport has ",
@@ -364,7 +406,7 @@ class pipeline {
   // are averaged over the replicas once the step has succeeded everywhere, before the optimizer
   // hook: the update every replica then applies is the one for the whole global batch.
   void average_gradients_over_replicas() {
-    if constexpr (requires(Transport& t, std::span<float> v) { t.allreduce_mean(v, deadline_clock::now()); }) {
+    if constexpr (requires(transport_type& t, std::span<float> v) { t.allreduce_mean(v, deadline_clock::now()); }) {
       if (transport_.replicas() <= 1) return;
       if constexpr (!model_has_parameters<Model>) {
         detail::fail(errc::unsupported, "the transport has ", transport_.replicas(), " data-parallel replicas, but the "
@@ -511,7 +553,7 @@ class pipeline {
   template <class Prepare>
   void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const step_data<tensor_type>& data,
                     const std::vector<std::vector<shape>>& outputs, Prepare&& prepare) {
-    if constexpr (distributed_transport<Transport>) {
+    if constexpr (distributed_transport<transport_type>) {
       const std::string problem = locally(prepare);
       std::vector<agreement_field> f = built_;
       f.push_back({"the call", call, false});
@@ -551,14 +593,19 @@ class pipeline {
   pipeline_options options_;
   loss_function<tensor_type> loss_;
   optimizer_hook optimizer_;
-  Transport transport_;
+  transport_type transport_;
+  struct rank_device {
+    std::unique_ptr<device_type> device;  // null for a rank of another process
+    typename device_type::stream compute{};
+  };
+  std::vector<rank_device> devices_;  // by rank; before the stages, which point into them
   schedule train_;
   schedule infer_;
   partition split_;
   std::vector<stage_type> stages_;
   std::vector<agreement_field> built_;  // distributed: what the processes agreed on at construction
   // Built last, once the stages exist; it keeps the rank threads between steps.
-  std::optional<executor<stage_type, Transport>> executor_;
+  std::optional<executor<stage_type, transport_type>> executor_;
   run_trace trace_;
 };
 

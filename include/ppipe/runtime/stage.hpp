@@ -21,22 +21,30 @@ namespace ppipe {
 /// microbatch's layer inputs are kept from its forward until the backward that last needs them
 /// (B, or W of a split backward) and then go back to the pool at once. Used by its rank's thread
 /// only.
-template <class Model, class Tensor = host_tensor>
-  requires model<Model, Tensor>
+/// @tparam Model the user's layers
+/// @tparam Tensor the backend's tensor type
+/// @tparam Device the backend's device model: layers get its device_context in their context
+template <class Model, class Tensor = host_tensor, class Device = inline_device>
+  requires model<Model, Tensor, basic_layer_context<Device>>
 class stage {
  public:
   using payload_type = basic_payload<Tensor>;
+  using context_type = basic_layer_context<Device>;
 
   /// @param m the whole model (the stage calls only its own layers)
   /// @param index the stage's index in the pipeline
   /// @param first,end its layers [first, end)
   /// @param microbatches how many microbatches a step has (slots for their activations)
-  stage(Model& m, int index, int first, int end, int microbatches)
-      : model_(&m), index_(index), first_(first), end_(end), saved_(static_cast<std::size_t>(microbatches)) {}
+  /// @param device what the stage's layers get as their device context (device, stream, rank)
+  stage(Model& m, int index, int first, int end, int microbatches, device_context<Device> device = {})
+      : model_(&m), index_(index), first_(first), end_(end), saved_(static_cast<std::size_t>(microbatches)),
+        device_(std::move(device)) {}
 
   [[nodiscard]] int index() const noexcept { return index_; }
   [[nodiscard]] int first_layer() const noexcept { return first_; }
   [[nodiscard]] int end_layer() const noexcept { return end_; }
+  /// @brief What the stage's layers get as their device context.
+  [[nodiscard]] device_context<Device>& device() noexcept { return device_; }
   [[nodiscard]] buffer_pool<Tensor>& pool() noexcept { return pool_; }
   [[nodiscard]] const memory_stats& memory() const noexcept { return pool_.stats(); }
   /// @brief Readies the stage for a step with `microbatches` microbatches: lets go of anything a
@@ -63,7 +71,7 @@ class stage {
     r.live = true;
     r.acts.clear();
     r.acts.push_back(std::move(input));
-    const layer_context ctx{index_, mb, pass_mode::training};
+    const context_type ctx = context(mb, pass_mode::training);
     for (int layer = first_; layer < end_; ++layer) {
       const payload_type& in = r.acts.back();
       const std::vector<shape> want = model_->output_shapes(layer, shapes_of(in));
@@ -89,7 +97,7 @@ class stage {
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
   /// (each layer's input goes back to the pool as soon as the next layer has run).
   payload_type infer(int mb, payload_type input) {
-    const layer_context ctx{index_, mb, pass_mode::inference};
+    const context_type ctx = context(mb, pass_mode::inference);
     return run_forward(mb, std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
       model_->forward(layer, ctx, in, out);
     });
@@ -115,10 +123,10 @@ class stage {
       detail::fail(errc::invalid_schedule, "stage ", index_, " ran W of microbatch ", mb,
                    " before its I; a split backward runs I, then W");
     }
-    const layer_context ctx{index_, mb, pass_mode::training};
+    const context_type ctx = context(mb, pass_mode::training);
     for (int layer = end_ - 1; layer >= first_; --layer) {
       const std::size_t k = static_cast<std::size_t>(layer - first_);
-      if constexpr (model_has_split_backward<Model, Tensor>) {
+      if constexpr (model_has_split_backward<Model, Tensor, context_type>) {
         model_->backward_weight(layer, ctx, r.acts[k], r.acts[k + 1], r.grads[k]);
       }
     }
@@ -196,10 +204,8 @@ class stage {
       for (std::size_t i = 0; i < batch.size(); ++i) {
         views[i] = {batch[i].id, batch[i].position, batch[i].rows, &states[i]->layers[k]};
       }
-      generation_context<Tensor> ctx;
-      ctx.stage = index_;
-      ctx.microbatch = step;
-      ctx.mode = pass_mode::inference;
+      generation_context<Tensor, Device> ctx;
+      static_cast<context_type&>(ctx) = context(step, pass_mode::inference);
       ctx.sequences = views;
       model_->forward(layer, ctx, in, out);
     });
@@ -242,7 +248,7 @@ class stage {
   // go as soon as the layer is done, and then the activations; the I half keeps both for W.
   payload_type backward_pass(int mb, payload_type grad_out, bool want_input_grad, bool input_half) {
     record& r = live_slot(mb, input_half ? "backward_input" : "backward");
-    if constexpr (!model_has_split_backward<Model, Tensor>) {
+    if constexpr (!model_has_split_backward<Model, Tensor, context_type>) {
       if (input_half) {
         detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
                      "backward_input/backward_weight; give it both, or use a schedule with full backwards");
@@ -250,7 +256,7 @@ class stage {
     }
     if (!r.gradient_counted) pool_.adopt(grad_out);
     r.gradient_counted = false;
-    const layer_context ctx{index_, mb, pass_mode::training};
+    const context_type ctx = context(mb, pass_mode::training);
     if (input_half) r.grads.assign(r.acts.size() - 1, payload_type{});
     payload_type g = std::move(grad_out);
     for (int layer = end_ - 1; layer >= first_; --layer) {
@@ -259,12 +265,12 @@ class stage {
       const bool wanted = layer > first_ || want_input_grad;
       if (wanted) grad_in = pool_.acquire(shapes_of(r.acts[k]));
       if (input_half) {
-        if constexpr (model_has_split_backward<Model, Tensor>) {
+        if constexpr (model_has_split_backward<Model, Tensor, context_type>) {
           model_->backward_input(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
         }
         r.grads[k] = std::move(g);
       } else {
-        if constexpr (model_has_backward<Model, Tensor>) {
+        if constexpr (model_has_backward<Model, Tensor, context_type>) {
           model_->backward(layer, ctx, r.acts[k], r.acts[k + 1], g, grad_in);
         }
         pool_.release(g);
@@ -288,6 +294,10 @@ class stage {
   void check_written(int layer, int mb, const payload_type& got, const payload_type& like, const char* what) const {
     if (has_shapes(got, like)) return;
     check_written(layer, mb, got, shapes_of(like), what);
+  }
+
+  [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
+    return context_type{index_, mb, mode, device_.rank, &device_};
   }
 
   record& slot(int mb) {
@@ -322,6 +332,7 @@ class stage {
   std::vector<record> saved_;
   std::unordered_map<int, sequence_state> sequences_;  // generation: by sequence id
   buffer_pool<Tensor> pool_;
+  device_context<Device> device_;
 };
 
 /// @brief What the executor needs of a stage: ppipe::stage satisfies it, and a backend's own stage
