@@ -398,7 +398,7 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
     CHECK(net.conclude(ppipe::rank_outcome{}, deadline).ok);
   }
 
-  // A sender that breaks the agreement is refused by the receiver, with the counts: 5 or 7 values
+  // A sender that breaks the agreement is refused by the receiver, with the byte counts: 5 or 7 values
   // for a tensor of 6, 5 values for two tensors of 3, and the same past 1 MiB. The receiver then fails the run; the
   // drain finds that receive done, and the next run is clean.
   struct broken {
@@ -406,15 +406,15 @@ TEST_CASE("payloads sent with agreed shapes arrive in the buffers their receives
     std::string said;
   };
   const std::vector<broken> cases{
-      {{{5}}, {{6}}, "rank 0 sent 5 values for a tensor of shape [6]"},
-      {{{7}}, {{6}}, "rank 0 sent 7 values for a tensor of shape [6] (6 values)"},
-      {{{2}, {3}}, {{3}, {3}}, "rank 0 sent 5 values for tensors of shapes [3], [3] (6 values)"},
+      {{{5}}, {{6}}, "rank 0 sent 20 bytes for a tensor of shape [6]"},
+      {{{7}}, {{6}}, "rank 0 sent 28 bytes for a tensor of shape [6] (24 bytes)"},
+      {{{2}, {3}}, {{3}, {3}}, "rank 0 sent 20 bytes for tensors of shapes [3], [3] (24 bytes)"},
       // 1 MiB and more: Open MPI's shared-memory single-copy path writes a longer message whole,
       // whatever the receive posted, so its size is read before it is received.
-      {{{(1 << 18) + 5}}, {{1 << 18}}, "rank 0 sent 262149 values for a tensor of shape [262144] (262144 values)"},
+      {{{(1 << 18) + 5}}, {{1 << 18}}, "rank 0 sent 1048596 bytes for a tensor of shape [262144] (1048576 bytes)"},
       {{{1 << 18}, {1 << 17}}, {{1 << 18}, {1 << 16}},
-       "rank 0 sent 393216 values for tensors of shapes [262144], [65536] (327680 values)"},
-      {{{(1 << 18) - 3}}, {{1 << 18}}, "rank 0 sent 262141 values for a tensor of shape [262144]"},
+       "rank 0 sent 1572864 bytes for tensors of shapes [262144], [65536] (1310720 bytes)"},
+      {{{(1 << 18) - 3}}, {{1 << 18}}, "rank 0 sent 1048564 bytes for a tensor of shape [262144]"},
   };
   const ppipe::rank_outcome failed = failure(ppipe::errc::backend, "the agreement was broken");
   for (const broken& c : cases) {

@@ -137,12 +137,12 @@ inline constexpr std::uint32_t max_tensor_dims = 16;
 /// The bytes write_shapes() writes for `p`.
 inline std::size_t shapes_bytes(const payload& p) {
   std::size_t n = sizeof(std::uint32_t);
-  for (const host_tensor& t : p) n += sizeof(std::uint32_t) + t.shape().rank() * sizeof(std::int64_t);
+  for (const host_tensor& t : p) n += sizeof(std::uint32_t) + sizeof(dtype) + t.shape().rank() * sizeof(std::int64_t);
   return n;
 }
 
-/// Writes a payload's shapes: its tensor count, then per tensor its dimensions (through a
-/// byte_writer or a byte_cursor).
+/// Writes a payload's shapes: its tensor count, then per tensor its rank, its dtype and its
+/// dimensions (through a byte_writer or a byte_cursor).
 template <class Writer>
 void write_shapes(Writer& w, const payload& p) {
   if (p.size() > max_payload_tensors) {
@@ -157,6 +157,7 @@ void write_shapes(Writer& w, const payload& p) {
            " dimensions; ppipe sends tensors of at most ", max_tensor_dims, " to another process: reshape it");
     }
     w.put(static_cast<std::uint32_t>(dims.size()));
+    w.put(t.dtype());
     for (const std::int64_t d : dims) w.put(d);
   }
 }
@@ -164,7 +165,7 @@ void write_shapes(Writer& w, const payload& p) {
 /// Writes a payload's values, tensor after tensor.
 template <class Writer>
 void write_values(Writer& w, const payload& p) {
-  for (const host_tensor& t : p) w.raw(t.data(), t.bytes());
+  for (const host_tensor& t : p) w.raw(t.byte_data(), t.bytes());
 }
 
 /// Reads what write_shapes() wrote, checking every count against the bounds.
@@ -176,12 +177,14 @@ inline std::vector<shape> read_shapes(byte_reader& r) {
   for (std::uint32_t k = 0; k < n; ++k) {
     const auto rank = r.get<std::uint32_t>();
     if (rank > max_tensor_dims) fail(errc::backend, "a message announces a tensor of ", rank, " dimensions");
+    const auto type = r.get<dtype>();
+    if (!is_valid(type)) fail(errc::backend, "a message announces a tensor of dtype value ", static_cast<int>(type));
     std::vector<std::int64_t> dims(rank);
     for (std::int64_t& d : dims) {
       d = r.get<std::int64_t>();
       if (d < 0) fail(errc::backend, "a message announces a dimension of ", d);
     }
-    out.emplace_back(std::move(dims));
+    out.emplace_back(std::move(dims), type);
   }
   return out;
 }
@@ -193,6 +196,7 @@ inline bool read_same_shapes(byte_reader& r, const payload& p) {
   for (const host_tensor& t : p) {
     const auto& dims = t.shape().dims();
     if (r.get<std::uint32_t>() != dims.size()) return false;
+    if (r.get<dtype>() != t.dtype()) return false;
     for (const std::int64_t d : dims) {
       if (r.get<std::int64_t>() != d) return false;
     }
@@ -203,7 +207,7 @@ inline bool read_same_shapes(byte_reader& r, const payload& p) {
 /// The bytes of the values of tensors of these shapes.
 inline std::size_t value_bytes(const std::vector<shape>& shapes) {
   std::size_t n = 0;
-  for (const shape& s : shapes) n += s.elements() * sizeof(float);
+  for (const shape& s : shapes) n += s.bytes();
   return n;
 }
 
@@ -217,7 +221,7 @@ inline payload zero_payload(const std::vector<shape>& shapes) {
 
 /// Reads what write_values() wrote into tensors already in their shapes.
 inline void read_values(byte_reader& r, payload& p) {
-  for (host_tensor& t : p) r.raw(t.data(), t.bytes());
+  for (host_tensor& t : p) r.raw(t.byte_data(), t.bytes());
 }
 
 /// Every microbatch's payload, as bytes: the count, then per payload its shapes and values.

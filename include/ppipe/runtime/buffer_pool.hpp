@@ -32,7 +32,8 @@ struct memory_stats {
 template <class Tensor>
 class buffer_pool;
 
-/// @brief Host buffers: released storage is kept by size and handed out again, so a steady
+/// @brief Host buffers: released storage is kept by size in bytes (any dtype reuses any storage of
+/// its size) and handed out again, so a steady
 /// pipeline stops allocating after its first step. The pool keeps, per size, no more spare
 /// buffers than the most of that size the stage ever held at once: storage that arrives from
 /// elsewhere (the caller's batch, a receive) and is released here replaces what the stage would
@@ -42,7 +43,7 @@ class buffer_pool<host_tensor> {
  public:
   /// @brief A zeroed tensor of shape `s`, from recycled storage when there is some.
   host_tensor acquire(const shape& s) {
-    const std::size_t n = s.elements();
+    const std::size_t n = s.bytes();
     size_class& c = classes_[n];
     host_tensor t;
     if (c.spare.empty()) {
@@ -69,7 +70,7 @@ class buffer_pool<host_tensor> {
     payload p;
     p.reserve(shapes.size());
     for (const shape& s : shapes) {
-      auto found = classes_.find(s.elements());
+      auto found = classes_.find(s.bytes());
       if (found == classes_.end() || found->second.spare.empty()) {
         p.emplace_back(s);
         continue;
@@ -84,16 +85,16 @@ class buffer_pool<host_tensor> {
   /// @brief Counts a payload that came from elsewhere (the caller's batch, a receive) as held by
   /// this stage; release() gives its storage to this pool.
   void adopt(const payload& p) {
-    for (const host_tensor& t : p) count_in(classes_[t.size()], t.bytes());
+    for (const host_tensor& t : p) count_in(classes_[t.bytes()], t.bytes());
   }
   /// @brief Stops counting a payload that leaves the stage (its output, handed to the caller).
   void forget(const payload& p) {
-    for (const host_tensor& t : p) count_out(classes_[t.size()], t.bytes());
+    for (const host_tensor& t : p) count_out(classes_[t.bytes()], t.bytes());
   }
   /// @brief Returns a payload's buffers to the pool.
   void release(payload& p) {
     for (host_tensor& t : p) {
-      size_class& c = classes_[t.size()];
+      size_class& c = classes_[t.bytes()];
       count_out(c, t.bytes());
       if (c.live + c.spare.size() < c.peak) {
         stats_.spare_bytes += t.bytes();
@@ -138,7 +139,7 @@ class buffer_pool<host_tensor> {
   }
  private:
   struct size_class {
-    std::vector<std::vector<float>> spare;
+    std::vector<host_tensor::storage> spare;
     std::size_t live = 0;  // buffers of this size the stage holds now
     std::size_t peak = 0;  // ... and at most, ever
   };
@@ -154,7 +155,7 @@ class buffer_pool<host_tensor> {
     stats_.live_bytes -= std::min(stats_.live_bytes, bytes);
   }
 
-  std::unordered_map<std::size_t, size_class> classes_;  // by element count
+  std::unordered_map<std::size_t, size_class> classes_;  // by bytes, so any dtype reuses any storage
   memory_stats stats_;
 };
 

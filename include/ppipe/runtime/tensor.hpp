@@ -1,8 +1,11 @@
 #pragma once
 /// @file
-/// @brief Shapes, the host tensor and payloads: what crosses a stage boundary.
+/// @brief Shapes (with their dtype), the host tensor and payloads: what crosses a stage boundary.
 
 #include <algorithm>
+#include <cassert>
+#include <concepts>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -14,14 +17,16 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/runtime/dtype.hpp"
 
 namespace ppipe {
 
 class shape;
 inline std::string to_string(const shape& s);
 
-/// @brief The dimensions of a tensor, outermost first. Dimension 0 of a pipeline's inputs and of
-/// every boundary tensor is the batch: ppipe splits it into microbatches.
+/// @brief The dimensions of a tensor, outermost first, and its element type (f32 unless given).
+/// Dimension 0 of a pipeline's inputs and of every boundary tensor is the batch: ppipe splits it
+/// into microbatches.
 ///
 /// Every dimension is >= 0 and the element count fits in max_elements: a shape that breaks
 /// either is refused with a ppipe::error naming it, where it is built (or, for a dimension set
@@ -33,13 +38,24 @@ class shape {
   static constexpr std::int64_t max_elements = std::numeric_limits<std::ptrdiff_t>::max() / 16;
 
   shape() = default;
+  /// @brief An f32 shape: `shape{8, 16}`.
   shape(std::initializer_list<std::int64_t> dims) : dims_(dims) { (void)elements(); }
-  explicit shape(std::vector<std::int64_t> dims) : dims_(std::move(dims)) { (void)elements(); }
+  /// @brief A shape of another element type: `shape({8, 16}, dtype::bf16)`.
+  shape(std::initializer_list<std::int64_t> dims, ppipe::dtype type) : dims_(dims), dtype_(checked(type)) {
+    (void)elements();
+  }
+  /// @brief A shape of these dimensions and element type.
+  explicit shape(std::vector<std::int64_t> dims, ppipe::dtype type = ppipe::dtype::f32)
+      : dims_(std::move(dims)), dtype_(checked(type)) {
+    (void)elements();
+  }
 
   [[nodiscard]] std::size_t rank() const noexcept { return dims_.size(); }
   [[nodiscard]] std::int64_t operator[](std::size_t i) const { return dims_.at(i); }
   [[nodiscard]] std::int64_t& operator[](std::size_t i) { return dims_.at(i); }
   [[nodiscard]] const std::vector<std::int64_t>& dims() const noexcept { return dims_; }
+  /// @brief The element type.
+  [[nodiscard]] ppipe::dtype dtype() const noexcept { return dtype_; }
   /// @brief Number of elements: the product of the dimensions (1 for a scalar).
   /// @return the count; throws ppipe::error (invalid_argument) for a negative dimension or a
   /// product above max_elements.
@@ -63,21 +79,38 @@ class shape {
     }
     return static_cast<std::size_t>(n);
   }
-  /// @brief The same shape with dimension 0 (the batch) set to `rows`.
+  /// @brief The bytes of a tensor of this shape: elements() × size_of(dtype()).
+  [[nodiscard]] std::size_t bytes() const { return elements() * size_of(dtype_); }
+  /// @brief The same shape with dimension 0 (the batch) set to `rows` (the dtype is kept).
   [[nodiscard]] shape with_batch(std::int64_t rows) const {
     shape out = *this;
     if (!out.dims_.empty()) out.dims_[0] = rows;
     (void)out.elements();
     return out;
   }
+  /// @brief The same dimensions with element type `type`.
+  [[nodiscard]] shape with_dtype(ppipe::dtype type) const {
+    shape out = *this;
+    out.dtype_ = checked(type);
+    return out;
+  }
 
+  /// @brief Equal dimensions and equal dtype.
   friend bool operator==(const shape&, const shape&) = default;
 
  private:
+  static ppipe::dtype checked(ppipe::dtype type) {
+    if (!is_valid(type)) {
+      detail::fail(errc::invalid_argument, "dtype value ", static_cast<int>(type),
+                   " is not a ppipe::dtype; use one of its enumerators");
+    }
+    return type;
+  }
   std::vector<std::int64_t> dims_;
+  ppipe::dtype dtype_ = ppipe::dtype::f32;
 };
 
-/// @brief "[8, 16]".
+/// @brief "[8, 16]" for an f32 shape, "[8, 16] bf16" for another dtype.
 inline std::string to_string(const shape& s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.rank(); ++i) {
@@ -85,6 +118,10 @@ inline std::string to_string(const shape& s) {
     out += std::to_string(s[i]);
   }
   out += ']';
+  if (s.dtype() != dtype::f32) {
+    out += ' ';
+    out += to_string(s.dtype());
+  }
   return out;
 }
 inline std::ostream& operator<<(std::ostream& os, const shape& s) { return os << to_string(s); }
@@ -100,61 +137,157 @@ inline std::string to_string(std::span<const shape> shapes) {
   return out;
 }
 
-/// @brief A dense, row-major float tensor in host memory: the buffer type of the host backend.
+namespace detail {
+
+/// The unit of a host tensor's storage: 16 bytes aligned to 16, so that the elements of every
+/// dtype (and SIMD loads of them) are aligned whatever the tensor's dtype.
+struct alignas(16) storage_block {
+  std::byte bytes[16];
+};
+
+/// Blocks that hold `bytes` bytes.
+constexpr std::size_t blocks_for(std::size_t bytes) noexcept {
+  return (bytes + sizeof(storage_block) - 1) / sizeof(storage_block);
+}
+
+}  // namespace detail
+
+/// @brief A dense, row-major tensor in host memory, of any dtype: the buffer type of the host
+/// backend.
+///
+/// The float API (data(), values(), operator[], the constructor from std::vector<float>) is that
+/// of f32 tensors, so models written for floats compile unchanged; data<T>() and values<T>()
+/// give the elements of any dtype. Both refuse a tensor of another dtype with a ppipe::error
+/// naming the two, except operator[], which checks in debug builds only (an assert): it sits in
+/// the inner loops of reference kernels, where a check per element would cost vectorization.
 class host_tensor {
  public:
+  /// @brief The element type of the float API.
   using value_type = float;
+  /// @brief What the buffer pool keeps of a released tensor: its storage, of any dtype.
+  using storage = std::vector<detail::storage_block>;
 
   host_tensor() = default;
-  /// @brief A zero-filled tensor of shape `s`.
-  explicit host_tensor(ppipe::shape s) : shape_(std::move(s)), data_(shape_.elements(), 0.0f) {}
-  /// @brief A tensor of shape `s` with the given values (as many as `s` has elements).
-  host_tensor(ppipe::shape s, std::vector<float> values) : shape_(std::move(s)), data_(std::move(values)) {
-    if (data_.size() != shape_.elements()) {
-      detail::fail(errc::invalid_argument, "a tensor of shape ", to_string(shape_), " needs ",
-                   shape_.elements(), " values, but ", data_.size(), " were given");
+  /// @brief A zero-filled tensor of shape `s` (of s's dtype).
+  explicit host_tensor(ppipe::shape s)
+      : shape_(std::move(s)), elements_(shape_.elements()), data_(detail::blocks_for(bytes()), detail::storage_block{}) {}
+  /// @brief An f32 tensor of shape `s` with the given values (as many as `s` has elements; `s`
+  /// must be f32).
+  host_tensor(ppipe::shape s, std::vector<float> values) : host_tensor(std::move(s), std::span<const float>(values)) {}
+  /// @brief A tensor of shape `s` with the given values of another element type (bfloat16,
+  /// float16, std::int32_t, double, std::int64_t); `s` must be of that dtype.
+  template <tensor_element T>
+    requires(!std::same_as<T, float>)
+  host_tensor(ppipe::shape s, std::vector<T> values) : host_tensor(std::move(s), std::span<const T>(values)) {}
+  /// @brief A tensor of shape `s` with a copy of `values`; `s` must be of T's dtype.
+  template <tensor_element T>
+  host_tensor(ppipe::shape s, std::span<const T> values)
+      : shape_(std::move(s)), elements_(shape_.elements()), data_(detail::blocks_for(bytes())) {
+    if (shape_.dtype() != dtype_of_v<T>) {
+      detail::fail(errc::invalid_argument, "a tensor of shape ", to_string(shape_), " holds ",
+                   to_string(shape_.dtype()), " elements but was given ", to_string(dtype_of_v<T>),
+                   " values; build it with shape.with_dtype(dtype::", to_string(dtype_of_v<T>),
+                   ") or convert the values");
     }
+    if (values.size() != elements_) {
+      detail::fail(errc::invalid_argument, "a tensor of shape ", to_string(shape_), " needs ", elements_,
+                   " values, but ", values.size(), " were given");
+    }
+    if (!values.empty()) std::memcpy(byte_data(), values.data(), bytes());
   }
 
   [[nodiscard]] const ppipe::shape& shape() const noexcept { return shape_; }
-  [[nodiscard]] std::size_t size() const noexcept { return data_.size(); }
-  [[nodiscard]] std::size_t bytes() const noexcept { return data_.size() * sizeof(float); }
-  [[nodiscard]] float* data() noexcept { return data_.data(); }
-  [[nodiscard]] const float* data() const noexcept { return data_.data(); }
-  [[nodiscard]] std::span<float> values() noexcept { return data_; }
-  [[nodiscard]] std::span<const float> values() const noexcept { return data_; }
-  [[nodiscard]] float& operator[](std::size_t i) { return data_[i]; }
-  [[nodiscard]] float operator[](std::size_t i) const { return data_[i]; }
+  /// @brief The element type (the shape's).
+  [[nodiscard]] ppipe::dtype dtype() const noexcept { return shape_.dtype(); }
+  /// @brief The number of elements.
+  [[nodiscard]] std::size_t size() const noexcept { return elements_; }
+  /// @brief elements × size_of(dtype).
+  [[nodiscard]] std::size_t bytes() const noexcept { return elements_ * size_of(shape_.dtype()); }
+  /// @brief The elements' bytes, of any dtype (what a transport moves).
+  [[nodiscard]] std::byte* byte_data() noexcept { return reinterpret_cast<std::byte*>(data_.data()); }
+  [[nodiscard]] const std::byte* byte_data() const noexcept { return reinterpret_cast<const std::byte*>(data_.data()); }
 
-  /// @brief Reuses `storage` (its capacity) for a zero-filled tensor of shape `s`; what the pool
+  /// @brief The elements as T; throws ppipe::error unless the tensor's dtype is T's.
+  template <tensor_element T>
+  [[nodiscard]] T* data() {
+    detail::check_dtype(dtype(), dtype_of_v<T>, "the tensor");
+    return reinterpret_cast<T*>(byte_data());
+  }
+  template <tensor_element T>
+  [[nodiscard]] const T* data() const {
+    detail::check_dtype(dtype(), dtype_of_v<T>, "the tensor");
+    return reinterpret_cast<const T*>(byte_data());
+  }
+  /// @brief The elements as a span of T; throws ppipe::error unless the tensor's dtype is T's.
+  template <tensor_element T>
+  [[nodiscard]] std::span<T> values() {
+    return {data<T>(), elements_};
+  }
+  template <tensor_element T>
+  [[nodiscard]] std::span<const T> values() const {
+    return {data<T>(), elements_};
+  }
+  /// @brief The elements of an f32 tensor (throws for another dtype).
+  [[nodiscard]] float* data() { return data<float>(); }
+  [[nodiscard]] const float* data() const { return data<float>(); }
+  [[nodiscard]] std::span<float> values() { return values<float>(); }
+  [[nodiscard]] std::span<const float> values() const { return values<float>(); }
+  /// @brief Element i of an f32 tensor (the dtype is asserted in debug builds only; see above).
+  [[nodiscard]] float& operator[](std::size_t i) {
+    assert(dtype() == ppipe::dtype::f32);
+    return reinterpret_cast<float*>(byte_data())[i];
+  }
+  [[nodiscard]] float operator[](std::size_t i) const {
+    assert(dtype() == ppipe::dtype::f32);
+    return reinterpret_cast<const float*>(byte_data())[i];
+  }
+
+  /// @brief Reuses `from` (its capacity) for a zero-filled tensor of shape `s`; what the pool
   /// does to hand out a recycled buffer.
-  static host_tensor adopt(ppipe::shape s, std::vector<float>&& storage) {
-    host_tensor t;
-    t.shape_ = std::move(s);
-    t.data_ = std::move(storage);
-    t.data_.assign(t.shape_.elements(), 0.0f);
+  static host_tensor adopt(ppipe::shape s, storage&& from) {
+    host_tensor t = reuse(std::move(s), std::move(from));
+    if (t.bytes() != 0) std::memset(t.byte_data(), 0, t.bytes());
     return t;
   }
-  /// @brief Reuses `storage` for a tensor of shape `s` without zeroing the values it holds: for a
-  /// buffer about to be overwritten whole (a receive). Elements it lacks are added as zeros.
-  static host_tensor reuse(ppipe::shape s, std::vector<float>&& storage) {
+  /// @brief Reuses storage for a tensor of shape `s` without zeroing the bytes it holds: for a
+  /// buffer about to be overwritten whole (a receive). Bytes it lacks are added as zeros.
+  static host_tensor reuse(ppipe::shape s, storage&& from) {
     host_tensor t;
     t.shape_ = std::move(s);
-    t.data_ = std::move(storage);
-    t.data_.resize(t.shape_.elements());
+    t.elements_ = t.shape_.elements();
+    t.data_ = std::move(from);
+    t.data_.resize(detail::blocks_for(t.bytes()));
     return t;
   }
   /// @brief Gives the storage back (for the pool); the tensor is empty afterwards.
-  std::vector<float> release() && {
+  storage release() && {
     shape_ = {};
+    elements_ = 0;
     return std::move(data_);
   }
 
-  friend bool operator==(const host_tensor&, const host_tensor&) = default;
+  /// @brief Same shape (dtype included) and equal elements, compared as values of the dtype (so
+  /// for floats -0 == +0 and NaN != NaN, as the float tensor compared before dtypes).
+  friend bool operator==(const host_tensor& a, const host_tensor& b) {
+    if (!(a.shape_ == b.shape_)) return false;
+    return visit_dtype(a.dtype(), [&]<class T>(std::type_identity<T>) {
+      const T* x = reinterpret_cast<const T*>(a.byte_data());
+      const T* y = reinterpret_cast<const T*>(b.byte_data());
+      for (std::size_t i = 0; i < a.elements_; ++i) {
+        if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) {
+          if (!(static_cast<float>(x[i]) == static_cast<float>(y[i]))) return false;
+        } else {
+          if (!(x[i] == y[i])) return false;
+        }
+      }
+      return true;
+    });
+  }
 
  private:
   ppipe::shape shape_;
-  std::vector<float> data_;
+  std::size_t elements_ = 0;
+  storage data_;  // bytes() bytes used; the rest of the last block is padding
 };
 
 /// @brief What one layer reads or writes, and what crosses a stage boundary: one or more tensors,
@@ -202,7 +335,7 @@ std::size_t bytes_of(const basic_payload<Tensor>& p) {
   return n;
 }
 
-/// @brief Rows `[first, first + rows)` of dimension 0 of every tensor in `batch`.
+/// @brief Rows `[first, first + rows)` of dimension 0 of every tensor in `batch` (any dtype).
 inline payload slice_rows(const payload& batch, std::int64_t first, std::int64_t rows) {
   payload out;
   out.reserve(batch.size());
@@ -212,22 +345,23 @@ inline payload slice_rows(const payload& batch, std::int64_t first, std::int64_t
       detail::fail(errc::invalid_argument, "rows ", first, "..", first + rows, " are outside a tensor of shape ",
                    to_string(t.shape()), "; slice within its ", total, " rows");
     }
-    const std::size_t row = total ? t.size() / static_cast<std::size_t>(total) : 0;
-    const auto begin = t.values().begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(first) * row);
-    out.emplace_back(t.shape().with_batch(rows),
-                     std::vector<float>(begin, begin + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(rows) * row)));
+    const std::size_t row = total ? t.bytes() / static_cast<std::size_t>(total) : 0;
+    host_tensor part = host_tensor::reuse(t.shape().with_batch(rows), {});
+    if (part.bytes() != 0) {
+      std::memcpy(part.byte_data(), t.byte_data() + static_cast<std::size_t>(first) * row, part.bytes());
+    }
+    out.push_back(std::move(part));
   }
   return out;
 }
 
-/// @brief Stacks `parts` along dimension 0, tensor by tensor; every part must have the same number
-/// of tensors with the same shapes apart from dimension 0.
+/// @brief Stacks `parts` along dimension 0, tensor by tensor (any dtype); every part must have the
+/// same number of tensors with the same shapes (and dtypes) apart from dimension 0.
 inline payload concat_rows(const std::vector<payload>& parts) {
   payload out;
   if (parts.empty()) return out;
   for (std::size_t k = 0; k < parts.front().size(); ++k) {
     std::int64_t rows = 0;
-    std::vector<float> values;
     for (std::size_t i = 0; i < parts.size(); ++i) {
       if (parts[i].size() != parts.front().size() || parts[i][k].shape().rank() == 0 ||
           parts[i][k].shape().with_batch(0) != parts.front()[k].shape().with_batch(0)) {
@@ -236,9 +370,15 @@ inline payload concat_rows(const std::vector<payload>& parts) {
                      to_string(shapes_of(parts.front())), "); every part needs the same shapes after dimension 0");
       }
       rows += parts[i][k].shape()[0];
-      values.insert(values.end(), parts[i][k].values().begin(), parts[i][k].values().end());
     }
-    out.emplace_back(parts.front()[k].shape().with_batch(rows), std::move(values));
+    host_tensor whole = host_tensor::reuse(parts.front()[k].shape().with_batch(rows), {});
+    std::byte* next = whole.byte_data();
+    for (const payload& p : parts) {
+      if (p[k].bytes() == 0) continue;
+      std::memcpy(next, p[k].byte_data(), p[k].bytes());
+      next += p[k].bytes();
+    }
+    out.push_back(std::move(whole));
   }
   return out;
 }

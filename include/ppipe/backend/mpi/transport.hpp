@@ -236,7 +236,7 @@ class transport {
       for (const host_tensor& t : data) {
         if (t.size() == 0) continue;
         slot.values.push_back(MPI_REQUEST_NULL);
-        PPIPE_MPI_CHECK(MPI_Isend(t.data(), count_of(t), MPI_FLOAT, to, data_tag(seq), comm_, &slot.values.back()));
+        PPIPE_MPI_CHECK(MPI_Isend(t.byte_data(), count_of(t), MPI_BYTE, to, data_tag(seq), comm_, &slot.values.back()));
       }
     }
     return send_handle{at, slot.ticket};
@@ -249,7 +249,7 @@ class transport {
   /// otherwise straight from their memory, described to MPI by a datatype of their addresses.
   send_handle post_send(int from, int to, const payload& data, agreed_shapes_t /*agreed*/) {
     check_pair(from, to, "send");
-    const int floats = floats_of(data);
+    const int count = bytes_count(data);
     const std::uint64_t seq = sent_[static_cast<std::size_t>(to)];
     const std::uint32_t at = take_slot(sends_, free_sends_);
     send_slot& slot = sends_[at];
@@ -259,15 +259,15 @@ class transport {
     const int tag = agreed_tag(seq);
     const std::size_t bytes = bytes_of(data);
     if (data.size() == 1) {
-      PPIPE_MPI_CHECK(MPI_Isend(data.front().data(), floats, MPI_FLOAT, to, tag, comm_, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Isend(data.front().byte_data(), count, MPI_BYTE, to, tag, comm_, &slot.request));
     } else if (bytes <= options_.inline_bytes) {
       slot.header.resize(bytes);
       std::byte* next = slot.header.data();
       for (const host_tensor& t : data) {
-        if (t.size() != 0) std::memcpy(next, t.data(), t.size() * sizeof(float));
-        next += t.size() * sizeof(float);
+        if (t.bytes() != 0) std::memcpy(next, t.byte_data(), t.bytes());
+        next += t.bytes();
       }
-      PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), floats, MPI_FLOAT, to, tag, comm_, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), count, MPI_BYTE, to, tag, comm_, &slot.request));
     } else {
       MPI_Datatype type = tensors_type(data);
       const int code = MPI_Isend(MPI_BOTTOM, 1, type, to, tag, comm_, &slot.request);
@@ -292,9 +292,9 @@ class transport {
   /// before it is received (Open MPI's shared-memory single-copy path does not truncate).
   recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
     check_pair(to, from, "receive");
-    const int floats = floats_of(buffers);
+    const int count = bytes_count(buffers);
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
-    return recv_handle{from, seq, take_recv_slot(from, seq, recv_form::agreed, std::move(buffers), floats)};
+    return recv_handle{from, seq, take_recv_slot(from, seq, recv_form::agreed, std::move(buffers), count)};
   }
 
   /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
@@ -595,7 +595,7 @@ class transport {
     bool have_first = false;  // ... and it has arrived
     bool done = false;        // every message of the payload has arrived (or was refused)
     bool packed = false;      // agreed, several small tensors: the values arrive in `buffer`
-    int floats = 0;           // agreed: how many values the message must have
+    int count = 0;            // agreed: how many bytes the message must have
     std::vector<std::byte> buffer;   // a header (sized to it), or packed values, or what a drain throws away
     std::vector<MPI_Request> values;  // described, separate layout: the tensors matched so far
     std::size_t next_value = 0;       // ... and the next tensor to match
@@ -630,12 +630,13 @@ class transport {
     free.push_back(at);
   }
 
+  // A tensor's bytes, as the count of an MPI_BYTE message: bytes move whatever the dtype.
   static int count_of(const host_tensor& t) {
-    if (t.size() > static_cast<std::size_t>(INT_MAX)) {
-      ppipe::detail::fail(errc::unsupported, "a tensor of shape ", to_string(t.shape()), " has ", t.size(),
-                          " values; the MPI transport sends at most ", INT_MAX, " per tensor: split it");
+    if (t.bytes() > static_cast<std::size_t>(INT_MAX)) {
+      ppipe::detail::fail(errc::unsupported, "a tensor of shape ", to_string(t.shape()), " has ", t.bytes(),
+                          " bytes; the MPI transport sends at most ", INT_MAX, " per tensor: split it");
     }
-    return static_cast<int>(t.size());
+    return static_cast<int>(t.bytes());
   }
 
   void check_pair(int self, int peer, const char* what) const {
@@ -647,8 +648,8 @@ class transport {
   }
 
   // A free receive slot, set up for payload `seq` from `from`, in form `form`; agreed, for
-  // `floats` values into `into`'s tensors. Nothing is posted yet: finish_recv() matches the message.
-  std::uint32_t take_recv_slot(int from, std::uint64_t seq, recv_form form, payload into, int floats) {
+  // `count` bytes into `into`'s tensors. Nothing is posted yet: finish_recv() matches the message.
+  std::uint32_t take_recv_slot(int from, std::uint64_t seq, recv_form form, payload into, int count) {
     const std::uint32_t at = take_slot(recvs_, free_recvs_);
     recv_slot& slot = recvs_[at];
     slot.from = from;
@@ -658,7 +659,7 @@ class transport {
     slot.have_first = false;
     slot.done = false;
     slot.packed = false;
-    slot.floats = floats;
+    slot.count = count;
     slot.values.clear();
     slot.next_value = 0;
     slot.refused.clear();
@@ -666,13 +667,12 @@ class transport {
     return at;
   }
 
-  // The values of a payload, as one count of floats for a message (at most INT_MAX).
-  static int floats_of(const payload& p) {
+  // The values of a payload, as one count of bytes for a message (at most INT_MAX).
+  static int bytes_count(const payload& p) {
     if (p.size() == 1) return count_of(p.front());
-    std::size_t n = 0;
-    for (const host_tensor& t : p) n += t.size();
+    const std::size_t n = bytes_of(p);
     if (n > static_cast<std::size_t>(INT_MAX)) {
-      ppipe::detail::fail(errc::unsupported, "a payload of ", p.size(), " tensors has ", n, " values; the MPI "
+      ppipe::detail::fail(errc::unsupported, "a payload of ", p.size(), " tensors has ", n, " bytes; the MPI "
                           "transport sends at most ", INT_MAX, " per payload: split it");
     }
     return static_cast<int>(n);
@@ -686,12 +686,12 @@ class transport {
     for (const host_tensor& t : p) {
       if (t.size() == 0) continue;
       MPI_Aint address = 0;
-      PPIPE_MPI_CHECK(MPI_Get_address(t.data(), &address));
+      PPIPE_MPI_CHECK(MPI_Get_address(t.byte_data(), &address));
       lengths.push_back(count_of(t));
       where.push_back(address);
     }
     MPI_Datatype type = MPI_DATATYPE_NULL;
-    PPIPE_MPI_CHECK(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), where.data(), MPI_FLOAT,
+    PPIPE_MPI_CHECK(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), where.data(), MPI_BYTE,
                                              &type));
     PPIPE_MPI_CHECK(MPI_Type_commit(&type));
     return type;
@@ -724,7 +724,7 @@ class transport {
     } else if (slot.form != recv_form::described && probe(slot.from, agreed_tag(slot.sequence), msg, bytes)) {
       if (slot.form == recv_form::either) {  // a drain's: any size, thrown away
         slot.form = recv_form::agreed;
-        slot.floats = -1;
+        slot.count = -1;
       }
     } else {
       return false;
@@ -744,29 +744,24 @@ class transport {
       PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), bytes, MPI_BYTE, &msg, &slot.request));
       return;
     }
-    const auto want = static_cast<std::int64_t>(slot.floats) * static_cast<std::int64_t>(sizeof(float));
-    if (slot.floats < 0 || bytes != want) {
+    if (slot.count < 0 || bytes != slot.count) {
       discard(msg, bytes, slot.buffer);
       slot.have_first = slot.done = true;
-      if (slot.floats < 0) return;
+      if (slot.count < 0) return;
       refuse(slot, ppipe::detail::concat(
-                       describe_rank(slot.from), " sent ",
-                       bytes % static_cast<int>(sizeof(float)) == 0
-                           ? ppipe::detail::concat(bytes / static_cast<int>(sizeof(float)), " values")
-                           : ppipe::detail::concat(bytes, " bytes"),
-                       " for ",
+                       describe_rank(slot.from), " sent ", bytes, " bytes for ",
                        slot.into.size() == 1 ? ppipe::detail::concat("a tensor of shape ", to_string(slot.into.front().shape()))
                                              : ppipe::detail::concat("tensors of shapes ", to_string(shapes_of(slot.into))),
-                       " (", slot.floats, " values) that both ranks agreed on; every process of the job must run the "
+                       " (", slot.count, " bytes) that both ranks agreed on; every process of the job must run the "
                        "same program on the same batch"));
       return;
     }
     if (slot.into.size() == 1) {
-      PPIPE_MPI_CHECK(MPI_Imrecv(slot.into.front().data(), slot.floats, MPI_FLOAT, &msg, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Imrecv(slot.into.front().byte_data(), slot.count, MPI_BYTE, &msg, &slot.request));
     } else if (bytes_of(slot.into) <= options_.inline_bytes) {
       slot.packed = true;
       slot.buffer.resize(static_cast<std::size_t>(bytes));
-      PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), slot.floats, MPI_FLOAT, &msg, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Imrecv(slot.buffer.data(), slot.count, MPI_BYTE, &msg, &slot.request));
     } else {
       MPI_Datatype type = tensors_type(slot.into);
       const int code = MPI_Imrecv(MPI_BOTTOM, 1, type, &msg, &slot.request);
@@ -789,8 +784,8 @@ class transport {
       if (slot.packed) {
         const std::byte* next = slot.buffer.data();
         for (host_tensor& t : slot.into) {
-          if (t.size() != 0) std::memcpy(t.data(), next, t.size() * sizeof(float));
-          next += t.size() * sizeof(float);
+          if (t.bytes() != 0) std::memcpy(t.byte_data(), next, t.bytes());
+          next += t.bytes();
         }
       }
       slot.done = true;
@@ -849,7 +844,7 @@ class transport {
         discard(msg, bytes, slot.buffer);
       } else {
         slot.values.push_back(MPI_REQUEST_NULL);
-        PPIPE_MPI_CHECK(MPI_Imrecv(t.data(), count_of(t), MPI_FLOAT, &msg, &slot.values.back()));
+        PPIPE_MPI_CHECK(MPI_Imrecv(t.byte_data(), count_of(t), MPI_BYTE, &msg, &slot.values.back()));
       }
       ++slot.next_value;
     }
