@@ -566,7 +566,7 @@ TEST_CASE("two replicas of a 2-stage pipeline average their gradients after ever
     const double loss_a = host_a.train_step(xa, ya);
     const double loss_b = host_b.train_step(xb, yb);
     std::vector<std::vector<float>> grads_b;
-    b.for_each_parameter(0, b.num_layers(), [&](std::span<float>, std::span<float> g) { grads_b.emplace_back(g.begin(), g.end()); });
+    b.for_each_parameter(0, b.num_layers(), [&](ppipe::tensor_view, ppipe::tensor_view g) { grads_b.emplace_back(g.as<float>().begin(), g.as<float>().end()); });
     std::size_t k = 0;
     const auto update = [&](std::span<float> value, std::span<float> g, const std::vector<float>& other) {
       for (std::size_t i = 0; i < value.size(); ++i) {
@@ -575,7 +575,7 @@ TEST_CASE("two replicas of a 2-stage pipeline average their gradients after ever
         g[i] = 0.0f;
       }
     };
-    a.for_each_parameter(0, a.num_layers(), [&](std::span<float> v, std::span<float> g) { update(v, g, grads_b[k++]); });
+    a.for_each_parameter(0, a.num_layers(), [&](ppipe::tensor_view v, ppipe::tensor_view g) { update(v.as<float>(), g.as<float>(), grads_b[k++]); });
     b = a;  // both replicas hold the same weights after the step
 
     const double got = net.train_step(replica == 0 ? xa : xb, replica == 0 ? ya : yb);

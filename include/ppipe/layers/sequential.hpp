@@ -135,23 +135,23 @@ class sequential {
   /// @brief The gradient accumulators of every layer.
   [[nodiscard]] std::vector<std::span<const float>> gradients() const { return gradients(0, num_layers()); }
 
-  /// @brief Calls f(std::span<float> value, std::span<float> grad) for every parameter of layers
-  /// [first, end), in the order of parameters(): what an optimizer needs.
+  /// @brief Calls f(ppipe::tensor_view value, ppipe::tensor_view grad) for every parameter of
+  /// layers [first, end), in the order of parameters() (all f32): what an optimizer needs.
   template <class F>
   void for_each_parameter(int first, int end, F&& f) {
     check_range(first, end);
     for (int i = first; i < end; ++i) {
       if (auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) {
-        f(l->weight(), l->grad_weight());
-        f(l->bias(), l->grad_bias());
+        f(tensor_view(l->weight()), tensor_view(l->grad_weight()));
+        f(tensor_view(l->bias()), tensor_view(l->grad_bias()));
       }
     }
   }
 
   /// @brief Zeroes the gradients of layers [first, end).
   void zero_grad(int first, int end) {
-    for_each_parameter(first, end, [](std::span<float>, std::span<float> g) {
-      for (float& v : g) v = 0.0f;
+    for_each_parameter(first, end, [](tensor_view, tensor_view g) {
+      for (float& v : g.as<float>()) v = 0.0f;
     });
   }
   /// @brief Zeroes every gradient.

@@ -32,7 +32,9 @@ class sgd {
   /// @brief Updates the parameters of layers [first_layer, end_layer) of `model` from their
   /// gradients and zeroes those gradients; other layers are left alone.
   void step(sequential& model, int first_layer, int end_layer) const {
-    model.for_each_parameter(first_layer, end_layer, [this](std::span<float> value, std::span<float> grad) {
+    model.for_each_parameter(first_layer, end_layer, [this](tensor_view value_view, tensor_view grad_view) {
+      const std::span<float> value = value_view.as<float>();
+      const std::span<float> grad = grad_view.as<float>();
       for (std::size_t k = 0; k < value.size(); ++k) {
         value[k] -= learning_rate_ * grad[k];
         grad[k] = 0.0f;

@@ -3,8 +3,10 @@
 /// @brief The Model concept: what ppipe needs from a user's layer stack, and the loss and optimizer
 /// hooks that go with it.
 
+#include <algorithm>
 #include <any>
 #include <concepts>
+#include <cstddef>
 #include <functional>
 #include <span>
 #include <type_traits>
@@ -16,6 +18,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/runtime/tensor.hpp"
+#include "ppipe/runtime/tensor_view.hpp"
 
 namespace ppipe {
 
@@ -132,11 +135,13 @@ concept model_has_costs = requires(const M& m, int layer) {
 };
 
 /// @brief The optional `void for_each_parameter(int first, int end, F f)`, calling
-/// `f(std::span<float> value, std::span<float> gradient)` for every parameter of layers
-/// [first, end) in a fixed order (ppipe::layers::sequential has it). With data-parallel replicas
-/// ppipe averages the gradients through it after every step.
+/// `f(ppipe::tensor_view value, ppipe::tensor_view gradient)` for every parameter of layers
+/// [first, end) in a fixed order (ppipe::layers::sequential has it). A std::span<float> (or of
+/// any tensor_element type) converts to a tensor_view. With data-parallel replicas ppipe averages
+/// the gradients through it after every step: f32 ones as they are, bf16 and f16 ones through
+/// float; other dtypes are refused.
 template <class M>
-concept model_has_parameters = requires(M& m, int layer, void (*f)(std::span<float>, std::span<float>)) {
+concept model_has_parameters = requires(M& m, int layer, void (*f)(tensor_view, tensor_view)) {
   m.for_each_parameter(layer, layer, f);
 };
 
@@ -179,6 +184,36 @@ constexpr bool check_model() {
                   "const payload& out, const payload& grad_out, payload& grad_in)` in the model");
   }
   return true;
+}
+
+/// Appends a gradient's values to `packed` as floats (what the replicas all-reduce).
+inline void widen_gradient(const tensor_view& g, std::vector<float>& packed) {
+  if (g.type == dtype::f32) {
+    const std::span<float> v = g.as<float>();
+    packed.insert(packed.end(), v.begin(), v.end());
+    return;
+  }
+  visit_dtype(g.type, [&]<class T>(std::type_identity<T>) {
+    if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) {
+      for (const T x : g.as<T>()) packed.push_back(static_cast<float>(x));
+    } else {
+      fail(errc::unsupported, "ppipe averages gradients of f32, bf16 and f16 over replicas, not of ",
+           to_string(g.type), "; keep such parameters out of for_each_parameter or run one replica");
+    }
+  });
+}
+
+/// Writes `g`'s values back from packed[at...] (rounded to g's dtype); returns the next offset.
+inline std::size_t narrow_gradient(const std::vector<float>& packed, std::size_t at, const tensor_view& g) {
+  visit_dtype(g.type, [&]<class T>(std::type_identity<T>) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::copy_n(packed.begin() + static_cast<std::ptrdiff_t>(at), g.elements, g.as<float>().begin());
+    } else if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>) {
+      const std::span<T> v = g.as<T>();
+      for (std::size_t k = 0; k < v.size(); ++k) v[k] = T(packed[at + k]);
+    }
+  });
+  return at + g.elements;
 }
 
 }  // namespace detail

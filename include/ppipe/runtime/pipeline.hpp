@@ -414,15 +414,16 @@ class pipeline {
                      "add it (see ppipe::model_has_parameters) or run one replica");
       } else {
         optimizer_ = [this, user = std::move(optimizer_)](const stage_info& info) {
+          // f32 gradients are averaged as they are; bf16 and f16 ones through float (widened,
+          // averaged, rounded back to nearest even), so that one all-reduce of floats serves all.
           std::vector<float> packed;
-          model_->for_each_parameter(info.first_layer, info.end_layer, [&](std::span<float>, std::span<float> g) {
-            packed.insert(packed.end(), g.begin(), g.end());
+          model_->for_each_parameter(info.first_layer, info.end_layer, [&](tensor_view, tensor_view g) {
+            detail::widen_gradient(g, packed);
           });
           transport_.allreduce_mean(packed, deadline_after(options_.timeout));
           std::size_t at = 0;
-          model_->for_each_parameter(info.first_layer, info.end_layer, [&](std::span<float>, std::span<float> g) {
-            std::copy_n(packed.begin() + static_cast<std::ptrdiff_t>(at), g.size(), g.begin());
-            at += g.size();
+          model_->for_each_parameter(info.first_layer, info.end_layer, [&](tensor_view, tensor_view g) {
+            at = detail::narrow_gradient(packed, at, g);
           });
           if (user) user(info);
         };
@@ -540,7 +541,7 @@ class pipeline {
       // Replicas all-reduce each stage's gradients: their counts must match, value for value.
       for (const stage_type& st : stages_) {
         std::size_t n = 0;
-        model_->for_each_parameter(st.first_layer(), st.end_layer(), [&](std::span<float> p, std::span<float>) { n += p.size(); });
+        model_->for_each_parameter(st.first_layer(), st.end_layer(), [&](tensor_view p, tensor_view) { n += p.elements; });
         f.push_back({detail::concat("parameter values of stage ", st.index()), std::to_string(n), true});
       }
     }
