@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -30,7 +31,7 @@ constexpr int tokens_per_request = 48;
 constexpr auto layer_time = std::chrono::microseconds(500);
 constexpr auto spin = std::chrono::microseconds(100);
 
-// Token ids [rows] -> one-hot rows [rows, vocab] of the next id; every layer after the first
+// i32 token ids [rows] -> one-hot rows [rows, vocab] of the next id; every layer after the first
 // copies its input. Each call waits layer_time. No state: the figures are the pipeline's alone.
 struct waiting_decoder {
   [[nodiscard]] int num_layers() const { return layers; }
@@ -45,7 +46,7 @@ struct waiting_decoder {
       return;
     }
     for (std::size_t row = 0; row < in[0].size(); ++row) {
-      const auto next = (static_cast<std::size_t>(in[0][row]) + 1) % vocab;
+      const auto next = (static_cast<std::size_t>(in[0].values<std::int32_t>()[row]) + 1) % vocab;
       out[0][row * vocab + next] = 1.0f;
     }
   }

@@ -41,7 +41,8 @@ struct settings {
 // 238 new tokens (the last one needs no position of its own).
 constexpr int longest_prompt = 19;
 constexpr int most_new = 256 - longest_prompt + 1;
-// Token ids travel through the pipeline as floats, exact below 2^24.
+// Token ids travel as i32; this bound keeps the embedding and head tables (vocab × d_model floats
+// each) within a machine's memory.
 constexpr int most_vocab = 1 << 24;
 
 void add_options(CLI::App& app, settings& s) {

@@ -21,10 +21,9 @@ namespace reference {
 template <class Model>
 ppipe::payload generation_step(Model& model, const std::vector<int>& tokens, int position,
                                std::vector<ppipe::payload>& states) {
-  std::vector<float> ids;
-  for (const int t : tokens) ids.push_back(static_cast<float>(t));
+  std::vector<std::int32_t> ids(tokens.begin(), tokens.end());
   const auto rows = static_cast<std::int64_t>(tokens.size());
-  ppipe::payload x{ppipe::host_tensor(ppipe::shape{rows}, std::move(ids))};
+  ppipe::payload x{ppipe::host_tensor(ppipe::shape({rows}, ppipe::dtype::i32), std::move(ids))};
   for (int layer = 0; layer < model.num_layers(); ++layer) {
     const ppipe::sequence_view<ppipe::host_tensor> view{0, position, static_cast<int>(rows),
                                                         &states[static_cast<std::size_t>(layer)]};

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -153,8 +154,8 @@ TEST_CASE("each stage holds only its own layers' cache, and it returns to zero",
     int stateful = 0;
     for (int layer = pipe.split().first(s); layer < pipe.split().end(s); ++layer) stateful += layer > 0 ? 1 : 0;
     INFO("stage " << s << " has " << stateful << " layers with a cache");
-    // One float per token per stateful layer, for every sequence at once.
-    CHECK(r.peak_cache_bytes[static_cast<std::size_t>(s)] == all * sizeof(float) * static_cast<std::size_t>(stateful));
+    // One i32 per token per stateful layer, for every sequence at once.
+    CHECK(r.peak_cache_bytes[static_cast<std::size_t>(s)] == all * sizeof(std::int32_t) * static_cast<std::size_t>(stateful));
   }
   check_caches_empty(pipe);
 }
@@ -167,8 +168,8 @@ TEST_CASE("a cache budget bounds every stage, and admission waits for room inste
   for (int i = 0; i < 8; ++i) reqs.push_back({{1 + i, 2, 3}, 6});  // 3 + 6 - 1 = 8 tokens of state each
   const auto expected = unpipelined(model, reqs);
   auto pipe = make_pipeline(model, 2);
-  // Stage 0 holds layers 0..2 (two with a cache), stage 1 layers 3..5: 2 or 3 floats per token.
-  const std::size_t one = 8 * 3 * sizeof(float);
+  // Stage 0 holds layers 0..2 (two with a cache), stage 1 layers 3..5: 2 or 3 i32 per token.
+  const std::size_t one = 8 * 3 * sizeof(std::int32_t);
   generation_options g = greedy_options(4, 2);
   g.cache_budget = 2 * one + one / 2;  // room for two sequences at a time on the larger stage
   const auto r = pipe.generate(reqs, g);

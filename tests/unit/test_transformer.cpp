@@ -44,9 +44,8 @@ layers::transformer_config small_config(int variant) {
 }
 
 payload token_payload(const std::vector<int>& tokens) {
-  std::vector<float> ids;
-  for (const int t : tokens) ids.push_back(static_cast<float>(t));
-  return {host_tensor(shape{static_cast<std::int64_t>(tokens.size())}, std::move(ids))};
+  std::vector<std::int32_t> ids(tokens.begin(), tokens.end());
+  return {host_tensor(shape({static_cast<std::int64_t>(tokens.size())}, ppipe::dtype::i32), std::move(ids))};
 }
 
 payload zeros(const std::vector<shape>& shapes) {
@@ -128,7 +127,7 @@ TEST_CASE("decoder: layer count, output shapes and state shapes") {
   REQUIRE(m.num_layers() == 6);
   CHECK(layers::decoder({.blocks = 3}).num_layers() == 8);
   CHECK(m.config().d_model == 32);
-  CHECK(m.output_shapes(0, {{5}}) == std::vector<shape>{{5, 32}});
+  CHECK(m.output_shapes(0, {shape({5}, ppipe::dtype::i32)}) == std::vector<shape>{{5, 32}});
   for (int layer = 1; layer <= 4; ++layer) CHECK(m.output_shapes(layer, {{5, 32}}) == std::vector<shape>{{5, 32}});
   CHECK(m.output_shapes(5, {{5, 32}}) == std::vector<shape>{{5, 64}});
   CHECK(m.describe(0) == "embedding");
@@ -141,7 +140,8 @@ TEST_CASE("decoder: layer count, output shapes and state shapes") {
   CHECK(ppipe::detail::state_bytes<layers::decoder, host_tensor>(m, 0, 6, 10) == 4 * 10 * 32 * sizeof(float));
 
   CHECK_THAT(message_of([&] { (void)m.output_shapes(0, {{5, 1}}); }),
-             contains("layer 0 (embedding) takes one tensor [rows] of token ids but got [5, 1]"));
+             contains("layer 0 (embedding) takes one i32 tensor [rows] of token ids but got [5, 1]"));
+  CHECK_THAT(message_of([&] { (void)m.output_shapes(0, {{5}}); }), contains("token ids but got [5];"));
   CHECK_THAT(message_of([&] { (void)m.output_shapes(3, {{5, 16}}); }),
              contains("layer 3 (block 1 attention) takes one tensor [rows, 32] but got [5, 16]"));
   CHECK_THAT(message_of([&] { (void)m.output_shapes(5, {{5, 32}, {5}}); }), contains("got [5, 32], [5]"));
@@ -280,14 +280,14 @@ TEST_CASE("greedy picks the largest logit, the first of a tie, and rejects a bad
 TEST_CASE("decoder: bad tokens, capacities, positions and contexts are errors that name the values") {
   const layers::decoder m({.vocab = 10, .d_model = 8, .heads = 2, .d_ff = 8, .blocks = 1, .max_positions = 8});
   const ppipe::layer_context plain{};
-  const auto embed = [&](const std::vector<float>& ids) {
-    const payload in{host_tensor(shape{static_cast<std::int64_t>(ids.size())}, ids)};
+  const auto embed = [&](const std::vector<std::int32_t>& ids) {
+    const payload in{host_tensor(shape({static_cast<std::int64_t>(ids.size())}, ppipe::dtype::i32), ids)};
     payload out = zeros(m.output_shapes(0, ppipe::shapes_of(in)));
     m.forward(0, plain, in, out);
   };
   CHECK_THAT(message_of([&] { embed({1, 10}); }), contains("row 1 holds token id 10"));
   CHECK_THAT(message_of([&] { embed({-1, 2}); }), contains("row 0 holds token id -1"));
-  CHECK_THAT(message_of([&] { embed({2.5f}); }), contains("token id 2.5, which is not an integer in [0, 10)"));
+  CHECK_THAT(message_of([&] { embed({2147483647}); }), contains("token id 2147483647, which is not in [0, 10)"));
   CHECK_THAT(message_of([&] { (void)plain_logits(m, std::vector<int>(9, 1)); }),
              contains("9 rows are positions 0..8 of one sequence but the model has 8 positions"));
 

@@ -64,8 +64,8 @@ concept model_has_generation_forward = requires(M& m, int layer, const generatio
 };
 
 /// @brief A model ppipe can generate tokens with: a model (ppipe::model) with per-sequence state
-/// and a generation forward. The first stage receives one tensor of shape [rows] holding token ids
-/// (as values of the tensor type); the last layer's output row i is what the sampler reads for
+/// and a generation forward. The first stage receives one i32 tensor of shape [rows] holding token
+/// ids (`shape({rows}, dtype::i32)`); the last layer's output row i is what the sampler reads for
 /// row i (logits, for the layer kit's greedy sampler).
 template <class M, class Tensor = host_tensor>
 concept generative_model = model<M, Tensor> && model_has_state<M> && model_has_generation_forward<M, Tensor>;
@@ -89,7 +89,7 @@ template <class M, class Tensor>
 std::size_t state_bytes(const M& m, int first, int end, int capacity) {
   std::size_t bytes = 0;
   for (int layer = first; layer < end; ++layer) {
-    for (const shape& s : m.state_shapes(layer, capacity)) bytes += s.elements() * sizeof(typename Tensor::value_type);
+    for (const shape& s : m.state_shapes(layer, capacity)) bytes += s.bytes();
   }
   return bytes;
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <span>
 #include <string>
@@ -33,9 +34,6 @@
 namespace ppipe {
 namespace detail {
 
-/// Integers travel in the float tensors of a message; floats hold them exactly up to 2^24.
-inline constexpr std::int64_t exact_float_limit = std::int64_t{1} << 24;
-
 /// What travels with every message of a generation run, after the payload's own tensors: what the
 /// message is, which stage gets it, and the step's sequences.
 struct generation_header {
@@ -50,41 +48,45 @@ struct generation_header {
   std::vector<int> tokens;  // kind == sampled: one per sequence of the step's batch
 
   [[nodiscard]] host_tensor encode() const {
-    std::vector<float> v;
+    std::vector<std::int32_t> v;
     v.reserve(8 + release.size() + 2 * admit.size() + 3 * batch.size() + tokens.size());
-    const auto put = [&](std::int64_t x) { v.push_back(static_cast<float>(x)); };
-    put(kind);
-    put(stage);
-    put(step_id);
-    put(group);
-    put(static_cast<std::int64_t>(release.size()));
-    put(static_cast<std::int64_t>(admit.size()));
-    put(static_cast<std::int64_t>(batch.size()));
-    put(static_cast<std::int64_t>(tokens.size()));
-    for (const int id : release) put(id);
+    const auto put = [&](std::size_t x) { v.push_back(static_cast<std::int32_t>(x)); };
+    v.push_back(kind);
+    v.push_back(stage);
+    v.push_back(step_id);
+    v.push_back(group);
+    put(release.size());
+    put(admit.size());
+    put(batch.size());
+    put(tokens.size());
+    v.insert(v.end(), release.begin(), release.end());
     for (const sequence_admission& a : admit) {
-      put(a.id);
-      put(a.capacity);
+      v.push_back(a.id);
+      v.push_back(a.capacity);
     }
     for (const sequence_step& q : batch) {
-      put(q.id);
-      put(q.position);
-      put(q.rows);
+      v.push_back(q.id);
+      v.push_back(q.position);
+      v.push_back(q.rows);
     }
-    for (const int t : tokens) put(t);
+    v.insert(v.end(), tokens.begin(), tokens.end());
     const auto n = static_cast<std::int64_t>(v.size());
-    return host_tensor(shape{n}, std::move(v));
+    return host_tensor(shape({n}, dtype::i32), std::move(v));
   }
 
   static generation_header decode(const host_tensor& t) {
-    const std::span<const float> v = t.values();
+    if (t.dtype() != dtype::i32) {
+      fail(errc::invalid_argument, "a generation message header has dtype ", to_string(t.dtype()),
+           ", not i32; every rank of a generation run must run the same ppipe");
+    }
+    const std::span<const std::int32_t> v = t.values<std::int32_t>();
     std::size_t at = 0;
     const auto get = [&]() -> int {
       if (at >= v.size()) {
         fail(errc::invalid_argument, "a generation message of ", v.size(),
              " values ends early; every rank of a generation run must run the same ppipe");
       }
-      return static_cast<int>(v[at++]);
+      return v[at++];
     };
     generation_header h;
     h.kind = get();
@@ -130,15 +132,15 @@ struct generation_aborted {};
 /// receives says, so state changes reach every stage in the same order as the steps.
 ///
 /// The stages must sit on the ranks in a loop (stage s on rank s mod p, as the looped placements
-/// of GPipe, 1F1B and interleaved 1F1B have them). Messages carry integers as
-/// floats, so the transport's tensor type is host_tensor.
+/// of GPipe, 1F1B and interleaved 1F1B have them). Message headers and token ids are i32 host
+/// tensors, so the transport's tensor type is host_tensor.
 template <class Stage, transport Transport>
 class generation_engine {
  public:
   using tensor_type = typename Transport::tensor_type;
   using payload_type = basic_payload<tensor_type>;
   static_assert(std::is_same_v<tensor_type, host_tensor>,
-                "ppipe: generation runs over transports of host tensors (its headers are float tensors)");
+                "ppipe: generation runs over transports of host tensors (its headers are i32 host tensors)");
 
   generation_engine(Transport& transport, std::vector<Stage>& stages, const placement& place,
                     std::chrono::milliseconds timeout, bool record_trace)
@@ -164,9 +166,8 @@ class generation_engine {
                         int group_size, std::vector<std::vector<std::size_t>> bytes) {
     const int p = place_->num_ranks();
     const auto stages = static_cast<std::size_t>(place_->num_stages());
-    if (groups < 1 || group_size < 1 || groups >= detail::exact_float_limit) {
-      detail::fail(errc::invalid_argument, "generation needs groups in 1..", detail::exact_float_limit - 1,
-                   " and a group size >= 1, not groups=", groups, " and group size ", group_size);
+    if (groups < 1 || group_size < 1) {
+      detail::fail(errc::invalid_argument, "generation needs groups >= 1 and a group size >= 1, not groups=", groups, " and group size ", group_size);
     }
     continuous_batcher batcher(requests, groups, group_size, opt.max_new_tokens, opt.eos_token, opt.cache_budget,
                                std::move(bytes));
@@ -307,8 +308,8 @@ class generation_engine {
         if (busy[static_cast<std::size_t>(g)]) continue;
         std::optional<group_step> st = run.batcher.next_step(g, micros(run, deadline_clock::now()));
         if (!st) continue;
-        if (run.steps + 1 >= detail::exact_float_limit) {
-          detail::fail(errc::unsupported, "a generate() call may run at most ", detail::exact_float_limit - 1,
+        if (run.steps == std::numeric_limits<std::int32_t>::max()) {
+          detail::fail(errc::unsupported, "a generate() call may run at most ", std::numeric_limits<std::int32_t>::max(),
                        " group steps; split the requests over several calls");
         }
         detail::generation_header h;
@@ -318,9 +319,9 @@ class generation_engine {
         h.admit = std::move(st->admit);
         h.batch = std::move(st->batch);
         payload_type input;
-        std::vector<float> ids(st->tokens.begin(), st->tokens.end());
+        std::vector<std::int32_t> ids(st->tokens.begin(), st->tokens.end());
         const auto rows = static_cast<std::int64_t>(ids.size());
-        input.emplace_back(shape{rows}, std::move(ids));
+        input.emplace_back(shape({rows}, dtype::i32), std::move(ids));
         busy[static_cast<std::size_t>(g)] = 1;
         ++in_flight;
         next = (g + 1) % run.groups;
@@ -420,9 +421,9 @@ class generation_engine {
     for (const sequence_step& q : h.batch) {
       row += q.rows;
       const int token = run.opt.sampler(out, row - 1);
-      if (token < 0 || token >= detail::exact_float_limit) {
+      if (token < 0) {
         detail::fail(errc::invalid_argument, "the sampler returned token ", token, " for sequence ", q.id,
-                     "; tokens are ids in 0..", detail::exact_float_limit - 1);
+                     "; tokens are ids >= 0");
       }
       back.tokens.push_back(token);
     }

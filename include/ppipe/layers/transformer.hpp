@@ -85,7 +85,7 @@ struct layer_norm {
 
 /// @brief A decoder-only transformer over token ids, split into layers for a pipeline:
 ///
-/// - layer 0, the embedding: one tensor [rows] of token ids (as floats) -> [rows, d_model], the
+/// - layer 0, the embedding: one i32 tensor [rows] of token ids -> [rows, d_model], the
 ///   token's embedding plus its position's;
 /// - for block b, layer 1 + 2b: x + Wo MHA(LayerNorm(x)), causal, with `heads` heads;
 /// - for block b, layer 2 + 2b: x + W2 relu(W1 LayerNorm(x));
@@ -151,10 +151,10 @@ class decoder {
   [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
     const kind k = kind_of(layer);
     if (k == kind::embedding) {
-      if (in.size() != 1 || in[0].rank() != 1) {
-        ppipe::detail::fail(errc::invalid_argument, "decoder layer 0 (embedding) takes one tensor [rows] of token ids "
-                            "but got ", ppipe::to_string(std::span<const shape>(in)),
-                            "; give it the tokens as one rank-1 tensor");
+      if (in.size() != 1 || in[0].rank() != 1 || in[0].dtype() != dtype::i32) {
+        ppipe::detail::fail(errc::invalid_argument, "decoder layer 0 (embedding) takes one i32 tensor [rows] of token "
+                            "ids but got ", ppipe::to_string(std::span<const shape>(in)),
+                            "; give it the tokens as one rank-1 tensor of shape({rows}, dtype::i32)");
       }
       return {shape{in[0][0], config_.d_model}};
     }
@@ -185,8 +185,8 @@ class decoder {
     const kind k = kind_of(layer);
     if (k == kind::embedding) {
       check_span(0, rows);
-      check_tokens(in[0].data(), 0, rows);
-      embed(in[0].data(), out[0].data(), rows, 0);
+      check_tokens(in[0].data<std::int32_t>(), 0, rows);
+      embed(in[0].data<std::int32_t>(), out[0].data(), rows, 0);
     } else if (k == kind::attention) {
       std::vector<float> keys(rows * width()), values(rows * width());
       attend(attention_[block(layer)], in[0].data(), out[0].data(), rows, 0, keys.data(), values.data());
@@ -228,19 +228,19 @@ class decoder {
     for (std::size_t s = 0, first = 0; s < ctx.sequences.size(); first += size(ctx.sequences[s].rows), ++s) {
       const sequence_view<host_tensor>& seq = ctx.sequences[s];
       check_positions(layer, seq, first);
-      if (k == kind::embedding) check_tokens(in[0].data(), first, size(seq.rows));
+      if (k == kind::embedding) check_tokens(in[0].data<std::int32_t>(), first, size(seq.rows));
       if (k == kind::attention) check_state(layer, seq, s);
     }
     std::size_t first = 0;
     for (const sequence_view<host_tensor>& seq : ctx.sequences) {
       const std::size_t n = size(seq.rows);
       const std::size_t position = size(seq.position);
-      const float* x = in[0].data() + (k == kind::embedding ? first : first * width());
       float* y = out[0].data() + first * width();
       if (k == kind::embedding) {
-        embed(x, y, n, position);
+        embed(in[0].data<std::int32_t>() + first, y, n, position);
       } else {
-        attend(attention_[block(layer)], x, y, n, position, (*seq.state)[0].data(), (*seq.state)[1].data());
+        attend(attention_[block(layer)], in[0].data() + first * width(), y, n, position, (*seq.state)[0].data(),
+               (*seq.state)[1].data());
       }
       first += n;
     }
@@ -384,18 +384,17 @@ class decoder {
   }
 
   /// Checks that rows [first, first + rows) of the embedding's input are token ids.
-  void check_tokens(const float* ids, std::size_t first, std::size_t rows) const {
+  void check_tokens(const std::int32_t* ids, std::size_t first, std::size_t rows) const {
     for (std::size_t r = first; r < first + rows; ++r) {
-      const float id = ids[r];
-      if (!(id >= 0.0f && id < static_cast<float>(config_.vocab) && std::floor(id) == id)) {
+      const std::int32_t id = ids[r];
+      if (id < 0 || id >= config_.vocab) {
         ppipe::detail::fail(errc::invalid_argument, "decoder embedding: row ", r, " holds token id ", id,
-                            ", which is not an integer in [0, ", config_.vocab,
-                            "); give token ids as whole numbers below the vocabulary size");
+                            ", which is not in [0, ", config_.vocab, "); give token ids below the vocabulary size");
       }
     }
   }
 
-  void embed(const float* ids, float* y, std::size_t rows, std::size_t position) const {
+  void embed(const std::int32_t* ids, float* y, std::size_t rows, std::size_t position) const {
     const std::size_t d = width();
     for (std::size_t r = 0; r < rows; ++r) {
       const float* token = token_embedding_.data() + static_cast<std::size_t>(ids[r]) * d;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -259,9 +260,11 @@ class pipeline {
       detail::fail(errc::invalid_argument, "generation_options has groups=", options.groups, " and max_group_size=",
                    options.max_group_size, "; give positive values, or 0 for the defaults");
     }
-    if (requests.size() >= static_cast<std::size_t>(detail::exact_float_limit)) {
+    // Request ids, positions and token ids travel as i32.
+    constexpr std::int64_t id_limit = std::numeric_limits<std::int32_t>::max();
+    if (requests.size() > static_cast<std::size_t>(id_limit)) {
       detail::fail(errc::invalid_argument, "generate() got ", requests.size(), " requests; at most ",
-                   detail::exact_float_limit - 1, " per call: split them over several calls");
+                   id_limit, " per call: split them over several calls");
     }
     const auto n = static_cast<int>(requests.size());
     // More groups than requests would stay empty.
@@ -281,15 +284,15 @@ class pipeline {
                      options.max_new_tokens, "; give the option or the request's max_new_tokens >= 1");
       }
       for (std::size_t k = 0; k < q.prompt.size(); ++k) {
-        if (q.prompt[k] < 0 || q.prompt[k] >= detail::exact_float_limit) {
+        if (q.prompt[k] < 0) {
           detail::fail(errc::invalid_argument, "request ", i, "'s prompt token ", k, " is ", q.prompt[k],
-                       "; token ids are in 0..", detail::exact_float_limit - 1);
+                       "; token ids are >= 0");
         }
       }
       const std::int64_t capacity = static_cast<std::int64_t>(q.prompt.size()) + max_new - 1;
-      if (capacity >= detail::exact_float_limit) {
+      if (capacity > id_limit) {
         detail::fail(errc::invalid_argument, "request ", i, " needs ", capacity, " tokens of state; at most ",
-                     detail::exact_float_limit - 1, ": shorten its prompt or max_new_tokens");
+                     id_limit, ": shorten its prompt or max_new_tokens");
       }
       for (const stage_type& st : stages_) bytes[i].push_back(st.sequence_bytes(static_cast<int>(capacity)));
       const auto most = std::max_element(bytes[i].begin(), bytes[i].end());
