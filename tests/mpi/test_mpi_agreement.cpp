@@ -15,6 +15,7 @@
 #include <ppipe/mpi.hpp>
 
 #include "catch.hpp"
+#include "mixed_dtype_model.hpp"
 #include "world.hpp"
 
 namespace {
@@ -70,7 +71,8 @@ void refused(const std::function<void()>& f, const std::vector<std::string>& par
 }
 
 // No message of the pipeline's waits to be received: nothing crossed before the refusal.
-void nothing_sent(const pipe_type& pipe) {
+template <class Pipe>
+void nothing_sent(const Pipe& pipe) {
   MPI_Barrier(MPI_COMM_WORLD);
   int pending = 1;
   MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, pipe.transport().communicator(), &pending, MPI_STATUS_IGNORE);
@@ -189,4 +191,23 @@ TEST_CASE("replicas that hold different parameters, or pass other shapes, are re
           {"rows per microbatch: rank ", " of replica 0 (process ", ") has 2 for all 4 microbatches",
            " of replica 1 (process ", ") has 3 for all 4 microbatches"});
   CHECK(std::isfinite(pipe.train_step(filled(8, 6), filled(8, 3))));
+}
+
+TEST_CASE("processes whose boundaries differ only in dtype are refused before any payload moves", "[agreement]") {
+  const int p = world_size();
+  const int m = 2 * p;
+  const bool odd = world_rank() == p - 1;
+  const std::string last = "rank " + std::to_string(p - 1) + " has ";
+  // 8 layers in stages of 8 / p; every stage after the first takes an odd layer's output, which is
+  // f32 on every process but the last, whose odd layers write f16.
+  mixed::model model(8, 5, ppipe::dtype::bf16, odd ? ppipe::dtype::f16 : ppipe::dtype::f32);
+  ppipe::pipeline_options o;
+  o.ranks = 0;
+  o.microbatches = m;
+  o.timeout = std::chrono::seconds(30);
+  ppipe::mpi::pipeline<mixed::model> pipe(model, o, mixed::loss, {}, ppipe::mpi::transport(MPI_COMM_WORLD));
+  refused([&] { (void)pipe.train_step(mixed::batch(2 * m, 5, 0), mixed::target(2 * m, 5, 0)); },
+          {"the processes disagree on stage 1's input shapes: rank 0 has [2, 5], [2] i32 for all " +
+               std::to_string(m) + " microbatches, " + last + "[2, 5] f16, [2] i32 for all"});
+  nothing_sent(pipe);
 }

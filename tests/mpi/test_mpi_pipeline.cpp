@@ -16,6 +16,7 @@
 
 #include "catch.hpp"
 #include "faulty_model.hpp"
+#include "mixed_dtype_model.hpp"
 #include "toy_model.hpp"
 #include "world.hpp"
 
@@ -119,6 +120,66 @@ TEST_CASE("1F1B over MPI trains bitwise like the host backend", "[numerics]") {
 
 TEST_CASE("interleaved 1F1B over MPI trains bitwise like the host backend", "[numerics]") {
   trains_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
+}
+
+namespace {
+
+// A model whose boundaries carry bf16 activations and an i32 tensor (mixed_dtype_model.hpp),
+// trained over MPI and on the host backend: losses, parameters and inference outputs bitwise alike.
+template <class Schedule>
+void mixed_dtypes_train_like_the_host_backend(int v) {
+  const int p = world_size();
+  const int m = 2 * p;
+  const int width = 5;
+  const float lr = 0.05f;
+  mixed::model here(8, width);
+  mixed::model there(8, width);
+  ppipe::pipeline_options o;
+  o.ranks = p;
+  o.microbatches = m;
+  o.virtual_stages = v;
+  ppipe::pipeline<mixed::model, Schedule> host(here, o, mixed::loss,
+                                               [&](const ppipe::stage_info& s) { here.sgd(s.first_layer, s.end_layer, lr); });
+  o.ranks = 0;
+  ppipe::mpi::pipeline<mixed::model, Schedule> net(
+      there, o, mixed::loss, [&](const ppipe::stage_info& s) { there.sgd(s.first_layer, s.end_layer, lr); },
+      ppipe::mpi::transport(MPI_COMM_WORLD));
+  for (int step = 0; step < 3; ++step) {
+    INFO("step " << step);
+    const ppipe::payload x = mixed::batch(3 * m + 1, width, step);
+    const ppipe::payload y = mixed::target(3 * m + 1, width, step);
+    const double want = host.train_step(x, y);
+    const double got = net.train_step(x, y);
+    REQUIRE(std::isfinite(want));
+    CHECK(got == want);
+  }
+  for (int s = 0; s < net.split().num_stages(); ++s) {
+    if (!net.is_local(s)) continue;
+    for (int l = net.split().first(s); l < net.split().end(s); ++l) {
+      CHECK(there.weights()[static_cast<std::size_t>(l)] == here.weights()[static_cast<std::size_t>(l)]);
+      CHECK(there.biases()[static_cast<std::size_t>(l)] == here.biases()[static_cast<std::size_t>(l)]);
+    }
+  }
+  const ppipe::payload x = mixed::batch(2 * p + 3, width, 9);
+  const ppipe::payload want = host.infer(x);
+  const ppipe::payload got = net.infer(x);
+  CHECK(ppipe::shapes_of(got) == ppipe::shapes_of(want));
+  CHECK(got == want);
+}
+
+}  // namespace
+
+TEST_CASE("bf16 and i32 payloads cross MPI boundaries bitwise like the host backend: GPipe", "[numerics][dtype]") {
+  mixed_dtypes_train_like_the_host_backend<ppipe::schedules::gpipe>(1);
+}
+
+TEST_CASE("bf16 and i32 payloads cross MPI boundaries bitwise like the host backend: 1F1B", "[numerics][dtype]") {
+  mixed_dtypes_train_like_the_host_backend<ppipe::schedules::one_f_one_b>(1);
+}
+
+TEST_CASE("bf16 and i32 payloads cross MPI boundaries bitwise like the host backend: interleaved 1F1B",
+          "[numerics][dtype]") {
+  mixed_dtypes_train_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
 }
 
 TEST_CASE("a model whose stages pass two tensors trains over MPI bitwise like the host backend", "[numerics]") {

@@ -23,15 +23,19 @@
 
 namespace mixed {
 
-// Element i of an f32 or bf16 tensor, as float.
+// Element i of an f32, bf16 or f16 tensor, as float.
 inline float get(const ppipe::host_tensor& t, std::size_t i) {
-  return t.dtype() == ppipe::dtype::bf16 ? static_cast<float>(t.values<ppipe::bfloat16>()[i]) : t.values()[i];
+  if (t.dtype() == ppipe::dtype::bf16) return static_cast<float>(t.values<ppipe::bfloat16>()[i]);
+  if (t.dtype() == ppipe::dtype::f16) return static_cast<float>(t.values<ppipe::float16>()[i]);
+  return t.values()[i];
 }
 
-// Writes element i of an f32 or bf16 tensor from a float (rounded to nearest even for bf16).
+// Writes element i of an f32, bf16 or f16 tensor from a float (rounded to nearest even).
 inline void put(ppipe::host_tensor& t, std::size_t i, float v) {
   if (t.dtype() == ppipe::dtype::bf16) {
     t.values<ppipe::bfloat16>()[i] = ppipe::bfloat16(v);
+  } else if (t.dtype() == ppipe::dtype::f16) {
+    t.values<ppipe::float16>()[i] = ppipe::float16(v);
   } else {
     t.values()[i] = v;
   }
@@ -39,7 +43,10 @@ inline void put(ppipe::host_tensor& t, std::size_t i, float v) {
 
 class model {
  public:
-  model(int layers, int width) : layers_(layers), width_(width) {
+  // `even` and `odd`: the output dtypes of even and odd layers (f32 and bf16 only in the
+  // numerics tests; the agreement test makes processes differ in them).
+  model(int layers, int width, ppipe::dtype even = ppipe::dtype::bf16, ppipe::dtype odd = ppipe::dtype::f32)
+      : layers_(layers), width_(width), even_(even), odd_(odd) {
     const auto n = static_cast<std::size_t>(width);
     for (int l = 0; l < layers; ++l) {
       std::vector<float> w(n * n), b(n);
@@ -55,8 +62,8 @@ class model {
   }
 
   [[nodiscard]] int num_layers() const { return layers_; }
-  // Layer l's output dtype: bf16 for even l, f32 for odd l.
-  static ppipe::dtype out_dtype(int layer) { return layer % 2 == 0 ? ppipe::dtype::bf16 : ppipe::dtype::f32; }
+  // Layer l's output dtype: bf16 for even l, f32 for odd l (unless built with others).
+  [[nodiscard]] ppipe::dtype out_dtype(int layer) const { return layer % 2 == 0 ? even_ : odd_; }
 
   [[nodiscard]] std::vector<ppipe::shape> output_shapes(int layer, const std::vector<ppipe::shape>& in) const {
     const ppipe::dtype want = layer == 0 ? ppipe::dtype::f32 : out_dtype(layer - 1);
@@ -132,6 +139,8 @@ class model {
  private:
   int layers_;
   int width_;
+  ppipe::dtype even_;
+  ppipe::dtype odd_;
   std::vector<std::vector<float>> w_, b_, gw_, gb_;
 };
 
