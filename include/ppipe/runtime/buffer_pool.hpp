@@ -33,11 +33,10 @@ template <class Tensor>
 class buffer_pool;
 
 /// @brief Host buffers: released storage is kept by size in bytes (any dtype reuses any storage of
-/// its size) and handed out again, so a steady
-/// pipeline stops allocating after its first step. The pool keeps, per size, no more spare
-/// buffers than the most of that size the stage ever held at once: storage that arrives from
-/// elsewhere (the caller's batch, a receive) and is released here replaces what the stage would
-/// have allocated, and the rest is freed.
+/// its size) and handed out again, so a steady pipeline stops allocating after its first step.
+/// The pool keeps, per size, no more spare buffers than the most of that size the stage ever held
+/// at once: storage that arrives from elsewhere (the caller's batch, a receive) and is released
+/// here replaces what the stage would have allocated, and the rest is freed.
 template <>
 class buffer_pool<host_tensor> {
  public:
