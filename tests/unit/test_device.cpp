@@ -355,6 +355,26 @@ TEST_CASE("cpu_stream_device: an access not ordered after another stream's is re
   REQUIRE(d.synchronize(consumer, soon()) == wait_status::ready);
 }
 
+TEST_CASE("cpu_stream_device: tracked host memory is checked like allocated memory until it is retired", "[device]") {
+  cpu_stream_device d;
+  auto a = d.create_stream("a");
+  auto b = d.create_stream("b");
+  std::vector<float> host(16);
+  d.track(a, host.data(), sizeof(float) * host.size());
+  d.use(a, host.data(), 64, access::write);
+  CHECK_THAT(error_of([&] { d.use(b, host.data(), 64, access::read); }), contains("read after write"));
+  d.wait(b, d.record(a));
+  d.use(b, host.data(), 64, access::read);
+  // Retiring on a is a write there: b's read must be ordered before it.
+  CHECK_THAT(error_of([&] { d.retire(a, host.data()); }), contains("write after read"));
+  d.wait(a, d.record(b));
+  d.retire(a, host.data());
+  // Retired, the memory is not the checker's any more.
+  d.use(b, host.data(), 64, access::write);
+  REQUIRE(d.synchronize(a, soon()) == wait_status::ready);
+  REQUIRE(d.synchronize(b, soon()) == wait_status::ready);
+}
+
 TEST_CASE("cpu_stream_device: memory allocated on one stream needs an event before another uses it", "[device]") {
   cpu_stream_device d;
   auto a = d.create_stream("a");

@@ -291,6 +291,32 @@ class cpu_stream_device {
     push_work(l, detail::stream_item::kind::always, std::move(poison), label);
   }
 
+  /// @brief Has the race checker watch memory this device did not allocate (host buffers that a
+  /// backend lends to its streams) as if allocate() had just handed it to `s`: its earlier history
+  /// is forgotten, and another stream must be ordered after this call before using it.
+  /// @param s the stream that uses the memory first.
+  /// @param p the memory; @param bytes its size.
+  void track(stream s, const void* p, std::size_t bytes) {
+    if (!options_.check_races || p == nullptr || bytes == 0) return;
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    const std::size_t index = l.worker->index();
+    checker_.on_allocate(p, bytes, {index, l.clock.get(index), std::make_shared<std::string>("track()")});
+  }
+
+  /// @brief Ends the watch that track() began, as release() would, at this point of `s`: every use
+  /// from another stream must be ordered before it.
+  /// @param s the stream whose work last used the memory.
+  /// @param p the memory given to track().
+  void retire(stream s, const void* p) {
+    if (!options_.check_races || p == nullptr) return;
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    const std::size_t index = l.worker->index();
+    checker_.on_release(p, l.clock, {index, l.clock.get(index) + 1, std::make_shared<std::string>("retire()")});
+    checker_.forget(p);
+  }
+
   /// @brief Declares that the work enqueued next on `s` reads or writes `[p, p + bytes)`; with
   /// check_races, throws ppipe::error if that is not ordered after a conflicting access from
   /// another stream. Memory not from allocate() is ignored.

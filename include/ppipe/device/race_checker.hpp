@@ -56,6 +56,9 @@ class race_checker {
     it->second.history.push_back({0, it->second.size, access::write, site});
   }
 
+  /// Stops watching a block (memory the device did not allocate, handed back to its owner).
+  void forget(const void* base) { blocks_.erase(address(base)); }
+
   /// Checks an access of `[p, p + bytes)` by the item at `site`, whose stream's clock is `clock`,
   /// and remembers it. Memory that no block holds is not the device's and is ignored.
   void check(const void* p, std::size_t bytes, access mode, const vector_clock& clock, const access_site& site) {
