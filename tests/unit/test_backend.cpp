@@ -34,7 +34,7 @@ struct context_model {
 
   int num_layers() const { return layers; }
   std::vector<ppipe::shape> output_shapes(int, const std::vector<ppipe::shape>& in) const { return in; }
-  void forward(int, const ppipe::layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
+  void forward(int, const ppipe::host_layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
     for (std::size_t i = 0; i < in[0].size(); ++i) out[0][i] = in[0][i] + 1.0f;
     seen s;
     s.rank = ctx.rank;
@@ -100,7 +100,7 @@ TEST_CASE("layers get their rank, stage and the stage's device context") {
 }
 
 TEST_CASE("a context built by hand has no device, and a slot holds one type") {
-  ppipe::layer_context hand;
+  ppipe::host_layer_context hand;
   CHECK(hand.device == nullptr);
   ppipe::device_context<ppipe::inline_device> context;
   CHECK(context.slot<int>([] { return 7; }) == 7);

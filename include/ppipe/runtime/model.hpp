@@ -56,22 +56,28 @@ struct device_context {
   std::any slot_;
 };
 
-/// @brief What a layer call is part of: the stage running it, the microbatch, the pass, the rank
-/// and the backend's device context of the stage.
+/// @brief What a layer call is part of: the stage running it, the microbatch, the pass and the
+/// rank. Every backend's context derives from it, so a layer written against it runs on any
+/// backend; one that launches device work takes the backend's basic_layer_context instead.
 /// A layer that keeps per-request state (a KV cache) finds its request through `microbatch`.
-/// @tparam Device the backend's device model (ppipe::inline_device on the host backend)
-template <class Device>
-struct basic_layer_context {
+struct layer_context {
   int stage = 0;
   int microbatch = 0;
   pass_mode mode = pass_mode::training;
   int rank = 0;
+};
+
+/// @brief The layer context of a backend whose device model is `Device`: adds the stage's
+/// device context (the device, the compute stream to launch on, the stage's slot).
+/// @tparam Device the backend's device model (ppipe::inline_device on the host backends)
+template <class Device>
+struct basic_layer_context : layer_context {
   /// The stage's device context (never null inside a pipeline; null in a context built by hand).
   device_context<Device>* device = nullptr;
 };
 
-/// @brief The layer context of the host backends (host threads, MPI processes).
-using layer_context = basic_layer_context<inline_device>;
+/// @brief The context the host backends (threads, MPI processes) hand their layers.
+using host_layer_context = basic_layer_context<inline_device>;
 
 /// @brief Which stage an optimizer hook runs for: the stage, its rank and its layers
 /// [first_layer, end_layer).
@@ -101,7 +107,7 @@ concept model_has_shapes = requires(const M& m, int layer, const std::vector<sha
 /// @brief `void forward(int layer, const layer_context&, const P& in, P& out)`: fills `out`
 /// (allocated by ppipe with output_shapes()) from `in`. In training it may keep what its backward
 /// needs beyond `in` and `out` keyed by ctx.microbatch, but most layers need nothing more.
-template <class M, class Tensor, class Context = layer_context>
+template <class M, class Tensor, class Context = host_layer_context>
 concept model_has_forward = requires(M& m, int layer, const Context& ctx,
                                      const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {
   m.forward(layer, ctx, in, out);
@@ -111,7 +117,7 @@ concept model_has_forward = requires(M& m, int layer, const Context& ctx,
 /// const P& grad_out, P& grad_in)`: writes the gradient of the layer's input into `grad_in`
 /// (allocated and zeroed by ppipe; empty when nobody needs it, for the model's first layer) and
 /// adds the gradient of the layer's weights to the model's gradient accumulators.
-template <class M, class Tensor, class Context = layer_context>
+template <class M, class Tensor, class Context = host_layer_context>
 concept model_has_backward = requires(M& m, int layer, const Context& ctx,
                                       const basic_payload<Tensor>& in, basic_payload<Tensor>& grad_in) {
   m.backward(layer, ctx, in, in, in, grad_in);
@@ -120,7 +126,7 @@ concept model_has_backward = requires(M& m, int layer, const Context& ctx,
 /// @brief The optional split of backward for zero-bubble schedules:
 /// `backward_input(layer, ctx, in, out, grad_out, grad_in)` (input gradient only) and
 /// `backward_weight(layer, ctx, in, out, grad_out)` (weight gradient only).
-template <class M, class Tensor, class Context = layer_context>
+template <class M, class Tensor, class Context = host_layer_context>
 concept model_has_split_backward = requires(M& m, int layer, const Context& ctx,
                                             const basic_payload<Tensor>& in, basic_payload<Tensor>& grad_in) {
   m.backward_input(layer, ctx, in, in, in, grad_in);
@@ -146,11 +152,11 @@ concept model_has_parameters = requires(M& m, int layer, void (*f)(tensor_view, 
 };
 
 /// @brief A model ppipe can run forward (inference): layers, shapes and forward.
-template <class M, class Tensor = host_tensor, class Context = layer_context>
+template <class M, class Tensor = host_tensor, class Context = host_layer_context>
 concept model = model_has_layers<M> && model_has_shapes<M> && model_has_forward<M, Tensor, Context>;
 
 /// @brief A model ppipe can train: a model with a backward.
-template <class M, class Tensor = host_tensor, class Context = layer_context>
+template <class M, class Tensor = host_tensor, class Context = host_layer_context>
 concept trainable_model = model<M, Tensor, Context> && model_has_backward<M, Tensor, Context>;
 
 /// @brief The loss on the last stage: `loss(output, target, grad_output, scale)` returns the

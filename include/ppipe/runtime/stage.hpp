@@ -30,6 +30,7 @@ class stage {
  public:
   using payload_type = basic_payload<Tensor>;
   using context_type = basic_layer_context<Device>;
+  using device_type = Device;
 
   /// @param m the whole model (the stage calls only its own layers)
   /// @param index the stage's index in the pipeline
@@ -297,7 +298,7 @@ class stage {
   }
 
   [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
-    return context_type{index_, mb, mode, device_.rank, &device_};
+    return context_type{{index_, mb, mode, device_.rank}, &device_};
   }
 
   record& slot(int mb) {
