@@ -4,6 +4,7 @@
 /// payloads through a Transport and calling each stage's layers.
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -22,6 +24,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/model.hpp"
 #include "ppipe/runtime/stage.hpp"
+#include "ppipe/runtime/stream_stage.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/schedule.hpp"
@@ -60,16 +63,43 @@ namespace detail {
 struct run_aborted {};
 }  // namespace detail
 
+/// @brief A stage that enqueues its layers onto a stream device (ppipe::stream_stage): the
+/// executor then orders transfers and compute with events, and the host waits only at step end.
+template <class S>
+concept stream_pipeline_stage = requires(S& s, int mb, typename S::box b, const typename S::failure_sink& sink) {
+  typename S::device_type;
+  { s.device() } -> std::same_as<device_context<typename S::device_type>&>;
+  { s.forward(mb, b, sink) } -> std::same_as<typename S::box>;
+  { s.infer(mb, b, sink) } -> std::same_as<typename S::box>;
+};
+
+namespace detail {
+template <class S>
+struct device_of {
+  using type = inline_device;
+};
+template <class S>
+  requires requires { typename S::device_type; }
+struct device_of<S> {
+  using type = typename S::device_type;
+};
+}  // namespace detail
+
 /// @brief Runs schedules over a set of stages and a transport. The same executor serves every
 /// backend: it issues work and posts transfers, and relies on the transport's completion calls
 /// for ordering, never on a call having finished its work when it returns.
 template <class Stage, transport Transport>
-  requires pipeline_stage<Stage, typename Transport::tensor_type>
+  requires pipeline_stage<Stage, typename Transport::tensor_type> || stream_pipeline_stage<Stage>
 class executor {
  public:
   using tensor_type = typename Transport::tensor_type;
   using payload_type = basic_payload<tensor_type>;
   using stage_type = Stage;
+  using device_type = typename detail::device_of<Stage>::type;
+  /// Whether the stages enqueue onto streams (and the host runs ahead), rather than run each call.
+  static constexpr bool streams = stream_pipeline_stage<Stage>;
+  static_assert(!streams || !distributed_transport<Transport>,
+                "ppipe: stages on stream devices run over transports of one process for now");
 
   executor(Transport& transport, std::vector<stage_type>& stages, executor_options options = {})
       : transport_(&transport), stages_(&stages), options_(options), board_(transport.num_ranks()) {}
@@ -103,11 +133,15 @@ class executor {
     transport_->reset();
     board_.reset();
     failure_ = {};
+    failed_.store(false);
     finished_ = 0;
-    run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
+    host_us_.assign(static_cast<std::size_t>(p), 0.0);
+    if constexpr (streams) this->open_lanes(s);
+    run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p)), {}};
     origin_ = deadline_clock::now();
     if constexpr (distributed_transport<Transport>) {
       run_distributed(s, data, trace);
+      trace.enqueued = host_us_;
       return trace;
     }
     start_workers(p);
@@ -129,6 +163,7 @@ class executor {
       for (stage_type& st : *stages_) st.prepare(s.microbatches);
       rethrow_failure(s);
     }
+    trace.enqueued = host_us_;
     return trace;
   }
 
@@ -248,8 +283,12 @@ class executor {
   void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
     position at;
     try {
-      rank_slots slots(s);
-      run_actions(s, r, data, events, at, slots);
+      if constexpr (streams) {
+        run_stream_actions(s, r, data, events, at);
+      } else {
+        rank_slots slots(s);
+        run_actions(s, r, data, events, at, slots);
+      }
       wait_for_everyone(s, r);
       run_optimizer(s, r, data, at);
       board_.finished(r);
@@ -468,6 +507,358 @@ class executor {
     }
     at.where = phase::sends;
     poll_sends(true);
+    host_us_[static_cast<std::size_t>(r)] = micros(deadline_clock::now());
+  }
+
+  // --- stages on stream devices ------------------------------------------------------------------
+  // A rank's host thread enqueues its whole step and returns to wait only at the end. Each rank has
+  // a compute stream (its stages'), a send stream and a receive stream on its device; events order
+  // them: a send waits for the compute that made its payload, a compute waits for the receive that
+  // brought its input, a backward waits for the send of the output it frees.
+
+  struct lanes {
+    device_type* device = nullptr;
+    typename device_type::stream compute{};
+    typename device_type::stream send{};
+    typename device_type::stream recv{};
+  };
+  struct mark {  // an action's span on a stream, resolved into the trace after the step
+    action act;
+    int step = 0;
+    typename device_type::event start;
+    typename device_type::event end;
+  };
+  using box = stream_payload<tensor_type>;
+
+  // Each rank's device and streams; send and receive streams are made once, on the first run.
+  void open_lanes(const schedule& s) {
+    lanes_.resize(static_cast<std::size_t>(s.num_ranks()));
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      lanes& l = lanes_[static_cast<std::size_t>(r)];
+      const auto on = s.place.stages_on(r);
+      stage_type& first = stage_at(on.front());
+      if (l.device == nullptr) {
+        l.device = first.device().device;
+        l.compute = first.device().stream;
+        l.send = l.device->create_stream(detail::concat("rank ", r, " send"));
+        l.recv = l.device->create_stream(detail::concat("rank ", r, " receive"));
+      }
+      for (const int st : on) {
+        if (stage_at(st).device().device != l.device) {
+          detail::fail(errc::invalid_argument, "stages ", on.front(), " and ", st, " run on rank ", r,
+                       " but on different devices; a rank's stages share its device");
+        }
+      }
+      // The last run drained every stream (settle() returns only then), so a failure it left may go.
+      l.device->clear_error();
+    }
+  }
+
+  // Waits until every stream of rank r has run what was enqueued. Past the timeout without any
+  // stream finishing an item, the rank fails naming what each stream is doing; after any rank's
+  // failure the rank's device skips its remaining work, so that the streams drain quickly.
+  void settle(const schedule& s, int r, lanes& l) {
+    device_type& d = *l.device;
+    auto last_progress = deadline_clock::now();
+    std::size_t done = 0;
+    bool reported = false;
+    for (const auto& stream : {l.compute, l.send, l.recv}) {
+      for (;;) {
+        const auto slice = std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
+        if (d.synchronize(stream, slice) == wait_status::ready) break;
+        if (failed_.load()) d.abort();
+        if constexpr (requires { d.finished_items(); }) {
+          const std::size_t now_done = d.finished_items();
+          if (now_done != done) {
+            done = now_done;
+            last_progress = deadline_clock::now();
+          }
+        }
+        if (!reported && deadline_clock::now() - last_progress > options_.timeout) {
+          reported = true;
+          std::string doing;
+          for (const auto& each : {l.compute, l.send, l.recv}) {
+            if constexpr (requires { d.status(each); }) doing += detail::concat("\n  ", d.status(each));
+          }
+          std::exception_ptr e;
+          try {
+            timed_out(s, r, detail::concat(rank_name(r), "'s streams made no progress for ", options_.timeout.count(),
+                                           " ms:", doing));
+          } catch (...) {
+            e = std::current_exception();
+          }
+          record_failure(std::move(e), r, position{-1, phase::sends, -1});
+          d.abort();
+        }
+      }
+    }
+  }
+
+  void run_stream_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events,
+                          position& at) {
+    lanes& l = lanes_[static_cast<std::size_t>(r)];
+    device_type& d = *l.device;
+    try {
+      enqueue_step(s, r, data, events, at, l);
+    } catch (...) {
+      // Nothing more is enqueued; what is in flight is skipped and drained before the stages let go.
+      d.abort();
+      settle(s, r, l);
+      throw;
+    }
+  }
+
+  void enqueue_step(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events,
+                    position& at, lanes& l) {
+    device_type& d = *l.device;
+    int& step = at.step;
+    const auto& list = s.ranks[static_cast<std::size_t>(r)];
+    const auto m = static_cast<std::size_t>(s.microbatches);
+    const std::size_t n = static_cast<std::size_t>(s.num_stages()) * m;
+    const int last = s.num_stages() - 1;
+    const std::vector<int>& rank_of = s.place.rank_table();
+    const bool training = s.mode == schedule_mode::training;
+    if (data.expected.empty()) {
+      detail::fail(errc::invalid_argument, "stages on a stream device need every stage's input shapes ahead "
+                   "(step_data::expected); the pipeline gives them");
+    }
+    struct posted {
+      typename Transport::recv_handle handle;
+      int step = -1;
+      box into;
+    };
+    std::vector<std::optional<posted>> recv(n);
+    std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
+    std::vector<std::optional<typename device_type::event>> sent_out(n);
+    std::vector<std::pair<std::size_t, box>> finals;
+    std::vector<mark> marks;
+    marks.reserve(list.size());
+    const auto origin = d.record(l.compute);
+    const double origin_us = micros(deadline_clock::now());
+
+    const auto sink = [this, r](int k, phase where) {
+      return [this, r, k, where](std::exception_ptr e) { record_failure(std::move(e), r, position{k, where, -1}); };
+    };
+    const auto reads = [&](typename device_type::stream on, const box& b, access mode) {
+      for (const tensor_type& t : *b.data) d.use(on, t.byte_data(), t.bytes(), mode);
+    };
+    // Enqueues the completion of slot i's receive on the receive stream and orders the compute
+    // stream after it; returns the box it fills.
+    const auto receive = [&](std::size_t i, int k) {
+      if (!recv[i]) {
+        detail::fail(errc::invalid_schedule, "rank ", r, " has no receive for ", describe(list[static_cast<std::size_t>(k)]),
+                     "; the schedule must receive data before the compute that needs it");
+      }
+      posted p = std::move(*recv[i]);
+      recv[i].reset();
+      const action waited = list[static_cast<std::size_t>(p.step)];
+      const action needed = list[static_cast<std::size_t>(k)];
+      const int from = waited.kind == action_kind::recv_activation ? rank_of[static_cast<std::size_t>(waited.stage - 1)]
+                                                                   : rank_of[static_cast<std::size_t>(waited.stage + 1)];
+      const auto t0 = d.record(l.recv);
+      reads(l.recv, p.into, access::write);
+      d.enqueue(
+          l.recv,
+          [this, &s, r, from, waited, needed, k, handle = p.handle, into = p.into, fail = sink(p.step, phase::action),
+           size = list.size()]() mutable {
+            try {
+              payload_type arrived;
+              const wait_status st = transport_->complete_recv(handle, arrived, deadline());
+              if (st == wait_status::aborted) throw detail::run_aborted{};
+              if (st == wait_status::timed_out) {
+                timed_out(s, r, detail::concat(rank_name(r), "'s receive stream waited ", options_.timeout.count(), " ms for ",
+                                               describe(waited), " from ", rank_name(from), ", which ", describe(needed),
+                                               " needs, step ", k + 1, " of ", size));
+              }
+              if (!has_shapes(arrived, into.shapes)) {
+                detail::fail(errc::invalid_argument, rank_name(r), " received ", to_string(shapes_of(arrived)), " in ",
+                             describe(waited), " where ", to_string(into.shapes),
+                             " was expected; the stages must deliver what output_shapes() says");
+              }
+              for (std::size_t t = 0; t < arrived.size(); ++t) {
+                std::memcpy((*into.data)[t].byte_data(), arrived[t].byte_data(), arrived[t].bytes());
+              }
+            } catch (const detail::run_aborted&) {
+              throw;
+            } catch (...) {
+              fail(std::current_exception());
+              throw;
+            }
+          },
+          detail::concat("receive ", describe(waited)));
+      const auto t1 = d.record(l.recv);
+      d.wait(l.compute, t1);
+      marks.push_back({waited, p.step, t0, t1});
+      return std::move(p.into);
+    };
+
+    for (std::size_t k = 0; k < list.size(); ++k) {
+      if (failed_.load()) break;  // another rank failed: enqueue nothing more
+      step = static_cast<int>(k);
+      const action& a = list[k];
+      board_.running(r, step);
+      const auto st = static_cast<std::size_t>(a.stage);
+      const auto mb = static_cast<std::size_t>(a.microbatch);
+      const std::size_t i = st * m + mb;
+      stage_type& stg = stage_at(a.stage);
+      switch (a.kind) {
+        case action_kind::recv_activation:
+        case action_kind::recv_gradient: {
+          const bool fwd = a.kind == action_kind::recv_activation;
+          const int from = rank_of[fwd ? st - 1 : st + 1];
+          if (recv[i]) {
+            detail::fail(errc::invalid_schedule, "rank ", r, " posts ", describe(a), " while the receive for the same "
+                         "stage and microbatch is still pending; a schedule receives a microbatch's gradient only after "
+                         "its forward has run");
+          }
+          const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
+          recv[i] = posted{transport_->post_recv(from, r), step, stg.pool().acquire(shapes, l.recv, false)};
+          break;
+        }
+        case action_kind::send_activation:
+        case action_kind::send_gradient: {
+          const bool fwd = a.kind == action_kind::send_activation;
+          const int to = rank_of[fwd ? st + 1 : st - 1];
+          box src = fwd ? (training ? stg.output(a.microbatch) : std::move(out[i])) : std::move(grad[i]);
+          if (!src) {
+            detail::fail(errc::invalid_schedule, "rank ", r, " has nothing to send in ", describe(a),
+                         "; the schedule must send a microbatch's data after the compute that makes it");
+          }
+          const int receiving = fwd ? a.stage + 1 : a.stage;
+          if (src.shapes != data.expected[static_cast<std::size_t>(receiving)][mb]) check_send(*src.data, data, a);
+          d.wait(l.send, d.record(l.compute));
+          const auto t0 = d.record(l.send);
+          reads(l.send, src, access::read);
+          d.enqueue(
+              l.send,
+              [this, &s, r, to, a, payload = src.data, fail = sink(step, phase::action)] {
+                try {
+                  auto h = transport_->post_send(r, to, *payload);
+                  const wait_status done = transport_->complete_send(h, deadline());
+                  if (done == wait_status::aborted) throw detail::run_aborted{};
+                  if (done == wait_status::timed_out) {
+                    timed_out(s, r, detail::concat(rank_name(r), " waited ", options_.timeout.count(), " ms for ",
+                                                   rank_name(to), " to take its send of ", describe(a)));
+                  }
+                } catch (const detail::run_aborted&) {
+                  throw;
+                } catch (...) {
+                  fail(std::current_exception());
+                  throw;
+                }
+              },
+              describe(a));
+          const auto t1 = d.record(l.send);
+          marks.push_back({a, step, t0, t1});
+          if (fwd && training) {
+            sent_out[i] = t1;  // the backward that frees the output waits for this
+          } else {
+            stg.pool().release(src, l.send, false);
+          }
+          break;
+        }
+        case action_kind::forward: {
+          box in;
+          if (a.stage == 0) {
+            in = stg.pool().wrap(std::move(data.inputs[mb]), l.compute);
+          } else if (rank_of[st - 1] == r) {
+            in = std::move(handoff_in[i]);
+          } else {
+            in = receive(i, step);
+          }
+          if (in.shapes != data.expected[st][mb]) {
+            detail::fail(errc::invalid_argument, "stage ", a.stage, " got an input of shapes ", to_string(in.shapes),
+                         " for microbatch ", mb, " but its first layer takes ", to_string(data.expected[st][mb]),
+                         "; the stages before it must deliver what output_shapes() says");
+          }
+          const auto t0 = d.record(l.compute);
+          if (training) {
+            box y = stg.forward(a.microbatch, std::move(in), sink(step, phase::action));
+            if (a.stage == last) {
+              box g = stg.output_gradient_buffer(a.microbatch);
+              reads(l.compute, y, access::read);
+              reads(l.compute, g, access::write);
+              d.enqueue(
+                  l.compute,
+                  [loss = data.loss, target = &data.targets[mb], result = &data.losses[mb], scale = data.scales[mb], y = y,
+                   g = g, mbi = a.microbatch, fail = sink(step, phase::loss)] {
+                    try {
+                      *result = (*loss)(*y.data, *target, *g.data, scale);
+                      if (!has_shapes(*g.data, y.shapes)) {
+                        detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(*g.data)),
+                                     " for an output of shapes ", to_string(y.shapes), " (microbatch ", mbi,
+                                     "); a loss must write into the gradient buffer it is given, not replace it");
+                      }
+                    } catch (...) {
+                      fail(std::current_exception());
+                      throw;
+                    }
+                  },
+                  detail::concat("the loss of microbatch ", a.microbatch));
+              handoff_grad[i] = std::move(g);
+            } else if (rank_of[st + 1] == r) {
+              box next = stage_at(a.stage + 1).pool().acquire(y.shapes, l.compute, false);
+              for (std::size_t t = 0; t < y.data->size(); ++t) {
+                d.copy_async(l.compute, (*next.data)[t].byte_data(), (*y.data)[t].byte_data(), (*y.data)[t].bytes());
+              }
+              handoff_in[i + m] = std::move(next);
+            }
+          } else {
+            box y = stg.infer(a.microbatch, std::move(in), sink(step, phase::action));
+            if (a.stage == last) {
+              finals.emplace_back(mb, std::move(y));
+            } else if (rank_of[st + 1] == r) {
+              handoff_in[i + m] = std::move(y);
+            } else {
+              out[i] = std::move(y);
+            }
+          }
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+        case action_kind::backward:
+        case action_kind::backward_input: {
+          box g;
+          if (a.stage == last || rank_of[st + 1] == r) {
+            g = std::move(handoff_grad[i]);
+          } else {
+            g = receive(i, step);
+          }
+          if (sent_out[i]) d.wait(l.compute, *sent_out[i]);  // the backward frees the output the send reads
+          sent_out[i].reset();
+          const auto t0 = d.record(l.compute);
+          const bool want = a.stage > 0;
+          box gin = a.kind == action_kind::backward
+                        ? stg.backward(a.microbatch, std::move(g), want, sink(step, phase::action))
+                        : stg.backward_input(a.microbatch, std::move(g), want, sink(step, phase::action));
+          if (want) {
+            if (rank_of[st - 1] == r) {
+              handoff_grad[i - m] = std::move(gin);
+            } else {
+              grad[i] = std::move(gin);
+            }
+          }
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+        case action_kind::backward_weight: {
+          const auto t0 = d.record(l.compute);
+          stg.backward_weight(a.microbatch, sink(step, phase::action));
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+      }
+    }
+    host_us_[static_cast<std::size_t>(r)] = micros(deadline_clock::now());
+    at.where = phase::sends;
+    settle(s, r, l);
+    if (failed_.load()) throw detail::run_aborted{};
+    for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
+    if (options_.record_trace) {
+      for (const mark& k : marks) {
+        events.push_back({k.act, k.step, origin_us + d.elapsed_us(origin, k.start), origin_us + d.elapsed_us(origin, k.end)});
+      }
+    }
   }
 
   // Every rank waits here after its actions, so that no optimizer hook runs in a step in which a
@@ -502,6 +893,18 @@ class executor {
       // The other ranks are other processes: each says for itself what it was doing.
       throw detail::watchdog_error(errc::timeout, detail::concat(what, "; raise the timeout (pipeline_options::timeout) if "
                                                                  "kernels are this slow, or look at that rank's process"));
+    } else if constexpr (streams) {
+      // The hosts enqueued long ago: what each rank's streams are doing is what tells the stuck one.
+      std::string doing;
+      for (std::size_t k = 0; k < lanes_.size(); ++k) {
+        const lanes& l = lanes_[k];
+        if constexpr (requires { l.device->status(l.compute); }) {
+          for (const auto& each : {l.compute, l.send, l.recv}) doing += detail::concat("\n  ", l.device->status(each));
+        }
+      }
+      throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the streams:", doing,
+                                        "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
+                                        "or look at the stream that is stuck"));
     } else {
       throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the other ranks:", board_.others(s, r),
                                         "\nraise the timeout (pipeline_options::timeout) if kernels are this slow, "
@@ -656,7 +1059,23 @@ class executor {
     for (const int st : s.place.stages_on(r)) {
       at.stage = st;
       stage_type& stg = stage_at(st);
-      (*data.optimizer)(stage_info{st, r, stg.first_layer(), stg.end_layer()});
+      const stage_info info{st, r, stg.first_layer(), stg.end_layer()};
+      if constexpr (streams) {
+        // On the stage's stream, after the step's work; its failure is the hook's, not the device's.
+        std::exception_ptr thrown;
+        device_type& d = *stg.device().device;
+        d.enqueue(stg.device().stream, [&thrown, hook = data.optimizer, info] {
+          try {
+            (*hook)(info);
+          } catch (...) {
+            thrown = std::current_exception();
+          }
+        }, "the optimizer hook");
+        this->settle(s, r, this->lanes_[static_cast<std::size_t>(r)]);
+        if (thrown) std::rethrow_exception(thrown);
+      } else {
+        (*data.optimizer)(info);
+      }
     }
   }
 
@@ -672,6 +1091,7 @@ class executor {
   // The first failure wins; the caller holds mutex_.
   void set_failure(std::exception_ptr e, int rank, position at) {
     if (failure_.error) return;
+    failed_.store(true);
     failure_.error = std::move(e);
     failure_.rank = rank;
     failure_.at = at;
@@ -712,7 +1132,10 @@ class executor {
   detail::status_board board_;
   std::mutex mutex_;
   std::condition_variable done_;
+  std::vector<lanes> lanes_;       // stream devices: each rank's streams
+  std::vector<double> host_us_;    // stream devices: when each rank's host finished enqueueing
   failure_record failure_;
+  std::atomic<bool> failed_{false};  // failure_.error is set: read by streams without the lock
   int finished_ = 0;
   deadline_clock::time_point origin_{};
 

@@ -244,6 +244,8 @@ class pipeline {
     if constexpr (distributed_transport<transport_type>) {
       detail::fail(errc::unsupported, "generate() runs over transports of one process only; across processes, "
                    "use infer() or build the pipeline over host_transport");
+    } else if constexpr (stream_pipeline_stage<stage_type>) {
+      static_assert(!stream_pipeline_stage<stage_type>, "ppipe: generate() runs on the host backend (host_backend) for now");
     } else {
       return generate_here(requests, options);
     }
@@ -376,6 +378,9 @@ class pipeline {
     return options;
   }
   static transport_type make_transport(const Model& model, const pipeline_options& options) {
+    if constexpr (requires(int ranks) { Backend::make_transport(ranks); }) {
+      return Backend::make_transport(checked(model, options).ranks);
+    }
     return transport_type(checked(model, options).ranks);
   }
   static transport_type make_transport(const Model&, const pipeline_options&, transport_type&& t) { return std::move(t); }

@@ -1,0 +1,65 @@
+#pragma once
+/// @file
+/// @brief The CPU-stream backend: every rank a device of CPU streams (ppipe::cpu_stream_device),
+/// its layers enqueued on a compute stream while the rank's host thread runs ahead. The test
+/// double of the device backends, and a backend users may pick themselves.
+
+#include <chrono>
+#include <memory>
+
+#include "ppipe/device/cpu_device.hpp"
+#include "ppipe/runtime/backend.hpp"
+#include "ppipe/runtime/stream_stage.hpp"
+#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/transport/host.hpp"
+
+namespace ppipe {
+
+/// @brief The CPU-stream backend's default devices: poison and the race checker on, no delays,
+/// each rank's device seeded with its rank.
+struct default_cpu_stream_config {
+  /// @brief The options of rank `rank`'s device.
+  /// @param rank the pipeline rank
+  /// @return its device's options
+  static cpu_device_options device_options(int rank) {
+    cpu_device_options o;
+    o.seed = static_cast<std::uint64_t>(rank);
+    return o;
+  }
+};
+
+/// @brief Ranks are host threads that enqueue onto their own cpu_stream_device (a compute, a send
+/// and a receive stream, each a worker thread), ordered by events as a GPU's streams are; payloads
+/// are host tensors copied between ranks by the host transport, from the send stream of one rank
+/// to the receive stream of the other.
+/// @tparam Config a type with `static cpu_device_options device_options(int rank)`: the delays,
+/// poison and race checking of each rank's device
+template <class Config = default_cpu_stream_config>
+struct cpu_stream_backend_with {
+  using tensor_type = host_tensor;
+  using device_type = cpu_stream_device;
+  using transport_type = host_transport;
+  template <class Model>
+  using stage_type = stream_stage<Model, tensor_type, device_type>;
+
+  /// @brief Rank `rank`'s device, with Config's options.
+  /// @param rank the pipeline rank
+  /// @return a device with no streams yet
+  static std::unique_ptr<device_type> make_device(int rank) {
+    return std::make_unique<device_type>(Config::device_options(rank));
+  }
+  /// @brief Nothing to bind: the streams are the device's own threads.
+  static void start_rank(int /*rank*/, device_type& /*device*/) {}
+  /// @brief A host transport whose receives block without polling: the receive streams wait,
+  /// and polling would take the cores that the compute streams need.
+  /// @param ranks the pipeline's rank count
+  /// @return the transport
+  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
+};
+
+/// @brief The CPU-stream backend with its default devices.
+using cpu_stream_backend = cpu_stream_backend_with<>;
+
+static_assert(backend<cpu_stream_backend>);
+
+}  // namespace ppipe

@@ -1,0 +1,194 @@
+#pragma once
+/// @file
+/// @brief The buffers of a stage whose layers run on a device's streams: payloads in shared boxes
+/// that enqueued work holds on to, handed out again only once the last stream that used them has
+/// passed an event.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "ppipe/runtime/buffer_pool.hpp"
+#include "ppipe/runtime/tensor.hpp"
+
+namespace ppipe {
+
+/// @brief A payload that streams may still be using: enqueued work holds the box, so the host
+/// never moves or reshapes the tensors in it while they are in flight. Its shapes are kept beside
+/// it, so the host can plan with them without touching the payload.
+template <class Tensor>
+struct stream_payload {
+  std::shared_ptr<basic_payload<Tensor>> data;
+  std::vector<shape> shapes;
+
+  [[nodiscard]] explicit operator bool() const noexcept { return data != nullptr; }
+};
+
+/// @brief Host buffers for a stage on a stream device (the CPU model), counted like buffer_pool.
+///
+/// A released payload goes back to the spare storage only once the event recorded after its last
+/// use has completed (query(), never a wait): the host may then reshape and zero it without racing
+/// a stream. Until then a new payload takes fresh storage, so a host that runs a step ahead holds
+/// more storage than a synchronous one; what the stage counts as held (memory_stats) is the same,
+/// in the order the schedule runs. With the device's poison on, released storage is filled with
+/// NaN on the releasing stream, so a reader not ordered before the release computes NaN.
+template <class Tensor, class Device>
+class stream_buffers {
+ public:
+  using payload_type = basic_payload<Tensor>;
+  using box = stream_payload<Tensor>;
+  using stream_type = typename Device::stream;
+  using event_type = typename Device::event;
+
+  explicit stream_buffers(Device* device = nullptr) : device_(device) {}
+
+  /// @brief Zeroed tensors of `shapes`, first used by work on `s`; counted as held unless
+  /// `counted` is false (a receive's buffers, counted when the stage takes them).
+  box acquire(const std::vector<shape>& shapes, stream_type s, bool counted = true) {
+    collect();
+    box b{std::make_shared<payload_type>(), shapes};
+    b.data->reserve(shapes.size());
+    for (const shape& sh : shapes) {
+      auto found = spare_.find(sh.bytes());
+      if (found == spare_.end() || found->second.empty()) {
+        b.data->emplace_back(sh);
+      } else {
+        b.data->push_back(Tensor::adopt(sh, std::move(found->second.back())));
+        found->second.pop_back();
+        stats_.spare_bytes -= std::min(stats_.spare_bytes, sh.bytes());
+      }
+      track(s, b.data->back());
+    }
+    if (counted) count_in(b);
+    return b;
+  }
+
+  /// @brief Boxes a payload that comes from the host (the caller's batch), first used on `s`;
+  /// not counted until a stage takes it (count()).
+  box wrap(payload_type&& p, stream_type s) {
+    box b{std::make_shared<payload_type>(std::move(p)), {}};
+    b.shapes = shapes_of(*b.data);
+    for (const Tensor& t : *b.data) track(s, t);
+    return b;
+  }
+
+  /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
+  void count(const box& b) { count_in(b); }
+  /// @brief Stops counting a payload that leaves the stage (an output handed to the caller).
+  void forget(const box& b) { count_out(b); }
+
+  /// @brief Gives `b` back once the work enqueued on `last` so far has run: every other stream
+  /// that used it must be ordered before that point. `b` is empty afterwards.
+  /// @param counted false for a payload this stage no longer counts (one it handed on).
+  void release(box& b, stream_type last, bool counted = true) {
+    if (!b) return;
+    if (counted) count_out(b);
+    retire(last, b);
+    pending_.push_back({std::move(b.data), device_->record(last)});
+    b = {};
+  }
+
+  /// @brief Drops every payload without waiting: for after the streams have been synchronized.
+  void settle() {
+    collect();
+    pending_.clear();
+  }
+
+  /// @brief Hold a microbatch's activations (training forward) ...
+  void hold_microbatch() {
+    ++stats_.live_microbatches;
+    stats_.peak_microbatches = std::max(stats_.peak_microbatches, stats_.live_microbatches);
+  }
+  /// @brief ... and let them go (its last backward has been enqueued).
+  void drop_microbatch() { --stats_.live_microbatches; }
+
+  [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
+  void reset_peaks() noexcept {
+    stats_.peak_microbatches = stats_.live_microbatches;
+    stats_.peak_bytes = stats_.live_bytes;
+  }
+  /// @brief Forgets what a failed run left counted as held.
+  void reset_live() noexcept {
+    stats_.live_microbatches = 0;
+    stats_.live_bytes = 0;
+  }
+
+ private:
+  struct pending {
+    std::shared_ptr<payload_type> data;
+    event_type done;
+  };
+
+  // Storage whose last use has completed goes back to the spares, at most as many per size as
+  // the stage ever held at once (what a steady run needs).
+  void collect() {
+    std::size_t keep = 0;
+    for (pending& p : pending_) {
+      if (!device_->query(p.done)) {
+        pending_[keep++] = std::move(p);
+        continue;
+      }
+      for (Tensor& t : *p.data) {
+        const std::size_t bytes = t.bytes();
+        auto& list = spare_[bytes];
+        if (list.size() < std::max<std::size_t>(1, peak_count_)) {
+          stats_.spare_bytes += bytes;
+          list.push_back(std::move(t).release());
+        }
+      }
+    }
+    pending_.resize(keep);
+  }
+
+  void track(stream_type s, const Tensor& t) {
+    if constexpr (requires { device_->track(s, t.byte_data(), t.bytes()); }) {
+      device_->track(s, t.byte_data(), t.bytes());
+    }
+  }
+  // Poisons on `last` what readers not ordered before it would still see, and ends the race
+  // checker's watch there.
+  void retire(stream_type last, const box& b) {
+    if constexpr (requires { device_->retire(last, nullptr); device_->options().poison; }) {
+      if (device_->options().poison) {
+        device_->enqueue(
+            last,
+            [data = b.data] {
+              for (Tensor& t : *data) std::memset(t.byte_data(), 0xFF, t.bytes());
+            },
+            "poison a released buffer");
+      }
+      for (const Tensor& t : *b.data) device_->retire(last, t.byte_data());
+    }
+  }
+
+  void count_in(const box& b) {
+    ++live_count_;
+    peak_count_ = std::max(peak_count_, live_count_ * std::max<std::size_t>(1, b.shapes.size()));
+    stats_.live_bytes += bytes_in(b);
+    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.live_bytes);
+  }
+  void count_out(const box& b) {
+    live_count_ -= std::min<std::size_t>(live_count_, 1);
+    stats_.live_bytes -= std::min(stats_.live_bytes, bytes_in(b));
+  }
+  // From the shapes the host keeps, not the tensors that streams may be writing.
+  static std::size_t bytes_in(const box& b) {
+    std::size_t n = 0;
+    for (const shape& s : b.shapes) n += s.bytes();
+    return n;
+  }
+
+  Device* device_;
+  std::vector<pending> pending_;
+  std::unordered_map<std::size_t, std::vector<typename Tensor::storage>> spare_;  // by bytes
+  std::size_t live_count_ = 0;
+  std::size_t peak_count_ = 0;
+  memory_stats stats_;
+};
+
+}  // namespace ppipe
