@@ -16,7 +16,8 @@
 namespace ppipe {
 
 /// @brief What ppipe::pipeline needs of a backend type B:
-/// - `B::tensor_type`: the buffers layers read and write (host_tensor on the host);
+/// - `B::tensor_type`: the buffers layers read and write, a ppipe::batch_tensor (host_tensor on the
+///   host);
 /// - `B::device_type`: the backend's model of stream-ordered execution (ppipe::inline_device runs
 ///   every call at once on the rank's thread); layers get a device_context<device_type> per stage;
 /// - `B::transport_type`: a ppipe::transport of `tensor_type` payloads;
@@ -34,7 +35,7 @@ concept backend =
       typename B::transport_type;
       { B::make_device(rank) } -> std::same_as<std::unique_ptr<typename B::device_type>>;
       B::start_rank(rank, device);
-    } && transport<typename B::transport_type> &&
+    } && batch_tensor<typename B::tensor_type> && transport<typename B::transport_type> &&
     std::same_as<typename B::transport_type::tensor_type, typename B::tensor_type>;
 
 /// @brief The layer context a backend's layers get.

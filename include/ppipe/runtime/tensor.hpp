@@ -383,4 +383,26 @@ inline payload concat_rows(const std::vector<payload>& parts) {
   return out;
 }
 
+/// @brief What ppipe needs of a backend's tensor type: its shape (dtype included), its size in
+/// bytes, and a zero-filled tensor made from a shape. Moving bytes in stream order is the device's
+/// business (stream_device's copy_async and zero_async).
+template <class T>
+concept tensor_like = std::movable<T> && requires(const T& t, const shape& s) {
+  { t.shape() } -> std::convertible_to<shape>;
+  { t.bytes() } -> std::convertible_to<std::size_t>;
+  T(s);
+};
+
+/// @brief A tensor type whose payloads a pipeline can cut into microbatches and stack again:
+/// `slice_rows(payload, first, rows)` and `concat_rows(parts)`, found next to the tensor type (as
+/// host_tensor's are above), so a backend supplies its own.
+template <class T>
+concept batch_tensor = tensor_like<T> && requires(const basic_payload<T>& p, const std::vector<basic_payload<T>>& parts,
+                                                  std::int64_t row) {
+  { slice_rows(p, row, row) } -> std::same_as<basic_payload<T>>;
+  { concat_rows(parts) } -> std::same_as<basic_payload<T>>;
+};
+
+static_assert(batch_tensor<host_tensor>);
+
 }  // namespace ppipe
