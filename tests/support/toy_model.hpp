@@ -4,6 +4,7 @@
 // different shapes and both tensors carry gradient. It can be told to throw, to stall or to write a
 // tensor of the wrong shape in a given layer and microbatch, to test faults, the watchdog and checks.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -83,6 +84,12 @@ class model {
       b_[l] -= lr * gb_[l];
       ga_[l] = gb_[l] = 0.0f;
     }
+  }
+
+  // A failed step leaves the gradients it accumulated; a caller drops them before the next step.
+  void zero_grad() {
+    std::fill(ga_.begin(), ga_.end(), 0.0f);
+    std::fill(gb_.begin(), gb_.end(), 0.0f);
   }
 
   void set_fault(fault f) { fault_ = f; }

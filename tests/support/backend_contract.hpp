@@ -1,0 +1,353 @@
+#pragma once
+// What every backend must do, written once (Kokkos's habit: one test body per backend). A test
+// file defines its backend fixtures, lists them in PPIPE_CONTRACT_BACKENDS, and includes this
+// header: each test case below then runs once per fixture, named "<case> - <fixture>".
+//
+// A fixture F is a type with:
+//   static constexpr const char* name;        the backend, for messages
+//   static bool can_run(int p);               whether it runs a pipeline of p ranks here (over
+//                                             MPI: p is the job's size); the same on every process
+//   template <class Schedule, class Model>
+//   static auto make(Model&, ppipe::pipeline_options, ppipe::loss_function<> = {},
+//                    ppipe::optimizer_hook = {});
+//                                             a pipeline of the backend; options.ranks is p
+// The bodies ask the pipeline itself which stages this process holds (is_local): parameters and
+// memory are checked for those; losses, outputs and errors on every process. Over MPI every
+// process runs every case in the same order, so a body builds the same pipelines everywhere.
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <initializer_list>
+#include <regex>
+#include <stdexcept>
+#include <string>
+
+#include "catch.hpp"
+#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/schedule/gpipe.hpp"
+#include "ppipe/schedule/interleaved_1f1b.hpp"
+#include "ppipe/schedule/simulate.hpp"
+#include "reference.hpp"
+#include "toy_model.hpp"
+
+#ifndef PPIPE_CONTRACT_BACKENDS
+#error "define PPIPE_CONTRACT_BACKENDS (a comma-separated list of backend fixtures) before including backend_contract.hpp"
+#endif
+
+namespace contract {
+
+inline ppipe::pipeline_options options(int p, int m, int v = 1) {
+  ppipe::pipeline_options o;
+  o.ranks = p;
+  o.microbatches = m;
+  o.virtual_stages = v;
+  return o;
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Runs `body(p)` for each p of `sizes` the fixture can run; says so when it ran none, so that a
+// backend that silently runs nothing shows up as skipped rather than passed.
+template <class F, class Body>
+void for_each_size(std::initializer_list<int> sizes, Body&& body) {
+  bool ran = false;
+  for (const int p : sizes) {
+    if (!F::can_run(p)) continue;
+    ran = true;
+    body(p);
+  }
+  if (!ran) WARN("SKIPPED: the " << F::name << " backend runs none of the pipeline sizes this case needs");
+}
+
+// Whether this process's stages of `pipe` hold the same parameters as the reference model.
+template <class Pipe>
+void check_local_parameters(const Pipe& pipe, const toy::model& got, const toy::model& want) {
+  for (int s = 0; s < pipe.split().num_stages(); ++s) {
+    if (!pipe.is_local(s)) continue;
+    for (int l = pipe.split().first(s); l < pipe.split().end(s); ++l) {
+      INFO("layer " << l << " of stage " << s);
+      CHECK(got.a()[static_cast<std::size_t>(l)] == want.a()[static_cast<std::size_t>(l)]);
+      CHECK(got.b()[static_cast<std::size_t>(l)] == want.b()[static_cast<std::size_t>(l)]);
+    }
+  }
+}
+
+// Nothing of a step is held once it has returned or thrown.
+template <class Pipe>
+void check_nothing_held(const Pipe& pipe) {
+  for (int s = 0; s < pipe.split().num_stages(); ++s) {
+    if (!pipe.is_local(s)) continue;
+    INFO("stage " << s);
+    CHECK(pipe.memory(s).live_microbatches == 0);
+    CHECK(pipe.memory(s).live_bytes == 0);
+  }
+}
+
+// Trains 3 steps with schedule S and through the unpipelined reference with the same
+// microbatches: losses (every process) and local parameters bitwise equal.
+template <class F, class S>
+void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
+  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers);
+  toy::model piped(layers);
+  toy::model plain(layers);
+  const float lr = 0.02f;
+  auto pipe = F::template make<S>(piped, options(p, m, v), toy::loss,
+                                  [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
+  for (int step = 0; step < 3; ++step) {
+    INFO("step " << step);
+    const auto x = toy::batch(rows, 3, static_cast<float>(step));
+    const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(step));
+    const double got = pipe.train_step(x, y);
+    const double want = reference::accumulate(plain, x, y, m, toy::loss);
+    plain.sgd(0, layers, lr);
+    REQUIRE(std::isfinite(want));
+    CHECK(got == want);
+  }
+  check_local_parameters(pipe, piped, plain);
+  check_nothing_held(pipe);
+}
+
+// Trains one step with schedule S: each local stage's pool peaks at the simulator's count.
+template <class F, class S>
+void peaks_as_simulated(int p, int m, int v) {
+  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v);
+  toy::model model(2 * p * v);
+  auto pipe = F::template make<S>(model, options(p, m, v), toy::loss);
+  (void)pipe.train_step(toy::batch(2 * m, 3, 0.0f), toy::batch(2 * m, 3, 1.0f));
+  const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
+  int local = 0;
+  for (int s = 0; s < p * v; ++s) {
+    if (!pipe.is_local(s)) continue;
+    ++local;
+    INFO("stage " << s);
+    CHECK(pipe.memory(s).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(s)]);
+    CHECK(pipe.memory(s).live_microbatches == 0);
+    CHECK(pipe.memory(s).peak_bytes > 0);
+  }
+  CHECK(local > 0);  // a process that holds no stage would pass the loop above without a check
+}
+
+// The first message that says "rank R waited T ms in RF0 ... from rank Q", with R, T and Q.
+struct waited_report {
+  bool found = false;
+  int rank = -1, timeout_ms = -1, action_rank = -1, peer = -1;
+};
+inline waited_report parse_wait(const std::string& text) {
+  static const std::regex said(
+      R"(rank (\d+) waited (\d+) ms in (\d+)F0 \(forward of stage (\d+), microbatch 0\) for (\d+)RECV_F0 )"
+      R"(\(recv_activation of stage (\d+), microbatch 0\) from rank (\d+))");
+  std::smatch m;
+  if (!std::regex_search(text, m, said)) return {};
+  return {true, std::stoi(m[1]), std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[7])};
+}
+
+}  // namespace contract
+
+TEMPLATE_TEST_CASE("numerics: training is bitwise the unpipelined run, for every schedule", "[contract]",
+                   PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  contract::for_each_size<F>({1, 2, 3, 4}, [](int p) {
+    // m not a multiple of p, rows not a multiple of m (microbatches of unequal size), and layer
+    // counts that do not split evenly, next to even ones.
+    contract::trains_bitwise<F, gpipe>(p, p + 2, 1, 2 * (p + 2) + 1, 2 * p + 1);
+    contract::trains_bitwise<F, one_f_one_b>(p, p + 2, 1, 2 * (p + 2) + 1, 2 * p + 1);
+    contract::trains_bitwise<F, one_f_one_b>(p, 2 * p, 1, 8 * p, 2 * p);
+    if (p > 1) {  // interleaving needs several ranks to loop over
+      contract::trains_bitwise<F, interleaved_1f1b>(p, 2 * p, 2, 4 * p + 1, 4 * p);
+      contract::trains_bitwise<F, interleaved_1f1b>(p, p, 3, 2 * p, 3 * p);
+    }
+  });
+}
+
+TEMPLATE_TEST_CASE("numerics: inference returns what the unpipelined forward does", "[contract]",
+                   PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  contract::for_each_size<F>({1, 2, 4}, [](int p) {
+    INFO(F::name << ": p=" << p);
+    toy::model model(2 * p);
+    ppipe::pipeline_options o = contract::options(p, 3);
+    o.inference_microbatches = p + 1;  // not the training m: infer() takes its own
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(model, o);
+    const auto x = toy::batch(2 * p + 3, 3, 0.5f);
+    const ppipe::payload got = pipe.infer(x);
+    const ppipe::payload want = reference::forward(model, x, 0, ppipe::pass_mode::inference).back();
+    REQUIRE(got.size() == 2);
+    CHECK(got == want);
+    CHECK(pipe.last_trace().schedule_name == "forward_only");
+    for (int s = 0; s < p; ++s) {
+      if (!pipe.is_local(s)) continue;
+      CHECK(pipe.memory(s).peak_microbatches == 1);
+      CHECK(pipe.memory(s).live_microbatches == 0);
+    }
+  });
+}
+
+TEMPLATE_TEST_CASE("memory: activations held per stage peak where the simulator says", "[contract]",
+                   PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  contract::for_each_size<F>({2, 3, 4}, [](int p) {
+    contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1);
+    contract::peaks_as_simulated<F, one_f_one_b>(p, 2 * p, 1);
+    contract::peaks_as_simulated<F, one_f_one_b>(p, p - 1, 1);  // fewer microbatches than ranks
+    contract::peaks_as_simulated<F, interleaved_1f1b>(p, 2 * p, 2);
+  });
+}
+
+TEMPLATE_TEST_CASE("failure: a layer that throws stops the step on every rank, naming its rank and action",
+                   "[contract]", PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  contract::for_each_size<F>({2, 4}, [](int p) {
+    const int m = p + 2;
+    const std::int64_t rows = 2 * m + 1;
+    const int layers = 2 * p;
+    const float lr = 0.02f;
+    toy::model piped(layers);
+    toy::model plain(layers);
+    std::atomic<int> hooks{0};
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(piped, contract::options(p, m), toy::loss,
+                                                                [&](const ppipe::stage_info& s) {
+                                                                  ++hooks;
+                                                                  piped.sgd(s.first_layer, s.end_layer, lr);
+                                                                });
+    const ppipe::partition& split = pipe.split();
+    struct fault_case {
+      int stage;
+      int layer;
+      int microbatch;
+      bool backward;
+    };
+    const int middle = p / 2;
+    // The first, a middle and the last rank; forward and backward; first and last microbatch.
+    const fault_case cases[] = {
+        {0, split.first(0), 1, false},
+        {middle, split.first(middle), m / 2, false},
+        {middle, split.first(middle), 1, true},
+        {p - 1, split.end(p - 1) - 1, 0, true},
+        {0, 0, m - 1, true},
+    };
+    for (int k = 0; k < static_cast<int>(std::size(cases)); ++k) {
+      const fault_case& c = cases[k];
+      // v = 1: stage s runs on rank s.
+      const std::string where = "rank " + std::to_string(c.stage) + " in " + std::to_string(c.stage) +
+                                (c.backward ? "B" : "F") + std::to_string(c.microbatch) + " (" +
+                                (c.backward ? "backward" : "forward") + " of stage " + std::to_string(c.stage) +
+                                ", microbatch " + std::to_string(c.microbatch) + ")";
+      INFO(F::name << ": p=" << p << ", fault in layer " << c.layer << ": " << where);
+      const auto x = toy::batch(rows, 3, static_cast<float>(k));
+      const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(k));
+      piped.set_fault({c.layer, c.microbatch, c.backward, std::chrono::milliseconds(0)});
+      hooks = 0;
+      try {
+        (void)pipe.train_step(x, y);
+        FAIL("train_step did not throw");
+      } catch (const ppipe::error& e) {
+        INFO(e.what());
+        CHECK(e.id() == "ppipe.stage_failed");
+        CHECK(contract::contains(e.what(), where));
+        CHECK(contract::contains(e.what(), "injected fault in layer " + std::to_string(c.layer)));
+        // Where the failing stage ran, the kernel's own exception is nested in the report.
+        if (pipe.is_local(c.stage)) {
+          bool nested = false;
+          try {
+            std::rethrow_if_nested(e);
+          } catch (const std::runtime_error& original) {
+            nested = contract::contains(original.what(), "injected fault");
+          }
+          CHECK(nested);
+        }
+      }
+      CHECK(hooks.load() == 0);  // no stage is updated by a step that failed
+      contract::check_nothing_held(pipe);
+      // The pipeline runs again once the fault is gone, bitwise like the reference that never
+      // saw the failed step (whose partial gradients the caller drops).
+      piped.set_fault({});
+      piped.zero_grad();
+      const double got = pipe.train_step(x, y);
+      const double want = reference::accumulate(plain, x, y, m, toy::loss);
+      plain.sgd(0, layers, lr);
+      CHECK(got == want);
+      contract::check_local_parameters(pipe, piped, plain);
+      contract::check_nothing_held(pipe);
+    }
+  });
+}
+
+TEMPLATE_TEST_CASE("failure: a loss that throws is reported from the last rank on every rank", "[contract]",
+                   PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  contract::for_each_size<F>({2, 4}, [](int p) {
+    INFO(F::name << ": p=" << p);
+    const int m = 2;
+    toy::model piped(p);
+    toy::model plain(p);
+    bool explode = true;
+    std::atomic<int> hooks{0};
+    const auto loss = [&](const ppipe::payload& out, const ppipe::payload& target, ppipe::payload& grad, double scale) {
+      if (explode) throw std::domain_error("loss exploded");
+      return toy::loss(out, target, grad, scale);
+    };
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(piped, contract::options(p, m), loss,
+                                                                [&](const ppipe::stage_info&) { ++hooks; });
+    const auto x = toy::batch(4, 3, 0.0f);
+    const auto y = toy::batch(4, 3, 1.0f);
+    const std::string last = std::to_string(p - 1);
+    try {
+      (void)pipe.train_step(x, y);
+      FAIL("train_step did not throw");
+    } catch (const ppipe::error& e) {
+      INFO(e.what());
+      CHECK(e.id() == "ppipe.stage_failed");
+      CHECK(contract::contains(e.what(), "rank " + last + "'s loss, after " + last + "F0 (forward of stage " + last +
+                                             ", microbatch 0)"));
+      CHECK(contract::contains(e.what(), "loss exploded"));
+    }
+    CHECK(hooks.load() == 0);
+    contract::check_nothing_held(pipe);
+    explode = false;
+    piped.zero_grad();
+    CHECK(pipe.train_step(x, y) == reference::accumulate(plain, x, y, m, toy::loss));
+    int local = 0;
+    for (int s = 0; s < p; ++s) local += pipe.is_local(s) ? 1 : 0;
+    CHECK(hooks.load() == local);  // one hook per stage, each on the process that holds it
+  });
+}
+
+// Last: over MPI a transport that timed out refuses to run again, and its peers' messages may
+// still be in flight; later cases build their own pipelines, but nothing needs to follow this one.
+TEMPLATE_TEST_CASE("timeout: a stalled layer makes a waiting rank name itself, its peer and the action",
+                   "[contract]", PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  contract::for_each_size<F>({2, 4}, [](int p) {
+    INFO(F::name << ": p=" << p);
+    toy::model model(2 * p);
+    // Rank 0's first layer stalls in its first forward: every later rank waits for its
+    // predecessor's first activation, and the first to give up names itself and that predecessor.
+    model.set_fault({0, 0, false, std::chrono::milliseconds(600)});
+    ppipe::pipeline_options o = contract::options(p, p);
+    o.timeout = std::chrono::milliseconds(150);
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(model, o, toy::loss);
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      (void)pipe.train_step(toy::batch(2 * p, 3, 0.0f), toy::batch(2 * p, 3, 1.0f));
+      FAIL("train_step did not time out");
+    } catch (const ppipe::error& e) {
+      INFO(e.what());
+      CHECK(e.id() == "ppipe.timeout");
+      const contract::waited_report w = contract::parse_wait(e.what());
+      REQUIRE(w.found);
+      CHECK(w.timeout_ms == 150);
+      CHECK(w.action_rank == w.rank);  // v = 1: the action it waited in is its own stage's
+      CHECK(w.rank >= 1);
+      CHECK(w.rank < p);
+      CHECK(w.peer == w.rank - 1);
+      if (p == 2) CHECK(w.peer == 0);  // one waiting rank: it waited for the stalled one
+    }
+    // Ranks give up at the timeout; the stalled kernel itself is waited for, not abandoned.
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+  });
+}
