@@ -11,6 +11,7 @@ namespace contract {
 struct host_fixture {
   static constexpr const char* name = "host";
   static bool can_run(int p) { return p >= 1; }
+  static bool on_any_process(bool b) { return b; }
   template <class Schedule, class Model>
   static ppipe::pipeline<Model, Schedule> make(Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {},
                                                ppipe::optimizer_hook optimizer = {}) {

@@ -1,0 +1,41 @@
+// The backend contract (backend_contract.hpp) over MPI: every process of the job (2 or 4 of them)
+// runs the same bodies as the host backend, with p the job's size.
+
+#include <chrono>
+#include <utility>
+
+#include <ppipe/mpi.hpp>
+
+#include "world.hpp"
+
+namespace contract {
+
+/// One pipeline rank per MPI process over MPI_COMM_WORLD: p is the job's size.
+struct mpi_fixture {
+  static constexpr const char* name = "mpi";
+  static bool can_run(int p) { return p == mpi_test::world_size(); }
+  static bool on_any_process(bool b) {
+    int mine = b ? 1 : 0;
+    int any = 0;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
+    return any != 0;
+  }
+  template <class Schedule, class Model>
+  static ppipe::mpi::pipeline<Model, Schedule> make(Model& model, ppipe::pipeline_options o,
+                                                    ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    // A timeout throws here rather than ending the job, so that every process reports it to
+    // Catch2; inquiries are kept short because the timeout case stalls a rank on purpose.
+    ppipe::mpi::transport_options net;
+    net.on_timeout = ppipe::mpi::timeout_policy::throw_error;
+    net.inquiry = std::chrono::milliseconds(200);
+    return ppipe::mpi::pipeline<Model, Schedule>(model, std::move(o), std::move(loss), std::move(optimizer),
+                                                 ppipe::mpi::transport(MPI_COMM_WORLD, MPI_COMM_NULL, net));
+  }
+};
+
+}  // namespace contract
+
+// One line per backend: a new distributed backend's fixture goes here.
+#define PPIPE_CONTRACT_BACKENDS contract::mpi_fixture
+
+#include "backend_contract.hpp"
