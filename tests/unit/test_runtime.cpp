@@ -1,5 +1,5 @@
-// The runtime on the host backend: numerics against the unpipelined reference, memory against
-// the simulator, faults, the watchdog and bad input.
+// The runtime on the host backend, beyond the backend contract (test_backend_contract.cpp: numerics,
+// memory, failures and timeouts): the trace, the watchdog's board, the pool, and bad input.
 
 #include <catch2/catch.hpp>
 
@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,9 +14,7 @@
 #include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
-#include "ppipe/schedule/simulate.hpp"
 #include "error_message.hpp"
-#include "reference.hpp"
 #include "toy_model.hpp"
 
 namespace {
@@ -35,80 +32,7 @@ pipeline_options options(int p, int m, int v = 1) {
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-// Trains `steps` steps through a pipeline with schedule S and through the reference, and checks
-// that losses and every parameter are bitwise equal.
-template <class S>
-void check_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
-  toy::model piped(layers);
-  toy::model plain(layers);
-  const float lr = 0.02f;
-  ppipe::pipeline<toy::model, S> pipe(piped, options(p, m, v), toy::loss,
-                                      [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
-  for (int step = 0; step < 3; ++step) {
-    const auto x = toy::batch(rows, 3, static_cast<float>(step));
-    const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(step));
-    const double got = pipe.train_step(x, y);
-    const double want = reference::accumulate(plain, x, y, m, toy::loss);
-    plain.sgd(0, layers, lr);
-    INFO(S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " step " << step);
-    REQUIRE(std::isfinite(want));
-    CHECK(got == want);
-    CHECK(piped.a() == plain.a());
-    CHECK(piped.b() == plain.b());
-  }
-  for (int s = 0; s < pipe.split().num_stages(); ++s) CHECK(pipe.memory(s).live_microbatches == 0);
-}
-
 }  // namespace
-
-TEST_CASE("training through the pipeline is bitwise the unpipelined run, for every schedule") {
-  check_bitwise<ppipe::schedules::gpipe>(2, 4, 1, 8, 4);
-  check_bitwise<ppipe::schedules::gpipe>(4, 6, 1, 13, 9);  // uneven: microbatches of 3 and 2 rows
-  check_bitwise<ppipe::schedules::one_f_one_b>(3, 5, 1, 11, 7);
-  check_bitwise<ppipe::schedules::one_f_one_b>(4, 8, 1, 32, 8);
-  check_bitwise<ppipe::schedules::one_f_one_b>(1, 3, 1, 7, 2);
-  check_bitwise<ppipe::schedules::interleaved_1f1b>(2, 4, 2, 9, 8);
-  check_bitwise<ppipe::schedules::interleaved_1f1b>(3, 6, 2, 18, 12);
-  check_bitwise<ppipe::schedules::interleaved_1f1b>(2, 4, 3, 8, 6);
-}
-
-TEST_CASE("inference through the pipeline returns what the unpipelined forward does") {
-  toy::model m(8);
-  pipeline_options o = options(4, 3);
-  o.inference_microbatches = 5;
-  ppipe::pipeline<toy::model> pipe(m, o);
-  const auto x = toy::batch(11, 3, 0.5f);
-  const ppipe::payload got = pipe.infer(x);
-  const ppipe::payload want = reference::forward(m, x, 0, ppipe::pass_mode::inference).back();
-  REQUIRE(got.size() == 2);
-  CHECK(got == want);
-  for (int s = 0; s < 4; ++s) {
-    CHECK(pipe.memory(s).peak_microbatches == 1);
-    CHECK(pipe.memory(s).live_microbatches == 0);
-  }
-  CHECK(pipe.last_trace().schedule_name == "forward_only");
-}
-
-TEST_CASE("activations held per stage peak where the simulator says") {
-  const auto check = [](auto tag, int p, int m, int v) {
-    using S = decltype(tag);
-    toy::model model(2 * p * v);
-    ppipe::pipeline<toy::model, S> pipe(model, options(p, m, v), toy::loss);
-    pipe.train_step(toy::batch(2 * m, 3, 0.0f), toy::batch(2 * m, 3, 1.0f));
-    const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
-    for (int s = 0; s < p * v; ++s) {
-      INFO(S::name << " p=" << p << " m=" << m << " v=" << v << " stage " << s);
-      CHECK(pipe.memory(s).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(s)]);
-      CHECK(pipe.memory(s).live_microbatches == 0);
-      CHECK(pipe.memory(s).peak_bytes > 0);
-    }
-  };
-  check(ppipe::schedules::gpipe{}, 4, 8, 1);
-  check(ppipe::schedules::one_f_one_b{}, 4, 8, 1);
-  check(ppipe::schedules::one_f_one_b{}, 3, 2, 1);
-  check(ppipe::schedules::interleaved_1f1b{}, 2, 4, 2);
-  check(ppipe::schedules::interleaved_1f1b{}, 4, 8, 2);
-}
 
 TEST_CASE("the trace has every action of every rank, and a bubble between 0 and 1") {
   toy::model model(8);
@@ -128,81 +52,22 @@ TEST_CASE("the trace has every action of every rank, and a bubble between 0 and 
   CHECK(t.bubble_fraction() < 1.0);
 }
 
-TEST_CASE("a kernel that throws stops every rank and reaches the caller with its rank and action") {
-  const auto run = [](toy::fault f, const std::string& where) {
-    toy::model model(8);
-    model.set_fault(f);
-    std::atomic<bool> hook_ran{false};
-    ppipe::pipeline<toy::model> pipe(model, options(4, 6), toy::loss, [&](const ppipe::stage_info&) { hook_ran = true; });
-    const auto x = toy::batch(12, 3, 0.0f);
-    const auto y = toy::batch(12, 3, 1.0f);
-    try {
-      pipe.train_step(x, y);
-      FAIL("train_step did not throw");
-    } catch (const ppipe::error& e) {
-      INFO(e.what());
-      CHECK(e.id() == "ppipe.stage_failed");
-      CHECK(contains(e.what(), where));
-      CHECK(contains(e.what(), "injected fault in layer " + std::to_string(f.layer)));
-      bool nested = false;
-      try {
-        std::rethrow_if_nested(e);
-      } catch (const std::runtime_error& original) {
-        nested = contains(original.what(), "injected fault");
-      }
-      CHECK(nested);
-    }
-    CHECK_FALSE(hook_ran);  // no stage is updated by a step that failed
-    for (int s = 0; s < 4; ++s) {  // and the failed step's buffers are let go at once
-      CHECK(pipe.memory(s).live_microbatches == 0);
-      CHECK(pipe.memory(s).live_bytes == 0);
-    }
-    // The pipeline is usable again once the fault is gone.
-    model.set_fault({});
-    const double loss = pipe.train_step(x, y);
-    CHECK(std::isfinite(loss));
-    for (int s = 0; s < 4; ++s) CHECK(pipe.memory(s).live_microbatches == 0);
-  };
-  run({2, 3, false, 0ms}, "rank 1 in 1F3 (forward of stage 1, microbatch 3)");
-  run({7, 0, true, 0ms}, "rank 3 in 3B0 (backward of stage 3, microbatch 0)");
-  run({0, 5, true, 0ms}, "rank 0 in 0B5 (backward of stage 0, microbatch 5)");
-}
-
-TEST_CASE("a loss that throws is reported from the last rank") {
-  toy::model model(4);
-  ppipe::loss_function<> bad = [](const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) -> double {
-    throw std::domain_error("loss exploded");
-  };
-  ppipe::pipeline<toy::model> pipe(model, options(2, 2), bad);
-  try {
-    pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f));
-    FAIL("train_step did not throw");
-  } catch (const ppipe::error& e) {
-    CHECK(e.id() == "ppipe.stage_failed");
-    CHECK(contains(e.what(), "rank 1's loss, after 1F0 (forward of stage 1, microbatch 0)"));
-    CHECK(contains(e.what(), "loss exploded"));
-  }
-}
-
-TEST_CASE("the watchdog names the waiting rank, what it waited for, and what the others did") {
+// The host's own part of a timeout report (the rest is the backend contract's): the rank threads
+// share a board, so the report also says what every other rank was doing.
+TEST_CASE("the watchdog's report says what every other rank was doing") {
   toy::model model(4);
   model.set_fault({1, 0, false, 600ms});  // layer 1 (stage 1, one layer per stage) stalls on microbatch 0
   pipeline_options o = options(4, 4);
   o.timeout = 150ms;
   ppipe::pipeline<toy::model> pipe(model, o, toy::loss);
-  const auto start = std::chrono::steady_clock::now();
   try {
     pipe.train_step(toy::batch(8, 3, 0.0f), toy::batch(8, 3, 1.0f));
     FAIL("train_step did not time out");
   } catch (const ppipe::error& e) {
     INFO(e.what());
-    CHECK(e.id() == "ppipe.timeout");
-    CHECK(contains(e.what(), "waited 150 ms in"));
-    CHECK(contains(e.what(), "RECV_F0"));
+    CHECK(contains(e.what(), "the other ranks:"));
     CHECK(contains(e.what(), "rank 1: running 1F0 (forward of stage 1, microbatch 0)"));
   }
-  // Ranks give up at the timeout; the stalled kernel itself is waited for, not abandoned.
-  CHECK(std::chrono::steady_clock::now() - start < 5s);
 }
 
 TEST_CASE("bad input gets a ppipe::error with the values") {
