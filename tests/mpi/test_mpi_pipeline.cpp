@@ -1,7 +1,8 @@
-// The SPMD pipeline over MPI, run by every process of the job (2 or 4 of them): trains bitwise like
-// the host backend's pipeline of the same size for GPipe, 1F1B and interleaved 1F1B; a failure on
-// one rank is reported on every rank and the next step runs clean; the transport delivers payloads
-// of every size and layout in the order they were posted; and (4 processes, tag [replicas]) two
+// The SPMD pipeline over MPI, run by every process of the job (2 or 4 of them), beyond the backend
+// contract (test_mpi_contract.cpp: numerics, memory, failures and timeouts): a process holds only
+// its own stages; bf16/i32 and large two-tensor payloads train bitwise like the host backend; a
+// layer writing the wrong shape is refused on every rank; the transport delivers payloads of every
+// size and layout in the order they were posted; and (4 processes, tag [replicas]) two
 // data-parallel replicas of a 2-stage pipeline average their gradients.
 
 #include <cmath>
@@ -52,74 +53,49 @@ ppipe::rank_outcome failure(ppipe::errc code, std::string message) {
 // 11 layers (6 linear, 5 ReLU): enough for 4 ranks x 2 virtual stages.
 sequential make_model() { return sequential::mlp({6, 16, 16, 16, 16, 16, 3}, 42); }
 
+// What a process holds of an SPMD pipeline: v stages of its own, the same split as the host
+// backend's, and nothing of the others' (their memory is asked of them, their layers never move
+// here). Numerics, memory, failures and timeouts are the backend contract's (test_mpi_contract.cpp).
 template <class Schedule>
-void trains_like_the_host_backend(int v) {
+void holds_only_its_own_stages(int v) {
   const int p = world_size();
-  const int m = 2 * p;
   const ppipe::layers::sgd opt(0.05f);
-  sequential here = make_model();
+  sequential untouched = make_model();
   sequential there = make_model();
-
   ppipe::pipeline_options o;
   o.ranks = p;
-  o.microbatches = m;
+  o.microbatches = 2 * p;
   o.virtual_stages = v;
-  ppipe::pipeline<sequential, Schedule> host(here, o, ppipe::layers::mse_loss{},
-                                             [&](const ppipe::stage_info& s) { opt.step(here, s); });
+  const ppipe::pipeline<sequential, Schedule> host(untouched, o, ppipe::layers::mse_loss{});
   o.ranks = 0;  // the transport's
   ppipe::mpi::pipeline<sequential, Schedule> net(there, o, ppipe::layers::mse_loss{},
                                                  [&](const ppipe::stage_info& s) { opt.step(there, s); },
                                                  ppipe::mpi::transport(MPI_COMM_WORLD));
   REQUIRE(net.options().ranks == p);
   REQUIRE(net.split() == host.split());
-
-  for (int step = 0; step < 3; ++step) {
-    const ppipe::payload x = filled(4 * m + 1, 6, static_cast<float>(step));  // uneven microbatches
-    const ppipe::payload y = filled(4 * m + 1, 3, 0.5f - static_cast<float>(step));
-    const double want = host.train_step(x, y);
-    const double got = net.train_step(x, y);
-    CHECK(got == want);  // bitwise, on every process: the last rank's losses are broadcast
-  }
+  (void)net.train_step(filled(8 * p + 1, 6, 0.0f), filled(8 * p + 1, 3, 0.5f));
   int local = 0;
   for (int s = 0; s < net.split().num_stages(); ++s) {
     const int first = net.split().first(s);
     const int end = net.split().end(s);
     if (net.is_local(s)) {
       ++local;
-      CHECK(copy(there.parameters(first, end)) == copy(here.parameters(first, end)));
-      CHECK(net.memory(s).live_bytes == 0);
+      CHECK_NOTHROW(net.memory(s));
     } else {
-      // Another process trains these layers: this process's copy of them never moved (stages of
-      // ReLUs alone have no parameters).
-      if (!there.parameters(first, end).empty()) {
-        CHECK(copy(there.parameters(first, end)) != copy(here.parameters(first, end)));
-      }
+      // Another process trains these layers: this process's copy of them never moved.
+      CHECK(copy(there.parameters(first, end)) == copy(untouched.parameters(first, end)));
       CHECK_THROWS_AS(net.memory(s), ppipe::error);
     }
   }
   CHECK(local == v);
-
-  // Inference: every process gets the outputs, bitwise the host's.
-  const ppipe::payload x = filled(2 * p + 3, 6, 9.0f);
-  const ppipe::payload want = host.infer(x);
-  const ppipe::payload got = net.infer(x);
-  REQUIRE(got.size() == want.size());
-  CHECK(got[0].shape() == want[0].shape());
-  CHECK(got[0] == want[0]);
 }
 
 }  // namespace
 
-TEST_CASE("GPipe over MPI trains bitwise like the host backend", "[numerics]") {
-  trains_like_the_host_backend<ppipe::schedules::gpipe>(1);
-}
-
-TEST_CASE("1F1B over MPI trains bitwise like the host backend", "[numerics]") {
-  trains_like_the_host_backend<ppipe::schedules::one_f_one_b>(1);
-}
-
-TEST_CASE("interleaved 1F1B over MPI trains bitwise like the host backend", "[numerics]") {
-  trains_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
+TEST_CASE("over MPI a process holds only its own stages: GPipe, 1F1B, interleaved 1F1B", "[layout]") {
+  holds_only_its_own_stages<ppipe::schedules::gpipe>(1);
+  holds_only_its_own_stages<ppipe::schedules::one_f_one_b>(1);
+  holds_only_its_own_stages<ppipe::schedules::interleaved_1f1b>(2);
 }
 
 namespace {
@@ -182,14 +158,15 @@ TEST_CASE("bf16 and i32 payloads cross MPI boundaries bitwise like the host back
   mixed_dtypes_train_like_the_host_backend<ppipe::schedules::interleaved_1f1b>(2);
 }
 
-TEST_CASE("a model whose stages pass two tensors trains over MPI bitwise like the host backend", "[numerics]") {
+TEST_CASE("a model whose stages pass two tensors past the inline limit trains over MPI bitwise like the host backend",
+          "[numerics]") {
   const int p = world_size();
   const int m = 2 * p;
-  // Width 3: boundaries of a few dozen values (sent back to back through a buffer). Width 2000:
-  // 8000-value boundaries, past the inline limit (sent from the tensors' memory by one datatype).
-  for (const int width : {3, 2000}) {
+  // 8000-value boundaries, past the inline limit (sent from the tensors' memory by one datatype);
+  // the contract's toy model (width 3) covers boundaries sent back to back through a buffer.
+  for (const int width : {2000}) {
     INFO("width " << width);
-    const float lr = width == 3 ? 0.02f : 1e-6f;  // the loss falls and every value stays finite
+    const float lr = 1e-6f;  // the loss falls and every value stays finite
     toy::model here(2 * p, width);
     toy::model there(2 * p, width);
     ppipe::pipeline_options o;
@@ -231,7 +208,9 @@ TEST_CASE("a model whose stages pass two tensors trains over MPI bitwise like th
   }
 }
 
-TEST_CASE("a failure on one rank is reported on every rank, and the next step runs clean", "[failure]") {
+// Throwing layers and losses are the backend contract's (test_mpi_contract.cpp); a layer that writes
+// the wrong shape is refused by its own stage, and that refusal must reach every process too.
+TEST_CASE("a layer that writes the wrong shape is refused on every rank, and the next step runs clean", "[failure]") {
   const int p = world_size();
   const int m = 2 * p;
   const ppipe::layers::sgd opt(0.05f);
@@ -241,12 +220,7 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
   o.ranks = 0;
   o.microbatches = m;
   o.timeout = std::chrono::seconds(30);
-  bool loss_fails = false;
-  const auto loss = [&](const ppipe::payload& out, const ppipe::payload& target, ppipe::payload& grad, double scale) {
-    if (loss_fails) throw std::runtime_error("injected fault in the loss");
-    return ppipe::layers::mse_loss{}(out, target, grad, scale);
-  };
-  ppipe::mpi::pipeline<mpi_test::faulty> net(model, o, loss,
+  ppipe::mpi::pipeline<mpi_test::faulty> net(model, o, ppipe::layers::mse_loss{},
                                              [&](const ppipe::stage_info& s) { opt.step(model.inner(), s); },
                                              ppipe::mpi::transport(MPI_COMM_WORLD));
   o.ranks = p;
@@ -254,44 +228,32 @@ TEST_CASE("a failure on one rank is reported on every rank, and the next step ru
                                    [&](const ppipe::stage_info& s) { opt.step(reference, s); });
   const ppipe::payload x = filled(3 * m, 6, 1.0f);
   const ppipe::payload y = filled(3 * m, 3, 2.0f);
-  const int last = p - 1;
 
   struct fault_case {
-    mpi_test::faulty::fault what;
     int layer;
-    bool in_loss;
     int rank;              // the rank that fails
     std::string expected;  // in every process's message
-    ppipe::errc code = ppipe::errc::stage_failed;
   };
-  const int middle_layer = net.split().first(p / 2);
+  // At a boundary (stage 0's last layer) and before the loss (the last stage's last layer).
+  const int boundary = net.split().end(0) - 1;
+  const int before_loss = model.num_layers() - 1;
   const std::vector<fault_case> cases{
-      {mpi_test::faulty::fault::throw_in_forward, 0, false, 0, "injected fault in the forward of layer 0"},
-      {mpi_test::faulty::fault::throw_in_backward, middle_layer, false, p / 2,
-       "injected fault in the backward of layer " + std::to_string(middle_layer)},
-      {mpi_test::faulty::fault::none, -1, true, last, "injected fault in the loss"},
-      // A layer puts a wider output in place of the one it was handed: its stage refuses it, at a
-      // boundary (stage 0's last layer) and before the loss (the last stage's last layer).
-      {mpi_test::faulty::fault::wrong_shape_in_forward, net.split().end(0) - 1, false, 0,
-       "stage 0: layer " + std::to_string(net.split().end(0) - 1) + " left an output of shapes", ppipe::errc::invalid_argument},
-      {mpi_test::faulty::fault::wrong_shape_in_forward, model.num_layers() - 1, false, last,
-       "layer " + std::to_string(model.num_layers() - 1) + " left an output of shapes", ppipe::errc::invalid_argument},
+      {boundary, 0, "stage 0: layer " + std::to_string(boundary) + " left an output of shapes"},
+      {before_loss, p - 1, "layer " + std::to_string(before_loss) + " left an output of shapes"},
   };
   for (const fault_case& c : cases) {
     INFO("fault on rank " << c.rank << ": " << c.expected);
-    model.arm(c.what, c.layer, 1);
-    loss_fails = c.in_loss;
+    model.arm(mpi_test::faulty::fault::wrong_shape_in_forward, c.layer, 1);
     try {
       net.train_step(x, y);
       FAIL("the step should have failed on rank " << c.rank);
     } catch (const ppipe::error& e) {
       const std::string what = e.what();
-      CHECK(e.code() == c.code);
+      CHECK(e.code() == ppipe::errc::invalid_argument);
       CHECK(what.find(c.expected) != std::string::npos);
       CHECK(what.find("rank " + std::to_string(c.rank)) != std::string::npos);
     }
     model.disarm();
-    loss_fails = false;
     // The failed step ran no optimizer; gradients it accumulated are dropped by hand, as a user would.
     model.inner().zero_grad();
     // The next step runs clean, bitwise like the host's: nothing of the failed step is left in flight.
