@@ -1,7 +1,11 @@
 // The backend contract (backend_contract.hpp) on the backends that run in one process: numerics,
 // memory, failures and timeouts, each body instantiated once per backend fixture below.
 
+#include <chrono>
+#include <cstdint>
 #include <utility>
+
+#include "ppipe/runtime/cpu_stream_backend.hpp"
 
 #include "ppipe/runtime/pipeline.hpp"
 
@@ -19,9 +23,32 @@ struct host_fixture {
   }
 };
 
+/// Rank threads that enqueue onto CPU streams (workers ordered by events), with random delays
+/// before every stream item and the race checker on: any p.
+struct cpu_stream_fixture {
+  struct shaken {
+    static ppipe::cpu_device_options device_options(int rank) {
+      ppipe::cpu_device_options o;
+      o.seed = static_cast<std::uint64_t>(rank) + 17;
+      o.max_delay = std::chrono::microseconds(100);
+      return o;
+    }
+  };
+  using backend = ppipe::cpu_stream_backend_with<shaken>;
+  static constexpr const char* name = "cpu_stream";
+  static bool can_run(int p) { return p >= 1; }
+  static bool on_any_process(bool b) { return b; }
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(model, std::move(o), std::move(loss),
+                                                                                   std::move(optimizer));
+  }
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
-#define PPIPE_CONTRACT_BACKENDS contract::host_fixture
+#define PPIPE_CONTRACT_BACKENDS contract::host_fixture, contract::cpu_stream_fixture
 
 #include "backend_contract.hpp"

@@ -228,8 +228,8 @@ TEST_CASE("cpu streams: a stalled kernel times out, naming the waiting rank, its
     const std::string what = e.what();
     INFO(what);
     CHECK(e.id() == "ppipe.timeout");
-    CHECK(what.find("rank 0's receive stream waited 150 ms for 0RECV_B0") != std::string::npos);
-    CHECK(what.find("from rank 1") != std::string::npos);
+    CHECK(what.find("rank 0 waited 150 ms in 0B0 (backward of stage 0, microbatch 0) for 0RECV_B0") != std::string::npos);
+    CHECK(what.find("from rank 1 (on its receive stream)") != std::string::npos);
     CHECK(what.find("stream 'rank 1 compute' runs 'forward of layer 2, microbatch 0 (stage 1)'") != std::string::npos);
   }
 }

@@ -655,20 +655,30 @@ class executor {
       const action needed = list[static_cast<std::size_t>(k)];
       const int from = waited.kind == action_kind::recv_activation ? rank_of[static_cast<std::size_t>(waited.stage - 1)]
                                                                    : rank_of[static_cast<std::size_t>(waited.stage + 1)];
+      // The compute stream needs the data once it has run what is enqueued on it so far: the
+      // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
+      const auto need = d.record(l.compute);
       const auto t0 = d.record(l.recv);
       reads(l.recv, p.into, access::write);
       d.enqueue(
           l.recv,
-          [this, &s, r, from, waited, needed, k, handle = p.handle, into = p.into, fail = sink(p.step, phase::action),
-           size = list.size()]() mutable {
+          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into,
+           fail = sink(p.step, phase::action), size = list.size()]() mutable {
             try {
               payload_type arrived;
-              const wait_status st = transport_->complete_recv(handle, arrived, deadline());
+              std::optional<deadline_clock::time_point> due;
+              wait_status st = wait_status::timed_out;
+              for (;;) {
+                if (!due && d.query(need)) due = deadline();
+                const auto slice = deadline_clock::now() + std::chrono::milliseconds(10);
+                st = transport_->complete_recv(handle, arrived, due ? std::min(*due, slice) : slice);
+                if (st != wait_status::timed_out || (due && deadline_clock::now() >= *due)) break;
+              }
               if (st == wait_status::aborted) throw detail::run_aborted{};
               if (st == wait_status::timed_out) {
-                timed_out(s, r, detail::concat(rank_name(r), "'s receive stream waited ", options_.timeout.count(), " ms for ",
-                                               describe(waited), " from ", rank_name(from), ", which ", describe(needed),
-                                               " needs, step ", k + 1, " of ", size));
+                timed_out(s, r, detail::concat(rank_name(r), " waited ", options_.timeout.count(), " ms in ", describe(needed),
+                                               " for ", describe(waited), " from ", rank_name(from),
+                                               " (on its receive stream), step ", k + 1, " of ", size));
               }
               if (!has_shapes(arrived, into.shapes)) {
                 detail::fail(errc::invalid_argument, rank_name(r), " received ", to_string(shapes_of(arrived)), " in ",
