@@ -4,6 +4,7 @@
 /// payloads through a Transport and calling each stage's layers.
 
 #include <chrono>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -137,7 +138,7 @@ class executor {
     finished_ = 0;
     host_us_.assign(static_cast<std::size_t>(p), 0.0);
     if constexpr (streams) this->open_lanes(s);
-    run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p)), {}};
+    run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
     origin_ = deadline_clock::now();
     if constexpr (distributed_transport<Transport>) {
       run_distributed(s, data, trace);
@@ -562,7 +563,9 @@ class executor {
     auto last_progress = deadline_clock::now();
     std::size_t done = 0;
     bool reported = false;
-    for (const auto& stream : {l.compute, l.send, l.recv}) {
+    // (An array, not a braced list in the loop: nvcc's front end rejects the latter.)
+    const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+    for (const auto& stream : rank_streams) {
       for (;;) {
         const auto slice = std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
         if (d.synchronize(stream, slice) == wait_status::ready) break;
@@ -577,7 +580,7 @@ class executor {
         if (!reported && deadline_clock::now() - last_progress > options_.timeout) {
           reported = true;
           std::string doing;
-          for (const auto& each : {l.compute, l.send, l.recv}) {
+          for (const auto& each : rank_streams) {
             if constexpr (requires { d.status(each); }) doing += detail::concat("\n  ", d.status(each));
           }
           std::exception_ptr e;
@@ -909,7 +912,8 @@ class executor {
       for (std::size_t k = 0; k < lanes_.size(); ++k) {
         const lanes& l = lanes_[k];
         if constexpr (requires { l.device->status(l.compute); }) {
-          for (const auto& each : {l.compute, l.send, l.recv}) doing += detail::concat("\n  ", l.device->status(each));
+          const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+          for (const auto& each : rank_streams) doing += detail::concat("\n  ", l.device->status(each));
         }
       }
       throw detail::watchdog_error(errc::timeout, detail::concat(what, "; the streams:", doing,

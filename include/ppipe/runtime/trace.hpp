@@ -33,7 +33,7 @@ struct run_trace {
   /// enqueued[r]: when rank r's host thread had issued its last action, in microseconds since the
   /// run started. On a stream device the host runs ahead of the streams, so this is the host's
   /// share of the step; where each call runs to completion, it is the end of the rank's last action.
-  std::vector<double> enqueued;
+  std::vector<double> enqueued{};
 
   [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(ranks.size()); }
   [[nodiscard]] bool empty() const noexcept {
