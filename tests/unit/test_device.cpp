@@ -362,15 +362,18 @@ TEST_CASE("cpu_stream_device: tracked host memory is checked like allocated memo
   std::vector<float> host(16);
   d.track(a, host.data(), sizeof(float) * host.size());
   d.use(a, host.data(), 64, access::write);
+  d.enqueue(a, [] {}, "writer");
   CHECK_THAT(error_of([&] { d.use(b, host.data(), 64, access::read); }), contains("read after write"));
   d.wait(b, d.record(a));
   d.use(b, host.data(), 64, access::read);
+  d.enqueue(b, [] {}, "reader");
   // Retiring on a is a write there: b's read must be ordered before it.
   CHECK_THAT(error_of([&] { d.retire(a, host.data()); }), contains("write after read"));
   d.wait(a, d.record(b));
   d.retire(a, host.data());
   // Retired, the memory is not the checker's any more.
   d.use(b, host.data(), 64, access::write);
+  d.enqueue(b, [] {}, "not watched");
   REQUIRE(d.synchronize(a, soon()) == wait_status::ready);
   REQUIRE(d.synchronize(b, soon()) == wait_status::ready);
 }
