@@ -8,6 +8,11 @@
 //                  (zb_h1, zb_v) split the backward into I and W of 1 ms each; target:
 //                  ZB-H1's step beats 1F1B's at the same peak activation memory.
 //   wait_precision: how late the waiting kernel ends: the floor under waiting/'s accuracy.
+//   cpu_streams/...: the same overhead and waiting cases on the CPU-stream backend (each rank a
+//                  device of worker-thread streams, the host enqueueing ahead): its host enqueue
+//                  cost per action, and its step with waiting kernels against simulate()'s
+//                  makespan (target: within 3%). checks=1 is the backend's default devices
+//                  (poison, race checker); checks=0 turns both off.
 //   mlp/...:       the demo's MLP (ppipe-train's defaults: 16 inputs, 4 hidden layers of 256, batch
 //                  512, m=16, 1F1B) trained through p = 1, 2 and 4 ranks: real CPU kernels, so the
 //                  speedup is bounded by the machine's 2 cores.
@@ -27,6 +32,7 @@
 
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
+#include <ppipe/runtime/cpu_stream_backend.hpp>
 
 #include "support/waiting_kernel.hpp"
 
@@ -78,6 +84,17 @@ struct waiting_model {
 
 double no_loss(const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) { return 0.0; }
 
+// The CPU-stream backend's devices without poison and race checker: what the streams cost alone.
+struct unchecked_streams {
+  static ppipe::cpu_device_options device_options(int rank) {
+    ppipe::cpu_device_options o;
+    o.seed = static_cast<std::uint64_t>(rank);
+    o.poison = false;
+    o.check_races = false;
+    return o;
+  }
+};
+
 // The tiny batch: one [m, 1] tensor, one row per microbatch.
 ppipe::payload rows(int m) { return {ppipe::host_tensor(ppipe::shape{m, 1})}; }
 
@@ -100,25 +117,32 @@ std::string threads_label(int p) {
 // ---------------------------------------------------------------------------------------------
 // (a) Executor overhead: args p, m, record_trace.
 
-void overhead(benchmark::State& state) {
+template <class Backend>
+void overhead_on(benchmark::State& state) {
   const int p = static_cast<int>(state.range(0));
   const int m = static_cast<int>(state.range(1));
   const bool trace = state.range(2) != 0;
   empty_model model{p};
-  ppipe::pipeline<empty_model, ppipe::schedules::one_f_one_b> pipe(model, options(p, m, 1, trace), no_loss);
+  ppipe::pipeline<empty_model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, Backend> pipe(
+      model, options(p, m, 1, trace), no_loss);
   const ppipe::payload in = rows(m);
   const ppipe::schedule& s = pipe.training_schedule();
   std::size_t longest = 0;
   for (const auto& list : s.ranks) longest = std::max(longest, list.size());
 
   std::vector<double> steps;
+  std::vector<double> enqueued;  // the slowest rank's host: when it had issued its last action
   for (auto _ : state) {
     const auto t0 = clock_type::now();
     benchmark::DoNotOptimize(pipe.train_step(in, in));
     const double t = seconds(clock_type::now() - t0);
     state.SetIterationTime(t);
     steps.push_back(t);
+    const auto& e = pipe.last_trace().enqueued;
+    enqueued.push_back(e.empty() ? 0.0 : *std::max_element(e.begin(), e.end()));
   }
+  std::sort(enqueued.begin(), enqueued.end());
+  if (!enqueued.empty()) state.counters["enqueue_us_per_rank_action"] = enqueued[enqueued.size() / 2] / static_cast<double>(longest);
   std::sort(steps.begin(), steps.end());
   const double median = steps.empty() ? 0.0 : steps[steps.size() / 2];
   const auto actions = static_cast<double>(s.size());
@@ -169,7 +193,7 @@ struct trace_breakdown {
   [[nodiscard]] double wake_us() const { return wakes > 0 ? wake / wakes : 0.0; }
 };
 
-template <class Schedule>
+template <class Schedule, class Backend = ppipe::host_backend>
 void waiting(benchmark::State& state, int v) {
   constexpr int p = 4;
   constexpr int m = 16;
@@ -177,7 +201,8 @@ void waiting(benchmark::State& state, int v) {
   const double backward_us = 2000.0 / v;
   const auto ns = [](double us) { return std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000.0)); };
   waiting_model model{p * v, ns(forward_us), ns(backward_us), std::chrono::microseconds(state.range(0))};
-  ppipe::pipeline<waiting_model, Schedule> pipe(model, options(p, m, v, true), no_loss);
+  ppipe::pipeline<waiting_model, Schedule, ppipe::partitioners::balanced, Backend> pipe(model, options(p, m, v, true),
+                                                                                      no_loss);
   const ppipe::payload in = rows(m);
   const ppipe::schedule& s = pipe.training_schedule();
   const auto predict = [&](double late_us, double transfer_us) {
@@ -232,6 +257,20 @@ void waiting_interleaved(benchmark::State& state) { waiting<ppipe::schedules::in
 void waiting_zb_h1(benchmark::State& state) { waiting<ppipe::schedules::zb_h1>(state, 1); }
 void waiting_zb_v(benchmark::State& state) { waiting<ppipe::schedules::zb_v>(state, 2); }
 
+void overhead(benchmark::State& state) { overhead_on<ppipe::host_backend>(state); }
+void overhead_streams(benchmark::State& state) {
+  if (state.range(3) != 0) {
+    overhead_on<ppipe::cpu_stream_backend>(state);
+  } else {
+    overhead_on<ppipe::cpu_stream_backend_with<unchecked_streams>>(state);
+  }
+}
+using streams = ppipe::cpu_stream_backend_with<unchecked_streams>;
+void streams_gpipe(benchmark::State& state) { waiting<ppipe::schedules::gpipe, streams>(state, 1); }
+void streams_1f1b(benchmark::State& state) { waiting<ppipe::schedules::one_f_one_b, streams>(state, 1); }
+void streams_interleaved(benchmark::State& state) { waiting<ppipe::schedules::interleaved_1f1b, streams>(state, 2); }
+void streams_zb_h1(benchmark::State& state) { waiting<ppipe::schedules::zb_h1, streams>(state, 1); }
+
 // ---------------------------------------------------------------------------------------------
 // How late wait_kernel ends, on this thread (its slack lowered as on the rank threads): args
 // duration_us, spin_us. Not the simulator's business, but the floor under waiting/'s accuracy.
@@ -279,6 +318,23 @@ BENCHMARK(waiting_1f1b)->Name("waiting/1f1b_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_interleaved)->Name("waiting/interleaved_1f1b_p4_m16_v2")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_h1)->Name("waiting/zb_h1_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_v)->Name("waiting/zb_v_p4_m16_v2")->Apply(waiting_settings);
+
+BENCHMARK(overhead_streams)
+    ->Name("cpu_streams/overhead/1f1b")
+    ->ArgNames({"p", "m", "trace", "checks"})
+    ->Args({2, 16, 1, 0})
+    ->Args({4, 16, 1, 0})
+    ->Args({4, 64, 1, 0})
+    ->Args({4, 16, 1, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+static void streams_settings(benchmark::internal::Benchmark* b) {
+  b->ArgName("spin_us")->Arg(100)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(streams_gpipe)->Name("cpu_streams/waiting/gpipe_p4_m16")->Apply(streams_settings);
+BENCHMARK(streams_1f1b)->Name("cpu_streams/waiting/1f1b_p4_m16")->Apply(streams_settings);
+BENCHMARK(streams_interleaved)->Name("cpu_streams/waiting/interleaved_1f1b_p4_m16_v2")->Apply(streams_settings);
+BENCHMARK(streams_zb_h1)->Name("cpu_streams/waiting/zb_h1_p4_m16")->Apply(streams_settings);
 
 BENCHMARK(wait_precision)
     ->ArgNames({"us", "spin_us"})

@@ -35,7 +35,7 @@ for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble 
   fi
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
-    filter=(--benchmark_filter='waiting/(1f1b|zb_h1|zb_v)')
+    filter=(--benchmark_filter='^waiting/(1f1b|zb_h1|zb_v)')
   fi
   if [[ "${bench}" == mpi ]]; then
     # As in scripts/demo.sh: as root Open MPI wants its consent, and on a machine with few cores
