@@ -73,6 +73,12 @@ class pipeline {
   using context_type = backend_context<Backend>;
   // Before anything names the stage type, so that a model missing a member is told which one.
   static_assert(detail::check_model<Model, tensor_type, context_type, false>());
+  static_assert(!splits_backward_v<Schedule> || model_has_split_backward<Model, tensor_type, context_type>,
+                "ppipe: the Schedule splits the backward into input-gradient (I) and weight-gradient (W) actions, "
+                "as zero-bubble schedules do: the model needs `void backward_input(int layer, const "
+                "ppipe::layer_context&, const payload& in, const payload& out, const payload& grad_out, payload& "
+                "grad_in)` and `void backward_weight(int layer, const ppipe::layer_context&, const payload& in, const "
+                "payload& out, const payload& grad_out)`, or use a schedule with full backwards (one_f_one_b)");
   using payload_type = basic_payload<tensor_type>;
   using stage_type = typename Backend::template stage_type<Model>;
 

@@ -25,6 +25,15 @@ concept schedule_policy = requires(const schedule_params& params) {
   { Policy::generate(params) } -> std::same_as<schedule>;
 };
 
+/// @brief Whether the schedules of `Policy` split the backward into input-gradient (I) and
+/// weight-gradient (W) actions, which only a model with backward_input/backward_weight can run.
+/// A policy says so with `static constexpr bool splits_backward = true;` (zb_h1 and zb_v do), so
+/// that the mismatch is found when the pipeline is compiled; without it, false.
+template <class Policy>
+inline constexpr bool splits_backward_v = requires {
+  requires static_cast<bool>(Policy::splits_backward);
+};
+
 /// @brief Generates the schedule of `Policy` for `params`.
 template <schedule_policy Policy>
 schedule make_schedule(Policy, const schedule_params& params) {

@@ -32,6 +32,8 @@ namespace ppipe::schedules {
 /// the rendezvous model.
 struct zb_h1 {
   static constexpr std::string_view name = "zb_h1";
+  /// Its schedules run I and W actions: a model needs backward_input/backward_weight.
+  static constexpr bool splits_backward = true;
 
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "zb_h1");
@@ -78,6 +80,8 @@ struct zb_h1 {
 /// the same layers idles 6(p-1)F.
 struct zb_v {
   static constexpr std::string_view name = "zb_v";
+  /// Its schedules run I and W actions: a model needs backward_input/backward_weight.
+  static constexpr bool splits_backward = true;
 
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "zb_v");
