@@ -29,6 +29,7 @@
 #include "ppipe/schedule/forward_only.hpp"
 #include "ppipe/schedule/generate.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
+#include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/validate.hpp"
 #include "ppipe/transport/host.hpp"
 #include "ppipe/transport/distributed.hpp"
@@ -47,6 +48,11 @@ struct pipeline_options {
   std::optional<partition> split;
   /// One per rank, for the Partitioner (speeds and memory); empty: identical devices.
   std::vector<device_spec> devices;
+  /// A complete training schedule to run, such as one ppipe::load_csv() read or
+  /// ppipe::make_schedule(name, params) chose at run time; empty: the pipeline's Schedule policy
+  /// generates one from p, m and v. A given schedule decides p, m and v: leave ranks,
+  /// microbatches and virtual_stages at their defaults to take its values, or repeat them.
+  std::optional<ppipe::schedule> schedule;
   /// The longest any rank waits for data or for the others (see executor_options).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep the last run's trace (last_trace())
@@ -55,7 +61,8 @@ struct pipeline_options {
 /// @brief A model split into p × v stages over p ranks, trained with schedule `Schedule` and
 /// served with a forward-only schedule, on backend `Backend`.
 /// @tparam Model the user's layer stack (see ppipe::model / ppipe::trainable_model)
-/// @tparam Schedule a schedule policy (ppipe::schedules::gpipe, one_f_one_b, interleaved_1f1b)
+/// @tparam Schedule a schedule policy (ppipe::schedules::gpipe, one_f_one_b, interleaved_1f1b, zb_h1,
+/// zb_v), used when pipeline_options::schedule gives none
 /// @tparam Partitioner how the layers are split when no split is given (ppipe::partitioners::...)
 /// @tparam Backend where and how ranks compute and exchange payloads (ppipe::backend): host_backend
 /// runs the ranks as threads of this process; ppipe::mpi::backend one rank per MPI process
@@ -96,14 +103,15 @@ class pipeline {
   /// the transport.
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
            transport_type transport)
-      : pipeline(model, with_ranks(std::move(options), transport), std::move(loss), std::move(optimizer), std::in_place,
-                 std::move(transport)) {}
+      : pipeline(model, with_ranks(with_schedule(std::move(options)), transport), std::move(loss), std::move(optimizer),
+                 std::in_place, std::move(transport)) {}
 
  private:
   template <class... TransportArgs>
   pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
            std::in_place_t, TransportArgs&&... transport)
-      : model_(&model), options_(std::move(options)), loss_(std::move(loss)), optimizer_(std::move(optimizer)),
+      : model_(&model), options_(with_schedule(std::move(options))), loss_(std::move(loss)),
+        optimizer_(std::move(optimizer)),
         transport_(make_transport(model, options_, std::forward<TransportArgs>(transport)...)) {
     if constexpr (distributed_transport<transport_type>) {
       // A process that cannot build its part is named on every process, so none goes on to wait for it.
@@ -124,9 +132,29 @@ class pipeline {
       detail::fail(errc::invalid_argument, "the timeout is ", options_.timeout.count(),
                    " ms; give a positive pipeline_options::timeout (milliseconds::max() waits for ever)");
     }
-    const schedule_params params{options_.ranks, options_.microbatches, options_.virtual_stages};
-    train_ = Schedule::generate(params);
+    if (options_.schedule) {
+      // The transport of a distributed pipeline came with its own rank count (on the host, it was
+      // built with the schedule's).
+      if (transport_.num_ranks() != options_.ranks) {
+        detail::fail(errc::invalid_argument, "pipeline_options::schedule \"", options_.schedule->name, "\" has p=",
+                     options_.ranks, " ranks but the transport has ", transport_.num_ranks(),
+                     " (processes); give a schedule of ", transport_.num_ranks(), " ranks, or run ", options_.ranks,
+                     " processes");
+      }
+      train_ = *options_.schedule;
+    } else {
+      train_ = Schedule::generate(schedule_params{options_.ranks, options_.microbatches, options_.virtual_stages});
+    }
     validate(train_, transfer_model::buffered);
+    if constexpr (!model_has_split_backward<Model, tensor_type, context_type>) {
+      // Found here rather than when the first I runs, a step later and on one rank only.
+      if (train_.splits_backward()) {
+        detail::fail(errc::unsupported, "the schedule \"", train_.name, "\" splits the backward into input-gradient "
+                     "(I) and weight-gradient (W) actions, but the model has no backward_input/backward_weight; give "
+                     "the model both (see ppipe::model_has_split_backward), or use a schedule with full backwards "
+                     "such as 1f1b");
+      }
+    }
     const int layers = model_->num_layers();
     const int stages = train_.num_stages();
     if (layers < stages) {
@@ -368,6 +396,7 @@ class pipeline {
   // What can be checked before anything is allocated: a transport of p ranks has p x p channels,
   // so a p that no model could fill is refused before it is built.
   static const pipeline_options& checked(const Model& model, const pipeline_options& options) {
+    if (options.schedule) check_schedule_agrees(options);
     if (options.ranks < 1) {
       detail::fail(errc::invalid_argument, "a pipeline needs at least one rank (ranks=", options.ranks, "); pass ranks >= 1");
     }
@@ -409,11 +438,66 @@ class pipeline {
 
   static pipeline_options with_ranks(pipeline_options options, const transport_type& t) {
     if (options.ranks == 0) options.ranks = t.num_ranks();
-    if (options.ranks != t.num_ranks()) {
+    // A given schedule's p is compared with the transport's in build(), where every process hears of it.
+    if (options.ranks != t.num_ranks() && !options.schedule) {
       detail::fail(errc::invalid_argument, "pipeline_options::ranks is ", options.ranks, " but the transport has ",
                    t.num_ranks(), " ranks (processes); set ranks to ", t.num_ranks(), ", or to 0 to take the transport's");
     }
     return options;
+  }
+
+  // The stages per rank of a given schedule: its stages over its ranks, or 0 where the ranks hold
+  // different numbers of stages (check_schedule_agrees() refuses it).
+  static int stages_per_rank(const schedule& s) {
+    const int p = s.num_ranks();
+    if (p < 1 || s.num_stages() % p != 0) return 0;
+    for (int r = 0; r < p; ++r) {
+      if (static_cast<int>(s.place.stages_on(r).size()) != s.num_stages() / p) return 0;
+    }
+    return s.num_stages() / p;
+  }
+
+  // A given schedule decides p, m and v: the options left at their defaults (and ranks at 0, "the
+  // transport's") take its values, so that a file's schedule runs without restating them.
+  static pipeline_options with_schedule(pipeline_options options) {
+    if (!options.schedule) return options;
+    const pipeline_options defaults;
+    const schedule& s = *options.schedule;
+    if (options.ranks == 0 || options.ranks == defaults.ranks) options.ranks = s.num_ranks();
+    if (options.microbatches == defaults.microbatches) options.microbatches = s.microbatches;
+    if (options.virtual_stages == defaults.virtual_stages) options.virtual_stages = stages_per_rank(s);
+    return options;
+  }
+
+  // What with_schedule() could not reconcile: a given schedule that is no training schedule, has
+  // ranks of different stage counts, or whose p, m or v differs from a value the options set.
+  static void check_schedule_agrees(const pipeline_options& options) {
+    const schedule& s = *options.schedule;
+    const std::string which = detail::concat("pipeline_options::schedule \"", s.name, "\"");
+    if (s.mode != schedule_mode::training) {
+      detail::fail(errc::invalid_argument, which, " is an inference (forward-only) schedule; give a training "
+                   "schedule, with backwards: the pipeline derives its inference schedule from its placement");
+    }
+    if (s.num_ranks() < 1 || s.ranks.size() != static_cast<std::size_t>(s.num_ranks())) {
+      detail::fail(errc::invalid_argument, which, " has ", s.ranks.size(), " action lists for ", s.num_ranks(),
+                   " ranks; give one list per rank, at least one rank (ppipe::load_csv() or make_schedule() do)");
+    }
+    const int v = stages_per_rank(s);
+    if (v == 0) {
+      detail::fail(errc::invalid_argument, which, " puts ", s.num_stages(), " stages on ", s.num_ranks(),
+                   " ranks, not the same number on each; the pipeline runs v stages on every rank: give each rank "
+                   "as many stages");
+    }
+    const auto agree = [&](const char* option, int given, const char* what, int has) {
+      if (given != has) {
+        detail::fail(errc::invalid_argument, "pipeline_options::", option, " is ", given, " but ", which, " has ",
+                     what, "=", has, "; set ", option, " to ", has,
+                     ", or leave it at its default to take the schedule's, or give a schedule of ", what, "=", given);
+      }
+    };
+    agree("ranks", options.ranks, "p", s.num_ranks());
+    agree("microbatches", options.microbatches, "m", s.microbatches);
+    agree("virtual_stages", options.virtual_stages, "v", v);
   }
 
   // With data-parallel replicas (a transport that can average over them), each stage's gradients
