@@ -105,9 +105,31 @@ TEST_CASE("processes that build different pipelines are refused when they build 
             {"rank " + std::to_string(p - 1) + " could not go on: [ppipe.invalid_argument] the model has 9 layers but "
                                              "the pipeline has " + std::to_string(50 * p) + " stages"});
   }
-  // Alike, they build and train.
+  SECTION("schedules given as values, of one name but with other actions") {
+    // As two processes that loaded different files: both schedules are named "csv".
+    sequential model = mlp(4, 8);
+    ppipe::pipeline_options o = options(2 * p);
+    o.schedule = ppipe::make_schedule(odd ? "gpipe" : "1f1b", {p, 2 * p, 1});
+    o.schedule->name = "csv";
+    refused([&] { pipe_type pipe(model, o, ppipe::layers::mse_loss{}, {}, ppipe::mpi::transport(MPI_COMM_WORLD)); },
+            {"the processes disagree on the schedule's actions (fingerprint): rank 0 has "});
+  }
+  SECTION("a schedule given as a value with another rank count than the processes") {
+    sequential model = mlp(4, 8);
+    ppipe::pipeline_options o = options(2 * p);
+    o.schedule = ppipe::make_schedule("1f1b", {odd ? p - 1 : p, 2 * p, 1});
+    refused([&] { pipe_type pipe(model, o, ppipe::layers::mse_loss{}, {}, ppipe::mpi::transport(MPI_COMM_WORLD)); },
+            {"rank " + std::to_string(p - 1) + " could not go on: [ppipe.invalid_argument] pipeline_options::schedule "
+             "\"1f1b\" has p=" + std::to_string(p - 1) + " ranks but the transport has " + std::to_string(p)});
+  }
+  // Alike, they build and train, a schedule given as a value too.
   sequential model = mlp(4, 8);
   pipe_type pipe = make_pipe(model, 2 * p);
+  ppipe::pipeline_options given = options(2 * p);
+  given.schedule = ppipe::make_schedule("zb_h1", {p, 2 * p, 1});
+  sequential zb_model = mlp(4, 8);
+  pipe_type zb(zb_model, given, ppipe::layers::mse_loss{}, {}, ppipe::mpi::transport(MPI_COMM_WORLD));
+  CHECK(std::isfinite(zb.train_step(filled(4 * p, 6), filled(4 * p, 3))));
   CHECK(std::isfinite(pipe.train_step(filled(4 * p, 6), filled(4 * p, 3))));
 }
 

@@ -173,3 +173,16 @@ TEST_CASE("a split-backward schedule with a model without backward_input/backwar
                           "weight-gradient (W)"));
   CHECK(contains(message, "give the model both"));
 }
+
+TEST_CASE("a schedule's fingerprint follows its actions and placement, not its name") {
+  const ppipe::schedule a = ppipe::make_schedule("1f1b", {2, 4, 1});
+  ppipe::schedule renamed = a;
+  renamed.name = "csv";
+  CHECK(ppipe::detail::fingerprint(a) == ppipe::detail::fingerprint(renamed));
+  CHECK(ppipe::detail::fingerprint(a) != ppipe::detail::fingerprint(ppipe::make_schedule("gpipe", {2, 4, 1})));
+  CHECK(ppipe::detail::fingerprint(a) != ppipe::detail::fingerprint(ppipe::make_schedule("1f1b", {2, 5, 1})));
+  ppipe::schedule moved = a;  // one action moved from the end of rank 0's list to the start of rank 1's
+  moved.ranks[1].insert(moved.ranks[1].begin(), moved.ranks[0].back());
+  moved.ranks[0].pop_back();
+  CHECK(ppipe::detail::fingerprint(a) != ppipe::detail::fingerprint(moved));
+}

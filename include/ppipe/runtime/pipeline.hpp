@@ -3,6 +3,7 @@
 /// @brief Pipeline<Model>: the type users instantiate to train and serve a model split into stages.
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -635,6 +636,11 @@ class pipeline {
     }
     add("layers per stage", sizes);
     add("bytes per tensor value", sizeof(typename tensor_type::value_type));
+    // The schedule by its content too, after the numbers that name a difference more plainly: two
+    // processes that loaded different files of one name are told apart.
+    char hex[2 * sizeof(std::uint64_t)];
+    const std::to_chars_result end = std::to_chars(hex, hex + sizeof hex, detail::fingerprint(train_), 16);
+    add("the schedule's actions (fingerprint)", std::string(hex, end.ptr));
     if constexpr (model_has_parameters<Model>) {
       // Replicas all-reduce each stage's gradients: their counts must match, value for value.
       for (const stage_type& st : stages_) {

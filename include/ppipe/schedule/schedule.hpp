@@ -3,6 +3,7 @@
 /// @brief A pipeline schedule as plain data: for every rank, the ordered list of actions it runs.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,28 @@ inline void check_params(const schedule_params& params, const char* who) {
          " stage-microbatch pairs, more than ppipe supports (", max_slots,
          "); use fewer microbatches per step");
   }
+}
+
+/// FNV-1a over what a schedule runs: its placement, m, mode and every rank's actions in order
+/// (not its name). Two processes holding schedules with equal fingerprints run the same actions.
+inline std::uint64_t fingerprint(const schedule& s) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  const auto mix = [&h](std::uint64_t v) {
+    for (int byte = 0; byte < 8; ++byte, v >>= 8) h = (h ^ (v & 0xffU)) * 0x100000001b3ULL;
+  };
+  mix(static_cast<std::uint64_t>(s.num_ranks()));
+  for (const int r : s.place.rank_table()) mix(static_cast<std::uint64_t>(r));
+  mix(static_cast<std::uint64_t>(s.microbatches));
+  mix(static_cast<std::uint64_t>(s.mode));
+  for (const auto& list : s.ranks) {
+    mix(list.size());  // where one rank's list ends, so that actions cannot move between ranks unseen
+    for (const action& a : list) {
+      mix(static_cast<std::uint64_t>(static_cast<std::uint32_t>(a.stage)));
+      mix(static_cast<std::uint64_t>(static_cast<std::uint32_t>(a.microbatch)));
+      mix(static_cast<std::uint64_t>(a.kind));
+    }
+  }
+  return h;
 }
 
 /// Rejects v != 1 for schedules that place one stage per rank.
