@@ -139,8 +139,8 @@ class pipeline {
       if (transport_.num_ranks() != options_.ranks) {
         detail::fail(errc::invalid_argument, "pipeline_options::schedule \"", options_.schedule->name, "\" has p=",
                      options_.ranks, " ranks but the transport has ", transport_.num_ranks(),
-                     " (processes); give a schedule of ", transport_.num_ranks(), " ranks, or run ", options_.ranks,
-                     " processes");
+                     " ranks (processes per pipeline); give a schedule of ", transport_.num_ranks(),
+                     " ranks, or run it on ", options_.ranks, " processes per pipeline");
       }
       train_ = *options_.schedule;
     } else {
