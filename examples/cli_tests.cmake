@@ -72,6 +72,27 @@ ppipe_expect_failure(example.train.more_stages_than_layers STATUS 2
 ppipe_expect_failure(example.train.trace_folder_missing STATUS 2
   EXPECT "ppipe-train: \\[ppipe.invalid_argument\\] --trace \"/nonexistent/dir/x.json\" cannot be written: the folder \"/nonexistent/dir\" does not exist"
   COMMAND ${_train} --steps 1 --trace /nonexistent/dir/x.json)
+# A schedule file: a typo, a schedule that does not run, forward only, missing, or given with what it decides.
+file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/train-backward-first.csv" "0B0,0F0\n,1F0,1B0\n")
+file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/train-forward-only.csv" "0F0,0F1\n,1F0,1F1\n")
+ppipe_expect_failure(example.train.schedule_file_typo STATUS 2
+  EXPECT "ppipe-train: \\[ppipe.parse_error\\] [^\n]*plan-bad.csv: line 2, cell 3: cannot read action \"1X0\""
+  COMMAND ${_train} --schedule-file ${_plan_bad_csv})
+ppipe_expect_failure(example.train.schedule_file_invalid STATUS 2
+  EXPECT "ppipe-train: \\[ppipe.invalid_schedule\\] [^\n]*train-backward-first.csv: [^\n]*0B0 \\(backward of stage 0, microbatch 0\\) runs before 0F0"
+  COMMAND ${_train} --schedule-file "${CMAKE_CURRENT_BINARY_DIR}/train-backward-first.csv")
+ppipe_expect_failure(example.train.schedule_file_forward_only STATUS 2
+  EXPECT "ppipe-train: \\[ppipe.invalid_argument\\] pipeline_options::schedule \"train-forward-only.csv\" is an inference \\(forward-only\\) schedule. give a training schedule"
+  COMMAND ${_train} --schedule-file "${CMAKE_CURRENT_BINARY_DIR}/train-forward-only.csv")
+ppipe_expect_failure(example.train.schedule_file_missing STATUS 2
+  EXPECT "ppipe-train: \\[ppipe.invalid_argument\\] cannot open schedule file \"/nonexistent/dir/x.csv\""
+  COMMAND ${_train} --schedule-file /nonexistent/dir/x.csv)
+ppipe_expect_failure(example.train.schedule_file_with_numbers STATUS 2
+  EXPECT "ppipe-train: --schedule-file trains the file's schedule \\(its ranks, stages per rank and microbatches\\)[^\n]*leave out --ranks, --microbatches"
+  COMMAND ${_train} --schedule-file ${_plan_csv} -m 4 -p 2)
+ppipe_expect_failure(example.train.schedule_and_schedule_file STATUS 2
+  EXPECT "ppipe-train: --schedule excludes --schedule-file"
+  COMMAND ${_train} --schedule-file ${_plan_csv} --schedule 1f1b)
 ppipe_expect_failure(example.train.unknown_option STATUS 2
   EXPECT "ppipe-train: The following arguments? (was|were) not expected: [^\n]*--bacth"
   COMMAND ${_train} --bacth 64)
@@ -135,6 +156,20 @@ if(PPIPE_ENABLE_MPI)
     PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
     COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
             -m 4294967312)
+  # A schedule file that no process can read, and one of other ranks than the processes: every
+  # process says so.
+  ppipe_expect_failure(example.mpi_train.schedule_file_typo STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: process <each>: \\[ppipe.parse_error\\] [^\n]*plan-bad.csv: line 2, cell 3"
+    EACH 0 1
+    PROCESSORS 2 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            --schedule-file ${_plan_bad_csv})
+  ppipe_expect_failure(example.mpi_train.schedule_file_other_ranks STATUS nonzero TIMEOUT 60 LABELS mpi example
+    EXPECT "ppipe-mpi-train: process <each>: [^\n]*pipeline_options::schedule \"zb_h1_p4_m8.csv\" has p=4 ranks but the transport has 2 ranks"
+    EACH 0 1
+    PROCESSORS 2 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}
+    COMMAND ${_mpi_train} 2 ${MPIEXEC_PREFLAGS} $<TARGET_FILE:ppipe_mpi_train> ${MPIEXEC_POSTFLAGS}
+            --schedule-file ${CMAKE_CURRENT_SOURCE_DIR}/plans/zb_h1_p4_m8.csv --steps 1 --no-trace)
   ppipe_expect_failure(example.mpi_train.check_with_replicas STATUS nonzero TIMEOUT 60 LABELS mpi example
     EXPECT "ppipe-mpi-train: --check compares one pipeline with the host backend. drop --replicas 2"
     PROCESSORS 4 ENVIRONMENT ${PPIPE_MPI_TEST_ENVIRONMENT}

@@ -1,15 +1,17 @@
 // ppipe-mpi-train: trains the demo's MLP through a pipeline whose ranks are MPI processes, one
 // stage (or v stages) per process, and writes each rank's trace of the last step.
 //
-//   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved_1f1b] [--microbatches 16]
-//          [--virtual 2] [--replicas 2] [--steps 20] [--batch 512] [--width 256] [--hidden 4]
-//          [--lr 0.1] [--trace ppipe-trace | --no-trace] [--timeout-ms 60000] [--check]
+//   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//          [--schedule-file mine.csv] [--microbatches 16] [--virtual 2] [--replicas 2] [--steps 20]
+//          [--batch 512] [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace | --no-trace]
+//          [--timeout-ms 60000] [--check] [--exact-loss]
 //          (--help says more)
 //
 // Every process runs this same program (SPMD): it builds the same model and data, and
 // ppipe::mpi::pipeline keeps only its own stages. With --replicas R the job runs R copies of the
 // pipeline on np/R processes each, every copy on its share of the batch, and averages the
-// gradients across copies after each step. --check also trains the model on this process with the
+// gradients across copies after each step. Every schedule, built-in or from a file, is handed to
+// one pipeline type as a value (pipeline_options::schedule). --check also trains the model on this process with the
 // host backend (threads) and says whether both give the same bits.
 //
 // A failure on one process must not leave the others waiting for it: what each process checks or
@@ -23,6 +25,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
@@ -32,13 +35,14 @@
 #include "support/cli.hpp"
 #include "support/mlp_checks.hpp"
 #include "support/regression.hpp"
+#include "support/schedule_choice.hpp"
 
 namespace {
 
 constexpr int inputs = 16;  // features per row
 
 struct settings {
-  std::string schedule = "1f1b";
+  examples::schedule_choice schedule;
   int microbatches = 16;
   int virtual_stages = 1;
   int replicas = 1;
@@ -50,13 +54,17 @@ struct settings {
   std::string trace = "ppipe-trace";
   long timeout_ms = 60000;
   bool check = false;
+  bool exact_loss = false;  // print the last loss with every digit, to compare runs bit for bit
+  std::vector<const CLI::Option*> numbers;  // -m and -v, which --schedule-file replaces
 };
 
 void add_options(CLI::App& app, settings& s) {
   namespace cli = examples::cli;
-  cli::add_schedule(app, s.schedule, {"gpipe", "1f1b", "interleaved_1f1b"});
-  cli::add_microbatches(app, s.microbatches);
-  cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b)");
+  CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
+  CLI::Option* virtual_stages =
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+  examples::add_schedule_choice(app, s.schedule, virtual_stages);
+  s.numbers = {microbatches, virtual_stages};
   cli::add_number(app, "--replicas", s.replicas, cli::range<int>{1, cli::most},
                   "data-parallel copies of the pipeline, each on processes/replicas processes");
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
@@ -74,6 +82,31 @@ void add_options(CLI::App& app, settings& s) {
   cli::add_timeout(app, s.timeout_ms);
   app.add_flag("--check", s.check,
                "also train on this process with the host backend and compare the bits");
+  app.add_flag("--exact-loss", s.exact_loss,
+               "also print the last step's loss with 17 significant digits, to compare runs bit for bit");
+}
+
+// What the command line says of the schedule, alike on every process: a file replaces -m and -v
+// (and must have processes/replicas ranks, which the pipeline checks); zb_v takes v=2.
+void check_schedule_options(settings& s) {
+  if (s.schedule.file.empty()) {
+    s.virtual_stages = examples::virtual_stages_for(s.schedule, s.virtual_stages);
+    return;
+  }
+  std::vector<std::string> given;
+  for (const CLI::Option* o : s.numbers) {
+    if (o->count() > 0) given.push_back(o->get_name());
+  }
+  examples::refuse_numbers_with_file(s.schedule, given);
+}
+
+// Each process reads the schedule file itself; its numbers then replace -m and -v.
+std::optional<ppipe::schedule> read_schedule_file(settings& s) {
+  if (s.schedule.file.empty()) return std::nullopt;
+  ppipe::schedule plan = examples::load_schedule_file(s.schedule);
+  s.microbatches = plan.microbatches;
+  s.virtual_stages = examples::stages_per_rank(plan);
+  return plan;
 }
 
 // The run's sizes as the MLP checks take them: every process makes the whole batch and model.
@@ -156,8 +189,8 @@ ppipe::layers::sequential make_model(const settings& s) {
   return ppipe::layers::sequential::mlp(widths, 2026);
 }
 
-template <class Schedule>
-int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app) {
+int train(const settings& s, std::optional<ppipe::schedule> file, const ppipe::mpi::session& mpi,
+          const CLI::App& app) {
   const bool talk = mpi.rank() == 0;
   ppipe::mpi::transport net = ppipe::mpi::replicated(MPI_COMM_WORLD, s.replicas);
   const int replica = net.replica();
@@ -175,13 +208,16 @@ int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app
   o.microbatches = s.microbatches;
   o.virtual_stages = s.virtual_stages;
   o.timeout = std::chrono::milliseconds(s.timeout_ms);
-  ppipe::mpi::pipeline<ppipe::layers::sequential, Schedule> pipe(
+  // A built-in schedule for the pipeline's ranks: one per process of a replica.
+  o.schedule = file ? std::move(*file)
+                    : ppipe::make_schedule(s.schedule.name, {net.num_ranks(), s.microbatches, s.virtual_stages});
+  ppipe::mpi::pipeline<ppipe::layers::sequential> pipe(
       model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); }, std::move(net));
   const int p = pipe.options().ranks;
 
   if (talk) {
     std::cout << "ppipe-mpi-train: an MLP of " << model.num_layers() << " layers on " << mpi.size() << " processes: "
-              << s.replicas << " replica(s) of a " << p << "-rank pipeline, schedule " << Schedule::name
+              << s.replicas << " replica(s) of a " << p << "-rank pipeline, schedule " << pipe.training_schedule().name
               << ", m=" << s.microbatches << ", " << rows << " rows per replica\nlayers per stage:";
     for (const int n : pipe.split().sizes()) std::cout << " " << n;
     std::cout << "\n\n";
@@ -224,6 +260,7 @@ int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app
     }
     MPI_Barrier(MPI_COMM_WORLD);
   }
+  if (talk && s.exact_loss) std::printf("last loss: %.17g\n", losses.back());
   if (talk) {
     std::printf("\nthroughput: %.0f samples/s (mean step %.2f ms over steps 2..%d)\n",
                 s.steps > 1 ? static_cast<double>(s.batch) / (total_ms / (s.steps - 1)) * 1e3 : 0.0,
@@ -234,7 +271,7 @@ int train(const settings& s, const ppipe::mpi::session& mpi, const CLI::App& app
     // The same training on this process, p rank threads: the same bits, or the check fails.
     ppipe::layers::sequential here = make_model(s);
     o.ranks = p;
-    ppipe::pipeline<ppipe::layers::sequential, Schedule> host(
+    ppipe::pipeline<ppipe::layers::sequential> host(
         here, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(here, st); });
     int same = 1;
     for (int step = 0; step < s.steps; ++step) same &= host.train_step(x, y) == losses[static_cast<std::size_t>(step)];
@@ -272,11 +309,21 @@ int main(int argc, char** argv) {
   try {
     add_options(app, s);
     app.parse(argc, argv);
-    check_options(s, mpi->size());
+    check_schedule_options(s);
   } catch (...) {
     const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
     if (mpi->rank() == 0 && o.help) std::cout << o.message;
     if (mpi->rank() == 0 && !o.help) std::cerr << "ppipe-mpi-train: " << o.message << "\n";
+    return o.status;
+  }
+  // A file that one process cannot read is named by that process, and every process stops.
+  std::optional<ppipe::schedule> file;
+  if (const int status = on_every_process(*mpi, app, [&] { file = read_schedule_file(s); })) return status;
+  try {
+    check_options(s, mpi->size());
+  } catch (...) {
+    const examples::cli::outcome o = examples::cli::outcome_of(std::current_exception(), app);
+    if (mpi->rank() == 0) std::cerr << "ppipe-mpi-train: " << o.message << "\n";
     return o.status;
   }
   if (const int status =
@@ -284,9 +331,7 @@ int main(int argc, char** argv) {
     return status;
   }
   try {
-    if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s, *mpi, app);
-    if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s, *mpi, app);
-    return train<ppipe::schedules::interleaved_1f1b>(s, *mpi, app);
+    return train(s, std::move(file), *mpi, app);
   } catch (const ppipe::error& e) {
     // The pipeline reports a failure on every process: one line each, then an agreed end.
     std::fprintf(stderr, "ppipe-mpi-train: process %d: %s\n", mpi->rank(),

@@ -3,17 +3,23 @@
 // bubble next to the one the simulator predicts from the measured kernel times; writes the last
 // step's trace as Chrome trace JSON (open it at ui.perfetto.dev).
 //
-//   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b] [--virtual 2] [--steps 30]
-//               [--batch 512] [--inputs 16] [--width 256] [--hidden 4] [--lr 0.1]
-//               [--trace ppipe-trace.json] [--timeout-ms 60000] [--compare] [--no-timeline]
+//   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//               [--schedule-file mine.csv] [--virtual 2] [--steps 30] [--batch 512] [--inputs 16]
+//               [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace.json]
+//               [--timeout-ms 60000] [--compare] [--no-timeline] [--exact-loss]
 //               (--help says more)
+//
+// Every schedule, built-in or from a file, runs through the same pipeline type: the tool hands
+// the pipeline the schedule as a value (pipeline_options::schedule).
 
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ppipe/layers/layers.hpp>
@@ -24,6 +30,7 @@
 #include "support/cli.hpp"
 #include "support/mlp_checks.hpp"
 #include "support/regression.hpp"
+#include "support/schedule_choice.hpp"
 
 namespace {
 
@@ -31,7 +38,7 @@ struct settings {
   int ranks = 4;
   int microbatches = 16;
   int virtual_stages = 1;
-  std::string schedule = "1f1b";
+  examples::schedule_choice schedule;
   int steps = 30;
   std::int64_t batch = 512;
   int inputs = 16;  // features per sample
@@ -42,14 +49,19 @@ struct settings {
   long timeout_ms = 60000;
   bool compare = false;   // also train the same model on one stage and compare throughput
   bool timeline = true;
+  bool exact_loss = false;  // print the last loss with every digit, to compare runs bit for bit
+  // What -p, -m and -v mean when --schedule-file replaces them, for the refusal.
+  std::vector<const CLI::Option*> numbers;
 };
 
 void add_options(CLI::App& app, settings& s) {
   namespace cli = examples::cli;
-  cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
-  cli::add_microbatches(app, s.microbatches);
-  cli::add_schedule(app, s.schedule, {"gpipe", "1f1b", "interleaved_1f1b", "interleaved"});
-  cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b)");
+  CLI::Option* ranks = cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
+  CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
+  CLI::Option* virtual_stages =
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+  examples::add_schedule_choice(app, s.schedule, virtual_stages);
+  s.numbers = {ranks, microbatches, virtual_stages};
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");
   cli::add_number(app, "--batch", s.batch, cli::range<std::int64_t>{1}, "rows per step");
   cli::add_number(app, "--inputs", s.inputs, cli::range<int>{1, cli::most}, "features per row");
@@ -64,6 +76,27 @@ void add_options(CLI::App& app, settings& s) {
   app.add_flag("--compare", s.compare, "also train on one stage and compare the throughput");
   app.add_flag_callback(
       "--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
+  app.add_flag("--exact-loss", s.exact_loss,
+               "also print the last step's loss with 17 significant digits, to compare runs bit for bit");
+}
+
+// The schedule file's schedule, whose numbers then replace -p, -m and -v; none for a built-in
+// schedule, which is generated once check() has passed.
+std::optional<ppipe::schedule> read_schedule_file(settings& s) {
+  if (s.schedule.file.empty()) {
+    s.virtual_stages = examples::virtual_stages_for(s.schedule, s.virtual_stages);
+    return std::nullopt;
+  }
+  std::vector<std::string> given;
+  for (const CLI::Option* o : s.numbers) {
+    if (o->count() > 0) given.push_back(o->get_name());
+  }
+  examples::refuse_numbers_with_file(s.schedule, given);
+  ppipe::schedule plan = examples::load_schedule_file(s.schedule);
+  s.ranks = plan.num_ranks();
+  s.microbatches = plan.microbatches;
+  s.virtual_stages = examples::stages_per_rank(plan);
+  return plan;
 }
 
 // What the command line asks for, checked before anything is built.
@@ -94,8 +127,7 @@ ppipe::layers::sequential make_model(const settings& s) {
   return ppipe::layers::sequential::mlp(widths, 2026);
 }
 
-template <class Schedule>
-int train(const settings& s) {
+int train(const settings& s, ppipe::schedule plan) {
   const examples::regression data = examples::make_regression(s.batch, s.inputs, 7);
   ppipe::layers::sequential model = make_model(s);
   const ppipe::layers::sgd sgd(s.lr);
@@ -104,20 +136,23 @@ int train(const settings& s) {
   o.microbatches = s.microbatches;
   o.virtual_stages = s.virtual_stages;
   o.timeout = std::chrono::milliseconds(s.timeout_ms);
-  ppipe::pipeline<ppipe::layers::sequential, Schedule> pipe(
+  o.schedule = std::move(plan);
+  ppipe::pipeline<ppipe::layers::sequential> pipe(
       model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); });
 
   std::cout << "ppipe-train: an MLP of " << model.num_layers() << " layers (" << s.hidden + 1 << " linear, " << s.inputs << " inputs, width "
-            << s.width << ") on " << s.ranks << " rank threads, schedule " << Schedule::name << ", m=" << s.microbatches
+            << s.width << ") on " << s.ranks << " rank threads, schedule " << pipe.training_schedule().name << ", m=" << s.microbatches
             << ", batch " << s.batch << " rows\nlayers per stage:";
   for (const int n : pipe.split().sizes()) std::cout << " " << n;
   std::cout << "\n\n";
   std::printf("%6s %12s %10s %14s\n", "step", "loss", "ms", "samples/s");
   double total_ms = 0.0;
+  double last_loss = 0.0;
   int timed = 0;
   for (int step = 1; step <= s.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const double loss = pipe.train_step(data.inputs, data.targets);
+    last_loss = loss;
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (step > 1) {  // the first step allocates every buffer; leave it out of the throughput
       total_ms += ms;
@@ -127,6 +162,7 @@ int train(const settings& s) {
       std::printf("%6d %12.6f %10.2f %14.0f\n", step, loss, ms, static_cast<double>(s.batch) / ms * 1e3);
     }
   }
+  if (s.exact_loss) std::printf("last loss: %.17g\n", last_loss);
   const double mean_ms = timed ? total_ms / timed : 0.0;
   const ppipe::run_trace& trace = pipe.last_trace();
   const ppipe::simulation predicted = ppipe::predict_from_trace(pipe.training_schedule(), trace);
@@ -152,6 +188,7 @@ int train(const settings& s) {
     ppipe::pipeline_options one = o;
     one.ranks = 1;
     one.virtual_stages = 1;
+    one.schedule.reset();  // the default 1F1B of one stage
     ppipe::pipeline<ppipe::layers::sequential> alone(
         single, one, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(single, st); });
     alone.train_step(data.inputs, data.targets);
@@ -175,9 +212,9 @@ int main(int argc, char** argv) {
   return examples::cli::run(app, [&] {
     add_options(app, s);
     app.parse(argc, argv);
+    std::optional<ppipe::schedule> file = read_schedule_file(s);
     check(s);
-    if (s.schedule == "gpipe") return train<ppipe::schedules::gpipe>(s);
-    if (s.schedule == "1f1b") return train<ppipe::schedules::one_f_one_b>(s);
-    return train<ppipe::schedules::interleaved_1f1b>(s);  // interleaved_1f1b or interleaved
+    return train(s, file ? std::move(*file)
+                         : ppipe::make_schedule(s.schedule.name, {s.ranks, s.microbatches, s.virtual_stages}));
   });
 }

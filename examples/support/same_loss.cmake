@@ -1,0 +1,27 @@
+# Runs two trainings that must compute the same bits and compares the "last loss: X" line that each
+# prints (with --exact-loss, 17 significant digits): a schedule file against the built-in schedule
+# it was written from, or one backend against another.
+#   cmake "-DFIRST=program|arg|..." "-DSECOND=program|arg|..." [-DTIMEOUT=100] -P same_loss.cmake
+if(NOT DEFINED TIMEOUT)
+  set(TIMEOUT 100)
+endif()
+set(losses "")
+foreach(which IN ITEMS FIRST SECOND)
+  string(REPLACE "|" ";" command "${${which}}")
+  execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT ${TIMEOUT})
+  string(SUBSTRING "${out}${err}" 0 4000 shown)
+  message("${which}: exit status ${rc}\n${shown}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${which} failed: ${rc}")
+  endif()
+  if(NOT out MATCHES "last loss: ([-+0-9.eE]+)")
+    message(FATAL_ERROR "${which} printed no \"last loss:\" line; run it with --exact-loss")
+  endif()
+  list(APPEND losses "${CMAKE_MATCH_1}")
+endforeach()
+list(GET losses 0 first)
+list(GET losses 1 second)
+if(NOT first STREQUAL second)
+  message(FATAL_ERROR "the last losses differ: ${first} and ${second}")
+endif()
+message("the same last loss: ${first}")
