@@ -117,6 +117,17 @@ int main() {
       std::cout << e.what() << "\n";  // [ppipe.invalid_argument] the inputs have 2 rows but ...
     }
     // [errors]
+
+    // [schedule value]
+    // A schedule as a value: written in PyTorch's CSV form, read back, and run by a pipeline whose
+    // type names no schedule. p, m and v come from the schedule.
+    ppipe::save_csv("runtime_basics.csv", ppipe::make_schedule("gpipe", {2, 4, 1}));
+    ppipe::pipeline_options from_file;
+    from_file.schedule = ppipe::load_csv("runtime_basics.csv");
+    ppipe::pipeline<scale_shift_model> by_value(model, from_file, mse);
+    std::printf("from the file: p=%d, m=%d, loss %.5f\n", by_value.options().ranks, by_value.options().microbatches,
+                by_value.train_step(x, y));
+    // [schedule value]
   } catch (const std::exception& e) {
     std::cerr << "runtime_basics: " << e.what() << "\n";
     return 1;
