@@ -4,7 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <mutex>
+#include <vector>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -135,4 +138,22 @@ TEST_CASE("cpu streams: the layer kit's split backward (ZB-H1, ZB-V) gives the h
   check(ppipe::schedules::zb_h1{}, 2, 4, 1);
   check(ppipe::schedules::zb_v{}, 2, 4, 2);
   check(ppipe::schedules::one_f_one_b{}, 3, 6, 1);
+}
+
+TEST_CASE("cpu streams: the optimizer hook runs on its stage's compute stream, told its device context") {
+  toy::model model(4);
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, ppipe::cpu_stream_backend> pipe(
+      model, options(2, 2), toy::loss, [&](const ppipe::basic_stage_info<ppipe::cpu_stream_device>& info) {
+        REQUIRE(info.device != nullptr);
+        const std::lock_guard lock(mutex);
+        // The stream's status names the item running now: this hook, on the stage's compute stream.
+        seen.push_back(info.device->device->status(info.device->stream));
+      });
+  pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f));
+  REQUIRE(seen.size() == 2);
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen[0].find("stream 'rank 0 compute' runs 'the optimizer hook'") != std::string::npos);
+  CHECK(seen[1].find("stream 'rank 1 compute' runs 'the optimizer hook'") != std::string::npos);
 }

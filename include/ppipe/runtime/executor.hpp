@@ -46,7 +46,7 @@ struct executor_options {
 };
 
 /// @brief One run's inputs and results: per microbatch, what goes in and what comes out.
-template <class Tensor>
+template <class Tensor, class Device = inline_device>
 struct step_data {
   using payload_type = basic_payload<Tensor>;
   std::vector<payload_type> inputs;              ///< per microbatch: the first stage's input (taken)
@@ -54,7 +54,7 @@ struct step_data {
   std::vector<double> scales;                    ///< per microbatch: its share of the batch
   std::vector<std::vector<std::vector<shape>>> expected;  ///< [stage][mb]: the input shapes it must get
   const loss_function<Tensor>* loss = nullptr;   ///< training: the loss on the last stage
-  const optimizer_hook* optimizer = nullptr;     ///< training: run per stage after the step
+  const basic_optimizer_hook<Device>* optimizer = nullptr;  ///< training: run per stage after the step
   std::vector<double> losses;                    ///< out, per microbatch
   std::vector<payload_type> outputs;             ///< out, inference: per microbatch, the last stage's output
 };
@@ -116,7 +116,7 @@ class executor {
   /// Rank r runs on the executor's r-th worker thread, started by the first run and kept for the
   /// next ones: starting p threads costs more than a small step (tens of microseconds each), and
   /// a device backend binds each thread to its rank's device once.
-  run_trace run(const schedule& s, step_data<tensor_type>& data) {
+  run_trace run(const schedule& s, step_data<tensor_type, device_type>& data) {
     const int p = s.num_ranks();
     const auto m = static_cast<std::size_t>(s.microbatches);
     if (transport_->num_ranks() != p) {
@@ -171,7 +171,7 @@ class executor {
  private:
   struct job {
     const schedule* s = nullptr;
-    step_data<tensor_type>* data = nullptr;
+    step_data<tensor_type, device_type>* data = nullptr;
     run_trace* trace = nullptr;
   };
 
@@ -281,7 +281,7 @@ class executor {
   // now + timeout, saturated: a timeout of milliseconds::max() means "wait for ever".
   [[nodiscard]] deadline_clock::time_point deadline() const { return deadline_after(options_.timeout); }
 
-  void rank_main(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events) {
+  void rank_main(const schedule& s, int r, step_data<tensor_type, device_type>& data, std::vector<trace_event>& events) {
     position at;
     try {
       if constexpr (streams) {
@@ -301,7 +301,7 @@ class executor {
     }
   }
 
-  void run_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events, position& at,
+  void run_actions(const schedule& s, int r, step_data<tensor_type, device_type>& data, std::vector<trace_event>& events, position& at,
                    rank_slots& slots) {
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
@@ -597,7 +597,7 @@ class executor {
     }
   }
 
-  void run_stream_actions(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events,
+  void run_stream_actions(const schedule& s, int r, step_data<tensor_type, device_type>& data, std::vector<trace_event>& events,
                           position& at) {
     lanes& l = lanes_[static_cast<std::size_t>(r)];
     device_type& d = *l.device;
@@ -611,7 +611,7 @@ class executor {
     }
   }
 
-  void enqueue_step(const schedule& s, int r, step_data<tensor_type>& data, std::vector<trace_event>& events,
+  void enqueue_step(const schedule& s, int r, step_data<tensor_type, device_type>& data, std::vector<trace_event>& events,
                     position& at, lanes& l) {
     device_type& d = *l.device;
     int& step = at.step;
@@ -953,11 +953,11 @@ class executor {
   // Whether transfers go in the transport's agreed-shapes form (see ppipe::agrees_shapes): the
   // transport offers it, the stages can lend receive buffers, and the run's shapes are known.
   static constexpr bool agreed_transfers = agrees_shapes<Transport> && lends_receive_buffers;
-  static bool agreed(const step_data<tensor_type>& data) { return agreed_transfers && !data.expected.empty(); }
+  static bool agreed(const step_data<tensor_type, device_type>& data) { return agreed_transfers && !data.expected.empty(); }
 
   // Before a send in the agreed form: what it sends must have the shapes the receiving stage takes
   // (its receive is posted for those), so a mismatch is reported here, by the stage that made it.
-  static void check_send(const payload_type& sent, const step_data<tensor_type>& data, const action& a) {
+  static void check_send(const payload_type& sent, const step_data<tensor_type, device_type>& data, const action& a) {
     const bool fwd = a.kind == action_kind::send_activation;
     const int receiving = fwd ? a.stage + 1 : a.stage;  // a gradient has the shapes of the stage's input
     const auto& want = data.expected[static_cast<std::size_t>(receiving)][static_cast<std::size_t>(a.microbatch)];
@@ -975,7 +975,7 @@ class executor {
   // What a receive is handed to fill: for a transport that fills given buffers, tensors of the
   // shapes the receiving stage expects (an activation: its input's; a gradient: its output's),
   // from that stage's pool; otherwise nothing.
-  payload_type receive_buffers(const step_data<tensor_type>& data, const action& recv) {
+  payload_type receive_buffers(const step_data<tensor_type, device_type>& data, const action& recv) {
     if constexpr ((fills_given_buffers<Transport> || agrees_shapes<Transport>) && lends_receive_buffers) {
       if (data.expected.empty()) return {};
       const int expecting = recv.kind == action_kind::recv_activation ? recv.stage : recv.stage + 1;
@@ -1009,7 +1009,7 @@ class executor {
   // A distributed transport's run: this process runs its one rank on the calling thread; at the
   // end the transport makes every process agree on how the run went, so a failure on any rank is
   // thrown on every rank, and the losses or outputs reach every rank.
-  void run_distributed(const schedule& s, step_data<tensor_type>& data, run_trace& trace)
+  void run_distributed(const schedule& s, step_data<tensor_type, device_type>& data, run_trace& trace)
     requires distributed_transport<Transport>
   {
     const int r = transport_->rank();
@@ -1067,13 +1067,15 @@ class executor {
   }
 
   // Runs the optimizer hook of every stage of rank r (training only); `at` says which one runs.
-  void run_optimizer(const schedule& s, int r, step_data<tensor_type>& data, position& at) {
+  void run_optimizer(const schedule& s, int r, step_data<tensor_type, device_type>& data, position& at) {
     if (!data.optimizer || !*data.optimizer || s.mode != schedule_mode::training) return;
     at.where = phase::optimizer;
     for (const int st : s.place.stages_on(r)) {
       at.stage = st;
       stage_type& stg = stage_at(st);
-      const stage_info info{st, r, stg.first_layer(), stg.end_layer()};
+      basic_stage_info<device_type> info;
+      static_cast<stage_info&>(info) = stage_info{st, r, stg.first_layer(), stg.end_layer()};
+      info.device = &stg.device();
       if constexpr (streams) {
         // On the stage's stream, after the step's work; its failure is the hook's, not the device's.
         std::exception_ptr thrown;

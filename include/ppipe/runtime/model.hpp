@@ -171,6 +171,18 @@ using loss_function = std::function<double(const basic_payload<Tensor>& output, 
 /// gradients are complete: the place for the optimizer update and zeroing the gradients.
 using optimizer_hook = std::function<void(const stage_info&)>;
 
+/// @brief What an optimizer hook is told on a backend whose device model is `Device`: the stage,
+/// and its device context, so that an update can run on the stage's stream with its handle.
+template <class Device>
+struct basic_stage_info : stage_info {
+  device_context<Device>* device = nullptr;  ///< the stage's device context
+};
+
+/// @brief An optimizer hook that may read the stage's device context. A hook taking
+/// `const stage_info&` converts to it.
+template <class Device>
+using basic_optimizer_hook = std::function<void(const basic_stage_info<Device>&)>;
+
 namespace detail {
 
 /// Turns an unsatisfied Model concept into one readable message per missing member.

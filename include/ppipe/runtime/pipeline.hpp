@@ -89,27 +89,30 @@ class pipeline {
                 "payload& out, const payload& grad_out)`, or use a schedule with full backwards (one_f_one_b)");
   using payload_type = basic_payload<tensor_type>;
   using stage_type = typename Backend::template stage_type<Model>;
+  /// @brief The optimizer hook: told the stage and its device context. A hook that takes
+  /// `const ppipe::stage_info&` converts to it.
+  using hook_type = basic_optimizer_hook<device_type>;
 
   /// @brief A pipeline for inference only (no loss).
   pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_function<tensor_type>{}) {}
 
   /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
   /// per stage after every train_step.
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer = {})
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer = {})
       : pipeline(model, std::move(options), std::move(loss), std::move(optimizer), std::in_place) {}
 
   /// @brief A pipeline over a transport built by the caller: the SPMD form over a distributed
   /// transport (ppipe::mpi::transport), where every process runs the same program and builds only
   /// its own rank's stages. `options.ranks` is the transport's rank count, or 0 to take it from
   /// the transport.
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer,
            transport_type transport)
       : pipeline(model, with_ranks(with_schedule(std::move(options)), transport), std::move(loss), std::move(optimizer),
                  std::in_place, std::move(transport)) {}
 
  private:
   template <class... TransportArgs>
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, optimizer_hook optimizer,
+  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer,
            std::in_place_t, TransportArgs&&... transport)
       : model_(&model), options_(with_schedule(std::move(options))), loss_(std::move(loss)),
         optimizer_(std::move(optimizer)),
@@ -228,7 +231,7 @@ class pipeline {
     static_assert(detail::check_model<Model, tensor_type, context_type, true>());
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
-    step_data<tensor_type> data;
+    step_data<tensor_type, device_type> data;
     prepare_call("train_step", rows, data, outputs, [&] {
       if (!loss_) {
         detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
@@ -258,7 +261,7 @@ class pipeline {
   payload_type infer(const payload_type& inputs) {
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
-    step_data<tensor_type> data;
+    step_data<tensor_type, device_type> data;
     prepare_call("infer", rows, data, outputs, [&] {
       rows = microbatch_rows(inputs, "inputs", infer_.microbatches, "inference_microbatches");
       data = split(inputs, rows, infer_, outputs);
@@ -512,7 +515,7 @@ class pipeline {
                      "model has no for_each_parameter(first, end, f) through which ppipe could average the gradients; "
                      "add it (see ppipe::model_has_parameters) or run one replica");
       } else {
-        optimizer_ = [this, user = std::move(optimizer_)](const stage_info& info) {
+        optimizer_ = [this, user = std::move(optimizer_)](const basic_stage_info<device_type>& info) {
           // f32 gradients are averaged as they are; bf16 and f16 ones through float (widened,
           // averaged, rounded back to nearest even), so that one all-reduce of floats serves all.
           std::vector<float> packed;
@@ -576,9 +579,9 @@ class pipeline {
   // Splits the inputs and works out, from output_shapes(), the shapes every stage must receive
   // for every microbatch, so that a mismatch is reported before anything runs; `outputs` gets the
   // last stage's output shapes per microbatch.
-  step_data<tensor_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s,
+  step_data<tensor_type, device_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s,
                                std::vector<std::vector<shape>>& outputs) {
-    step_data<tensor_type> data;
+    step_data<tensor_type, device_type> data;
     data.inputs = split_payload(inputs, rows);
     const auto stages = static_cast<std::size_t>(s.num_stages());
     data.expected.assign(stages, std::vector<std::vector<shape>>(rows.size()));
@@ -656,7 +659,7 @@ class pipeline {
   // transport the processes then agree on the call, its rows and shapes, and on whether every one
   // of them could prepare it, before any payload moves.
   template <class Prepare>
-  void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const step_data<tensor_type>& data,
+  void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const step_data<tensor_type, device_type>& data,
                     const std::vector<std::vector<shape>>& outputs, Prepare&& prepare) {
     if constexpr (distributed_transport<transport_type>) {
       const std::string problem = locally(prepare);
@@ -697,7 +700,7 @@ class pipeline {
   Model* model_;
   pipeline_options options_;
   loss_function<tensor_type> loss_;
-  optimizer_hook optimizer_;
+  hook_type optimizer_;
   transport_type transport_;
   struct rank_device {
     std::unique_ptr<device_type> device;  // null for a rank of another process
