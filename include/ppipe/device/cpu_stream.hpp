@@ -68,14 +68,17 @@ struct event_mark {
 struct completion_signal {
   std::mutex mutex;
   std::condition_variable changed;
+  int waiters = 0;  // guarded by mutex: most events (a trace's) complete with nobody waiting
 
   void complete(event_mark& m) {
+    bool wake = false;
     {
       const std::lock_guard lock(mutex);
       m.at = deadline_clock::now();
       m.done.store(true, std::memory_order_release);
+      wake = waiters > 0;
     }
-    changed.notify_all();
+    if (wake) changed.notify_all();
   }
 
   /// Blocks until `m` is done or `deadline` passes.
@@ -83,11 +86,15 @@ struct completion_signal {
     if (m.done.load(std::memory_order_acquire)) return wait_status::ready;
     std::unique_lock lock(mutex);
     const auto done = [&] { return m.done.load(std::memory_order_acquire); };
+    ++waiters;
+    bool ready = true;
     if (deadline == deadline_clock::time_point::max()) {
       changed.wait(lock, done);
-      return wait_status::ready;
+    } else {
+      ready = changed.wait_until(lock, deadline, done);
     }
-    return changed.wait_until(lock, deadline, done) ? wait_status::ready : wait_status::timed_out;
+    --waiters;
+    return ready ? wait_status::ready : wait_status::timed_out;
   }
 };
 
