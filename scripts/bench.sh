@@ -7,6 +7,7 @@
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
 #   generation_bench: pipelined token generation, tokens/s against groups in flight
 #   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V
+#   cpu_streams:     runtime_bench's cases on the CPU-stream backend (host enqueue cost, waiting steps)
 #   mpi_bench:       the MPI transport against raw MPI send/recv
 #   layers:          the layer kit on OpenBLAS against direct cblas_sgemm calls and the kit's loops
 #   layers_skylakex: the same with OpenBLAS's SkylakeX kernels forced (OPENBLAS_CORETYPE), on a CPU
@@ -21,7 +22,7 @@ mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
 # zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone.
 # mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
-for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble mpi layers layers_skylakex}; do
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble cpu_streams mpi layers layers_skylakex}; do
   binary="${bench}"
   filter=()
   launch=()
@@ -36,6 +37,10 @@ for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble 
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
     filter=(--benchmark_filter='^waiting/(1f1b|zb_h1|zb_v)')
+  fi
+  if [[ "${bench}" == cpu_streams ]]; then
+    binary=runtime
+    filter=(--benchmark_filter='^cpu_streams/')
   fi
   if [[ "${bench}" == mpi ]]; then
     # As in scripts/demo.sh: as root Open MPI wants its consent, and on a machine with few cores
