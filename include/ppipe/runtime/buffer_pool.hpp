@@ -25,6 +25,14 @@ struct memory_stats {
   int live_sequences = 0;        ///< sequences whose state (KV cache) the stage holds now
   std::size_t cache_bytes = 0;   ///< bytes of that state now
   std::size_t peak_cache_bytes = 0;  ///< the most at once
+
+  /// @brief A microbatch's activations are now held (training forward) ...
+  void hold_microbatch() noexcept {
+    ++live_microbatches;
+    peak_microbatches = std::max(peak_microbatches, live_microbatches);
+  }
+  /// @brief ... and now let go (its last backward is done).
+  void drop_microbatch() noexcept { --live_microbatches; }
 };
 
 /// @brief Buffers for one stage, used by its rank's thread only. The primary template is declared
@@ -104,12 +112,9 @@ class buffer_pool<host_tensor> {
   }
 
   /// @brief A microbatch's activations are now held (training forward) ...
-  void hold_microbatch() {
-    ++stats_.live_microbatches;
-    stats_.peak_microbatches = std::max(stats_.peak_microbatches, stats_.live_microbatches);
-  }
+  void hold_microbatch() noexcept { stats_.hold_microbatch(); }
   /// @brief ... and now let go (its last backward is done).
-  void drop_microbatch() { --stats_.live_microbatches; }
+  void drop_microbatch() noexcept { stats_.drop_microbatch(); }
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
   /// @brief Starts a new peak measurement (live counts stay).

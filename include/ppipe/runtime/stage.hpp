@@ -16,6 +16,29 @@
 #include "ppipe/runtime/model.hpp"
 
 namespace ppipe {
+namespace detail {
+
+/// Microbatch `mb`'s record of stage `stage`, refused when the step has no such microbatch.
+template <class Record>
+Record& microbatch_slot(std::vector<Record>& saved, int stage, int mb) {
+  if (mb < 0 || static_cast<std::size_t>(mb) >= saved.size()) {
+    fail(errc::invalid_argument, "stage ", stage, " got microbatch ", mb, ", outside 0..", saved.size() - 1,
+         "; the schedule and the step disagree on m");
+  }
+  return saved[static_cast<std::size_t>(mb)];
+}
+
+/// The same, for an action (`what`) that needs the microbatch's forward to have run.
+template <class Record>
+Record& live_microbatch_slot(std::vector<Record>& saved, int stage, int mb, const char* what) {
+  Record& r = microbatch_slot(saved, stage, mb);
+  if (!r.live) {
+    fail(errc::invalid_schedule, "stage ", stage, " ran ", what, " of microbatch ", mb, " without its forward; check the schedule");
+  }
+  return r;
+}
+
+}  // namespace detail
 
 /// @brief Layers [first, end) of a model, run for one microbatch at a time. In training each
 /// microbatch's layer inputs are kept from its forward until the backward that last needs them
@@ -301,21 +324,8 @@ class stage {
     return context_type{{index_, mb, mode, device_.rank}, &device_};
   }
 
-  record& slot(int mb) {
-    if (mb < 0 || static_cast<std::size_t>(mb) >= saved_.size()) {
-      detail::fail(errc::invalid_argument, "stage ", index_, " got microbatch ", mb, ", outside 0..",
-                   saved_.size() - 1, "; the schedule and the step disagree on m");
-    }
-    return saved_[static_cast<std::size_t>(mb)];
-  }
-  record& live_slot(int mb, const char* what) {
-    record& r = slot(mb);
-    if (!r.live) {
-      detail::fail(errc::invalid_schedule, "stage ", index_, " ran ", what, " of microbatch ", mb,
-                   " without its forward; check the schedule");
-    }
-    return r;
-  }
+  record& slot(int mb) { return detail::microbatch_slot(saved_, index_, mb); }
+  record& live_slot(int mb, const char* what) { return detail::live_microbatch_slot(saved_, index_, mb, what); }
   void release(record& r) {
     for (payload_type& p : r.acts) pool_.release(p);
     for (payload_type& p : r.grads) pool_.release(p);

@@ -100,12 +100,9 @@ class stream_buffers {
   }
 
   /// @brief Hold a microbatch's activations (training forward) ...
-  void hold_microbatch() {
-    ++stats_.live_microbatches;
-    stats_.peak_microbatches = std::max(stats_.peak_microbatches, stats_.live_microbatches);
-  }
+  void hold_microbatch() noexcept { stats_.hold_microbatch(); }
   /// @brief ... and let them go (its last backward has been enqueued).
-  void drop_microbatch() { --stats_.live_microbatches; }
+  void drop_microbatch() noexcept { stats_.drop_microbatch(); }
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
   void reset_peaks() noexcept {

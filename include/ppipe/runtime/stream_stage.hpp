@@ -13,6 +13,7 @@
 #include "ppipe/device/stream_device.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/model.hpp"
+#include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/stream_buffers.hpp"
 
 namespace ppipe {
@@ -238,21 +239,8 @@ class stream_stage {
     return g;
   }
 
-  record& slot(int mb) {
-    if (mb < 0 || static_cast<std::size_t>(mb) >= saved_.size()) {
-      detail::fail(errc::invalid_argument, "stage ", index_, " got microbatch ", mb, ", outside 0..",
-                   saved_.size() - 1, "; the schedule and the step disagree on m");
-    }
-    return saved_[static_cast<std::size_t>(mb)];
-  }
-  record& live_slot(int mb, const char* what) {
-    record& r = slot(mb);
-    if (!r.live) {
-      detail::fail(errc::invalid_schedule, "stage ", index_, " ran ", what, " of microbatch ", mb,
-                   " without its forward; check the schedule");
-    }
-    return r;
-  }
+  record& slot(int mb) { return detail::microbatch_slot(saved_, index_, mb); }
+  record& live_slot(int mb, const char* what) { return detail::live_microbatch_slot(saved_, index_, mb, what); }
   // Releases a microbatch's buffers once the compute stream is past what was enqueued so far.
   void release(record& r) {
     for (box& b : r.acts) buffers_.release(b, device_.stream);
