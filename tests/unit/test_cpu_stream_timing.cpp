@@ -15,7 +15,7 @@
 
 namespace {
 
-ppipe::pipeline_options options(int p, int m) {
+[[maybe_unused]] ppipe::pipeline_options options(int p, int m) {
   ppipe::pipeline_options o;
   o.ranks = p;
   o.microbatches = m;
@@ -42,7 +42,7 @@ struct waiting_model {
   }
 };
 
-double zero_loss(const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) { return 0.0; }
+[[maybe_unused]] double zero_loss(const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) { return 0.0; }
 
 template <class Backend>
 ppipe::run_trace waiting_step(int p, int m) {
