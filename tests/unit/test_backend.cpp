@@ -25,6 +25,7 @@ struct context_model {
     int stage = -1;
     const void* device = nullptr;
     const int* slot = nullptr;
+    int device_rank = -1;  // checked on the test's thread: Catch2's assertions are not thread-safe
     std::thread::id thread;
   };
   int layers = 4;
@@ -42,7 +43,7 @@ struct context_model {
     if (ctx.device != nullptr) {
       s.device = ctx.device->device;
       s.slot = &ctx.device->slot<int>([&] { return ++slots_made; });
-      CHECK(ctx.device->rank == ctx.rank);
+      s.device_rank = ctx.device->rank;
     }
     s.thread = std::this_thread::get_id();
     const std::lock_guard lock(mutex);
@@ -86,6 +87,7 @@ TEST_CASE("layers get their rank, stage and the stage's device context") {
   for (const auto& c : model.calls) {
     REQUIRE(c.device != nullptr);
     CHECK(c.rank == pipe.training_schedule().place.rank_of(c.stage));
+    CHECK(c.device_rank == c.rank);
     // One slot per stage, made once and handed to every call of that stage.
     const auto [slot, fresh] = slot_of_stage.emplace(c.stage, c.slot);
     if (!fresh) CHECK(slot->second == c.slot);

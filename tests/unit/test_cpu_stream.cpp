@@ -146,10 +146,10 @@ TEST_CASE("cpu streams: the optimizer hook runs on its stage's compute stream, t
   std::vector<std::string> seen;
   ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, ppipe::cpu_stream_backend> pipe(
       model, options(2, 2), toy::loss, [&](const ppipe::basic_stage_info<ppipe::cpu_stream_device>& info) {
-        REQUIRE(info.device != nullptr);
+        // (No Catch2 assertion here: this runs on a stream's thread.)
         const std::lock_guard lock(mutex);
         // The stream's status names the item running now: this hook, on the stage's compute stream.
-        seen.push_back(info.device->device->status(info.device->stream));
+        seen.push_back(info.device == nullptr ? "no device context" : info.device->device->status(info.device->stream));
       });
   pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f));
   REQUIRE(seen.size() == 2);
