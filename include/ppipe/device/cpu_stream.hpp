@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -61,14 +62,16 @@ struct event_mark {
   std::size_t stream = 0;           ///< the stream it was recorded on
   std::string stream_name;          ///< for messages
   vector_clock clock;               ///< what the record is ordered after (the race checker's view)
+  int waiters = 0;                  ///< threads blocked on this mark (guarded by the signal's mutex)
 };
 
-/// Where workers announce completed marks and waiters sleep. One for the whole device: events
-/// complete rarely enough that waking every waiter costs nothing worth a mark's own condition.
+/// Where workers announce completed marks and waiters sleep. One for the whole device, but a
+/// completion wakes the sleepers only when some thread waits on that very mark: most marks (a
+/// trace's, a buffer's fence) complete with nobody waiting, and a thread woken for every one of
+/// them takes the core from the work it waits for.
 struct completion_signal {
   std::mutex mutex;
   std::condition_variable changed;
-  int waiters = 0;  // guarded by mutex: most events (a trace's) complete with nobody waiting
 
   void complete(event_mark& m) {
     bool wake = false;
@@ -76,24 +79,24 @@ struct completion_signal {
       const std::lock_guard lock(mutex);
       m.at = deadline_clock::now();
       m.done.store(true, std::memory_order_release);
-      wake = waiters > 0;
+      wake = m.waiters > 0;
     }
     if (wake) changed.notify_all();
   }
 
   /// Blocks until `m` is done or `deadline` passes.
-  wait_status wait(const event_mark& m, deadline_clock::time_point deadline) {
+  wait_status wait(event_mark& m, deadline_clock::time_point deadline) {
     if (m.done.load(std::memory_order_acquire)) return wait_status::ready;
     std::unique_lock lock(mutex);
     const auto done = [&] { return m.done.load(std::memory_order_acquire); };
-    ++waiters;
+    ++m.waiters;
     bool ready = true;
     if (deadline == deadline_clock::time_point::max()) {
       changed.wait(lock, done);
     } else {
       ready = changed.wait_until(lock, deadline, done);
     }
-    --waiters;
+    --m.waiters;
     return ready ? wait_status::ready : wait_status::timed_out;
   }
 };
@@ -210,11 +213,18 @@ class cpu_stream {
   wait_status wait_until_done(std::uint64_t count, deadline_clock::time_point deadline) {
     std::unique_lock lock(mutex_);
     const auto done = [&] { return finished_ >= count; };
+    if (done()) return wait_status::ready;
+    // Registered, so that the worker wakes this thread when its count is reached, not after every
+    // item: a host thread woken per item takes the core from the work it waits for.
+    const auto target = targets_.insert(count);
+    bool ready = true;
     if (deadline == deadline_clock::time_point::max()) {
       ran_.wait(lock, done);
-      return wait_status::ready;
+    } else {
+      ready = ran_.wait_until(lock, deadline, done);
     }
-    return ran_.wait_until(lock, deadline, done) ? wait_status::ready : wait_status::timed_out;
+    targets_.erase(target);
+    return ready ? wait_status::ready : wait_status::timed_out;
   }
 
   /// How many items have been pushed so far.
@@ -265,14 +275,16 @@ class cpu_stream {
         if (pause.count() > 0) std::this_thread::sleep_for(pause);
       }
       execute(item);
+      bool wake = false;
       {
         const std::lock_guard lock(mutex_);
         current_ = nullptr;
         ++finished_;
         // Completed with the count, so that a stream whose last event is complete is idle.
         if (item.what == stream_item::kind::record) signal_.complete(*item.mark);
+        wake = !targets_.empty() && finished_ >= *targets_.begin();
       }
-      ran_.notify_all();
+      if (wake) ran_.notify_all();
     }
   }
 
@@ -306,6 +318,7 @@ class cpu_stream {
   const stream_item* current_ = nullptr;
   std::uint64_t pushed_ = 0;
   std::uint64_t finished_ = 0;
+  std::multiset<std::uint64_t> targets_;  // the counts that threads in wait_until_done() wait for
   bool stopping_ = false;
   std::thread worker_;  // last: it starts running in the constructor, after everything above
 };
