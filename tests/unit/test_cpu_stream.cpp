@@ -157,3 +157,34 @@ TEST_CASE("cpu streams: the optimizer hook runs on its stage's compute stream, t
   CHECK(seen[0].find("stream 'rank 0 compute' runs 'the optimizer hook'") != std::string::npos);
   CHECK(seen[1].find("stream 'rank 1 compute' runs 'the optimizer hook'") != std::string::npos);
 }
+
+namespace {
+
+// Every call waits 25 ms: a step of many such kernels outlasts twice the timeout without any one
+// wait coming near it.
+struct slow_model {
+  int num_layers() const { return 2; }
+  std::vector<ppipe::shape> output_shapes(int, const std::vector<ppipe::shape>& in) const { return in; }
+  void forward(int, const ppipe::layer_context&, const ppipe::payload& in, ppipe::payload& out) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    out[0] = in[0];
+  }
+  void backward(int, const ppipe::layer_context&, const ppipe::payload&, const ppipe::payload&, const ppipe::payload& g,
+                ppipe::payload& grad_in) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    if (!grad_in.empty()) grad_in[0] = g[0];
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cpu streams: a step longer than the timeout runs, as long as its streams make progress") {
+  slow_model model;
+  ppipe::pipeline_options o = options(2, 8);
+  o.timeout = std::chrono::milliseconds(150);  // a rank's step: 16 kernels of 25 ms, and waits
+  ppipe::pipeline<slow_model, ppipe::schedules::gpipe, ppipe::partitioners::balanced, ppipe::cpu_stream_backend> pipe(
+      model, o, [](const ppipe::payload&, const ppipe::payload&, ppipe::payload&, double) { return 0.0; });
+  const ppipe::payload x{ppipe::host_tensor(ppipe::shape{8, 2})};
+  CHECK_NOTHROW(pipe.train_step(x, x));
+  CHECK(pipe.last_trace().makespan() > 2 * 150'000.0);  // longer than the watchdog's limit
+}

@@ -412,6 +412,15 @@ class cpu_stream_device {
     return lane_of(s).worker->status();
   }
 
+  /// @brief How many items the device's streams have run so far, all streams together: a
+  /// watchdog's measure of progress.
+  [[nodiscard]] std::uint64_t finished_items() const {
+    const std::lock_guard lock(mutex_);
+    std::uint64_t n = 0;
+    for (const auto& l : lanes_) n += l->worker->finished();
+    return n;
+  }
+
   /// @brief The pool's bytes in use, peak and reserved.
   [[nodiscard]] cpu_allocator_stats allocator_stats() const {
     const std::lock_guard lock(mutex_);

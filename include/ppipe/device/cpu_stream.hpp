@@ -227,6 +227,12 @@ class cpu_stream {
     return ready ? wait_status::ready : wait_status::timed_out;
   }
 
+  /// How many items have run so far.
+  [[nodiscard]] std::uint64_t finished() const {
+    const std::lock_guard lock(mutex_);
+    return finished_;
+  }
+
   /// How many items have been pushed so far.
   [[nodiscard]] std::uint64_t pushed() const {
     const std::lock_guard lock(mutex_);

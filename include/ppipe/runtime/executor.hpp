@@ -555,8 +555,9 @@ class executor {
     }
   }
 
-  // Waits until every stream of rank r has run what was enqueued. Past the timeout without any
-  // stream finishing an item, the rank fails naming what each stream is doing; after any rank's
+  // Waits until every stream of rank r has run what was enqueued. Past twice the timeout without
+  // any stream finishing an item, the rank fails naming what each stream is doing (twice: a
+  // receive's own timeout names rank, peer and action, and must come first); after any rank's
   // failure the rank's device skips its remaining work, so that the streams drain quickly.
   void settle(const schedule& s, int r, lanes& l) {
     device_type& d = *l.device;
@@ -577,7 +578,7 @@ class executor {
             last_progress = deadline_clock::now();
           }
         }
-        if (!reported && deadline_clock::now() - last_progress > options_.timeout) {
+        if (!reported && deadline_clock::now() - last_progress > 2 * options_.timeout) {
           reported = true;
           std::string doing;
           for (const auto& each : rank_streams) {
@@ -585,7 +586,7 @@ class executor {
           }
           std::exception_ptr e;
           try {
-            timed_out(s, r, detail::concat(rank_name(r), "'s streams made no progress for ", options_.timeout.count(),
+            timed_out(s, r, detail::concat(rank_name(r), "'s streams made no progress for ", 2 * options_.timeout.count(),
                                            " ms:", doing));
           } catch (...) {
             e = std::current_exception();
@@ -643,7 +644,7 @@ class executor {
       return [this, r, k, where](std::exception_ptr e) { record_failure(std::move(e), r, position{k, where, -1}); };
     };
     const auto reads = [&](typename device_type::stream on, const box& b, access mode) {
-      for (const tensor_type& t : *b.data) d.use(on, t.byte_data(), t.bytes(), mode);
+      for (const auto& region : b.regions) d.use(on, region.data, region.bytes, mode);
     };
     // Enqueues the completion of slot i's receive on the receive stream and orders the compute
     // stream after it; returns the box it fills.
@@ -689,7 +690,7 @@ class executor {
                              " was expected; the stages must deliver what output_shapes() says");
               }
               for (std::size_t t = 0; t < arrived.size(); ++t) {
-                std::memcpy((*into.data)[t].byte_data(), arrived[t].byte_data(), arrived[t].bytes());
+                std::memcpy(into.regions[t].data, arrived[t].byte_data(), arrived[t].bytes());
               }
             } catch (const detail::run_aborted&) {
               throw;
@@ -811,8 +812,8 @@ class executor {
               handoff_grad[i] = std::move(g);
             } else if (rank_of[st + 1] == r) {
               box next = stage_at(a.stage + 1).pool().acquire(y.shapes, l.compute, false);
-              for (std::size_t t = 0; t < y.data->size(); ++t) {
-                d.copy_async(l.compute, (*next.data)[t].byte_data(), (*y.data)[t].byte_data(), (*y.data)[t].bytes());
+              for (std::size_t t = 0; t < y.regions.size(); ++t) {
+                d.copy_async(l.compute, next.regions[t].data, y.regions[t].data, y.regions[t].bytes);
               }
               handoff_in[i + m] = std::move(next);
             }

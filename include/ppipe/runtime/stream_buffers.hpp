@@ -23,11 +23,30 @@ namespace ppipe {
 /// it, so the host can plan with them without touching the payload.
 template <class Tensor>
 struct stream_payload {
+  /// Where one tensor's bytes are, taken when the payload was made: a layer on a stream may assign
+  /// a tensor as a whole (same shape, same storage), so the host never reads the tensor objects
+  /// again to find them.
+  struct region {
+    std::byte* data = nullptr;
+    std::size_t bytes = 0;
+  };
   std::shared_ptr<basic_payload<Tensor>> data;
   std::vector<shape> shapes;
+  std::vector<region> regions{};
 
   [[nodiscard]] explicit operator bool() const noexcept { return data != nullptr; }
 };
+
+namespace detail {
+/// The regions of a payload that only the host holds yet.
+template <class Tensor>
+std::vector<typename stream_payload<Tensor>::region> regions_of(basic_payload<Tensor>& p) {
+  std::vector<typename stream_payload<Tensor>::region> out;
+  out.reserve(p.size());
+  for (Tensor& t : p) out.push_back({t.byte_data(), t.bytes()});
+  return out;
+}
+}  // namespace detail
 
 /// @brief Host buffers for a stage on a stream device (the CPU model), counted like buffer_pool.
 ///
@@ -64,6 +83,7 @@ class stream_buffers {
       }
       track(s, b.data->back());
     }
+    b.regions = detail::regions_of(*b.data);
     if (counted) count_in(b);
     return b;
   }
@@ -73,6 +93,7 @@ class stream_buffers {
   box wrap(payload_type&& p, stream_type s) {
     box b{std::make_shared<payload_type>(std::move(p)), {}};
     b.shapes = shapes_of(*b.data);
+    b.regions = detail::regions_of(*b.data);
     for (const Tensor& t : *b.data) track(s, t);
     return b;
   }
@@ -154,12 +175,12 @@ class stream_buffers {
       if (device_->options().poison) {
         device_->enqueue(
             last,
-            [data = b.data] {
-              for (Tensor& t : *data) std::memset(t.byte_data(), 0xFF, t.bytes());
+            [data = b.data, regions = b.regions] {
+              for (const auto& r : regions) std::memset(r.data, 0xFF, r.bytes);
             },
             "poison a released buffer");
       }
-      for (const Tensor& t : *b.data) device_->retire(last, t.byte_data());
+      for (const auto& r : b.regions) device_->retire(last, r.data);
     }
   }
 

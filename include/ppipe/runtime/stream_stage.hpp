@@ -168,11 +168,11 @@ class stream_stage {
               std::initializer_list<const box*> writes, Call&& call) {
     Device& d = *device_.device;
     for (const box* b : reads) {
-      for (const Tensor& t : *b->data) d.use(device_.stream, t.byte_data(), t.bytes(), access::read);
+      for (const auto& r : b->regions) d.use(device_.stream, r.data, r.bytes, access::read);
     }
     std::vector<std::pair<std::shared_ptr<payload_type>, std::vector<shape>>> written;
     for (const box* b : writes) {
-      for (const Tensor& t : *b->data) d.use(device_.stream, t.byte_data(), t.bytes(), access::write);
+      for (const auto& r : b->regions) d.use(device_.stream, r.data, r.bytes, access::write);
       written.emplace_back(b->data, b->shapes);
     }
     d.enqueue(
