@@ -33,6 +33,17 @@ struct memory_stats {
   }
   /// @brief ... and now let go (its last backward is done).
   void drop_microbatch() noexcept { --live_microbatches; }
+  /// @brief Starts a new peak measurement (live counts stay).
+  void reset_peaks() noexcept {
+    peak_microbatches = live_microbatches;
+    peak_bytes = live_bytes;
+    peak_cache_bytes = cache_bytes;
+  }
+  /// @brief Forgets what a failed run left counted as held.
+  void reset_live() noexcept {
+    live_microbatches = 0;
+    live_bytes = 0;
+  }
 };
 
 /// @brief Buffers for one stage, used by its rank's thread only. The primary template is declared
@@ -118,11 +129,7 @@ class buffer_pool<host_tensor> {
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
   /// @brief Starts a new peak measurement (live counts stay).
-  void reset_peaks() noexcept {
-    stats_.peak_microbatches = stats_.live_microbatches;
-    stats_.peak_bytes = stats_.live_bytes;
-    stats_.peak_cache_bytes = stats_.cache_bytes;
-  }
+  void reset_peaks() noexcept { stats_.reset_peaks(); }
   /// @brief A sequence's state of `bytes` is now held (its admission) ...
   void hold_sequence(std::size_t bytes) noexcept {
     ++stats_.live_sequences;
@@ -137,8 +144,7 @@ class buffer_pool<host_tensor> {
   /// @brief Forgets every buffer still counted as held: after a failed run, whose buffers were
   /// dropped without being released, so that the counts start again from zero.
   void reset_live() noexcept {
-    stats_.live_microbatches = 0;
-    stats_.live_bytes = 0;
+    stats_.reset_live();
     for (auto& entry : classes_) entry.second.live = 0;
   }
  private:

@@ -38,6 +38,17 @@ Record& live_microbatch_slot(std::vector<Record>& saved, int stage, int mb, cons
   return r;
 }
 
+/// Refuses the I half of a split backward when the model has no split backward (`Split` false).
+template <bool Split>
+void check_split_backward(bool input_half) {
+  if constexpr (!Split) {
+    if (input_half) {
+      fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
+           "backward_input/backward_weight; give it both, or use a schedule with full backwards");
+    }
+  }
+}
+
 }  // namespace detail
 
 /// @brief Layers [first, end) of a model, run for one microbatch at a time. In training each
@@ -272,12 +283,7 @@ class stage {
   // go as soon as the layer is done, and then the activations; the I half keeps both for W.
   payload_type backward_pass(int mb, payload_type grad_out, bool want_input_grad, bool input_half) {
     record& r = live_slot(mb, input_half ? "backward_input" : "backward");
-    if constexpr (!model_has_split_backward<Model, Tensor, context_type>) {
-      if (input_half) {
-        detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
-                     "backward_input/backward_weight; give it both, or use a schedule with full backwards");
-      }
-    }
+    detail::check_split_backward<model_has_split_backward<Model, Tensor, context_type>>(input_half);
     if (!r.gradient_counted) pool_.adopt(grad_out);
     r.gradient_counted = false;
     const context_type ctx = context(mb, pass_mode::training);

@@ -126,15 +126,10 @@ class stream_buffers {
   void drop_microbatch() noexcept { stats_.drop_microbatch(); }
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
-  void reset_peaks() noexcept {
-    stats_.peak_microbatches = stats_.live_microbatches;
-    stats_.peak_bytes = stats_.live_bytes;
-  }
+  /// @brief Starts a new peak measurement (live counts stay).
+  void reset_peaks() noexcept { stats_.reset_peaks(); }
   /// @brief Forgets what a failed run left counted as held.
-  void reset_live() noexcept {
-    stats_.live_microbatches = 0;
-    stats_.live_bytes = 0;
-  }
+  void reset_live() noexcept { stats_.reset_live(); }
 
  private:
   struct pending {

@@ -197,12 +197,7 @@ class stream_stage {
 
   box backward_pass(int mb, box grad_out, bool want_input_grad, bool input_half, const failure_sink& sink) {
     record& r = live_slot(mb, input_half ? "backward_input" : "backward");
-    if constexpr (!model_has_split_backward<Model, Tensor, context_type>) {
-      if (input_half) {
-        detail::fail(errc::unsupported, "the schedule splits the backward (I and W), but the model has no "
-                     "backward_input/backward_weight; give it both, or use a schedule with full backwards");
-      }
-    }
+    detail::check_split_backward<model_has_split_backward<Model, Tensor, context_type>>(input_half);
     if (!r.gradient_counted) buffers_.count(grad_out);
     r.gradient_counted = false;
     const context_type ctx = context(mb, pass_mode::training);
