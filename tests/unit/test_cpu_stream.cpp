@@ -75,6 +75,40 @@ TEST_CASE("cpu streams: with random stream delays the bits stay the same") {
   check_bitwise<ppipe::schedules::gpipe, ppipe::cpu_stream_backend_with<shaken<3>>>(4, 4, 1, 8, 4);
 }
 
+TEST_CASE("cpu streams: a trace puts every rank on one clock") {
+  // Each rank times its events from an event it records first, which its compute stream reaches
+  // a wake-up (and here a random delay) after the host recorded it. Were that host time the
+  // origin, a stage's forward could appear to start before the previous stage's ended.
+  toy::model model(4);
+  auto o = options(4, 8);
+  o.record_trace = true;
+  ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced,
+                  ppipe::cpu_stream_backend_with<shaken<4>>>
+      pipe(model, o, toy::loss);
+  const auto x = toy::batch(8, 3, 1.0f);
+  const auto y = toy::batch(8, 3, 2.0f);
+  for (int step = 0; step < 3; ++step) {
+    static_cast<void>(pipe.train_step(x, y));
+    const ppipe::run_trace& t = pipe.last_trace();
+    const auto find = [&](ppipe::action_kind kind, int stage, int mb) {
+      for (const auto& list : t.ranks) {
+        for (const auto& e : list) {
+          if (e.act.kind == kind && e.act.stage == stage && e.act.microbatch == mb) return e;
+        }
+      }
+      FAIL("no " << ppipe::name(kind) << " of stage " << stage << ", microbatch " << mb << " in the trace");
+      return ppipe::trace_event{};
+    };
+    for (int mb = 0; mb < 8; ++mb) {
+      for (int st = 1; st < 4; ++st) {
+        INFO("step " << step << ", stage " << st << ", microbatch " << mb);
+        CHECK(find(ppipe::action_kind::forward, st, mb).start >= find(ppipe::action_kind::forward, st - 1, mb).end);
+        CHECK(find(ppipe::action_kind::backward, st - 1, mb).start >= find(ppipe::action_kind::backward, st, mb).end);
+      }
+    }
+  }
+}
+
 namespace {
 
 std::vector<float> parameters(ppipe::layers::sequential& model) {

@@ -208,6 +208,21 @@ TEST_CASE("cpu_stream_device: events are values, and one never recorded is compl
   CHECK(d.elapsed_us(first, second) >= 0.0);
 }
 
+TEST_CASE("cpu_stream_device: completed_at is when the stream reached the record, not when it was made", "[device]") {
+  cpu_stream_device d;
+  auto s = d.create_stream("s");
+  std::latch gate(1);
+  d.enqueue(s, [&gate] { gate.wait(); }, "blocked");
+  const auto e = d.record(s);
+  CHECK_THAT(error_of([&] { static_cast<void>(d.completed_at(e)); }), contains("has not completed"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto released = ppipe::deadline_clock::now();
+  gate.count_down();
+  REQUIRE(d.synchronize(e, soon()) == wait_status::ready);
+  CHECK(d.completed_at(e) >= released);
+  CHECK(d.completed_at(e) <= ppipe::deadline_clock::now());
+}
+
 TEST_CASE("cpu_stream_device: a failure is sticky, skips later work and still completes events", "[device]") {
   cpu_stream_device d;
   auto s1 = d.create_stream("rank 1 compute");

@@ -48,6 +48,9 @@ inline void no_host_work() noexcept {}
 ///   (cudaStreamSynchronize).
 /// - `d.elapsed_us(from, to) -> double`: microseconds between two completed events
 ///   (cudaEventElapsedTime, in µs); negative when `to` completed first.
+/// - optional, `d.completed_at(e) -> deadline_clock::time_point`: the host time a completed event
+///   completed at. A CPU model knows it; a GPU does not, and a trace then takes the host time of
+///   the record as its rank's origin.
 ///
 /// **Work.**
 /// - `d.enqueue(s, fn)` and `d.enqueue(s, fn, label)`: runs the `void()` callable `fn` on the host

@@ -638,7 +638,7 @@ class executor {
     std::vector<mark> marks;
     marks.reserve(list.size());
     const auto origin = d.record(l.compute);
-    const double origin_us = micros(deadline_clock::now());
+    double origin_us = micros(deadline_clock::now());
 
     const auto sink = [this, r](int k, phase where) {
       return [this, r, k, where](std::exception_ptr e) { record_failure(std::move(e), r, position{k, where, -1}); };
@@ -869,6 +869,9 @@ class executor {
     if (failed_.load()) throw detail::run_aborted{};
     for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
     if (options_.record_trace) {
+      // The record completed once the stream got to it, after the host time taken above: where
+      // the device says when, every rank's events share one clock.
+      if constexpr (requires { d.completed_at(origin); }) origin_us = micros(d.completed_at(origin));
       for (const mark& k : marks) {
         events.push_back({k.act, k.step, origin_us + d.elapsed_us(origin, k.start), origin_us + d.elapsed_us(origin, k.end)});
       }
