@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include <ppipe/runtime/tensor.hpp>
+#include <ppipe/tensor/tensor.hpp>
 
 namespace examples {
 

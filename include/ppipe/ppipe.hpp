@@ -39,10 +39,10 @@
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/runtime/executor.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/runtime/stage.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 

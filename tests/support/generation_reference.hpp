@@ -11,8 +11,8 @@
 #include "ppipe/error.hpp"
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/layers/sampling.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace reference {
 

@@ -16,10 +16,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "ppipe/runtime/dtype.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
-#include "ppipe/runtime/tensor_view.hpp"
+#include "ppipe/tensor/dtype.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace mixed {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace reference {
 

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "ppipe/inference/generative_model.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace toy {
 

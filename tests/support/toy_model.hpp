@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 
 namespace toy {
 

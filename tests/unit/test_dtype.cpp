@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "error_message.hpp"
-#include "ppipe/detail/bytes.hpp"
+#include "ppipe/tensor/bytes.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
-#include "ppipe/runtime/dtype.hpp"
-#include "ppipe/runtime/tensor.hpp"
-#include "ppipe/runtime/tensor_view.hpp"
+#include "ppipe/tensor/dtype.hpp"
+#include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include <catch.hpp>
-#include <ppipe/detail/split_search.hpp>
+#include <ppipe/partition/detail/split_search.hpp>
 #include <ppipe/ppipe.hpp>
 
 namespace {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/runtime/trace.hpp"
 
 namespace ppipe {

@@ -8,8 +8,8 @@
 #include <span>
 #include <vector>
 
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe {
 

@@ -25,7 +25,7 @@
 #include "ppipe/inference/batcher.hpp"
 #include "ppipe/inference/generation.hpp"
 #include "ppipe/inference/generative_model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/placement.hpp"

@@ -13,8 +13,8 @@
 
 #include "ppipe/error.hpp"
 #include "ppipe/partition/problem.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe::layers {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe::layers {
 

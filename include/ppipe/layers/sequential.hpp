@@ -16,8 +16,8 @@
 #include "ppipe/layers/activation.hpp"
 #include "ppipe/layers/linear.hpp"
 #include "ppipe/partition/problem.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe::layers {
 inline namespace PPIPE_LAYERS_KERNELS {

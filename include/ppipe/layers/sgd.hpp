@@ -8,7 +8,7 @@
 
 #include "ppipe/error.hpp"
 #include "ppipe/layers/sequential.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 
 namespace ppipe::layers {
 inline namespace PPIPE_LAYERS_KERNELS {

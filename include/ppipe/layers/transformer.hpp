@@ -15,8 +15,8 @@
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/layers/linear.hpp"
 #include "ppipe/partition/problem.hpp"
-#include "ppipe/runtime/model.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe::layers {
 

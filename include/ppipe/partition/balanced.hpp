@@ -5,7 +5,7 @@
 
 #include <string_view>
 
-#include "ppipe/detail/split_search.hpp"
+#include "ppipe/partition/detail/split_search.hpp"
 #include "ppipe/partition/choice.hpp"
 #include "ppipe/partition/problem.hpp"
 

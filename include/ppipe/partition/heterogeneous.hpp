@@ -8,7 +8,7 @@
 #include <vector>
 #include <string_view>
 
-#include "ppipe/detail/split_search.hpp"
+#include "ppipe/partition/detail/split_search.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/partition/choice.hpp"
 #include "ppipe/partition/problem.hpp"

@@ -7,9 +7,9 @@
 #include <memory>
 
 #include "ppipe/device/inline_device.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/host.hpp"
 #include "ppipe/transport/transport.hpp"
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe {
 

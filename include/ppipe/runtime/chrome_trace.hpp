@@ -14,8 +14,8 @@
 #include <system_error>
 #include <vector>
 
-#include "ppipe/detail/save_file.hpp"
-#include "ppipe/detail/utf8.hpp"
+#include "ppipe/io/save_file.hpp"
+#include "ppipe/io/utf8.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/schedule/action.hpp"

@@ -10,7 +10,7 @@
 #include "ppipe/device/cpu_device.hpp"
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/stream_stage.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/host.hpp"
 
 namespace ppipe {

@@ -21,9 +21,9 @@
 #include <utility>
 #include <vector>
 
-#include "ppipe/detail/bytes.hpp"
+#include "ppipe/tensor/bytes.hpp"
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/stream_stage.hpp"
 #include "ppipe/runtime/trace.hpp"

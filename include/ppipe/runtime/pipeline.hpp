@@ -24,7 +24,7 @@
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/executor.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/schedule/forward_only.hpp"

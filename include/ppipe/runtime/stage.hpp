@@ -13,7 +13,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 
 namespace ppipe {
 namespace detail {

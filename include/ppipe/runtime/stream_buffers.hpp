@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "ppipe/runtime/buffer_pool.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe {
 

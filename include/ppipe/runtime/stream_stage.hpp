@@ -12,7 +12,7 @@
 
 #include "ppipe/device/stream_device.hpp"
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/model.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/stream_buffers.hpp"
 

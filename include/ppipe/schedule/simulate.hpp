@@ -9,7 +9,7 @@
 #include <numeric>
 #include <vector>
 
-#include "ppipe/detail/replay.hpp"
+#include "ppipe/schedule/detail/replay.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/validate.hpp"

@@ -2,9 +2,9 @@
 /// @file
 /// @brief Proves a schedule complete and deadlock-free, or says where it goes wrong.
 
-#include "ppipe/detail/deadlock.hpp"
-#include "ppipe/detail/replay.hpp"
-#include "ppipe/detail/structure_check.hpp"
+#include "ppipe/schedule/detail/deadlock.hpp"
+#include "ppipe/schedule/detail/replay.hpp"
+#include "ppipe/schedule/detail/structure_check.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/problem.hpp"

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {

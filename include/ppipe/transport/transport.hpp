@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "ppipe/device/wait.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 
 namespace ppipe {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "ppipe/backend/mpi/error.hpp"
-#include "ppipe/detail/bytes.hpp"
+#include "ppipe/tensor/bytes.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/transport/distributed.hpp"
 

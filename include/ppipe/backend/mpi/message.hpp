@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "ppipe/detail/bytes.hpp"
+#include "ppipe/tensor/bytes.hpp"
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/distributed.hpp"
 
 namespace ppipe::mpi::detail {

@@ -26,7 +26,7 @@
 #include "ppipe/backend/mpi/error.hpp"
 #include "ppipe/backend/mpi/message.hpp"
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/transport.hpp"
 

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "ppipe/detail/channels.hpp"
-#include "ppipe/detail/replay.hpp"
-#include "ppipe/detail/structure_check.hpp"
+#include "ppipe/schedule/detail/channels.hpp"
+#include "ppipe/schedule/detail/replay.hpp"
+#include "ppipe/schedule/detail/structure_check.hpp"
 #include "ppipe/schedule/grid.hpp"
 #include "ppipe/schedule/problem.hpp"
 

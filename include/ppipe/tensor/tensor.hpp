@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
-#include "ppipe/runtime/dtype.hpp"
+#include "ppipe/tensor/dtype.hpp"
 
 namespace ppipe {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "ppipe/detail/channels.hpp"
+#include "ppipe/schedule/detail/channels.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/problem.hpp"
 #include "ppipe/schedule/schedule.hpp"

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "ppipe/detail/channels.hpp"
+#include "ppipe/schedule/detail/channels.hpp"
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/schedule/schedule.hpp"
 

@@ -7,7 +7,7 @@
 #include <span>
 #include <type_traits>
 
-#include "ppipe/runtime/dtype.hpp"
+#include "ppipe/tensor/dtype.hpp"
 
 namespace ppipe {
 

@@ -17,8 +17,8 @@
 #include "ppipe/device/inline_device.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/partition/problem.hpp"
-#include "ppipe/runtime/tensor.hpp"
-#include "ppipe/runtime/tensor_view.hpp"
+#include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace ppipe {
 
