@@ -35,14 +35,20 @@
 #include "ppipe/schedule/timeline.hpp"
 #include "ppipe/schedule/validate.hpp"
 
+#include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
+
 #include "ppipe/device/inline_device.hpp"
+
+#include "ppipe/model/layer.hpp"
+#include "ppipe/model/layer_stack.hpp"
+#include "ppipe/model/model.hpp"
+
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/runtime/executor.hpp"
-#include "ppipe/model/model.hpp"
 #include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/runtime/stage.hpp"
-#include "ppipe/tensor/tensor.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 

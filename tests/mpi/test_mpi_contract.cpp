@@ -6,6 +6,7 @@
 
 #include <ppipe/mpi.hpp>
 
+#include "toy_layers.hpp"
 #include "world.hpp"
 
 namespace contract {
@@ -33,9 +34,15 @@ struct mpi_fixture {
   }
 };
 
+// The same processes training toy::layered, the toy model's layers composed by ppipe::layer_stack.
+struct mpi_layers_fixture : mpi_fixture {
+  static constexpr const char* name = "mpi, typed layers";
+  using model_type = toy::layered;
+};
+
 }  // namespace contract
 
 // One line per backend: a new distributed backend's fixture goes here.
-#define PPIPE_CONTRACT_BACKENDS contract::mpi_fixture
+#define PPIPE_CONTRACT_BACKENDS contract::mpi_fixture, contract::mpi_layers_fixture
 
 #include "backend_contract.hpp"

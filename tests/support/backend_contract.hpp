@@ -33,6 +33,7 @@
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/simulate.hpp"
 #include "reference.hpp"
+#include "toy_layers.hpp"
 #include "toy_model.hpp"
 
 #ifndef PPIPE_CONTRACT_BACKENDS
@@ -64,9 +65,23 @@ void for_each_size(std::initializer_list<int> sizes, Body&& body) {
   if (!ran) WARN("SKIPPED: the " << F::name << " backend runs none of the pipeline sizes this case needs");
 }
 
+// The model a fixture trains: toy::model (the Model concept, dispatching on the layer index), or
+// the fixture's model_type (toy::layered: the same layers as a ppipe::layer_stack).
+template <class F>
+struct model_of {
+  using type = toy::model;
+};
+template <class F>
+  requires requires { typename F::model_type; }
+struct model_of<F> {
+  using type = typename F::model_type;
+};
+template <class F>
+using model_t = typename model_of<F>::type;
+
 // Whether this process's stages of `pipe` hold the same parameters as the reference model.
-template <class Pipe>
-void check_local_parameters(const Pipe& pipe, const toy::model& got, const toy::model& want) {
+template <class Pipe, class Model>
+void check_local_parameters(const Pipe& pipe, const Model& got, const Model& want) {
   for (int s = 0; s < pipe.split().num_stages(); ++s) {
     if (!pipe.is_local(s)) continue;
     for (int l = pipe.split().first(s); l < pipe.split().end(s); ++l) {
@@ -93,8 +108,8 @@ void check_nothing_held(const Pipe& pipe) {
 template <class F, class S>
 void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
   INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers);
-  toy::model piped(layers);
-  toy::model plain(layers);
+  contract::model_t<F> piped(layers);
+  contract::model_t<F> plain(layers);
   const float lr = 0.02f;
   auto pipe = F::template make<S>(piped, options(p, m, v), toy::loss,
                                   [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
@@ -116,7 +131,7 @@ void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
 template <class F, class S>
 void peaks_as_simulated(int p, int m, int v) {
   INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v);
-  toy::model model(2 * p * v);
+  contract::model_t<F> model(2 * p * v);
   auto pipe = F::template make<S>(model, options(p, m, v), toy::loss);
   (void)pipe.train_step(toy::batch(2 * m, 3, 0.0f), toy::batch(2 * m, 3, 1.0f));
   const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
@@ -170,7 +185,7 @@ TEMPLATE_TEST_CASE("numerics: inference returns what the unpipelined forward doe
   using F = TestType;
   contract::for_each_size<F>({1, 2, 4}, [](int p) {
     INFO(F::name << ": p=" << p);
-    toy::model model(2 * p);
+    contract::model_t<F> model(2 * p);
     ppipe::pipeline_options o = contract::options(p, 3);
     o.inference_microbatches = p + 1;  // not the training m: infer() takes its own
     auto pipe = F::template make<ppipe::schedules::one_f_one_b>(model, o);
@@ -208,8 +223,8 @@ TEMPLATE_TEST_CASE("failure: a layer that throws stops the step on every rank, n
     const std::int64_t rows = 2 * m + 1;
     const int layers = 2 * p;
     const float lr = 0.02f;
-    toy::model piped(layers);
-    toy::model plain(layers);
+    contract::model_t<F> piped(layers);
+    contract::model_t<F> plain(layers);
     std::atomic<int> hooks{0};
     auto pipe = F::template make<ppipe::schedules::one_f_one_b>(piped, contract::options(p, m), toy::loss,
                                                                 [&](const ppipe::stage_info& s) {
@@ -285,8 +300,8 @@ TEMPLATE_TEST_CASE("failure: a loss that throws is reported from the last rank o
   contract::for_each_size<F>({2, 4}, [](int p) {
     INFO(F::name << ": p=" << p);
     const int m = 2;
-    toy::model piped(p);
-    toy::model plain(p);
+    contract::model_t<F> piped(p);
+    contract::model_t<F> plain(p);
     bool explode = true;
     std::atomic<int> hooks{0};
     const auto loss = [&](const ppipe::payload& out, const ppipe::payload& target, ppipe::payload& grad, double scale) {
@@ -326,7 +341,7 @@ TEMPLATE_TEST_CASE("timeout: a stalled layer makes a waiting rank name itself, i
   using F = TestType;
   contract::for_each_size<F>({2, 4}, [](int p) {
     INFO(F::name << ": p=" << p);
-    toy::model model(2 * p);
+    contract::model_t<F> model(2 * p);
     // Rank 0's first layer stalls in its first forward: every later rank waits for its
     // predecessor's first activation, and the first to give up names itself and that predecessor.
     model.set_fault({0, 0, false, std::chrono::milliseconds(600)});

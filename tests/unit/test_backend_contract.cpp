@@ -8,6 +8,7 @@
 #include "ppipe/runtime/cpu_stream_backend.hpp"
 
 #include "ppipe/runtime/pipeline.hpp"
+#include "toy_layers.hpp"
 
 namespace contract {
 
@@ -46,9 +47,22 @@ struct cpu_stream_fixture {
   }
 };
 
+// The same backends training toy::layered, the toy model's layers composed by ppipe::layer_stack:
+// the typed composition passes the bodies the Model concept passes.
+struct host_layers_fixture : host_fixture {
+  static constexpr const char* name = "host, typed layers";
+  using model_type = toy::layered;
+};
+struct cpu_stream_layers_fixture : cpu_stream_fixture {
+  static constexpr const char* name = "cpu_stream, typed layers";
+  using model_type = toy::layered;
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
-#define PPIPE_CONTRACT_BACKENDS contract::host_fixture, contract::cpu_stream_fixture
+#define PPIPE_CONTRACT_BACKENDS                                                                  \
+  contract::host_fixture, contract::cpu_stream_fixture, contract::host_layers_fixture, \
+      contract::cpu_stream_layers_fixture
 
 #include "backend_contract.hpp"

@@ -151,6 +151,13 @@ concept model_has_parameters = requires(M& m, int layer, void (*f)(tensor_view, 
   m.for_each_parameter(layer, layer, f);
 };
 
+/// @brief The optional `void materialize(int first, int end, const Context& ctx)`: allocates and
+/// initializes the weights of layers [first, end) on the stage's device (`ctx.device`). ppipe
+/// calls it once per stage this process runs, before the first step, so that a process holds only
+/// its own stages' weights; a model without it holds all of its weights from construction.
+template <class M, class Context = host_layer_context>
+concept model_has_materialize = requires(M& m, int layer, const Context& ctx) { m.materialize(layer, layer, ctx); };
+
 /// @brief A model ppipe can run forward (inference): layers, shapes and forward.
 template <class M, class Tensor = host_tensor, class Context = host_layer_context>
 concept model = model_has_layers<M> && model_has_shapes<M> && model_has_forward<M, Tensor, Context>;
@@ -166,6 +173,18 @@ concept trainable_model = model<M, Tensor, Context> && model_has_backward<M, Ten
 template <class Tensor = host_tensor>
 using loss_function = std::function<double(const basic_payload<Tensor>& output, const basic_payload<Tensor>& target,
                                            basic_payload<Tensor>& grad_output, double scale)>;
+
+namespace detail {
+/// Whether `L` can be called as a loss over payloads of Tensor.
+template <class L, class Tensor>
+concept loss_callable = std::is_invocable_r_v<double, L&, const basic_payload<Tensor>&, const basic_payload<Tensor>&,
+                                              basic_payload<Tensor>&, double>;
+/// Whether it can be called with a const grad_output too: then it takes it by value or by const
+/// reference, and cannot hand back the gradient.
+template <class L, class Tensor>
+concept loss_gradient_not_writable = std::is_invocable_v<L&, const basic_payload<Tensor>&, const basic_payload<Tensor>&,
+                                                         const basic_payload<Tensor>&, double>;
+}  // namespace detail
 
 /// @brief Runs once per stage after every train_step, on the stage's rank, once the stage's
 /// gradients are complete: the place for the optimizer update and zeroing the gradients.
@@ -185,9 +204,21 @@ using basic_optimizer_hook = std::function<void(const basic_stage_info<Device>&)
 
 namespace detail {
 
-/// Turns an unsatisfied Model concept into one readable message per missing member.
+// A forward or backward that compiles with a const output cannot write into it: it takes the
+// output (or grad_in) by value or by const reference, and the tensors ppipe allocated stay as
+// they were. It compiles, runs, and the loss never changes; hence a compile-time check.
+template <class M, class Tensor, class Context>
+concept model_forward_output_not_writable = requires(M& m, int layer, const Context& ctx,
+                                                     const basic_payload<Tensor>& p) { m.forward(layer, ctx, p, p); };
+template <class M, class Tensor, class Context>
+concept model_backward_grad_in_not_writable = requires(M& m, int layer, const Context& ctx,
+                                                       const basic_payload<Tensor>& p) {
+  m.backward(layer, ctx, p, p, p, p);
+};
+
+/// One readable message per missing member or misuse of a model written against the Model concept.
 template <class M, class Tensor, class Context, bool Training>
-constexpr bool check_model() {
+constexpr bool check_model_members() {
   static_assert(model_has_layers<M>,
                 "ppipe: the model needs `int num_layers() const`, the number of layers to split into stages");
   static_assert(model_has_shapes<M>,
@@ -196,12 +227,33 @@ constexpr bool check_model() {
   static_assert(model_has_forward<M, Tensor, Context>,
                 "ppipe: the model needs `void forward(int layer, const ppipe::layer_context&, "
                 "const payload& in, payload& out)`");
+  if constexpr (model_has_forward<M, Tensor, Context>) {
+    static_assert(!model_forward_output_not_writable<M, Tensor, Context>,
+                  "ppipe: the model's forward takes its output by value or by const reference, so what it writes "
+                  "never reaches the next layer: take `payload& out` and write into the tensors ppipe allocated");
+  }
   if constexpr (Training) {
     static_assert(model_has_backward<M, Tensor, Context>,
                   "ppipe: training needs `void backward(int layer, const ppipe::layer_context&, const payload& in, "
                   "const payload& out, const payload& grad_out, payload& grad_in)` in the model");
+    if constexpr (model_has_backward<M, Tensor, Context>) {
+      static_assert(!model_backward_grad_in_not_writable<M, Tensor, Context>,
+                    "ppipe: the model's backward takes grad_in by value or by const reference, so the input gradient "
+                    "never reaches the layer before it: take `payload& grad_in` and write into it");
+    }
   }
   return true;
+}
+
+/// Turns an unsatisfied Model concept into one readable message per missing member or misuse. A
+/// model made of layers (ppipe::layer_stack) checks its layers instead, whose messages say more.
+template <class M, class Tensor, class Context, bool Training>
+constexpr bool check_model() {
+  if constexpr (requires { M::template check_layers<Tensor, Context, Training>(); }) {
+    return M::template check_layers<Tensor, Context, Training>();
+  } else {
+    return check_model_members<M, Tensor, Context, Training>();
+  }
 }
 
 /// Appends a gradient's values to `packed` as floats (what the replicas all-reduce).

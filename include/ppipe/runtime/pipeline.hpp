@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <span>
 #include <string>
 #include <utility>
@@ -98,8 +99,15 @@ class pipeline {
 
   /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
   /// per stage after every train_step.
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer = {})
-      : pipeline(model, std::move(options), std::move(loss), std::move(optimizer), std::in_place) {}
+  /// @param model the user's layers; the pipeline keeps a reference
+  /// @param options p, m, v, the split, the schedule, the timeout
+  /// @param loss callable as `double(const payload& output, const payload& target, payload&
+  /// grad_output, double scale)` (see ppipe::loss_function)
+  /// @param optimizer callable as `void(const ppipe::stage_info&)`, or empty
+  template <class Loss, class Hook = hook_type>
+  pipeline(Model& model, pipeline_options options, Loss&& loss, Hook&& optimizer = Hook{})
+      : pipeline(model, std::move(options), as_loss(std::forward<Loss>(loss)), as_hook(std::forward<Hook>(optimizer)),
+                 std::in_place) {}
 
   /// @brief A pipeline over a transport built by the caller: the SPMD form over a distributed
   /// transport (ppipe::mpi::transport), where every process runs the same program and builds only
@@ -127,6 +135,35 @@ class pipeline {
       transport_.agree(built_, problem, agreement_deadline());
     } else {
       build();
+    }
+  }
+
+  // A loss or hook of the wrong signature is told so in one message, before std::function could
+  // bury it under its own errors: the conversion is not attempted then.
+  template <class Loss>
+  static loss_function<tensor_type> as_loss(Loss&& loss) {
+    constexpr bool callable = detail::loss_callable<Loss, tensor_type>;
+    static_assert(callable, "ppipe: the loss must be callable as `double loss(const payload& output, const payload& "
+                            "target, payload& grad_output, double scale)`, returning the microbatch's loss and writing "
+                            "scale * d(loss)/d(output) into grad_output");
+    if constexpr (callable) {
+      static_assert(!detail::loss_gradient_not_writable<Loss, tensor_type>,
+                    "ppipe: the loss takes grad_output by value or by const reference, so the gradient it writes never "
+                    "reaches the last stage's backward: take `payload& grad_output`");
+      return loss_function<tensor_type>(std::forward<Loss>(loss));
+    } else {
+      return {};
+    }
+  }
+  template <class Hook>
+  static hook_type as_hook(Hook&& hook) {
+    constexpr bool callable = std::is_invocable_v<Hook&, const basic_stage_info<device_type>&>;
+    static_assert(callable, "ppipe: the optimizer hook must be callable as `void hook(const ppipe::stage_info& stage)` "
+                            "(or take the backend's ppipe::basic_stage_info for the stage's device context)");
+    if constexpr (callable) {
+      return hook_type(std::forward<Hook>(hook));
+    } else {
+      return {};
     }
   }
 
@@ -178,6 +215,7 @@ class pipeline {
       if (is_local(s)) {
         stages_.emplace_back(*model_, s, split_.first(s), split_.end(s), options_.microbatches,
                              context_on(train_.place.rank_of(s)));
+        materialize(stages_.back());
       }
     }
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
@@ -206,6 +244,14 @@ class pipeline {
     if constexpr (distributed_transport<transport_type>) {
       const int r = transport_.rank();
       Backend::start_rank(r, *devices_[static_cast<std::size_t>(r)].device);
+    }
+  }
+  // Only the stages this process runs get their weights: over a distributed transport each
+  // process holds its own layers. Here, so that a process that cannot is agreed on by all.
+  void materialize(stage_type& st) {
+    if constexpr (model_has_materialize<Model, context_type>) {
+      const context_type ctx{{st.index(), 0, pass_mode::training, st.device().rank}, &st.device()};
+      model_->materialize(st.first_layer(), st.end_layer(), ctx);
     }
   }
   [[nodiscard]] device_context<device_type> context_on(int r) {
