@@ -7,8 +7,9 @@
 //          [--timeout-ms 60000] [--check] [--exact-loss]
 //          (--help says more)
 //
-// Every process runs this same program (SPMD): it builds the same model and data, and
-// ppipe::mpi::pipeline keeps only its own stages. With --replicas R the job runs R copies of the
+// Every process runs this same program (SPMD): it describes the same model (its linears
+// deferred) and data, and ppipe::mpi::pipeline materializes only its own stages' layers, so each
+// process holds about 1/p of the weights. With --replicas R the job runs R copies of the
 // pipeline on np/R processes each, every copy on its share of the batch, and averages the
 // gradients across copies after each step. Every schedule, built-in or from a file, is handed to
 // one pipeline type as a value (pipeline_options::schedule). --check also trains the model on this process with the
@@ -109,7 +110,8 @@ std::optional<ppipe::schedule> read_schedule_file(settings& s) {
   return plan;
 }
 
-// The run's sizes as the MLP checks take them: every process makes the whole batch and model.
+// The run's sizes as the MLP checks take them: every process makes the whole batch, and its own
+// stages' layers.
 examples::mlp_run sizes(const settings& s, int processes) {
   examples::mlp_run run;
   run.rows = s.batch / s.replicas;
@@ -146,6 +148,7 @@ void check_here(const settings& s, const ppipe::mpi::session& mpi, const std::st
   }
   examples::mlp_run run = sizes(s, mpi.size());
   run.rows = s.batch;  // every process makes the whole batch, then keeps its replica's rows
+  run.weight_share = run.ranks;  // and holds only its own stages' weights
   examples::check_memory(
       run,
       ppipe::detail::concat(
@@ -182,10 +185,15 @@ std::string trace_path(const settings& s, int process) {
   return s.trace.empty() ? "" : s.trace + ".rank" + std::to_string(process) + ".json";
 }
 
-ppipe::layers::sequential make_model(const settings& s) {
+// Deferred: the pipeline materializes only this process's stages, so each process holds its own
+// layers' weights; the --check model is built whole.
+ppipe::layers::sequential make_model(const settings& s, bool deferred) {
   std::vector<int> widths{inputs};
   for (int i = 0; i < s.hidden; ++i) widths.push_back(s.width);
   widths.push_back(1);
+  if (deferred) {
+    return ppipe::layers::sequential::mlp(widths, 2026, ppipe::layers::activation_kind::relu, ppipe::layers::deferred);
+  }
   return ppipe::layers::sequential::mlp(widths, 2026);
 }
 
@@ -201,7 +209,7 @@ int train(const settings& s, std::optional<ppipe::schedule> file, const ppipe::m
   const ppipe::payload x = ppipe::slice_rows(all.inputs, replica * rows, rows);
   const ppipe::payload y = ppipe::slice_rows(all.targets, replica * rows, rows);
 
-  ppipe::layers::sequential model = make_model(s);
+  ppipe::layers::sequential model = make_model(s, true);
   const ppipe::layers::sgd sgd(s.lr);
   ppipe::pipeline_options o;
   o.ranks = 0;  // one per process of the pipeline's communicator
@@ -269,7 +277,7 @@ int train(const settings& s, std::optional<ppipe::schedule> file, const ppipe::m
 
   if (s.check) {
     // The same training on this process, p rank threads: the same bits, or the check fails.
-    ppipe::layers::sequential here = make_model(s);
+    ppipe::layers::sequential here = make_model(s, false);
     o.ranks = p;
     ppipe::pipeline<ppipe::layers::sequential> host(
         here, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(here, st); });

@@ -21,6 +21,9 @@ struct mlp_run {
   int virtual_stages = 1;
   int microbatches = 1;
   int models = 1;  // models trained side by side (a comparison or a check)
+  // The pipeline's model holds 1/weight_share of the weights here: the ranks over MPI, where each
+  // process materializes only its own stages' layers; the other models hold all of theirs.
+  int weight_share = 1;
 
   [[nodiscard]] int layers() const { return 2 * hidden + 1; }
 };
@@ -43,7 +46,8 @@ inline void check_shape(const mlp_run& run, const std::string& rows_option) {
   }
 }
 
-// About what a run holds at once, in bytes: the data, each model's weights and gradients, every
+// About what a run holds at once, in bytes: the data, each model's weights and gradients (the
+// pipeline's share of them), every
 // layer's output for the whole batch (GPipe keeps them all until the backward), and the
 // schedule's actions and their trace (a few per stage and microbatch).
 struct mlp_bytes {
@@ -62,7 +66,9 @@ struct mlp_bytes {
         r.hidden == 0
             ? plus(in, 1)
             : plus(product(plus(in, 1), w), plus(product(r.hidden - 1, plus(w, 1), w), plus(w, 1)));
-    weights = product(parameters, f, 2, r.models);
+    const std::uint64_t model = product(parameters, f, 2);
+    weights = plus(model / static_cast<std::uint64_t>(r.weight_share > 0 ? r.weight_share : 1),
+                   product(model, r.models - 1));
     activations = product(r.rows, plus(product(2, r.hidden, r.width), 1), f, r.models);
     // F, B, sends and receives per stage and microbatch; an action and its trace event each.
     constexpr std::uint64_t per_action = 6 * 64;

@@ -14,6 +14,7 @@
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/model/model.hpp"
 #include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace ppipe::layers {
 namespace detail {
@@ -35,6 +36,14 @@ inline float uniform_symmetric(std::uint64_t& state, float bound) noexcept {
 
 }  // namespace detail
 
+/// @brief Tag of a layer made without its weights: materialize() allocates and initializes them
+/// later, on the stage that runs the layer, so that a process holds only its own stages' weights.
+struct deferred_t {
+  explicit deferred_t() = default;
+};
+/// @brief The deferred tag: `linear(16, 4, seed, ppipe::layers::deferred)`.
+inline constexpr deferred_t deferred{};
+
 inline namespace PPIPE_LAYERS_KERNELS {
 
 /// @brief A fully connected layer: y = x W^T + b for x of shape [rows, in], W [out, in], b [out].
@@ -48,23 +57,31 @@ inline namespace PPIPE_LAYERS_KERNELS {
 /// bit when both use the same microbatches. backward() is exactly backward_input() followed by
 /// backward_weight(), so zero-bubble schedules that split the backward give the same bits as
 /// those that do not.
+///
+/// Made with ppipe::layers::deferred it holds no weights until materialize(): the weights then
+/// drawn are the ones the eager constructor draws from the same seed, on whichever process.
 class linear {
  public:
   /// @brief A layer from `in_features` to `out_features`, its weights and bias drawn uniformly
   /// from [-1/sqrt(in_features), 1/sqrt(in_features)] by a generator seeded with `seed`.
-  linear(int in_features, int out_features, std::uint64_t seed) : in_(in_features), out_(out_features) {
+  linear(int in_features, int out_features, std::uint64_t seed) : linear(in_features, out_features, seed, deferred) {
+    initialize();
+  }
+  /// @brief The same layer without its weights yet: shapes and costs are known, materialize()
+  /// draws the weights.
+  linear(int in_features, int out_features, std::uint64_t seed, deferred_t /*tag*/)
+      : in_(in_features), out_(out_features), seed_(seed) {
     if (in_features < 1 || out_features < 1) {
       ppipe::detail::fail(errc::invalid_argument, "linear ", in_features, "->", out_features,
                           " has a width < 1; give both widths >= 1");
     }
-    weight_.resize(size(out_) * size(in_));
-    bias_.resize(size(out_));
-    grad_weight_.assign(weight_.size(), 0.0f);
-    grad_bias_.assign(bias_.size(), 0.0f);
-    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
-    std::uint64_t state = seed;
-    for (float& w : weight_) w = detail::uniform_symmetric(state, bound);
-    for (float& b : bias_) b = detail::uniform_symmetric(state, bound);
+  }
+
+  /// @brief Whether the layer holds its weights (made eagerly, or materialized).
+  [[nodiscard]] bool materialized() const noexcept { return !bias_.empty(); }
+  /// @brief Draws the weights and zeroes the gradients, unless the layer holds them already.
+  void materialize(const layer_context& /*ctx*/) {
+    if (!materialized()) initialize();
   }
 
   [[nodiscard]] int in_features() const noexcept { return in_; }
@@ -84,6 +101,14 @@ class linear {
   /// @brief The accumulated d(loss)/db, [out].
   [[nodiscard]] std::span<float> grad_bias() noexcept { return grad_bias_; }
   [[nodiscard]] std::span<const float> grad_bias() const noexcept { return grad_bias_; }
+
+  /// @brief Calls f(tensor_view value, tensor_view gradient) for the weight, then the bias: what an
+  /// optimizer and the replicas' averaging need (nothing before materialize()).
+  template <class F>
+  void for_each_parameter(F&& f) {
+    f(tensor_view(weight()), tensor_view(grad_weight()));
+    f(tensor_view(bias()), tensor_view(grad_bias()));
+  }
 
   /// @brief Sets both gradient accumulators to zero.
   void zero_grad() noexcept {
@@ -176,7 +201,7 @@ class linear {
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double n = static_cast<double>(rows);
     const double forward = 2.0 * n * static_cast<double>(in_) * static_cast<double>(out_);
-    const double params = static_cast<double>(weight_.size() + bias_.size());
+    const double params = static_cast<double>(size(out_) * size(in_) + size(out_));  // known before materialize()
     const double copies = uses_cblas ? 2.0 : 3.0;
     return {forward, 2.0 * forward, copies * params * sizeof(float), n * static_cast<double>(out_) * sizeof(float)};
   }
@@ -202,8 +227,24 @@ class linear {
     return ppipe::to_string(std::span<const shape>(s));
   }
 
-  /// Checks that `in` holds one [rows, in] tensor; returns rows.
+  void initialize() {
+    weight_.resize(size(out_) * size(in_));
+    bias_.resize(size(out_));
+    grad_weight_.assign(weight_.size(), 0.0f);
+    grad_bias_.assign(bias_.size(), 0.0f);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+    std::uint64_t state = seed_;
+    for (float& w : weight_) w = detail::uniform_symmetric(state, bound);
+    for (float& b : bias_) b = detail::uniform_symmetric(state, bound);
+  }
+
+  /// Checks that the layer holds its weights and that `in` holds one [rows, in] tensor; returns rows.
   std::size_t check_input(const payload& in) const {
+    if (!materialized()) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " was made deferred and holds no weights in this "
+                          "process: a pipeline materializes only its local stages' layers; call materialize() "
+                          "to use it elsewhere");
+    }
     if (in.size() != 1 || in[0].shape().rank() != 2 || in[0].shape()[1] != in_) {
       ppipe::detail::fail(errc::invalid_argument, describe(), ": `in` has shapes ",
                           shapes_text(in), "; it needs one tensor [rows, ", in_, "]");
@@ -239,6 +280,7 @@ class linear {
 
   int in_;
   int out_;
+  std::uint64_t seed_;
   std::vector<float> weight_;
   std::vector<float> bias_;
   std::vector<float> grad_weight_;

@@ -16,6 +16,7 @@
 #include "ppipe/layers/activation.hpp"
 #include "ppipe/layers/linear.hpp"
 #include "ppipe/partition/problem.hpp"
+#include "ppipe/model/layer_stack.hpp"
 #include "ppipe/model/model.hpp"
 #include "ppipe/tensor/tensor.hpp"
 
@@ -25,39 +26,33 @@ inline namespace PPIPE_LAYERS_KERNELS {
 /// @brief One layer of a sequential model.
 using any_layer = std::variant<linear, activation>;
 
-/// @brief Layers applied one after the other; a model for ppipe (ppipe::trainable_model, with
-/// backward_input/backward_weight and cost()).
+/// @brief Layers applied one after the other, chosen at run time: a ppipe::layer_stack of
+/// linear and activation layers (trainable, with backward_input/backward_weight, cost(),
+/// parameters and materialization), with an MLP builder and accessors for tests and optimizers.
 ///
 /// Threads: every layer's state (weights, gradients) is its own, so calls for different layers
 /// may run at the same time on different threads, as ppipe's stages do; calls for one layer must
 /// not overlap (ppipe never overlaps them). parameters(), gradients(), zero_grad() and the
 /// optimizer touch the layers they name, and must not overlap training calls for those layers.
-class sequential {
+class sequential : public layer_stack<std::vector<any_layer>> {
+  using base = layer_stack<std::vector<any_layer>>;
+
  public:
-  sequential() = default;
-  explicit sequential(std::vector<any_layer> layers) : layers_(std::move(layers)) {}
+  sequential() : base(std::vector<any_layer>{}) {}
+  explicit sequential(std::vector<any_layer> layers) : base(std::move(layers)) {}
 
   /// @brief A multilayer perceptron: linear(widths[0]->widths[1]), activation, linear, ...,
   /// linear(widths[n-2]->widths[n-1]), with an activation between linears but not after the last.
   /// Each linear is seeded from `seed`, so the model is the same for the same arguments.
   static sequential mlp(const std::vector<int>& widths, std::uint64_t seed,
                         activation_kind kind = activation_kind::relu) {
-    if (widths.size() < 2) {
-      ppipe::detail::fail(errc::invalid_argument, "mlp needs at least 2 widths (input and output) but got ",
-                          widths.size(), "; e.g. mlp({16, 64, 4}, seed)");
-    }
-    for (std::size_t i = 0; i < widths.size(); ++i) {
-      if (widths[i] < 1) {
-        ppipe::detail::fail(errc::invalid_argument, "mlp width ", i, " is ", widths[i], "; every width must be >= 1");
-      }
-    }
-    sequential out;
-    std::uint64_t state = seed;
-    for (std::size_t i = 0; i + 1 < widths.size(); ++i) {
-      if (i > 0) out.add(activation(kind));
-      out.add(linear(widths[i], widths[i + 1], detail::splitmix64(state)));
-    }
-    return out;
+    return build_mlp(widths, seed, kind, false);
+  }
+  /// @brief The same MLP with its linears deferred: no weights until a pipeline materializes the
+  /// stages this process runs (or materialize() is called), so each process of a multi-process
+  /// run holds only its own layers' weights. The weights drawn are mlp()'s.
+  static sequential mlp(const std::vector<int>& widths, std::uint64_t seed, activation_kind kind, deferred_t /*tag*/) {
+    return build_mlp(widths, seed, kind, true);
   }
 
   /// @brief Appends layer `l` (a linear or an activation); returns *this for chaining.
@@ -66,18 +61,13 @@ class sequential {
   sequential& add(Layer&& l) {
     // Built in place from the layer: GCC 12 warns (falsely) of an uninitialized read when a
     // whole variant is moved into the vector under the sanitizers.
-    layers_.emplace_back(std::forward<Layer>(l));
+    layers().emplace_back(std::forward<Layer>(l));
     return *this;
   }
 
-  [[nodiscard]] int num_layers() const noexcept { return static_cast<int>(layers_.size()); }
   /// @brief Layer `i`; throws ppipe::error (invalid_argument) when there is no such layer.
-  [[nodiscard]] any_layer& at(int i) { return layers_[index(i)]; }
-  [[nodiscard]] const any_layer& at(int i) const { return layers_[index(i)]; }
-  /// @brief "linear 16->4", "relu", ...
-  [[nodiscard]] std::string describe(int layer) const {
-    return std::visit([](const auto& l) { return l.describe(); }, at(layer));
-  }
+  [[nodiscard]] any_layer& at(int i) { return layers()[index(i)]; }
+  [[nodiscard]] const any_layer& at(int i) const { return layers()[index(i)]; }
 
   /// @brief The shapes layer `layer` makes from inputs of shapes `in`. Throws ppipe::error
   /// (invalid_argument) naming the layer, what it takes and the shapes it got.
@@ -90,26 +80,6 @@ class sequential {
           return l.output_shapes(in);
         },
         at(layer));
-  }
-
-  /// @brief Layer `layer`'s forward: fills `out` (in output_shapes()) from `in`.
-  void forward(int layer, const layer_context& ctx, const payload& in, payload& out) {
-    std::visit([&](auto& l) { l.forward(ctx, in, out); }, at(layer));
-  }
-  /// @brief Layer `layer`'s backward: writes grad_in (unless empty) and adds to the weight gradients.
-  void backward(int layer, const layer_context& ctx, const payload& in, const payload& out,
-                const payload& grad_out, payload& grad_in) {
-    std::visit([&](auto& l) { l.backward(ctx, in, out, grad_out, grad_in); }, at(layer));
-  }
-  /// @brief The input half of backward(): writes grad_in (unless empty).
-  void backward_input(int layer, const layer_context& ctx, const payload& in, const payload& out,
-                      const payload& grad_out, payload& grad_in) {
-    std::visit([&](auto& l) { l.backward_input(ctx, in, out, grad_out, grad_in); }, at(layer));
-  }
-  /// @brief The weight half of backward(): adds to the weight gradients.
-  void backward_weight(int layer, const layer_context& ctx, const payload& in, const payload& out,
-                       const payload& grad_out) {
-    std::visit([&](auto& l) { l.backward_weight(ctx, in, out, grad_out); }, at(layer));
   }
 
   /// @brief An estimate of layer `layer` for a microbatch of `rows` rows (the default, 1, gives
@@ -135,19 +105,6 @@ class sequential {
   /// @brief The gradient accumulators of every layer.
   [[nodiscard]] std::vector<std::span<const float>> gradients() const { return gradients(0, num_layers()); }
 
-  /// @brief Calls f(ppipe::tensor_view value, ppipe::tensor_view grad) for every parameter of
-  /// layers [first, end), in the order of parameters() (all f32): what an optimizer needs.
-  template <class F>
-  void for_each_parameter(int first, int end, F&& f) {
-    check_range(first, end);
-    for (int i = first; i < end; ++i) {
-      if (auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) {
-        f(tensor_view(l->weight()), tensor_view(l->grad_weight()));
-        f(tensor_view(l->bias()), tensor_view(l->grad_bias()));
-      }
-    }
-  }
-
   /// @brief Zeroes the gradients of layers [first, end).
   void zero_grad(int first, int end) {
     for_each_parameter(first, end, [](tensor_view, tensor_view g) {
@@ -158,6 +115,33 @@ class sequential {
   void zero_grad() { zero_grad(0, num_layers()); }
 
  private:
+  std::vector<any_layer>& layers() noexcept { return element<0>(); }
+  const std::vector<any_layer>& layers() const noexcept { return element<0>(); }
+
+  static sequential build_mlp(const std::vector<int>& widths, std::uint64_t seed, activation_kind kind, bool defer) {
+    if (widths.size() < 2) {
+      ppipe::detail::fail(errc::invalid_argument, "mlp needs at least 2 widths (input and output) but got ",
+                          widths.size(), "; e.g. mlp({16, 64, 4}, seed)");
+    }
+    for (std::size_t i = 0; i < widths.size(); ++i) {
+      if (widths[i] < 1) {
+        ppipe::detail::fail(errc::invalid_argument, "mlp width ", i, " is ", widths[i], "; every width must be >= 1");
+      }
+    }
+    sequential out;
+    std::uint64_t state = seed;
+    for (std::size_t i = 0; i + 1 < widths.size(); ++i) {
+      if (i > 0) out.add(activation(kind));
+      const std::uint64_t layer_seed = detail::splitmix64(state);
+      if (defer) {
+        out.add(linear(widths[i], widths[i + 1], layer_seed, deferred));
+      } else {
+        out.add(linear(widths[i], widths[i + 1], layer_seed));
+      }
+    }
+    return out;
+  }
+
   std::size_t index(int i) const {
     if (i < 0 || i >= num_layers()) {
       ppipe::detail::fail(errc::invalid_argument, "layer ", i, " is outside the model's ", num_layers(),
@@ -178,7 +162,7 @@ class sequential {
     check_range(first, end);
     std::vector<std::span<const float>> out;
     for (int i = first; i < end; ++i) {
-      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) {
+      if (const auto* l = std::get_if<linear>(&layers()[static_cast<std::size_t>(i)])) {
         const auto [a, b] = pick(*l);
         out.push_back(a);
         out.push_back(b);
@@ -189,15 +173,14 @@ class sequential {
 
   std::int64_t width_near(int layer) const {
     for (int i = layer - 1; i >= 0; --i) {
-      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) return l->out_features();
+      if (const auto* l = std::get_if<linear>(&layers()[static_cast<std::size_t>(i)])) return l->out_features();
     }
     for (int i = layer + 1; i < num_layers(); ++i) {
-      if (const auto* l = std::get_if<linear>(&layers_[static_cast<std::size_t>(i)])) return l->in_features();
+      if (const auto* l = std::get_if<linear>(&layers()[static_cast<std::size_t>(i)])) return l->in_features();
     }
     return 1;
   }
 
-  std::vector<any_layer> layers_;
 };
 
 }  // namespace PPIPE_LAYERS_KERNELS
