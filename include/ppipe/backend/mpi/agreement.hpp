@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ppipe/backend/mpi/error.hpp"
+#include "ppipe/backend/mpi/roster.hpp"
 #include "ppipe/tensor/bytes.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/transport/distributed.hpp"
@@ -156,6 +157,44 @@ std::string compare_over(MPI_Comm comm, const agreement_record& mine, Name&& nam
     if (!d.empty()) return d;
   }
   return {};
+}
+
+/// Compares `mine` with every other process's fields, and throws on every process the same
+/// ppipe::error (invalid_argument) naming a process's `problem` (the lowest rank's), or else the
+/// first field that differs; or returns on all. `wait(request, what)` is the collectives' wait
+/// (see collectives.hpp): false once it has reported that it waited for `what()` too long.
+template <class Wait>
+void agree(const roster& who, const std::vector<agreement_field>& mine, std::string_view problem, Wait&& wait) {
+  const auto wait_or_throw = [&](MPI_Request& req, const char* what) {
+    if (wait(req, [&] {
+          return ppipe::detail::concat("the other processes ", what, " before the run; every process must make the "
+                                       "same calls on the pipeline");
+        })) {
+      return;
+    }
+    ppipe::detail::fail(errc::timeout, who.describe_rank(who.rank()),
+                        " timed out comparing the pipeline with the other processes");
+  };
+  // The replicas first, with every field: what they find reaches the whole pipeline next, and
+  // every pipeline holds one process of each replica group, so all processes end alike.
+  agreement_record record;
+  if (!problem.empty()) {
+    record.problem = ppipe::detail::concat(who.describe_rank(who.rank()), " could not go on: ", problem);
+  }
+  if (who.replica_count() > 1) {
+    record.fields = mine;
+    record.problem = compare_over(who.replica_comm(), record, [&](int k) { return who.describe_replica(k); },
+                                  wait_or_throw);
+    record.fields.clear();
+  }
+  for (const agreement_field& f : mine) {
+    if (!f.per_rank) record.fields.push_back(f);
+  }
+  record.problem = compare_over(who.pipeline(), record, [&](int q) { return who.describe_rank(q); }, wait_or_throw);
+  if (!record.problem.empty()) {
+    ppipe::detail::fail(errc::invalid_argument, record.problem, "; every process must build the same pipeline (model, "
+                        "schedule, split, m) and pass batches of the same shapes");
+  }
 }
 
 }  // namespace ppipe::mpi::detail

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "ppipe/backend/mpi/communicator.hpp"
 #include "ppipe/backend/mpi/error.hpp"
 #include "ppipe/backend/mpi/transport.hpp"
 #include "ppipe/error.hpp"
@@ -84,17 +85,13 @@ inline transport replicated(MPI_Comm world, int replicas, transport_options opti
     ppipe::detail::fail(errc::invalid_argument, "cannot split ", size, " processes into ", replicas,
                         " replicas of one pipeline; give a number of replicas that divides the process count");
   }
-  MPI_Comm pipeline = MPI_COMM_NULL;
-  MPI_Comm same_stage = MPI_COMM_NULL;
-  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank % replicas, rank / replicas, &pipeline));
-  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank / replicas, rank % replicas, &same_stage));
-  struct release {
-    MPI_Comm* c;
-    ~release() { MPI_Comm_free(c); }
-  };
-  const release free_pipeline{&pipeline};
-  const release free_same_stage{&same_stage};
-  return transport(pipeline, replicas > 1 ? same_stage : MPI_COMM_NULL, options);
+  // The transport duplicates both, so these are freed on return.
+  MPI_Comm split = MPI_COMM_NULL;
+  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank % replicas, rank / replicas, &split));
+  const detail::owned_comm pipeline(split);
+  PPIPE_MPI_CHECK(MPI_Comm_split(world, rank / replicas, rank % replicas, &split));
+  const detail::owned_comm same_stage(split);
+  return transport(pipeline, replicas > 1 ? MPI_Comm(same_stage) : MPI_COMM_NULL, options);
 }
 
 }  // namespace ppipe::mpi

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// @brief ppipe::mpi::transport: pipeline ranks as MPI processes, payloads over non-blocking
-/// point-to-point messages.
+/// point-to-point messages, and the end of a run (every rank's report, a failed run's drain).
 
 #include <mpi.h>
 
@@ -23,96 +23,19 @@
 #include <vector>
 
 #include "ppipe/backend/mpi/agreement.hpp"
+#include "ppipe/backend/mpi/collectives.hpp"
 #include "ppipe/backend/mpi/error.hpp"
 #include "ppipe/backend/mpi/message.hpp"
+#include "ppipe/backend/mpi/options.hpp"
+#include "ppipe/backend/mpi/roster.hpp"
+#include "ppipe/backend/mpi/tags.hpp"
+#include "ppipe/backend/mpi/timeout.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe::mpi {
-
-/// @brief What a rank does when a wait runs past its deadline. The peer it waited for may be stuck
-/// in a kernel or gone, so the processes can no longer agree on anything: the job cannot go on.
-enum class timeout_policy : unsigned char {
-  abort_job,    ///< print the error (naming the peer and the action) on stderr, then MPI_Abort the job
-  throw_error,  ///< throw the ppipe::error; the transport refuses further runs, and the caller ends the job
-};
-
-/// @brief How the MPI transport sends.
-struct transport_options {
-  /// Described payloads of at most this many bytes travel in one message together with their
-  /// shapes (one message latency, one small copy); larger ones as a header of shapes followed by
-  /// one message per tensor sent from and received into the tensors' own memory (no copy). Agreed
-  /// payloads of several tensors of at most this many bytes are copied back to back into one
-  /// message; larger ones go from the tensors' memory, through one MPI datatype.
-  std::size_t inline_bytes = 16 * 1024;
-  timeout_policy on_timeout = timeout_policy::abort_job;
-  int abort_code = 3;  ///< the exit code MPI_Abort is given
-  /// How long a wait polls MPI without pause before it starts yielding the core between polls (on
-  /// an oversubscribed node a polling process takes the core of one that has work).
-  std::chrono::microseconds spin{200};
-  /// After a timeout, how long a rank waits for the other ranks to say what they are waiting for,
-  /// before it names those that did not answer (dead, or stuck outside ppipe) in its message.
-  std::chrono::milliseconds inquiry{1000};
-};
-
-namespace detail {
-/// An MPI communicator that ppipe duplicated and frees (unless MPI is finalised by then).
-class owned_comm {
- public:
-  owned_comm() = default;
-  explicit owned_comm(MPI_Comm c) : comm_(c) {}
-  owned_comm(owned_comm&& other) noexcept : comm_(std::exchange(other.comm_, MPI_COMM_NULL)) {}
-  owned_comm& operator=(owned_comm&& other) noexcept {
-    if (this != &other) {
-      release();
-      comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
-    }
-    return *this;
-  }
-  owned_comm(const owned_comm&) = delete;
-  owned_comm& operator=(const owned_comm&) = delete;
-  ~owned_comm() { release(); }
-  operator MPI_Comm() const noexcept { return comm_; }  // a handle, used where MPI takes the communicator
-
- private:
-  void release() noexcept {
-    int finalized = 1;
-    MPI_Finalized(&finalized);
-    if (comm_ != MPI_COMM_NULL && finalized == 0) MPI_Comm_free(&comm_);
-    comm_ = MPI_COMM_NULL;
-  }
-  MPI_Comm comm_ = MPI_COMM_NULL;
-};
-
-/// A duplicate of `c` whose errors are returned, not fatal.
-inline owned_comm duplicate(MPI_Comm c) {
-  MPI_Comm dup = MPI_COMM_NULL;
-  PPIPE_MPI_CHECK(MPI_Comm_dup(c, &dup));
-  owned_comm out(dup);
-  PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN));
-  return out;
-}
-
-/// The rank in MPI_COMM_WORLD of each process of `c`: what messages name, so that a user finds it.
-inline std::vector<int> world_ranks(MPI_Comm c) {
-  MPI_Group group = MPI_GROUP_NULL;
-  MPI_Group world = MPI_GROUP_NULL;
-  PPIPE_MPI_CHECK(MPI_Comm_group(c, &group));
-  PPIPE_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
-  int n = 0;
-  MPI_Group_size(group, &n);
-  std::vector<int> mine(static_cast<std::size_t>(n));
-  std::vector<int> out(mine.size());
-  for (int i = 0; i < n; ++i) mine[static_cast<std::size_t>(i)] = i;
-  const int code = MPI_Group_translate_ranks(group, n, mine.data(), world, out.data());
-  MPI_Group_free(&group);
-  MPI_Group_free(&world);
-  PPIPE_MPI_CHECK(code);
-  return out;
-}
-}  // namespace detail
 
 /// @brief A Transport over MPI (see ppipe::distributed_transport): every process of the pipeline's
 /// communicator runs one pipeline rank, its rank in that communicator. The communicator is
@@ -161,40 +84,17 @@ class transport {
   /// @param replicas the processes running this pipeline rank in every replica, or MPI_COMM_NULL
   /// when there is one replica (duplicated). Collective over both communicators.
   explicit transport(MPI_Comm pipeline, MPI_Comm replicas = MPI_COMM_NULL, transport_options options = {})
-      : options_(options) {
-    int initialized = 0;
-    int finalized = 0;
-    MPI_Initialized(&initialized);
-    MPI_Finalized(&finalized);
-    if (initialized == 0 || finalized != 0) {
-      ppipe::detail::fail(errc::invalid_argument, "the MPI transport needs MPI initialised (and not finalised); "
-                          "construct a ppipe::mpi::session, or call MPI_Init_thread, first");
-    }
-    if (pipeline == MPI_COMM_NULL) {
-      ppipe::detail::fail(errc::invalid_argument, "the MPI transport was given MPI_COMM_NULL as the pipeline's "
-                          "communicator; pass MPI_COMM_WORLD or the communicator of one pipeline replica");
-    }
-    comm_ = detail::duplicate(pipeline);
-    PPIPE_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-    PPIPE_MPI_CHECK(MPI_Comm_size(comm_, &size_));
-    world_of_ = detail::world_ranks(comm_);
-    if (replicas != MPI_COMM_NULL) {
-      replicas_ = detail::duplicate(replicas);
-      PPIPE_MPI_CHECK(MPI_Comm_rank(replicas_, &replica_));
-      PPIPE_MPI_CHECK(MPI_Comm_size(replicas_, &replica_count_));
-      replica_world_of_ = detail::world_ranks(replicas_);
-      join_job();
-    }
+      : who_(pipeline, replicas), options_(options) {
     int* tag_ub = nullptr;
     int flag = 0;
-    PPIPE_MPI_CHECK(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &flag));
-    if (flag != 0 && tag_ub != nullptr && *tag_ub < answer_tag) {
+    PPIPE_MPI_CHECK(MPI_Comm_get_attr(communicator(), MPI_TAG_UB, &tag_ub, &flag));
+    if (flag != 0 && tag_ub != nullptr && *tag_ub < detail::answer_tag) {
       ppipe::detail::fail(errc::unsupported, "this MPI allows tags up to ", *tag_ub, ", but ppipe's MPI transport "
-                          "uses tags up to ", answer_tag, " (the standard guarantees 32767)");
+                          "uses tags up to ", detail::answer_tag, " (the standard guarantees 32767)");
     }
-    sent_.assign(static_cast<std::size_t>(size_), 0);
-    posted_.assign(static_cast<std::size_t>(size_), 0);
-    reports_.assign(static_cast<std::size_t>(size_), std::nullopt);
+    sent_.assign(static_cast<std::size_t>(num_ranks()), 0);
+    posted_.assign(static_cast<std::size_t>(num_ranks()), 0);
+    reports_.assign(static_cast<std::size_t>(num_ranks()), std::nullopt);
   }
 
   transport(transport&&) noexcept = default;
@@ -203,15 +103,15 @@ class transport {
   transport& operator=(const transport&) = delete;
   ~transport() = default;
 
-  [[nodiscard]] int num_ranks() const noexcept { return size_; }
+  [[nodiscard]] int num_ranks() const noexcept { return who_.size(); }
   /// @brief The pipeline rank this process runs: its rank in the pipeline's communicator.
-  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int rank() const noexcept { return who_.rank(); }
   /// @brief How many replicas of the pipeline the job runs (1 without a replica communicator).
-  [[nodiscard]] int replicas() const noexcept { return replica_count_; }
+  [[nodiscard]] int replicas() const noexcept { return who_.replica_count(); }
   /// @brief Which replica this process belongs to (its rank in the replica communicator).
-  [[nodiscard]] int replica() const noexcept { return replica_; }
+  [[nodiscard]] int replica() const noexcept { return who_.replica(); }
   /// @brief The pipeline's communicator (ppipe's duplicate of it).
-  [[nodiscard]] MPI_Comm communicator() const noexcept { return comm_; }
+  [[nodiscard]] MPI_Comm communicator() const noexcept { return who_.pipeline(); }
   [[nodiscard]] const transport_options& options() const noexcept { return options_; }
 
   send_handle post_send(int from, int to, const payload& data) {
@@ -230,13 +130,14 @@ class transport {
     }
     ++sent_[static_cast<std::size_t>(to)];  // counted once nothing can fail: the peer's drain waits for it
     slot.values.clear();
-    PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), static_cast<int>(slot.header.size()), MPI_BYTE, to, header_tag(seq),
-                              comm_, &slot.request));
+    PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), static_cast<int>(slot.header.size()), MPI_BYTE, to,
+                              detail::header_tag(run_, seq), communicator(), &slot.request));
     if (!with_values) {
       for (const host_tensor& t : data) {
         if (t.size() == 0) continue;
         slot.values.push_back(MPI_REQUEST_NULL);
-        PPIPE_MPI_CHECK(MPI_Isend(t.byte_data(), count_of(t), MPI_BYTE, to, data_tag(seq), comm_, &slot.values.back()));
+        PPIPE_MPI_CHECK(MPI_Isend(t.byte_data(), count_of(t), MPI_BYTE, to, detail::data_tag(run_, seq), communicator(),
+                                  &slot.values.back()));
       }
     }
     return send_handle{at, slot.ticket};
@@ -256,10 +157,10 @@ class transport {
     slot.to = to;
     slot.sequence = seq;
     slot.values.clear();
-    const int tag = agreed_tag(seq);
+    const int tag = detail::agreed_tag(run_, seq);
     const std::size_t bytes = bytes_of(data);
     if (data.size() == 1) {
-      PPIPE_MPI_CHECK(MPI_Isend(data.front().byte_data(), count, MPI_BYTE, to, tag, comm_, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Isend(data.front().byte_data(), count, MPI_BYTE, to, tag, communicator(), &slot.request));
     } else if (bytes <= options_.inline_bytes) {
       slot.header.resize(bytes);
       std::byte* next = slot.header.data();
@@ -267,10 +168,10 @@ class transport {
         if (t.bytes() != 0) std::memcpy(next, t.byte_data(), t.bytes());
         next += t.bytes();
       }
-      PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), count, MPI_BYTE, to, tag, comm_, &slot.request));
+      PPIPE_MPI_CHECK(MPI_Isend(slot.header.data(), count, MPI_BYTE, to, tag, communicator(), &slot.request));
     } else {
       MPI_Datatype type = tensors_type(data);
-      const int code = MPI_Isend(MPI_BOTTOM, 1, type, to, tag, comm_, &slot.request);
+      const int code = MPI_Isend(MPI_BOTTOM, 1, type, to, tag, communicator(), &slot.request);
       MPI_Type_free(&type);  // the send keeps what it needs
       PPIPE_MPI_CHECK(code);
     }
@@ -306,7 +207,7 @@ class transport {
       ppipe::detail::fail(errc::invalid_argument, "no pending receive from rank ", h.from, " with sequence number ",
                           h.sequence, "; complete each posted receive once");
     }
-    const waiting_on note(*this, wait_kind::payload_from, h.from, h.sequence);
+    const detail::waiting_on note(timeouts_, detail::wait_kind::payload_from, h.from, h.sequence);
     const wait_status st = finish_recv(h.slot, &into, deadline, true);
     if (st == wait_status::ready) {
       into = std::move(recvs_[h.slot].into);
@@ -317,7 +218,7 @@ class transport {
 
   wait_status complete_send(send_handle& h, deadline_clock::time_point deadline) {
     if (h.slot >= sends_.size() || !sends_[h.slot].busy || sends_[h.slot].ticket != h.ticket) return wait_status::ready;
-    const waiting_on note(*this, wait_kind::send_to, sends_[h.slot].to, sends_[h.slot].sequence);
+    const detail::waiting_on note(timeouts_, detail::wait_kind::send_to, sends_[h.slot].to, sends_[h.slot].sequence);
     const wait_status st = wait_send(sends_[h.slot], deadline, true);
     if (st == wait_status::ready) release_slot(sends_, free_sends_, h.slot);
     return st;
@@ -329,7 +230,7 @@ class transport {
   /// @brief Readies the transport for the next run. Every run ends in conclude(), which leaves no
   /// message in flight, so only the counters start again.
   void reset() {
-    refuse_if_broken();
+    timeouts_.refuse_if_broken();
     std::fill(sent_.begin(), sent_.end(), 0);
     std::fill(posted_.begin(), posted_.end(), 0);
     std::fill(reports_.begin(), reports_.end(), std::nullopt);
@@ -346,30 +247,31 @@ class transport {
     // Kept by the transport: a report may still be on its way when a timeout returns early.
     std::vector<notice>& notices = notices_;
     notices.clear();
-    notices.reserve(static_cast<std::size_t>(size_));
-    for (int q = 0; q < size_; ++q) {
-      if (q == rank_) continue;
+    notices.reserve(static_cast<std::size_t>(num_ranks()));
+    for (int q = 0; q < num_ranks(); ++q) {
+      if (q == rank()) continue;
       notice& n = notices.emplace_back();
       n.bytes = detail::write_report({mine, run_, sent_[static_cast<std::size_t>(q)]});
-      PPIPE_MPI_CHECK(MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, q, control_tag, comm_,
-                                &n.request));
+      PPIPE_MPI_CHECK(MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, q, detail::control_tag,
+                                communicator(), &n.request));
     }
     const bool i_timed_out = mine.what == rank_outcome::outcome::failed && mine.code == errc::timeout;
     if (i_timed_out) return stuck(mine.message);
 
     run_verdict verdict;
-    if (mine.what == rank_outcome::outcome::failed) verdict = {false, rank_, mine.code, mine.message};
-    for (int q = 0; q < size_; ++q) {
-      if (q == rank_ || reports_[static_cast<std::size_t>(q)]) continue;
-      const waiting_on note(*this, wait_kind::report_from, q, 0);
+    if (mine.what == rank_outcome::outcome::failed) verdict = {false, rank(), mine.code, mine.message};
+    for (int q = 0; q < num_ranks(); ++q) {
+      if (q == rank() || reports_[static_cast<std::size_t>(q)]) continue;
+      const detail::waiting_on note(timeouts_, detail::wait_kind::report_from, q, 0);
       if (!receive_report(q, deadline)) {
-        return stuck(ppipe::detail::concat(describe_rank(rank_), " ended its part of the run and waited ",
-                                           waited_ms(start), " for ", describe_rank(q), " to report how its part ended"));
+        return stuck(ppipe::detail::concat(describe_rank(rank()), " ended its part of the run and waited ",
+                                           detail::waited_ms(start), " for ", describe_rank(q),
+                                           " to report how its part ended"));
       }
     }
-    for (int q = 0; q < size_; ++q) {
+    for (int q = 0; q < num_ranks(); ++q) {
       const auto& r = reports_[static_cast<std::size_t>(q)];
-      if (q == rank_ || !r || r->report.what != rank_outcome::outcome::failed) continue;
+      if (q == rank() || !r || r->report.what != rank_outcome::outcome::failed) continue;
       if (r->report.code == errc::timeout) {
         // Its process aborts the job (or throws) without draining: nothing here can drain either.
         return stuck(ppipe::detail::concat(describe_rank(q), " timed out: ", r->report.message));
@@ -379,10 +281,10 @@ class transport {
     if (!verdict.ok) {
       if (std::optional<run_verdict> failed = drain(deadline)) return *std::move(failed);
     }
-    const waiting_on note(*this, wait_kind::collective, -1, 0);
+    const detail::waiting_on note(timeouts_, detail::wait_kind::collective, -1, 0);
     for (notice& n : notices) {
       if (wait_one(n.request, deadline) != wait_status::ready) {
-        return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
+        return stuck(ppipe::detail::concat(describe_rank(rank()), " waited ", detail::waited_ms(start),
                                            " for its end-of-run report to reach the other ranks"));
       }
     }
@@ -390,50 +292,25 @@ class transport {
   }
 
   /// @brief Gives every rank of the pipeline the bytes rank `root` holds.
+  /// @param bytes what `root` sends; on the other ranks, replaced by what they receive
+  /// @param root the pipeline rank that holds the bytes
+  /// @param deadline when to give up (see transport_options::on_timeout)
+  /// @return ready, or timed_out when the policy is throw_error and the wait ran past `deadline`
   wait_status broadcast(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
-    const waiting_on note(*this, wait_kind::broadcast_from, root, 0);
-    std::uint64_t n = bytes.size();
-    MPI_Request req = MPI_REQUEST_NULL;
-    PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, comm_, &req));
-    if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for ", describe_rank(root),
-                                  " to broadcast the run's results"));
-      return wait_status::timed_out;
-    }
-    if (n > static_cast<std::uint64_t>(INT_MAX)) {
-      ppipe::detail::fail(errc::unsupported, "the run's results take ", n, " bytes; the MPI transport broadcasts at "
-                          "most ", INT_MAX, " bytes: run fewer rows per call");
-    }
-    bytes.resize(static_cast<std::size_t>(n));
-    PPIPE_MPI_CHECK(MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm_, &req));
-    if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for the ", n,
-                                  " bytes of results that ", describe_rank(root), " broadcasts"));
-      return wait_status::timed_out;
-    }
-    return wait_status::ready;
+    const detail::waiting_on note(timeouts_, detail::wait_kind::broadcast_from, root, 0);
+    return detail::broadcast(who_, bytes, root, collective_wait(*this, start, deadline));
   }
 
   /// @brief Replaces `values` by their mean over the replicas (sum, then times 1/replicas), in
   /// place. Every replica calls it with the same number of values. A no-op with one replica.
+  /// @param values this replica's gradients, replaced by the mean over the replicas
+  /// @param deadline when to give up (see transport_options::on_timeout)
   void allreduce_mean(std::span<float> values, deadline_clock::time_point deadline) {
-    if (replica_count_ <= 1 || values.empty()) return;
+    if (replicas() <= 1 || values.empty()) return;
     const auto start = deadline_clock::now();
-    if (values.size() > static_cast<std::size_t>(INT_MAX)) {
-      ppipe::detail::fail(errc::unsupported, "cannot all-reduce ", values.size(), " values at once; at most ", INT_MAX);
-    }
-    const waiting_on note(*this, wait_kind::replicas, -1, 0);
-    MPI_Request req = MPI_REQUEST_NULL;
-    PPIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_FLOAT, MPI_SUM,
-                                   replicas_, &req));
-    if (wait_one(req, deadline) != wait_status::ready) {
-      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
-                                  " for the other replicas to all-reduce ", values.size(), " gradient values"));
-      ppipe::detail::fail(errc::timeout, "the gradient all-reduce over the replicas timed out");
-    }
-    const float scale = 1.0f / static_cast<float>(replica_count_);
-    for (float& v : values) v *= scale;
+    const detail::waiting_on note(timeouts_, detail::wait_kind::replicas, -1, 0);
+    detail::allreduce_mean(who_, values, collective_wait(*this, start, deadline));
   }
 
   /// @brief See ppipe::distributed_transport: every process compares `mine` with the others'
@@ -441,133 +318,22 @@ class transport {
   /// fields too), and all throw the same ppipe::error (invalid_argument) naming a process's
   /// `problem` (the lowest rank's), or else the first field that differs and the value of each
   /// side; or all return. Costs one 8-byte all-gather per communicator when they agree.
+  /// @param mine what this process must hold alike with the others
+  /// @param problem what kept this process from preparing the run, or empty
+  /// @param deadline when to give up (see transport_options::on_timeout)
   void agree(const std::vector<agreement_field>& mine, std::string_view problem, deadline_clock::time_point deadline) {
-    refuse_if_broken();
+    timeouts_.refuse_if_broken();
     const auto start = deadline_clock::now();
-    const waiting_on note(*this, wait_kind::collective, -1, 0);
-    const auto wait = [&](MPI_Request& req, const char* what) {
-      if (wait_one(req, deadline) == wait_status::ready) return;
-      stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for the other processes ",
-                                  what, " before the run; every process must make the same calls on the pipeline"));
-      ppipe::detail::fail(errc::timeout, describe_rank(rank_), " timed out comparing the pipeline with the other processes");
-    };
-    // The replicas first, with every field: what they find reaches the whole pipeline next, and
-    // every pipeline holds one process of each replica group, so all processes end alike.
-    detail::agreement_record record;
-    if (!problem.empty()) record.problem = ppipe::detail::concat(describe_rank(rank_), " could not go on: ", problem);
-    if (replica_count_ > 1) {
-      record.fields = mine;
-      record.problem = detail::compare_over(replicas_, record, [&](int k) { return describe_replica(k); }, wait);
-      record.fields.clear();
-    }
-    for (const agreement_field& f : mine) {
-      if (!f.per_rank) record.fields.push_back(f);
-    }
-    record.problem = detail::compare_over(comm_, record, [&](int q) { return describe_rank(q); }, wait);
-    if (!record.problem.empty()) {
-      ppipe::detail::fail(errc::invalid_argument, record.problem, "; every process must build the same pipeline (model, "
-                          "schedule, split, m) and pass batches of the same shapes");
-    }
+    const detail::waiting_on note(timeouts_, detail::wait_kind::collective, -1, 0);
+    detail::agree(who_, mine, problem, collective_wait(*this, start, deadline));
   }
 
   /// @brief Pipeline rank `r` as messages name it: "rank 2", and where that is not the process's
   /// rank in MPI_COMM_WORLD, or with replicas, the process and the replica: "rank 1 of replica 2
   /// (process 5)".
-  [[nodiscard]] std::string describe_rank(int r) const {
-    const bool known = r >= 0 && static_cast<std::size_t>(r) < world_of_.size();
-    const int world = known ? world_of_[static_cast<std::size_t>(r)] : r;
-    if (replica_count_ > 1) return ppipe::detail::concat("rank ", r, " of replica ", replica_, " (process ", world, ")");
-    if (world == r) return ppipe::detail::concat("rank ", r);
-    return ppipe::detail::concat("rank ", r, " (process ", world, ")");
-  }
+  [[nodiscard]] std::string describe_rank(int r) const { return who_.describe_rank(r); }
 
  private:
-  void refuse_if_broken() const {
-    if (!broken_.empty()) {
-      ppipe::detail::fail(errc::backend, "the MPI transport cannot run again after a timeout (", broken_,
-                          "): a peer may still be stuck; end the job (MPI_Abort)");
-    }
-  }
-
-  // With replicas: a communicator of every process of the job, replica after replica (process
-  // k * size_ + r runs pipeline rank r of replica k), for inquiries after a timeout, which must
-  // reach a dead process in another replica and another pipeline rank.
-  void join_job() {
-    const int n = size_ * replica_count_;
-    std::vector<int> gathered(static_cast<std::size_t>(n));
-    PPIPE_MPI_CHECK(MPI_Allgather(replica_world_of_.data(), replica_count_, MPI_INT, gathered.data(), replica_count_,
-                                  MPI_INT, comm_));
-    job_world_.assign(static_cast<std::size_t>(n), -1);
-    for (int r = 0; r < size_; ++r) {
-      for (int k = 0; k < replica_count_; ++k) {
-        job_world_[static_cast<std::size_t>(k * size_ + r)] = gathered[static_cast<std::size_t>(r * replica_count_ + k)];
-      }
-    }
-    MPI_Group world = MPI_GROUP_NULL;
-    MPI_Group job = MPI_GROUP_NULL;
-    PPIPE_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
-    const int code = MPI_Group_incl(world, n, job_world_.data(), &job);
-    MPI_Group_free(&world);
-    PPIPE_MPI_CHECK(code);
-    MPI_Comm c = MPI_COMM_NULL;
-    const int created = MPI_Comm_create_group(MPI_COMM_WORLD, job, 0, &c);
-    MPI_Group_free(&job);
-    PPIPE_MPI_CHECK(created);
-    job_ = detail::owned_comm(c);
-    PPIPE_MPI_CHECK(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN));
-    int me = -1;
-    PPIPE_MPI_CHECK(MPI_Comm_rank(c, &me));
-    if (me != inquiry_rank()) {
-      ppipe::detail::fail(errc::invalid_argument, "the replica communicator numbers the replicas differently on "
-                          "different pipeline ranks (process ", job_world_[static_cast<std::size_t>(inquiry_rank())],
-                          " is ", me, " in the job); give every pipeline rank a replica communicator whose rank k "
-                          "is replica k, as ppipe::mpi::replicated() does");
-    }
-  }
-
-  // Where inquiries travel: the job's communicator with replicas, else the pipeline's; this
-  // process's rank there, and how a rank there is named.
-  [[nodiscard]] MPI_Comm inquiry_comm() const { return replica_count_ > 1 ? MPI_Comm(job_) : MPI_Comm(comm_); }
-  [[nodiscard]] int inquiry_rank() const { return replica_count_ > 1 ? replica_ * size_ + rank_ : rank_; }
-  [[nodiscard]] int inquiry_size() const { return size_ * replica_count_; }
-  [[nodiscard]] std::string describe_process(int i) const {
-    if (replica_count_ <= 1) return describe_rank(i);
-    return ppipe::detail::concat("rank ", i % size_, " of replica ", i / size_, " (process ",
-                                 job_world_[static_cast<std::size_t>(i)], ")");
-  }
-
-  // This process's pipeline rank in replica `k`, as messages name it.
-  [[nodiscard]] std::string describe_replica(int k) const {
-    const bool known = k >= 0 && static_cast<std::size_t>(k) < replica_world_of_.size();
-    return ppipe::detail::concat("rank ", rank_, " of replica ", k, " (process ",
-                                 known ? replica_world_of_[static_cast<std::size_t>(k)] : -1, ")");
-  }
-
-  // Tags: a payload's header and its tensors carry its sequence number (mod tag_range), so a
-  // receive matches its own send whatever order receives complete in, and the run's number (mod
-  // run_slots): a peer that has finished a failed run may already send the next run's payloads
-  // while this rank still cancels the receives of the failed one, and those must not match. (A
-  // peer is at most one run ahead: it cannot end a run without this rank's report of it.) The
-  // reports have one tag of their own.
-  // A payload sent in the agreed form (its values alone) has a tag range of its own: a receive
-  // posted in one form never matches a send posted in the other.
-  static constexpr int tag_range = 2048;
-  static constexpr int run_slots = 4;
-  static constexpr int tag_kinds = 3;  // header, separate values, agreed
-  static constexpr int control_tag = tag_kinds * tag_range * run_slots;
-  // After a timeout a rank asks the others what they wait for (see inquire()), and they answer.
-  static constexpr int inquiry_tag = control_tag + 1;
-  static constexpr int answer_tag = control_tag + 2;
-  static constexpr std::byte inquiry_token{};  // what an inquiry sends (static: a send that never completes reads it)
-  [[nodiscard]] int slot_base() const { return static_cast<int>(run_ % run_slots) * tag_kinds * tag_range; }
-  [[nodiscard]] int header_tag(std::uint64_t seq) const { return slot_base() + static_cast<int>(seq % tag_range); }
-  [[nodiscard]] int data_tag(std::uint64_t seq) const {
-    return slot_base() + tag_range + static_cast<int>(seq % tag_range);
-  }
-  [[nodiscard]] int agreed_tag(std::uint64_t seq) const {
-    return slot_base() + 2 * tag_range + static_cast<int>(seq % tag_range);
-  }
-
   // A send or a receive in flight lives in a slot, and slots are reused: their buffers and request
   // lists keep their capacity, so a steady run allocates nothing per message.
   struct send_slot {
@@ -640,10 +406,10 @@ class transport {
   }
 
   void check_pair(int self, int peer, const char* what) const {
-    if (self != rank_ || peer < 0 || peer >= size_ || peer == self) {
-      ppipe::detail::fail(errc::invalid_argument, "rank ", rank_, " (this process) cannot ", what, " between rank ",
-                          self, " and rank ", peer, " of a ", size_, "-process pipeline; a process only transfers "
-                          "its own rank's data, to another rank in 0..", size_ - 1);
+    if (self != rank() || peer < 0 || peer >= num_ranks() || peer == self) {
+      ppipe::detail::fail(errc::invalid_argument, "rank ", rank(), " (this process) cannot ", what, " between rank ",
+                          self, " and rank ", peer, " of a ", num_ranks(), "-process pipeline; a process only "
+                          "transfers its own rank's data, to another rank in 0..", num_ranks() - 1);
     }
   }
 
@@ -701,7 +467,7 @@ class transport {
   bool probe(int from, int tag, MPI_Message& msg, int& bytes) {
     int found = 0;
     MPI_Status status{};
-    PPIPE_MPI_CHECK(MPI_Improbe(from, tag, comm_, &found, &msg, &status));
+    PPIPE_MPI_CHECK(MPI_Improbe(from, tag, communicator(), &found, &msg, &status));
     if (found == 0) return false;
     PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
     return true;
@@ -719,9 +485,10 @@ class transport {
     if (slot.matched) return true;
     MPI_Message msg = MPI_MESSAGE_NULL;
     int bytes = 0;
-    if (slot.form != recv_form::agreed && probe(slot.from, header_tag(slot.sequence), msg, bytes)) {
+    const std::uint64_t seq = slot.sequence;
+    if (slot.form != recv_form::agreed && probe(slot.from, detail::header_tag(run_, seq), msg, bytes)) {
       if (slot.form == recv_form::either) slot.form = recv_form::described;
-    } else if (slot.form != recv_form::described && probe(slot.from, agreed_tag(slot.sequence), msg, bytes)) {
+    } else if (slot.form != recv_form::described && probe(slot.from, detail::agreed_tag(run_, seq), msg, bytes)) {
       if (slot.form == recv_form::either) {  // a drain's: any size, thrown away
         slot.form = recv_form::agreed;
         slot.count = -1;
@@ -834,7 +601,8 @@ class transport {
       }
       MPI_Message msg = MPI_MESSAGE_NULL;
       int bytes = 0;
-      const wait_status st = poll(deadline, watch, [&] { return probe(slot.from, data_tag(slot.sequence), msg, bytes); });
+      const wait_status st =
+          poll(deadline, watch, [&] { return probe(slot.from, detail::data_tag(run_, slot.sequence), msg, bytes); });
       if (st != wait_status::ready) return st;
       if (!slot.refused.empty() || static_cast<std::size_t>(bytes) != t.bytes()) {
         refuse(slot, ppipe::detail::concat(describe_rank(slot.from), " sent ", bytes, " bytes for tensor ",
@@ -904,7 +672,7 @@ class transport {
       if (patient) std::this_thread::yield();
       if ((i & 15U) != 0) continue;
       if (watch && failure_reported()) return wait_status::aborted;
-      answer_inquiries();
+      timeouts_.answer(who_);
       match_arrived();
       clock_ = deadline_clock::now();
       if (clock_ >= deadline) return wait_status::timed_out;
@@ -929,7 +697,7 @@ class transport {
     int flag = 0;
     MPI_Message msg = MPI_MESSAGE_NULL;
     MPI_Status status{};
-    PPIPE_MPI_CHECK(MPI_Improbe(source, control_tag, comm_, &flag, &msg, &status));
+    PPIPE_MPI_CHECK(MPI_Improbe(source, detail::control_tag, communicator(), &flag, &msg, &status));
     if (flag == 0) return false;
     int bytes = 0;
     PPIPE_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &bytes));
@@ -938,8 +706,9 @@ class transport {
     detail::wire_report w = detail::read_report(buf.data(), buf.size());
     const int from = status.MPI_SOURCE;
     if (w.run != run_) {
-      ppipe::detail::fail(errc::backend, describe_rank(rank_), " got ", describe_rank(from), "'s report of run ", w.run, " during run ",
-                          run_, "; every process must make the same calls on the pipeline, in the same order");
+      ppipe::detail::fail(errc::backend, describe_rank(rank()), " got ", describe_rank(from), "'s report of run ",
+                          w.run, " during run ", run_, "; every process must make the same calls on the pipeline, "
+                          "in the same order");
     }
     if (w.report.what == rank_outcome::outcome::failed) remote_failure_ = true;
     reports_[static_cast<std::size_t>(from)] = std::move(w);
@@ -952,8 +721,8 @@ class transport {
   // which the peers take in the same way. Afterwards nothing of the run is in flight.
   std::optional<run_verdict> drain(deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
-    for (int q = 0; q < size_; ++q) {
-      if (q == rank_) continue;
+    for (int q = 0; q < num_ranks(); ++q) {
+      if (q == rank()) continue;
       const std::uint64_t sent = reports_[static_cast<std::size_t>(q)]->sent_to_you;
       for (std::uint64_t seq = posted_[static_cast<std::size_t>(q)]; seq < sent; ++seq) {
         (void)take_recv_slot(q, seq, recv_form::either, {}, 0);
@@ -963,7 +732,7 @@ class transport {
         recv_slot& slot = recvs_[at];
         if (!slot.busy || slot.from != q) continue;
         if (slot.sequence < sent) {
-          const waiting_on note(*this, wait_kind::payload_from, q, slot.sequence);
+          const detail::waiting_on note(timeouts_, detail::wait_kind::payload_from, q, slot.sequence);
           wait_status st = wait_status::ready;
           try {
             st = finish_recv(at, nullptr, deadline, false);
@@ -971,8 +740,9 @@ class transport {
             if (!slot.done) throw;  // a refused payload of the failed run is taken in all the same
           }
           if (st != wait_status::ready) {
-            return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for payload ",
-                                               slot.sequence, " that ", describe_rank(q), " sent in the failed run"));
+            return stuck(ppipe::detail::concat(describe_rank(rank()), " waited ", detail::waited_ms(start),
+                                               " for payload ", slot.sequence, " that ", describe_rank(q),
+                                               " sent in the failed run"));
           }
         }
         slot.into.clear();
@@ -981,224 +751,58 @@ class transport {
     }
     for (std::uint32_t at = 0; at < sends_.size(); ++at) {
       if (!sends_[at].busy) continue;
-      const waiting_on note(*this, wait_kind::send_to, sends_[at].to, sends_[at].sequence);
+      const detail::waiting_on note(timeouts_, detail::wait_kind::send_to, sends_[at].to, sends_[at].sequence);
       if (wait_send(sends_[at], deadline, false) != wait_status::ready) {
-        return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start), " for ",
-                                           describe_rank(sends_[at].to), " to take the payloads it sent in the failed run"));
+        return stuck(ppipe::detail::concat(describe_rank(rank()), " waited ", detail::waited_ms(start), " for ",
+                                           describe_rank(sends_[at].to),
+                                           " to take the payloads it sent in the failed run"));
       }
       release_slot(sends_, free_sends_, at);
     }
     return std::nullopt;
   }
 
-  // Every replica learns whether the others' runs failed: a replica that succeeded while another
-  // failed must not go on to the gradient all-reduce, which the failed one will not join.
+  // Every replica learns whether the others' runs failed (see detail::replicas_verdict).
   run_verdict agree_with_replicas(run_verdict verdict, deadline_clock::time_point deadline) {
-    if (replica_count_ <= 1) return verdict;
+    if (replicas() <= 1) return verdict;
     const auto start = deadline_clock::now();
-    constexpr std::size_t record = 1024;
-    std::vector<std::byte> mine(record);
-    std::vector<std::byte> all(record * static_cast<std::size_t>(replica_count_));
-    {
-      std::vector<std::byte> packed;
-      detail::byte_writer w(packed);
-      w.put(static_cast<std::int32_t>(verdict.ok ? 1 : 0));
-      w.put(static_cast<std::int32_t>(verdict.code));
-      w.put(static_cast<std::int32_t>(verdict.rank));
-      const std::string_view text = std::string_view(verdict.message).substr(0, record - 32);
-      w.text(text);
-      std::copy(packed.begin(), packed.end(), mine.begin());
-    }
-    const waiting_on note(*this, wait_kind::replicas, -1, 0);
-    MPI_Request req = MPI_REQUEST_NULL;
-    PPIPE_MPI_CHECK(MPI_Iallgather(mine.data(), static_cast<int>(record), MPI_BYTE, all.data(), static_cast<int>(record),
-                                   MPI_BYTE, replicas_, &req));
-    if (wait_one(req, deadline) != wait_status::ready) {
-      return stuck(ppipe::detail::concat(describe_rank(rank_), " waited ", waited_ms(start),
-                                         " for the other replicas to report how their run ended"));
-    }
-    if (!verdict.ok) return verdict;
-    for (int k = 0; k < replica_count_; ++k) {
-      detail::byte_reader r(all.data() + record * static_cast<std::size_t>(k), record, "replica verdict");
-      const bool ok = r.get<std::int32_t>() != 0;
-      const auto code = r.get<std::int32_t>();
-      const auto rank = r.get<std::int32_t>();
-      std::string text = r.text();
-      if (ok) continue;
-      return {false, rank, detail::errc_from_wire(code),
-              ppipe::detail::concat("replica ", k, " of ", replica_count_, " failed its step, so this replica does not "
-                                    "apply it either: ", text)};
-    }
-    return verdict;
+    const detail::waiting_on note(timeouts_, detail::wait_kind::replicas, -1, 0);
+    std::optional<run_verdict> timed_out;
+    std::optional<run_verdict> agreed =
+        detail::replicas_verdict(who_, verdict, collective_wait(*this, start, deadline, &timed_out));
+    return agreed ? *std::move(agreed) : *std::move(timed_out);
   }
 
-  // A wait ran past its deadline: the peer may be stuck, so the job cannot go on (see
-  // timeout_policy). Returns the verdict to throw when the policy is throw_error.
-  run_verdict stuck(const std::string& said) {
-    const std::string message = said + inquire();
-    broken_ = message;
-    if (options_.on_timeout == timeout_policy::abort_job) {
-      const std::string me = describe_rank(rank_);
-      std::fprintf(stderr,
-                   "ppipe: %s: [ppipe.timeout] %s\n"
-                   "ppipe: %s is aborting the job with MPI_Abort(%d): a peer that does not answer cannot be "
-                   "waited for (set mpi::transport_options::on_timeout to throw_error to get a ppipe::error "
-                   "instead)\n",
-                   me.c_str(), message.c_str(), me.c_str(), options_.abort_code);
-      std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, options_.abort_code);
-    }
-    return {false, rank_, errc::timeout, message};
-  }
-
-  // What this rank waits for, for its answer when another rank inquires (see inquire()).
-  enum class wait_kind : unsigned char {
-    none, payload_from, send_to, report_from, broadcast_from, collective, replicas, inquiring
-  };
-  struct wait_state {
-    wait_kind kind = wait_kind::none;
-    int peer = -1;
-    std::uint64_t number = 0;  // for a payload: its sequence number
-  };
-  // Notes a wait for as long as it lasts; a wait inside another (a drain in conclude) restores it.
-  class waiting_on {
+  // How a collective waits for its request (see collectives.hpp): past `deadline` the job cannot
+  // go on (stuck()), and what() names what this rank waited for since `start`; the verdict goes to
+  // `*timed_out` when there is one to fill.
+  class collective_wait {
    public:
-    waiting_on(transport& t, wait_kind kind, int peer, std::uint64_t number)
-        : t_(&t), before_(std::exchange(t.waiting_, wait_state{kind, peer, number})) {}
-    waiting_on(const waiting_on&) = delete;
-    waiting_on& operator=(const waiting_on&) = delete;
-    ~waiting_on() { t_->waiting_ = before_; }
+    collective_wait(transport& t, deadline_clock::time_point start, deadline_clock::time_point deadline,
+                    std::optional<run_verdict>* timed_out = nullptr)
+        : t_(&t), start_(start), deadline_(deadline), timed_out_(timed_out) {}
+    template <class What>
+    bool operator()(MPI_Request& req, const What& what) const {
+      if (t_->wait_one(req, deadline_) == wait_status::ready) return true;
+      run_verdict v = t_->stuck(ppipe::detail::concat(t_->describe_rank(t_->rank()), " waited ",
+                                                      detail::waited_ms(start_), " for ", what()));
+      if (timed_out_ != nullptr) *timed_out_ = std::move(v);
+      return false;
+    }
 
    private:
     transport* t_;
-    wait_state before_;
+    deadline_clock::time_point start_;
+    deadline_clock::time_point deadline_;
+    std::optional<run_verdict>* timed_out_;
   };
 
-  // "waiting for payload 3 from rank 2", for an answer.
-  [[nodiscard]] std::string describe_wait() const {
-    const wait_state& w = waiting_;
-    switch (w.kind) {
-      case wait_kind::payload_from:
-        return ppipe::detail::concat("waiting for payload ", w.number, " from ", describe_rank(w.peer));
-      case wait_kind::send_to:
-        return ppipe::detail::concat("waiting for ", describe_rank(w.peer), " to take payload ", w.number);
-      case wait_kind::report_from:
-        return ppipe::detail::concat("done with its part of the run, waiting for ", describe_rank(w.peer),
-                                     "'s end-of-run report");
-      case wait_kind::broadcast_from:
-        return ppipe::detail::concat("waiting for ", describe_rank(w.peer), " to broadcast the run's results");
-      case wait_kind::collective: return "waiting for every rank of the pipeline";
-      case wait_kind::replicas: return "waiting for the other replicas";
-      case wait_kind::inquiring: return "timed out too, and asking the others what they wait for";
-      case wait_kind::none: break;
-    }
-    return "answering from inside ppipe";
-  }
+  // A wait ran past its deadline: the job cannot go on (see detail::timeouts::stuck).
+  run_verdict stuck(const std::string& said) { return timeouts_.stuck(who_, options_, said); }
 
-  // Answers every inquiry that has arrived with what this rank waits for. Called while it polls,
-  // so a rank answers as long as it is inside one of ppipe's waits.
-  void answer_inquiries() {
-    const MPI_Comm c = inquiry_comm();
-    for (;;) {
-      int found = 0;
-      MPI_Message msg = MPI_MESSAGE_NULL;
-      MPI_Status status{};
-      if (MPI_Improbe(MPI_ANY_SOURCE, inquiry_tag, c, &found, &msg, &status) != MPI_SUCCESS || found == 0) break;
-      std::byte token{};
-      MPI_Mrecv(&token, 1, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-      inquirers_.resize(static_cast<std::size_t>(inquiry_size()));
-      if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < inquiry_size()) inquirers_[static_cast<std::size_t>(status.MPI_SOURCE)] = true;
-      notice& n = answers_.emplace_back();
-      const std::string text = ppipe::detail::concat(describe_rank(rank_), " is ", describe_wait());
-      const auto* begin = reinterpret_cast<const std::byte*>(text.data());
-      n.bytes.assign(begin, begin + text.size());
-      if (MPI_Isend(n.bytes.data(), static_cast<int>(n.bytes.size()), MPI_BYTE, status.MPI_SOURCE, answer_tag, c,
-                    &n.request) != MPI_SUCCESS) {
-        answers_.pop_back();
-      }
-    }
-    // Answers that have left are let go (a dead inquirer's never are; they are few).
-    std::erase_if(answers_, [](notice& n) {
-      int done = 0;
-      return MPI_Test(&n.request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || done != 0;
-    });
-  }
-
-  // After a timeout: asks every other process of the job (every rank of the pipeline, of every
-  // replica) what it is waiting for, and gives them options_.inquiry to answer. A live rank inside
-  // a ppipe wait answers; one that has died, or is stuck in a kernel or outside the pipeline, does
-  // not. Returns the lines to add to the message, those that did not answer first: that is where to
-  // look, whichever neighbour this rank waited for.
-  std::string inquire() {
-    const int n = inquiry_size();
-    if (options_.inquiry.count() <= 0 || n <= 1) return {};
-    const waiting_on note(*this, wait_kind::inquiring, -1, 0);
-    const MPI_Comm c = inquiry_comm();
-    const int me = inquiry_rank();
-    // Sends that are never completed: a dead peer never takes them, and the job ends after this.
-    for (int q = 0; q < n; ++q) {
-      MPI_Request req = MPI_REQUEST_NULL;
-      if (q != me && MPI_Isend(&inquiry_token, 1, MPI_BYTE, q, inquiry_tag, c, &req) == MPI_SUCCESS) {
-        MPI_Request_free(&req);
-      }
-    }
-    std::vector<std::string> said(static_cast<std::size_t>(n));
-    int left = n - 1;
-    const auto until = deadline_clock::now() + options_.inquiry;
-    while (left > 0 && deadline_clock::now() < until) {
-      answer_inquiries();
-      int found = 0;
-      MPI_Message msg = MPI_MESSAGE_NULL;
-      MPI_Status status{};
-      if (MPI_Improbe(MPI_ANY_SOURCE, answer_tag, c, &found, &msg, &status) != MPI_SUCCESS || found == 0) {
-        std::this_thread::yield();
-        continue;
-      }
-      int bytes = 0;
-      MPI_Get_count(&status, MPI_BYTE, &bytes);
-      std::string text(static_cast<std::size_t>(std::max(bytes, 0)), '\0');
-      MPI_Mrecv(text.data(), bytes, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-      std::string& slot = said[static_cast<std::size_t>(status.MPI_SOURCE)];
-      if (slot.empty()) --left;
-      slot = text.empty() ? describe_process(status.MPI_SOURCE) + " answered" : std::move(text);
-    }
-    std::string silent;
-    std::string answered;
-    for (int q = 0; q < n; ++q) {
-      if (q == me) continue;
-      const std::string& text = said[static_cast<std::size_t>(q)];
-      const bool asked = static_cast<std::size_t>(q) < inquirers_.size() && inquirers_[static_cast<std::size_t>(q)];
-      if (text.empty() && asked) {
-        // It asked this rank first: it timed out too, and is reporting or ending the job.
-        answered += ppipe::detail::concat("\n  ", describe_process(q), " timed out too, and did not answer after it asked");
-      } else if (text.empty()) {
-        silent += ppipe::detail::concat("\n  ", describe_process(q), " does not answer (asked for ",
-                                        options_.inquiry.count(), " ms): it has died, or is stuck outside ppipe (in a "
-                                        "kernel, or not calling the pipeline); look there first");
-      } else {
-        answered += "\n  " + text;
-      }
-    }
-    return silent + answered;
-  }
-
-  // "500 ms": how long a wait that began at `start` has waited.
-  static std::string waited_ms(deadline_clock::time_point start) {
-    return ppipe::detail::concat(std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::now() - start).count(),
-                                 " ms");
-  }
-
-  detail::owned_comm comm_;
-  detail::owned_comm replicas_;  // or none (one replica)
-  std::vector<int> world_of_;          // per pipeline rank: its process's rank in MPI_COMM_WORLD
-  std::vector<int> replica_world_of_;  // per replica: the MPI_COMM_WORLD rank running this pipeline rank
-  detail::owned_comm job_;             // with replicas: every process of the job (see join_job())
-  std::vector<int> job_world_;         // ... and their ranks in MPI_COMM_WORLD
-  int rank_ = 0;
-  int size_ = 0;
-  int replica_ = 0;
-  int replica_count_ = 1;
+  detail::roster who_;  // the communicators, this process's place in them, and names for messages
   transport_options options_;
+  detail::timeouts timeouts_;  // what this rank waits for, and whether a timeout has broken it
   std::vector<std::uint64_t> sent_;    // per peer: payloads sent to it this run
   std::vector<std::uint64_t> posted_;  // per peer: receives posted from it this run
   std::vector<send_slot> sends_;  // sends in flight, and free slots
@@ -1206,14 +810,10 @@ class transport {
   std::vector<recv_slot> recvs_;  // receives in flight, and free slots
   std::vector<std::uint32_t> free_recvs_;
   std::vector<notice> notices_;  // this run's end-of-run reports to the other ranks
-  std::vector<notice> answers_;  // answers to other ranks' inquiries, until they have left
-  std::vector<bool> inquirers_;  // the processes that asked this rank what it waits for
-  wait_state waiting_;           // what this rank waits for now
   std::vector<std::optional<detail::wire_report>> reports_;  // per peer: its report of this run
   std::uint64_t run_ = 0;
   bool aborted_ = false;
   bool remote_failure_ = false;
-  std::string broken_;  // why the transport cannot run again (a timeout), or empty
   deadline_clock::time_point clock_{};  // the last time a wait read the clock
 };
 
