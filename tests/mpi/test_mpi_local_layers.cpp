@@ -106,7 +106,7 @@ TEST_CASE("mpi: each process materializes only its own stages' layers, and train
                                           [&](const ppipe::stage_info& s) { sgd.step(model, s); },
                                           ppipe::mpi::transport(MPI_COMM_WORLD));
     for (int k = 0; k < steps; ++k) {
-      losses.push_back(pipe.train_step(batch(8, widths.front(), 0.1f * k), batch(8, widths.back(), 0.5f)));
+      losses.push_back(pipe.train_step(batch(8, widths.front(), 0.1f * static_cast<float>(k)), batch(8, widths.back(), 0.5f)));
     }
     grown = peak_resident_bytes() - before;
     for (int s = 0; s < pipe.split().num_stages(); ++s) {
@@ -134,7 +134,7 @@ TEST_CASE("mpi: each process materializes only its own stages' layers, and train
                                    [&](const ppipe::stage_info& s) { sgd.step(whole_model, s); });
   for (int k = 0; k < steps; ++k) {
     INFO("step " << k);
-    CHECK(host.train_step(batch(8, widths.front(), 0.1f * k), batch(8, widths.back(), 0.5f)) == losses[static_cast<std::size_t>(k)]);
+    CHECK(host.train_step(batch(8, widths.front(), 0.1f * static_cast<float>(k)), batch(8, widths.back(), 0.5f)) == losses[static_cast<std::size_t>(k)]);
   }
   const bool same_weights = copy(whole_model.parameters(first, end)) == mine;  // (not printed: megabytes)
   CHECK(same_weights);

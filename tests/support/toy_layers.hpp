@@ -36,33 +36,13 @@ class affine {
   }
   void forward(const ppipe::layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
     hit(ctx.microbatch, false);
-    const std::size_t rows = in[1].size();
-    const std::size_t w = rows ? in[0].size() / rows : 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-      float sum = 0.0f;
-      for (std::size_t j = 0; j < w; ++j) {
-        const float x = in[0][r * w + j];
-        out[0][r * w + j] = a_ * x + b_;
-        sum += x;
-      }
-      out[1][r] = 0.5f * in[1][r] + 0.1f * sum;
-    }
+    affine_forward(a_, b_, in, out);
     if (misshaped(ctx.microbatch, false)) out[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
   void backward(const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload&,
                 const ppipe::payload& g, ppipe::payload& gin) {
     hit(ctx.microbatch, true);
-    const std::size_t rows = in[1].size();
-    const std::size_t w = rows ? in[0].size() / rows : 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t j = 0; j < w; ++j) {
-        const std::size_t i = r * w + j;
-        ga_ += g[0][i] * in[0][i];
-        gb_ += g[0][i];
-        if (!gin.empty()) gin[0][i] = a_ * g[0][i] + 0.1f * g[1][r];
-      }
-      if (!gin.empty()) gin[1][r] = 0.5f * g[1][r];
-    }
+    affine_backward(a_, ga_, gb_, in, g, gin);
     if (!gin.empty() && misshaped(ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
   template <class F>

@@ -24,6 +24,35 @@ struct fault {
   bool misshape = false;  // instead: put a tensor of one row more in place of x's output (or gradient)
 };
 
+// One layer's math, shared by toy::model and toy::layered (toy_layers.hpp) so that they agree.
+inline void affine_forward(float a, float b, const ppipe::payload& in, ppipe::payload& out) {
+  const std::size_t rows = in[1].size();
+  const std::size_t w = rows ? in[0].size() / rows : 0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    float sum = 0.0f;
+    for (std::size_t j = 0; j < w; ++j) {
+      const float x = in[0][r * w + j];
+      out[0][r * w + j] = a * x + b;
+      sum += x;
+    }
+    out[1][r] = 0.5f * in[1][r] + 0.1f * sum;
+  }
+}
+inline void affine_backward(float a, float& ga, float& gb, const ppipe::payload& in, const ppipe::payload& g,
+                            ppipe::payload& gin) {
+  const std::size_t rows = in[1].size();
+  const std::size_t w = rows ? in[0].size() / rows : 0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t j = 0; j < w; ++j) {
+      const std::size_t i = r * w + j;
+      ga += g[0][i] * in[0][i];
+      gb += g[0][i];
+      if (!gin.empty()) gin[0][i] = a * g[0][i] + 0.1f * g[1][r];
+    }
+    if (!gin.empty()) gin[1][r] = 0.5f * g[1][r];
+  }
+}
+
 class model {
  public:
   explicit model(int layers, int width = 3)
@@ -47,34 +76,14 @@ class model {
   void forward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
     hit(layer, ctx.microbatch, false);
     const auto l = static_cast<std::size_t>(layer);
-    const std::size_t rows = in[1].size();
-    const std::size_t w = rows ? in[0].size() / rows : 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-      float sum = 0.0f;
-      for (std::size_t j = 0; j < w; ++j) {
-        const float x = in[0][r * w + j];
-        out[0][r * w + j] = a_[l] * x + b_[l];
-        sum += x;
-      }
-      out[1][r] = 0.5f * in[1][r] + 0.1f * sum;
-    }
+    affine_forward(a_[l], b_[l], in, out);
     if (misshaped(layer, ctx.microbatch, false)) out[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
   void backward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload&,
                 const ppipe::payload& g, ppipe::payload& gin) {
     hit(layer, ctx.microbatch, true);
     const auto l = static_cast<std::size_t>(layer);
-    const std::size_t rows = in[1].size();
-    const std::size_t w = rows ? in[0].size() / rows : 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t j = 0; j < w; ++j) {
-        const std::size_t i = r * w + j;
-        ga_[l] += g[0][i] * in[0][i];
-        gb_[l] += g[0][i];
-        if (!gin.empty()) gin[0][i] = a_[l] * g[0][i] + 0.1f * g[1][r];
-      }
-      if (!gin.empty()) gin[1][r] = 0.5f * g[1][r];
-    }
+    affine_backward(a_[l], ga_[l], gb_[l], in, g, gin);
     if (!gin.empty() && misshaped(layer, ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
 

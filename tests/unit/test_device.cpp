@@ -4,6 +4,8 @@
 
 #include <catch.hpp>
 
+#include "error_message.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -37,17 +39,7 @@ static_assert(ppipe::capturing_stream_device<cpu_stream_device>);
 
 deadline_clock::time_point soon() { return deadline_clock::now() + 10s; }
 
-/// The message of the ppipe::error that `f` throws (a test failure if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ppipe::error& e) {
-    return e.what();
-  }
-  FAIL("no ppipe::error was thrown");
-  return {};
-}
+using support::error_of;
 
 /// The producer writes `round` into every element, the consumer copies and sums them: the
 /// consumer must see every value the producer wrote, and the producer must not overwrite the

@@ -3,6 +3,7 @@
 // layers, materialization of a range, and the kit's deferred MLP.
 
 #include "catch.hpp"
+#include "error_message.hpp"
 
 #include <cstdint>
 #include <string>
@@ -20,17 +21,7 @@ namespace {
 
 using ppipe_test::contains;
 
-// The message of the ppipe::error that `f` throws (a test failure if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const ppipe::error& e) {
-    return e.what();
-  }
-  FAIL("no ppipe::error was thrown");
-  return {};
-}
+using support::error_of;
 
 // A layer that adds `k` to one tensor; it records its name so that dispatch can be checked.
 struct add {

@@ -94,8 +94,7 @@ concept backward_input_grad_in_not_writable = requires(L& l, const Context& ctx,
   l.backward_input(ctx, p, p, p, p);
 };
 
-/// One readable message per missing member or misuse of layer type L; the later checks run only
-/// once the earlier ones pass, so that a missing member does not cascade.
+/// One readable message per missing member or misuse of layer type L.
 template <class L, class Tensor, class Context, bool Training>
 constexpr bool check_layer() {
   static_assert(layer_has_shapes<L>,
@@ -103,27 +102,14 @@ constexpr bool check_layer() {
                 "const`, the shapes it makes from inputs of shapes `in`");
   static_assert(layer_has_forward<L, Tensor, Context>,
                 "ppipe: a layer needs `void forward(const ppipe::layer_context& ctx, const payload& in, payload& out)`");
-  if constexpr (layer_has_forward<L, Tensor, Context>) {
-    static_assert(!forward_output_not_writable<L, Tensor, Context>,
-                  "ppipe: a layer's forward takes its output by value or by const reference, so what it writes never "
-                  "reaches the next layer: take `payload& out` and write into the tensors ppipe allocated");
-  }
   if constexpr (Training) {
     static_assert(layer_has_backward<L, Tensor, Context>,
                   "ppipe: training needs `void backward(const ppipe::layer_context& ctx, const payload& in, const "
                   "payload& out, const payload& grad_out, payload& grad_in)` in every layer");
-    if constexpr (layer_has_backward<L, Tensor, Context>) {
-      static_assert(!backward_grad_in_not_writable<L, Tensor, Context>,
-                    "ppipe: a layer's backward takes grad_in by value or by const reference, so the input gradient "
-                    "never reaches the layer before it: take `payload& grad_in` and write into it");
-    }
-    if constexpr (layer_has_split_backward<L, Tensor, Context>) {
-      static_assert(!backward_input_grad_in_not_writable<L, Tensor, Context>,
-                    "ppipe: a layer's backward_input takes grad_in by value or by const reference, so the input "
-                    "gradient never reaches the layer before it: take `payload& grad_in` and write into it");
-    }
   }
-  return true;
+  return check_writable<forward_output_not_writable<L, Tensor, Context>,
+                        Training && (backward_grad_in_not_writable<L, Tensor, Context> ||
+                                     backward_input_grad_in_not_writable<L, Tensor, Context>)>();
 }
 
 }  // namespace detail

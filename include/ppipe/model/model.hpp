@@ -216,6 +216,20 @@ concept model_backward_grad_in_not_writable = requires(M& m, int layer, const Co
   m.backward(layer, ctx, p, p, p, p);
 };
 
+/// The misuse that models and layers share: a forward whose output, or a backward whose grad_in,
+/// would compile as a const payload (taken by value or by const reference). Each flag is whether
+/// that misuse is there.
+template <bool OutputNotWritable, bool GradInNotWritable>
+constexpr bool check_writable() {
+  static_assert(!OutputNotWritable,
+                "ppipe: forward takes its output by value or by const reference, so what it writes never reaches "
+                "the next layer: take `payload& out` and write into the tensors ppipe allocated");
+  static_assert(!GradInNotWritable,
+                "ppipe: backward (or backward_input) takes grad_in by value or by const reference, so the input "
+                "gradient never reaches the layer before it: take `payload& grad_in` and write into it");
+  return true;
+}
+
 /// One readable message per missing member or misuse of a model written against the Model concept.
 template <class M, class Tensor, class Context, bool Training>
 constexpr bool check_model_members() {
@@ -227,22 +241,13 @@ constexpr bool check_model_members() {
   static_assert(model_has_forward<M, Tensor, Context>,
                 "ppipe: the model needs `void forward(int layer, const ppipe::layer_context&, "
                 "const payload& in, payload& out)`");
-  if constexpr (model_has_forward<M, Tensor, Context>) {
-    static_assert(!model_forward_output_not_writable<M, Tensor, Context>,
-                  "ppipe: the model's forward takes its output by value or by const reference, so what it writes "
-                  "never reaches the next layer: take `payload& out` and write into the tensors ppipe allocated");
-  }
   if constexpr (Training) {
     static_assert(model_has_backward<M, Tensor, Context>,
                   "ppipe: training needs `void backward(int layer, const ppipe::layer_context&, const payload& in, "
                   "const payload& out, const payload& grad_out, payload& grad_in)` in the model");
-    if constexpr (model_has_backward<M, Tensor, Context>) {
-      static_assert(!model_backward_grad_in_not_writable<M, Tensor, Context>,
-                    "ppipe: the model's backward takes grad_in by value or by const reference, so the input gradient "
-                    "never reaches the layer before it: take `payload& grad_in` and write into it");
-    }
   }
-  return true;
+  return check_writable<model_forward_output_not_writable<M, Tensor, Context>,
+                        Training && model_backward_grad_in_not_writable<M, Tensor, Context>>();
 }
 
 /// Turns an unsatisfied Model concept into one readable message per missing member or misuse. A
