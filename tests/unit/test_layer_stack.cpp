@@ -1,15 +1,19 @@
 // ppipe::layer_stack beyond the backend contract (which trains toy::layered on every backend):
 // dispatch through single, repeated and variant elements, what the stack offers depending on its
-// layers, materialization of a range, and the kit's deferred MLP.
+// layers, materialization of a range, the kit's deferred MLP, and generation through a stack of
+// the kit decoder's layers.
 
 #include "catch.hpp"
 #include "error_message.hpp"
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
+#include "generation_reference.hpp"
+#include "ppipe/inference/generative_model.hpp"
 #include "ppipe/layers/layers.hpp"
 #include "ppipe/model/layer_stack.hpp"
 #include "ppipe/runtime/pipeline.hpp"
@@ -162,4 +166,44 @@ TEST_CASE("layer_stack: a deferred MLP trains through a pipeline bitwise as the 
   for (std::size_t i = 0; i < got.size(); ++i) {
     CHECK(std::vector<float>(got[i].begin(), got[i].end()) == std::vector<float>(want[i].begin(), want[i].end()));
   }
+}
+
+TEST_CASE("layer_stack: a stack of the decoder's layers keeps their state and generates the decoder's tokens") {
+  namespace layers = ppipe::layers;
+  STATIC_REQUIRE_FALSE(ppipe::model_has_state<ppipe::layer_stack<layers::embedding, add>>);
+  STATIC_REQUIRE(ppipe::generative_model<layers::decoder_stack>);
+
+  const layers::transformer_config cfg{.vocab = 29, .d_model = 12, .heads = 3, .d_ff = 20, .blocks = 2, .seed = 5};
+  // Made one statement at a time, in the decoder's order, so that they draw the decoder's seeds.
+  std::uint64_t seeds = cfg.seed;
+  layers::embedding embed(cfg, seeds);
+  std::vector<layers::decoder_block_layer> blocks;
+  for (int b = 0; b < cfg.blocks; ++b) {
+    blocks.emplace_back(std::in_place_type<layers::attention>, cfg, b, seeds);
+    blocks.emplace_back(std::in_place_type<layers::mlp_block>, cfg, b, seeds);
+  }
+  layers::lm_head head(cfg, seeds);
+  ppipe::layer_stack stack(std::move(embed), std::move(blocks), std::move(head));
+  const layers::decoder model(cfg);
+
+  REQUIRE(stack.num_layers() == 6);
+  CHECK(stack.state_shapes(3, 7) == std::vector<ppipe::shape>{{7, 12}, {7, 12}});
+  for (const int layer : {0, 2, 4, 5}) CHECK(stack.state_shapes(layer, 7).empty());
+  CHECK_THAT(error_of([&] { (void)stack.state_shapes(0, -1); }), contains("state capacity -1 for layer 0 is negative"));
+  CHECK_THAT(error_of([&] { (void)stack.state_shapes(6, 1); }), contains("layer 6 is outside the stack's 6 layers"));
+
+  std::vector<ppipe::generation_request> reqs;
+  for (int i = 0; i < 5; ++i) reqs.push_back({{1 + i, 7, (3 * i) % 29}, 3 + i});
+  std::vector<std::vector<int>> expected;
+  for (const auto& q : reqs) {
+    expected.push_back(reference::generate(model, q.prompt, q.max_new_tokens));
+    CHECK(reference::generate(stack, q.prompt, q.max_new_tokens) == expected.back());
+  }
+  ppipe::pipeline_options o;
+  o.ranks = 2;
+  o.microbatches = 2;
+  ppipe::pipeline<decltype(stack)> pipe(stack, o);
+  ppipe::generation_options g;
+  g.sampler = layers::greedy;
+  CHECK(pipe.generate(reqs, g).tokens == expected);
 }

@@ -63,6 +63,16 @@ concept layer_has_parameters = requires(L& l, void (*f)(tensor_view, tensor_view
 template <class L, class Context = host_layer_context>
 concept layer_has_materialize = requires(L& l, const Context& ctx) { l.materialize(ctx); };
 
+/// @brief The optional `std::vector<shape> state_shapes(int capacity) const`: what the layer keeps
+/// for one sequence of up to `capacity` tokens while generating (its K and V cache), empty for a
+/// layer that keeps none. A stack whose every layer has it is a generative model when every layer
+/// also takes a ppipe::generation_context in forward, from which it reads each sequence's state
+/// (docs/inference.md); a layer that keeps none may take that context as a plain layer context.
+template <class L>
+concept layer_has_state = requires(const L& l, int capacity) {
+  { l.state_shapes(capacity) } -> std::convertible_to<std::vector<shape>>;
+};
+
 /// @brief The optional `std::string describe() const`, for messages ("linear 16->4").
 template <class L>
 concept layer_has_describe = requires(const L& l) {

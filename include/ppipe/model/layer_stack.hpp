@@ -66,6 +66,10 @@ template <class List>
 inline constexpr bool all_costs = false;
 template <class... Ls>
 inline constexpr bool all_costs<std::tuple<Ls...>> = (layer_has_cost<Ls> && ...);
+template <class List>
+inline constexpr bool all_state = false;
+template <class... Ls>
+inline constexpr bool all_state<std::tuple<Ls...>> = (layer_has_state<Ls> && ...);
 template <class List, class Tensor, class Context, bool Training>
 inline constexpr bool checked_layers = false;
 template <class... Ls, class Tensor, class Context, bool Training>
@@ -92,8 +96,9 @@ auto repeat(int n, Make&& make) {
 /// @brief Layers applied one after the other, each element of any type that is a ppipe::layer:
 /// a layer, a std::vector of one layer type (see ppipe::repeat()), or either holding a
 /// std::variant of layer types. Layer i of the model is the i-th layer counting through the
-/// elements. The stack is a ppipe model (and trainable, with split backward, costs, parameters
-/// and materialization) exactly when all its layers have those members.
+/// elements. The stack is a ppipe model (and trainable, with split backward, costs, parameters,
+/// materialization and per-sequence state for generation) exactly when all its layers have those
+/// members.
 ///
 /// @code
 /// ppipe::layer_stack model{embed{vocab, width}, ppipe::repeat(4, [](int i) { return block{width, i}; }), head{width}};
@@ -160,18 +165,11 @@ class layer_stack {
   /// @brief The shapes layer `layer` makes from inputs of shapes `in`; a layer's ppipe::error is
   /// prefixed with its index.
   [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
-    std::vector<shape> out;
-    visit(layer, [&](const auto& l) {
-      try {
-        out = l.output_shapes(in);
-      } catch (const error& e) {
-        detail::fail(e.code(), "layer ", layer, ": ", e.message());
-      }
-    });
-    return out;
+    return shapes_of_layer(layer, [&](const auto& l) { return l.output_shapes(in); });
   }
 
-  /// @brief Layer `layer`'s forward.
+  /// @brief Layer `layer`'s forward, with any context every layer takes (a generation context
+  /// included, for a stack that generates).
   template <class Context, class Tensor>
     requires detail::all_layers<layer_types, Tensor, Context>
   void forward(int layer, const Context& ctx, const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {
@@ -206,6 +204,22 @@ class layer_stack {
     layer_cost c;
     visit(layer, [&](const auto& l) { c = l.cost(); });
     return c;
+  }
+
+  /// @brief The state layer `layer` keeps for one sequence of up to `capacity` tokens while
+  /// generating (its KV cache); there when every layer has state_shapes(capacity). With a forward
+  /// that takes a ppipe::generation_context, that makes the stack a ppipe::generative_model.
+  /// @param layer the layer's index
+  /// @param capacity the most tokens the sequence may hold (>= 0)
+  /// @return the layer's state_shapes(capacity); a layer's ppipe::error is prefixed with its index
+  [[nodiscard]] std::vector<shape> state_shapes(int layer, int capacity) const
+    requires detail::all_state<layer_types>
+  {
+    if (capacity < 0) {
+      detail::fail(errc::invalid_argument, "state capacity ", capacity, " for layer ", layer,
+                   " is negative; give the most tokens a sequence may hold (>= 0)");
+    }
+    return shapes_of_layer(layer, [&](const auto& l) { return l.state_shapes(capacity); });
   }
 
   /// @brief Calls `f(tensor_view value, tensor_view gradient)` for every parameter of layers
@@ -281,6 +295,21 @@ class layer_stack {
       }
     };
     std::apply([&](auto&... part) { (in_part(part), ...); }, self.parts_);
+  }
+
+  // What `ask(l)` returns for layer `layer`, a ppipe::error it throws prefixed with the layer's
+  // index: a layer does not know where in the stack it sits.
+  template <class Ask>
+  std::vector<shape> shapes_of_layer(int layer, Ask ask) const {
+    std::vector<shape> out;
+    visit(layer, [&](const auto& l) {
+      try {
+        out = ask(l);
+      } catch (const error& e) {
+        detail::fail(e.code(), "layer ", layer, ": ", e.message());
+      }
+    });
+    return out;
   }
 
   void check_range(int first, int end, const char* what) const {
