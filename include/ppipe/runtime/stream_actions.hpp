@@ -1,0 +1,442 @@
+#pragma once
+/// @file
+/// @brief The action interpreter for stages on stream devices: a rank's host thread enqueues its
+/// whole step on the rank's compute, send and receive streams, ordered by events, and waits only
+/// at the end of the step.
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ppipe/error.hpp"
+#include "ppipe/runtime/failure_channel.hpp"
+#include "ppipe/runtime/run_context.hpp"
+#include "ppipe/runtime/stream_stage.hpp"
+#include "ppipe/runtime/trace.hpp"
+#include "ppipe/runtime/watchdog.hpp"
+#include "ppipe/schedule/schedule.hpp"
+#include "ppipe/transport/transport.hpp"
+
+namespace ppipe::detail {
+
+/// Runs every rank's action list on the rank's streams. Each rank has a compute stream (its
+/// stages'), a send stream and a receive stream on its device; events order them: a send waits for
+/// the compute that made its payload, a compute waits for the receive that brought its input, a
+/// backward waits for the send of the output it frees.
+template <class Stage, class Transport>
+class stream_actions {
+  using context = run_context<Stage, Transport>;
+  using device_type = typename context::device_type;
+  using data_type = typename context::data_type;
+  using box = stream_payload<typename context::tensor_type>;
+
+ public:
+  explicit stream_actions(context& ctx) : ctx_(ctx) {}
+
+  /// Finds each rank's device and streams before a run; the send and receive streams are made
+  /// once, on the first run.
+  void open(const schedule& s) {
+    lanes_.resize(static_cast<std::size_t>(s.num_ranks()));
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      lanes& l = lanes_[static_cast<std::size_t>(r)];
+      const auto on = s.place.stages_on(r);
+      Stage& first = ctx_.stage_at(on.front());
+      if (l.device == nullptr) {
+        l.device = first.device().device;
+        l.compute = first.device().stream;
+        l.send = l.device->create_stream(concat("rank ", r, " send"));
+        l.recv = l.device->create_stream(concat("rank ", r, " receive"));
+      }
+      for (const int st : on) {
+        if (ctx_.stage_at(st).device().device != l.device) {
+          detail::fail(errc::invalid_argument, "stages ", on.front(), " and ", st, " run on rank ", r,
+                       " but on different devices; a rank's stages share its device");
+        }
+      }
+      // The last run drained every stream (settle() returns only then), so a failure it left may go.
+      l.device->clear_error();
+    }
+  }
+
+  /// Enqueues rank r's actions of `s` and waits for its streams; `at` follows the rank, for the
+  /// message if the host fails.
+  void run(const schedule& s, int r, data_type& data, std::vector<trace_event>& events, run_position& at) {
+    lanes& l = lanes_[static_cast<std::size_t>(r)];
+    device_type& d = *l.device;
+    try {
+      enqueue_step(s, r, data, events, at, l);
+    } catch (...) {
+      // Nothing more is enqueued; what is in flight is skipped and drained before the stages let go.
+      d.abort();
+      settle(s, r, l);
+      throw;
+    }
+  }
+
+  /// A timeout on a stream device: the hosts enqueued long ago, so what each rank's streams are
+  /// doing is what tells the stuck one.
+  [[noreturn]] void timed_out(const schedule& /*s*/, int /*r*/, const std::string& what) const {
+    std::string doing;
+    for (std::size_t k = 0; k < lanes_.size(); ++k) {
+      const lanes& l = lanes_[k];
+      if constexpr (requires { l.device->status(l.compute); }) {
+        const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+        for (const auto& each : rank_streams) doing += concat("\n  ", l.device->status(each));
+      }
+    }
+    throw watchdog_error(errc::timeout, concat(what, "; the streams:", doing,
+                                               "\nraise the timeout (pipeline_options::timeout) if kernels are "
+                                               "this slow, or look at the stream that is stuck"));
+  }
+
+  /// Runs the optimizer hook of stage `stg` on its compute stream, after the step's work, and
+  /// waits for it; what the hook throws is the hook's failure, not the device's.
+  void run_hook(const schedule& s, int r, Stage& stg, const basic_optimizer_hook<device_type>& hook,
+                const basic_stage_info<device_type>& info) {
+    std::exception_ptr thrown;
+    device_type& d = *stg.device().device;
+    d.enqueue(stg.device().stream, [&thrown, hook = &hook, info] {
+      try {
+        (*hook)(info);
+      } catch (...) {
+        thrown = std::current_exception();
+      }
+    }, "the optimizer hook");
+    settle(s, r, lanes_[static_cast<std::size_t>(r)]);
+    if (thrown) std::rethrow_exception(thrown);
+  }
+
+ private:
+  struct lanes {
+    device_type* device = nullptr;
+    typename device_type::stream compute{};
+    typename device_type::stream send{};
+    typename device_type::stream recv{};
+  };
+  struct mark {  // an action's span on a stream, resolved into the trace after the step
+    action act;
+    int step = 0;
+    typename device_type::event start;
+    typename device_type::event end;
+  };
+
+  // Waits until every stream of rank r has run what was enqueued. Past twice the timeout without
+  // any stream finishing an item, the rank fails naming what each stream is doing (twice: a
+  // receive's own timeout names rank, peer and action, and must come first); after any rank's
+  // failure the rank's device skips its remaining work, so that the streams drain quickly.
+  void settle(const schedule& s, int r, lanes& l) {
+    device_type& d = *l.device;
+    auto last_progress = deadline_clock::now();
+    std::size_t done = 0;
+    bool reported = false;
+    // (An array, not a braced list in the loop: nvcc's front end rejects the latter.)
+    const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+    for (const auto& stream : rank_streams) {
+      for (;;) {
+        const auto slice =
+            std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
+        if (d.synchronize(stream, slice) == wait_status::ready) break;
+        if (ctx_.failures.failed()) d.abort();
+        if constexpr (requires { d.finished_items(); }) {
+          const std::size_t now_done = d.finished_items();
+          if (now_done != done) {
+            done = now_done;
+            last_progress = deadline_clock::now();
+          }
+        }
+        if (!reported && deadline_clock::now() - last_progress > 2 * ctx_.options.timeout) {
+          reported = true;
+          std::string doing;
+          for (const auto& each : rank_streams) {
+            if constexpr (requires { d.status(each); }) doing += concat("\n  ", d.status(each));
+          }
+          std::exception_ptr e;
+          try {
+            timed_out(s, r, concat(ctx_.rank_name(r), "'s streams made no progress for ",
+                                   2 * ctx_.options.timeout.count(), " ms:", doing));
+          } catch (...) {
+            e = std::current_exception();
+          }
+          ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::sends, -1});
+          d.abort();
+        }
+      }
+    }
+  }
+
+  void enqueue_step(const schedule& s, int r, data_type& data, std::vector<trace_event>& events,
+                    run_position& at, lanes& l) {
+    device_type& d = *l.device;
+    int& step = at.step;
+    const auto& list = s.ranks[static_cast<std::size_t>(r)];
+    const auto m = static_cast<std::size_t>(s.microbatches);
+    const std::size_t n = static_cast<std::size_t>(s.num_stages()) * m;
+    const int last = s.num_stages() - 1;
+    const std::vector<int>& rank_of = s.place.rank_table();
+    const bool training = s.mode == schedule_mode::training;
+    if (data.expected.empty()) {
+      detail::fail(errc::invalid_argument, "stages on a stream device need every stage's input shapes ahead "
+                   "(step_data::expected); the pipeline gives them");
+    }
+    struct posted {
+      typename Transport::recv_handle handle;
+      int step = -1;
+      box into;
+    };
+    std::vector<std::optional<posted>> recv(n);
+    std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
+    std::vector<std::optional<typename device_type::event>> sent_out(n);
+    std::vector<std::pair<std::size_t, box>> finals;
+    std::vector<mark> marks;
+    marks.reserve(list.size());
+    const auto origin = d.record(l.compute);
+    double origin_us = ctx_.micros(deadline_clock::now());
+
+    const auto sink = [this, r](int k, run_phase where) {
+      return [this, r, k, where](std::exception_ptr e) {
+        ctx_.record_failure(std::move(e), r, run_position{k, where, -1});
+      };
+    };
+    const auto reads = [&](typename device_type::stream on, const box& b, access mode) {
+      for (const auto& region : b.regions) d.use(on, region.data, region.bytes, mode);
+    };
+    // Enqueues the completion of slot i's receive on the receive stream and orders the compute
+    // stream after it; returns the box it fills.
+    const auto receive = [&](std::size_t i, int k) {
+      if (!recv[i]) {
+        detail::fail(errc::invalid_schedule, "rank ", r, " has no receive for ", describe(list[static_cast<std::size_t>(k)]),
+                     "; the schedule must receive data before the compute that needs it");
+      }
+      posted p = std::move(*recv[i]);
+      recv[i].reset();
+      const action waited = list[static_cast<std::size_t>(p.step)];
+      const action needed = list[static_cast<std::size_t>(k)];
+      const int from = context::sender_of(s, waited);
+      // The compute stream needs the data once it has run what is enqueued on it so far: the
+      // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
+      const auto need = d.record(l.compute);
+      const auto t0 = d.record(l.recv);
+      reads(l.recv, p.into, access::write);
+      d.enqueue(
+          l.recv,
+          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into,
+           fail = sink(p.step, run_phase::action), size = list.size()]() mutable {
+            try {
+              typename context::payload_type arrived;
+              std::optional<deadline_clock::time_point> due;
+              wait_status st = wait_status::timed_out;
+              for (;;) {
+                if (!due && d.query(need)) due = ctx_.deadline();
+                const auto slice = deadline_clock::now() + std::chrono::milliseconds(10);
+                st = ctx_.transport->complete_recv(handle, arrived, due ? std::min(*due, slice) : slice);
+                if (st != wait_status::timed_out || (due && deadline_clock::now() >= *due)) break;
+              }
+              if (st == wait_status::aborted) throw run_aborted{};
+              if (st == wait_status::timed_out) {
+                timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(needed),
+                                       " for ", describe(waited), " from ", ctx_.rank_name(from),
+                                       " (on its receive stream), step ", k + 1, " of ", size));
+              }
+              if (!has_shapes(arrived, into.shapes)) {
+                detail::fail(errc::invalid_argument, ctx_.rank_name(r), " received ", to_string(shapes_of(arrived)), " in ",
+                             describe(waited), " where ", to_string(into.shapes),
+                             " was expected; the stages must deliver what output_shapes() says");
+              }
+              for (std::size_t t = 0; t < arrived.size(); ++t) {
+                std::memcpy(into.regions[t].data, arrived[t].byte_data(), arrived[t].bytes());
+              }
+            } catch (const run_aborted&) {
+              throw;
+            } catch (...) {
+              fail(std::current_exception());
+              throw;
+            }
+          },
+          concat("receive ", describe(waited)));
+      const auto t1 = d.record(l.recv);
+      d.wait(l.compute, t1);
+      marks.push_back({waited, p.step, t0, t1});
+      return std::move(p.into);
+    };
+
+    // After another rank's failure nothing more is enqueued.
+    ctx_.walk(s, r, step, [&] { return ctx_.failures.failed(); },
+              [&](const action& a, Stage& stg, std::size_t st, std::size_t mb, std::size_t i) {
+      switch (a.kind) {
+        case action_kind::recv_activation:
+        case action_kind::recv_gradient: {
+          const bool fwd = a.kind == action_kind::recv_activation;
+          const int from = rank_of[fwd ? st - 1 : st + 1];
+          if (recv[i]) {
+            detail::fail(errc::invalid_schedule, "rank ", r, " posts ", describe(a), " while the receive for the same "
+                         "stage and microbatch is still pending; a schedule receives a microbatch's gradient only after "
+                         "its forward has run");
+          }
+          const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
+          recv[i] = posted{ctx_.transport->post_recv(from, r), step, stg.pool().acquire(shapes, l.recv, false)};
+          break;
+        }
+        case action_kind::send_activation:
+        case action_kind::send_gradient: {
+          const bool fwd = a.kind == action_kind::send_activation;
+          const int to = rank_of[fwd ? st + 1 : st - 1];
+          box src = fwd ? (training ? stg.output(a.microbatch) : std::move(out[i])) : std::move(grad[i]);
+          if (!src) {
+            detail::fail(errc::invalid_schedule, "rank ", r, " has nothing to send in ", describe(a),
+                         "; the schedule must send a microbatch's data after the compute that makes it");
+          }
+          const int receiving = fwd ? a.stage + 1 : a.stage;
+          if (src.shapes != data.expected[static_cast<std::size_t>(receiving)][mb]) {
+            context::check_send(*src.data, data, a);
+          }
+          d.wait(l.send, d.record(l.compute));
+          const auto t0 = d.record(l.send);
+          reads(l.send, src, access::read);
+          d.enqueue(
+              l.send,
+              [this, &s, r, to, a, payload = src.data, fail = sink(step, run_phase::action)] {
+                try {
+                  auto h = ctx_.transport->post_send(r, to, *payload);
+                  const wait_status done = ctx_.transport->complete_send(h, ctx_.deadline());
+                  if (done == wait_status::aborted) throw run_aborted{};
+                  if (done == wait_status::timed_out) {
+                    timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms for ",
+                                           ctx_.rank_name(to), " to take its send of ", describe(a)));
+                  }
+                } catch (const run_aborted&) {
+                  throw;
+                } catch (...) {
+                  fail(std::current_exception());
+                  throw;
+                }
+              },
+              describe(a));
+          const auto t1 = d.record(l.send);
+          marks.push_back({a, step, t0, t1});
+          if (fwd && training) {
+            sent_out[i] = t1;  // the backward that frees the output waits for this
+          } else {
+            stg.pool().release(src, l.send, false);
+          }
+          break;
+        }
+        case action_kind::forward: {
+          box in;
+          if (a.stage == 0) {
+            in = stg.pool().wrap(std::move(data.inputs[mb]), l.compute);
+          } else if (rank_of[st - 1] == r) {
+            in = std::move(handoff_in[i]);
+          } else {
+            in = receive(i, step);
+          }
+          if (in.shapes != data.expected[st][mb]) {
+            detail::fail(errc::invalid_argument, "stage ", a.stage, " got an input of shapes ", to_string(in.shapes),
+                         " for microbatch ", mb, " but its first layer takes ", to_string(data.expected[st][mb]),
+                         "; the stages before it must deliver what output_shapes() says");
+          }
+          const auto t0 = d.record(l.compute);
+          if (training) {
+            box y = stg.forward(a.microbatch, std::move(in), sink(step, run_phase::action));
+            if (a.stage == last) {
+              box g = stg.output_gradient_buffer(a.microbatch);
+              reads(l.compute, y, access::read);
+              reads(l.compute, g, access::write);
+              d.enqueue(
+                  l.compute,
+                  [loss = data.loss, target = &data.targets[mb], result = &data.losses[mb], scale = data.scales[mb], y = y,
+                   g = g, mbi = a.microbatch, fail = sink(step, run_phase::loss)] {
+                    try {
+                      *result = (*loss)(*y.data, *target, *g.data, scale);
+                      if (!has_shapes(*g.data, y.shapes)) {
+                        detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(*g.data)),
+                                     " for an output of shapes ", to_string(y.shapes), " (microbatch ", mbi,
+                                     "); a loss must write into the gradient buffer it is given, not replace it");
+                      }
+                    } catch (...) {
+                      fail(std::current_exception());
+                      throw;
+                    }
+                  },
+                  concat("the loss of microbatch ", a.microbatch));
+              handoff_grad[i] = std::move(g);
+            } else if (rank_of[st + 1] == r) {
+              box next = ctx_.stage_at(a.stage + 1).pool().acquire(y.shapes, l.compute, false);
+              for (std::size_t t = 0; t < y.regions.size(); ++t) {
+                d.copy_async(l.compute, next.regions[t].data, y.regions[t].data, y.regions[t].bytes);
+              }
+              handoff_in[i + m] = std::move(next);
+            }
+          } else {
+            box y = stg.infer(a.microbatch, std::move(in), sink(step, run_phase::action));
+            if (a.stage == last) {
+              finals.emplace_back(mb, std::move(y));
+            } else if (rank_of[st + 1] == r) {
+              handoff_in[i + m] = std::move(y);
+            } else {
+              out[i] = std::move(y);
+            }
+          }
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+        case action_kind::backward:
+        case action_kind::backward_input: {
+          box g;
+          if (a.stage == last || rank_of[st + 1] == r) {
+            g = std::move(handoff_grad[i]);
+          } else {
+            g = receive(i, step);
+          }
+          if (sent_out[i]) d.wait(l.compute, *sent_out[i]);  // the backward frees the output the send reads
+          sent_out[i].reset();
+          const auto t0 = d.record(l.compute);
+          const bool want = a.stage > 0;
+          box gin = a.kind == action_kind::backward
+                        ? stg.backward(a.microbatch, std::move(g), want, sink(step, run_phase::action))
+                        : stg.backward_input(a.microbatch, std::move(g), want, sink(step, run_phase::action));
+          if (want) {
+            if (rank_of[st - 1] == r) {
+              handoff_grad[i - m] = std::move(gin);
+            } else {
+              grad[i] = std::move(gin);
+            }
+          }
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+        case action_kind::backward_weight: {
+          const auto t0 = d.record(l.compute);
+          stg.backward_weight(a.microbatch, sink(step, run_phase::action));
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+      }
+    });
+    ctx_.host_us[static_cast<std::size_t>(r)] = ctx_.micros(deadline_clock::now());
+    at.where = run_phase::sends;
+    settle(s, r, l);
+    if (ctx_.failures.failed()) throw run_aborted{};
+    for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
+    if (ctx_.options.record_trace) {
+      // The record completed once the stream got to it, after the host time taken above: where
+      // the device says when, every rank's events share one clock.
+      if constexpr (requires { d.completed_at(origin); }) origin_us = ctx_.micros(d.completed_at(origin));
+      for (const mark& k : marks) {
+        events.push_back(
+            {k.act, k.step, origin_us + d.elapsed_us(origin, k.start), origin_us + d.elapsed_us(origin, k.end)});
+      }
+    }
+  }
+
+  context& ctx_;
+  std::vector<lanes> lanes_;  // each rank's device and streams
+};
+
+}  // namespace ppipe::detail
