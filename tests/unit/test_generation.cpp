@@ -6,8 +6,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -70,6 +74,26 @@ void check_caches_empty(Pipe& pipe) {
     CHECK(pipe.memory(s).live_bytes == 0);
   }
 }
+
+// Records the thread of every layer call: which threads a pipeline's calls run on.
+struct thread_recording_model : toy::cache_model {
+  std::mutex mutex;
+  std::map<int, std::set<std::thread::id>> threads;  // by layer
+
+  void note(int layer) {
+    const std::lock_guard lock(mutex);
+    threads[layer].insert(std::this_thread::get_id());
+  }
+  void forward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
+    note(layer);
+    cache_model::forward(layer, ctx, in, out);
+  }
+  void forward(int layer, const ppipe::generation_context<ppipe::host_tensor>& ctx, const ppipe::payload& in,
+               ppipe::payload& out) {
+    note(layer);
+    cache_model::forward(layer, ctx, in, out);
+  }
+};
 
 }  // namespace
 
@@ -317,6 +341,28 @@ TEST_CASE("a sampler that throws on the last stage is reported with its rank", "
   check_caches_empty(pipe);
 }
 
+TEST_CASE("generate() runs on the rank threads that infer() runs on, starting none of its own",
+          "[generation]") {
+  thread_recording_model model;
+  const auto reqs = mixed_requests(5, model.vocab);
+  const auto expected = unpipelined(model, reqs);
+  model.threads.clear();  // the reference ran on this thread
+  auto pipe = make_pipeline(model, 3);
+  const ppipe::payload ids{ppipe::host_tensor(ppipe::shape({3}, ppipe::dtype::i32), std::vector<std::int32_t>{1, 2, 3})};
+  (void)pipe.infer(ids);
+  for (int call = 0; call < 2; ++call) CHECK(pipe.generate(reqs, greedy_options(3)).tokens == expected);
+  (void)pipe.infer(ids);
+  REQUIRE(static_cast<int>(model.threads.size()) == model.layers);
+  std::set<std::thread::id> all;
+  for (const auto& [layer, seen] : model.threads) {
+    INFO("layer " << layer);
+    CHECK(seen.size() == 1);  // every call of a layer, infer() or generate(), on its rank's one thread
+    all.insert(seen.begin(), seen.end());
+  }
+  CHECK(all.size() == 3);
+  CHECK(all.count(std::this_thread::get_id()) == 0);
+}
+
 TEST_CASE("the engine leaves no message behind, and refuses placements that are not a loop", "[generation]") {
   toy::cache_model model;
   model.layers = 6;
@@ -325,8 +371,9 @@ TEST_CASE("the engine leaves no message behind, and refuses placements that are 
   std::vector<stage_type> stages;
   for (int s = 0; s < 6; ++s) stages.emplace_back(model, s, s, s + 1, 1);
   ppipe::host_transport transport(3);
+  ppipe::rank_pool ranks;
   const ppipe::placement looped = ppipe::placement::looped(3, 2);
-  engine_type engine(transport, stages, looped, std::chrono::seconds(30), true);
+  engine_type engine(transport, stages, looped, ranks, std::chrono::seconds(30), true);
   const auto reqs = mixed_requests(7, model.vocab);
   std::vector<std::vector<std::size_t>> bytes;
   for (const auto& q : reqs) {
@@ -342,7 +389,7 @@ TEST_CASE("the engine leaves no message behind, and refuses placements that are 
   // The last stage must be on the last rank, or its tokens would not reach rank 0.
   for (const auto& bad : {std::vector<int>{0, 1, 2, 0, 1, 0}, std::vector<int>{0, 2, 1, 0, 2, 1}}) {
     try {
-      engine_type e(transport, stages, ppipe::placement::custom(bad, 3), std::chrono::seconds(1), false);
+      engine_type e(transport, stages, ppipe::placement::custom(bad, 3), ranks, std::chrono::seconds(1), false);
       FAIL("no error");
     } catch (const ppipe::error& e) {
       CHECK(e.code() == ppipe::errc::unsupported);

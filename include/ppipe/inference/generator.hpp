@@ -12,11 +12,8 @@
 #include <deque>
 #include <exception>
 #include <limits>
-#include <mutex>
 #include <span>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,7 +22,10 @@
 #include "ppipe/inference/batcher.hpp"
 #include "ppipe/inference/generation.hpp"
 #include "ppipe/inference/generative_model.hpp"
+#include "ppipe/device/wait.hpp"
 #include "ppipe/tensor/tensor.hpp"
+#include "ppipe/runtime/failure_channel.hpp"
+#include "ppipe/runtime/rank_pool.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/placement.hpp"
@@ -116,9 +116,6 @@ struct generation_header {
   }
 };
 
-/// Thrown inside a rank when another rank has failed.
-struct generation_aborted {};
-
 }  // namespace detail
 
 /// @brief Runs generate() calls over a pipeline's stages and transport.
@@ -133,7 +130,8 @@ struct generation_aborted {};
 ///
 /// The stages must sit on the ranks in a loop (stage s on rank s mod p, as the looped placements
 /// of GPipe, 1F1B and interleaved 1F1B have them). Message headers and token ids are i32 host
-/// tensors, so the transport's tensor type is host_tensor.
+/// tensors, so the transport's tensor type is host_tensor. Rank r runs on the r-th thread of a
+/// rank_pool, the one a pipeline's training steps run on.
 template <class Stage, transport Transport>
 class generation_engine {
  public:
@@ -142,9 +140,17 @@ class generation_engine {
   static_assert(std::is_same_v<tensor_type, host_tensor>,
                 "ppipe: generation runs over transports of host tensors (its headers are i32 host tensors)");
 
-  generation_engine(Transport& transport, std::vector<Stage>& stages, const placement& place,
+  /// @brief An engine whose ranks run on `pool`'s threads.
+  /// @param transport carries the steps between the ranks; outlives the engine
+  /// @param stages every stage, by index; outlives the engine
+  /// @param place where the stages run: a loop over the ranks
+  /// @param pool the rank threads, shared with the pipeline's executor (one call at a time)
+  /// @param timeout the longest any rank waits for a message
+  /// @param record_trace whether results carry a trace
+  generation_engine(Transport& transport, std::vector<Stage>& stages, const placement& place, rank_pool& pool,
                     std::chrono::milliseconds timeout, bool record_trace)
-      : transport_(&transport), stages_(&stages), place_(&place), timeout_(timeout), record_trace_(record_trace) {
+      : transport_(&transport), stages_(&stages), place_(&place), pool_(&pool), timeout_(timeout),
+        record_trace_(record_trace) {
     // The loop must close: the last stage on the last rank, so that its tokens go to rank 0 on
     // the channel rank 0 receives on.
     const int p = place.num_ranks();
@@ -179,20 +185,9 @@ class generation_engine {
     run.board = std::vector<rank_status>(static_cast<std::size_t>(p));
     transport_->reset();
     run.origin = deadline_clock::now();
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(p));
-    try {
-      for (int r = 0; r < p; ++r) threads.emplace_back([this, &run, r] { rank_main(run, r); });
-    } catch (const std::exception& e) {
-      transport_->abort();
-      for (std::thread& t : threads) t.join();
-      abandon();
-      detail::fail(errc::backend, "could not start the thread of rank ", threads.size(), " of ", p, ": ", e.what(),
-                   "; generation needs one thread per rank");
-    }
-    for (std::thread& t : threads) t.join();
+    pool_->run(p, [&](int r, const std::exception_ptr& not_started) { rank_main(run, r, not_started); });
     const double elapsed = micros(run, deadline_clock::now());
-    if (run.error) {
+    if (run.failures.first().error) {
       abandon();
       rethrow(run);
     }
@@ -223,6 +218,11 @@ class generation_engine {
     typename Transport::send_handle handle;
     payload_type data;
   };
+  // What a rank is doing, for its error message.
+  struct where {
+    int stage = -1;
+    int step = -1;
+  };
   struct run_state {
     run_state(continuous_batcher& b, const generation_options& o, int g) : batcher(b), opt(o), groups(g) {}
     continuous_batcher& batcher;
@@ -235,16 +235,7 @@ class generation_engine {
     std::vector<rank_status> board;
     int steps = 0;                   // rank 0 only
     std::deque<detail::generation_header> local_tokens;  // rank 0: tokens of a last stage on rank 0
-    std::mutex mutex;
-    std::exception_ptr error;
-    int failed_rank = -1;
-    int failed_stage = -1;
-    int failed_step = -1;
-  };
-  // What a rank is doing, for its error message.
-  struct where {
-    int stage = -1;
-    int step = -1;
+    detail::failure_channel<where> failures;
   };
 
   // After a failed call: lets go of every state and of the buffers the failed calls dropped.
@@ -258,17 +249,14 @@ class generation_engine {
   static double micros(const run_state& run, deadline_clock::time_point t) {
     return std::chrono::duration<double, std::micro>(t - run.origin).count();
   }
-  [[nodiscard]] deadline_clock::time_point deadline() const {
-    const auto now = deadline_clock::now();
-    const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);
-    if (timeout_ >= room) return deadline_clock::time_point::max();
-    return now + std::chrono::duration_cast<deadline_clock::duration>(timeout_);
-  }
+  [[nodiscard]] deadline_clock::time_point deadline() const { return deadline_after(timeout_); }
 
-  void rank_main(run_state& run, int r) {
+  void rank_main(run_state& run, int r, const std::exception_ptr& not_started) {
     where at;
     std::deque<pending_send> sends;
     try {
+      // The rank never got its device: every call fails here, naming it, until the pipeline is rebuilt.
+      if (not_started) std::rethrow_exception(not_started);
       if (r == 0) {
         first_rank(run, sends, at);
       } else {
@@ -277,18 +265,10 @@ class generation_engine {
       at = {};
       for (pending_send& ps : sends) finish_send(run, r, ps, true);
       run.board[static_cast<std::size_t>(r)].what.store(2);
-    } catch (const detail::generation_aborted&) {
+    } catch (const detail::run_aborted&) {
       run.board[static_cast<std::size_t>(r)].what.store(3);
     } catch (...) {
-      {
-        const std::lock_guard lock(run.mutex);
-        if (!run.error) {
-          run.error = std::current_exception();
-          run.failed_rank = r;
-          run.failed_stage = at.stage;
-          run.failed_step = at.step;
-        }
-      }
+      run.failures.report(std::current_exception(), r, at);
       run.board[static_cast<std::size_t>(r)].what.store(3);
       transport_->abort();
     }
@@ -457,7 +437,7 @@ class generation_engine {
 
   bool finish_send(run_state& run, int r, pending_send& ps, bool wait) {
     const wait_status st = transport_->complete_send(ps.handle, wait ? deadline() : deadline_clock::now());
-    if (st == wait_status::aborted) throw detail::generation_aborted{};
+    if (st == wait_status::aborted) throw detail::run_aborted{};
     if (st == wait_status::ready) return true;
     if (wait) {
       timed_out(run, r, detail::concat("rank ", r, " waited ", timeout_.count(), " ms for a send to complete"));
@@ -471,7 +451,7 @@ class generation_engine {
     me.what.store(0);
     typename Transport::recv_handle handle = transport_->post_recv(from, r);
     const wait_status st = transport_->complete_recv(handle, act, deadline());
-    if (st == wait_status::aborted) throw detail::generation_aborted{};
+    if (st == wait_status::aborted) throw detail::run_aborted{};
     if (st == wait_status::timed_out) {
       timed_out(run, r, detail::concat("rank ", r, " waited ", timeout_.count(), " ms for the next message from rank ",
                                        from));
@@ -505,17 +485,19 @@ class generation_engine {
   }
 
   [[noreturn]] void rethrow(run_state& run) {
-    const std::string place = run.failed_stage >= 0
-                                  ? detail::concat("generation: rank ", run.failed_rank, ", stage ", run.failed_stage,
-                                                   run.failed_step >= 0 ? detail::concat(", step ", run.failed_step)
-                                                                        : std::string())
-                                  : detail::concat("generation: rank ", run.failed_rank);
-    detail::rethrow_at(run.error, place);
+    const auto& f = run.failures.first();
+    const std::string place =
+        f.at.stage >= 0
+            ? detail::concat("generation: rank ", f.rank, ", stage ", f.at.stage,
+                             f.at.step >= 0 ? detail::concat(", step ", f.at.step) : std::string())
+            : detail::concat("generation: rank ", f.rank);
+    detail::rethrow_at(f.error, place);
   }
 
   Transport* transport_;
   std::vector<Stage>* stages_;
   const placement* place_;
+  rank_pool* pool_;
   std::chrono::milliseconds timeout_;
   bool record_trace_;
 };

@@ -57,12 +57,17 @@ class executor {
   executor(const executor&) = delete;
   executor& operator=(const executor&) = delete;
 
+  /// @brief The rank threads, for other work on the same ranks between runs (a pipeline's
+  /// generate() calls), one at a time.
+  /// @return the pool this executor's runs use
+  [[nodiscard]] rank_pool& pool() noexcept { return pool_; }
+
   /// @brief Runs `s` (validated beforehand, with one stage object per stage of `s`) on `data`.
   /// A failure on any rank stops every rank and is rethrown here as a ppipe::error naming the
   /// rank and action, with the original exception nested.
   ///
   /// Rank r runs on the r-th thread of the executor's rank_pool, started by the first run and kept
-  /// for the next ones.
+  /// for the next ones. Runs on one pool take turns: none may start while another is running.
   /// @param s the schedule
   /// @param data the microbatches in; the losses or outputs out
   /// @return the run's trace

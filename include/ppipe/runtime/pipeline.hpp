@@ -390,8 +390,9 @@ class pipeline {
                      " or shorten the request");
       }
     }
-    generation_engine<stage_type, transport_type> engine(transport_, stages_, train_.place, options_.timeout,
-                                                    options_.record_trace);
+    // On the executor's rank threads: generation starts none of its own.
+    generation_engine<stage_type, transport_type> engine(transport_, stages_, train_.place, executor_->pool(),
+                                                         options_.timeout, options_.record_trace);
     generation_result out = engine.run(requests, options, groups, group_size, std::move(bytes));
     trace_ = out.trace;
     return out;
@@ -758,7 +759,8 @@ class pipeline {
   partition split_;
   std::vector<stage_type> stages_;
   std::vector<agreement_field> built_;  // distributed: what the processes agreed on at construction
-  // Built last, once the stages exist; it keeps the rank threads between steps.
+  // Built last, once the stages exist; its rank threads are kept between calls, and
+  // train_step(), infer() and generate() take turns on them.
   std::optional<executor<stage_type, transport_type>> executor_;
   run_trace trace_;
 };

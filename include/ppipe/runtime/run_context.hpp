@@ -32,7 +32,8 @@ struct executor_options {
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep every action's start and end (see run_trace)
   /// Runs once on each rank's thread before its first action (the backend's start_rank: where a
-  /// device rank binds its thread to its device). What it throws fails that rank's first run.
+  /// device rank binds its thread to its device). What it throws fails that rank's runs (and a
+  /// generation run on the executor's threads).
   std::function<void(int rank)> start_rank;
 };
 
