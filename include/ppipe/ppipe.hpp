@@ -12,6 +12,8 @@
 #include "ppipe/inference/generation.hpp"
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/inference/generator.hpp"
+#include "ppipe/inference/plan.hpp"
+#include "ppipe/inference/sequence_cache.hpp"
 
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/partitioner.hpp"
@@ -47,10 +49,12 @@
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/runtime/executor.hpp"
-#include "ppipe/runtime/pipeline.hpp"
 #include "ppipe/runtime/stage.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
+
+#include "ppipe/pipeline/options.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 
 #include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/host.hpp"

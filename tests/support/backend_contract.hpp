@@ -28,7 +28,7 @@
 #include <string>
 
 #include "catch.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/simulate.hpp"

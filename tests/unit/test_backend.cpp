@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "ppipe/runtime/backend.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 
 namespace {

@@ -7,7 +7,7 @@
 
 #include "ppipe/runtime/cpu_stream_backend.hpp"
 
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "toy_layers.hpp"
 
 namespace contract {

@@ -21,7 +21,7 @@
 
 #include "float_bits.hpp"
 #include "ppipe/layers/layers.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
 #include "ppipe/schedule/zero_bubble.hpp"
 

@@ -15,7 +15,7 @@
 
 #include "ppipe/layers/layers.hpp"
 #include "ppipe/runtime/cpu_stream_backend.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/zero_bubble.hpp"

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "ppipe/runtime/cpu_stream_backend.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 
 namespace {
 

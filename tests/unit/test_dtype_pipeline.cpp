@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "mixed_dtype_model.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"

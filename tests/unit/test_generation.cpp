@@ -379,7 +379,7 @@ TEST_CASE("the engine leaves no message behind, and refuses placements that are 
   for (const auto& q : reqs) {
     const int capacity = static_cast<int>(q.prompt.size()) + q.max_new_tokens - 1;
     bytes.emplace_back();
-    for (const stage_type& st : stages) bytes.back().push_back(st.sequence_bytes(capacity));
+    for (const stage_type& st : stages) bytes.back().push_back(ppipe::sequence_cache<stage_type>::bytes(st, capacity));
   }
   const auto r = engine.run(reqs, greedy_options(3), 3, 3, bytes);
   CHECK(r.tokens == unpipelined(model, reqs));

@@ -16,7 +16,7 @@
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/layers/layers.hpp"
 #include "ppipe/model/layer_stack.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/zero_bubble.hpp"
 #include "reference.hpp"
 #include "toy_layers.hpp"

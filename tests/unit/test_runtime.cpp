@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "error_message.hpp"

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "ppipe/layers/layers.hpp"
-#include "ppipe/runtime/pipeline.hpp"
+#include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/csv.hpp"
 #include "ppipe/schedule/generate.hpp"
 #include "toy_model.hpp"

@@ -20,8 +20,11 @@
 
 #include "ppipe/error.hpp"
 #include "ppipe/inference/batcher.hpp"
+#include "ppipe/inference/detail/generation_header.hpp"
 #include "ppipe/inference/generation.hpp"
 #include "ppipe/inference/generative_model.hpp"
+#include "ppipe/inference/plan.hpp"
+#include "ppipe/inference/sequence_cache.hpp"
 #include "ppipe/device/wait.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/runtime/failure_channel.hpp"
@@ -32,91 +35,6 @@
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
-namespace detail {
-
-/// What travels with every message of a generation run, after the payload's own tensors: what the
-/// message is, which stage gets it, and the step's sequences.
-struct generation_header {
-  enum kind_type : int { step = 1, stop = 2, sampled = 3 };
-  int kind = step;
-  int stage = 0;  // the stage that receives it (step, stop)
-  int step_id = 0;
-  int group = 0;
-  std::vector<int> release;
-  std::vector<sequence_admission> admit;
-  std::vector<sequence_step> batch;
-  std::vector<int> tokens;  // kind == sampled: one per sequence of the step's batch
-
-  [[nodiscard]] host_tensor encode() const {
-    std::vector<std::int32_t> v;
-    v.reserve(8 + release.size() + 2 * admit.size() + 3 * batch.size() + tokens.size());
-    const auto put = [&](std::size_t x) { v.push_back(static_cast<std::int32_t>(x)); };
-    v.push_back(kind);
-    v.push_back(stage);
-    v.push_back(step_id);
-    v.push_back(group);
-    put(release.size());
-    put(admit.size());
-    put(batch.size());
-    put(tokens.size());
-    v.insert(v.end(), release.begin(), release.end());
-    for (const sequence_admission& a : admit) {
-      v.push_back(a.id);
-      v.push_back(a.capacity);
-    }
-    for (const sequence_step& q : batch) {
-      v.push_back(q.id);
-      v.push_back(q.position);
-      v.push_back(q.rows);
-    }
-    v.insert(v.end(), tokens.begin(), tokens.end());
-    const auto n = static_cast<std::int64_t>(v.size());
-    return host_tensor(shape({n}, dtype::i32), std::move(v));
-  }
-
-  static generation_header decode(const host_tensor& t) {
-    if (t.dtype() != dtype::i32) {
-      fail(errc::invalid_argument, "a generation message header has dtype ", to_string(t.dtype()),
-           ", not i32; every rank of a generation run must run the same ppipe");
-    }
-    const std::span<const std::int32_t> v = t.values<std::int32_t>();
-    std::size_t at = 0;
-    const auto get = [&]() -> int {
-      if (at >= v.size()) {
-        fail(errc::invalid_argument, "a generation message of ", v.size(),
-             " values ends early; every rank of a generation run must run the same ppipe");
-      }
-      return v[at++];
-    };
-    generation_header h;
-    h.kind = get();
-    if (h.kind != step && h.kind != stop && h.kind != sampled) {
-      fail(errc::invalid_argument, "a generation message has kind ", h.kind,
-           "; every rank of a generation run must run the same ppipe");
-    }
-    h.stage = get();
-    h.step_id = get();
-    h.group = get();
-    const auto n_release = static_cast<std::size_t>(get());
-    const auto n_admit = static_cast<std::size_t>(get());
-    const auto n_batch = static_cast<std::size_t>(get());
-    const auto n_tokens = static_cast<std::size_t>(get());
-    for (std::size_t i = 0; i < n_release; ++i) h.release.push_back(get());
-    for (std::size_t i = 0; i < n_admit; ++i) {
-      const int id = get();
-      h.admit.push_back({id, get()});
-    }
-    for (std::size_t i = 0; i < n_batch; ++i) {
-      const int id = get();
-      const int position = get();
-      h.batch.push_back({id, position, get()});
-    }
-    for (std::size_t i = 0; i < n_tokens; ++i) h.tokens.push_back(get());
-    return h;
-  }
-};
-
-}  // namespace detail
 
 /// @brief Runs generate() calls over a pipeline's stages and transport.
 ///
@@ -166,8 +84,23 @@ class generation_engine {
     }
   }
 
-  /// @brief Generates every request's tokens; `bytes[request][stage]` is the request's state on
-  /// each stage, checked against the budget by the caller.
+  /// @brief Generates every request's tokens: checks the call, lays it out (plan_generation) and
+  /// runs it.
+  /// @param requests the sequences to generate
+  /// @param options sampler, groups and budgets
+  /// @return the tokens, timings and (with record_trace) the trace
+  generation_result generate(std::span<const generation_request> requests, const generation_options& options) {
+    generation_plan plan = plan_generation(requests, options, place_->num_ranks(), [&](int capacity) {
+      std::vector<std::size_t> bytes;
+      for (const Stage& st : *stages_) bytes.push_back(sequence_cache<Stage>::bytes(st, capacity));
+      return bytes;
+    });
+    return run(requests, options, plan.groups, plan.group_size, std::move(plan.bytes));
+  }
+
+  /// @brief Generates every request's tokens in `groups` groups of at most `group_size`;
+  /// `bytes[request][stage]` is the request's state on each stage, checked against the budget by
+  /// the caller.
   generation_result run(std::span<const generation_request> requests, const generation_options& opt, int groups,
                         int group_size, std::vector<std::vector<std::size_t>> bytes) {
     const int p = place_->num_ranks();
@@ -178,6 +111,8 @@ class generation_engine {
     continuous_batcher batcher(requests, groups, group_size, opt.max_new_tokens, opt.eos_token, opt.cache_budget,
                                std::move(bytes));
     run_state run{batcher, opt, groups};
+    run.caches.reserve(stages);
+    for (Stage& st : *stages_) run.caches.emplace_back(st);
     run.trace.schedule_name = "generate";
     run.trace.ranks.assign(static_cast<std::size_t>(p), {});
     run.busy.assign(stages, 0.0);
@@ -188,7 +123,7 @@ class generation_engine {
     pool_->run(p, [&](int r, const std::exception_ptr& not_started) { rank_main(run, r, not_started); });
     const double elapsed = micros(run, deadline_clock::now());
     if (run.failures.first().error) {
-      abandon();
+      abandon(run);
       rethrow(run);
     }
     generation_result out;
@@ -235,15 +170,14 @@ class generation_engine {
     std::vector<rank_status> board;
     int steps = 0;                   // rank 0 only
     std::deque<detail::generation_header> local_tokens;  // rank 0: tokens of a last stage on rank 0
+    std::vector<sequence_cache<Stage>> caches;  // per stage, used by its rank only
     detail::failure_channel<where> failures;
   };
 
   // After a failed call: lets go of every state and of the buffers the failed calls dropped.
-  void abandon() {
-    for (Stage& st : *stages_) {
-      st.drop_sequences();
-      st.pool().reset_live();
-    }
+  void abandon(run_state& run) {
+    for (sequence_cache<Stage>& c : run.caches) c.clear();
+    for (Stage& st : *stages_) st.pool().reset_live();
   }
 
   static double micros(const run_state& run, deadline_clock::time_point t) {
@@ -364,10 +298,11 @@ class generation_engine {
                 where& at, int* reached = nullptr) {
     const int r = place_->rank_of(s);
     const int last = place_->num_stages() - 1;
-    Stage& stg = (*stages_)[static_cast<std::size_t>(s)];
+    const Stage& stg = (*stages_)[static_cast<std::size_t>(s)];
+    sequence_cache<Stage>& cache = run.caches[static_cast<std::size_t>(s)];
     at = {s, h.step_id};
-    for (const int id : h.release) stg.finish(id);
-    for (const sequence_admission& a : h.admit) stg.admit(a.id, a.capacity);
+    for (const int id : h.release) cache.finish(id);
+    for (const sequence_admission& a : h.admit) cache.admit(a.id, a.capacity);
     auto& peak = run.peak[static_cast<std::size_t>(s)];
     peak = std::max(peak, stg.memory().cache_bytes);
     if (h.kind == detail::generation_header::stop) {
@@ -380,7 +315,7 @@ class generation_engine {
     me.step.store(h.step_id);
     me.what.store(1);
     const auto t0 = deadline_clock::now();
-    payload_type out = stg.generate(h.step_id, h.batch, std::move(act));
+    payload_type out = cache.forward(h.step_id, h.batch, std::move(act));
     const auto t1 = deadline_clock::now();
     run.busy[static_cast<std::size_t>(s)] += std::chrono::duration<double, std::micro>(t1 - t0).count();
     if (record_trace_) {

@@ -6,12 +6,10 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "ppipe/error.hpp"
-#include "ppipe/inference/generative_model.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/model/model.hpp"
 
@@ -62,6 +60,8 @@ template <class Model, class Tensor = host_tensor, class Device = inline_device>
   requires model<Model, Tensor, basic_layer_context<Device>>
 class stage {
  public:
+  using model_type = Model;
+  using tensor_type = Tensor;
   using payload_type = basic_payload<Tensor>;
   using context_type = basic_layer_context<Device>;
   using device_type = Device;
@@ -78,14 +78,20 @@ class stage {
   [[nodiscard]] int index() const noexcept { return index_; }
   [[nodiscard]] int first_layer() const noexcept { return first_; }
   [[nodiscard]] int end_layer() const noexcept { return end_; }
+  /// @brief The model whose layers [first_layer(), end_layer()) the stage runs.
+  [[nodiscard]] Model& model() const noexcept { return *model_; }
   /// @brief What the stage's layers get as their device context.
   [[nodiscard]] device_context<Device>& device() noexcept { return device_; }
+  /// @brief The context the stage's layers get for microbatch `mb` in `mode` (materialize()
+  /// gets the training one of microbatch 0).
+  [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
+    return context_type{{index_, mb, mode, device_.rank}, &device_};
+  }
   [[nodiscard]] buffer_pool<Tensor>& pool() noexcept { return pool_; }
   [[nodiscard]] const memory_stats& memory() const noexcept { return pool_.stats(); }
   /// @brief Readies the stage for a step with `microbatches` microbatches: lets go of anything a
   /// failed step left behind and sizes the per-microbatch slots.
   void prepare(int microbatches) {
-    drop_sequences();
     for (auto& s : saved_) release(s);
     saved_.resize(static_cast<std::size_t>(microbatches));
     // Between steps a stage holds nothing; buffers a throwing layer dropped were never released.
@@ -132,9 +138,23 @@ class stage {
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
   /// (each layer's input goes back to the pool as soon as the next layer has run).
   payload_type infer(int mb, payload_type input) {
+    return infer_with(mb, std::move(input), [&](int layer, const context_type& ctx, const payload_type& in, payload_type& out) {
+      model_->forward(layer, ctx, in, out);
+    });
+  }
+
+  /// @brief An inference forward whose layer calls are the caller's: `call(layer, ctx, in, out)`
+  /// runs layer `layer` on `in` into `out` (shaped by output_shapes()). Generation uses it to hand
+  /// layers their sequences' state; like infer(), it keeps nothing.
+  /// @param mb the microbatch (or generation step) the context names
+  /// @param input the stage's input, taken over
+  /// @param call how each layer runs
+  /// @return the stage's output, the caller's from here on
+  template <class Call>
+  payload_type infer_with(int mb, payload_type input, Call&& call) {
     const context_type ctx = context(mb, pass_mode::inference);
     return run_forward(mb, std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
-      model_->forward(layer, ctx, in, out);
+      call(layer, ctx, in, out);
     });
   }
 
@@ -171,87 +191,7 @@ class stage {
   /// @brief True when no microbatch's activations are held (after a complete step).
   [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
 
-  // --- generation: per-sequence state ----------------------------------------------------------
-
-  /// @brief Bytes of one sequence's state (its layers' KV cache) at `capacity` tokens.
-  [[nodiscard]] std::size_t sequence_bytes(int capacity) const
-    requires model_has_state<Model>
-  {
-    return detail::state_bytes<Model, Tensor>(*model_, first_, end_, capacity);
-  }
-
-  /// @brief Allocates sequence `id`'s state for up to `capacity` tokens, zero-filled, in the shapes
-  /// of each layer's state_shapes(); it stays with the stage until finish(id).
-  void admit(int id, int capacity)
-    requires model_has_state<Model>
-  {
-    if (sequences_.count(id) != 0) {
-      detail::fail(errc::invalid_argument, "stage ", index_, " already holds the state of sequence ", id,
-                   "; a sequence is admitted once, and again only after it finished");
-    }
-    sequence_state st;
-    for (int layer = first_; layer < end_; ++layer) {
-      payload_type state;
-      for (const shape& sh : model_->state_shapes(layer, capacity)) state.emplace_back(sh);
-      st.bytes += bytes_of(state);
-      st.layers.push_back(std::move(state));
-    }
-    pool_.hold_sequence(st.bytes);
-    sequences_.emplace(id, std::move(st));
-  }
-
-  /// @brief Frees sequence `id`'s state.
-  void finish(int id) {
-    const auto found = sequences_.find(id);
-    if (found == sequences_.end()) {
-      detail::fail(errc::invalid_argument, "stage ", index_, " holds no state of sequence ", id,
-                   " to free; a sequence is freed once, after its admission");
-    }
-    pool_.drop_sequence(found->second.bytes);
-    sequences_.erase(found);
-  }
-
-  /// @brief Frees every sequence's state (after a failed generation).
-  void drop_sequences() noexcept {
-    for (const auto& entry : sequences_) pool_.drop_sequence(entry.second.bytes);
-    sequences_.clear();
-  }
-
-  /// @brief A generation forward of `batch` (microbatch `step`): `input` stacks the new rows of
-  /// the sequences in `batch`, in order; each layer sees, per sequence, its own state. Nothing is
-  /// kept but the states; returns the output.
-  payload_type generate(int step, std::span<const sequence_step> batch, payload_type input)
-    requires model_has_state<Model>
-  {
-    std::vector<sequence_state*> states;
-    states.reserve(batch.size());
-    for (const sequence_step& q : batch) {
-      const auto found = sequences_.find(q.id);
-      if (found == sequences_.end()) {
-        detail::fail(errc::invalid_argument, "stage ", index_, " got rows of sequence ", q.id,
-                     ", whose state it does not hold; admit a sequence before its first step");
-      }
-      states.push_back(&found->second);
-    }
-    std::vector<sequence_view<Tensor>> views(batch.size());
-    return run_forward(step, std::move(input), [&](int layer, const payload_type& in, payload_type& out) {
-      const auto k = static_cast<std::size_t>(layer - first_);
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        views[i] = {batch[i].id, batch[i].position, batch[i].rows, &states[i]->layers[k]};
-      }
-      generation_context<Tensor, Device> ctx;
-      static_cast<context_type&>(ctx) = context(step, pass_mode::inference);
-      ctx.sequences = views;
-      model_->forward(layer, ctx, in, out);
-    });
-  }
-
  private:
-  struct sequence_state {
-    std::vector<payload_type> layers;  // per layer of the stage, its state_shapes()
-    std::size_t bytes = 0;
-  };
-
   struct record {
     std::vector<payload_type> acts;   // acts[k]: input of layer first+k; acts.back(): the output
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
@@ -326,10 +266,6 @@ class stage {
     check_written(layer, mb, got, shapes_of(like), what);
   }
 
-  [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
-    return context_type{{index_, mb, mode, device_.rank}, &device_};
-  }
-
   record& slot(int mb) { return detail::microbatch_slot(saved_, index_, mb); }
   record& live_slot(int mb, const char* what) { return detail::live_microbatch_slot(saved_, index_, mb, what); }
   void release(record& r) {
@@ -347,7 +283,6 @@ class stage {
   int first_;
   int end_;
   std::vector<record> saved_;
-  std::unordered_map<int, sequence_state> sequences_;  // generation: by sequence id
   buffer_pool<Tensor> pool_;
   device_context<Device> device_;
 };
@@ -362,6 +297,7 @@ concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tenso
   { cs.first_layer() } -> std::convertible_to<int>;
   { cs.end_layer() } -> std::convertible_to<int>;
   s.prepare(mb);
+  s.context(mb, pass_mode::training);  // what its layers get (materialize() included)
   // References, not copies: a send reads the buffer until the transport says it is done.
   { s.forward(mb, std::move(p)) } -> std::same_as<const basic_payload<Tensor>&>;
   { s.output(mb) } -> std::same_as<const basic_payload<Tensor>&>;

@@ -53,6 +53,11 @@ class stream_stage {
   [[nodiscard]] int first_layer() const noexcept { return first_; }
   [[nodiscard]] int end_layer() const noexcept { return end_; }
   [[nodiscard]] device_context<Device>& device() noexcept { return device_; }
+  /// @brief The context the stage's layers get for microbatch `mb` in `mode` (materialize()
+  /// gets the training one of microbatch 0).
+  [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
+    return context_type{{index_, mb, mode, device_.rank}, &device_};
+  }
   [[nodiscard]] stream_type stream() const noexcept { return device_.stream; }
   [[nodiscard]] stream_buffers<Tensor, Device>& pool() noexcept { return buffers_; }
   [[nodiscard]] const memory_stats& memory() const noexcept { return buffers_.stats(); }
@@ -156,10 +161,6 @@ class stream_stage {
     bool live = false;
     bool gradient_counted = false;
   };
-
-  [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
-    return context_type{{index_, mb, mode, device_.rank}, &device_};
-  }
 
   // Declares the accesses, then enqueues `call` followed by the check that the layer left tensors
   // of the shapes it was handed in what it writes.

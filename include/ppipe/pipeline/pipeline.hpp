@@ -20,6 +20,7 @@
 #include "ppipe/inference/generation.hpp"
 #include "ppipe/inference/generative_model.hpp"
 #include "ppipe/inference/generator.hpp"
+#include "ppipe/pipeline/options.hpp"
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/partitioner.hpp"
 #include "ppipe/partition/problem.hpp"
@@ -38,27 +39,6 @@
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
-
-/// @brief The numbers a pipeline is built with.
-struct pipeline_options {
-  int ranks = 1;           ///< p: pipeline ranks (one thread each on the host backend)
-  int microbatches = 1;    ///< m: microbatches per train_step; the batch needs at least m rows
-  int virtual_stages = 1;  ///< v: stages per rank (interleaved schedules)
-  /// Microbatches (requests in flight) per infer() call; 0 takes `microbatches`.
-  int inference_microbatches = 0;
-  /// The layers of each stage; empty: the Partitioner splits the model by its layer costs.
-  std::optional<partition> split;
-  /// One per rank, for the Partitioner (speeds and memory); empty: identical devices.
-  std::vector<device_spec> devices;
-  /// A complete training schedule to run, such as one ppipe::load_csv() read or
-  /// ppipe::make_schedule(name, params) chose at run time; empty: the pipeline's Schedule policy
-  /// generates one from p, m and v. A given schedule decides p, m and v: leave ranks,
-  /// microbatches and virtual_stages at their defaults to take its values, or repeat them.
-  std::optional<ppipe::schedule> schedule;
-  /// The longest any rank waits for data or for the others (see executor_options).
-  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
-  bool record_trace = true;  ///< keep the last run's trace (last_trace())
-};
 
 /// @brief A model split into p × v stages over p ranks, trained with schedule `Schedule` and
 /// served with a forward-only schedule, on backend `Backend`.
@@ -250,8 +230,7 @@ class pipeline {
   // process holds its own layers. Here, so that a process that cannot is agreed on by all.
   void materialize(stage_type& st) {
     if constexpr (model_has_materialize<Model, context_type>) {
-      const context_type ctx{{st.index(), 0, pass_mode::training, st.device().rank}, &st.device()};
-      model_->materialize(st.first_layer(), st.end_layer(), ctx);
+      model_->materialize(st.first_layer(), st.end_layer(), st.context(0, pass_mode::training));
     }
   }
   [[nodiscard]] device_context<device_type> context_on(int r) {
@@ -331,74 +310,15 @@ class pipeline {
     } else if constexpr (stream_pipeline_stage<stage_type>) {
       static_assert(!stream_pipeline_stage<stage_type>, "ppipe: generate() runs on the host backend (host_backend) for now");
     } else {
-      return generate_here(requests, options);
+      // On the executor's rank threads: generation starts none of its own.
+      generation_engine<stage_type, transport_type> engine(transport_, stages_, train_.place, executor_->pool(),
+                                                           options_.timeout, options_.record_trace);
+      generation_result out = engine.generate(requests, options);
+      trace_ = out.trace;
+      return out;
     }
   }
 
- private:
-  generation_result generate_here(std::span<const generation_request> requests,
-                                  const basic_generation_options<tensor_type>& options) {
-    if (!options.sampler) {
-      detail::fail(errc::invalid_argument, "generate() needs a sampler; set generation_options::sampler, "
-                   "e.g. to ppipe::layers::greedy");
-    }
-    if (options.groups < 0 || options.max_group_size < 0) {
-      detail::fail(errc::invalid_argument, "generation_options has groups=", options.groups, " and max_group_size=",
-                   options.max_group_size, "; give positive values, or 0 for the defaults");
-    }
-    // Request ids, positions and token ids travel as i32.
-    constexpr std::int64_t id_limit = std::numeric_limits<std::int32_t>::max();
-    if (requests.size() > static_cast<std::size_t>(id_limit)) {
-      detail::fail(errc::invalid_argument, "generate() got ", requests.size(), " requests; at most ",
-                   id_limit, " per call: split them over several calls");
-    }
-    const auto n = static_cast<int>(requests.size());
-    // More groups than requests would stay empty.
-    const int groups = std::min(options.groups > 0 ? options.groups : options_.ranks, std::max(1, n));
-    const int group_size = options.max_group_size > 0 ? options.max_group_size : std::max(1, (n + groups - 1) / groups);
-    std::vector<std::vector<std::size_t>> bytes(requests.size());
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      const generation_request& q = requests[i];
-      const int max_new = q.max_new_tokens > 0 ? q.max_new_tokens : options.max_new_tokens;
-      if (q.prompt.empty() || q.max_new_tokens < 0) {
-        detail::fail(errc::invalid_argument, "request ", i, " has a prompt of ", q.prompt.size(),
-                     " tokens and max_new_tokens=", q.max_new_tokens,
-                     "; give at least one prompt token and max_new_tokens >= 0 (0: the option's default)");
-      }
-      if (max_new < 1) {
-        detail::fail(errc::invalid_argument, "request ", i, " takes generation_options::max_new_tokens, which is ",
-                     options.max_new_tokens, "; give the option or the request's max_new_tokens >= 1");
-      }
-      for (std::size_t k = 0; k < q.prompt.size(); ++k) {
-        if (q.prompt[k] < 0) {
-          detail::fail(errc::invalid_argument, "request ", i, "'s prompt token ", k, " is ", q.prompt[k],
-                       "; token ids are >= 0");
-        }
-      }
-      const std::int64_t capacity = static_cast<std::int64_t>(q.prompt.size()) + max_new - 1;
-      if (capacity > id_limit) {
-        detail::fail(errc::invalid_argument, "request ", i, " needs ", capacity, " tokens of state; at most ",
-                     id_limit, ": shorten its prompt or max_new_tokens");
-      }
-      for (const stage_type& st : stages_) bytes[i].push_back(st.sequence_bytes(static_cast<int>(capacity)));
-      const auto most = std::max_element(bytes[i].begin(), bytes[i].end());
-      if (options.cache_budget > 0 && most != bytes[i].end() && *most > options.cache_budget) {
-        detail::fail(errc::out_of_memory, "request ", i, " needs ", *most, " bytes of cache on stage ",
-                     most - bytes[i].begin(), " (", q.prompt.size(), " prompt tokens + ", max_new, " new - 1 = ",
-                     capacity, " tokens), more than the cache budget of ", options.cache_budget,
-                     " bytes per stage; raise generation_options::cache_budget to at least ", *most,
-                     " or shorten the request");
-      }
-    }
-    // On the executor's rank threads: generation starts none of its own.
-    generation_engine<stage_type, transport_type> engine(transport_, stages_, train_.place, executor_->pool(),
-                                                         options_.timeout, options_.record_trace);
-    generation_result out = engine.run(requests, options, groups, group_size, std::move(bytes));
-    trace_ = out.trace;
-    return out;
-  }
-
- public:
 
   [[nodiscard]] const schedule& training_schedule() const noexcept { return train_; }
   [[nodiscard]] const schedule& inference_schedule() const noexcept { return infer_; }
