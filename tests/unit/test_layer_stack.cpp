@@ -78,7 +78,7 @@ TEST_CASE("layer_stack: layers count through single, repeated and variant elemen
   CHECK(model.describe(5) == "add 5");
   // ((((x + 1 + 10 + 20 + 30) * 2) + 5) * 2
   CHECK(run_all(model, 1.0f) == ((1.0f + 61.0f) * 2.0f + 5.0f) * 2.0f);
-  CHECK_THAT(error_of([&] { (void)model.describe(7); }), contains("layer 7 is outside the stack's 7 layers"));
+  CHECK_THAT(error_of([&] { (void)model.describe(7); }), contains("layer 7 is outside the model's 7 layers"));
   CHECK_THAT(error_of([&] { (void)model.output_shapes(1, {}); }), contains("layer 1: add takes one tensor, not 0"));
   // A repeated run may grow before the stack is used: the count follows it.
   model.element<1>().push_back(add{100.0f});
@@ -112,7 +112,7 @@ TEST_CASE("layer_stack: for_each_parameter walks a range of layers, each layer's
   CHECK(seen[2] == model.a()[2]);
   CHECK(seen[3] == model.b()[2]);
   CHECK_THAT(error_of([&] { model.for_each_parameter(2, 6, [](ppipe::tensor_view, ppipe::tensor_view) {}); }),
-             contains("for_each_parameter(2, 6) is not a range of the stack's 5 layers"));
+             contains("for_each_parameter(2, 6) is not a range of the model's 5 layers"));
 }
 
 TEST_CASE("layer_stack: materialize gives weights to the layers of a range only") {
@@ -190,7 +190,7 @@ TEST_CASE("layer_stack: a stack of the decoder's layers keeps their state and ge
   CHECK(stack.state_shapes(3, 7) == std::vector<ppipe::shape>{{7, 12}, {7, 12}});
   for (const int layer : {0, 2, 4, 5}) CHECK(stack.state_shapes(layer, 7).empty());
   CHECK_THAT(error_of([&] { (void)stack.state_shapes(0, -1); }), contains("state capacity -1 for layer 0 is negative"));
-  CHECK_THAT(error_of([&] { (void)stack.state_shapes(6, 1); }), contains("layer 6 is outside the stack's 6 layers"));
+  CHECK_THAT(error_of([&] { (void)stack.state_shapes(6, 1); }), contains("layer 6 is outside the model's 6 layers"));
 
   std::vector<ppipe::generation_request> reqs;
   for (int i = 0; i < 5; ++i) reqs.push_back({{1 + i, 7, (3 * i) % 29}, 3 + i});

@@ -371,7 +371,7 @@ TEST_CASE("sgd updates and zeroes only the layers it is given") {
   hook(ppipe::stage_info{0, 0, 0, 2});
   const auto zeroed = m.gradients(0, 2);
   for (const float g : zeroed[0]) CHECK(g == 0.0f);
-  CHECK_THAT(message_of([&] { opt.step(m, 2, 9); }), contains("for_each_parameter(2, 9) is not a range of the stack's 5 layers"));
+  CHECK_THAT(message_of([&] { opt.step(m, 2, 9); }), contains("for_each_parameter(2, 9) is not a range of the model's 5 layers"));
   CHECK_THAT(message_of([] { layers::sgd(-1.0f); }), contains("-1"));
 }
 

@@ -66,8 +66,8 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   }
 
   /// @brief Layer `i`; throws ppipe::error (invalid_argument) when there is no such layer.
-  [[nodiscard]] any_layer& at(int i) { return layers()[index(i)]; }
-  [[nodiscard]] const any_layer& at(int i) const { return layers()[index(i)]; }
+  [[nodiscard]] any_layer& at(int i) { return layers()[checked(i)]; }
+  [[nodiscard]] const any_layer& at(int i) const { return layers()[checked(i)]; }
 
   /// @brief The shapes layer `layer` makes from inputs of shapes `in`. Throws ppipe::error
   /// (invalid_argument) naming the layer, what it takes and the shapes it got.
@@ -94,13 +94,13 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   /// @brief The parameters of layers [first, end), layer by layer, each linear's weight then bias.
   /// The spans point into the model: they live as long as it does.
   [[nodiscard]] std::vector<std::span<const float>> parameters(int first, int end) const {
-    return collect(first, end, [](const linear& l) { return std::pair{l.weight(), l.bias()}; });
+    return collect(first, end, "parameters", [](const linear& l) { return std::pair{l.weight(), l.bias()}; });
   }
   /// @brief The parameters of every layer.
   [[nodiscard]] std::vector<std::span<const float>> parameters() const { return parameters(0, num_layers()); }
   /// @brief The gradient accumulators of layers [first, end), in the order of parameters().
   [[nodiscard]] std::vector<std::span<const float>> gradients(int first, int end) const {
-    return collect(first, end, [](const linear& l) { return std::pair{l.grad_weight(), l.grad_bias()}; });
+    return collect(first, end, "gradients", [](const linear& l) { return std::pair{l.grad_weight(), l.grad_bias()}; });
   }
   /// @brief The gradient accumulators of every layer.
   [[nodiscard]] std::vector<std::span<const float>> gradients() const { return gradients(0, num_layers()); }
@@ -142,24 +142,9 @@ class sequential : public layer_stack<std::vector<any_layer>> {
     return out;
   }
 
-  std::size_t index(int i) const {
-    if (i < 0 || i >= num_layers()) {
-      ppipe::detail::fail(errc::invalid_argument, "layer ", i, " is outside the model's ", num_layers(),
-                          " layers; give an index in [0, ", num_layers(), ")");
-    }
-    return static_cast<std::size_t>(i);
-  }
-
-  void check_range(int first, int end) const {
-    if (first < 0 || first > end || end > num_layers()) {
-      ppipe::detail::fail(errc::invalid_argument, "layers [", first, ", ", end, ") are not a range of the model's ",
-                          num_layers(), " layers; give 0 <= first <= end <= ", num_layers());
-    }
-  }
-
   template <class Pick>
-  std::vector<std::span<const float>> collect(int first, int end, Pick pick) const {
-    check_range(first, end);
+  std::vector<std::span<const float>> collect(int first, int end, const char* what, Pick pick) const {
+    check_range(first, end, what);
     std::vector<std::span<const float>> out;
     for (int i = first; i < end; ++i) {
       if (const auto* l = std::get_if<linear>(&layers()[static_cast<std::size_t>(i)])) {

@@ -66,7 +66,7 @@ class decoder : public decoder_stack {
   /// @brief "embedding", "block 1 attention", "block 1 mlp" or "head", for messages.
   /// @param layer the layer's index
   /// @return the layer's describe()
-  [[nodiscard]] std::string describe(int layer) const { return decoder_stack::describe(checked(layer)); }
+  [[nodiscard]] std::string describe(int layer) const { return decoder_stack::describe(layer); }
 
   /// @brief The shapes layer `layer` makes from `in`: [rows, d_model] from the embedding's [rows]
   /// and the blocks' [rows, d_model], [rows, vocab] from the head's [rows, d_model].
@@ -76,7 +76,7 @@ class decoder : public decoder_stack {
   /// the shapes it got and what it takes
   [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
     std::vector<shape> out;
-    visit(checked(layer), [&](const auto& l) {
+    visit(layer, [&](const auto& l) {
       if (const std::string problem = l.shape_problem(in); !problem.empty()) {
         ppipe::detail::fail(errc::invalid_argument, "decoder layer ", layer, " (", l.describe(), ") ", problem);
       }
@@ -91,7 +91,7 @@ class decoder : public decoder_stack {
   /// @return the keys [capacity, d_model] and values [capacity, d_model] of an attention layer;
   /// none for the others
   [[nodiscard]] std::vector<shape> state_shapes(int layer, int capacity) const {
-    return decoder_stack::state_shapes(checked(layer), capacity);
+    return decoder_stack::state_shapes(layer, capacity);
   }
 
   /// @brief Layer `layer` over one sequence: the input's rows are its tokens at positions
@@ -126,7 +126,7 @@ class decoder : public decoder_stack {
   /// @return the layer's cost(rows)
   [[nodiscard]] layer_cost cost(int layer, std::int64_t rows = 1) const {
     layer_cost c;
-    visit(checked(layer), [&](const auto& l) { c = l.cost(rows); });
+    visit(layer, [&](const auto& l) { c = l.cost(rows); });
     return c;
   }
 
@@ -146,18 +146,10 @@ class decoder : public decoder_stack {
     return decoder_stack(std::move(first), std::move(blocks), std::move(last));
   }
 
-  int checked(int layer) const {
-    if (layer < 0 || layer >= num_layers()) {
-      ppipe::detail::fail(errc::invalid_argument, "decoder layer ", layer, " is outside the model's ", num_layers(),
-                          " layers; give an index in [0, ", num_layers(), ")");
-    }
-    return layer;
-  }
-
   // A layer names itself in its errors; the decoder adds where in the model it is.
   template <class Context>
   void run(int layer, const Context& ctx, const payload& in, payload& out) const {
-    visit(checked(layer), [&](const auto& l) {
+    visit(layer, [&](const auto& l) {
       try {
         l.forward(ctx, in, out);
       } catch (const error& e) {

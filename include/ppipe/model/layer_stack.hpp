@@ -253,6 +253,24 @@ class layer_stack {
     return detail::checked_layers<layer_types, Tensor, Context, Training>;
   }
 
+ protected:
+  /// @brief Layer `layer` as an index into the stack; refuses one outside it.
+  [[nodiscard]] std::size_t checked(int layer) const {
+    if (layer < 0 || layer >= num_layers()) {
+      detail::fail(errc::invalid_argument, "layer ", layer, " is outside the model's ", num_layers(),
+                   " layers; give an index in [0, ", num_layers(), ")");
+    }
+    return static_cast<std::size_t>(layer);
+  }
+
+  /// @brief Refuses layers [first, end) that are not a range of the stack; `what` names the call.
+  void check_range(int first, int end, const char* what) const {
+    if (first < 0 || first > end || end > num_layers()) {
+      detail::fail(errc::invalid_argument, what, "(", first, ", ", end, ") is not a range of the model's ",
+                   num_layers(), " layers; give 0 <= first <= end <= ", num_layers());
+    }
+  }
+
  private:
   template <class E>
   static std::size_t size_of(const E& part) noexcept {
@@ -274,11 +292,7 @@ class layer_stack {
 
   template <class Self, class F>
   static void with_layer(Self& self, int layer, F& f) {
-    if (layer < 0 || layer >= self.num_layers()) {
-      detail::fail(errc::invalid_argument, "layer ", layer, " is outside the stack's ", self.num_layers(),
-                   " layers; give an index in [0, ", self.num_layers(), ")");
-    }
-    auto rest = static_cast<std::size_t>(layer);
+    auto rest = self.checked(layer);
     bool found = false;
     const auto in_part = [&](auto& part) {
       if (found) return;
@@ -310,13 +324,6 @@ class layer_stack {
       }
     });
     return out;
-  }
-
-  void check_range(int first, int end, const char* what) const {
-    if (first < 0 || first > end || end > num_layers()) {
-      detail::fail(errc::invalid_argument, what, "(", first, ", ", end, ") is not a range of the stack's ",
-                   num_layers(), " layers; give 0 <= first <= end <= ", num_layers());
-    }
   }
 
   std::tuple<Elements...> parts_;
