@@ -477,8 +477,8 @@ class cpu_stream_device {
   static void refuse_while_capturing(const lane& l, std::string_view what) {
     if (l.capturing) {
       detail::fail(errc::invalid_argument, what, " on stream '", l.worker->name(),
-                   "' while it is being captured, which CUDA refuses (the captured work has not run): call it "
-                   "before begin_capture() or after end_capture()");
+                   "' while it is being captured (the captured work has not run): call it before "
+                   "begin_capture() or after end_capture()");
     }
   }
 
