@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The GPU checks, in one command, for a machine with a GPU: builds only what they need (Release,
+# this GPU's architecture, every core), runs every test labelled gpu, and writes to OUTDIR:
+#   log.txt     everything the build and the tests printed
+#   ctest.xml   the tests' results (JUnit)
+#   summary.md  the device, driver and CUDA version, what passed, failed and was skipped, timings
+# It finishes in a few minutes; docs/cuda.md says how to run it on a lent machine.
+#
+# Catch2 comes from the system or, on a machine that reaches no package registry, from the
+# prefix scripts/gpu-deps.sh makes here (.gpu-deps/, sent along with the tree).
+#
+# On a machine without a GPU it writes a summary saying so and exits 3, having built and run
+# nothing; PPIPE_GPU_CHECK_ANYWAY=1 builds and runs all the same (the tests then report
+# themselves skipped), to try the script itself.
+#
+# Usage: scripts/gpu-check.sh OUTDIR
+set -euo pipefail
+
+if (($# != 1)); then
+  echo "usage: scripts/gpu-check.sh OUTDIR" >&2
+  exit 2
+fi
+root="$(cd "$(dirname "$0")/.." && pwd)"
+mkdir -p "$1"
+out="$(cd "$1" && pwd)"
+build="${PPIPE_GPU_BUILD_DIR:-${root}/build/gpu}"
+log="${out}/log.txt"
+summary="${out}/summary.md"
+: >"${log}"
+exec > >(tee -a "${log}") 2>&1
+
+started=$(date +%s)
+seconds_since() { echo $(($(date +%s) - $1)); }
+
+gpu="$(nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>/dev/null | head -n 1 || true)"
+if [[ -z "${gpu}" && "${PPIPE_GPU_CHECK_ANYWAY:-0}" != 1 ]]; then
+  printf '# GPU check\n\nNo GPU: nvidia-smi lists none on %s. Nothing was built or run.\n' "$(hostname)" >"${summary}"
+  echo "gpu-check: no GPU here; nothing to do (see ${summary})"
+  exit 3
+fi
+arch=90
+if [[ -n "${gpu}" ]]; then
+  arch="$(echo "${gpu}" | cut -d, -f3 | tr -d ' .')"
+fi
+nvcc_path="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+cuda_version="$("${nvcc_path}" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p' || true)"
+echo "gpu-check: ${gpu:-no GPU (PPIPE_GPU_CHECK_ANYWAY)}; CUDA ${cuda_version:-?}; sm_${arch}; $(nproc) cores"
+
+prefix_path=()
+[[ -d "${root}/.gpu-deps" ]] && prefix_path=(-DCMAKE_PREFIX_PATH="${root}/.gpu-deps")
+
+configure_status=0
+build_status=0
+test_status=0
+t0=$(date +%s)
+cmake -S "${root}" -B "${build}" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES="${arch}" -DCMAKE_CUDA_COMPILER="${nvcc_path}" \
+  -DPPIPE_ENABLE_CUDA=ON -DPPIPE_BUILD_TESTS=ON -DPPIPE_BUILD_EXAMPLES=OFF -DPPIPE_BUILD_BENCHMARKS=OFF \
+  -DPPIPE_INSTALL=OFF "${prefix_path[@]}" || configure_status=$?
+configure_s=$(seconds_since "${t0}")
+t0=$(date +%s)
+if ((configure_status == 0)); then
+  cmake --build "${build}" --target ppipe_gpu_checks -j "$(nproc)" || build_status=$?
+fi
+build_s=$(seconds_since "${t0}")
+t0=$(date +%s)
+ctest_out="${out}/ctest.txt"
+if ((configure_status == 0 && build_status == 0)); then
+  # One test at a time: they share the GPU, and some of them time it.
+  ctest --test-dir "${build}" -L gpu --output-on-failure --timeout 300 --output-junit "${out}/ctest.xml" \
+    | tee "${ctest_out}" || test_status=$?
+fi
+test_s=$(seconds_since "${t0}")
+
+# ctest's result lines: "  3/13 Test #40: name ....   Passed    0.01 sec".
+count() { grep -cE "^ *[0-9]+/[0-9]+ Test .*$1" "${ctest_out}" 2>/dev/null || true; }
+{
+  echo "# GPU check"
+  echo
+  echo "- when: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "${root}" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- device: ${gpu:-none (PPIPE_GPU_CHECK_ANYWAY=1)}"
+  echo "- CUDA: ${cuda_version:-?} (nvcc ${nvcc_path}), built for sm_${arch} on $(nproc) cores"
+  echo "- configure: $([[ ${configure_status} == 0 ]] && echo ok || echo "FAILED (${configure_status})"), ${configure_s} s"
+  echo "- build: $([[ ${configure_status} != 0 ]] && echo 'not run' || { [[ ${build_status} == 0 ]] && echo ok || echo "FAILED (${build_status})"; }), ${build_s} s"
+  if [[ -f "${ctest_out}" ]]; then
+    echo "- tests: $(grep -E 'tests passed|tests failed' "${ctest_out}" | tail -n 1), ${test_s} s"
+    echo "  - passed $(count ' Passed '), failed $(count '(Failed|Timeout|Exception)'), skipped $(count 'Skipped')"
+  else
+    echo "- tests: not run"
+  fi
+  echo "- total: $(seconds_since "${started}") s"
+} >"${summary}"
+cat "${summary}"
+if ((configure_status != 0 || build_status != 0 || test_status != 0)); then
+  exit 1
+fi

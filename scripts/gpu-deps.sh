@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Gathers, from this machine, what scripts/gpu-check.sh needs to build on a GPU machine that
+# reaches no package registry: Catch2 (header, CMake package and main library), into .gpu-deps/,
+# a CMake prefix that gpu-check.sh finds by itself. Run it here once (after scripts/setup.sh),
+# then send .gpu-deps along with the tree (the device tool's `carry`).
+#
+# Usage: scripts/gpu-deps.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+prefix="${root}/.gpu-deps"
+
+catch_config="$(dpkg -L catch2 2>/dev/null | grep '/Catch2Config.cmake$' | head -n 1 || true)"
+if [[ -z "${catch_config}" ]]; then
+  echo "gpu-deps: Catch2 is not installed here; run scripts/setup.sh first" >&2
+  exit 1
+fi
+rm -rf "${prefix}"
+mkdir -p "${prefix}/include" "${prefix}/lib/cmake"
+cp -r /usr/include/catch2 "${prefix}/include/"
+cp -r "$(dirname "${catch_config}")" "${prefix}/lib/cmake/"
+cp "$(dpkg -L catch2 | grep '/libCatch2WithMain.a$' | head -n 1)" "${prefix}/lib/"
+echo "gpu-deps: wrote ${prefix} ($(du -sh "${prefix}" | cut -f1))"
