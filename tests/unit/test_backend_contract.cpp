@@ -8,6 +8,7 @@
 #include "ppipe/runtime/cpu_stream_backend.hpp"
 
 #include "ppipe/pipeline/pipeline.hpp"
+#include "toy_enqueuing.hpp"
 #include "toy_layers.hpp"
 
 namespace contract {
@@ -58,11 +59,18 @@ struct cpu_stream_layers_fixture : cpu_stream_fixture {
   using model_type = toy::layered;
 };
 
+// CPU streams whose layers enqueue their own work, as GPU layers launch kernels: the stage calls
+// them on the rank's host thread, which is the CUDA backend's path.
+struct cpu_stream_enqueuing_fixture : cpu_stream_fixture {
+  static constexpr const char* name = "cpu_stream, layers that enqueue";
+  using model_type = toy::enqueuing<toy::model>;
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
 #define PPIPE_CONTRACT_BACKENDS                                                                  \
   contract::host_fixture, contract::cpu_stream_fixture, contract::host_layers_fixture, \
-      contract::cpu_stream_layers_fixture
+      contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture
 
 #include "backend_contract.hpp"

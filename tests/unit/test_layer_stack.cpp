@@ -207,3 +207,24 @@ TEST_CASE("layer_stack: a stack of the decoder's layers keeps their state and ge
   g.sampler = layers::greedy;
   CHECK(pipe.generate(reqs, g).tokens == expected);
 }
+
+namespace {
+struct computes_now {
+  std::vector<ppipe::shape> output_shapes(const std::vector<ppipe::shape>& in) const { return in; }
+  void forward(const ppipe::layer_context&, const ppipe::payload& in, ppipe::payload& out) { out = in; }
+};
+struct launches_kernels : computes_now {
+  static constexpr bool enqueues_work = true;
+};
+}  // namespace
+
+TEST_CASE("layer_stack: enqueues its own work when its layers do", "[layer_stack]") {
+  using gpu_like = ppipe::layer_stack<launches_kernels, std::vector<launches_kernels>>;
+  using cpu_like = ppipe::layer_stack<computes_now, std::vector<computes_now>>;
+  static_assert(ppipe::enqueues_own_work<launches_kernels>);
+  static_assert(!ppipe::enqueues_own_work<computes_now>);
+  static_assert(ppipe::enqueues_own_work<gpu_like>);
+  static_assert(!ppipe::enqueues_own_work<cpu_like>);
+  gpu_like stack(launches_kernels{}, std::vector<launches_kernels>(2));
+  CHECK(stack.num_layers() == 3);
+}

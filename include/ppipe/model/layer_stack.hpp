@@ -70,6 +70,14 @@ template <class List>
 inline constexpr bool all_state = false;
 template <class... Ls>
 inline constexpr bool all_state<std::tuple<Ls...>> = (layer_has_state<Ls> && ...);
+template <class List>
+inline constexpr bool all_enqueue = false;
+template <class... Ls>
+inline constexpr bool all_enqueue<std::tuple<Ls...>> = (enqueues_own_work<Ls> && ...);
+template <class List>
+inline constexpr bool any_enqueue = false;
+template <class... Ls>
+inline constexpr bool any_enqueue<std::tuple<Ls...>> = (enqueues_own_work<Ls> || ...);
 template <class List, class Tensor, class Context, bool Training>
 inline constexpr bool checked_layers = false;
 template <class... Ls, class Tensor, class Context, bool Training>
@@ -114,6 +122,12 @@ class layer_stack {
  public:
   /// @brief The concrete layer types, variants' alternatives included.
   using layer_types = detail::stack_layers<Elements...>;
+
+  static_assert(detail::all_enqueue<layer_types> == detail::any_enqueue<layer_types>,
+                "ppipe: a layer_stack's layers must all enqueue their work on the stream (enqueues_work = true, "
+                "as GPU layers do) or none of them: a stage calls them one way or the other");
+  /// @brief Whether the stack's layers enqueue their own work (see ppipe::enqueues_own_work).
+  static constexpr bool enqueues_work = detail::all_enqueue<layer_types>;
 
   /// @brief A stack of `elements`, in order.
   explicit layer_stack(Elements... elements) : parts_(std::move(elements)...) {}

@@ -158,6 +158,16 @@ concept model_has_parameters = requires(M& m, int layer, void (*f)(tensor_view, 
 template <class M, class Context = host_layer_context>
 concept model_has_materialize = requires(M& m, int layer, const Context& ctx) { m.materialize(layer, layer, ctx); };
 
+/// @brief A model (or a layer) whose calls enqueue their work on the context's compute stream
+/// (`ctx.device->stream`) and return at once, as GPU kernels do: it says so with
+/// `static constexpr bool enqueues_work = true;`. A stage on a stream device calls it on the rank's
+/// host thread. Without it, the stage enqueues each call itself as host work, so that plain C++
+/// layers also run in stream order (on the CPU-stream backend).
+template <class M>
+concept enqueues_own_work = requires {
+  requires M::enqueues_work;
+};
+
 /// @brief A model ppipe can run forward (inference): layers, shapes and forward.
 template <class M, class Tensor = host_tensor, class Context = host_layer_context>
 concept model = model_has_layers<M> && model_has_shapes<M> && model_has_forward<M, Tensor, Context>;

@@ -74,7 +74,7 @@ struct device_of<S> {
 };
 
 /// Where in its step a rank is, for the message if it fails there.
-enum class run_phase : unsigned char { action, loss, sends, barrier, optimizer };
+enum class run_phase : unsigned char { action, loss, sends, barrier, optimizer, device };
 struct run_position {
   int step = -1;  // the action (for action and loss)
   run_phase where = run_phase::action;
@@ -209,6 +209,7 @@ struct run_context {
       case run_phase::loss: where = concat(rank_name(f.rank), "'s loss, after ", action_at(f.at.step)); break;
       case run_phase::sends: where = concat(rank_name(f.rank), ", completing its sends after its last action"); break;
       case run_phase::barrier: where = concat(rank_name(f.rank), ", waiting for the others to finish"); break;
+      case run_phase::device: where = concat(rank_name(f.rank), "'s device, in work its layers enqueued"); break;
       case run_phase::action:
         where = f.at.step >= 0 ? concat(rank_name(f.rank), " in ", action_at(f.at.step)) : rank_name(f.rank);
         break;

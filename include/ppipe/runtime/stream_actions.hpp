@@ -138,11 +138,23 @@ class stream_actions {
     bool reported = false;
     // (An array, not a braced list in the loop: nvcc's front end rejects the latter.)
     const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+    // Work that layers enqueued themselves fails on the stream, where only the device's error
+    // says so: it becomes the rank's failure (the first one wins, so a failure the stage's own
+    // enqueued calls reported with their action comes first), and the other ranks stop waiting.
+    bool device_failed = false;
+    const auto note_device_failure = [&] {
+      if (device_failed) return;
+      if (std::exception_ptr e = d.error()) {
+        device_failed = true;
+        ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::device, -1});
+      }
+    };
     for (const auto& stream : rank_streams) {
       for (;;) {
         const auto slice =
             std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
         if (d.synchronize(stream, slice) == wait_status::ready) break;
+        note_device_failure();
         if (ctx_.failures.failed()) d.abort();
         if constexpr (requires { d.finished_items(); }) {
           const std::size_t now_done = d.finished_items();
@@ -169,6 +181,7 @@ class stream_actions {
         }
       }
     }
+    note_device_failure();
   }
 
   void enqueue_step(const schedule& s, int r, data_type& data, std::vector<trace_event>& events,

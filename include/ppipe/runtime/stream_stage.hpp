@@ -21,7 +21,9 @@ namespace ppipe {
 /// @brief Layers [first, end) of a model on a stream device. The host thread of its rank plans:
 /// it works out shapes with output_shapes(), takes buffers and enqueues each layer call on the
 /// compute stream (ctx.device->stream), declaring what the call reads and writes; the stream runs
-/// the calls in order. Payloads are stream_payload boxes that the enqueued calls share, so the
+/// the calls in order. A model whose layers enqueue their own work (ppipe::enqueues_own_work, as
+/// GPU kernels do) is called on the host thread instead, and its work fails on the stream, where
+/// the device's error() reports it. Payloads are stream_payload boxes that the enqueued calls share, so the
 /// host hands them on (to a send, to the next stage) without waiting. A call that throws, or
 /// leaves tensors of other shapes than it was handed, fails on the stream: the failure goes to the
 /// sink the executor gave, and the device's error stops the stream's later work.
@@ -176,24 +178,33 @@ class stream_stage {
       for (const auto& r : b->regions) d.use(device_.stream, r.data, r.bytes, access::write);
       written.emplace_back(b->data, b->shapes);
     }
+    if constexpr (enqueues_own_work<Model>) {
+      // The call enqueues its own work and returns: what it throws is the host's, and the tensor
+      // objects it was handed are final once it returns (its kernels write their memory later).
+      call();
+      for (const auto& [data, want] : written) check_shapes(*data, want, index_, layer, mb, what);
+      return;
+    }
     d.enqueue(
         device_.stream,
         [call = std::forward<Call>(call), written = std::move(written), sink, index = index_, layer, mb, what]() mutable {
           try {
             call();
-            for (const auto& [data, want] : written) {
-              if (!has_shapes(*data, want)) {
-                detail::fail(errc::invalid_argument, "stage ", index, ": layer ", layer, "'s ", what, " left tensors of shapes ",
-                             to_string(shapes_of(*data)), " for microbatch ", mb, " where it was handed ", to_string(want),
-                             "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
-              }
-            }
+            for (const auto& [data, want] : written) check_shapes(*data, want, index, layer, mb, what);
           } catch (...) {
             if (sink) sink(std::current_exception());
             throw;
           }
         },
         detail::concat(what, " of layer ", layer, ", microbatch ", mb, " (stage ", index_, ")"));
+  }
+
+  static void check_shapes(const payload_type& got, const std::vector<shape>& want, int index, int layer, int mb,
+                           const char* what) {
+    if (has_shapes(got, want)) return;
+    detail::fail(errc::invalid_argument, "stage ", index, ": layer ", layer, "'s ", what, " left tensors of shapes ",
+                 to_string(shapes_of(got)), " for microbatch ", mb, " where it was handed ", to_string(want),
+                 "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
   }
 
   box backward_pass(int mb, box grad_out, bool want_input_grad, bool input_half, const failure_sink& sink) {
@@ -209,9 +220,8 @@ class stream_stage {
       const bool wanted = layer > first_ || want_input_grad;
       box gin = wanted ? buffers_.acquire(r.acts[k].shapes, device_.stream) : box{};
       const auto body = [m = model_, layer, ctx, input_half, in = r.acts[k].data, out = r.acts[k + 1].data, g = g.data,
-                         gin = gin.data] {
-        payload_type none;
-        payload_type& into = gin ? *gin : none;
+                         gin = gin.data, none = &none_] {
+        payload_type& into = gin ? *gin : *none;
         if (input_half) {
           if constexpr (model_has_split_backward<Model, Tensor, context_type>) m->backward_input(layer, ctx, *in, *out, *g, into);
         } else {
@@ -255,6 +265,9 @@ class stream_stage {
   std::vector<record> saved_;
   device_context<Device> device_;
   stream_buffers<Tensor, Device> buffers_;
+  // The grad_in of a backward that wants none: empty, and as long-lived as the stage, since a
+  // layer that enqueues its own work may hold on to it until that work runs.
+  payload_type none_;
 };
 
 }  // namespace ppipe
