@@ -4,6 +4,10 @@
 #   log.txt     everything the build and the tests printed
 #   ctest.xml   the tests' results (JUnit)
 #   summary.md  the device, driver and CUDA version, what passed, failed and was skipped, timings
+#   cpu_streams.json  runtime_bench's waiting-kernel steps against simulate() on this machine's
+#               cores, for the host and CPU-stream backends (Google Benchmark JSON), when Google
+#               Benchmark is there: the 3% target of the CPU-stream backend wants more cores than
+#               the 2-core development VM has
 # It finishes in a few minutes; docs/cuda.md says how to run it on a lent machine.
 #
 # Catch2 comes from the system or, on a machine that reaches no package registry, from the
@@ -47,7 +51,11 @@ cuda_version="$("${nvcc_path}" --version 2>/dev/null | sed -n 's/.*release \([0-
 echo "gpu-check: ${gpu:-no GPU (PPIPE_GPU_CHECK_ANYWAY)}; CUDA ${cuda_version:-?}; sm_${arch}; $(nproc) cores"
 
 prefix_path=()
-[[ -d "${root}/.gpu-deps" ]] && prefix_path=(-DCMAKE_PREFIX_PATH="${root}/.gpu-deps")
+if [[ -d "${root}/.gpu-deps" ]]; then
+  prefix_path=(-DCMAKE_PREFIX_PATH="${root}/.gpu-deps")
+  bench_dir="$(dirname "$(find "${root}/.gpu-deps" -name benchmarkConfig.cmake | head -n 1)" 2>/dev/null || true)"
+  [[ -n "${bench_dir}" && "${bench_dir}" != . ]] && prefix_path+=(-Dbenchmark_DIR="${bench_dir}")
+fi
 
 configure_status=0
 build_status=0
@@ -55,8 +63,8 @@ test_status=0
 t0=$(date +%s)
 cmake -S "${root}" -B "${build}" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="${arch}" -DCMAKE_CUDA_COMPILER="${nvcc_path}" \
-  -DPPIPE_ENABLE_CUDA=ON -DPPIPE_BUILD_TESTS=ON -DPPIPE_BUILD_EXAMPLES=OFF -DPPIPE_BUILD_BENCHMARKS=OFF \
-  -DPPIPE_INSTALL=OFF "${prefix_path[@]}" || configure_status=$?
+  -DPPIPE_ENABLE_CUDA=ON -DPPIPE_ENABLE_BLAS=OFF -DPPIPE_BUILD_TESTS=ON -DPPIPE_BUILD_EXAMPLES=OFF \
+  -DPPIPE_BUILD_BENCHMARKS=ON -DPPIPE_INSTALL=OFF "${prefix_path[@]}" || configure_status=$?
 configure_s=$(seconds_since "${t0}")
 t0=$(date +%s)
 if ((configure_status == 0)); then
@@ -71,6 +79,20 @@ if ((configure_status == 0 && build_status == 0)); then
     | tee "${ctest_out}" || test_status=$?
 fi
 test_s=$(seconds_since "${t0}")
+
+# The waiting-kernel steps, on the host and CPU-stream backends, with this machine's cores.
+bench_status="not run (no Google Benchmark)"
+t0=$(date +%s)
+if ((configure_status == 0)) && cmake --build "${build}" --target ppipe_bench_runtime -j "$(nproc)"; then
+  if "${build}/benchmarks/ppipe_bench_runtime" --benchmark_filter='^(waiting/.*spin_us:100|cpu_streams/waiting/)' \
+      --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_out="${out}/cpu_streams.json" --benchmark_out_format=json; then
+    bench_status=ok
+  else
+    bench_status=FAILED
+  fi
+fi
+bench_s=$(seconds_since "${t0}")
 
 # ctest's result lines: "  3/13 Test #40: name ....   Passed    0.01 sec".
 count() { grep -cE "^ *[0-9]+/[0-9]+ Test .*$1" "${ctest_out}" 2>/dev/null || true; }
@@ -88,9 +110,24 @@ count() { grep -cE "^ *[0-9]+/[0-9]+ Test .*$1" "${ctest_out}" 2>/dev/null || tr
   else
     echo "- tests: not run"
   fi
+  echo "- benchmarks: ${bench_status}, ${bench_s} s"
+  if [[ -f "${out}/cpu_streams.json" ]]; then
+    echo
+    echo "| case (median of 3) | step / simulate() | bubble | predicted | wake-up per message |"
+    echo "| --- | --- | --- | --- | --- |"
+    python3 - "${out}/cpu_streams.json" <<'PY' || true
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    if b.get("aggregate_name") != "median" or "ratio" not in b:
+        continue
+    name = b["run_name"].replace("/iterations:5/manual_time", "")
+    print(f'| {name} | {b["ratio"]:.3f} | {b["bubble"]:.3f} | {b["predicted_bubble"]:.3f} | {b["wake_us"]:.1f} us |')
+PY
+    echo
+  fi
   echo "- total: $(seconds_since "${started}") s"
 } >"${summary}"
 cat "${summary}"
-if ((configure_status != 0 || build_status != 0 || test_status != 0)); then
+if ((configure_status != 0 || build_status != 0 || test_status != 0)) || [[ "${bench_status}" == FAILED ]]; then
   exit 1
 fi
