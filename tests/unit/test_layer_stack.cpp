@@ -228,3 +228,47 @@ TEST_CASE("layer_stack: enqueues its own work when its layers do", "[layer_stack
   gpu_like stack(launches_kernels{}, std::vector<launches_kernels>(2));
   CHECK(stack.num_layers() == 3);
 }
+
+TEST_CASE("layer_stack: linear, layer norm and GELU train through 1F1B and ZB-H1 bitwise as unpipelined") {
+  namespace layers = ppipe::layers;
+  using block = std::variant<layers::linear, layers::layer_norm, layers::activation>;
+  using net = ppipe::layer_stack<std::vector<block>>;
+  const auto make = [] {
+    const layers::activation gelu(layers::activation_kind::gelu);
+    return net(std::vector<block>{layers::linear(6, 16, 1), layers::layer_norm(16), gelu, layers::linear(16, 16, 2),
+                                  layers::layer_norm(16), gelu, layers::linear(16, 3, 3)});
+  };
+  const auto parameters = [](net& m) {
+    std::vector<std::vector<float>> out;
+    m.for_each_parameter(0, m.num_layers(), [&](ppipe::tensor_view v, ppipe::tensor_view) {
+      const auto values = v.as<float>();
+      out.emplace_back(values.begin(), values.end());
+    });
+    return out;
+  };
+  const auto train = [&]<class Schedule>(Schedule) {
+    INFO(Schedule::name);
+    net piped = make();
+    net plain = make();
+    ppipe::pipeline_options o;
+    o.ranks = 3;
+    o.microbatches = 4;
+    const layers::sgd sgd(0.05f);
+    ppipe::pipeline<net, Schedule> pipe(piped, o, layers::mse_loss{},
+                                        [&](const ppipe::stage_info& s) { sgd.step(piped, s); });
+    for (int step = 0; step < 3; ++step) {
+      ppipe::payload x{ppipe::host_tensor(ppipe::shape{9, 6})};
+      ppipe::payload y{ppipe::host_tensor(ppipe::shape{9, 3})};
+      for (std::size_t i = 0; i < x[0].size(); ++i) x[0][i] = 0.05f * static_cast<float>((i * 7 + step) % 11) - 0.2f;
+      for (std::size_t i = 0; i < y[0].size(); ++i) y[0][i] = 0.1f * static_cast<float>(i % 5);
+      const double got = pipe.train_step(x, y);
+      const double want = reference::accumulate(plain, x, y, 4, layers::mse_loss{});
+      sgd.step(plain, 0, plain.num_layers());
+      INFO("step " << step);
+      CHECK(got == want);
+    }
+    CHECK(parameters(piped) == parameters(plain));
+  };
+  train(ppipe::schedules::one_f_one_b{});
+  train(ppipe::schedules::zb_h1{});
+}

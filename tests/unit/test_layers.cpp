@@ -75,7 +75,12 @@ std::vector<double> ref_linear(const std::vector<double>& x, const std::vector<d
   return y;
 }
 double ref_activation(layers::activation_kind kind, double x) {
-  return kind == layers::activation_kind::relu ? (x > 0 ? x : 0) : std::tanh(x);
+  switch (kind) {
+    case layers::activation_kind::relu: return x > 0 ? x : 0;
+    case layers::activation_kind::tanh: return std::tanh(x);
+    case layers::activation_kind::gelu: return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+  }
+  return 0;
 }
 double dot(const std::vector<double>& a, std::span<const float> b) {
   double s = 0;
@@ -146,8 +151,8 @@ TEST_CASE("linear gradients match finite differences of y = x W^T + b") {
   for (std::size_t k = 0; k < gb.size(); ++k) check_close(l.grad_bias()[k], gb[k]);
 }
 
-TEST_CASE("relu and tanh gradients match finite differences") {
-  for (const auto kind : {layers::activation_kind::relu, layers::activation_kind::tanh}) {
+TEST_CASE("relu, tanh and gelu gradients match finite differences") {
+  for (const auto kind : {layers::activation_kind::relu, layers::activation_kind::tanh, layers::activation_kind::gelu}) {
     CAPTURE(layers::to_string(kind));
     const layers::activation act(kind);
     payload x = random_payload({4, 6}, 3);
@@ -226,7 +231,7 @@ TEST_CASE("a tanh mlp with the mse loss matches finite differences of a double-p
 }
 
 TEST_CASE("backward_input then backward_weight gives the bits of backward") {
-  for (const auto kind : {layers::activation_kind::relu, layers::activation_kind::tanh}) {
+  for (const auto kind : {layers::activation_kind::relu, layers::activation_kind::tanh, layers::activation_kind::gelu}) {
     layers::sequential joined = layers::sequential::mlp({6, 9, 7, 3}, 5, kind);
     layers::sequential split = joined;
     const payload x = random_payload({5, 6}, 9), grad = random_payload({5, 3}, 10);
@@ -394,4 +399,93 @@ TEST_CASE("an mlp learns a smooth function with sgd, the same way every run") {
   const std::vector<double> a = train(), b = train();
   CHECK(a.back() < 0.05 * a.front());  // 0.287 -> 0.0019 when written
   CHECK(a == b);
+}
+
+namespace {
+// Layer normalization of one row in double, with gamma and beta.
+std::vector<double> ref_layer_norm(const std::vector<double>& x, const std::vector<double>& g, const std::vector<double>& b,
+                                   std::size_t width, double eps) {
+  std::vector<double> y(x.size());
+  for (std::size_t r = 0; r < x.size() / width; ++r) {
+    double mean = 0, var = 0;
+    for (std::size_t k = 0; k < width; ++k) mean += x[r * width + k];
+    mean /= static_cast<double>(width);
+    for (std::size_t k = 0; k < width; ++k) var += (x[r * width + k] - mean) * (x[r * width + k] - mean);
+    var /= static_cast<double>(width);
+    for (std::size_t k = 0; k < width; ++k) {
+      y[r * width + k] = (x[r * width + k] - mean) / std::sqrt(var + eps) * g[k] + b[k];
+    }
+  }
+  return y;
+}
+}  // namespace
+
+TEST_CASE("layer_norm: forward and gradients match a double reference and finite differences") {
+  constexpr std::size_t rows = 3, width = 7;
+  layers::layer_norm l(static_cast<int>(width));
+  CHECK(l.describe() == "layer_norm 7");
+  // Away from the defaults, so that gamma and beta matter.
+  const payload start = random_payload({2, width}, 21);
+  for (std::size_t k = 0; k < width; ++k) {
+    l.gamma()[k] = 1.0f + start[0][k];
+    l.beta()[k] = start[0][width + k];
+  }
+  const payload x = random_payload({rows, width}, 22);
+  const payload grad_out = random_payload({rows, width}, 23);
+  payload y{host_tensor(shape{rows, width})};
+  payload grad_in{host_tensor(shape{rows, width})};
+  l.forward(ctx, x, y);
+  l.backward(ctx, x, y, grad_out, grad_in);
+
+  std::vector<double> xd = to_double(x[0].values());
+  std::vector<double> gd = to_double(l.gamma());
+  std::vector<double> bd = to_double(l.beta());
+  const auto loss = [&] {
+    const std::vector<double> yd = ref_layer_norm(xd, gd, bd, width, 1e-5);
+    return dot(yd, grad_out[0].values());
+  };
+  const std::vector<double> y_ref = ref_layer_norm(xd, gd, bd, width, 1e-5);
+  for (std::size_t k = 0; k < rows * width; ++k) check_close(y[0][k], y_ref[k]);
+  const std::vector<double> gx = finite_difference(xd, loss, 1e-4);
+  const std::vector<double> gg = finite_difference(gd, loss, 1e-4);
+  const std::vector<double> gb = finite_difference(bd, loss, 1e-4);
+  for (std::size_t k = 0; k < gx.size(); ++k) check_close(grad_in[0][k], gx[k]);
+  for (std::size_t k = 0; k < gg.size(); ++k) check_close(l.grad_gamma()[k], gg[k]);
+  for (std::size_t k = 0; k < gb.size(); ++k) check_close(l.grad_beta()[k], gb[k]);
+}
+
+TEST_CASE("layer_norm: split backward gives backward's bits; gradients add up over calls") {
+  const layers::layer_norm fresh(5);
+  const payload x1 = random_payload({2, 5}, 31), g1 = random_payload({2, 5}, 32);
+  const payload x2 = random_payload({4, 5}, 33), g2 = random_payload({4, 5}, 34);
+  layers::layer_norm joined = fresh, split = fresh, first = fresh, second = fresh;
+  payload a{host_tensor(shape{2, 5})}, b{host_tensor(shape{2, 5})};
+  joined.backward(ctx, x1, {}, g1, a);
+  split.backward_input(ctx, x1, {}, g1, b);
+  split.backward_weight(ctx, x1, {}, g1);
+  CHECK(same_bits(a[0].values(), b[0].values()));
+  CHECK(same_bits(joined.grad_gamma(), split.grad_gamma()));
+  CHECK(same_bits(joined.grad_beta(), split.grad_beta()));
+
+  joined.backward_weight(ctx, x2, {}, g2);
+  first.backward_weight(ctx, x1, {}, g1);
+  second.backward_weight(ctx, x2, {}, g2);
+  for (std::size_t k = 0; k < 5; ++k) {
+    CHECK(joined.grad_gamma()[k] == first.grad_gamma()[k] + second.grad_gamma()[k]);
+    CHECK(joined.grad_beta()[k] == first.grad_beta()[k] + second.grad_beta()[k]);
+  }
+  payload empty;
+  joined.backward_input(ctx, x1, {}, g1, empty);  // no input gradient wanted: nothing written
+  CHECK(empty.empty());
+  joined.zero_grad();
+  CHECK(joined.grad_gamma()[0] == 0.0f);
+}
+
+TEST_CASE("layer_norm: bad widths and shapes are refused, naming them") {
+  CHECK_THAT(message_of([] { layers::layer_norm l(0); }), contains("layer_norm of width 0") && contains("width >= 1"));
+  const layers::layer_norm l(4);
+  CHECK_THAT(message_of([&] { (void)l.output_shapes({shape{3, 5}}); }),
+             contains("layer_norm 4 takes one tensor [rows, 4] but got [3, 5]"));
+  payload x = random_payload({3, 4}, 41), y{host_tensor(shape{2, 4})};
+  CHECK_THAT(message_of([&] { l.forward(ctx, x, y); }), contains("`out` has shapes [2, 4] but needs one f32 tensor [3, 4]"));
 }

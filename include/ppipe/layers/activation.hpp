@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// @brief ppipe::layers::activation, the elementwise nonlinearities of the CPU layer kit: relu and
-/// tanh.
+/// @brief ppipe::layers::activation, the elementwise nonlinearities of the CPU layer kit: relu,
+/// tanh and GELU.
 
 #include <cmath>
 #include <cstddef>
@@ -22,12 +22,31 @@ namespace ppipe::layers {
 enum class activation_kind : unsigned char {
   relu,  ///< max(x, 0); its backward reads the saved input
   tanh,  ///< tanh(x); its backward reads the saved output (1 - y^2)
+  /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh form of GELU that GPT-2 and
+  /// Megatron-LM use; its backward reads the saved input
+  gelu,
 };
 
-/// @brief "relu" or "tanh".
+/// @brief "relu", "tanh" or "gelu".
 constexpr std::string_view to_string(activation_kind kind) noexcept {
-  return kind == activation_kind::relu ? "relu" : "tanh";
+  switch (kind) {
+    case activation_kind::relu: return "relu";
+    case activation_kind::tanh: return "tanh";
+    case activation_kind::gelu: return "gelu";
+  }
+  return "?";
 }
+
+namespace detail {
+// GELU's tanh form and its derivative, in float as the layer computes them.
+constexpr float gelu_c = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float gelu_a = 0.044715f;
+inline float gelu(float x) noexcept { return 0.5f * x * (1.0f + std::tanh(gelu_c * (x + gelu_a * x * x * x))); }
+inline float gelu_derivative(float x) noexcept {
+  const float t = std::tanh(gelu_c * (x + gelu_a * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * gelu_c * (1.0f + 3.0f * gelu_a * x * x);
+}
+}  // namespace detail
 
 /// @brief An elementwise nonlinearity without parameters. It applies to every tensor of its
 /// payload and gives outputs of the input's shapes. Its backward needs nothing beyond the `in` and
@@ -37,7 +56,7 @@ class activation {
   explicit activation(activation_kind kind = activation_kind::relu) noexcept : kind_(kind) {}
 
   [[nodiscard]] activation_kind kind() const noexcept { return kind_; }
-  /// @brief "relu" or "tanh", for messages.
+  /// @brief "relu", "tanh" or "gelu", for messages.
   [[nodiscard]] std::string describe() const { return std::string(to_string(kind_)); }
 
   /// @brief "" when the layer takes inputs of shapes `in` (one or more tensors, any shapes), else
@@ -61,10 +80,16 @@ class activation {
     for (std::size_t t = 0; t < in.size(); ++t) {
       const std::span<const float> x = in[t].values();
       const std::span<float> y = out[t].values();
-      if (kind_ == activation_kind::relu) {
-        for (std::size_t k = 0; k < x.size(); ++k) y[k] = x[k] > 0.0f ? x[k] : 0.0f;
-      } else {
-        for (std::size_t k = 0; k < x.size(); ++k) y[k] = std::tanh(x[k]);
+      switch (kind_) {
+        case activation_kind::relu:
+          for (std::size_t k = 0; k < x.size(); ++k) y[k] = x[k] > 0.0f ? x[k] : 0.0f;
+          break;
+        case activation_kind::tanh:
+          for (std::size_t k = 0; k < x.size(); ++k) y[k] = std::tanh(x[k]);
+          break;
+        case activation_kind::gelu:
+          for (std::size_t k = 0; k < x.size(); ++k) y[k] = detail::gelu(x[k]);
+          break;
       }
     }
   }
@@ -89,6 +114,9 @@ class activation {
       if (kind_ == activation_kind::relu) {
         const std::span<const float> x = in[t].values();
         for (std::size_t k = 0; k < gy.size(); ++k) gx[k] = x[k] > 0.0f ? gy[k] : 0.0f;
+      } else if (kind_ == activation_kind::gelu) {
+        const std::span<const float> x = in[t].values();
+        for (std::size_t k = 0; k < gy.size(); ++k) gx[k] = gy[k] * detail::gelu_derivative(x[k]);
       } else {
         const std::span<const float> y = out[t].values();
         for (std::size_t k = 0; k < gy.size(); ++k) gx[k] = gy[k] * (1.0f - y[k] * y[k]);

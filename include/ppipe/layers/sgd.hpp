@@ -1,14 +1,15 @@
 #pragma once
 /// @file
-/// @brief ppipe::layers::sgd, plain stochastic gradient descent over a sequential model's layers.
+/// @brief ppipe::layers::sgd, plain stochastic gradient descent over a model's layers (a sequential
+/// model, or any layer_stack of the kit's layers).
 
 #include <cmath>
 #include <cstddef>
 #include <span>
 
 #include "ppipe/error.hpp"
-#include "ppipe/layers/sequential.hpp"
 #include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace ppipe::layers {
 inline namespace PPIPE_LAYERS_KERNELS {
@@ -31,7 +32,9 @@ class sgd {
 
   /// @brief Updates the parameters of layers [first_layer, end_layer) of `model` from their
   /// gradients and zeroes those gradients; other layers are left alone.
-  void step(sequential& model, int first_layer, int end_layer) const {
+  template <class Model>
+    requires requires(Model& m, int layer, void (*f)(tensor_view, tensor_view)) { m.for_each_parameter(layer, layer, f); }
+  void step(Model& model, int first_layer, int end_layer) const {
     model.for_each_parameter(first_layer, end_layer, [this](tensor_view value_view, tensor_view grad_view) {
       const std::span<float> value = value_view.as<float>();
       const std::span<float> grad = grad_view.as<float>();
@@ -43,7 +46,10 @@ class sgd {
   }
 
   /// @brief step() for the layers of one pipeline stage, as ppipe's optimizer hook reports them.
-  void step(sequential& model, const stage_info& stage) const { step(model, stage.first_layer, stage.end_layer); }
+  template <class Model>
+  void step(Model& model, const stage_info& stage) const {
+    step(model, stage.first_layer, stage.end_layer);
+  }
 
  private:
   float learning_rate_;
