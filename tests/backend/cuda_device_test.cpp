@@ -32,11 +32,16 @@ using ppipe::cuda::device_options;
 
 bool have_gpu() { return ppipe::cuda::device_count() > 0; }
 
-#define PPIPE_NEEDS_GPU()           \
-  if (!have_gpu()) {                \
-    WARN("SKIPPED: no CUDA device"); \
-    return;                         \
+// Runs `body` on a device of GPU 0, or reports the case skipped (ctest counts it so) without one.
+template <class Body>
+void on_gpu(Body&& body) {
+  if (!have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
   }
+  device d;
+  body(d);
+}
 
 }  // namespace
 
@@ -54,72 +59,59 @@ TEST_CASE("cuda::device: a GPU the process does not see is refused, naming the c
 }
 
 TEST_CASE("cuda::device: work on one stream runs in the order it was enqueued", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::in_order(d);
+  on_gpu([](device& d) { device_contract::in_order(d); });
 }
 
 TEST_CASE("cuda::device: record and wait order one stream's work after another's", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::ping_pong(d, 20);
+  on_gpu([](device& d) { device_contract::ping_pong(d, 20); });
 }
 
 TEST_CASE("cuda::device: copies and zeroes move the bytes, allocations are aligned", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::copies_and_zeroes(d);
+  on_gpu([](device& d) { device_contract::copies_and_zeroes(d); });
 }
 
 TEST_CASE("cuda::device: elapsed_us measures the work between two events", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::elapsed(d);
+  on_gpu([](device& d) { device_contract::elapsed(d); });
 }
 
 TEST_CASE("cuda::device: synchronize times out on a stream blocked by an event", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::blocked_stream_times_out(d, [](device& dev, auto producer, auto consumer) {
-    CHECK_THAT(dev.status(consumer), Catch::Contains("stream 'consumer' has work queued or running"));
-    CHECK_THAT(dev.status(producer), Catch::Contains("stream 'producer' has work queued or running"));
+  on_gpu([](device& d) {
+    device_contract::blocked_stream_times_out(d, [](device& dev, auto producer, auto consumer) {
+      CHECK_THAT(dev.status(consumer), Catch::Contains("stream 'consumer' has work queued or running"));
+      CHECK_THAT(dev.status(producer), Catch::Contains("stream 'producer' has work queued or running"));
+    });
   });
 }
 
 TEST_CASE("cuda::device: events are values, and one never recorded is complete", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::events_are_values(d);
+  on_gpu([](device& d) { device_contract::events_are_values(d); });
 }
 
 TEST_CASE("cuda::device: a failure of host work is sticky, skips later host work, events complete",
           "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::failure_is_sticky(d);
+  on_gpu([](device& d) { device_contract::failure_is_sticky(d); });
 }
 
 TEST_CASE("cuda::device: clear_error is refused while a stream is busy", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::clear_error_waits_for_idle(d);
+  on_gpu([](device& d) { device_contract::clear_error_waits_for_idle(d); });
 }
 
 TEST_CASE("cuda::device: capture refuses synchronize and allocate, and launch replays", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device_contract::capture_replays(d);
+  on_gpu([](device& d) { device_contract::capture_replays(d); });
 }
 
 TEST_CASE("cuda::device: handles of another device are refused", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
-  device d;
-  device e;
-  device_contract::refuses_other_handles(d, e);
+  on_gpu([](device& d) {
+    device e;
+    device_contract::refuses_other_handles(d, e);
+  });
 }
 
 TEST_CASE("cuda::device: the pool keeps released memory reserved and reports its peak", "[cuda][gpu]") {
-  PPIPE_NEEDS_GPU();
+  if (!have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
+  }
   device d(device_options{.ordinal = 0, .rank = 0});
   auto s = d.create_stream("rank 0 compute");
   constexpr std::size_t mib = 1 << 20;

@@ -17,6 +17,25 @@
 #include "ppipe/tensor/tensor_view.hpp"
 
 namespace ppipe::layers {
+namespace detail {
+
+/// A row's mean and 1 / sqrt(var + eps), the variance taken about the mean in a second pass (no
+/// cancellation of a one-pass sum of squares).
+struct row_stats {
+  float mean = 0.0f;
+  float inv = 0.0f;
+};
+inline row_stats stats_of_row(const float* x, std::size_t n, float eps) noexcept {
+  float mean = 0.0f;
+  for (std::size_t k = 0; k < n; ++k) mean += x[k];
+  mean /= static_cast<float>(n);
+  float var = 0.0f;
+  for (std::size_t k = 0; k < n; ++k) var += (x[k] - mean) * (x[k] - mean);
+  var /= static_cast<float>(n);
+  return {mean, 1.0f / std::sqrt(var + eps)};
+}
+
+}  // namespace detail
 
 /// @brief Layer normalization over the last dimension of one tensor [rows, width], with a learned
 /// scale gamma (starting at 1) and shift beta (starting at 0). The backward recomputes each row's
@@ -165,24 +184,11 @@ class layer_norm {
   }
 
  private:
-  struct row_stats {
-    float mean = 0.0f;
-    float inv = 0.0f;  // 1 / sqrt(var + eps)
-  };
+  using row_stats = detail::row_stats;
 
   static std::size_t size(int n) noexcept { return static_cast<std::size_t>(n); }
 
-  // Two passes: the mean, then the variance about it (no cancellation of a one-pass sum).
-  [[nodiscard]] row_stats stats(const float* x) const noexcept {
-    const std::size_t n = size(width_);
-    float mean = 0.0f;
-    for (std::size_t k = 0; k < n; ++k) mean += x[k];
-    mean /= static_cast<float>(n);
-    float var = 0.0f;
-    for (std::size_t k = 0; k < n; ++k) var += (x[k] - mean) * (x[k] - mean);
-    var /= static_cast<float>(n);
-    return {mean, 1.0f / std::sqrt(var + eps_)};
-  }
+  [[nodiscard]] row_stats stats(const float* x) const noexcept { return detail::stats_of_row(x, size(width_), eps_); }
 
   // Checks that `p` holds one [rows, width] f32 tensor (any rows when `rows` is 0); returns rows.
   std::size_t check(const char* name, const payload& p, std::size_t rows) const {

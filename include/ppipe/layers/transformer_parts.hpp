@@ -13,6 +13,7 @@
 
 #include "ppipe/error.hpp"
 #include "ppipe/inference/generative_model.hpp"
+#include "ppipe/layers/layer_norm.hpp"
 #include "ppipe/layers/linear.hpp"
 #include "ppipe/layers/matmul.hpp"
 #include "ppipe/model/model.hpp"
@@ -101,14 +102,8 @@ struct layer_norm {
   }
   void apply(const float* x, float* y) const noexcept {
     const std::size_t n = gamma.size();
-    float mean = 0.0f;
-    for (std::size_t k = 0; k < n; ++k) mean += x[k];
-    mean /= static_cast<float>(n);
-    float var = 0.0f;
-    for (std::size_t k = 0; k < n; ++k) var += (x[k] - mean) * (x[k] - mean);
-    var /= static_cast<float>(n);
-    const float inv = 1.0f / std::sqrt(var + 1e-5f);
-    for (std::size_t k = 0; k < n; ++k) y[k] = (x[k] - mean) * inv * gamma[k] + beta[k];
+    const row_stats s = stats_of_row(x, n, 1e-5f);
+    for (std::size_t k = 0; k < n; ++k) y[k] = (x[k] - s.mean) * s.inv * gamma[k] + beta[k];
   }
   [[nodiscard]] std::size_t parameters() const noexcept { return gamma.size() + beta.size(); }
 };

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ppipe/device/failure.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
@@ -31,12 +32,8 @@ class watchdog_error : public error {
     std::rethrow_exception(failure);
   } catch (const watchdog_error&) {
     throw;  // its message already says where, and what every rank was doing
-  } catch (const error& e) {
-    std::throw_with_nested(error(e.code(), concat(where, ": ", e.message())));
-  } catch (const std::exception& e) {
-    std::throw_with_nested(error(errc::stage_failed, concat(where, " threw: ", e.what())));
   } catch (...) {
-    std::throw_with_nested(error(errc::stage_failed, concat(where, " threw an exception that is not a std::exception")));
+    std::rethrow_exception(failure_at(where));
   }
 }
 
