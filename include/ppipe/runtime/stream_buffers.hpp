@@ -38,6 +38,33 @@ struct stream_payload {
 };
 
 namespace detail {
+/// What a stage on a stream device counts as held: payloads counted from the shapes the host
+/// keeps (never from tensors a stream may be writing), and the most tensors held at once.
+struct box_count {
+  memory_stats stats;
+  std::size_t live = 0;
+  std::size_t peak_tensors = 0;
+
+  template <class Box>
+  void in(const Box& b) {
+    ++live;
+    peak_tensors = std::max(peak_tensors, live * std::max<std::size_t>(1, b.shapes.size()));
+    stats.live_bytes += bytes_in(b);
+    stats.peak_bytes = std::max(stats.peak_bytes, stats.live_bytes);
+  }
+  template <class Box>
+  void out(const Box& b) {
+    live -= std::min<std::size_t>(live, 1);
+    stats.live_bytes -= std::min(stats.live_bytes, bytes_in(b));
+  }
+  template <class Box>
+  static std::size_t bytes_in(const Box& b) {
+    std::size_t n = 0;
+    for (const shape& s : b.shapes) n += s.bytes();
+    return n;
+  }
+};
+
 /// The regions of a payload that only the host holds yet.
 template <class Tensor>
 std::vector<typename stream_payload<Tensor>::region> regions_of(basic_payload<Tensor>& p) {
@@ -79,12 +106,12 @@ class stream_buffers {
       } else {
         b.data->push_back(Tensor::adopt(sh, std::move(found->second.back())));
         found->second.pop_back();
-        stats_.spare_bytes -= std::min(stats_.spare_bytes, sh.bytes());
+        count_.stats.spare_bytes -= std::min(count_.stats.spare_bytes, sh.bytes());
       }
       track(s, b.data->back());
     }
     b.regions = detail::regions_of(*b.data);
-    if (counted) count_in(b);
+    if (counted) count_.in(b);
     return b;
   }
 
@@ -99,16 +126,16 @@ class stream_buffers {
   }
 
   /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
-  void count(const box& b) { count_in(b); }
+  void count(const box& b) { count_.in(b); }
   /// @brief Stops counting a payload that leaves the stage (an output handed to the caller).
-  void forget(const box& b) { count_out(b); }
+  void forget(const box& b) { count_.out(b); }
 
   /// @brief Gives `b` back once the work enqueued on `last` so far has run: every other stream
   /// that used it must be ordered before that point. `b` is empty afterwards.
   /// @param counted false for a payload this stage no longer counts (one it handed on).
   void release(box& b, stream_type last, bool counted = true) {
     if (!b) return;
-    if (counted) count_out(b);
+    if (counted) count_.out(b);
     retire(last, b);
     pending_.push_back({std::move(b.data), device_->record(last)});
     b = {};
@@ -121,15 +148,15 @@ class stream_buffers {
   }
 
   /// @brief Hold a microbatch's activations (training forward) ...
-  void hold_microbatch() noexcept { stats_.hold_microbatch(); }
+  void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
   /// @brief ... and let them go (its last backward has been enqueued).
-  void drop_microbatch() noexcept { stats_.drop_microbatch(); }
+  void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
 
-  [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
+  [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
   /// @brief Starts a new peak measurement (live counts stay).
-  void reset_peaks() noexcept { stats_.reset_peaks(); }
+  void reset_peaks() noexcept { count_.stats.reset_peaks(); }
   /// @brief Forgets what a failed run left counted as held.
-  void reset_live() noexcept { stats_.reset_live(); }
+  void reset_live() noexcept { count_.stats.reset_live(); }
 
  private:
   struct pending {
@@ -149,8 +176,8 @@ class stream_buffers {
       for (Tensor& t : *p.data) {
         const std::size_t bytes = t.bytes();
         auto& list = spare_[bytes];
-        if (list.size() < std::max<std::size_t>(1, peak_count_)) {
-          stats_.spare_bytes += bytes;
+        if (list.size() < std::max<std::size_t>(1, count_.peak_tensors)) {
+          count_.stats.spare_bytes += bytes;
           list.push_back(std::move(t).release());
         }
       }
@@ -179,29 +206,10 @@ class stream_buffers {
     }
   }
 
-  void count_in(const box& b) {
-    ++live_count_;
-    peak_count_ = std::max(peak_count_, live_count_ * std::max<std::size_t>(1, b.shapes.size()));
-    stats_.live_bytes += bytes_in(b);
-    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.live_bytes);
-  }
-  void count_out(const box& b) {
-    live_count_ -= std::min<std::size_t>(live_count_, 1);
-    stats_.live_bytes -= std::min(stats_.live_bytes, bytes_in(b));
-  }
-  // From the shapes the host keeps, not the tensors that streams may be writing.
-  static std::size_t bytes_in(const box& b) {
-    std::size_t n = 0;
-    for (const shape& s : b.shapes) n += s.bytes();
-    return n;
-  }
-
   Device* device_;
   std::vector<pending> pending_;
   std::unordered_map<std::size_t, std::vector<typename Tensor::storage>> spare_;  // by bytes
-  std::size_t live_count_ = 0;
-  std::size_t peak_count_ = 0;
-  memory_stats stats_;
+  detail::box_count count_;
 };
 
 }  // namespace ppipe

@@ -1,0 +1,87 @@
+#pragma once
+/// @file
+/// @brief The buffers of a stage whose tensors live in its device's memory: allocated and zeroed
+/// on a stream, released in stream order, reused by the device's own pool.
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "ppipe/device/stream_device.hpp"
+#include "ppipe/runtime/buffer_pool.hpp"
+#include "ppipe/runtime/stream_buffers.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
+
+namespace ppipe {
+
+/// @brief Device-memory buffers for a stage on a stream device, with stream_buffers' interface
+/// and counting. A payload's tensors come from the device's stream-ordered allocate(), zeroed on
+/// the stream that first uses them; release() hands the memory back at a point of a stream, and
+/// the device reuses it in stream order (a CUDA memory pool does, and so does the CPU model, which
+/// also poisons it and checks who touches it). The host never touches the bytes, so nothing waits
+/// on an event here, and the memory a stage holds is only what it counts.
+/// @tparam Device a stream_device
+template <stream_device Device>
+class device_buffers {
+ public:
+  using payload_type = basic_payload<device_tensor>;
+  using box = stream_payload<device_tensor>;
+  using stream_type = typename Device::stream;
+
+  /// @param device where the memory comes from; outlives the buffers
+  explicit device_buffers(Device* device = nullptr) : device_(device) {}
+
+  /// @brief Tensors of `shapes` in the device's memory, zeroed on `s`, for work on `s` (another
+  /// stream must be ordered after this point before it uses them); counted as held unless
+  /// `counted` is false (a receive's buffers, counted when the stage takes them).
+  box acquire(const std::vector<shape>& shapes, stream_type s, bool counted = true) {
+    box b{std::make_shared<payload_type>(), shapes};
+    b.data->reserve(shapes.size());
+    for (const shape& sh : shapes) {
+      const std::size_t bytes = sh.bytes();
+      auto* p = static_cast<std::byte*>(device_->allocate(bytes, s));
+      device_->zero_async(s, p, bytes);
+      b.data->emplace_back(sh, p);
+    }
+    b.regions = detail::regions_of(*b.data);
+    if (counted) count_.in(b);
+    return b;
+  }
+
+  /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
+  void count(const box& b) { count_.in(b); }
+  /// @brief Stops counting a payload that leaves the stage.
+  void forget(const box& b) { count_.out(b); }
+
+  /// @brief Frees `b`'s memory when `last` reaches this point: every other stream that used it
+  /// must be ordered before that point. `b` is empty afterwards.
+  /// @param counted false for a payload this stage no longer counts (one it handed on)
+  void release(box& b, stream_type last, bool counted = true) {
+    if (!b) return;
+    for (const auto& r : b.regions) device_->release(r.data, last);  // may refuse: then nothing changed
+    if (counted) count_.out(b);
+    b = {};
+  }
+
+  /// @brief Nothing is pending here: the device's pool does the waiting.
+  void settle() noexcept {}
+
+  /// @brief Hold a microbatch's activations (training forward) ...
+  void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
+  /// @brief ... and let them go (its last backward has been enqueued).
+  void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
+
+  [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
+  /// @brief Starts a new peak measurement (live counts stay).
+  void reset_peaks() noexcept { count_.stats.reset_peaks(); }
+  /// @brief Forgets what a failed run left counted as held.
+  void reset_live() noexcept { count_.stats.reset_live(); }
+
+ private:
+  Device* device_;
+  detail::box_count count_;
+};
+
+}  // namespace ppipe
