@@ -24,7 +24,7 @@ namespace ppipe {
 /// on an event here, and the memory a stage holds is only what it counts.
 /// @tparam Device a stream_device
 template <stream_device Device>
-class device_buffers {
+class device_buffers : public detail::counted_buffers {
  public:
   using payload_type = basic_payload<device_tensor>;
   using box = stream_payload<device_tensor>;
@@ -50,11 +50,6 @@ class device_buffers {
     return b;
   }
 
-  /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
-  void count(const box& b) { count_.in(b); }
-  /// @brief Stops counting a payload that leaves the stage.
-  void forget(const box& b) { count_.out(b); }
-
   /// @brief Frees `b`'s memory when `last` reaches this point: every other stream that used it
   /// must be ordered before that point. `b` is empty afterwards.
   /// @param counted false for a payload this stage no longer counts (one it handed on)
@@ -68,20 +63,8 @@ class device_buffers {
   /// @brief Nothing is pending here: the device's pool does the waiting.
   void settle() noexcept {}
 
-  /// @brief Hold a microbatch's activations (training forward) ...
-  void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
-  /// @brief ... and let them go (its last backward has been enqueued).
-  void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
-
-  [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
-  /// @brief Starts a new peak measurement (live counts stay).
-  void reset_peaks() noexcept { count_.stats.reset_peaks(); }
-  /// @brief Forgets what a failed run left counted as held.
-  void reset_live() noexcept { count_.stats.reset_live(); }
-
  private:
   Device* device_;
-  detail::box_count count_;
 };
 
 }  // namespace ppipe

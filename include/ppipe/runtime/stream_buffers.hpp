@@ -65,6 +65,35 @@ struct box_count {
   }
 };
 
+/// The counting half of a stream stage's buffers, whatever memory they hand out.
+class counted_buffers {
+ public:
+  /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
+  template <class Box>
+  void count(const Box& b) {
+    count_.in(b);
+  }
+  /// @brief Stops counting a payload that leaves the stage (an output handed on).
+  template <class Box>
+  void forget(const Box& b) {
+    count_.out(b);
+  }
+
+  /// @brief Hold a microbatch's activations (training forward) ...
+  void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
+  /// @brief ... and let them go (its last backward has been enqueued).
+  void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
+
+  [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
+  /// @brief Starts a new peak measurement (live counts stay).
+  void reset_peaks() noexcept { count_.stats.reset_peaks(); }
+  /// @brief Forgets what a failed run left counted as held.
+  void reset_live() noexcept { count_.stats.reset_live(); }
+
+ protected:
+  box_count count_;
+};
+
 /// The regions of a payload that only the host holds yet.
 template <class Tensor>
 std::vector<typename stream_payload<Tensor>::region> regions_of(basic_payload<Tensor>& p) {
@@ -84,7 +113,7 @@ std::vector<typename stream_payload<Tensor>::region> regions_of(basic_payload<Te
 /// in the order the schedule runs. With the device's poison on, released storage is filled with
 /// NaN on the releasing stream, so a reader not ordered before the release computes NaN.
 template <class Tensor, class Device>
-class stream_buffers {
+class stream_buffers : public detail::counted_buffers {
  public:
   using payload_type = basic_payload<Tensor>;
   using box = stream_payload<Tensor>;
@@ -125,11 +154,6 @@ class stream_buffers {
     return b;
   }
 
-  /// @brief Counts a payload acquired uncounted (a receive) as held from now on.
-  void count(const box& b) { count_.in(b); }
-  /// @brief Stops counting a payload that leaves the stage (an output handed to the caller).
-  void forget(const box& b) { count_.out(b); }
-
   /// @brief Gives `b` back once the work enqueued on `last` so far has run: every other stream
   /// that used it must be ordered before that point. `b` is empty afterwards.
   /// @param counted false for a payload this stage no longer counts (one it handed on).
@@ -147,16 +171,6 @@ class stream_buffers {
     pending_.clear();
   }
 
-  /// @brief Hold a microbatch's activations (training forward) ...
-  void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
-  /// @brief ... and let them go (its last backward has been enqueued).
-  void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
-
-  [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
-  /// @brief Starts a new peak measurement (live counts stay).
-  void reset_peaks() noexcept { count_.stats.reset_peaks(); }
-  /// @brief Forgets what a failed run left counted as held.
-  void reset_live() noexcept { count_.stats.reset_live(); }
 
  private:
   struct pending {
@@ -209,7 +223,6 @@ class stream_buffers {
   Device* device_;
   std::vector<pending> pending_;
   std::unordered_map<std::size_t, std::vector<typename Tensor::storage>> spare_;  // by bytes
-  detail::box_count count_;
 };
 
 }  // namespace ppipe
