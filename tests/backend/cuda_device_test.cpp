@@ -52,9 +52,9 @@ TEST_CASE("cuda::device: a GPU the process does not see is refused, naming the c
     FAIL("no error");
   } catch (const ppipe::error& e) {
     CHECK(e.code() == ppipe::errc::unsupported);
-    CHECK_THAT(e.what(), Catch::Contains("rank 2 (GPU " + std::to_string(count) + "): this process sees " +
+    CHECK_THAT(e.what(), ppipe_test::contains("rank 2 (GPU " + std::to_string(count) + "): this process sees " +
                                          std::to_string(count) + " CUDA device"));
-    CHECK_THAT(e.what(), Catch::Contains("CUDA_VISIBLE_DEVICES"));
+    CHECK_THAT(e.what(), ppipe_test::contains("CUDA_VISIBLE_DEVICES"));
   }
 }
 
@@ -77,8 +77,8 @@ TEST_CASE("cuda::device: elapsed_us measures the work between two events", "[cud
 TEST_CASE("cuda::device: synchronize times out on a stream blocked by an event", "[cuda][gpu]") {
   on_gpu([](device& d) {
     device_contract::blocked_stream_times_out(d, [](device& dev, auto producer, auto consumer) {
-      CHECK_THAT(dev.status(consumer), Catch::Contains("stream 'consumer' has work queued or running"));
-      CHECK_THAT(dev.status(producer), Catch::Contains("stream 'producer' has work queued or running"));
+      CHECK_THAT(dev.status(consumer), ppipe_test::contains("stream 'consumer' has work queued or running"));
+      CHECK_THAT(dev.status(producer), ppipe_test::contains("stream 'producer' has work queued or running"));
     });
   });
 }
@@ -133,6 +133,6 @@ TEST_CASE("cuda::device: the pool keeps released memory reserved and reports its
   REQUIRE(d.synchronize(s, device_contract::soon()) == ppipe::wait_status::ready);
   CHECK(d.memory().peak_bytes_reserved == after_first.peak_bytes_reserved);
   CHECK_THAT(support::error_of([&] { static_cast<void>(d.allocate(std::size_t{1} << 62, s)); }),
-             Catch::Contains("rank 0 (GPU 0), stream 'rank 0 compute': allocate(") &&
-                 Catch::Contains("cudaErrorMemoryAllocation"));
+             ppipe_test::contains("rank 0 (GPU 0), stream 'rank 0 compute': allocate(") &&
+                 ppipe_test::contains("cudaErrorMemoryAllocation"));
 }

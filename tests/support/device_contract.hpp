@@ -28,6 +28,7 @@ namespace device_contract {
 using namespace std::chrono_literals;
 using ppipe::deadline_clock;
 using ppipe::wait_status;
+using ppipe_test::contains;
 using support::error_of;
 
 /// Host memory that stream work may read and write in stream order: plain memory for the CPU
@@ -58,7 +59,6 @@ class host_buffer {
 
 inline deadline_clock::time_point soon() { return deadline_clock::now() + 10s; }
 
-inline auto contains(const std::string& text) { return Catch::Matchers::Contains(text); }
 
 /// Work on one stream runs in the order it was enqueued.
 template <class Device>

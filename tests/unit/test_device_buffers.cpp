@@ -56,7 +56,7 @@ TEST_CASE("device_buffers: tensors of the shapes asked, zeroed on the stream, co
   CHECK(all_zero(read_back(d, s, (*b.data)[0])));  // fresh memory is poisoned (NaN) on the CPU model
   CHECK(all_zero(read_back(d, s, (*b.data)[1])));
   CHECK_THAT(error_of([&] { static_cast<void>((*b.data)[0].data<std::int32_t>()); }),
-             Catch::Contains("a device tensor of dtype f32 was read as i32"));
+             ppipe_test::contains("a device tensor of dtype f32 was read as i32"));
   const std::size_t bytes = 4 * 8 * sizeof(float) + 3 * sizeof(std::int32_t);
   CHECK(pool.stats().live_bytes == bytes);
   pool.release(b, s);
@@ -93,11 +93,11 @@ TEST_CASE("device_buffers: another stream must be ordered after the acquire, and
   auto b = pool.acquire({shape{8}}, compute);
   const auto& r = b.regions[0];
   CHECK_THAT(error_of([&] { d.use(send, r.data, r.bytes, ppipe::access::read); }),
-             Catch::Contains("unordered access (read after write)"));
+             ppipe_test::contains("unordered access (read after write)"));
   d.wait(send, d.record(compute));
   d.use(send, r.data, r.bytes, ppipe::access::read);
   d.enqueue(send, [] {}, "send");
-  CHECK_THAT(error_of([&] { pool.release(b, compute); }), Catch::Contains("write after read"));
+  CHECK_THAT(error_of([&] { pool.release(b, compute); }), ppipe_test::contains("write after read"));
   CHECK(pool.stats().live_bytes == 32);  // a refused release leaves the payload held
   d.wait(compute, d.record(send));
   pool.release(b, compute);

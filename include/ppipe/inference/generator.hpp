@@ -123,7 +123,7 @@ class generation_engine {
     pool_->run(p, [&](int r, const std::exception_ptr& not_started) { rank_main(run, r, not_started); });
     const double elapsed = micros(run, deadline_clock::now());
     if (run.failures.first().error) {
-      abandon(run);
+      abandon();
       rethrow(run);
     }
     generation_result out;
@@ -174,9 +174,9 @@ class generation_engine {
     detail::failure_channel<where> failures;
   };
 
-  // After a failed call: lets go of every state and of the buffers the failed calls dropped.
-  void abandon(run_state& run) {
-    for (sequence_cache<Stage>& c : run.caches) c.clear();
+  // After a failed call: lets go of the buffers the failed calls dropped (the states go with the
+  // run's caches).
+  void abandon() {
     for (Stage& st : *stages_) st.pool().reset_live();
   }
 

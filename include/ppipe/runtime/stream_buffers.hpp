@@ -171,7 +171,6 @@ class stream_buffers : public detail::counted_buffers {
     pending_.clear();
   }
 
-
  private:
   struct pending {
     std::shared_ptr<payload_type> data;

@@ -23,8 +23,8 @@ namespace ppipe {
 /// compute stream (ctx.device->stream), declaring what the call reads and writes; the stream runs
 /// the calls in order. A model whose layers enqueue their own work (ppipe::enqueues_own_work, as
 /// GPU kernels do) is called on the host thread instead, and its work fails on the stream, where
-/// the device's error() reports it. Payloads are stream_payload boxes that the enqueued calls share, so the
-/// host hands them on (to a send, to the next stage) without waiting. A call that throws, or
+/// the device's error() reports it. Payloads are stream_payload boxes that the enqueued calls
+/// share, so the host hands them on (to a send, to the next stage) without waiting. A call that throws, or
 /// leaves tensors of other shapes than it was handed, fails on the stream: the failure goes to the
 /// sink the executor gave, and the device's error stops the stream's later work.
 ///
