@@ -6,12 +6,36 @@
 // Called with a plain layer_context (the unpipelined reference), it runs the call at once.
 
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "ppipe/error.hpp"
 #include "ppipe/model/model.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
 #include "ppipe/tensor/tensor.hpp"
 
 namespace toy {
+
+// What enqueued work keeps of a payload it was handed. Host payloads stay in the stage's boxes
+// until an event after the work, so a pointer will do; device tensors are handles to device
+// memory, copied as a kernel launch copies its pointer arguments (the stage may drop the payload
+// object once the call returns).
+template <class P>
+auto keep(P& p) {
+  if constexpr (std::is_same_v<std::remove_const_t<P>, ppipe::basic_payload<ppipe::device_tensor>>) {
+    return std::remove_const_t<P>(p);
+  } else {
+    return &p;
+  }
+}
+template <class K>
+decltype(auto) use(K& kept) {
+  if constexpr (std::is_pointer_v<K>) {
+    return *kept;
+  } else {
+    return (kept);
+  }
+}
 
 template <class Inner>
 class enqueuing : public Inner {
@@ -22,27 +46,29 @@ class enqueuing : public Inner {
   void forward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, ppipe::payload& out) {
     Inner::forward(layer, ctx, in, out);
   }
-  template <class Device>
-  void forward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::payload& in, ppipe::payload& out) {
-    const ppipe::layer_context base = ctx;
-    on_stream(ctx, "forward", layer, [this, layer, base, in = &in, out = &out] { Inner::forward(layer, base, *in, *out); });
+  template <class Device, class Tensor>
+  void forward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+               ppipe::basic_payload<Tensor>& out) {
+    on_stream(ctx, "forward", layer, [this, layer, ctx, in = keep(in), out = keep(out)]() mutable {
+      Inner::forward(layer, ctx, use(in), use(out));
+    });
   }
 
   void backward(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload& out,
                 const ppipe::payload& g, ppipe::payload& gin) {
     Inner::backward(layer, ctx, in, out, g, gin);
   }
-  template <class Device>
-  void backward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::payload& in,
-                const ppipe::payload& out, const ppipe::payload& g, ppipe::payload& gin) {
-    const ppipe::layer_context base = ctx;
-    on_stream(ctx, "backward", layer, [this, layer, base, in = &in, out = &out, g = &g, gin = &gin] {
-      Inner::backward(layer, base, *in, *out, *g, *gin);
-    });
+  template <class Device, class Tensor>
+  void backward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+                const ppipe::basic_payload<Tensor>& out, const ppipe::basic_payload<Tensor>& g,
+                ppipe::basic_payload<Tensor>& gin) {
+    on_stream(ctx, "backward", layer,
+              [this, layer, ctx, in = keep(in), out = keep(out), g = keep(g), gin = keep(gin)]() mutable {
+                Inner::backward(layer, ctx, use(in), use(out), use(g), use(gin));
+              });
   }
 
  private:
-  // The payloads live in the stage's boxes, which it keeps until an event after this work.
   template <class Device, class Work>
   void on_stream(const ppipe::basic_layer_context<Device>& ctx, const char* what, int layer, Work&& work) {
     if (ctx.device == nullptr) {

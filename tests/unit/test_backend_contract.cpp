@@ -8,6 +8,7 @@
 #include "ppipe/runtime/cpu_stream_backend.hpp"
 
 #include "ppipe/pipeline/pipeline.hpp"
+#include "toy_device.hpp"
 #include "toy_enqueuing.hpp"
 #include "toy_layers.hpp"
 
@@ -66,11 +67,42 @@ struct cpu_stream_enqueuing_fixture : cpu_stream_fixture {
   using model_type = toy::enqueuing<toy::model>;
 };
 
+// CPU streams with the stages' tensors in the device's memory (the CPU model of a GPU backend):
+// the batch, the outputs, the loss's target and value and every transfer cross by copies in
+// stream order, with poison on released memory and the race checker watching each copy.
+struct cpu_device_memory_fixture {
+  using backend = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
+  static constexpr const char* name = "cpu_stream, device memory";
+  using model_type = toy::on_device<toy::model>;
+  static bool can_run(int p) { return p >= 1; }
+  static bool on_any_process(bool b) { return b; }
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
+        model, std::move(o), toy::device_loss(std::move(loss)), std::move(optimizer));
+  }
+};
+
+// Device memory, and layers and a loss that enqueue their own work: the CUDA backend's path.
+struct cpu_device_memory_enqueuing_fixture : cpu_device_memory_fixture {
+  static constexpr const char* name = "cpu_stream, device memory, layers that enqueue";
+  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
+  static constexpr bool loss_enqueues_work = true;
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
+        model, std::move(o), toy::enqueued_device_loss(std::move(loss)), std::move(optimizer));
+  }
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
 #define PPIPE_CONTRACT_BACKENDS                                                                  \
   contract::host_fixture, contract::cpu_stream_fixture, contract::host_layers_fixture, \
-      contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture
+      contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture,                    \
+      contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture
 
 #include "backend_contract.hpp"

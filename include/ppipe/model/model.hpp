@@ -162,7 +162,9 @@ concept model_has_materialize = requires(M& m, int layer, const Context& ctx) { 
 /// (`ctx.device->stream`) and return at once, as GPU kernels do: it says so with
 /// `static constexpr bool enqueues_work = true;`. A stage on a stream device calls it on the rank's
 /// host thread. Without it, the stage enqueues each call itself as host work, so that plain C++
-/// layers also run in stream order (on the CPU-stream backend).
+/// layers also run in stream order (on the CPU-stream backend). Work it enqueues keeps the device
+/// tensors it needs by value (handles to device memory, as a kernel launch copies its pointer
+/// arguments): the payload objects it was handed may be gone by the time the work runs.
 template <class M>
 concept enqueues_own_work = requires {
   requires M::enqueues_work;
@@ -183,6 +185,24 @@ concept trainable_model = model<M, Tensor, Context> && model_has_backward<M, Ten
 template <class Tensor = host_tensor>
 using loss_function = std::function<double(const basic_payload<Tensor>& output, const basic_payload<Tensor>& target,
                                            basic_payload<Tensor>& grad_output, double scale)>;
+
+/// @brief The loss on a last stage whose tensors live in a device's memory (a backend whose
+/// `stage_tensor_type` differs from its `tensor_type`): `loss(ctx, output, target, grad_output,
+/// scale, value)` writes the microbatch's loss, one f64, into `value` and scale × d(loss)/d(output)
+/// into `grad_output` (zeroed by ppipe), all in the device's memory. It runs the way the model's
+/// layers run: where they enqueue their own work (ppipe::enqueues_own_work) it is called on the
+/// rank's host thread and enqueues its work on `ctx.device->stream`; otherwise ppipe calls it in
+/// stream order. The host reads the values once the step's work is done.
+template <class Tensor, class Context>
+using device_loss_function =
+    std::function<void(const Context& ctx, const basic_payload<Tensor>& output, const basic_payload<Tensor>& target,
+                       basic_payload<Tensor>& grad_output, double scale, const Tensor& value)>;
+
+/// @brief The loss a pipeline takes: ppipe::loss_function where stages compute on the batch's own
+/// tensors, ppipe::device_loss_function where they compute on device tensors.
+template <class BatchTensor, class StageTensor, class Context>
+using stage_loss_function = std::conditional_t<std::same_as<BatchTensor, StageTensor>, loss_function<BatchTensor>,
+                                               device_loss_function<StageTensor, Context>>;
 
 namespace detail {
 /// Whether `L` can be called as a loss over payloads of Tensor.

@@ -59,10 +59,14 @@ class pipeline {
   using tensor_type = typename Backend::tensor_type;
   using device_type = typename Backend::device_type;
   using transport_type = typename Backend::transport_type;
+  /// @brief The tensors the stages' layers take: tensor_type, or the backend's device tensors.
+  using stage_tensor_type = backend_stage_tensor<Backend>;
   using context_type = backend_context<Backend>;
+  /// @brief ppipe::loss_function, or ppipe::device_loss_function where stages hold device tensors.
+  using loss_type = stage_loss_function<tensor_type, stage_tensor_type, context_type>;
   // Before anything names the stage type, so that a model missing a member is told which one.
-  static_assert(detail::check_model<Model, tensor_type, context_type, false>());
-  static_assert(!splits_backward_v<Schedule> || model_has_split_backward<Model, tensor_type, context_type>,
+  static_assert(detail::check_model<Model, stage_tensor_type, context_type, false>());
+  static_assert(!splits_backward_v<Schedule> || model_has_split_backward<Model, stage_tensor_type, context_type>,
                 "ppipe: the Schedule splits the backward into input-gradient (I) and weight-gradient (W) actions, "
                 "as zero-bubble schedules do: the model needs `void backward_input(int layer, const "
                 "ppipe::layer_context&, const payload& in, const payload& out, const payload& grad_out, payload& "
@@ -70,19 +74,21 @@ class pipeline {
                 "payload& out, const payload& grad_out)`, or use a schedule with full backwards (one_f_one_b)");
   using payload_type = basic_payload<tensor_type>;
   using stage_type = typename Backend::template stage_type<Model>;
+  using data_type = typename executor<stage_type, transport_type>::data_type;
   /// @brief The optimizer hook: told the stage and its device context. A hook that takes
   /// `const ppipe::stage_info&` converts to it.
   using hook_type = basic_optimizer_hook<device_type>;
 
   /// @brief A pipeline for inference only (no loss).
-  pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_function<tensor_type>{}) {}
+  pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_type{}) {}
 
   /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
   /// per stage after every train_step.
   /// @param model the user's layers; the pipeline keeps a reference
   /// @param options p, m, v, the split, the schedule, the timeout
   /// @param loss callable as `double(const payload& output, const payload& target, payload&
-  /// grad_output, double scale)` (see ppipe::loss_function)
+  /// grad_output, double scale)` (see ppipe::loss_function), or as a ppipe::device_loss_function
+  /// where the stages hold device tensors
   /// @param optimizer callable as `void(const ppipe::stage_info&)`, or empty
   template <class Loss, class Hook = hook_type>
   pipeline(Model& model, pipeline_options options, Loss&& loss, Hook&& optimizer = Hook{})
@@ -93,15 +99,14 @@ class pipeline {
   /// transport (ppipe::mpi::transport), where every process runs the same program and builds only
   /// its own rank's stages. `options.ranks` is the transport's rank count, or 0 to take it from
   /// the transport.
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer,
-           transport_type transport)
+  pipeline(Model& model, pipeline_options options, loss_type loss, hook_type optimizer, transport_type transport)
       : pipeline(model, with_ranks(with_schedule(std::move(options)), transport), std::move(loss), std::move(optimizer),
                  std::in_place, std::move(transport)) {}
 
  private:
   template <class... TransportArgs>
-  pipeline(Model& model, pipeline_options options, loss_function<tensor_type> loss, hook_type optimizer,
-           std::in_place_t, TransportArgs&&... transport)
+  pipeline(Model& model, pipeline_options options, loss_type loss, hook_type optimizer, std::in_place_t,
+           TransportArgs&&... transport)
       : model_(&model), options_(with_schedule(std::move(options))), loss_(std::move(loss)),
         optimizer_(std::move(optimizer)),
         transport_(make_transport(model, options_, std::forward<TransportArgs>(transport)...)) {
@@ -121,7 +126,26 @@ class pipeline {
   // A loss or hook of the wrong signature is told so in one message, before std::function could
   // bury it under its own errors: the conversion is not attempted then.
   template <class Loss>
-  static loss_function<tensor_type> as_loss(Loss&& loss) {
+  static loss_type as_loss(Loss&& loss) {
+    if constexpr (!std::same_as<stage_tensor_type, tensor_type>) {
+      constexpr bool callable =
+          std::is_invocable_v<Loss&, const context_type&, const basic_payload<stage_tensor_type>&,
+                              const basic_payload<stage_tensor_type>&, basic_payload<stage_tensor_type>&, double,
+                              const stage_tensor_type&>;
+      static_assert(callable, "ppipe: the stages hold device tensors, so the loss must be callable as `void loss(const "
+                              "ctx& ctx, const payload& output, const payload& target, payload& grad_output, double "
+                              "scale, const device_tensor& value)` (see ppipe::device_loss_function)");
+      if constexpr (callable) {
+        return loss_type(std::forward<Loss>(loss));
+      } else {
+        return {};
+      }
+    } else {
+      return as_host_loss(std::forward<Loss>(loss));
+    }
+  }
+  template <class Loss>
+  static loss_type as_host_loss(Loss&& loss) {
     constexpr bool callable = detail::loss_callable<Loss, tensor_type>;
     static_assert(callable, "ppipe: the loss must be callable as `double loss(const payload& output, const payload& "
                             "target, payload& grad_output, double scale)`, returning the microbatch's loss and writing "
@@ -130,7 +154,7 @@ class pipeline {
       static_assert(!detail::loss_gradient_not_writable<Loss, tensor_type>,
                     "ppipe: the loss takes grad_output by value or by const reference, so the gradient it writes never "
                     "reaches the last stage's backward: take `payload& grad_output`");
-      return loss_function<tensor_type>(std::forward<Loss>(loss));
+      return loss_type(std::forward<Loss>(loss));
     } else {
       return {};
     }
@@ -167,7 +191,7 @@ class pipeline {
       train_ = Schedule::generate(schedule_params{options_.ranks, options_.microbatches, options_.virtual_stages});
     }
     validate(train_, transfer_model::buffered);
-    if constexpr (!model_has_split_backward<Model, tensor_type, context_type>) {
+    if constexpr (!model_has_split_backward<Model, stage_tensor_type, context_type>) {
       // Found here rather than when the first I runs, a step later and on one rank only.
       if (train_.splits_backward()) {
         detail::fail(errc::unsupported, "the schedule \"", train_.name, "\" splits the backward into input-gradient "
@@ -253,10 +277,10 @@ class pipeline {
   /// layer's gradients over the microbatches, runs the optimizer hook per stage, and returns the
   /// batch's loss: the microbatch losses weighted by their share of the rows.
   double train_step(const payload_type& inputs, const payload_type& targets) {
-    static_assert(detail::check_model<Model, tensor_type, context_type, true>());
+    static_assert(detail::check_model<Model, stage_tensor_type, context_type, true>());
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
-    step_data<tensor_type, device_type> data;
+    data_type data;
     prepare_call("train_step", rows, data, outputs, [&] {
       if (!loss_) {
         detail::fail(errc::invalid_argument, "train_step needs a loss; construct the pipeline with "
@@ -286,7 +310,7 @@ class pipeline {
   payload_type infer(const payload_type& inputs) {
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
-    step_data<tensor_type, device_type> data;
+    data_type data;
     prepare_call("infer", rows, data, outputs, [&] {
       rows = microbatch_rows(inputs, "inputs", infer_.microbatches, "inference_microbatches");
       data = split(inputs, rows, infer_, outputs);
@@ -546,9 +570,9 @@ class pipeline {
   // Splits the inputs and works out, from output_shapes(), the shapes every stage must receive
   // for every microbatch, so that a mismatch is reported before anything runs; `outputs` gets the
   // last stage's output shapes per microbatch.
-  step_data<tensor_type, device_type> split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s,
+  data_type split(const payload_type& inputs, const std::vector<std::int64_t>& rows, const schedule& s,
                                std::vector<std::vector<shape>>& outputs) {
-    step_data<tensor_type, device_type> data;
+    data_type data;
     data.inputs = split_payload(inputs, rows);
     const auto stages = static_cast<std::size_t>(s.num_stages());
     data.expected.assign(stages, std::vector<std::vector<shape>>(rows.size()));
@@ -626,7 +650,7 @@ class pipeline {
   // transport the processes then agree on the call, its rows and shapes, and on whether every one
   // of them could prepare it, before any payload moves.
   template <class Prepare>
-  void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const step_data<tensor_type, device_type>& data,
+  void prepare_call(const char* call, const std::vector<std::int64_t>& rows, const data_type& data,
                     const std::vector<std::vector<shape>>& outputs, Prepare&& prepare) {
     if constexpr (distributed_transport<transport_type>) {
       const std::string problem = locally(prepare);
@@ -666,7 +690,7 @@ class pipeline {
 
   Model* model_;
   pipeline_options options_;
-  loss_function<tensor_type> loss_;
+  loss_type loss_;
   hook_type optimizer_;
   transport_type transport_;
   struct rank_device {

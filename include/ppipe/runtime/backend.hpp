@@ -9,15 +9,36 @@
 #include "ppipe/device/inline_device.hpp"
 #include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/host.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
 
+namespace detail {
+template <class B>
+struct backend_stage_tensor {
+  using type = typename B::tensor_type;
+};
+template <class B>
+  requires requires { typename B::stage_tensor_type; }
+struct backend_stage_tensor<B> {
+  using type = typename B::stage_tensor_type;
+};
+}  // namespace detail
+
+/// @brief The tensors a backend's stages compute on: `B::stage_tensor_type`, or its `tensor_type`.
+template <class B>
+using backend_stage_tensor = typename detail::backend_stage_tensor<B>::type;
+
 /// @brief What ppipe::pipeline needs of a backend type B:
-/// - `B::tensor_type`: the buffers layers read and write, a ppipe::batch_tensor (host_tensor on the
-///   host);
+/// - `B::tensor_type`: the tensors of the batches a caller passes and of the transport's payloads,
+///   a ppipe::batch_tensor (host_tensor);
+/// - optional `B::stage_tensor_type`: the tensors the stages' layers read and write, when they are
+///   not `tensor_type`: ppipe::device_tensor, whose bytes live in the device's memory (the
+///   pipeline copies the batch in and out, and the transfers, through host memory); the loss is
+///   then a ppipe::device_loss_function;
 /// - `B::device_type`: the backend's model of stream-ordered execution (ppipe::inline_device runs
 ///   every call at once on the rank's thread); layers get a device_context<device_type> per stage;
 /// - `B::transport_type`: a ppipe::transport of `tensor_type` payloads;
@@ -36,7 +57,9 @@ concept backend =
       { B::make_device(rank) } -> std::same_as<std::unique_ptr<typename B::device_type>>;
       B::start_rank(rank, device);
     } && batch_tensor<typename B::tensor_type> && transport<typename B::transport_type> &&
-    std::same_as<typename B::transport_type::tensor_type, typename B::tensor_type>;
+    std::same_as<typename B::transport_type::tensor_type, typename B::tensor_type> &&
+    (std::same_as<backend_stage_tensor<B>, typename B::tensor_type> ||
+     std::same_as<backend_stage_tensor<B>, device_tensor>);
 
 /// @brief The layer context a backend's layers get.
 template <backend B>

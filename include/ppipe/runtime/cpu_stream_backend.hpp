@@ -10,6 +10,7 @@
 #include "ppipe/device/cpu_device.hpp"
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/stream_stage.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/host.hpp"
 
@@ -34,13 +35,16 @@ struct default_cpu_stream_config {
 /// to the receive stream of the other.
 /// @tparam Config a type with `static cpu_device_options device_options(int rank)`: the delays,
 /// poison and race checking of each rank's device
-template <class Config = default_cpu_stream_config>
+/// @tparam StageTensor host_tensor, or ppipe::device_tensor to hold the stages' tensors in the
+/// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
+template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
 struct cpu_stream_backend_with {
   using tensor_type = host_tensor;
+  using stage_tensor_type = StageTensor;
   using device_type = cpu_stream_device;
   using transport_type = host_transport;
   template <class Model>
-  using stage_type = stream_stage<Model, tensor_type, device_type>;
+  using stage_type = stream_stage<Model, stage_tensor_type, device_type>;
 
   /// @brief Rank `rank`'s device, with Config's options.
   /// @param rank the pipeline rank
@@ -60,6 +64,13 @@ struct cpu_stream_backend_with {
 /// @brief The CPU-stream backend with its default devices.
 using cpu_stream_backend = cpu_stream_backend_with<>;
 
+/// @brief The CPU model of a GPU backend: the stages' tensors are ppipe::device_tensor, in memory
+/// the device allocates in stream order, poisons when released and watches for unordered use;
+/// layers and the loss (a ppipe::device_loss_function) take device tensors; the batch, the outputs
+/// and every transfer are copied through host memory with copy_async.
+using cpu_device_memory_backend = cpu_stream_backend_with<default_cpu_stream_config, device_tensor>;
+
 static_assert(backend<cpu_stream_backend>);
+static_assert(backend<cpu_device_memory_backend>);
 
 }  // namespace ppipe

@@ -42,6 +42,8 @@ class executor {
   using payload_type = basic_payload<tensor_type>;
   using stage_type = Stage;
   using device_type = typename detail::device_of<Stage>::type;
+  /// @brief One run's inputs and results.
+  using data_type = typename context::data_type;
   /// Whether the stages enqueue onto streams (and the host runs ahead), rather than run each call.
   static constexpr bool streams = stream_pipeline_stage<Stage>;
   static_assert(!streams || !distributed_transport<Transport>,
@@ -71,7 +73,7 @@ class executor {
   /// @param s the schedule
   /// @param data the microbatches in; the losses or outputs out
   /// @return the run's trace
-  run_trace run(const schedule& s, step_data<tensor_type, device_type>& data) {
+  run_trace run(const schedule& s, data_type& data) {
     const int p = s.num_ranks();
     const auto m = static_cast<std::size_t>(s.microbatches);
     if (ctx_.transport->num_ranks() != p) {
@@ -121,7 +123,7 @@ class executor {
   using actions_type =
       std::conditional_t<streams, detail::stream_actions<Stage, Transport>, detail::host_actions<Stage, Transport>>;
 
-  void rank_main(const schedule& s, int r, step_data<tensor_type, device_type>& data,
+  void rank_main(const schedule& s, int r, data_type& data,
                  std::vector<trace_event>& events) {
     detail::run_position at;
     try {
@@ -157,7 +159,7 @@ class executor {
   }
 
   // Runs the optimizer hook of every stage of rank r (training only); `at` says which one runs.
-  void run_optimizer(const schedule& s, int r, step_data<tensor_type, device_type>& data, detail::run_position& at) {
+  void run_optimizer(const schedule& s, int r, data_type& data, detail::run_position& at) {
     if constexpr (streams) {
       ctx_.run_optimizer(s, r, data, at, [&](stage_type& stg, const basic_stage_info<device_type>& info) {
         actions_.run_hook(s, r, stg, *data.optimizer, info);

@@ -38,14 +38,15 @@ struct executor_options {
 };
 
 /// @brief One run's inputs and results: per microbatch, what goes in and what comes out.
-template <class Tensor, class Device = inline_device>
+/// @tparam Loss the loss's type (ppipe::stage_loss_function)
+template <class Tensor, class Device = inline_device, class Loss = loss_function<Tensor>>
 struct step_data {
   using payload_type = basic_payload<Tensor>;
   std::vector<payload_type> inputs;              ///< per microbatch: the first stage's input (taken)
   std::vector<payload_type> targets;             ///< per microbatch: the loss's target (training)
   std::vector<double> scales;                    ///< per microbatch: its share of the batch
   std::vector<std::vector<std::vector<shape>>> expected;  ///< [stage][mb]: the input shapes it must get
-  const loss_function<Tensor>* loss = nullptr;   ///< training: the loss on the last stage
+  const Loss* loss = nullptr;                    ///< training: the loss on the last stage
   const basic_optimizer_hook<Device>* optimizer = nullptr;  ///< training: run per stage after the step
   std::vector<double> losses;                    ///< out, per microbatch
   std::vector<payload_type> outputs;             ///< out, inference: per microbatch, the last stage's output
@@ -73,6 +74,16 @@ struct device_of<S> {
   using type = typename S::device_type;
 };
 
+template <class S, class Fallback>
+struct stage_tensor_of {
+  using type = Fallback;
+};
+template <class S, class Fallback>
+  requires requires { typename S::tensor_type; }
+struct stage_tensor_of<S, Fallback> {
+  using type = typename S::tensor_type;
+};
+
 /// Where in its step a rank is, for the message if it fails there.
 enum class run_phase : unsigned char { action, loss, sends, barrier, optimizer, device };
 struct run_position {
@@ -94,7 +105,11 @@ struct run_context {
   using payload_type = basic_payload<tensor_type>;
   using stage_type = Stage;
   using device_type = typename device_of<Stage>::type;
-  using data_type = step_data<tensor_type, device_type>;
+  /// The tensors the stages compute on: the transport's, or device tensors the executor stages
+  /// through host memory at the pipeline's edges and at every transfer.
+  using stage_tensor_type = typename stage_tensor_of<Stage, tensor_type>::type;
+  using data_type = step_data<tensor_type, device_type,
+                              stage_loss_function<tensor_type, stage_tensor_type, basic_layer_context<device_type>>>;
 
   run_context(Transport& t, std::vector<stage_type>& s, executor_options o)
       : transport(&t), stages(&s), options(std::move(o)), board(t.num_ranks()) {}
@@ -209,7 +224,7 @@ struct run_context {
       case run_phase::loss: where = concat(rank_name(f.rank), "'s loss, after ", action_at(f.at.step)); break;
       case run_phase::sends: where = concat(rank_name(f.rank), ", completing its sends after its last action"); break;
       case run_phase::barrier: where = concat(rank_name(f.rank), ", waiting for the others to finish"); break;
-      case run_phase::device: where = concat(rank_name(f.rank), "'s device, in work its layers enqueued"); break;
+      case run_phase::device: where = concat(rank_name(f.rank), "'s device, in work its layers or loss enqueued"); break;
       case run_phase::action:
         where = f.at.step >= 0 ? concat(rank_name(f.rank), " in ", action_at(f.at.step)) : rank_name(f.rank);
         break;
@@ -219,7 +234,8 @@ struct run_context {
 
   // Before a send whose receive was posted for the receiving stage's shapes: a mismatch is
   // reported here, by the stage that made it.
-  static void check_send(const payload_type& sent, const data_type& data, const action& a) {
+  template <class Payload>
+  static void check_send(const Payload& sent, const data_type& data, const action& a) {
     const bool fwd = a.kind == action_kind::send_activation;
     const int receiving = fwd ? a.stage + 1 : a.stage;  // a gradient has the shapes of the stage's input
     const auto& want = data.expected[static_cast<std::size_t>(receiving)][static_cast<std::size_t>(a.microbatch)];

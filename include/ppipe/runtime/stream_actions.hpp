@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -35,7 +39,13 @@ class stream_actions {
   using context = run_context<Stage, Transport>;
   using device_type = typename context::device_type;
   using data_type = typename context::data_type;
-  using box = stream_payload<typename context::tensor_type>;
+  using payload_type = typename context::payload_type;
+  using stage_tensor = typename context::stage_tensor_type;
+  using box = stream_payload<stage_tensor>;
+  using payload_type_of_stage = basic_payload<stage_tensor>;
+  // Stages that hold device tensors: the batch, the outputs and every transfer go through host
+  // memory, by copies in stream order (the host never touches a device tensor's bytes).
+  static constexpr bool staged = !std::same_as<stage_tensor, typename context::tensor_type>;
 
  public:
   explicit stream_actions(context& ctx) : ctx_(ctx) {}
@@ -119,6 +129,9 @@ class stream_actions {
     typename device_type::stream compute{};
     typename device_type::stream send{};
     typename device_type::stream recv{};
+    // Host memory that copies enqueued in the last step read or write: kept until the next step,
+    // when the streams have drained (a step that fails leaves copies in flight behind it).
+    std::vector<std::shared_ptr<payload_type>> staging;
   };
   struct mark {  // an action's span on a stream, resolved into the trace after the step
     action act;
@@ -184,9 +197,85 @@ class stream_actions {
     note_device_failure();
   }
 
+  // Host tensors of `shapes` that copies of this step read or write, kept by the lane.
+  static std::shared_ptr<payload_type> host_payload(lanes& l, const std::vector<shape>& shapes) {
+    auto p = std::make_shared<payload_type>();
+    p->reserve(shapes.size());
+    for (const shape& sh : shapes) p->emplace_back(sh);
+    l.staging.push_back(p);
+    return p;
+  }
+
+  // A host payload copied into new device tensors of stage `stg` on the compute stream; the
+  // host memory is the caller's batch, which outlives the step. Not counted until the stage takes it.
+  static box to_device(Stage& stg, const payload_type& host, lanes& l) {
+    box b = stg.pool().acquire(shapes_of(host), l.compute, false);
+    for (std::size_t t = 0; t < host.size(); ++t) {
+      l.device->copy_async(l.compute, b.regions[t].data, host[t].byte_data(), b.regions[t].bytes);
+    }
+    return b;
+  }
+
+  // The last stage's output `y` copied into host tensors made here, in `out`; `y` is freed after
+  // the copy (the stage no longer counts it).
+  static void to_host(Stage& stg, box& y, payload_type& out, lanes& l) {
+    out.clear();
+    for (const shape& sh : y.shapes) out.emplace_back(sh);
+    for (std::size_t t = 0; t < out.size(); ++t) {
+      l.device->copy_async(l.compute, out[t].byte_data(), y.regions[t].data, y.regions[t].bytes);
+    }
+    stg.pool().release(y, l.compute, false);
+  }
+
+  // The loss of microbatch `mb` on stage `stg`'s device: the target copied in, the value written
+  // into `losses` (one f64 per microbatch, made on first use), in stream order. Layers that enqueue
+  // their own work get a loss called here that enqueues its own; otherwise it is enqueued.
+  void device_loss(Stage& stg, data_type& data, const box& y, const box& g, std::size_t mb, int mbi, box& losses,
+                   lanes& l, run_position& at, std::function<void(std::exception_ptr)> fail) {
+    device_type& d = *l.device;
+    const payload_type& host_target = data.targets[mb];
+    box target = to_device(stg, host_target, l);
+    if (!losses) {
+      losses = stg.pool().acquire({shape({static_cast<std::int64_t>(data.losses.size())}, dtype::f64)}, l.compute, false);
+    }
+    const stage_tensor value(shape({1}, dtype::f64), losses.regions[0].data + mb * sizeof(double));
+    for (const auto& region : y.regions) d.use(l.compute, region.data, region.bytes, access::read);
+    for (const auto& region : target.regions) d.use(l.compute, region.data, region.bytes, access::read);
+    for (const auto& region : g.regions) d.use(l.compute, region.data, region.bytes, access::write);
+    d.use(l.compute, value.byte_data(), sizeof(double), access::write);
+    const auto ctx = stg.context(mbi, pass_mode::training);
+    const auto check = [mbi](const payload_type_of_stage& grad, const std::vector<shape>& want) {
+      if (has_shapes(grad, want)) return;
+      detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(grad)),
+                   " for an output of shapes ", to_string(want), " (microbatch ", mbi,
+                   "); a loss must write into the gradient buffer it is given, not replace it");
+    };
+    if constexpr (enqueues_own_work<typename Stage::model_type>) {
+      at.where = run_phase::loss;
+      (*data.loss)(ctx, *y.data, *target.data, *g.data, data.scales[mb], value);
+      check(*g.data, y.shapes);
+      at.where = run_phase::action;
+    } else {
+      d.enqueue(
+          l.compute,
+          [loss = data.loss, ctx, y, target, g, value, scale = data.scales[mb], check, fail = std::move(fail)] {
+            try {
+              (*loss)(ctx, *y.data, *target.data, *g.data, scale, value);
+              check(*g.data, y.shapes);
+            } catch (...) {
+              fail(std::current_exception());
+              throw;
+            }
+          },
+          concat("the loss of microbatch ", mbi));
+    }
+    stg.pool().release(target, l.compute, false);
+  }
+
   void enqueue_step(const schedule& s, int r, data_type& data, std::vector<trace_event>& events,
                     run_position& at, lanes& l) {
     device_type& d = *l.device;
+    l.staging.clear();
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
@@ -207,6 +296,7 @@ class stream_actions {
     std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
     std::vector<std::optional<typename device_type::event>> sent_out(n);
     std::vector<std::pair<std::size_t, box>> finals;
+    box losses;  // staged, on the last stage's rank: each microbatch's loss value, in device memory
     std::vector<mark> marks;
     marks.reserve(list.size());
     const auto origin = d.record(l.compute);
@@ -229,6 +319,9 @@ class stream_actions {
       }
       posted p = std::move(*recv[i]);
       recv[i].reset();
+      // Staged: the transport delivers into host memory, copied to the device after it lands.
+      std::shared_ptr<payload_type> landing;
+      if constexpr (staged) landing = host_payload(l, p.into.shapes);
       const action waited = list[static_cast<std::size_t>(p.step)];
       const action needed = list[static_cast<std::size_t>(k)];
       const int from = context::sender_of(s, waited);
@@ -239,7 +332,7 @@ class stream_actions {
       reads(l.recv, p.into, access::write);
       d.enqueue(
           l.recv,
-          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into,
+          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into, landing = landing.get(),
            fail = sink(p.step, run_phase::action), size = list.size()]() mutable {
             try {
               typename context::payload_type arrived;
@@ -263,7 +356,8 @@ class stream_actions {
                              " was expected; the stages must deliver what output_shapes() says");
               }
               for (std::size_t t = 0; t < arrived.size(); ++t) {
-                std::memcpy(into.regions[t].data, arrived[t].byte_data(), arrived[t].bytes());
+                std::byte* to = staged ? (*landing)[t].byte_data() : into.regions[t].data;
+                std::memcpy(to, arrived[t].byte_data(), arrived[t].bytes());
               }
             } catch (const run_aborted&) {
               throw;
@@ -273,6 +367,11 @@ class stream_actions {
             }
           },
           concat("receive ", describe(waited)));
+      if constexpr (staged) {
+        for (std::size_t t = 0; t < landing->size(); ++t) {
+          d.copy_async(l.recv, p.into.regions[t].data, (*landing)[t].byte_data(), p.into.regions[t].bytes);
+        }
+      }
       const auto t1 = d.record(l.recv);
       d.wait(l.compute, t1);
       marks.push_back({waited, p.step, t0, t1});
@@ -312,9 +411,19 @@ class stream_actions {
           d.wait(l.send, d.record(l.compute));
           const auto t0 = d.record(l.send);
           reads(l.send, src, access::read);
+          std::shared_ptr<const payload_type> sent;
+          if constexpr (staged) {
+            std::shared_ptr<payload_type> host = host_payload(l, src.shapes);
+            for (std::size_t t = 0; t < host->size(); ++t) {
+              d.copy_async(l.send, (*host)[t].byte_data(), src.regions[t].data, src.regions[t].bytes);
+            }
+            sent = std::move(host);
+          } else {
+            sent = src.data;
+          }
           d.enqueue(
               l.send,
-              [this, &s, r, to, a, payload = src.data, fail = sink(step, run_phase::action)] {
+              [this, &s, r, to, a, payload = std::move(sent), fail = sink(step, run_phase::action)] {
                 try {
                   auto h = ctx_.transport->post_send(r, to, *payload);
                   const wait_status done = ctx_.transport->complete_send(h, ctx_.deadline());
@@ -343,7 +452,11 @@ class stream_actions {
         case action_kind::forward: {
           box in;
           if (a.stage == 0) {
-            in = stg.pool().wrap(std::move(data.inputs[mb]), l.compute);
+            if constexpr (staged) {
+              in = to_device(stg, data.inputs[mb], l);
+            } else {
+              in = stg.pool().wrap(std::move(data.inputs[mb]), l.compute);
+            }
           } else if (rank_of[st - 1] == r) {
             in = std::move(handoff_in[i]);
           } else {
@@ -359,25 +472,29 @@ class stream_actions {
             box y = stg.forward(a.microbatch, std::move(in), sink(step, run_phase::action));
             if (a.stage == last) {
               box g = stg.output_gradient_buffer(a.microbatch);
-              reads(l.compute, y, access::read);
-              reads(l.compute, g, access::write);
-              d.enqueue(
-                  l.compute,
-                  [loss = data.loss, target = &data.targets[mb], result = &data.losses[mb], scale = data.scales[mb], y = y,
-                   g = g, mbi = a.microbatch, fail = sink(step, run_phase::loss)] {
-                    try {
-                      *result = (*loss)(*y.data, *target, *g.data, scale);
-                      if (!has_shapes(*g.data, y.shapes)) {
-                        detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(*g.data)),
-                                     " for an output of shapes ", to_string(y.shapes), " (microbatch ", mbi,
-                                     "); a loss must write into the gradient buffer it is given, not replace it");
+              if constexpr (staged) {
+                device_loss(stg, data, y, g, mb, a.microbatch, losses, l, at, sink(step, run_phase::loss));
+              } else {
+                reads(l.compute, y, access::read);
+                reads(l.compute, g, access::write);
+                d.enqueue(
+                    l.compute,
+                    [loss = data.loss, target = &data.targets[mb], result = &data.losses[mb], scale = data.scales[mb], y = y,
+                     g = g, mbi = a.microbatch, fail = sink(step, run_phase::loss)] {
+                      try {
+                        *result = (*loss)(*y.data, *target, *g.data, scale);
+                        if (!has_shapes(*g.data, y.shapes)) {
+                          detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(*g.data)),
+                                       " for an output of shapes ", to_string(y.shapes), " (microbatch ", mbi,
+                                       "); a loss must write into the gradient buffer it is given, not replace it");
+                        }
+                      } catch (...) {
+                        fail(std::current_exception());
+                        throw;
                       }
-                    } catch (...) {
-                      fail(std::current_exception());
-                      throw;
-                    }
-                  },
-                  concat("the loss of microbatch ", a.microbatch));
+                    },
+                    concat("the loss of microbatch ", a.microbatch));
+              }
               handoff_grad[i] = std::move(g);
             } else if (rank_of[st + 1] == r) {
               box next = ctx_.stage_at(a.stage + 1).pool().acquire(y.shapes, l.compute, false);
@@ -389,7 +506,11 @@ class stream_actions {
           } else {
             box y = stg.infer(a.microbatch, std::move(in), sink(step, run_phase::action));
             if (a.stage == last) {
-              finals.emplace_back(mb, std::move(y));
+              if constexpr (staged) {
+                to_host(stg, y, data.outputs[mb], l);
+              } else {
+                finals.emplace_back(mb, std::move(y));
+              }
             } else if (rank_of[st + 1] == r) {
               handoff_in[i + m] = std::move(y);
             } else {
@@ -432,11 +553,19 @@ class stream_actions {
         }
       }
     });
+    if constexpr (staged) {
+      if (losses) {
+        d.copy_async(l.compute, data.losses.data(), losses.regions[0].data, losses.regions[0].bytes);
+        ctx_.stage_at(last).pool().release(losses, l.compute, false);
+      }
+    }
     ctx_.host_us[static_cast<std::size_t>(r)] = ctx_.micros(deadline_clock::now());
     at.where = run_phase::sends;
     settle(s, r, l);
     if (ctx_.failures.failed()) throw run_aborted{};
-    for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
+    if constexpr (!staged) {
+      for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
+    }
     if (ctx_.options.record_trace) {
       // The record completed once the stream got to it, after the host time taken above: where
       // the device says when, every rank's events share one clock.

@@ -3,10 +3,12 @@
 /// @brief A stage on a stream device: the same layers and activations as ppipe::stage, but every
 /// layer call is enqueued on the stage's compute stream and the host returns at once.
 
+#include <concepts>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -14,7 +16,9 @@
 #include "ppipe/error.hpp"
 #include "ppipe/model/model.hpp"
 #include "ppipe/runtime/stage.hpp"
+#include "ppipe/runtime/device_buffers.hpp"
 #include "ppipe/runtime/stream_buffers.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
 
 namespace ppipe {
 
@@ -30,11 +34,20 @@ namespace ppipe {
 ///
 /// Counting follows ppipe::stage: a stage counts a payload from the call that takes it (forward,
 /// backward) until it releases it or hands it on, in the order the host enqueues.
+///
+/// Tensor is the host's tensor (the CPU model holds payloads in host memory) or
+/// ppipe::device_tensor, whose bytes the device's stream-ordered allocator hands out
+/// (device_buffers): then the host never touches them, and the executor copies the batch in and
+/// out, and every transfer, through host memory.
 template <class Model, class Tensor, class Device>
   requires model<Model, Tensor, basic_layer_context<Device>>
 class stream_stage {
  public:
+  using model_type = Model;
+  using tensor_type = Tensor;
   using payload_type = basic_payload<Tensor>;
+  using buffers_type = std::conditional_t<std::same_as<Tensor, device_tensor>, device_buffers<Device>,
+                                          stream_buffers<Tensor, Device>>;
   using box = stream_payload<Tensor>;
   using context_type = basic_layer_context<Device>;
   using device_type = Device;
@@ -61,7 +74,7 @@ class stream_stage {
     return context_type{{index_, mb, mode, device_.rank}, &device_};
   }
   [[nodiscard]] stream_type stream() const noexcept { return device_.stream; }
-  [[nodiscard]] stream_buffers<Tensor, Device>& pool() noexcept { return buffers_; }
+  [[nodiscard]] buffers_type& pool() noexcept { return buffers_; }
   [[nodiscard]] const memory_stats& memory() const noexcept { return buffers_.stats(); }
   [[nodiscard]] bool idle() const noexcept { return buffers_.stats().live_microbatches == 0; }
 
@@ -264,7 +277,7 @@ class stream_stage {
   int end_;
   std::vector<record> saved_;
   device_context<Device> device_;
-  stream_buffers<Tensor, Device> buffers_;
+  buffers_type buffers_;
   // The grad_in of a backward that wants none: empty, and as long-lived as the stage, since a
   // layer that enqueues its own work may hold on to it until that work runs.
   payload_type none_;
