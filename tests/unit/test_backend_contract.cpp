@@ -97,12 +97,77 @@ struct cpu_device_memory_enqueuing_fixture : cpu_device_memory_fixture {
   }
 };
 
+// Every rank's streams on one device, as stages that share a GPU: payloads between ranks cross by
+// copies on the device (the sender's event, the receiver's copy, the receipt the sender frees
+// after), watched by the race checker across all ranks at once.
+struct cpu_one_device_fixture : cpu_device_memory_fixture {
+  struct shaken_one : cpu_stream_fixture::shaken {
+    static constexpr bool one_device = true;
+  };
+  using backend = ppipe::cpu_stream_backend_with<shaken_one, ppipe::device_tensor>;
+  static constexpr const char* name = "cpu_stream, one device for every rank";
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
+        model, std::move(o), toy::device_loss(std::move(loss)), std::move(optimizer));
+  }
+};
+// The same with layers and a loss that enqueue their own work: one GPU holding every stage.
+struct cpu_one_device_enqueuing_fixture : cpu_one_device_fixture {
+  static constexpr const char* name = "cpu_stream, one device for every rank, layers that enqueue";
+  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
+  static constexpr bool loss_enqueues_work = true;
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
+        model, std::move(o), toy::enqueued_device_loss(std::move(loss)), std::move(optimizer));
+  }
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
 #define PPIPE_CONTRACT_BACKENDS                                                                  \
   contract::host_fixture, contract::cpu_stream_fixture, contract::host_layers_fixture, \
       contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture,                    \
-      contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture
+      contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,            \
+      contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture
 
 #include "backend_contract.hpp"
+
+// Device memory is the device pool's, not the host's: what a step allocates is back in the pool
+// once it returns, and once it throws (the boxes a failed step dropped are freed when the stages
+// let go of it), so a failing step cannot leak a GPU's memory.
+TEMPLATE_TEST_CASE("device memory: a step, failed or not, leaves nothing allocated on any device", "[contract]",
+                   contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,
+                   contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture) {
+  using F = TestType;
+  for (const int p : {1, 2, 4}) {
+    INFO(F::name << ": p=" << p);
+    const int m = 2 * p;
+    contract::model_t<F> piped(2 * p);
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(piped, contract::options(p, m), toy::loss);
+    const auto x = toy::batch(2 * m, 3, 0.0f);
+    const auto y = toy::batch(2 * m, 3, 1.0f);
+    const auto nothing_in_use = [&] {
+      for (int r = 0; r < p; ++r) {
+        INFO("rank " << r);
+        CHECK(pipe.device_memory(r).bytes_in_use == 0);
+        CHECK(pipe.device_memory(r).peak_bytes_in_use > 0);
+      }
+    };
+    (void)pipe.train_step(x, y);
+    nothing_in_use();
+    (void)pipe.infer(x);
+    nothing_in_use();
+    piped.set_fault({p > 1 ? 1 : 0, 1, true, std::chrono::milliseconds(0)});  // a backward, mid-step
+    CHECK_THROWS_AS(pipe.train_step(x, y), ppipe::error);
+    nothing_in_use();
+    piped.set_fault({});
+    piped.zero_grad();
+    (void)pipe.train_step(x, y);
+    nothing_in_use();
+  }
+}

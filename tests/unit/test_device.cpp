@@ -232,6 +232,31 @@ TEST_CASE("cpu_stream_device: memory allocated on one stream needs an event befo
   d.use(b, p, 64, access::write);
 }
 
+TEST_CASE("cpu_stream_device: work enqueued after the host synchronized a stream is ordered after it", "[device]") {
+  cpu_stream_device d;
+  auto a = d.create_stream("a");
+  auto b = d.create_stream("b");
+  void* p = d.allocate(64, a);
+  d.use(a, p, 64, access::write);
+  d.enqueue(a, [] {}, "writer");
+  CHECK_THAT(error_of([&] { d.use(b, p, 64, access::read); }), contains("read after write"));
+  SECTION("the stream") { REQUIRE(d.synchronize(a, soon()) == wait_status::ready); }
+  SECTION("an event after the work") { REQUIRE(d.synchronize(d.record(a), soon()) == wait_status::ready); }
+  // As on a GPU: the host saw the work finish, so whatever it enqueues now comes after it.
+  d.use(b, p, 64, access::read);
+  d.enqueue(b, [] {}, "reader");
+  d.wait(a, d.record(b));
+  d.release(p, a);
+  REQUIRE(d.synchronize(a, soon()) == wait_status::ready);
+  // Work enqueued on `a` after the synchronize is not covered: a later write still needs an event.
+  void* q = d.allocate(64, a);
+  d.use(a, q, 64, access::write);
+  d.enqueue(a, [] {}, "second writer");
+  CHECK_THAT(error_of([&] { d.use(b, q, 64, access::read); }), contains("read after write"));
+  REQUIRE(d.synchronize(a, soon()) == wait_status::ready);
+  REQUIRE(d.synchronize(b, soon()) == wait_status::ready);
+}
+
 TEST_CASE("cpu_stream_device: without the race checker an unordered read sees poison", "[device]") {
   cpu_stream_device d(cpu_device_options{.poison = true, .check_races = false});
   auto producer = d.create_stream("producer");
@@ -319,6 +344,7 @@ TEST_CASE("cpu_stream_device: a launch declares the graph's accesses again", "[d
   d.launch(g, s);
   REQUIRE(d.synchronize(s, soon()) == wait_status::ready);
   CHECK(buffer[0] == 1);
+  d.launch(g, s);  // not synchronized: the replay's write is declared again, and races
   CHECK_THAT(error_of([&] { d.use(other, buffer, 4, access::read); }), contains("'second'"));
   d.wait(other, d.record(s));
   d.use(other, buffer, 4, access::read);

@@ -47,7 +47,9 @@ struct cpu_device_options {
 ///
 /// Each stream is a worker thread that runs its items in order; events complete when a worker
 /// reaches their record. Ordering is also tracked on the host with vector clocks (each item ticks
-/// its stream, a record snapshots the clock, a wait joins it), which decides two things when work
+/// its stream, a record snapshots the clock, a wait joins it, and a synchronize() that returns ready
+/// orders all later work after what it waited for, as the host's own order does on a GPU), which
+/// decides two things when work
 /// is enqueued, independently of timing: whether a declared access races (check_races), and
 /// whether a released block may be reused by an allocation on another stream.
 ///
@@ -188,20 +190,26 @@ class cpu_stream_device {
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.mark_) return wait_status::ready;
     check_owner(e, "synchronize()");
-    return signal_.wait(*e.mark_, deadline);
+    const wait_status st = signal_.wait(*e.mark_, deadline);
+    if (st == wait_status::ready) host_saw(e.mark_->clock);
+    return st;
   }
 
   /// @brief Blocks until the work enqueued on `s` so far has run, or `deadline` passes.
   /// @return ready, or timed_out (see status() for what the stream is doing).
   [[nodiscard]] wait_status synchronize(stream s, deadline_clock::time_point deadline) {
     std::uint64_t count = 0;
+    detail::vector_clock upto;
     {
       const std::lock_guard lock(mutex_);
       lane& l = lane_of(s);
       refuse_while_capturing(l, "synchronize()");
       count = l.worker->pushed();
+      upto = l.clock;
     }
-    return s.impl_->wait_until_done(count, deadline);
+    const wait_status st = s.impl_->wait_until_done(count, deadline);
+    if (st == wait_status::ready) host_saw(upto);
+    return st;
   }
 
   /// @brief The time between two completed events.
@@ -436,6 +444,9 @@ class cpu_stream_device {
     return allocator_.stats();
   }
 
+  /// @brief The same: what the pool holds, under the name the CUDA device uses.
+  [[nodiscard]] cpu_allocator_stats memory() const { return allocator_stats(); }
+
   /// @brief The options the device was made with.
   [[nodiscard]] const cpu_device_options& options() const noexcept { return options_; }
 
@@ -448,6 +459,7 @@ class cpu_stream_device {
     bool capturing = false;
     std::vector<graph::item> captured;
     std::vector<graph::declared> pending_capture;
+    std::uint64_t host_seen = 0;  // the host_version_ its clock has joined
   };
 
   static std::uint64_t mix(std::uint64_t seed, std::size_t index) noexcept {
@@ -458,13 +470,28 @@ class cpu_stream_device {
     return z ^ (z >> 31);
   }
 
+  // The lane of `s`, ordered after all the work the host has seen complete (work enqueued from
+  // now on is, as on a GPU: the host enqueues it after its synchronize returned).
   [[nodiscard]] lane& lane_of(const stream& s) const {
     if (s.owner_ != this || s.impl_ == nullptr) {
       detail::fail(errc::invalid_argument,
                    s.impl_ == nullptr ? "a default-constructed stream" : "a stream of another device",
                    " was passed to a cpu_stream_device: use a stream its create_stream() made");
     }
-    return *lanes_[s.impl_->index()];
+    lane& l = *lanes_[s.impl_->index()];
+    if (l.host_seen != host_version_) {
+      l.clock.join(host_clock_);
+      l.host_seen = host_version_;
+    }
+    return l;
+  }
+
+  // A synchronize() that returned ready: what `done` covers has run, so everything enqueued
+  // later, on any stream, is ordered after it.
+  void host_saw(const detail::vector_clock& done) {
+    const std::lock_guard lock(mutex_);
+    host_clock_.join(done);
+    ++host_version_;
   }
 
   void check_owner(const event& e, std::string_view what) const {
@@ -522,6 +549,8 @@ class cpu_stream_device {
   detail::cpu_allocator allocator_;
   detail::race_checker checker_;
   mutable std::mutex mutex_;  // guards everything below and the two above: the host's view
+  detail::vector_clock host_clock_;  // what the host has seen complete (synchronize() returned ready)
+  std::uint64_t host_version_ = 0;
   std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers
 };
 

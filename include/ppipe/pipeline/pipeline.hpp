@@ -237,12 +237,20 @@ class pipeline {
   void open_devices() {
     devices_.clear();
     devices_.resize(static_cast<std::size_t>(options_.ranks));
+    std::vector<std::shared_ptr<device_type>> given;  // where the backend maps ranks onto devices itself
+    if constexpr (!distributed_transport<transport_type> && requires { Backend::make_devices(options_.ranks); }) {
+      given = Backend::make_devices(options_.ranks);
+      if (given.size() != static_cast<std::size_t>(options_.ranks)) {
+        detail::fail(errc::backend, "the backend made ", given.size(), " devices for ", options_.ranks,
+                     " ranks; its make_devices(ranks) must return one device per rank (ranks may share one)");
+      }
+    }
     for (int r = 0; r < options_.ranks; ++r) {
       if constexpr (distributed_transport<transport_type>) {
         if (r != transport_.rank()) continue;
       }
       rank_device& d = devices_[static_cast<std::size_t>(r)];
-      d.device = Backend::make_device(r);
+      d.device = given.empty() ? std::shared_ptr<device_type>(Backend::make_device(r)) : given[static_cast<std::size_t>(r)];
       d.compute = d.device->create_stream(detail::concat("rank ", r, " compute"));
     }
     if constexpr (distributed_transport<transport_type>) {
@@ -372,6 +380,19 @@ class pipeline {
     } else {
       return true;
     }
+  }
+  /// @brief What rank `r`'s device's memory pool holds: bytes in use, their peak, reserved (on a
+  /// backend whose device reports it; ranks that share a device report the same pool).
+  /// @param r a rank this process runs
+  /// @return the device's figures
+  [[nodiscard]] auto device_memory(int r) const
+    requires requires(const device_type& d) { d.memory(); }
+  {
+    if (r < 0 || r >= options_.ranks || !devices_[static_cast<std::size_t>(r)].device) {
+      detail::fail(errc::invalid_argument, "rank ", r, " has no device in this process; the pipeline's ranks here are ",
+                   distributed_transport<transport_type> ? "its own rank only" : detail::concat("0..", options_.ranks - 1));
+    }
+    return devices_[static_cast<std::size_t>(r)].device->memory();
   }
   /// @brief The transport the stages talk through.
   [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
@@ -694,7 +715,7 @@ class pipeline {
   hook_type optimizer_;
   transport_type transport_;
   struct rank_device {
-    std::unique_ptr<device_type> device;  // null for a rank of another process
+    std::shared_ptr<device_type> device;  // null for a rank of another process; ranks may share one
     typename device_type::stream compute{};
   };
   std::vector<rank_device> devices_;  // by rank; before the stages, which point into them

@@ -46,6 +46,9 @@ using backend_stage_tensor = typename detail::backend_stage_tensor<B>::type;
 ///   ppipe::pipeline_stage), built as `stage_type<Model>(model, index, first, end, m, context)`;
 /// - `static std::unique_ptr<device_type> make_device(int rank)`: rank `rank`'s device, made once
 ///   per local rank when the pipeline is built;
+/// - optional `static std::vector<std::shared_ptr<device_type>> make_devices(int ranks)`: the
+///   devices of every rank of a pipeline in one process, where ranks may share one (stages on one
+///   GPU); ranks that share a device hand each other payloads by device copies, not the transport;
 /// - `static void start_rank(int rank, device_type&)`: runs on the rank's thread before its first
 ///   action, once (a CUDA rank binds its thread to its GPU here).
 template <class B>

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <vector>
 
 #include "ppipe/device/cpu_device.hpp"
 #include "ppipe/runtime/backend.hpp"
@@ -29,12 +30,20 @@ struct default_cpu_stream_config {
   }
 };
 
+namespace detail {
+/// Whether a CPU-stream config puts every rank on one device (`static constexpr bool one_device`).
+template <class Config>
+concept one_cpu_device = requires { requires Config::one_device; };
+}  // namespace detail
+
 /// @brief Ranks are host threads that enqueue onto their own cpu_stream_device (a compute, a send
 /// and a receive stream, each a worker thread), ordered by events as a GPU's streams are; payloads
 /// are host tensors copied between ranks by the host transport, from the send stream of one rank
 /// to the receive stream of the other.
 /// @tparam Config a type with `static cpu_device_options device_options(int rank)`: the delays,
-/// poison and race checking of each rank's device
+/// poison and race checking of each rank's device; with `static constexpr bool one_device = true`
+/// every rank's streams are on one device (rank 0's options), as stages that share a GPU are, and
+/// payloads cross by copies on the device
 /// @tparam StageTensor host_tensor, or ppipe::device_tensor to hold the stages' tensors in the
 /// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
 template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
@@ -51,6 +60,15 @@ struct cpu_stream_backend_with {
   /// @return a device with no streams yet
   static std::unique_ptr<device_type> make_device(int rank) {
     return std::make_unique<device_type>(Config::device_options(rank));
+  }
+  /// @brief With Config's `one_device`: one device for every rank, made with rank 0's options.
+  /// @param ranks the pipeline's rank count
+  /// @return `ranks` handles to the one device
+  static std::vector<std::shared_ptr<device_type>> make_devices(int ranks)
+    requires detail::one_cpu_device<Config>
+  {
+    const std::shared_ptr<device_type> one = make_device(0);
+    return std::vector<std::shared_ptr<device_type>>(static_cast<std::size_t>(ranks), one);
   }
   /// @brief Nothing to bind: the streams are the device's own threads.
   static void start_rank(int /*rank*/, device_type& /*device*/) {}

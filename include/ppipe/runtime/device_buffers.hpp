@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,7 @@ class device_buffers : public detail::counted_buffers {
     for (const shape& sh : shapes) {
       const std::size_t bytes = sh.bytes();
       auto* p = static_cast<std::byte*>(device_->allocate(bytes, s));
+      held_.insert(p);
       device_->zero_async(s, p, bytes);
       b.data->emplace_back(sh, p);
     }
@@ -55,16 +57,24 @@ class device_buffers : public detail::counted_buffers {
   /// @param counted false for a payload this stage no longer counts (one it handed on)
   void release(box& b, stream_type last, bool counted = true) {
     if (!b) return;
-    for (const auto& r : b.regions) device_->release(r.data, last);  // may refuse: then nothing changed
+    for (const auto& r : b.regions) {
+      device_->release(r.data, last);  // may refuse: then nothing changed
+      held_.erase(r.data);
+    }
     if (counted) count_.out(b);
     b = {};
   }
 
-  /// @brief Nothing is pending here: the device's pool does the waiting.
-  void settle() noexcept {}
+  /// @brief Frees, on `s`, what a failed step left allocated (its boxes were dropped without a
+  /// release); only once the device's streams are synchronized, so that nothing uses them.
+  void settle(stream_type s) {
+    for (void* p : held_) device_->release(p, s);
+    held_.clear();
+  }
 
  private:
   Device* device_;
+  std::unordered_set<void*> held_;  // allocated and not yet released
 };
 
 }  // namespace ppipe

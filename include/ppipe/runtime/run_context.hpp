@@ -85,7 +85,7 @@ struct stage_tensor_of<S, Fallback> {
 };
 
 /// Where in its step a rank is, for the message if it fails there.
-enum class run_phase : unsigned char { action, loss, sends, barrier, optimizer, device };
+enum class run_phase : unsigned char { action, loss, sends, barrier, optimizer, device, shared_device };
 struct run_position {
   int step = -1;  // the action (for action and loss)
   run_phase where = run_phase::action;
@@ -225,6 +225,10 @@ struct run_context {
       case run_phase::sends: where = concat(rank_name(f.rank), ", completing its sends after its last action"); break;
       case run_phase::barrier: where = concat(rank_name(f.rank), ", waiting for the others to finish"); break;
       case run_phase::device: where = concat(rank_name(f.rank), "'s device, in work its layers or loss enqueued"); break;
+      case run_phase::shared_device:
+        where = concat("the device that ", rank_name(f.rank), " shares with other ranks, in work their layers or loss "
+                       "enqueued (the stream below names the rank)");
+        break;
       case run_phase::action:
         where = f.at.step >= 0 ? concat(rank_name(f.rank), " in ", action_at(f.at.step)) : rank_name(f.rank);
         break;

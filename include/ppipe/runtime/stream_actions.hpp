@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/runtime/device_mailbox.hpp"
 #include "ppipe/runtime/failure_channel.hpp"
 #include "ppipe/runtime/run_context.hpp"
 #include "ppipe/runtime/stream_stage.hpp"
@@ -54,6 +55,7 @@ class stream_actions {
   /// once, on the first run.
   void open(const schedule& s) {
     lanes_.resize(static_cast<std::size_t>(s.num_ranks()));
+    mail_.reset(s.num_ranks());
     for (int r = 0; r < s.num_ranks(); ++r) {
       lanes& l = lanes_[static_cast<std::size_t>(r)];
       const auto on = s.place.stages_on(r);
@@ -70,9 +72,22 @@ class stream_actions {
                        " but on different devices; a rank's stages share its device");
         }
       }
-      // The last run drained every stream (settle() returns only then), so a failure it left may go.
-      l.device->clear_error();
     }
+    // The last run drained every stream (settle() returns only then); what the stages let go of
+    // after a failure is released on their streams since, and is waited for here, on every rank
+    // first (ranks may share a device). Then a failure the last run left may go.
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      const lanes& l = lanes_[static_cast<std::size_t>(r)];
+      const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+      for (const auto& each : rank_streams) {
+        if (l.device->synchronize(each, ctx_.deadline()) != wait_status::ready) {
+          detail::fail(errc::timeout, concat("rank ", r, "'s streams still run the last step's releases after ",
+                                             ctx_.options.timeout.count(), " ms; ",
+                                             "a device this slow needs a longer pipeline_options::timeout"));
+        }
+      }
+    }
+    for (const lanes& l : lanes_) l.device->clear_error();
   }
 
   /// Enqueues rank r's actions of `s` and waits for its streams; `at` follows the rank, for the
@@ -124,6 +139,22 @@ class stream_actions {
   }
 
  private:
+  using mailbox = device_mailbox<box, typename device_type::event>;
+  struct lent {
+    box payload;
+    std::shared_ptr<typename mailbox::receipt> answer;
+    Stage* owner = nullptr;
+  };
+  struct watched {
+    typename device_type::event need;    // the compute stream needs the data from here on
+    typename device_type::event copied;  // the copy is done
+    action waited, needed;
+    int from = -1;
+    int waited_step = -1;
+    int step = -1;
+    std::size_t of = 0;  // the rank's action count
+    std::optional<deadline_clock::time_point> since{};  // when the host first saw `need` complete
+  };
   struct lanes {
     device_type* device = nullptr;
     typename device_type::stream compute{};
@@ -132,6 +163,10 @@ class stream_actions {
     // Host memory that copies enqueued in the last step read or write: kept until the next step,
     // when the streams have drained (a step that fails leaves copies in flight behind it).
     std::vector<std::shared_ptr<payload_type>> staging;
+    // Buffers sent by device copy to a rank on the same device, freed once its copy is done.
+    std::vector<lent> lent_out;
+    // Receives by device copy, in the order the compute stream needs them: what settle() watches.
+    std::vector<watched> watch;
   };
   struct mark {  // an action's span on a stream, resolved into the trace after the step
     action act;
@@ -159,7 +194,7 @@ class stream_actions {
       if (device_failed) return;
       if (std::exception_ptr e = d.error()) {
         device_failed = true;
-        ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::device, -1});
+        ctx_.record_failure(std::move(e), r, run_position{-1, shared(r) ? run_phase::shared_device : run_phase::device, -1});
       }
     };
     for (const auto& stream : rank_streams) {
@@ -168,6 +203,7 @@ class stream_actions {
             std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
         if (d.synchronize(stream, slice) == wait_status::ready) break;
         note_device_failure();
+        if (!reported && watch_receives(s, r, l)) reported = true;
         if (ctx_.failures.failed()) d.abort();
         if constexpr (requires { d.finished_items(); }) {
           const std::size_t now_done = d.finished_items();
@@ -195,6 +231,79 @@ class stream_actions {
       }
     }
     note_device_failure();
+  }
+
+  // The receive of `waited` from a rank on the same device, for `needed` (step k): the sender's
+  // letter taken on the host, then a copy on the receive stream after the sender's event, which
+  // the compute stream waits for. The host waits only for the sender's host to have posted it.
+  box receive_copy(const schedule& s, int r, lanes& l, box into, const action& waited, int waited_step,
+                   const action& needed, int k, int from, const typename device_type::event& need,
+                   std::vector<mark>& marks) {
+    device_type& d = *l.device;
+    const std::size_t size = s.ranks[static_cast<std::size_t>(r)].size();
+    std::optional<typename mailbox::letter> got = mail_.take(from, r, ctx_.deadline(), stopped());
+    if (!got) {
+      if (ctx_.failures.failed()) throw run_aborted{};
+      timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(needed),
+                             " for ", describe(waited), " from ", ctx_.rank_name(from),
+                             " (whose host never sent it), step ", k + 1, " of ", size));
+    }
+    if (got->payload.shapes != into.shapes) {
+      detail::fail(errc::invalid_argument, ctx_.rank_name(r), " received ", to_string(got->payload.shapes), " in ",
+                   describe(waited), " where ", to_string(into.shapes),
+                   " was expected; the stages must deliver what output_shapes() says");
+    }
+    const auto t0 = d.record(l.recv);
+    d.wait(l.recv, got->ready);
+    for (std::size_t t = 0; t < into.regions.size(); ++t) {
+      d.copy_async(l.recv, into.regions[t].data, got->payload.regions[t].data, into.regions[t].bytes);
+    }
+    const auto t1 = d.record(l.recv);
+    got->answer->sign(t1);
+    d.wait(l.compute, t1);
+    marks.push_back({waited, waited_step, t0, t1});
+    l.watch.push_back({need, t1, waited, needed, from, waited_step, k, size, {}});
+    return into;
+  }
+
+  // Before a backward frees the output a rank on the same device copies: the compute stream waits
+  // for that copy, once the receiver's host has enqueued it.
+  void wait_for_copy(const schedule& s, int r, lanes& l, typename mailbox::receipt& answer, const action& a, int k,
+                     std::size_t size) {
+    const auto copied = answer.wait(ctx_.deadline(), stopped());
+    if (!copied) {
+      if (ctx_.failures.failed()) throw run_aborted{};
+      timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(a),
+                             " for the next rank to take the output it frees (its host never received it), step ",
+                             k + 1, " of ", size));
+    }
+    l.device->wait(l.compute, *copied);
+  }
+
+  // The first receive by device copy that the compute stream needs and whose copy has not run:
+  // past the timeout the rank fails, naming the action, what it waited for and from whom, as a
+  // rank that blocks in a receive would. Returns whether it reported.
+  bool watch_receives(const schedule& s, int r, lanes& l) {
+    device_type& d = *l.device;
+    for (watched& w : l.watch) {
+      if (d.query(w.copied)) continue;
+      if (!d.query(w.need)) return false;  // the compute stream has not got there yet
+      const auto now = deadline_clock::now();
+      if (!w.since) w.since = now;
+      if (now - *w.since <= ctx_.options.timeout) return false;
+      std::exception_ptr e;
+      try {
+        timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ",
+                               describe(w.needed), " for ", describe(w.waited), " from ", ctx_.rank_name(w.from),
+                               " (on its receive stream), step ", w.step + 1, " of ", w.of));
+      } catch (...) {
+        e = std::current_exception();
+      }
+      ctx_.record_failure(std::move(e), r, run_position{w.waited_step, run_phase::action, -1});
+      d.abort();
+      return true;
+    }
+    return false;
   }
 
   // Host tensors of `shapes` that copies of this step read or write, kept by the lane.
@@ -276,6 +385,8 @@ class stream_actions {
                     run_position& at, lanes& l) {
     device_type& d = *l.device;
     l.staging.clear();
+    l.lent_out.clear();  // a failed step's: the stages' buffers let go of them (prepare())
+    l.watch.clear();
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
@@ -288,13 +399,14 @@ class stream_actions {
                    "(step_data::expected); the pipeline gives them");
     }
     struct posted {
-      typename Transport::recv_handle handle;
+      std::optional<typename Transport::recv_handle> handle;  // none: by device copy (same device)
       int step = -1;
       box into;
     };
     std::vector<std::optional<posted>> recv(n);
     std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
     std::vector<std::optional<typename device_type::event>> sent_out(n);
+    std::vector<std::shared_ptr<typename mailbox::receipt>> copied_out(n);  // the same, by device copy
     std::vector<std::pair<std::size_t, box>> finals;
     box losses;  // staged, on the last stage's rank: each microbatch's loss value, in device memory
     std::vector<mark> marks;
@@ -328,6 +440,7 @@ class stream_actions {
       // The compute stream needs the data once it has run what is enqueued on it so far: the
       // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
       const auto need = d.record(l.compute);
+      if (!p.handle) return receive_copy(s, r, l, std::move(p.into), waited, p.step, needed, k, from, need, marks);
       const auto t0 = d.record(l.recv);
       reads(l.recv, p.into, access::write);
       d.enqueue(
@@ -341,7 +454,7 @@ class stream_actions {
               for (;;) {
                 if (!due && d.query(need)) due = ctx_.deadline();
                 const auto slice = deadline_clock::now() + std::chrono::milliseconds(10);
-                st = ctx_.transport->complete_recv(handle, arrived, due ? std::min(*due, slice) : slice);
+                st = ctx_.transport->complete_recv(*handle, arrived, due ? std::min(*due, slice) : slice);
                 if (st != wait_status::timed_out || (due && deadline_clock::now() >= *due)) break;
               }
               if (st == wait_status::aborted) throw run_aborted{};
@@ -392,7 +505,9 @@ class stream_actions {
                          "its forward has run");
           }
           const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
-          recv[i] = posted{ctx_.transport->post_recv(from, r), step, stg.pool().acquire(shapes, l.recv, false)};
+          std::optional<typename Transport::recv_handle> handle;
+          if (!same_device(r, from)) handle = ctx_.transport->post_recv(from, r);
+          recv[i] = posted{std::move(handle), step, stg.pool().acquire(shapes, l.recv, false)};
           break;
         }
         case action_kind::send_activation:
@@ -408,8 +523,21 @@ class stream_actions {
           if (src.shapes != data.expected[static_cast<std::size_t>(receiving)][mb]) {
             context::check_send(*src.data, data, a);
           }
+          free_lent(l, false);
           d.wait(l.send, d.record(l.compute));
           const auto t0 = d.record(l.send);
+          if (same_device(r, to)) {
+            // The receiver copies on its own stream after t0, and says when it is done.
+            auto answer = std::make_shared<typename mailbox::receipt>();
+            mail_.post(r, to, {src, t0, answer});
+            marks.push_back({a, step, t0, t0});
+            if (fwd && training) {
+              copied_out[i] = std::move(answer);  // the backward that frees the output waits for the copy
+            } else {
+              l.lent_out.push_back({std::move(src), std::move(answer), &stg});
+            }
+            break;
+          }
           reads(l.send, src, access::read);
           std::shared_ptr<const payload_type> sent;
           if constexpr (staged) {
@@ -530,6 +658,10 @@ class stream_actions {
           }
           if (sent_out[i]) d.wait(l.compute, *sent_out[i]);  // the backward frees the output the send reads
           sent_out[i].reset();
+          if (copied_out[i]) {
+            wait_for_copy(s, r, l, *copied_out[i], a, step, list.size());
+            copied_out[i].reset();
+          }
           const auto t0 = d.record(l.compute);
           const bool want = a.stage > 0;
           box gin = a.kind == action_kind::backward
@@ -561,7 +693,11 @@ class stream_actions {
     }
     ctx_.host_us[static_cast<std::size_t>(r)] = ctx_.micros(deadline_clock::now());
     at.where = run_phase::sends;
+    free_lent(l, true);
     settle(s, r, l);
+    // What a receiver never took (it failed): nothing uses it now that the streams have drained.
+    for (lent& x : l.lent_out) x.owner->pool().release(x.payload, l.send, false);
+    l.lent_out.clear();
     if (ctx_.failures.failed()) throw run_aborted{};
     if constexpr (!staged) {
       for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
@@ -577,8 +713,41 @@ class stream_actions {
     }
   }
 
+  // Whether rank r's device serves other ranks too.
+  [[nodiscard]] bool shared(int r) const {
+    for (int q = 0; q < static_cast<int>(lanes_.size()); ++q) {
+      if (q != r && same_device(r, q)) return true;
+    }
+    return false;
+  }
+  // Whether ranks r and q run on one device: their payloads then cross by device copies.
+  [[nodiscard]] bool same_device(int r, int q) const {
+    return lanes_[static_cast<std::size_t>(r)].device == lanes_[static_cast<std::size_t>(q)].device;
+  }
+  [[nodiscard]] std::function<bool()> stopped() const {
+    return [this] { return ctx_.failures.failed(); };
+  }
+  // Frees the buffers whose receiver has enqueued its copy (all of them with `wait`, waiting for
+  // the receivers' hosts until the timeout), each on the send stream after that copy.
+  void free_lent(lanes& l, bool wait) {
+    std::size_t keep = 0;
+    for (std::size_t j = 0; j < l.lent_out.size(); ++j) {
+      lent& x = l.lent_out[j];
+      const auto copied = wait ? x.answer->wait(ctx_.deadline(), stopped()) : x.answer->peek();
+      if (!copied) {
+        if (keep != j) l.lent_out[keep] = std::move(x);  // (a vector moved onto itself empties)
+        ++keep;
+        continue;
+      }
+      l.device->wait(l.send, *copied);
+      x.owner->pool().release(x.payload, l.send, false);
+    }
+    l.lent_out.resize(keep);
+  }
+
   context& ctx_;
   std::vector<lanes> lanes_;  // each rank's device and streams
+  mailbox mail_;
 };
 
 }  // namespace ppipe::detail

@@ -166,7 +166,7 @@ class stream_buffers : public detail::counted_buffers {
   }
 
   /// @brief Drops every payload without waiting: for after the streams have been synchronized.
-  void settle() {
+  void settle(stream_type /*unused*/ = {}) {
     collect();
     pending_.clear();
   }

@@ -83,7 +83,7 @@ class stream_stage {
   void prepare(int microbatches) {
     for (record& r : saved_) r = record{};
     saved_.resize(static_cast<std::size_t>(microbatches));
-    buffers_.settle();
+    buffers_.settle(device_.stream);
     buffers_.reset_live();
   }
 

@@ -1,0 +1,117 @@
+#pragma once
+/// @file
+/// @brief How ranks that share a device hand each other payloads without the host touching them:
+/// the sender posts its buffers with an event after the work that wrote them; the receiver copies
+/// them on its own stream after that event and answers with an event after the copy, which the
+/// sender waits for before it frees them.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "ppipe/device/wait.hpp"
+
+namespace ppipe::detail {
+
+/// Host-side letters between the ranks of one process, one FIFO per (sender, receiver) pair, as
+/// a schedule's messages between two ranks are matched in order. Only handles and events cross:
+/// the bytes stay in device memory until the receiver's stream copies them.
+/// @tparam Box the sender's payload (it keeps the buffers' handles)
+/// @tparam Event the device's event
+template <class Box, class Event>
+class device_mailbox {
+ public:
+  /// The receiver's answer: the event after its copy, once it has enqueued the copy.
+  class receipt {
+   public:
+    /// Called by the receiver once: the sender may free the buffers after `copied` completes.
+    void sign(Event copied) {
+      {
+        const std::lock_guard lock(mutex_);
+        copied_ = std::move(copied);
+      }
+      ready_.notify_all();
+    }
+    /// The event, if the receiver has signed; waits until `deadline`, or until `stop()` says the
+    /// run failed, checking every few milliseconds.
+    std::optional<Event> wait(deadline_clock::time_point deadline, const std::function<bool()>& stop) {
+      std::unique_lock lock(mutex_);
+      while (!copied_) {
+        if (stop && stop()) return std::nullopt;
+        const auto now = deadline_clock::now();
+        if (now >= deadline) return std::nullopt;
+        ready_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
+      }
+      return copied_;
+    }
+    /// The event, if the receiver has signed; never waits.
+    std::optional<Event> peek() {
+      const std::lock_guard lock(mutex_);
+      return copied_;
+    }
+
+   private:
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::optional<Event> copied_;
+  };
+
+  /// What a sender posts: its buffers, an event after the work that wrote them, and the receipt
+  /// the receiver signs.
+  struct letter {
+    Box payload;
+    Event ready;
+    std::shared_ptr<receipt> answer;
+  };
+
+  /// Empties every box for a run of `ranks` ranks.
+  void reset(int ranks) {
+    const std::lock_guard lock(mutex_);
+    ranks_ = static_cast<std::size_t>(ranks);
+    queues_.assign(ranks_ * ranks_, {});
+  }
+
+  /// Posts a letter from rank `from` to rank `to`; never blocks.
+  void post(int from, int to, letter l) {
+    {
+      const std::lock_guard lock(mutex_);
+      queues_[index(from, to)].push_back(std::move(l));
+    }
+    arrived_.notify_all();
+  }
+
+  /// The next letter from `from` to `to`: waits for the sender's host to post it until
+  /// `deadline`, or until `stop()` says the run failed (then, or at the deadline, nothing).
+  std::optional<letter> take(int from, int to, deadline_clock::time_point deadline, const std::function<bool()>& stop) {
+    std::unique_lock lock(mutex_);
+    auto& q = queues_[index(from, to)];
+    while (q.empty()) {
+      if (stop && stop()) return std::nullopt;
+      const auto now = deadline_clock::now();
+      if (now >= deadline) return std::nullopt;
+      arrived_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
+    }
+    letter l = std::move(q.front());
+    q.pop_front();
+    return l;
+  }
+
+ private:
+  [[nodiscard]] std::size_t index(int from, int to) const {
+    return static_cast<std::size_t>(from) * ranks_ + static_cast<std::size_t>(to);
+  }
+
+  std::mutex mutex_;
+  std::condition_variable arrived_;
+  std::size_t ranks_ = 0;
+  std::vector<std::deque<letter>> queues_;
+};
+
+}  // namespace ppipe::detail
