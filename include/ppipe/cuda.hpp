@@ -6,6 +6,7 @@
 #include <ppipe/error.hpp>
 #include <ppipe/version.hpp>
 
+#include <ppipe/backend/cuda/backend.hpp>
 #include <ppipe/backend/cuda/cuda_device.hpp>
 #include <ppipe/backend/cuda/device.hpp>
 #include <ppipe/backend/cuda/error.hpp>

@@ -121,10 +121,22 @@ class stream_actions {
                                                "this slow, or look at the stream that is stuck"));
   }
 
-  /// Runs the optimizer hook of stage `stg` on its compute stream, after the step's work, and
-  /// waits for it; what the hook throws is the hook's failure, not the device's.
+  /// Runs the optimizer hook of stage `stg` after the step's work, and waits for it; what the hook
+  /// throws is the hook's failure, not the device's. Where layers enqueue their own work (GPU
+  /// kernels) the hook does too: it is called on the rank's thread once the step's work is done,
+  /// and launches its update on the stage's stream, since a function the stream calls back may
+  /// not launch anything. Otherwise it runs on the compute stream, after the step's work.
   void run_hook(const schedule& s, int r, Stage& stg, const basic_optimizer_hook<device_type>& hook,
                 const basic_stage_info<device_type>& info) {
+    lanes& l = lanes_[static_cast<std::size_t>(r)];
+    if constexpr (enqueues_own_work<typename Stage::model_type>) {
+      settle(s, r, l);
+      if (ctx_.failures.failed()) throw run_aborted{};
+      hook(info);
+      settle(s, r, l);
+      if (ctx_.failures.failed()) throw run_aborted{};
+      return;
+    }
     std::exception_ptr thrown;
     device_type& d = *stg.device().device;
     d.enqueue(stg.device().stream, [&thrown, hook = &hook, info] {
@@ -134,7 +146,7 @@ class stream_actions {
         thrown = std::current_exception();
       }
     }, "the optimizer hook");
-    settle(s, r, lanes_[static_cast<std::size_t>(r)]);
+    settle(s, r, l);
     if (thrown) std::rethrow_exception(thrown);
   }
 
@@ -167,6 +179,9 @@ class stream_actions {
     std::vector<lent> lent_out;
     // Receives by device copy, in the order the compute stream needs them: what settle() watches.
     std::vector<watched> watch;
+    // The end of every action of the step: on a device that counts no finished work, how
+    // settle() sees progress.
+    std::vector<typename device_type::event> progress;
   };
   struct mark {  // an action's span on a stream, resolved into the trace after the step
     action act;
@@ -205,12 +220,15 @@ class stream_actions {
         note_device_failure();
         if (!reported && watch_receives(s, r, l)) reported = true;
         if (ctx_.failures.failed()) d.abort();
+        std::size_t now_done = 0;
         if constexpr (requires { d.finished_items(); }) {
-          const std::size_t now_done = d.finished_items();
-          if (now_done != done) {
-            done = now_done;
-            last_progress = deadline_clock::now();
-          }
+          now_done = d.finished_items();
+        } else {  // a GPU counts nothing for the host: the step's own events say how far it got
+          for (const auto& e : l.progress) now_done += d.query(e) ? 1 : 0;
+        }
+        if (now_done != done) {
+          done = now_done;
+          last_progress = deadline_clock::now();
         }
         if (!reported && deadline_clock::now() - last_progress > 2 * ctx_.options.timeout) {
           reported = true;
@@ -387,6 +405,7 @@ class stream_actions {
     l.staging.clear();
     l.lent_out.clear();  // a failed step's: the stages' buffers let go of them (prepare())
     l.watch.clear();
+    l.progress.clear();
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
@@ -694,6 +713,9 @@ class stream_actions {
     ctx_.host_us[static_cast<std::size_t>(r)] = ctx_.micros(deadline_clock::now());
     at.where = run_phase::sends;
     free_lent(l, true);
+    if constexpr (!requires { d.finished_items(); }) {
+      for (const mark& k : marks) l.progress.push_back(k.end);
+    }
     settle(s, r, l);
     // What a receiver never took (it failed): nothing uses it now that the streams have drained.
     for (lent& x : l.lent_out) x.owner->pool().release(x.payload, l.send, false);
