@@ -7,6 +7,8 @@
 #include <ppipe/version.hpp>
 
 #include <ppipe/backend/cuda/backend.hpp>
+#include <ppipe/backend/cuda/cublas.hpp>
 #include <ppipe/backend/cuda/cuda_device.hpp>
 #include <ppipe/backend/cuda/device.hpp>
 #include <ppipe/backend/cuda/error.hpp>
+#include <ppipe/backend/cuda/linear.hpp>

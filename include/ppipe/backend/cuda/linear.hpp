@@ -1,0 +1,169 @@
+#pragma once
+/// @file
+/// @brief ppipe::cuda::linear: a fully connected layer on cuBLAS (fp32), its backward split into
+/// the input-gradient and weight-gradient GEMMs for zero-bubble schedules.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "ppipe/backend/cuda/cublas.hpp"
+#include "ppipe/backend/cuda/cuda_device.hpp"
+#include "ppipe/backend/cuda/error.hpp"
+#include "ppipe/error.hpp"
+#include "ppipe/layers/linear.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
+
+namespace ppipe::cuda {
+
+/// @brief out = in W^T + b on the GPU, with `in` [rows, in_features] and W [out_features,
+/// in_features] row-major, as ppipe::layers::linear computes it on the CPU (the same weights for
+/// the same seed; cuBLAS sums in its own order, so results agree to rounding, not bit for bit).
+/// A layer for ppipe::cuda::backend: it takes device tensors of f32 and launches its GEMMs on the
+/// stage's stream with the stage's cuBLAS handle (cublas_workspace).
+///
+/// Gradients accumulate in device memory over a step's microbatches; sgd() updates the weights on
+/// the stage's stream and zeroes them.
+class linear {
+ public:
+  static constexpr bool enqueues_work = true;
+  using context = basic_layer_context<device>;
+  using payload = basic_payload<device_tensor>;
+
+  /// @brief A layer from `in_features` to `out_features` whose weights, drawn as
+  /// ppipe::layers::linear draws them for `seed`, go to the GPU when the stage materializes it.
+  linear(int in_features, int out_features, std::uint64_t seed)
+      : host_(in_features, out_features, seed, ppipe::layers::deferred) {}
+
+  /// @brief The shapes ppipe::layers::linear gives.
+  [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const { return host_.output_shapes(in); }
+  /// @brief What ppipe::layers::linear costs.
+  [[nodiscard]] layer_cost cost() const noexcept { return host_.cost(); }
+  /// @brief "linear 16->4".
+  [[nodiscard]] std::string describe() const { return host_.describe(); }
+
+  /// @brief Draws the weights and copies them to the stage's GPU; zeroes the gradients there.
+  void materialize(const context& ctx) {
+    if (weight_) return;
+    host_.materialize(ctx);
+    const detail::current_device on(ctx.device->ordinal);
+    weight_ = device_floats(host_.weight().size());
+    bias_ = device_floats(host_.bias().size());
+    grad_weight_ = device_floats(host_.weight().size());
+    grad_bias_ = device_floats(host_.bias().size());
+    check(cudaMemcpy(weight_.get(), host_.weight().data(), host_.weight().size_bytes(), cudaMemcpyHostToDevice),
+          "cudaMemcpy (linear weights)");
+    check(cudaMemcpy(bias_.get(), host_.bias().data(), host_.bias().size_bytes(), cudaMemcpyHostToDevice),
+          "cudaMemcpy (linear bias)");
+    check(cudaMemset(grad_weight_.get(), 0, host_.weight().size_bytes()), "cudaMemset (linear gradients)");
+    check(cudaMemset(grad_bias_.get(), 0, host_.bias().size_bytes()), "cudaMemset (linear gradients)");
+  }
+
+  /// @brief out[0] = in[0] W^T + b: one GEMM, then the bias as a rank-1 update with ones.
+  void forward(const context& ctx, const payload& in, payload& out) {
+    const int rows = check_input(in);
+    cublas_workspace& ws = cublas_workspace::of(ctx);
+    cublasHandle_t h = ws.on(ctx.device->stream.handle());
+    const float one = 1.0f;
+    const float zero = 0.0f;
+    // Row-major [rows, n] is column-major [n, rows]: out^T = W^T^T in^T, W read transposed.
+    check_cublas(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, outs(), rows, ins(), &one, weight_.get(), ins(),
+                             in[0].data<float>(), ins(), &zero, out[0].data<float>(), outs()),
+                 "cublasSgemm (linear forward)");
+    check_cublas(cublasSger(h, outs(), rows, &one, bias_.get(), 1, ws.ones(static_cast<std::size_t>(rows)), 1,
+                            out[0].data<float>(), outs()),
+                 "cublasSger (linear bias)");
+  }
+
+  /// @brief grad_in[0] = grad_out[0] W (nothing when grad_in is empty).
+  void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
+                      payload& grad_in) {
+    if (grad_in.empty()) return;
+    const int rows = check_input(in);
+    cublasHandle_t h = cublas_workspace::of(ctx).on(ctx.device->stream.handle());
+    const float one = 1.0f;
+    const float zero = 0.0f;
+    check_cublas(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, ins(), rows, outs(), &one, weight_.get(), ins(),
+                             grad_out[0].data<float>(), outs(), &zero, grad_in[0].data<float>(), ins()),
+                 "cublasSgemm (linear input gradient)");
+  }
+
+  /// @brief dW += grad_out[0]^T in[0] and db += the column sums of grad_out[0].
+  void backward_weight(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out) {
+    const int rows = check_input(in);
+    cublas_workspace& ws = cublas_workspace::of(ctx);
+    cublasHandle_t h = ws.on(ctx.device->stream.handle());
+    const float one = 1.0f;
+    check_cublas(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, ins(), outs(), rows, &one, in[0].data<float>(), ins(),
+                             grad_out[0].data<float>(), outs(), &one, grad_weight_.get(), ins()),
+                 "cublasSgemm (linear weight gradient)");
+    check_cublas(cublasSgemv(h, CUBLAS_OP_N, outs(), rows, &one, grad_out[0].data<float>(), outs(),
+                             ws.ones(static_cast<std::size_t>(rows)), 1, &one, grad_bias_.get(), 1),
+                 "cublasSgemv (linear bias gradient)");
+  }
+
+  /// @brief Both halves.
+  void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out, payload& grad_in) {
+    backward_input(ctx, in, out, grad_out, grad_in);
+    backward_weight(ctx, in, out, grad_out);
+  }
+
+  /// @brief W -= lr dW, b -= lr db, then both gradients zeroed, on the stage's stream.
+  /// @param ctx the stage's context (an optimizer hook's basic_stage_info gives its device context)
+  /// @param lr the learning rate
+  void sgd(device_context<device>& ctx, float lr) {
+    cublasHandle_t h = ctx.slot<cublas_workspace>([] { return cublas_workspace{}; }).on(ctx.stream.handle());
+    const float step = -lr;
+    check_cublas(cublasSaxpy(h, static_cast<int>(host_.weight().size()), &step, grad_weight_.get(), 1, weight_.get(), 1),
+                 "cublasSaxpy (linear sgd)");
+    check_cublas(cublasSaxpy(h, static_cast<int>(host_.bias().size()), &step, grad_bias_.get(), 1, bias_.get(), 1),
+                 "cublasSaxpy (linear sgd)");
+    const cudaStream_t s = ctx.stream.handle();
+    check(cudaMemsetAsync(grad_weight_.get(), 0, host_.weight().size_bytes(), s), "cudaMemsetAsync (linear gradients)");
+    check(cudaMemsetAsync(grad_bias_.get(), 0, host_.bias().size_bytes(), s), "cudaMemsetAsync (linear gradients)");
+  }
+
+  /// @brief The weights, W then b, copied to the host (waits for the GPU): for tests and checkpoints.
+  /// @return W row-major, then b
+  [[nodiscard]] std::vector<float> download() const {
+    std::vector<float> out(host_.weight().size() + host_.bias().size());
+    check(cudaMemcpy(out.data(), weight_.get(), host_.weight().size_bytes(), cudaMemcpyDeviceToHost),
+          "cudaMemcpy (linear weights to host)");
+    check(cudaMemcpy(out.data() + host_.weight().size(), bias_.get(), host_.bias().size_bytes(), cudaMemcpyDeviceToHost),
+          "cudaMemcpy (linear bias to host)");
+    return out;
+  }
+
+ private:
+  static std::shared_ptr<float> device_floats(std::size_t n) {
+    float* p = nullptr;
+    check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)), "cudaMalloc (linear parameters)");
+    return std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+  }
+  [[nodiscard]] int ins() const noexcept { return host_.in_features(); }
+  [[nodiscard]] int outs() const noexcept { return host_.out_features(); }
+  // The rows of a [rows, in_features] f32 input, once the layer holds its weights.
+  int check_input(const payload& in) const {
+    if (!weight_) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " holds no weights on the GPU: the pipeline materializes "
+                          "a stage's layers; call materialize(ctx) to use it alone");
+    }
+    if (in.size() != 1 || in[0].shape().rank() != 2 || in[0].shape()[1] != ins()) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one tensor [rows, ", ins(), "]");
+    }
+    return static_cast<int>(in[0].shape()[0]);
+  }
+
+  ppipe::layers::linear host_;  // shapes, costs, and the weights' first values
+  std::shared_ptr<float> weight_, bias_, grad_weight_, grad_bias_;
+};
+
+}  // namespace ppipe::cuda
