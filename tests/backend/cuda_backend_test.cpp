@@ -21,9 +21,7 @@ bool have_gpu() { return ppipe::cuda::device_count() > 0; }
 
 ppipe::pipeline_options options(int p, int m, int v = 1) {
   ppipe::pipeline_options o;
-  o.ranks = p;
-  o.microbatches = m;
-  o.virtual_stages = v;
+  o.ranks = p, o.microbatches = m, o.virtual_stages = v;
   return o;
 }
 

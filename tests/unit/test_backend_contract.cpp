@@ -67,12 +67,11 @@ struct cpu_stream_enqueuing_fixture : cpu_stream_fixture {
   using model_type = toy::enqueuing<toy::model>;
 };
 
-// CPU streams with the stages' tensors in the device's memory (the CPU model of a GPU backend):
-// the batch, the outputs, the loss's target and value and every transfer cross by copies in
-// stream order, with poison on released memory and the race checker watching each copy.
-struct cpu_device_memory_fixture {
-  using backend = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
-  static constexpr const char* name = "cpu_stream, device memory";
+// A fixture of CPU streams whose stages hold device tensors, on `Backend`, its loss made from the
+// host one by `Adapt` (toy_device.hpp): what the four fixtures below differ in.
+template <class Backend, auto Adapt>
+struct device_memory_fixture {
+  using backend = Backend;
   using model_type = toy::on_device<toy::model>;
   static bool can_run(int p) { return p >= 1; }
   static bool on_any_process(bool b) { return b; }
@@ -80,50 +79,38 @@ struct cpu_device_memory_fixture {
   static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
       Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
     return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
-        model, std::move(o), toy::device_loss(std::move(loss)), std::move(optimizer));
+        model, std::move(o), Adapt(std::move(loss)), std::move(optimizer));
   }
 };
+struct shaken_one_device : cpu_stream_fixture::shaken {
+  static constexpr bool one_device = true;
+};
+using per_rank_devices = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
+using one_device = ppipe::cpu_stream_backend_with<shaken_one_device, ppipe::device_tensor>;
 
+// CPU streams with the stages' tensors in the device's memory (the CPU model of a GPU backend):
+// the batch, the outputs, the loss's target and value and every transfer cross by copies in
+// stream order, with poison on released memory and the race checker watching each copy.
+struct cpu_device_memory_fixture : device_memory_fixture<per_rank_devices, &toy::device_loss> {
+  static constexpr const char* name = "cpu_stream, device memory";
+};
 // Device memory, and layers and a loss that enqueue their own work: the CUDA backend's path.
-struct cpu_device_memory_enqueuing_fixture : cpu_device_memory_fixture {
+struct cpu_device_memory_enqueuing_fixture : device_memory_fixture<per_rank_devices, &toy::enqueued_device_loss> {
   static constexpr const char* name = "cpu_stream, device memory, layers that enqueue";
   using model_type = toy::enqueuing<toy::on_device<toy::model>>;
   static constexpr bool loss_enqueues_work = true;
-  template <class Schedule, class Model>
-  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
-      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
-    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
-        model, std::move(o), toy::enqueued_device_loss(std::move(loss)), std::move(optimizer));
-  }
 };
-
 // Every rank's streams on one device, as stages that share a GPU: payloads between ranks cross by
 // copies on the device (the sender's event, the receiver's copy, the receipt the sender frees
 // after), watched by the race checker across all ranks at once.
-struct cpu_one_device_fixture : cpu_device_memory_fixture {
-  struct shaken_one : cpu_stream_fixture::shaken {
-    static constexpr bool one_device = true;
-  };
-  using backend = ppipe::cpu_stream_backend_with<shaken_one, ppipe::device_tensor>;
+struct cpu_one_device_fixture : device_memory_fixture<one_device, &toy::device_loss> {
   static constexpr const char* name = "cpu_stream, one device for every rank";
-  template <class Schedule, class Model>
-  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
-      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
-    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
-        model, std::move(o), toy::device_loss(std::move(loss)), std::move(optimizer));
-  }
 };
 // The same with layers and a loss that enqueue their own work: one GPU holding every stage.
-struct cpu_one_device_enqueuing_fixture : cpu_one_device_fixture {
+struct cpu_one_device_enqueuing_fixture : device_memory_fixture<one_device, &toy::enqueued_device_loss> {
   static constexpr const char* name = "cpu_stream, one device for every rank, layers that enqueue";
   using model_type = toy::enqueuing<toy::on_device<toy::model>>;
   static constexpr bool loss_enqueues_work = true;
-  template <class Schedule, class Model>
-  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
-      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
-    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
-        model, std::move(o), toy::enqueued_device_loss(std::move(loss)), std::move(optimizer));
-  }
 };
 
 }  // namespace contract
