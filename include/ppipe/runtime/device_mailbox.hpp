@@ -5,6 +5,7 @@
 /// them on its own stream after that event and answers with an event after the copy, which the
 /// sender waits for before it frees them.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -19,6 +20,20 @@
 #include "ppipe/device/wait.hpp"
 
 namespace ppipe::detail {
+
+/// Waits on `cv` (with `lock` held) until `ready()`, returning true; or, returning false, until
+/// `deadline` or until `stop()` says the run failed, which it asks every few milliseconds.
+template <class Ready>
+bool wait_for_mail(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, deadline_clock::time_point deadline,
+                   const std::function<bool()>& stop, Ready&& ready) {
+  while (!ready()) {
+    if (stop && stop()) return false;
+    const auto now = deadline_clock::now();
+    if (now >= deadline) return false;
+    cv.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
+  }
+  return true;
+}
 
 /// Host-side letters between the ranks of one process, one FIFO per (sender, receiver) pair, as
 /// a schedule's messages between two ranks are matched in order. Only handles and events cross:
@@ -43,12 +58,7 @@ class device_mailbox {
     /// run failed, checking every few milliseconds.
     std::optional<Event> wait(deadline_clock::time_point deadline, const std::function<bool()>& stop) {
       std::unique_lock lock(mutex_);
-      while (!copied_) {
-        if (stop && stop()) return std::nullopt;
-        const auto now = deadline_clock::now();
-        if (now >= deadline) return std::nullopt;
-        ready_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
-      }
+      if (!wait_for_mail(lock, ready_, deadline, stop, [&] { return copied_.has_value(); })) return std::nullopt;
       return copied_;
     }
     /// The event, if the receiver has signed; never waits.
@@ -92,12 +102,7 @@ class device_mailbox {
   std::optional<letter> take(int from, int to, deadline_clock::time_point deadline, const std::function<bool()>& stop) {
     std::unique_lock lock(mutex_);
     auto& q = queues_[index(from, to)];
-    while (q.empty()) {
-      if (stop && stop()) return std::nullopt;
-      const auto now = deadline_clock::now();
-      if (now >= deadline) return std::nullopt;
-      arrived_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
-    }
+    if (!wait_for_mail(lock, arrived_, deadline, stop, [&] { return !q.empty(); })) return std::nullopt;
     letter l = std::move(q.front());
     q.pop_front();
     return l;

@@ -43,7 +43,6 @@ class stream_actions {
   using payload_type = typename context::payload_type;
   using stage_tensor = typename context::stage_tensor_type;
   using box = stream_payload<stage_tensor>;
-  using payload_type_of_stage = basic_payload<stage_tensor>;
   // Stages that hold device tensors: the batch, the outputs and every transfer go through host
   // memory, by copies in stream order (the host never touches a device tensor's bytes).
   static constexpr bool staged = !std::same_as<stage_tensor, typename context::tensor_type>;
@@ -78,8 +77,7 @@ class stream_actions {
     // first (ranks may share a device). Then a failure the last run left may go.
     for (int r = 0; r < s.num_ranks(); ++r) {
       const lanes& l = lanes_[static_cast<std::size_t>(r)];
-      const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
-      for (const auto& each : rank_streams) {
+      for (const auto& each : l.streams()) {
         if (l.device->synchronize(each, ctx_.deadline()) != wait_status::ready) {
           detail::fail(errc::timeout, concat("rank ", r, "'s streams still run the last step's releases after ",
                                              ctx_.options.timeout.count(), " ms; ",
@@ -112,8 +110,7 @@ class stream_actions {
     for (std::size_t k = 0; k < lanes_.size(); ++k) {
       const lanes& l = lanes_[k];
       if constexpr (requires { l.device->status(l.compute); }) {
-        const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
-        for (const auto& each : rank_streams) doing += concat("\n  ", l.device->status(each));
+        for (const auto& each : l.streams()) doing += concat("\n  ", l.device->status(each));
       }
     }
     throw watchdog_error(errc::timeout, concat(what, "; the streams:", doing,
@@ -164,7 +161,6 @@ class stream_actions {
     int from = -1;
     int waited_step = -1;
     int step = -1;
-    std::size_t of = 0;  // the rank's action count
     std::optional<deadline_clock::time_point> since{};  // when the host first saw `need` complete
   };
   struct lanes {
@@ -182,6 +178,9 @@ class stream_actions {
     // The end of every action of the step: on a device that counts no finished work, how
     // settle() sees progress.
     std::vector<typename device_type::event> progress;
+
+    // (An array, not a braced list in a loop: nvcc's front end rejects the latter.)
+    [[nodiscard]] std::array<typename device_type::stream, 3> streams() const { return {compute, send, recv}; }
   };
   struct mark {  // an action's span on a stream, resolved into the trace after the step
     action act;
@@ -199,8 +198,7 @@ class stream_actions {
     auto last_progress = deadline_clock::now();
     std::size_t done = 0;
     bool reported = false;
-    // (An array, not a braced list in the loop: nvcc's front end rejects the latter.)
-    const std::array<typename device_type::stream, 3> rank_streams{l.compute, l.send, l.recv};
+    const auto rank_streams = l.streams();
     // Work that layers enqueued themselves fails on the stream, where only the device's error
     // says so: it becomes the rank's failure (the first one wins, so a failure the stage's own
     // enqueued calls reported with their action comes first), and the other ranks stop waiting.
@@ -251,6 +249,31 @@ class stream_actions {
     note_device_failure();
   }
 
+  // "rank 1 waited 150 ms in 1F0 (...) for 1RECV_F0 (...) from rank 0": how every receive that
+  // gave up starts its message (the tests read it back).
+  [[nodiscard]] std::string waited_in(int r, const action& needed, const action& waited, int from) const {
+    return concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(needed), " for ",
+                  describe(waited), " from ", ctx_.rank_name(from));
+  }
+  // A receive must bring the shapes its buffers were made for.
+  void check_arrived(int r, const std::vector<shape>& got, const std::vector<shape>& want, const action& waited) const {
+    if (got == want) return;
+    detail::fail(errc::invalid_argument, ctx_.rank_name(r), " received ", to_string(got), " in ", describe(waited),
+                 " where ", to_string(want), " was expected; the stages must deliver what output_shapes() says");
+  }
+  // A loss must leave its gradient in the buffers it was given.
+  template <class Payload>
+  static void check_loss_gradient(const Payload& grad, const std::vector<shape>& want, int mb) {
+    if (has_shapes(grad, want)) return;
+    detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(grad)),
+                 " for an output of shapes ", to_string(want), " (microbatch ", mb,
+                 "); a loss must write into the gradient buffer it is given, not replace it");
+  }
+  // Declares that the work enqueued next on `on` uses every tensor of `b`.
+  static void declare(device_type& d, typename device_type::stream on, const box& b, access mode) {
+    for (const auto& region : b.regions) d.use(on, region.data, region.bytes, mode);
+  }
+
   // The receive of `waited` from a rank on the same device, for `needed` (step k): the sender's
   // letter taken on the host, then a copy on the receive stream after the sender's event, which
   // the compute stream waits for. The host waits only for the sender's host to have posted it.
@@ -262,15 +285,9 @@ class stream_actions {
     std::optional<typename mailbox::letter> got = mail_.take(from, r, ctx_.deadline(), stopped());
     if (!got) {
       if (ctx_.failures.failed()) throw run_aborted{};
-      timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(needed),
-                             " for ", describe(waited), " from ", ctx_.rank_name(from),
-                             " (whose host never sent it), step ", k + 1, " of ", size));
+      timed_out(s, r, concat(waited_in(r, needed, waited, from), " (whose host never sent it), step ", k + 1, " of ", size));
     }
-    if (got->payload.shapes != into.shapes) {
-      detail::fail(errc::invalid_argument, ctx_.rank_name(r), " received ", to_string(got->payload.shapes), " in ",
-                   describe(waited), " where ", to_string(into.shapes),
-                   " was expected; the stages must deliver what output_shapes() says");
-    }
+    check_arrived(r, got->payload.shapes, into.shapes, waited);
     const auto t0 = d.record(l.recv);
     d.wait(l.recv, got->ready);
     for (std::size_t t = 0; t < into.regions.size(); ++t) {
@@ -280,7 +297,7 @@ class stream_actions {
     got->answer->sign(t1);
     d.wait(l.compute, t1);
     marks.push_back({waited, waited_step, t0, t1});
-    l.watch.push_back({need, t1, waited, needed, from, waited_step, k, size, {}});
+    l.watch.push_back({need, t1, waited, needed, from, waited_step, k, {}});
     return into;
   }
 
@@ -311,9 +328,8 @@ class stream_actions {
       if (now - *w.since <= ctx_.options.timeout) return false;
       std::exception_ptr e;
       try {
-        timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ",
-                               describe(w.needed), " for ", describe(w.waited), " from ", ctx_.rank_name(w.from),
-                               " (on its receive stream), step ", w.step + 1, " of ", w.of));
+        timed_out(s, r, concat(waited_in(r, w.needed, w.waited, w.from), " (on its receive stream), step ", w.step + 1,
+                               " of ", s.ranks[static_cast<std::size_t>(r)].size()));
       } catch (...) {
         e = std::current_exception();
       }
@@ -366,29 +382,23 @@ class stream_actions {
       losses = stg.pool().acquire({shape({static_cast<std::int64_t>(data.losses.size())}, dtype::f64)}, l.compute, false);
     }
     const stage_tensor value(shape({1}, dtype::f64), losses.regions[0].data + mb * sizeof(double));
-    for (const auto& region : y.regions) d.use(l.compute, region.data, region.bytes, access::read);
-    for (const auto& region : target.regions) d.use(l.compute, region.data, region.bytes, access::read);
-    for (const auto& region : g.regions) d.use(l.compute, region.data, region.bytes, access::write);
+    declare(d, l.compute, y, access::read);
+    declare(d, l.compute, target, access::read);
+    declare(d, l.compute, g, access::write);
     d.use(l.compute, value.byte_data(), sizeof(double), access::write);
     const auto ctx = stg.context(mbi, pass_mode::training);
-    const auto check = [mbi](const payload_type_of_stage& grad, const std::vector<shape>& want) {
-      if (has_shapes(grad, want)) return;
-      detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(grad)),
-                   " for an output of shapes ", to_string(want), " (microbatch ", mbi,
-                   "); a loss must write into the gradient buffer it is given, not replace it");
-    };
     if constexpr (enqueues_own_work<typename Stage::model_type>) {
       at.where = run_phase::loss;
       (*data.loss)(ctx, *y.data, *target.data, *g.data, data.scales[mb], value);
-      check(*g.data, y.shapes);
+      check_loss_gradient(*g.data, y.shapes, mbi);
       at.where = run_phase::action;
     } else {
       d.enqueue(
           l.compute,
-          [loss = data.loss, ctx, y, target, g, value, scale = data.scales[mb], check, fail = std::move(fail)] {
+          [loss = data.loss, ctx, y, target, g, value, scale = data.scales[mb], mbi, fail = std::move(fail)] {
             try {
               (*loss)(ctx, *y.data, *target.data, *g.data, scale, value);
-              check(*g.data, y.shapes);
+              check_loss_gradient(*g.data, y.shapes, mbi);
             } catch (...) {
               fail(std::current_exception());
               throw;
@@ -438,9 +448,7 @@ class stream_actions {
         ctx_.record_failure(std::move(e), r, run_position{k, where, -1});
       };
     };
-    const auto reads = [&](typename device_type::stream on, const box& b, access mode) {
-      for (const auto& region : b.regions) d.use(on, region.data, region.bytes, mode);
-    };
+    const auto reads = [&](typename device_type::stream on, const box& b, access mode) { declare(d, on, b, mode); };
     // Enqueues the completion of slot i's receive on the receive stream and orders the compute
     // stream after it; returns the box it fills.
     const auto receive = [&](std::size_t i, int k) {
@@ -450,9 +458,6 @@ class stream_actions {
       }
       posted p = std::move(*recv[i]);
       recv[i].reset();
-      // Staged: the transport delivers into host memory, copied to the device after it lands.
-      std::shared_ptr<payload_type> landing;
-      if constexpr (staged) landing = host_payload(l, p.into.shapes);
       const action waited = list[static_cast<std::size_t>(p.step)];
       const action needed = list[static_cast<std::size_t>(k)];
       const int from = context::sender_of(s, waited);
@@ -460,6 +465,9 @@ class stream_actions {
       // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
       const auto need = d.record(l.compute);
       if (!p.handle) return receive_copy(s, r, l, std::move(p.into), waited, p.step, needed, k, from, need, marks);
+      // Staged: the transport delivers into host memory, copied to the device after it lands.
+      std::shared_ptr<payload_type> landing;
+      if constexpr (staged) landing = host_payload(l, p.into.shapes);
       const auto t0 = d.record(l.recv);
       reads(l.recv, p.into, access::write);
       d.enqueue(
@@ -478,15 +486,10 @@ class stream_actions {
               }
               if (st == wait_status::aborted) throw run_aborted{};
               if (st == wait_status::timed_out) {
-                timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms in ", describe(needed),
-                                       " for ", describe(waited), " from ", ctx_.rank_name(from),
-                                       " (on its receive stream), step ", k + 1, " of ", size));
+                timed_out(s, r, concat(waited_in(r, needed, waited, from), " (on its receive stream), step ", k + 1,
+                                       " of ", size));
               }
-              if (!has_shapes(arrived, into.shapes)) {
-                detail::fail(errc::invalid_argument, ctx_.rank_name(r), " received ", to_string(shapes_of(arrived)), " in ",
-                             describe(waited), " where ", to_string(into.shapes),
-                             " was expected; the stages must deliver what output_shapes() says");
-              }
+              if (!has_shapes(arrived, into.shapes)) check_arrived(r, shapes_of(arrived), into.shapes, waited);
               for (std::size_t t = 0; t < arrived.size(); ++t) {
                 std::byte* to = staged ? (*landing)[t].byte_data() : into.regions[t].data;
                 std::memcpy(to, arrived[t].byte_data(), arrived[t].bytes());
@@ -630,11 +633,7 @@ class stream_actions {
                      g = g, mbi = a.microbatch, fail = sink(step, run_phase::loss)] {
                       try {
                         *result = (*loss)(*y.data, *target, *g.data, scale);
-                        if (!has_shapes(*g.data, y.shapes)) {
-                          detail::fail(errc::invalid_argument, "the loss left a gradient of shapes ", to_string(shapes_of(*g.data)),
-                                       " for an output of shapes ", to_string(y.shapes), " (microbatch ", mbi,
-                                       "); a loss must write into the gradient buffer it is given, not replace it");
-                        }
+                        check_loss_gradient(*g.data, y.shapes, mbi);
                       } catch (...) {
                         fail(std::current_exception());
                         throw;
