@@ -1,6 +1,7 @@
 #pragma once
 /// @file
 /// @brief The CUDA backend (link ppipe::cuda). Opt-in: <ppipe/ppipe.hpp> never includes CUDA headers.
+/// Plain C++: the kit's layers with kernels of their own are in <ppipe/cuda_kit.cuh>, for nvcc.
 
 #include <ppipe/config.hpp>
 #include <ppipe/error.hpp>
@@ -12,3 +13,5 @@
 #include <ppipe/backend/cuda/device.hpp>
 #include <ppipe/backend/cuda/error.hpp>
 #include <ppipe/backend/cuda/linear.hpp>
+#include <ppipe/backend/cuda/parameter.hpp>
+#include <ppipe/backend/cuda/sgd.hpp>

@@ -30,8 +30,8 @@ inline void check_cublas(cublasStatus_t status, const char* what) {
 
 /// @brief What the cuBLAS layers of one stage share, in the stage's device slot
 /// (`ctx.device->slot<cublas_workspace>(...)`): one handle, made on the rank's thread (bound to the
-/// GPU) at first use, and a device vector of ones as long as the largest microbatch so far (a
-/// bias is added and summed with it). Copies share both.
+/// GPU) at first use, a device vector of ones as long as the largest microbatch so far (a bias
+/// is added and summed with it), and scratch memory for kernels. Copies share all three.
 class cublas_workspace {
  public:
   /// @brief The handle, set to run on `stream`.
@@ -63,6 +63,21 @@ class cublas_workspace {
     return ones_.get();
   }
 
+  /// @brief At least `n` floats of device memory that a layer may use within one call's work on
+  /// the stage's stream (the next call on that stream may overwrite them). Grown like ones().
+  /// @param n how many
+  /// @return the floats
+  float* scratch(std::size_t n) {
+    if (n > scratch_count_) {
+      float* p = nullptr;
+      // cudaFree of the smaller block waits for the work that may still use it.
+      check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)), "cudaMalloc (CUDA layers' scratch)");
+      scratch_ = std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+      scratch_count_ = n;
+    }
+    return scratch_.get();
+  }
+
   /// @brief The workspace of the stage whose context `ctx` is.
   /// @param ctx a layer's context on the CUDA backend
   /// @return the stage's workspace
@@ -72,8 +87,8 @@ class cublas_workspace {
 
  private:
   std::shared_ptr<cublasContext> handle_;
-  std::shared_ptr<float> ones_;
-  std::size_t ones_count_ = 0;
+  std::shared_ptr<float> ones_, scratch_;
+  std::size_t ones_count_ = 0, scratch_count_ = 0;
 };
 
 }  // namespace ppipe::cuda

@@ -5,7 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "ppipe/backend/cuda/cublas.hpp"
 #include "ppipe/backend/cuda/cuda_device.hpp"
 #include "ppipe/backend/cuda/error.hpp"
+#include "ppipe/backend/cuda/parameter.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/layers/linear.hpp"
 #include "ppipe/model/model.hpp"
@@ -52,19 +52,10 @@ class linear {
 
   /// @brief Draws the weights and copies them to the stage's GPU; zeroes the gradients there.
   void materialize(const context& ctx) {
-    if (weight_) return;
+    if (weight_.on_device()) return;
     host_.materialize(ctx);
-    const detail::current_device on(ctx.device->ordinal);
-    weight_ = device_floats(host_.weight().size());
-    bias_ = device_floats(host_.bias().size());
-    grad_weight_ = device_floats(host_.weight().size());
-    grad_bias_ = device_floats(host_.bias().size());
-    check(cudaMemcpy(weight_.get(), host_.weight().data(), host_.weight().size_bytes(), cudaMemcpyHostToDevice),
-          "cudaMemcpy (linear weights)");
-    check(cudaMemcpy(bias_.get(), host_.bias().data(), host_.bias().size_bytes(), cudaMemcpyHostToDevice),
-          "cudaMemcpy (linear bias)");
-    check(cudaMemset(grad_weight_.get(), 0, host_.weight().size_bytes()), "cudaMemset (linear gradients)");
-    check(cudaMemset(grad_bias_.get(), 0, host_.bias().size_bytes()), "cudaMemset (linear gradients)");
+    weight_.upload(ctx.device->ordinal, host_.weight(), "linear weight");
+    bias_.upload(ctx.device->ordinal, host_.bias(), "linear bias");
   }
 
   /// @brief out[0] = in[0] W^T + b: one GEMM, then the bias as a rank-1 update with ones.
@@ -75,10 +66,10 @@ class linear {
     const float one = 1.0f;
     const float zero = 0.0f;
     // Row-major [rows, n] is column-major [n, rows]: out^T = W^T^T in^T, W read transposed.
-    check_cublas(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, outs(), rows, ins(), &one, weight_.get(), ins(),
+    check_cublas(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, outs(), rows, ins(), &one, weight_.value(), ins(),
                              in[0].data<float>(), ins(), &zero, out[0].data<float>(), outs()),
                  "cublasSgemm (linear forward)");
-    check_cublas(cublasSger(h, outs(), rows, &one, bias_.get(), 1, ws.ones(static_cast<std::size_t>(rows)), 1,
+    check_cublas(cublasSger(h, outs(), rows, &one, bias_.value(), 1, ws.ones(static_cast<std::size_t>(rows)), 1,
                             out[0].data<float>(), outs()),
                  "cublasSger (linear bias)");
   }
@@ -91,7 +82,7 @@ class linear {
     cublasHandle_t h = cublas_workspace::of(ctx).on(ctx.device->stream.handle());
     const float one = 1.0f;
     const float zero = 0.0f;
-    check_cublas(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, ins(), rows, outs(), &one, weight_.get(), ins(),
+    check_cublas(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, ins(), rows, outs(), &one, weight_.value(), ins(),
                              grad_out[0].data<float>(), outs(), &zero, grad_in[0].data<float>(), ins()),
                  "cublasSgemm (linear input gradient)");
   }
@@ -103,10 +94,10 @@ class linear {
     cublasHandle_t h = ws.on(ctx.device->stream.handle());
     const float one = 1.0f;
     check_cublas(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, ins(), outs(), rows, &one, in[0].data<float>(), ins(),
-                             grad_out[0].data<float>(), outs(), &one, grad_weight_.get(), ins()),
+                             grad_out[0].data<float>(), outs(), &one, weight_.grad(), ins()),
                  "cublasSgemm (linear weight gradient)");
     check_cublas(cublasSgemv(h, CUBLAS_OP_N, outs(), rows, &one, grad_out[0].data<float>(), outs(),
-                             ws.ones(static_cast<std::size_t>(rows)), 1, &one, grad_bias_.get(), 1),
+                             ws.ones(static_cast<std::size_t>(rows)), 1, &one, bias_.grad(), 1),
                  "cublasSgemv (linear bias gradient)");
   }
 
@@ -120,39 +111,26 @@ class linear {
   /// @param ctx the stage's context (an optimizer hook's basic_stage_info gives its device context)
   /// @param lr the learning rate
   void sgd(device_context<device>& ctx, float lr) {
-    cublasHandle_t h = ctx.slot<cublas_workspace>([] { return cublas_workspace{}; }).on(ctx.stream.handle());
-    const float step = -lr;
-    check_cublas(cublasSaxpy(h, static_cast<int>(host_.weight().size()), &step, grad_weight_.get(), 1, weight_.get(), 1),
-                 "cublasSaxpy (linear sgd)");
-    check_cublas(cublasSaxpy(h, static_cast<int>(host_.bias().size()), &step, grad_bias_.get(), 1, bias_.get(), 1),
-                 "cublasSaxpy (linear sgd)");
-    const cudaStream_t s = ctx.stream.handle();
-    check(cudaMemsetAsync(grad_weight_.get(), 0, host_.weight().size_bytes(), s), "cudaMemsetAsync (linear gradients)");
-    check(cudaMemsetAsync(grad_bias_.get(), 0, host_.bias().size_bytes(), s), "cudaMemsetAsync (linear gradients)");
+    weight_.sgd(ctx, lr);
+    bias_.sgd(ctx, lr);
   }
 
-  /// @brief The weights, W then b, copied to the host (waits for the GPU): for tests and checkpoints.
+  /// @brief The weights, W then b, copied to the host once the GPU's work is done: for tests and
+  /// checkpoints.
   /// @return W row-major, then b
   [[nodiscard]] std::vector<float> download() const {
-    std::vector<float> out(host_.weight().size() + host_.bias().size());
-    check(cudaMemcpy(out.data(), weight_.get(), host_.weight().size_bytes(), cudaMemcpyDeviceToHost),
-          "cudaMemcpy (linear weights to host)");
-    check(cudaMemcpy(out.data() + host_.weight().size(), bias_.get(), host_.bias().size_bytes(), cudaMemcpyDeviceToHost),
-          "cudaMemcpy (linear bias to host)");
+    std::vector<float> out = weight_.download();
+    const std::vector<float> b = bias_.download();
+    out.insert(out.end(), b.begin(), b.end());
     return out;
   }
 
  private:
-  static std::shared_ptr<float> device_floats(std::size_t n) {
-    float* p = nullptr;
-    check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)), "cudaMalloc (linear parameters)");
-    return std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
-  }
   [[nodiscard]] int ins() const noexcept { return host_.in_features(); }
   [[nodiscard]] int outs() const noexcept { return host_.out_features(); }
   // The rows of a [rows, in_features] f32 input, once the layer holds its weights.
   int check_input(const payload& in) const {
-    if (!weight_) {
+    if (!weight_.on_device()) {
       ppipe::detail::fail(errc::invalid_argument, describe(), " holds no weights on the GPU: the pipeline materializes "
                           "a stage's layers; call materialize(ctx) to use it alone");
     }
@@ -163,7 +141,7 @@ class linear {
   }
 
   ppipe::layers::linear host_;  // shapes, costs, and the weights' first values
-  std::shared_ptr<float> weight_, bias_, grad_weight_, grad_bias_;
+  parameter weight_, bias_;
 };
 
 }  // namespace ppipe::cuda

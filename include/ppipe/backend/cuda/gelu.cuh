@@ -1,0 +1,128 @@
+#pragma once
+/// @file
+/// @brief ppipe::cuda::gelu: GELU (tanh form) on the GPU, a layer of the CUDA kit (nvcc only).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "ppipe/backend/cuda/cuda_device.hpp"
+#include "ppipe/backend/cuda/kernels.cuh"
+#include "ppipe/error.hpp"
+#include "ppipe/model/model.hpp"
+#include "ppipe/partition/problem.hpp"
+#include "ppipe/tensor/device_tensor.hpp"
+#include "ppipe/tensor/tensor.hpp"
+
+namespace ppipe::cuda {
+namespace kernels {
+
+// ppipe::layers::activation's constants: sqrt(2 / pi), and the cubic term's.
+inline constexpr float gelu_c = 0.7978845608028654f;
+inline constexpr float gelu_a = 0.044715f;
+
+template <class T>
+__global__ void gelu_forward(const T* x, T* y, std::size_t n) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    const float v = x[i];
+    y[i] = 0.5f * v * (1.0f + tanhf(gelu_c * (v + gelu_a * v * v * v)));
+  }
+}
+
+template <class T>
+__global__ void gelu_backward(const T* x, const T* gy, T* gx, std::size_t n) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    const float v = x[i];
+    const float t = tanhf(gelu_c * (v + gelu_a * v * v * v));
+    const float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * gelu_c * (1.0f + 3.0f * gelu_a * v * v);
+    gx[i] = gy[i] * d;
+  }
+}
+
+}  // namespace kernels
+
+/// @brief out = GELU(in) elementwise on [rows, width] f32 tensors, the tanh form that
+/// ppipe::layers::activation computes on the CPU (the GPU's tanhf and contracted multiply-adds
+/// round differently: results agree to rounding, not bit for bit). No parameters; it enqueues
+/// its kernels on the stage's stream.
+class gelu {
+ public:
+  static constexpr bool enqueues_work = true;
+  using context = basic_layer_context<device>;
+  using payload = basic_payload<device_tensor>;
+
+  /// @brief A GELU over rows of `width` values.
+  /// @param width the columns; throws ppipe::error (invalid_argument) unless >= 1
+  explicit gelu(int width) : width_(width) {
+    if (width < 1) ppipe::detail::fail(errc::invalid_argument, "gelu of width ", width, "; give a width >= 1");
+  }
+
+  /// @brief "gelu 16", for messages.
+  [[nodiscard]] std::string describe() const { return ppipe::detail::concat("gelu ", width_); }
+
+  /// @brief The input's shapes, one [rows, width] tensor; throws ppipe::error (invalid_argument)
+  /// for any other.
+  /// @param in the shapes of the input
+  /// @return the shapes of the output
+  [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
+    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != dtype::f32) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one f32 tensor [rows, ", width_, "], not ",
+                          ppipe::to_string(std::span<const shape>(in)));
+    }
+    return in;
+  }
+
+  /// @brief An estimate for the partitioner, for a microbatch of `rows` rows: about 10 flops per
+  /// element forward and twice that backward; no parameters; the input kept for the backward.
+  /// @param rows the rows of a call (1 gives per-row figures, which balance the same)
+  /// @return the cost
+  [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
+    const double n = static_cast<double>(rows) * width_;
+    return {10.0 * n, 20.0 * n, 0.0, n * sizeof(float)};
+  }
+
+  /// @brief out[0] = GELU(in[0]).
+  void forward(const context& ctx, const payload& in, payload& out) const {
+    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in");
+    kernels::rows_of(out, width_, rows, describe(), "out");
+    const std::size_t n = elements(rows);
+    kernels::gelu_forward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
+        in[0].data<float>(), out[0].data<float>(), n);
+    kernels::launched("gelu forward");
+  }
+
+  /// @brief grad_in[0] = grad_out[0] * GELU'(in[0]) (nothing when grad_in is empty).
+  void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
+                      payload& grad_in) const {
+    if (grad_in.empty()) return;
+    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in");
+    kernels::rows_of(grad_out, width_, rows, describe(), "grad_out");
+    kernels::rows_of(grad_in, width_, rows, describe(), "grad_in");
+    const std::size_t n = elements(rows);
+    kernels::gelu_backward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
+        in[0].data<float>(), grad_out[0].data<float>(), grad_in[0].data<float>(), n);
+    kernels::launched("gelu backward");
+  }
+
+  /// @brief Nothing: the layer has no weights.
+  void backward_weight(const context& /*ctx*/, const payload& /*in*/, const payload& /*out*/,
+                       const payload& /*grad_out*/) const {}
+
+  /// @brief backward_input().
+  void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out,
+                payload& grad_in) const {
+    backward_input(ctx, in, out, grad_out, grad_in);
+  }
+
+ private:
+  [[nodiscard]] std::size_t elements(std::int64_t rows) const noexcept {
+    return static_cast<std::size_t>(rows) * static_cast<std::size_t>(width_);
+  }
+
+  int width_;
+};
+
+}  // namespace ppipe::cuda

@@ -1,0 +1,99 @@
+#pragma once
+/// @file
+/// @brief ppipe::cuda::parameter: one parameter of a CUDA kit layer and its gradient accumulator,
+/// in the GPU's memory, with the SGD update and the copies a test or checkpoint needs.
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "ppipe/backend/cuda/cublas.hpp"
+#include "ppipe/backend/cuda/cuda_device.hpp"
+#include "ppipe/backend/cuda/error.hpp"
+#include "ppipe/model/model.hpp"
+
+namespace ppipe::cuda {
+
+/// @brief `size()` floats of a parameter and as many of its gradient, both on one GPU. Made
+/// empty; upload() allocates them (cudaMalloc: parameters live as long as the model, outside any
+/// step's stream-ordered pool) and zeroes the gradient. Copies share the memory.
+class parameter {
+ public:
+  /// @brief Allocates value and gradient on GPU `ordinal`, copies `initial` into the value and
+  /// zeroes the gradient; waits for both copies.
+  /// @param ordinal the GPU, as cudaSetDevice numbers it
+  /// @param initial the first values
+  /// @param what the layer, for messages ("layer_norm 16 gamma")
+  void upload(int ordinal, std::span<const float> initial, const char* what) {
+    const detail::current_device on(ordinal);
+    ordinal_ = ordinal;
+    size_ = initial.size();
+    value_ = allocate(size_, what);
+    grad_ = allocate(size_, what);
+    check(cudaMemcpy(value_.get(), initial.data(), initial.size_bytes(), cudaMemcpyHostToDevice),
+          "cudaMemcpy (a layer's parameter to the GPU)");
+    check(cudaMemset(grad_.get(), 0, bytes()), "cudaMemset (a layer's gradient)");
+  }
+
+  /// @brief Whether upload() has run.
+  [[nodiscard]] bool on_device() const noexcept { return value_ != nullptr; }
+  /// @brief How many floats.
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// @brief The values, in device memory.
+  [[nodiscard]] float* value() const noexcept { return value_.get(); }
+  /// @brief The gradient accumulator, in device memory.
+  [[nodiscard]] float* grad() const noexcept { return grad_.get(); }
+
+  /// @brief value -= lr * grad, then grad = 0, enqueued on the stage's compute stream with its
+  /// cuBLAS handle (the stage's ppipe::cuda::cublas_workspace).
+  /// @param ctx the stage's device context (an optimizer hook's basic_stage_info gives it)
+  /// @param lr the learning rate
+  void sgd(device_context<device>& ctx, float lr) {
+    cublasHandle_t h = ctx.slot<cublas_workspace>([] { return cublas_workspace{}; }).on(ctx.stream.handle());
+    const float step = -lr;
+    check_cublas(cublasSaxpy(h, static_cast<int>(size_), &step, grad_.get(), 1, value_.get(), 1),
+                 "cublasSaxpy (sgd)");
+    check(cudaMemsetAsync(grad_.get(), 0, bytes(), ctx.stream.handle()), "cudaMemsetAsync (sgd: zero the gradient)");
+  }
+
+  /// @brief The values copied to the host, after all work on the GPU has finished (a pipeline's
+  /// optimizer hook may have enqueued an update that is still running).
+  /// @return the values
+  [[nodiscard]] std::vector<float> download() const { return copy_out(value_.get()); }
+  /// @brief The gradient copied to the host, after all work on the GPU has finished.
+  /// @return the gradient
+  [[nodiscard]] std::vector<float> download_grad() const { return copy_out(grad_.get()); }
+
+ private:
+  [[nodiscard]] std::size_t bytes() const noexcept { return size_ * sizeof(float); }
+  static std::shared_ptr<float> allocate(std::size_t n, const char* what) {
+    float* p = nullptr;
+    const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float));
+    if (status != cudaSuccess) {
+      ppipe::detail::fail(errc::backend, "cudaMalloc (", what, ": ", n, " floats) failed: ", cudaGetErrorName(status),
+                          status == cudaErrorMemoryAllocation
+                              ? "; the GPU is out of memory: put fewer layers on each GPU (more stages or GPUs)"
+                              : "");
+    }
+    return std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+  }
+  [[nodiscard]] std::vector<float> copy_out(const float* from) const {
+    std::vector<float> out(size_);
+    if (size_ == 0) return out;
+    const detail::current_device on(ordinal_);
+    // The layers' streams do not block with the legacy default stream: wait for the device.
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before a parameter's download)");
+    check(cudaMemcpy(out.data(), from, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy (a parameter to the host)");
+    return out;
+  }
+
+  int ordinal_ = 0;
+  std::size_t size_ = 0;
+  std::shared_ptr<float> value_, grad_;
+};
+
+}  // namespace ppipe::cuda
