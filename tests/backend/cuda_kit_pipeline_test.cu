@@ -1,5 +1,5 @@
-// The CUDA kit in a pipeline, on the GPU: MLP blocks of kit layers (layer_norm, linear, gelu,
-// linear) trained with each schedule across several ranks on GPU 0, against the same layers run
+// The CUDA kit in a pipeline, on the GPU: blocks of kit layers (layer_norm, linear, gelu, linear,
+// and a residual mlp_block) trained with each schedule across several ranks on GPU 0, against the same layers run
 // unpipelined on one rank (microbatch by microbatch, one stream). Every kernel sees the same
 // inputs and every gradient accumulates in microbatch order, and each stage's cuBLAS handle
 // serves one stream (cuBLAS is then deterministic), so losses and weights must agree bit for bit.
@@ -21,24 +21,26 @@
 
 namespace {
 
-using kit_layer = std::variant<ppipe::cuda::layer_norm, ppipe::cuda::linear, ppipe::cuda::gelu>;
+using kit_layer = std::variant<ppipe::cuda::layer_norm, ppipe::cuda::linear, ppipe::cuda::gelu, ppipe::cuda::mlp_block>;
 using kit_model = ppipe::layer_stack<std::vector<kit_layer>>;
 
-// `blocks` MLP blocks of width `width`, hidden 2 * width; the same weights every time.
+// `blocks` blocks of 5 layers, width `width`, hidden 2 * width; the same weights every time.
 kit_model mlp(int blocks, int width) {
-  return kit_model(ppipe::repeat(4 * blocks, [width](int i) -> kit_layer {
-    const auto seed = static_cast<std::uint64_t>(100 + i);
-    switch (i % 4) {
+  return kit_model(ppipe::repeat(5 * blocks, [width](int i) -> kit_layer {
+    const auto seed = static_cast<std::uint64_t>(100 + 2 * i);
+    switch (i % 5) {
       case 0: return ppipe::cuda::layer_norm(width);
       case 1: return ppipe::cuda::linear(width, 2 * width, seed);
       case 2: return ppipe::cuda::gelu(2 * width);
-      default: return ppipe::cuda::linear(2 * width, width, seed);
+      case 3: return ppipe::cuda::linear(2 * width, width, seed);
+      default: return ppipe::cuda::mlp_block(width, 2 * width, seed);
     }
   }));
 }
 
 // Every weight of the model, layer by layer, once the GPU is done.
-std::vector<float> weights(const kit_model& model) {
+template <class Model>
+std::vector<float> weights(const Model& model) {
   std::vector<float> out;
   for (int l = 0; l < model.num_layers(); ++l) {
     model.visit(l, [&](const auto& layer) {
@@ -74,13 +76,16 @@ void trains_as_unpipelined(int p, int v, int blocks) {
                          [&](const hook_info& s) { opt.step(piped_model, s); });
   on_gpu<ppipe::schedules::one_f_one_b> plain(plain_model, options(1, m, 1), ppipe::cuda::mse_loss(),
                                               [&](const hook_info& s) { opt.step(plain_model, s); });
+  const std::vector<float> initial = weights(plain_model);
   for (int step = 0; step < 3; ++step) {
     INFO("step " << step);
     const ppipe::payload x = cuda_testing::values(rows, width, 0.3f * static_cast<float>(step));
     const ppipe::payload y = cuda_testing::values(rows, width, 5.0f + static_cast<float>(step));
     CHECK(piped.train_step(x, y) == plain.train_step(x, y));
   }
-  CHECK(weights(piped_model) == weights(plain_model));
+  const std::vector<float> trained = weights(plain_model);
+  CHECK(trained != initial);  // the optimizer reached the layers
+  CHECK(weights(piped_model) == trained);
   for (int r = 0; r < p; ++r) CHECK(piped.device_memory(r).bytes_in_use == 0);
 }
 
@@ -99,6 +104,45 @@ TEST_CASE("cuda kit: pipelined training is bitwise the unpipelined run, for GPip
     trains_as_unpipelined<interleaved_1f1b>(p, 2, 2 * p);
     trains_as_unpipelined<zb_h1>(p, 1, p);
   }
+}
+
+TEST_CASE("cuda kit: bf16 training is bitwise the unpipelined run, for 1F1B and ZB-H1", "[cuda][gpu]") {
+  if (!cuda_testing::have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
+  }
+  using half_layer = std::variant<ppipe::cuda::linear_bf16, ppipe::cuda::gelu>;
+  using half_model = ppipe::layer_stack<std::vector<half_layer>>;
+  const int width = 32;
+  auto make = [&] {
+    return half_model(ppipe::repeat(8, [&](int i) -> half_layer {
+      if (i % 2 == 1) return ppipe::cuda::gelu(width, ppipe::dtype::bf16);
+      return ppipe::cuda::linear_bf16(width, width, static_cast<std::uint64_t>(7 + i));
+    }));
+  };
+  auto check = [&]<class Schedule>(Schedule) {
+    INFO(Schedule::name);
+    half_model piped_model = make();
+    half_model plain_model = make();
+    const ppipe::cuda::sgd opt(0.05f);
+    using hook_info = ppipe::basic_stage_info<ppipe::cuda::device>;
+    ppipe::pipeline<half_model, Schedule, ppipe::partitioners::balanced, ppipe::cuda::backend> piped(
+        piped_model, options(4, 8, 1), ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(piped_model, s); });
+    ppipe::pipeline<half_model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, ppipe::cuda::backend> plain(
+        plain_model, options(1, 8, 1), ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(plain_model, s); });
+    const std::vector<float> initial = weights(plain_model);
+    for (int step = 0; step < 3; ++step) {
+      INFO("step " << step);
+      const ppipe::payload x = cuda_testing::to_bf16(cuda_testing::values(37, width, 0.2f * static_cast<float>(step)));
+      const ppipe::payload y = cuda_testing::to_bf16(cuda_testing::values(37, width, 3.0f + static_cast<float>(step)));
+      CHECK(piped.train_step(x, y) == plain.train_step(x, y));
+    }
+    const std::vector<float> trained = weights(plain_model);
+    CHECK(trained != initial);
+    CHECK(weights(piped_model) == trained);
+  };
+  check(ppipe::schedules::one_f_one_b{});
+  check(ppipe::schedules::zb_h1{});
 }
 
 TEST_CASE("cuda kit: inference is bitwise the unpipelined forward", "[cuda][gpu]") {

@@ -1,8 +1,9 @@
-// The CUDA kit's layers with kernels of their own (gelu, layer_norm, mse_loss; nvcc) against their
-// CPU references in ppipe::layers, on the GPU: results equal to rounding, and where the kit
-// promises bits (the split backward, the loss gradient) equal bits. Refusals of bad input are
+// The CUDA kit's layers with kernels of their own (gelu, layer_norm, mlp_block, linear_bf16,
+// mse_loss; nvcc) against their CPU references in ppipe::layers, on the GPU: results equal to
+// rounding, and where the kit promises bits (the split backward, the loss gradient) equal bits. Refusals of bad input are
 // checked before anything reaches the GPU, so those cases run on every machine.
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include <ppipe/cuda_kit.cuh>
 #include <ppipe/layers/activation.hpp>
 #include <ppipe/layers/layer_norm.hpp>
+#include <ppipe/layers/linear.hpp>
 #include <ppipe/layers/mse_loss.hpp>
 
 #include "catch.hpp"
@@ -38,7 +40,7 @@ ppipe::basic_payload<ppipe::device_tensor> shaped(std::initializer_list<ppipe::s
 TEST_CASE("cuda::gelu computes what layers::activation's gelu computes", "[cuda][gpu]") {
   SKIP_WITHOUT_GPU();
   cuda_testing::gpu_stage g;
-  ppipe::cuda::gelu gpu(300);  // wider than a block: the grid-stride loop is exercised
+  ppipe::cuda::gelu gpu(300);  // rows wider than a block
   const ppipe::layers::activation cpu(ppipe::layers::activation_kind::gelu);
   const ppipe::payload x = values(5, 300, 0.3f);
   const ppipe::payload gy = values(5, 300, 1.1f);
@@ -87,7 +89,7 @@ TEST_CASE("cuda::layer_norm computes what layers::layer_norm computes, split or 
     split.backward_weight(g.ctx, dx, dy, dg);
     close(g.download(dy)[0].values(), y[0].values());
     const ppipe::payload got = g.download(dgx_whole);
-    close(got[0].values(), gx[0].values());
+    close(got[0].values(), gx[0].values(), 1e-5);  // three sums of 300 terms in another order
     CHECK(g.download(dgx_split)[0] == got[0]);
   }
   whole.sgd(g.dc, lr);
@@ -98,6 +100,142 @@ TEST_CASE("cuda::layer_norm computes what layers::layer_norm computes, split or 
   const std::vector<float> got = whole.download();
   close(got, want);
   CHECK(split.download() == got);
+}
+
+TEST_CASE("cuda::mlp_block computes its parts' CPU references plus the input, split or not", "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  cuda_testing::gpu_stage g;
+  const int width = 20;
+  const int hidden = 72;
+  ppipe::cuda::mlp_block whole(width, hidden, 11);
+  ppipe::cuda::mlp_block split(width, hidden, 11);
+  whole.materialize(g.ctx);
+  split.materialize(g.ctx);
+  ppipe::layers::layer_norm norm(width);
+  ppipe::layers::linear up(width, hidden, 11);
+  const ppipe::layers::activation act(ppipe::layers::activation_kind::gelu);
+  ppipe::layers::linear down(hidden, width, 12);
+  const ppipe::layer_context host;
+  const std::int64_t rows = 6;
+  auto zeros = [](std::int64_t r, int c) { return ppipe::payload{ppipe::host_tensor(ppipe::shape{r, c})}; };
+
+  const ppipe::payload x = values(rows, width, 0.6f);
+  const ppipe::payload gy = values(rows, width, 1.7f);
+  ppipe::payload n = zeros(rows, width), h = zeros(rows, hidden), a = zeros(rows, hidden), y = zeros(rows, width);
+  norm.forward(host, x, n);
+  up.forward(host, n, h);
+  act.forward(host, h, a);
+  down.forward(host, a, y);
+  for (std::size_t i = 0; i < y[0].size(); ++i) y[0][i] += x[0][i];
+  ppipe::payload ga = zeros(rows, hidden), gh = zeros(rows, hidden), gn = zeros(rows, width), gx = zeros(rows, width);
+  down.backward(host, a, y, gy, ga);
+  act.backward(host, h, a, ga, gh);
+  up.backward(host, n, h, gh, gn);
+  norm.backward(host, x, n, gn, gx);
+  for (std::size_t i = 0; i < gx[0].size(); ++i) gx[0][i] += gy[0][i];
+
+  auto dx = g.upload(x);
+  auto dg = g.upload(gy);
+  auto dy = g.zeros({ppipe::shape{rows, width}});
+  auto dgx_whole = g.zeros({ppipe::shape{rows, width}});
+  auto dgx_split = g.zeros({ppipe::shape{rows, width}});
+  const std::size_t held = g.d.memory().bytes_in_use;  // the test's tensors, as the pool rounds them
+  whole.forward(g.ctx, dx, dy);
+  whole.backward(g.ctx, dx, dy, dg, dgx_whole);
+  split.backward_input(g.ctx, dx, dy, dg, dgx_split);
+  split.backward_weight(g.ctx, dx, dy, dg);
+  close(g.download(dy)[0].values(), y[0].values());
+  const ppipe::payload got = g.download(dgx_whole);
+  close(got[0].values(), gx[0].values());
+  CHECK(g.download(dgx_split)[0] == got[0]);
+
+  const float lr = 0.1f;
+  whole.sgd(g.dc, lr);
+  split.sgd(g.dc, lr);
+  std::vector<float> want;
+  auto updated = [&](std::span<const float> value, std::span<const float> grad) {
+    for (std::size_t k = 0; k < value.size(); ++k) want.push_back(value[k] - lr * grad[k]);
+  };
+  updated(norm.gamma(), norm.grad_gamma());
+  updated(norm.beta(), norm.grad_beta());
+  updated(up.weight(), up.grad_weight());
+  updated(up.bias(), up.grad_bias());
+  updated(down.weight(), down.grad_weight());
+  updated(down.bias(), down.grad_bias());
+  const std::vector<float> weights = whole.download();
+  close(weights, want);
+  CHECK(split.download() == weights);
+  // The blocks' recomputed activations went back to the pool: only the test's tensors are held.
+  CHECK(g.d.memory().bytes_in_use == held);
+}
+
+TEST_CASE("cuda::linear_bf16 computes layers::linear's results for bf16 values, to bf16's rounding", "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  cuda_testing::gpu_stage g;
+  const int ins = 40;
+  const int outs = 24;
+  const std::int64_t rows = 6;
+  ppipe::cuda::linear_bf16 gpu(ins, outs, 5);
+  ppipe::cuda::linear_bf16 split(ins, outs, 5);
+  gpu.materialize(g.ctx);
+  split.materialize(g.ctx);
+  // The GEMMs read the weights rounded to bf16, so the reference does too; the update applies to
+  // the fp32 master, the weights as drawn.
+  ppipe::layers::linear ref(ins, outs, 5);
+  const std::vector<float> w0(ref.weight().begin(), ref.weight().end());
+  const std::vector<float> b0(ref.bias().begin(), ref.bias().end());
+  for (float& w : ref.weight()) w = static_cast<float>(ppipe::bfloat16(w));
+  for (float& b : ref.bias()) b = static_cast<float>(ppipe::bfloat16(b));
+
+  const ppipe::payload x16 = cuda_testing::to_bf16(values(rows, ins, 0.8f));
+  const ppipe::payload g16 = cuda_testing::to_bf16(values(rows, outs, 1.9f));
+  ppipe::payload x{ppipe::host_tensor(ppipe::shape{rows, ins})}, gy{ppipe::host_tensor(ppipe::shape{rows, outs})};
+  const std::vector<float> xf = cuda_testing::floats(x16[0]), gf = cuda_testing::floats(g16[0]);
+  std::copy(xf.begin(), xf.end(), x[0].values().begin());
+  std::copy(gf.begin(), gf.end(), gy[0].values().begin());
+  ppipe::payload y{ppipe::host_tensor(ppipe::shape{rows, outs})}, gx{ppipe::host_tensor(ppipe::shape{rows, ins})};
+  ref.forward(ppipe::layer_context{}, x, y);
+  ref.backward(ppipe::layer_context{}, x, y, gy, gx);
+
+  auto dx = g.upload(x16);
+  auto dg = g.upload(g16);
+  auto dy = g.zeros({ppipe::shape({rows, outs}, ppipe::dtype::bf16)});
+  auto dgx = g.zeros({ppipe::shape({rows, ins}, ppipe::dtype::bf16)});
+  auto dgx_split = g.zeros({ppipe::shape({rows, ins}, ppipe::dtype::bf16)});
+  gpu.forward(g.ctx, dx, dy);
+  gpu.backward(g.ctx, dx, dy, dg, dgx);
+  split.backward_input(g.ctx, dx, dy, dg, dgx_split);
+  split.backward_weight(g.ctx, dx, dy, dg);
+  cuda_testing::close_bf16(cuda_testing::floats(g.download(dy)[0]), y[0].values());
+  const ppipe::payload got = g.download(dgx);
+  cuda_testing::close_bf16(cuda_testing::floats(got[0]), gx[0].values());
+  CHECK(g.download(dgx_split)[0] == got[0]);
+
+  const float lr = 0.1f;
+  gpu.sgd(g.dc, lr);
+  split.sgd(g.dc, lr);
+  std::vector<float> want;
+  for (std::size_t i = 0; i < w0.size(); ++i) want.push_back(w0[i] - lr * ref.grad_weight()[i]);
+  for (std::size_t i = 0; i < b0.size(); ++i) want.push_back(b0[i] - lr * ref.grad_bias()[i]);
+  const std::vector<float> weights = gpu.download();
+  close(weights, want);  // fp32 gradients of exact bf16 products: to fp32's rounding
+  CHECK(split.download() == weights);
+}
+
+TEST_CASE("cuda::gelu on bf16 computes layers::activation's gelu, to bf16's rounding", "[cuda][gpu]") {
+  SKIP_WITHOUT_GPU();
+  cuda_testing::gpu_stage g;
+  ppipe::cuda::gelu gpu(33, ppipe::dtype::bf16);
+  const ppipe::layers::activation cpu(ppipe::layers::activation_kind::gelu);
+  const ppipe::payload x16 = cuda_testing::to_bf16(values(4, 33, 0.1f));
+  ppipe::payload x{ppipe::host_tensor(ppipe::shape{4, 33})}, y{ppipe::host_tensor(ppipe::shape{4, 33})};
+  const std::vector<float> xf = cuda_testing::floats(x16[0]);
+  std::copy(xf.begin(), xf.end(), x[0].values().begin());
+  cpu.forward(ppipe::layer_context{}, x, y);
+  auto dx = g.upload(x16);
+  auto dy = g.zeros({ppipe::shape({4, 33}, ppipe::dtype::bf16)});
+  gpu.forward(g.ctx, dx, dy);
+  cuda_testing::close_bf16(cuda_testing::floats(g.download(dy)[0]), y[0].values());
 }
 
 TEST_CASE("cuda::mse_loss: the host's gradient bits, its value to rounding", "[cuda][gpu]") {
@@ -130,6 +268,12 @@ TEST_CASE("the CUDA kit refuses bad input before launching anything", "[cuda]") 
   CHECK_THROWS_WITH(gelu.output_shapes({ppipe::shape{2, 4}, ppipe::shape{2}}),
                     ppipe_test::contains("gelu 4 takes one f32 tensor [rows, 4]"));
   CHECK_THROWS_WITH(ppipe::cuda::gelu(0), ppipe_test::contains("gelu of width 0"));
+
+  ppipe::cuda::linear_bf16 half(4, 3, 1);
+  CHECK_THROWS_WITH(half.output_shapes({ppipe::shape{2, 4}}), ppipe_test::contains("linear_bf16 4->3 takes one bf16"));
+  CHECK_THROWS_WITH(half.forward(ctx, shaped({ppipe::shape({2, 4}, ppipe::dtype::bf16)}), out),
+                    ppipe_test::contains("linear_bf16 4->3 holds no weights on the GPU"));
+  CHECK_THROWS_WITH(ppipe::cuda::gelu(4, ppipe::dtype::i32), ppipe_test::contains("gelu of i32; give f32 or bf16"));
 
   ppipe::cuda::layer_norm norm(4);
   CHECK_THROWS_WITH(norm.forward(ctx, shaped({ppipe::shape{2, 4}}), out),

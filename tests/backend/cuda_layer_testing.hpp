@@ -80,12 +80,40 @@ inline ppipe::payload values(std::int64_t rows, std::int64_t cols, float salt) {
   return p;
 }
 
+// `f32` rounded to bf16, element by element, as a bf16 tensor.
+inline ppipe::payload to_bf16(const ppipe::payload& f32) {
+  ppipe::payload out;
+  for (const ppipe::host_tensor& t : f32) {
+    out.emplace_back(ppipe::shape(t.shape().dims(), ppipe::dtype::bf16));
+    const std::span<const float> from = t.values();
+    const std::span<ppipe::bfloat16> to = out.back().values<ppipe::bfloat16>();
+    for (std::size_t i = 0; i < from.size(); ++i) to[i] = ppipe::bfloat16(from[i]);
+  }
+  return out;
+}
+
+// A bf16 tensor's values as floats (exact).
+inline std::vector<float> floats(const ppipe::host_tensor& bf16) {
+  std::vector<float> out;
+  for (const ppipe::bfloat16 v : bf16.values<ppipe::bfloat16>()) out.push_back(static_cast<float>(v));
+  return out;
+}
+
 // Equal to rounding: the GPU sums and rounds in orders of its own.
-inline void close(std::span<const float> got, std::span<const float> want) {
+inline void close(std::span<const float> got, std::span<const float> want, double margin = 1e-6) {
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
     INFO("element " << i);
-    CHECK(got[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
+    CHECK(got[i] == Approx(want[i]).epsilon(1e-5).margin(margin));
+  }
+}
+
+// Equal to bf16's rounding (8 bits of mantissa), with some slack for sums rounded once in bf16.
+inline void close_bf16(std::span<const float> got, std::span<const float> want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO("element " << i);
+    CHECK(got[i] == Approx(want[i]).epsilon(1e-2).margin(1e-2));
   }
 }
 

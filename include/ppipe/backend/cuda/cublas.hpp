@@ -47,17 +47,19 @@ class cublas_workspace {
     return handle_.get();
   }
 
-  /// @brief At least `n` ones in device memory. Grown (synchronously, once per new size) only
-  /// when a microbatch has more rows than any before.
+  /// @brief At least `n` ones in device memory. Grown only when a microbatch has more rows than
+  /// any before, and then synchronously (see grow()).
   /// @param n how many
   /// @return the ones
   const float* ones(std::size_t n) {
     if (n > ones_count_) {
-      float* p = nullptr;
-      check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)), "cudaMalloc (cuBLAS layers' ones)");
-      ones_ = std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+      grow(ones_, n, "cuBLAS layers' ones");
       const std::vector<float> host(n, 1.0f);
-      check(cudaMemcpy(p, host.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (cuBLAS layers' ones)");
+      check(cudaMemcpy(ones_.get(), host.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+            "cudaMemcpy (cuBLAS layers' ones)");
+      // A pageable copy may return before it lands, and the layers' streams do not wait for the
+      // legacy stream it ran on.
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (cuBLAS layers' ones)");
       ones_count_ = n;
     }
     return ones_.get();
@@ -69,10 +71,7 @@ class cublas_workspace {
   /// @return the floats
   float* scratch(std::size_t n) {
     if (n > scratch_count_) {
-      float* p = nullptr;
-      // cudaFree of the smaller block waits for the work that may still use it.
-      check(cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float)), "cudaMalloc (CUDA layers' scratch)");
-      scratch_ = std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+      grow(scratch_, n, "CUDA layers' scratch");
       scratch_count_ = n;
     }
     return scratch_.get();
@@ -86,6 +85,22 @@ class cublas_workspace {
   }
 
  private:
+  // Replaces `block` by `n` floats once every stream of the device is done with it: a growth
+  // (the first steps only) waits for the GPU, where a stream-ordered one would need every
+  // stream that used the block.
+  static void grow(std::shared_ptr<float>& block, std::size_t n, const char* what) {
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before growing the CUDA layers' workspace)");
+    block.reset();
+    float* p = nullptr;
+    const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float));
+    if (status != cudaSuccess) {
+      ppipe::detail::fail(errc::backend, "cudaMalloc (", what, ", ", n, " floats) failed: ", cudaGetErrorName(status),
+                          status == cudaErrorMemoryAllocation ? "; the GPU is out of memory: use smaller microbatches"
+                                                              : "");
+    }
+    block = std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
+  }
+
   std::shared_ptr<cublasContext> handle_;
   std::shared_ptr<float> ones_, scratch_;
   std::size_t ones_count_ = 0, scratch_count_ = 0;

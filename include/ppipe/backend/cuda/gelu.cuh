@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -27,37 +28,41 @@ inline constexpr float gelu_a = 0.044715f;
 template <class T>
 __global__ void gelu_forward(const T* x, T* y, std::size_t n) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
-    const float v = x[i];
-    y[i] = 0.5f * v * (1.0f + tanhf(gelu_c * (v + gelu_a * v * v * v)));
+    const float v = static_cast<float>(x[i]);
+    y[i] = T(0.5f * v * (1.0f + tanhf(gelu_c * (v + gelu_a * v * v * v))));
   }
 }
 
 template <class T>
 __global__ void gelu_backward(const T* x, const T* gy, T* gx, std::size_t n) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
-    const float v = x[i];
+    const float v = static_cast<float>(x[i]);
     const float t = tanhf(gelu_c * (v + gelu_a * v * v * v));
     const float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * gelu_c * (1.0f + 3.0f * gelu_a * v * v);
-    gx[i] = gy[i] * d;
+    gx[i] = T(static_cast<float>(gy[i]) * d);
   }
 }
 
 }  // namespace kernels
 
-/// @brief out = GELU(in) elementwise on [rows, width] f32 tensors, the tanh form that
-/// ppipe::layers::activation computes on the CPU (the GPU's tanhf and contracted multiply-adds
-/// round differently: results agree to rounding, not bit for bit). No parameters; it enqueues
-/// its kernels on the stage's stream.
+/// @brief out = GELU(in) elementwise on [rows, width] tensors of f32 or bf16 (computed in float),
+/// the tanh form that ppipe::layers::activation computes on the CPU (the GPU's tanhf and
+/// contracted multiply-adds round differently: results agree to rounding, not bit for bit). No
+/// parameters; it enqueues its kernels on the stage's stream.
 class gelu {
  public:
   static constexpr bool enqueues_work = true;
   using context = basic_layer_context<device>;
   using payload = basic_payload<device_tensor>;
 
-  /// @brief A GELU over rows of `width` values.
+  /// @brief A GELU over rows of `width` values of `type`.
   /// @param width the columns; throws ppipe::error (invalid_argument) unless >= 1
-  explicit gelu(int width) : width_(width) {
+  /// @param type f32 or bf16
+  explicit gelu(int width, dtype type = dtype::f32) : width_(width), type_(type) {
     if (width < 1) ppipe::detail::fail(errc::invalid_argument, "gelu of width ", width, "; give a width >= 1");
+    if (type != dtype::f32 && type != dtype::bf16) {
+      ppipe::detail::fail(errc::invalid_argument, "gelu of ", to_string(type), "; give f32 or bf16");
+    }
   }
 
   /// @brief "gelu 16", for messages.
@@ -68,8 +73,9 @@ class gelu {
   /// @param in the shapes of the input
   /// @return the shapes of the output
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
-    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != dtype::f32) {
-      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one f32 tensor [rows, ", width_, "], not ",
+    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != type_) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one ", to_string(type_), " tensor [rows, ", width_,
+                          "], not ",
                           ppipe::to_string(std::span<const shape>(in)));
     }
     return in;
@@ -81,16 +87,19 @@ class gelu {
   /// @return the cost
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double n = static_cast<double>(rows) * width_;
-    return {10.0 * n, 20.0 * n, 0.0, n * sizeof(float)};
+    return {10.0 * n, 20.0 * n, 0.0, n * static_cast<double>(size_of(type_))};
   }
 
   /// @brief out[0] = GELU(in[0]).
   void forward(const context& ctx, const payload& in, payload& out) const {
-    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in");
-    kernels::rows_of(out, width_, rows, describe(), "out");
+    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in", type_);
+    kernels::rows_of(out, width_, rows, describe(), "out", type_);
     const std::size_t n = elements(rows);
-    kernels::gelu_forward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
-        in[0].data<float>(), out[0].data<float>(), n);
+    kernels::with_float_data(in[0], "gelu", [&](const auto* x) {
+      using T = std::remove_cvref_t<decltype(*x)>;
+      kernels::gelu_forward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
+          x, reinterpret_cast<T*>(out[0].byte_data()), n);
+    });
     kernels::launched("gelu forward");
   }
 
@@ -98,12 +107,15 @@ class gelu {
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) const {
     if (grad_in.empty()) return;
-    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in");
-    kernels::rows_of(grad_out, width_, rows, describe(), "grad_out");
-    kernels::rows_of(grad_in, width_, rows, describe(), "grad_in");
+    const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in", type_);
+    kernels::rows_of(grad_out, width_, rows, describe(), "grad_out", type_);
+    kernels::rows_of(grad_in, width_, rows, describe(), "grad_in", type_);
     const std::size_t n = elements(rows);
-    kernels::gelu_backward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
-        in[0].data<float>(), grad_out[0].data<float>(), grad_in[0].data<float>(), n);
+    kernels::with_float_data(in[0], "gelu", [&](const auto* x) {
+      using T = std::remove_cvref_t<decltype(*x)>;
+      kernels::gelu_backward<<<kernels::blocks_for(n), kernels::block_threads, 0, ctx.device->stream.handle()>>>(
+          x, reinterpret_cast<const T*>(grad_out[0].byte_data()), reinterpret_cast<T*>(grad_in[0].byte_data()), n);
+    });
     kernels::launched("gelu backward");
   }
 
@@ -123,6 +135,7 @@ class gelu {
   }
 
   int width_;
+  dtype type_;
 };
 
 }  // namespace ppipe::cuda

@@ -137,6 +137,10 @@ class linear {
     if (in.size() != 1 || in[0].shape().rank() != 2 || in[0].shape()[1] != ins()) {
       ppipe::detail::fail(errc::invalid_argument, describe(), " takes one tensor [rows, ", ins(), "]");
     }
+    if (in[0].shape()[0] > 2147483647) {
+      ppipe::detail::fail(errc::invalid_argument, describe(), " got ", in[0].shape()[0],
+                          " rows; cuBLAS takes at most 2^31 - 1");
+    }
     return static_cast<int>(in[0].shape()[0]);
   }
 

@@ -4,6 +4,7 @@
 /// CUDA backend (nvcc only).
 
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -22,8 +23,8 @@ namespace kernels {
 template <class T>
 __global__ void mse_gradient(const T* y, const T* t, T* g, double factor, std::size_t n) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
-    const double d = static_cast<double>(y[i]) - static_cast<double>(t[i]);
-    g[i] = static_cast<T>(factor * d);
+    const double d = static_cast<double>(static_cast<float>(y[i])) - static_cast<double>(static_cast<float>(t[i]));
+    g[i] = T(static_cast<float>(factor * d));
   }
 }
 
@@ -33,7 +34,7 @@ __global__ void mse_value(const T* y, const T* t, double* value, std::size_t n) 
   __shared__ double shared[block_threads];
   double s = 0.0;
   for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const double d = static_cast<double>(y[i]) - static_cast<double>(t[i]);
+    const double d = static_cast<double>(static_cast<float>(y[i])) - static_cast<double>(static_cast<float>(t[i]));
     s += d * d;
   }
   const double sum = block_sum(s, shared);
@@ -42,10 +43,10 @@ __global__ void mse_value(const T* y, const T* t, double* value, std::size_t n) 
 
 }  // namespace kernels
 
-/// @brief The mean squared error between tensor 0 of the output and of the target (f32, the same
-/// shape): loss = sum((output - target)^2) / N, and scale * 2 * (output - target) / N into
-/// grad_output[0], as ppipe::layers::mse_loss computes them on the CPU. The gradient is the
-/// host's bit for bit; the loss is summed in double in a fixed order of its own (it repeats run to
+/// @brief The mean squared error between tensor 0 of the output and of the target (f32 or bf16,
+/// the same shape and dtype): loss = sum((output - target)^2) / N, and scale * 2 * (output - target) / N into
+/// grad_output[0], as ppipe::layers::mse_loss computes them on the CPU (in double, whatever the
+/// dtype). The gradient of f32 tensors is the host's bit for bit; the loss is summed in double in a fixed order of its own (it repeats run to
 /// run; it agrees with the host's to rounding). Other output tensors get no gradient.
 /// @return a loss for ppipe::cuda::backend pipelines
 inline device_loss_function<device_tensor, basic_layer_context<device>> mse_loss() {
@@ -66,12 +67,16 @@ inline device_loss_function<device_tensor, basic_layer_context<device>> mse_loss
     }
     const std::size_t n = y.shape().elements();
     const cudaStream_t s = ctx.device->stream.handle();
-    if (n > 0) {
-      kernels::mse_gradient<<<kernels::blocks_for(n), kernels::block_threads, 0, s>>>(
-          y.data<float>(), t.data<float>(), grad_output[0].data<float>(), scale * 2.0 / static_cast<double>(n), n);
-      kernels::launched("mse_loss gradient");
-    }
-    kernels::mse_value<<<1, kernels::block_threads, 0, s>>>(y.data<float>(), t.data<float>(), value.data<double>(), n);
+    kernels::with_float_data(y, "cuda::mse_loss", [&](const auto* yp) {
+      using T = std::remove_cvref_t<decltype(*yp)>;
+      const auto* tp = reinterpret_cast<const T*>(t.byte_data());
+      if (n > 0) {
+        kernels::mse_gradient<<<kernels::blocks_for(n), kernels::block_threads, 0, s>>>(
+            yp, tp, reinterpret_cast<T*>(grad_output[0].byte_data()), scale * 2.0 / static_cast<double>(n), n);
+        kernels::launched("mse_loss gradient");
+      }
+      kernels::mse_value<<<1, kernels::block_threads, 0, s>>>(yp, tp, value.data<double>(), n);
+    });
     kernels::launched("mse_loss value");
   };
 }

@@ -37,6 +37,9 @@ class parameter {
     check(cudaMemcpy(value_.get(), initial.data(), initial.size_bytes(), cudaMemcpyHostToDevice),
           "cudaMemcpy (a layer's parameter to the GPU)");
     check(cudaMemset(grad_.get(), 0, bytes()), "cudaMemset (a layer's gradient)");
+    // Both ran on the legacy stream, which the layers' streams do not wait for, and neither need
+    // have finished when it returned.
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (a layer's parameter to the GPU)");
   }
 
   /// @brief Whether upload() has run.
