@@ -63,7 +63,7 @@ test_status=0
 t0=$(date +%s)
 cmake -S "${root}" -B "${build}" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES="${arch}" -DCMAKE_CUDA_COMPILER="${nvcc_path}" \
-  -DPPIPE_ENABLE_CUDA=ON -DPPIPE_ENABLE_BLAS=OFF -DPPIPE_BUILD_TESTS=ON -DPPIPE_BUILD_EXAMPLES=OFF \
+  -DPPIPE_ENABLE_CUDA=ON -DPPIPE_ENABLE_BLAS=OFF -DPPIPE_BUILD_TESTS=ON -DPPIPE_BUILD_EXAMPLES=ON \
   -DPPIPE_BUILD_BENCHMARKS=ON -DPPIPE_INSTALL=OFF "${prefix_path[@]}" || configure_status=$?
 configure_s=$(seconds_since "${t0}")
 t0=$(date +%s)

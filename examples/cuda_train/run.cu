@@ -1,0 +1,185 @@
+// ppipe-cuda-train's training half, compiled by nvcc: residual MLP blocks of the CUDA kit (or bf16
+// blocks) trained through ppipe::cuda::backend, every rank on GPU 0.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <ppipe/cuda_kit.cuh>
+#include <ppipe/ppipe.hpp>
+#include <ppipe/runtime/chrome_trace.hpp>
+#include <ppipe/runtime/trace_timeline.hpp>
+
+#include "run.hpp"
+
+namespace cuda_train {
+namespace {
+
+using layer = std::variant<ppipe::cuda::mlp_block, ppipe::cuda::linear_bf16, ppipe::cuda::gelu>;
+using model = ppipe::layer_stack<std::vector<layer>>;
+using gpu_pipeline = ppipe::pipeline<model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced,
+                                     ppipe::cuda::backend>;
+using hook_info = ppipe::basic_stage_info<ppipe::cuda::device>;
+
+model make_model(const settings& s) {
+  const int w = s.width;
+  if (!s.bf16) {
+    return model(ppipe::repeat(s.blocks, [w](int i) -> layer {
+      return ppipe::cuda::mlp_block(w, 4 * w, static_cast<std::uint64_t>(1000 + 2 * i));
+    }));
+  }
+  return model(ppipe::repeat(3 * s.blocks, [w](int i) -> layer {
+    const auto seed = static_cast<std::uint64_t>(1000 + i);
+    switch (i % 3) {
+      case 0: return ppipe::cuda::linear_bf16(w, 4 * w, seed);
+      case 1: return ppipe::cuda::gelu(4 * w, ppipe::dtype::bf16);
+      default: return ppipe::cuda::linear_bf16(4 * w, w, seed);
+    }
+  }));
+}
+
+// A regression the blocks can learn: each target row is a smooth function of its input row.
+struct data {
+  ppipe::payload inputs, targets;
+};
+data make_data(const settings& s) {
+  const ppipe::dtype type = s.bf16 ? ppipe::dtype::bf16 : ppipe::dtype::f32;
+  data d{{ppipe::host_tensor(ppipe::shape({s.batch, s.width}, type))},
+         {ppipe::host_tensor(ppipe::shape({s.batch, s.width}, type))}};
+  const auto w = static_cast<std::size_t>(s.width);
+  std::vector<float> x(static_cast<std::size_t>(s.batch) * w), t(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i % 9973) + 0.1f);
+  for (std::size_t r = 0; r < x.size() / w; ++r) {
+    for (std::size_t j = 0; j < w; ++j) t[r * w + j] = 0.5f * std::tanh(2.0f * x[r * w + (j + 1) % w]);
+  }
+  for (auto [from, to] : {std::pair{&x, &d.inputs[0]}, std::pair{&t, &d.targets[0]}}) {
+    if (!s.bf16) {
+      std::copy(from->begin(), from->end(), to->values().begin());
+    } else {
+      std::transform(from->begin(), from->end(), to->values<ppipe::bfloat16>().begin(),
+                     [](float v) { return ppipe::bfloat16(v); });
+    }
+  }
+  return d;
+}
+
+// Every weight, layer by layer, once the GPU is done.
+std::vector<float> weights(const model& m) {
+  std::vector<float> out;
+  for (int l = 0; l < m.num_layers(); ++l) {
+    m.visit(l, [&](const auto& part) {
+      if constexpr (requires { part.download(); }) {
+        const std::vector<float> w = part.download();
+        out.insert(out.end(), w.begin(), w.end());
+      }
+    });
+  }
+  return out;
+}
+
+// The model's flops for one training step: 3 times the GEMMs' forward (the blocks' recomputed
+// forward is the hardware's extra work, not counted).
+double model_flops(const settings& s) {
+  const double gemm = 2.0 * static_cast<double>(s.batch) * s.width * (4.0 * s.width);
+  return 3.0 * 2.0 * gemm * s.blocks;
+}
+
+ppipe::pipeline_options options_of(const settings& s, ppipe::schedule plan) {
+  ppipe::pipeline_options o;
+  o.ranks = s.ranks;
+  o.microbatches = s.microbatches;
+  o.virtual_stages = s.virtual_stages;
+  o.timeout = std::chrono::milliseconds(s.timeout_ms);
+  o.schedule = std::move(plan);
+  return o;
+}
+
+}  // namespace
+
+int run(const settings& s, ppipe::schedule plan) {
+  if (ppipe::cuda::device_count() == 0) {
+    std::cout << "ppipe-cuda-train: no CUDA device here (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides "
+                 "them); nothing was trained\n";
+    return exit_no_gpu;
+  }
+  const data d = make_data(s);
+  model m = make_model(s);
+  const ppipe::cuda::sgd opt(s.lr);
+  const ppipe::pipeline_options o = options_of(s, std::move(plan));
+  gpu_pipeline pipe(m, o, ppipe::cuda::mse_loss(), [&](const hook_info& st) { opt.step(m, st); });
+
+  std::cout << "ppipe-cuda-train: " << (s.bf16 ? "bf16 blocks (linear, GELU, linear)" : "residual MLP blocks") << " x"
+            << s.blocks << ", width " << s.width << ", hidden " << 4 * s.width << ", " << m.num_layers()
+            << " layers on GPU 0, " << s.ranks << " ranks, schedule " << pipe.training_schedule().name
+            << ", m=" << s.microbatches << ", batch " << s.batch << " rows\nlayers per stage:";
+  for (const int n : pipe.split().sizes()) std::cout << " " << n;
+  std::cout << "\n\n";
+  std::printf("%6s %14s %10s %14s %10s\n", "step", "loss", "ms", "samples/s", "TFLOP/s");
+
+  std::vector<double> losses;
+  double total_ms = 0.0;
+  int timed = 0;
+  for (int step = 1; step <= s.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    losses.push_back(pipe.train_step(d.inputs, d.targets));
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (step > 1) {  // the first step allocates and warms up cuBLAS; leave it out
+      total_ms += ms;
+      ++timed;
+    }
+    if (step <= 3 || step % 5 == 0 || step == s.steps) {
+      std::printf("%6d %14.6f %10.2f %14.0f %10.2f\n", step, losses.back(), ms,
+                  static_cast<double>(s.batch) / ms * 1e3, model_flops(s) / (ms * 1e-3) / 1e12);
+    }
+  }
+  const double mean_ms = timed > 0 ? total_ms / timed : 0.0;
+  const ppipe::run_trace& trace = pipe.last_trace();
+  const ppipe::simulation predicted = ppipe::predict_from_trace(pipe.training_schedule(), trace);
+  if (timed > 0) {
+    std::printf("\nthroughput: %.0f samples/s, %.2f model TFLOP/s (mean step %.2f ms over steps 2..%d)\n",
+                static_cast<double>(s.batch) / mean_ms * 1e3, model_flops(s) / (mean_ms * 1e-3) / 1e12, mean_ms,
+                s.steps);
+  }
+  std::printf("bubble, last step: measured %.1f%%, predicted %.1f%% (the simulator, from the measured kernel times)\n",
+              100.0 * trace.bubble_fraction(), 100.0 * predicted.bubble_fraction());
+  for (const std::string& line : ppipe::advise(pipe.training_schedule(), predicted)) std::cout << "advice: " << line << "\n";
+  // Every rank shares GPU 0's pool: activations, gradients and payloads in flight, not weights.
+  std::printf("GPU 0's pool: at most %.1f MiB in use\n",
+              static_cast<double>(pipe.device_memory(0).peak_bytes_in_use) / (1024.0 * 1024.0));
+  if (s.timeline) {
+    ppipe::timeline_options chart;
+    chart.width = 100;
+    chart.time_per_column = trace.makespan() / 270.0;
+    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace, chart);
+  }
+  if (!s.trace.empty()) {
+    ppipe::save_chrome_trace(s.trace, trace);
+    std::cout << "\ntrace of the last step: " << s.trace << " (open it at https://ui.perfetto.dev)\n";
+  }
+
+  if (s.check) {
+    // The same layers on one rank, microbatch by microbatch: the bits the pipeline must give.
+    model alone_model = make_model(s);
+    ppipe::pipeline_options one = o;
+    one.ranks = 1;
+    one.virtual_stages = 1;
+    one.schedule.reset();
+    gpu_pipeline alone(alone_model, one, ppipe::cuda::mse_loss(), [&](const hook_info& st) { opt.step(alone_model, st); });
+    bool same = true;
+    for (int step = 0; step < s.steps; ++step) same = alone.train_step(d.inputs, d.targets) == losses[static_cast<std::size_t>(step)] && same;
+    same = same && weights(alone_model) == weights(m);
+    std::cout << (same ? "check: the pipeline matches the same layers on one rank, bit for bit (losses and weights)\n"
+                       : "check: FAILED: the pipeline's losses or weights differ from the same layers on one rank\n");
+    if (!same) return 1;
+  }
+  return 0;
+}
+
+}  // namespace cuda_train
