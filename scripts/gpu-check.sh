@@ -8,6 +8,8 @@
 #               cores, for the host and CPU-stream backends (Google Benchmark JSON), when Google
 #               Benchmark is there: the 3% target of the CPU-stream backend wants more cores than
 #               the 2-core development VM has
+#   cuda_bench.json   the CUDA backend's benchmarks (benchmarks/cuda_bench.cu): pipelined bf16
+#               steps against one stream, TFLOP/s, and the host's enqueue cost per action
 # It finishes in a few minutes; docs/cuda.md says how to run it on a lent machine.
 #
 # Catch2 comes from the system or, on a machine that reaches no package registry, from the
@@ -92,6 +94,13 @@ if ((configure_status == 0)) && cmake --build "${build}" --target ppipe_bench_ru
     bench_status=FAILED
   fi
 fi
+# The CUDA backend's own benchmarks (built with the GPU checks when Google Benchmark is there).
+if [[ -x "${build}/benchmarks/ppipe_bench_cuda" ]]; then
+  if ! "${build}/benchmarks/ppipe_bench_cuda" --benchmark_out="${out}/cuda_bench.json" \
+      --benchmark_out_format=json; then
+    bench_status=FAILED
+  fi
+fi
 bench_s=$(seconds_since "${t0}")
 
 # ctest's result lines: "  3/13 Test #40: name ....   Passed    0.01 sec".
@@ -122,6 +131,22 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
         continue
     name = b["run_name"].replace("/iterations:5/manual_time", "")
     print(f'| {name} | {b["ratio"]:.3f} | {b["bubble"]:.3f} | {b["predicted_bubble"]:.3f} | {b["wake_us"]:.1f} us |')
+PY
+    echo
+  fi
+  if [[ -f "${out}/cuda_bench.json" ]]; then
+    echo "| CUDA case | pipelined | one stream | overhead | TFLOP/s | host per action |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    python3 - "${out}/cuda_bench.json" <<'PY' || true
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    name = b["run_name"].replace("/manual_time", "")
+    if "error_message" in b:
+        print(f'| {name} | {b["error_message"]} | | | | |')
+    elif "overhead_pct" in b:
+        print(f'| {name} | {b["pipelined_ms"]:.2f} ms | {b["one_stream_ms"]:.2f} ms | {b["overhead_pct"]:.2f}% | {b["tflops"]:.0f} | |')
+    elif "enqueue_us_per_rank_action" in b:
+        print(f'| {name} | | | | | {b["enqueue_us_per_rank_action"]:.1f} us enqueue, {b["us_per_action"]:.1f} us step |')
 PY
     echo
   fi
