@@ -2,8 +2,9 @@
 // and a residual mlp_block) trained with each schedule across several ranks on GPU 0, against the same layers run
 // unpipelined on one rank (microbatch by microbatch, one stream). Every kernel sees the same
 // inputs and every gradient accumulates in microbatch order, and each stage's cuBLAS handle
-// serves one stream (cuBLAS is then deterministic), so losses and weights must agree bit for bit.
-// Skipped without a GPU.
+// serves one stream (cuBLAS is then deterministic), so losses and weights must agree bit for bit;
+// and each stage's activations peak at the microbatches the simulator predicts. Skipped without a
+// GPU.
 
 #include <cstdint>
 #include <variant>
@@ -14,6 +15,7 @@
 #include <ppipe/pipeline/pipeline.hpp>
 #include <ppipe/schedule/gpipe.hpp>
 #include <ppipe/schedule/interleaved_1f1b.hpp>
+#include <ppipe/schedule/simulate.hpp>
 #include <ppipe/schedule/zero_bubble.hpp>
 
 #include "catch.hpp"
@@ -87,6 +89,14 @@ void trains_as_unpipelined(int p, int v, int blocks) {
   CHECK(trained != initial);  // the optimizer reached the layers
   CHECK(weights(piped_model) == trained);
   for (int r = 0; r < p; ++r) CHECK(piped.device_memory(r).bytes_in_use == 0);
+  // Each stage's activations in GPU memory peaked at the microbatches the simulator predicts.
+  const ppipe::simulation sim = ppipe::simulate(piped.training_schedule(), ppipe::cost_model::uniform(1, 2));
+  for (int st = 0; st < p * v; ++st) {
+    INFO("stage " << st);
+    CHECK(piped.memory(st).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(st)]);
+    CHECK(piped.memory(st).peak_bytes > 0);
+    CHECK(piped.memory(st).live_bytes == 0);
+  }
 }
 
 }  // namespace
