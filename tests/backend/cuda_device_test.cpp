@@ -70,6 +70,17 @@ TEST_CASE("cuda::device: copies and zeroes move the bytes, allocations are align
   on_gpu([](device& d) { device_contract::copies_and_zeroes(d); });
 }
 
+TEST_CASE("cuda::device: page-locked staging memory carries copies both ways and is reused", "[cuda][gpu]") {
+  on_gpu([](device& d) {
+    device_contract::staging_memory(d);
+    CHECK(d.memory().host_bytes_in_use == 0);
+    const std::size_t reserved = d.memory().host_bytes_reserved;
+    CHECK(reserved >= 2 * 1000 * sizeof(float));
+    d.release_host(d.allocate_host(1000 * sizeof(float)));  // served from what was given back
+    CHECK(d.memory().host_bytes_reserved == reserved);
+  });
+}
+
 TEST_CASE("cuda::device: elapsed_us measures the work between two events", "[cuda][gpu]") {
   on_gpu([](device& d) { device_contract::elapsed(d); });
 }

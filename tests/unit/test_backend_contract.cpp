@@ -124,6 +124,32 @@ struct cpu_one_device_enqueuing_fixture : device_memory_fixture<one_device, &toy
 
 #include "backend_contract.hpp"
 
+// Staged copies go through the device's staging host memory (page-locked on a GPU, so that no copy
+// makes the host wait). A step's is given back when the next step starts: it never grows.
+TEMPLATE_TEST_CASE("staging host memory: a step's is held until the next one, so it never grows", "[contract]",
+                   contract::cpu_device_memory_fixture, contract::cpu_one_device_fixture) {
+  using F = TestType;
+  for (const int p : {1, 2, 4}) {
+    INFO(F::name << ": p=" << p);
+    const int m = 2 * p;
+    contract::model_t<F> piped(2 * p);
+    auto pipe = F::template make<ppipe::schedules::one_f_one_b>(piped, contract::options(p, m), toy::loss);
+    const auto x = toy::batch(2 * m + 1, 3, 0.0f);
+    const auto y = toy::batch(2 * m + 1, 3, 1.0f);
+    (void)pipe.train_step(x, y);
+    std::vector<std::size_t> first;
+    for (int r = 0; r < p; ++r) first.push_back(pipe.device_memory(r).host_bytes_in_use);
+    CHECK(first.front() > 0);  // rank 0 copied the batch in through it
+    for (int step = 0; step < 3; ++step) {
+      (void)pipe.train_step(x, y);
+      for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).host_bytes_in_use == first[static_cast<std::size_t>(r)]);
+    }
+    (void)pipe.infer(x);  // its outputs come out through staging memory as well
+    (void)pipe.train_step(x, y);
+    for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).host_bytes_in_use == first[static_cast<std::size_t>(r)]);
+  }
+}
+
 // Device memory is the device pool's, not the host's: what a step allocates is back in the pool
 // once it returns, and once it throws (the boxes a failed step dropped are freed when the stages
 // let go of it), so a failing step cannot leak a GPU's memory.

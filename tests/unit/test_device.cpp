@@ -71,6 +71,18 @@ TEMPLATE_TEST_CASE("copies and zeroes move the bytes, allocations are aligned", 
   device_contract::copies_and_zeroes(d);
 }
 
+TEST_CASE("cpu_stream_device: staging host memory carries copies both ways, counted until given back", "[device]") {
+  cpu_stream_device d;
+  device_contract::staging_memory(d);
+  CHECK(d.memory().host_bytes_in_use == 0);
+  void* p = d.allocate_host(96);
+  CHECK(d.memory().host_bytes_in_use == 96);
+  CHECK(static_cast<const unsigned char*>(p)[0] == 0xff);  // poisoned until written
+  d.release_host(p);
+  CHECK(d.memory().host_bytes_in_use == 0);
+  static_cast<void>(d.allocate_host(32));  // one still out when the device goes: freed with it
+}
+
 TEMPLATE_TEST_CASE("elapsed_us measures the work between two events", "[device]", inline_device, cpu_stream_device) {
   TestType d;
   device_contract::elapsed(d);

@@ -24,6 +24,7 @@ struct cpu_allocator_stats {
   std::size_t bytes_reserved = 0;     ///< taken from the system: in use plus cached for reuse
   std::size_t allocations = 0;        ///< allocate() calls
   std::size_t reused = 0;             ///< of those, served from a released block
+  std::size_t host_bytes_in_use = 0;  ///< staging host memory (allocate_host()) not yet given back
 };
 
 namespace detail {

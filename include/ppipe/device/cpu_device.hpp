@@ -5,6 +5,7 @@
 /// seeded random delays, poisoned memory and a race checker that fails at the first unordered
 /// access, naming both streams.
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -13,8 +14,10 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -106,8 +109,12 @@ class cpu_stream_device {
   cpu_stream_device(const cpu_stream_device&) = delete;
   cpu_stream_device& operator=(const cpu_stream_device&) = delete;
 
-  /// @brief Runs the work every stream has queued, then joins the workers.
-  ~cpu_stream_device() { lanes_.clear(); }
+  /// @brief Runs the work every stream has queued, then joins the workers; frees the host memory
+  /// still out.
+  ~cpu_stream_device() {
+    lanes_.clear();
+    for (const auto& [p, bytes] : host_blocks_) ::operator delete(p, std::align_val_t{64});
+  }
 
   /// @brief Makes a stream: a worker thread that lives as long as the device.
   /// @param name what the stream is for, as messages show it ("rank 1 compute").
@@ -308,6 +315,38 @@ class cpu_stream_device {
     push_work(l, detail::stream_item::kind::always, std::move(poison), label);
   }
 
+  /// @brief Host memory for staging copies to and from the device, as page-locked memory is on a
+  /// GPU (cudaHostAlloc): here plain memory, aligned to 64 bytes and, with poison on, filled with
+  /// quiet NaN bytes, as it is again when given back, so that a copy still reading it shows.
+  /// @param bytes the size (0 gives a unique non-null block of no bytes)
+  /// @return the memory
+  [[nodiscard]] void* allocate_host(std::size_t bytes) {
+    void* p = ::operator new(std::max<std::size_t>(bytes, 1), std::align_val_t{64});
+    if (options_.poison) std::memset(p, detail::cpu_allocator::poison_byte, bytes);
+    const std::lock_guard lock(mutex_);
+    host_blocks_.emplace(p, bytes);
+    host_bytes_ += bytes;
+    return p;
+  }
+
+  /// @brief Gives back memory from allocate_host(). The caller has made sure that no enqueued
+  /// copy uses it any more (the streams that did have drained).
+  /// @param p memory from allocate_host(), or nullptr (ignored)
+  void release_host(void* p) noexcept {
+    if (p == nullptr) return;
+    std::size_t bytes = 0;
+    {
+      const std::lock_guard lock(mutex_);
+      const auto it = host_blocks_.find(p);
+      if (it == host_blocks_.end()) return;
+      bytes = it->second;
+      host_bytes_ -= bytes;
+      host_blocks_.erase(it);
+    }
+    if (options_.poison) std::memset(p, detail::cpu_allocator::poison_byte, bytes);
+    ::operator delete(p, std::align_val_t{64});
+  }
+
   /// @brief Has the race checker watch memory this device did not allocate (host buffers that a
   /// backend lends to its streams) as if allocate() had just handed it to `s`: its earlier history
   /// is forgotten, and another stream must be ordered after this call before using it.
@@ -441,7 +480,9 @@ class cpu_stream_device {
   /// @brief The pool's bytes in use, peak and reserved.
   [[nodiscard]] cpu_allocator_stats allocator_stats() const {
     const std::lock_guard lock(mutex_);
-    return allocator_.stats();
+    cpu_allocator_stats out = allocator_.stats();
+    out.host_bytes_in_use = host_bytes_;
+    return out;
   }
 
   /// @brief The same: what the pool holds, under the name the CUDA device uses.
@@ -551,6 +592,8 @@ class cpu_stream_device {
   mutable std::mutex mutex_;  // guards everything below and the two above: the host's view
   detail::vector_clock host_clock_;  // what the host has seen complete (synchronize() returned ready)
   std::uint64_t host_version_ = 0;
+  std::unordered_map<void*, std::size_t> host_blocks_;  // allocate_host()'s, by address
+  std::size_t host_bytes_ = 0;
   std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers
 };
 

@@ -96,6 +96,19 @@ concept stream_device =
       d.clear_error();
     };
 
+/// @brief A stream_device that gives host memory for staging copies (page-locked on a GPU,
+/// cudaHostAlloc): `d.allocate_host(n) -> void*` and `d.release_host(p)`. A copy between device
+/// memory and pageable host memory may make the host wait (CUDA: from device to pageable memory it
+/// returns when the copy is done, and into the device it may wait for the stream); between device
+/// memory and this memory it is enqueued and returns. The caller gives memory back only once no
+/// enqueued copy uses it, and may reuse it for later copies meanwhile.
+/// @tparam D the device type.
+template <class D>
+concept host_staging_device = stream_device<D> && requires(D& d, std::size_t n, void* p) {
+  { d.allocate_host(n) } -> std::same_as<void*>;
+  d.release_host(p);
+};
+
 /// @brief A stream_device that can capture the work enqueued on a stream into a graph and replay
 /// it (CUDA stream capture and cudaGraphLaunch).
 ///

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "ppipe/device/stream_device.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/device_mailbox.hpp"
 #include "ppipe/runtime/failure_channel.hpp"
@@ -46,6 +47,10 @@ class stream_actions {
   // Stages that hold device tensors: the batch, the outputs and every transfer go through host
   // memory, by copies in stream order (the host never touches a device tensor's bytes).
   static constexpr bool staged = !std::same_as<stage_tensor, typename context::tensor_type>;
+  // A device with staging host memory (page-locked on a GPU): staged copies go through it, so that
+  // enqueueing them never makes the host wait, and the host moves the bytes to and from the
+  // caller's memory (before the copy in, in host work after the copy out).
+  static constexpr bool host_staging = staged && host_staging_device<device_type>;
 
  public:
   explicit stream_actions(context& ctx) : ctx_(ctx) {}
@@ -171,6 +176,9 @@ class stream_actions {
     // Host memory that copies enqueued in the last step read or write: kept until the next step,
     // when the streams have drained (a step that fails leaves copies in flight behind it).
     std::vector<std::shared_ptr<payload_type>> staging;
+    // The device's staging host memory those copies use, given back at the same time (memory a
+    // failed step left in flight stays with the device, which frees it when it goes).
+    std::vector<void*> pinned;
     // Buffers sent by device copy to a rank on the same device, freed once its copy is done.
     std::vector<lent> lent_out;
     // Receives by device copy, in the order the compute stream needs them: what settle() watches.
@@ -340,6 +348,27 @@ class stream_actions {
     return false;
   }
 
+  // `bytes` bytes of the device's staging host memory, kept by the lane for this step.
+  static std::byte* pinned_bytes(lanes& l, std::size_t bytes) {
+    l.pinned.reserve(l.pinned.size() + 1);  // so that the memory is never lost to a throwing push_back
+    auto* p = static_cast<std::byte*>(l.device->allocate_host(bytes));
+    l.pinned.push_back(p);
+    return p;
+  }
+  static void give_back_pinned(lanes& l) {
+    for (void* p : l.pinned) l.device->release_host(p);
+    l.pinned.clear();
+  }
+  // Bytes a host function moves from staging memory once a copy out has filled it.
+  struct unstaged {
+    const std::byte* from;
+    std::byte* to;
+    std::size_t bytes;
+  };
+  static void move_out(const std::vector<unstaged>& list) {
+    for (const unstaged& u : list) std::memcpy(u.to, u.from, u.bytes);
+  }
+
   // Host tensors of `shapes` that copies of this step read or write, kept by the lane.
   static std::shared_ptr<payload_type> host_payload(lanes& l, const std::vector<shape>& shapes) {
     auto p = std::make_shared<payload_type>();
@@ -354,7 +383,13 @@ class stream_actions {
   static box to_device(Stage& stg, const payload_type& host, lanes& l) {
     box b = stg.pool().acquire(shapes_of(host), l.compute, false);
     for (std::size_t t = 0; t < host.size(); ++t) {
-      l.device->copy_async(l.compute, b.regions[t].data, host[t].byte_data(), b.regions[t].bytes);
+      const std::byte* from = host[t].byte_data();
+      if constexpr (host_staging) {
+        std::byte* p = pinned_bytes(l, b.regions[t].bytes);
+        if (b.regions[t].bytes != 0) std::memcpy(p, from, b.regions[t].bytes);
+        from = p;
+      }
+      l.device->copy_async(l.compute, b.regions[t].data, from, b.regions[t].bytes);
     }
     return b;
   }
@@ -364,10 +399,24 @@ class stream_actions {
   static void to_host(Stage& stg, box& y, payload_type& out, lanes& l) {
     out.clear();
     for (const shape& sh : y.shapes) out.emplace_back(sh);
-    for (std::size_t t = 0; t < out.size(); ++t) {
-      l.device->copy_async(l.compute, out[t].byte_data(), y.regions[t].data, y.regions[t].bytes);
+    if constexpr (host_staging) {
+      // On the send stream, so that the compute stream does not wait for the host work.
+      device_type& d = *l.device;
+      d.wait(l.send, d.record(l.compute));
+      std::vector<unstaged> back;
+      for (std::size_t t = 0; t < out.size(); ++t) {
+        std::byte* p = pinned_bytes(l, y.regions[t].bytes);
+        d.copy_async(l.send, p, y.regions[t].data, y.regions[t].bytes);
+        back.push_back({p, out[t].byte_data(), y.regions[t].bytes});
+      }
+      d.enqueue(l.send, [back = std::move(back)] { move_out(back); }, "outputs to the caller's memory");
+      stg.pool().release(y, l.send, false);
+    } else {
+      for (std::size_t t = 0; t < out.size(); ++t) {
+        l.device->copy_async(l.compute, out[t].byte_data(), y.regions[t].data, y.regions[t].bytes);
+      }
+      stg.pool().release(y, l.compute, false);
     }
-    stg.pool().release(y, l.compute, false);
   }
 
   // The loss of microbatch `mb` on stage `stg`'s device: the target copied in, the value written
@@ -413,6 +462,7 @@ class stream_actions {
                     run_position& at, lanes& l) {
     device_type& d = *l.device;
     l.staging.clear();
+    if constexpr (host_staging) give_back_pinned(l);
     l.lent_out.clear();  // a failed step's: the stages' buffers let go of them (prepare())
     l.watch.clear();
     l.progress.clear();
@@ -466,13 +516,18 @@ class stream_actions {
       const auto need = d.record(l.compute);
       if (!p.handle) return receive_copy(s, r, l, std::move(p.into), waited, p.step, needed, k, from, need, marks);
       // Staged: the transport delivers into host memory, copied to the device after it lands.
-      std::shared_ptr<payload_type> landing;
-      if constexpr (staged) landing = host_payload(l, p.into.shapes);
+      std::vector<std::byte*> landing;
+      if constexpr (host_staging) {
+        for (const auto& region : p.into.regions) landing.push_back(pinned_bytes(l, region.bytes));
+      } else if constexpr (staged) {
+        const std::shared_ptr<payload_type> host = host_payload(l, p.into.shapes);  // the lane keeps it
+        for (auto& t : *host) landing.push_back(t.byte_data());
+      }
       const auto t0 = d.record(l.recv);
       reads(l.recv, p.into, access::write);
       d.enqueue(
           l.recv,
-          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into, landing = landing.get(),
+          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into, landing,
            fail = sink(p.step, run_phase::action), size = list.size()]() mutable {
             try {
               typename context::payload_type arrived;
@@ -491,7 +546,7 @@ class stream_actions {
               }
               if (!has_shapes(arrived, into.shapes)) check_arrived(r, shapes_of(arrived), into.shapes, waited);
               for (std::size_t t = 0; t < arrived.size(); ++t) {
-                std::byte* to = staged ? (*landing)[t].byte_data() : into.regions[t].data;
+                std::byte* to = staged ? landing[t] : into.regions[t].data;
                 std::memcpy(to, arrived[t].byte_data(), arrived[t].bytes());
               }
             } catch (const run_aborted&) {
@@ -503,8 +558,8 @@ class stream_actions {
           },
           concat("receive ", describe(waited)));
       if constexpr (staged) {
-        for (std::size_t t = 0; t < landing->size(); ++t) {
-          d.copy_async(l.recv, p.into.regions[t].data, (*landing)[t].byte_data(), p.into.regions[t].bytes);
+        for (std::size_t t = 0; t < landing.size(); ++t) {
+          d.copy_async(l.recv, p.into.regions[t].data, landing[t], p.into.regions[t].bytes);
         }
       }
       const auto t1 = d.record(l.recv);
@@ -562,10 +617,16 @@ class stream_actions {
           }
           reads(l.send, src, access::read);
           std::shared_ptr<const payload_type> sent;
+          std::vector<unstaged> unstage;  // staging memory to the host tensors sent, before the send
           if constexpr (staged) {
             std::shared_ptr<payload_type> host = host_payload(l, src.shapes);
             for (std::size_t t = 0; t < host->size(); ++t) {
-              d.copy_async(l.send, (*host)[t].byte_data(), src.regions[t].data, src.regions[t].bytes);
+              std::byte* to_bytes = (*host)[t].byte_data();
+              if constexpr (host_staging) {
+                to_bytes = pinned_bytes(l, src.regions[t].bytes);
+                unstage.push_back({to_bytes, (*host)[t].byte_data(), src.regions[t].bytes});
+              }
+              d.copy_async(l.send, to_bytes, src.regions[t].data, src.regions[t].bytes);
             }
             sent = std::move(host);
           } else {
@@ -573,8 +634,10 @@ class stream_actions {
           }
           d.enqueue(
               l.send,
-              [this, &s, r, to, a, payload = std::move(sent), fail = sink(step, run_phase::action)] {
+              [this, &s, r, to, a, payload = std::move(sent), unstage = std::move(unstage),
+               fail = sink(step, run_phase::action)] {
                 try {
+                  move_out(unstage);
                   auto h = ctx_.transport->post_send(r, to, *payload);
                   const wait_status done = ctx_.transport->complete_send(h, ctx_.deadline());
                   if (done == wait_status::aborted) throw run_aborted{};
@@ -705,7 +768,18 @@ class stream_actions {
     });
     if constexpr (staged) {
       if (losses) {
-        d.copy_async(l.compute, data.losses.data(), losses.regions[0].data, losses.regions[0].bytes);
+        const std::size_t bytes = losses.regions[0].bytes;
+        if constexpr (host_staging) {
+          std::byte* p = pinned_bytes(l, bytes);
+          d.copy_async(l.compute, p, losses.regions[0].data, bytes);
+          d.enqueue(
+              l.compute, [back = std::vector<unstaged>{{p, reinterpret_cast<std::byte*>(data.losses.data()), bytes}}] {
+                move_out(back);
+              },
+              "loss values to the host");
+        } else {
+          d.copy_async(l.compute, data.losses.data(), losses.regions[0].data, bytes);
+        }
         ctx_.stage_at(last).pool().release(losses, l.compute, false);
       }
     }

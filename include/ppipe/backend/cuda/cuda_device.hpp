@@ -17,12 +17,14 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -48,6 +50,8 @@ struct allocator_stats {
   std::size_t peak_bytes_in_use = 0;    ///< the most at once since the device was made
   std::size_t bytes_reserved = 0;       ///< held by the pool from the driver (kept, not returned)
   std::size_t peak_bytes_reserved = 0;  ///< the most the pool held
+  std::size_t host_bytes_in_use = 0;    ///< page-locked staging memory (allocate_host()) not given back
+  std::size_t host_bytes_reserved = 0;  ///< page-locked memory the device holds: in use and cached
 };
 
 namespace detail {
@@ -312,6 +316,8 @@ class device {
     static_cast<void>(cudaGetLastError());
     finished_.collect();
     if (pool_ != nullptr) static_cast<void>(cudaMemPoolDestroy(pool_));
+    for (const auto& [p, bytes] : host_live_) static_cast<void>(cudaFreeHost(p));
+    for (const auto& [bytes, p] : host_free_) static_cast<void>(cudaFreeHost(p));
   }
 
   /// @brief The GPU's ordinal.
@@ -599,6 +605,42 @@ class device {
   /// @brief Whether `s` is capturing.
   [[nodiscard]] bool capturing(stream s) const { return lane_of(s).capturing.load(std::memory_order_acquire); }
 
+  /// @brief Page-locked host memory for staging copies (cudaHostAlloc, portable), so that a copy
+  /// to or from it is enqueued without the host waiting. Blocks given back are kept and handed
+  /// out again for the same size: a steady run allocates none.
+  /// @param bytes the size
+  /// @return the memory
+  [[nodiscard]] void* allocate_host(std::size_t bytes) {
+    {
+      const std::lock_guard lock(mutex_);
+      if (const auto it = host_free_.find(bytes); it != host_free_.end()) {
+        void* p = it->second;
+        host_free_.erase(it);
+        host_live_.emplace(p, bytes);
+        return p;
+      }
+    }
+    void* p = nullptr;
+    const detail::current_device on(options_.ordinal);
+    check_call(cudaHostAlloc(&p, std::max<std::size_t>(bytes, 1), cudaHostAllocPortable),
+               ppipe::detail::concat("cudaHostAlloc(", bytes, " bytes of staging memory)"));
+    const std::lock_guard lock(mutex_);
+    host_live_.emplace(p, bytes);
+    host_reserved_ += bytes;
+    return p;
+  }
+
+  /// @brief Gives back memory from allocate_host() for reuse; no enqueued copy may use it any more.
+  /// @param p memory from allocate_host(), or nullptr (ignored)
+  void release_host(void* p) noexcept {
+    if (p == nullptr) return;
+    const std::lock_guard lock(mutex_);
+    const auto it = host_live_.find(p);
+    if (it == host_live_.end()) return;
+    host_free_.emplace(it->second, p);
+    host_live_.erase(it);
+  }
+
   /// @brief The pool's allocations, bytes in use and reserved, now and at their peaks.
   [[nodiscard]] allocator_stats memory() const {
     allocator_stats out;
@@ -608,6 +650,8 @@ class device {
     out.peak_bytes_reserved = pool_attribute(cudaMemPoolAttrReservedMemHigh);
     const std::lock_guard lock(mutex_);
     out.allocations = allocations_;
+    for (const auto& [p, bytes] : host_live_) out.host_bytes_in_use += bytes;
+    out.host_bytes_reserved = host_reserved_;
     return out;
   }
 
@@ -702,11 +746,15 @@ class device {
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<lane>> lanes_;
   std::uint64_t allocations_ = 0;
+  std::unordered_map<void*, std::size_t> host_live_;  // allocate_host()'s, by address
+  std::multimap<std::size_t, void*> host_free_;       // given back, by size
+  std::size_t host_reserved_ = 0;
   ppipe::detail::failure_state failure_;
   detail::finished_work finished_;
 };
 
 static_assert(stream_device<device>);
 static_assert(capturing_stream_device<device>);
+static_assert(host_staging_device<device>);
 
 }  // namespace ppipe::cuda
