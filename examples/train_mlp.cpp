@@ -24,10 +24,9 @@
 
 #include <ppipe/layers/layers.hpp>
 #include <ppipe/ppipe.hpp>
-#include <ppipe/runtime/chrome_trace.hpp>
-#include <ppipe/runtime/trace_timeline.hpp>
 
 #include "support/cli.hpp"
+#include "support/last_step.hpp"
 #include "support/mlp_checks.hpp"
 #include "support/regression.hpp"
 #include "support/schedule_choice.hpp"
@@ -164,24 +163,9 @@ int train(const settings& s, ppipe::schedule plan) {
   }
   if (s.exact_loss) std::printf("last loss: %.17g\n", last_loss);
   const double mean_ms = timed ? total_ms / timed : 0.0;
-  const ppipe::run_trace& trace = pipe.last_trace();
-  const ppipe::simulation predicted = ppipe::predict_from_trace(pipe.training_schedule(), trace);
   std::printf("\nthroughput: %.0f samples/s (mean step %.2f ms over steps 2..%d)\n",
               timed ? static_cast<double>(s.batch) / mean_ms * 1e3 : 0.0, mean_ms, s.steps);
-  std::printf("bubble, last step: measured %.1f%%, predicted %.1f%% (the simulator, from the measured kernel times)\n",
-              100.0 * trace.bubble_fraction(), 100.0 * predicted.bubble_fraction());
-  for (const std::string& line : ppipe::advise(pipe.training_schedule(), predicted)) std::cout << "advice: " << line << "\n";
-  if (s.timeline) {
-    // Three blocks of 90 columns: enough to see the warm-up, the steady state and the drain.
-    ppipe::timeline_options chart;
-    chart.width = 100;
-    chart.time_per_column = trace.makespan() / 270.0;
-    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace, chart);
-  }
-  if (!s.trace.empty()) {
-    ppipe::save_chrome_trace(s.trace, trace);
-    std::cout << "\ntrace of the last step: " << s.trace << " (open it at https://ui.perfetto.dev)\n";
-  }
+  examples::report_last_step(pipe.training_schedule(), pipe.last_trace(), s.timeline, s.trace);
 
   if (s.compare) {
     ppipe::layers::sequential single = make_model(s);

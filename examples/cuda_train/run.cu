@@ -14,9 +14,8 @@
 
 #include <ppipe/cuda_kit.cuh>
 #include <ppipe/ppipe.hpp>
-#include <ppipe/runtime/chrome_trace.hpp>
-#include <ppipe/runtime/trace_timeline.hpp>
 
+#include "../support/last_step.hpp"
 #include "run.hpp"
 
 namespace cuda_train {
@@ -140,29 +139,15 @@ int run(const settings& s, ppipe::schedule plan) {
     }
   }
   const double mean_ms = timed > 0 ? total_ms / timed : 0.0;
-  const ppipe::run_trace& trace = pipe.last_trace();
-  const ppipe::simulation predicted = ppipe::predict_from_trace(pipe.training_schedule(), trace);
   if (timed > 0) {
     std::printf("\nthroughput: %.0f samples/s, %.2f model TFLOP/s (mean step %.2f ms over steps 2..%d)\n",
                 static_cast<double>(s.batch) / mean_ms * 1e3, model_flops(s) / (mean_ms * 1e-3) / 1e12, mean_ms,
                 s.steps);
   }
-  std::printf("bubble, last step: measured %.1f%%, predicted %.1f%% (the simulator, from the measured kernel times)\n",
-              100.0 * trace.bubble_fraction(), 100.0 * predicted.bubble_fraction());
-  for (const std::string& line : ppipe::advise(pipe.training_schedule(), predicted)) std::cout << "advice: " << line << "\n";
   // Every rank shares GPU 0's pool: activations, gradients and payloads in flight, not weights.
   std::printf("GPU 0's pool: at most %.1f MiB in use\n",
               static_cast<double>(pipe.device_memory(0).peak_bytes_in_use) / (1024.0 * 1024.0));
-  if (s.timeline) {
-    ppipe::timeline_options chart;
-    chart.width = 100;
-    chart.time_per_column = trace.makespan() / 270.0;
-    std::cout << "\nlast step as it ran (microseconds):\n" << ppipe::render_timeline(pipe.training_schedule(), trace, chart);
-  }
-  if (!s.trace.empty()) {
-    ppipe::save_chrome_trace(s.trace, trace);
-    std::cout << "\ntrace of the last step: " << s.trace << " (open it at https://ui.perfetto.dev)\n";
-  }
+  examples::report_last_step(pipe.training_schedule(), pipe.last_trace(), s.timeline, s.trace);
 
   if (s.check) {
     // The same layers on one rank, microbatch by microbatch: the bits the pipeline must give.

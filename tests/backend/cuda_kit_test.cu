@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ppipe/cuda_kit.cuh>
@@ -33,6 +34,29 @@ ppipe::basic_payload<ppipe::device_tensor> shaped(std::initializer_list<ppipe::s
   ppipe::basic_payload<ppipe::device_tensor> p;
   for (const ppipe::shape& s : shapes) p.emplace_back(s, nullptr);
   return p;
+}
+
+// What the GPU computes for `x` and `gy`: `whole`'s forward and backward, and `split`'s backward in
+// two halves, which must give the input gradient bit for bit; the calls leave nothing of the
+// device's pool allocated. Returns the output and the input gradient.
+template <class Layer>
+std::pair<ppipe::payload, ppipe::payload> whole_and_split(cuda_testing::gpu_stage& g, Layer& whole, Layer& split,
+                                                          const ppipe::payload& x, const ppipe::payload& gy) {
+  auto dx = g.upload(x);
+  auto dg = g.upload(gy);
+  auto dy = g.zeros(ppipe::shapes_of(gy));
+  auto dgx_whole = g.zeros(ppipe::shapes_of(x));
+  auto dgx_split = g.zeros(ppipe::shapes_of(x));
+  const std::size_t held = g.d.memory().bytes_in_use;  // the test's tensors, as the pool rounds them
+  whole.forward(g.ctx, dx, dy);
+  whole.backward(g.ctx, dx, dy, dg, dgx_whole);
+  split.backward_input(g.ctx, dx, dy, dg, dgx_split);
+  split.backward_weight(g.ctx, dx, dy, dg);
+  ppipe::payload y = g.download(dy);
+  ppipe::payload gx = g.download(dgx_whole);
+  CHECK(g.download(dgx_split)[0] == gx[0]);
+  CHECK(g.d.memory().bytes_in_use == held);
+  return {std::move(y), std::move(gx)};
 }
 
 }  // namespace
@@ -78,19 +102,9 @@ TEST_CASE("cuda::layer_norm computes what layers::layer_norm computes, split or 
     cpu.forward(ppipe::layer_context{}, x, y);
     cpu.backward(ppipe::layer_context{}, x, y, gy, gx);
 
-    auto dx = g.upload(x);
-    auto dg = g.upload(gy);
-    auto dy = g.zeros({ppipe::shape{7, width}});
-    auto dgx_whole = g.zeros({ppipe::shape{7, width}});
-    auto dgx_split = g.zeros({ppipe::shape{7, width}});
-    whole.forward(g.ctx, dx, dy);
-    whole.backward(g.ctx, dx, dy, dg, dgx_whole);
-    split.backward_input(g.ctx, dx, dy, dg, dgx_split);
-    split.backward_weight(g.ctx, dx, dy, dg);
-    close(g.download(dy)[0].values(), y[0].values());
-    const ppipe::payload got = g.download(dgx_whole);
-    close(got[0].values(), gx[0].values(), 1e-5);  // three sums of 300 terms in another order
-    CHECK(g.download(dgx_split)[0] == got[0]);
+    const auto [got_y, got_gx] = whole_and_split(g, whole, split, x, gy);
+    close(got_y[0].values(), y[0].values());
+    close(got_gx[0].values(), gx[0].values(), 1e-5);  // three sums of 300 terms in another order
   }
   whole.sgd(g.dc, lr);
   split.sgd(g.dc, lr);
@@ -134,20 +148,10 @@ TEST_CASE("cuda::mlp_block computes its parts' CPU references plus the input, sp
   norm.backward(host, x, n, gn, gx);
   for (std::size_t i = 0; i < gx[0].size(); ++i) gx[0][i] += gy[0][i];
 
-  auto dx = g.upload(x);
-  auto dg = g.upload(gy);
-  auto dy = g.zeros({ppipe::shape{rows, width}});
-  auto dgx_whole = g.zeros({ppipe::shape{rows, width}});
-  auto dgx_split = g.zeros({ppipe::shape{rows, width}});
-  const std::size_t held = g.d.memory().bytes_in_use;  // the test's tensors, as the pool rounds them
-  whole.forward(g.ctx, dx, dy);
-  whole.backward(g.ctx, dx, dy, dg, dgx_whole);
-  split.backward_input(g.ctx, dx, dy, dg, dgx_split);
-  split.backward_weight(g.ctx, dx, dy, dg);
-  close(g.download(dy)[0].values(), y[0].values());
-  const ppipe::payload got = g.download(dgx_whole);
-  close(got[0].values(), gx[0].values());
-  CHECK(g.download(dgx_split)[0] == got[0]);
+  // The block's recomputed activations go back to the pool (whole_and_split checks it).
+  const auto [got_y, got_gx] = whole_and_split(g, whole, split, x, gy);
+  close(got_y[0].values(), y[0].values());
+  close(got_gx[0].values(), gx[0].values());
 
   const float lr = 0.1f;
   whole.sgd(g.dc, lr);
@@ -165,8 +169,6 @@ TEST_CASE("cuda::mlp_block computes its parts' CPU references plus the input, sp
   const std::vector<float> weights = whole.download();
   close(weights, want);
   CHECK(split.download() == weights);
-  // The blocks' recomputed activations went back to the pool: only the test's tensors are held.
-  CHECK(g.d.memory().bytes_in_use == held);
 }
 
 TEST_CASE("cuda::linear_bf16 computes layers::linear's results for bf16 values, to bf16's rounding", "[cuda][gpu]") {
@@ -197,19 +199,9 @@ TEST_CASE("cuda::linear_bf16 computes layers::linear's results for bf16 values, 
   ref.forward(ppipe::layer_context{}, x, y);
   ref.backward(ppipe::layer_context{}, x, y, gy, gx);
 
-  auto dx = g.upload(x16);
-  auto dg = g.upload(g16);
-  auto dy = g.zeros({ppipe::shape({rows, outs}, ppipe::dtype::bf16)});
-  auto dgx = g.zeros({ppipe::shape({rows, ins}, ppipe::dtype::bf16)});
-  auto dgx_split = g.zeros({ppipe::shape({rows, ins}, ppipe::dtype::bf16)});
-  gpu.forward(g.ctx, dx, dy);
-  gpu.backward(g.ctx, dx, dy, dg, dgx);
-  split.backward_input(g.ctx, dx, dy, dg, dgx_split);
-  split.backward_weight(g.ctx, dx, dy, dg);
-  cuda_testing::close_bf16(cuda_testing::floats(g.download(dy)[0]), y[0].values());
-  const ppipe::payload got = g.download(dgx);
-  cuda_testing::close_bf16(cuda_testing::floats(got[0]), gx[0].values());
-  CHECK(g.download(dgx_split)[0] == got[0]);
+  const auto [got_y, got_gx] = whole_and_split(g, gpu, split, x16, g16);
+  cuda_testing::close_bf16(cuda_testing::floats(got_y[0]), y[0].values());
+  cuda_testing::close_bf16(cuda_testing::floats(got_gx[0]), gx[0].values());
 
   const float lr = 0.1f;
   gpu.sgd(g.dc, lr);
@@ -274,6 +266,8 @@ TEST_CASE("the CUDA kit refuses bad input before launching anything", "[cuda]") 
   CHECK_THROWS_WITH(half.forward(ctx, shaped({ppipe::shape({2, 4}, ppipe::dtype::bf16)}), out),
                     ppipe_test::contains("linear_bf16 4->3 holds no weights on the GPU"));
   CHECK_THROWS_WITH(ppipe::cuda::gelu(4, ppipe::dtype::i32), ppipe_test::contains("gelu of i32; give f32 or bf16"));
+
+  CHECK_THROWS_WITH(ppipe::cuda::sgd(-1.0f), ppipe_test::contains("sgd learning rate -1 is not a finite number >= 0"));
 
   ppipe::cuda::layer_norm norm(4);
   CHECK_THROWS_WITH(norm.forward(ctx, shaped({ppipe::shape{2, 4}}), out),

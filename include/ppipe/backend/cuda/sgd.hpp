@@ -3,10 +3,9 @@
 /// @brief ppipe::cuda::sgd: plain SGD over the CUDA kit's layers of one pipeline stage, enqueued
 /// on the stage's stream from ppipe's optimizer hook.
 
-#include <cmath>
-
 #include "ppipe/backend/cuda/cuda_device.hpp"
 #include "ppipe/error.hpp"
+#include "ppipe/layers/sgd.hpp"
 #include "ppipe/model/model.hpp"
 
 namespace ppipe::cuda {
@@ -18,13 +17,9 @@ namespace ppipe::cuda {
 /// `[&](const ppipe::basic_stage_info<ppipe::cuda::device>& s) { opt.step(model, s); }`.
 class sgd {
  public:
-  /// @brief An optimizer with the given learning rate (finite and >= 0).
-  explicit sgd(float learning_rate) : learning_rate_(learning_rate) {
-    if (!std::isfinite(learning_rate) || learning_rate < 0.0f) {
-      ppipe::detail::fail(errc::invalid_argument, "sgd learning rate ", learning_rate,
-                          " is not a finite number >= 0; give e.g. 0.01");
-    }
-  }
+  /// @brief An optimizer with the given learning rate (finite and >= 0, as for
+  /// ppipe::layers::sgd, which checks it).
+  explicit sgd(float learning_rate) : learning_rate_(ppipe::layers::sgd(learning_rate).learning_rate()) {}
 
   /// @brief The learning rate.
   [[nodiscard]] float learning_rate() const noexcept { return learning_rate_; }
