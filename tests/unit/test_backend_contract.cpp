@@ -85,8 +85,12 @@ struct device_memory_fixture {
 struct shaken_one_device : cpu_stream_fixture::shaken {
   static constexpr bool one_device = true;
 };
+struct shaken_two_peers : cpu_stream_fixture::shaken {
+  static constexpr int peer_devices = 2;
+};
 using per_rank_devices = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
 using one_device = ppipe::cpu_stream_backend_with<shaken_one_device, ppipe::device_tensor>;
+using two_peers = ppipe::cpu_stream_backend_with<shaken_two_peers, ppipe::device_tensor>;
 
 // CPU streams with the stages' tensors in the device's memory (the CPU model of a GPU backend):
 // the batch, the outputs, the loss's target and value and every transfer cross by copies in
@@ -113,6 +117,15 @@ struct cpu_one_device_enqueuing_fixture : device_memory_fixture<one_device, &toy
   static constexpr bool loss_enqueues_work = true;
 };
 
+// Ranks spread over two devices that are each other's peers, as stages on two GPUs of one
+// process: neighbours on one device, and across the two, payloads cross by device copies with
+// events of the other device, under one race checker. Layers and the loss enqueue their work.
+struct cpu_two_peers_enqueuing_fixture : device_memory_fixture<two_peers, &toy::enqueued_device_loss> {
+  static constexpr const char* name = "cpu_stream, two peer devices, layers that enqueue";
+  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
+  static constexpr bool loss_enqueues_work = true;
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
@@ -120,7 +133,8 @@ struct cpu_one_device_enqueuing_fixture : device_memory_fixture<one_device, &toy
   contract::host_fixture, contract::cpu_stream_fixture, contract::host_layers_fixture, \
       contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture,                    \
       contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,            \
-      contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture
+      contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture,                  \
+      contract::cpu_two_peers_enqueuing_fixture
 
 #include "backend_contract.hpp"
 
@@ -155,7 +169,8 @@ TEMPLATE_TEST_CASE("staging host memory: a step's is held until the next one, so
 // let go of it), so a failing step cannot leak a GPU's memory.
 TEMPLATE_TEST_CASE("device memory: a step, failed or not, leaves nothing allocated on any device", "[contract]",
                    contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,
-                   contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture) {
+                   contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture,
+                   contract::cpu_two_peers_enqueuing_fixture) {
   using F = TestType;
   for (const int p : {1, 2, 4}) {
     INFO(F::name << ": p=" << p);

@@ -32,6 +32,21 @@
 
 namespace ppipe {
 
+namespace detail {
+/// What devices that exchange events and memory share (the GPUs of one process do): the lock over
+/// the host's view, the completion signal their streams wait on, the race checker that watches
+/// every block any of them allocated, what the host has seen complete, and the numbering of
+/// streams, which vector clocks index. A device made alone has a space of its own.
+struct cpu_device_space {
+  completion_signal signal;
+  race_checker checker;
+  std::mutex mutex;
+  vector_clock host_clock;        // what the host has seen complete (synchronize() returned ready)
+  std::uint64_t host_version = 0;
+  std::size_t streams = 0;        // streams made so far, across the space's devices
+};
+}  // namespace detail
+
 /// @brief How a cpu_stream_device shakes out ordering bugs.
 struct cpu_device_options {
   /// @brief Seeds the random delays; the same seed gives each stream the same delays.
@@ -81,9 +96,11 @@ class cpu_stream_device {
 
    private:
     friend class cpu_stream_device;
-    stream(const cpu_stream_device* owner, detail::cpu_stream* impl) : owner_(owner), impl_(impl) {}
+    stream(const cpu_stream_device* owner, detail::cpu_stream* impl, std::size_t local)
+        : owner_(owner), impl_(impl), local_(local) {}
     const cpu_stream_device* owner_ = nullptr;
     detail::cpu_stream* impl_ = nullptr;
+    std::size_t local_ = 0;  // its place among the device's own streams
   };
 
   /// @brief An event: a completion mark shared by its copies. Default-constructed, it counts as
@@ -104,7 +121,20 @@ class cpu_stream_device {
   /// @brief Makes a device with no streams yet.
   /// @param options delays, poisoning and race checking.
   explicit cpu_stream_device(cpu_device_options options = {})
-      : options_(options), allocator_(options.poison) {}
+      : cpu_stream_device(options, std::make_shared<detail::cpu_device_space>()) {}
+
+  /// @brief Makes a device that exchanges events and memory with `peer` (and with its peers), as
+  /// GPUs of one process do: its streams may wait for their events, its copies may read and write
+  /// their memory, and one race checker watches all of their memory. Each keeps its own pool,
+  /// streams and sticky error.
+  /// @param options delays, poisoning and race checking.
+  /// @param peer a device of the space to join.
+  cpu_stream_device(cpu_device_options options, const cpu_stream_device& peer)
+      : cpu_stream_device(options, peer.space_) {}
+
+  /// @brief Whether this device and `other` exchange events and memory (one is the other, or one
+  /// was made as the other's peer).
+  [[nodiscard]] bool peer_of(const cpu_stream_device& other) const noexcept { return space_ == other.space_; }
 
   cpu_stream_device(const cpu_stream_device&) = delete;
   cpu_stream_device& operator=(const cpu_stream_device&) = delete;
@@ -121,13 +151,13 @@ class cpu_stream_device {
   /// @return its handle.
   [[nodiscard]] stream create_stream(std::string_view name) {
     const std::lock_guard lock(mutex_);
-    const std::size_t index = lanes_.size();
+    const std::size_t index = space_->streams++;
     auto l = std::make_unique<lane>();
     l->worker = std::make_unique<detail::cpu_stream>(std::string(name), index, signal_, failure_,
                                                      mix(options_.seed, index), options_.max_delay);
     checker_.add_stream(std::string(name));
     lanes_.push_back(std::move(l));
-    return {this, lanes_.back()->worker.get()};
+    return {this, lanes_.back()->worker.get(), lanes_.size() - 1};
   }
 
   /// @brief Enqueues host work, labelled "host work".
@@ -159,7 +189,7 @@ class cpu_stream_device {
                    "begin_capture() or after end_capture()");
     }
     auto mark = std::make_shared<detail::event_mark>();
-    mark->owner = this;
+    mark->owner = space_.get();
     mark->stream = l.worker->index();
     mark->stream_name = l.worker->name();
     mark->clock = l.clock;
@@ -519,7 +549,7 @@ class cpu_stream_device {
                    s.impl_ == nullptr ? "a default-constructed stream" : "a stream of another device",
                    " was passed to a cpu_stream_device: use a stream its create_stream() made");
     }
-    lane& l = *lanes_[s.impl_->index()];
+    lane& l = *lanes_[s.local_];
     if (l.host_seen != host_version_) {
       l.clock.join(host_clock_);
       l.host_seen = host_version_;
@@ -536,9 +566,9 @@ class cpu_stream_device {
   }
 
   void check_owner(const event& e, std::string_view what) const {
-    if (e.mark_->owner != this) {
+    if (e.mark_->owner != space_.get()) {
       detail::fail(errc::invalid_argument, what, " of an event recorded on another device (stream '",
-                   e.mark_->stream_name, "'): use events of this device");
+                   e.mark_->stream_name, "'): use events of this device or of its peers");
     }
   }
 
@@ -584,14 +614,18 @@ class cpu_stream_device {
     l.worker->push({what, std::move(fn), nullptr, std::string(label)});
   }
 
+  cpu_stream_device(cpu_device_options options, std::shared_ptr<detail::cpu_device_space> space)
+      : options_(options), space_(std::move(space)), allocator_(options.poison) {}
+
   cpu_device_options options_;
-  detail::completion_signal signal_;
+  std::shared_ptr<detail::cpu_device_space> space_;  // shared with the device's peers
+  detail::completion_signal& signal_ = space_->signal;
   detail::failure_state failure_;
   detail::cpu_allocator allocator_;
-  detail::race_checker checker_;
-  mutable std::mutex mutex_;  // guards everything below and the two above: the host's view
-  detail::vector_clock host_clock_;  // what the host has seen complete (synchronize() returned ready)
-  std::uint64_t host_version_ = 0;
+  detail::race_checker& checker_ = space_->checker;
+  std::mutex& mutex_ = space_->mutex;  // guards everything below and the two above: the host's view
+  detail::vector_clock& host_clock_ = space_->host_clock;
+  std::uint64_t& host_version_ = space_->host_version;
   std::unordered_map<void*, std::size_t> host_blocks_;  // allocate_host()'s, by address
   std::size_t host_bytes_ = 0;
   std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers

@@ -59,7 +59,7 @@ class cpu_task {
 struct event_mark {
   std::atomic<bool> done{false};
   deadline_clock::time_point at{};  ///< when the worker reached the record; read only after done
-  const void* owner = nullptr;      ///< the device, so that another device's event is refused
+  const void* owner = nullptr;      ///< the devices' space, so that another space's event is refused
   std::size_t stream = 0;           ///< the stream it was recorded on
   std::string stream_name;          ///< for messages
   vector_clock clock;               ///< what the record is ordered after (the race checker's view)

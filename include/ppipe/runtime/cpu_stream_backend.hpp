@@ -4,6 +4,7 @@
 /// its layers enqueued on a compute stream while the rank's host thread runs ahead. The test
 /// double of the device backends, and a backend users may pick themselves.
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -34,6 +35,9 @@ namespace detail {
 /// Whether a CPU-stream config puts every rank on one device (`static constexpr bool one_device`).
 template <class Config>
 concept one_cpu_device = requires { requires Config::one_device; };
+/// Whether it spreads the ranks over peer devices (`static constexpr int peer_devices`).
+template <class Config>
+concept peer_cpu_devices = requires { requires Config::peer_devices >= 1; };
 }  // namespace detail
 
 /// @brief Ranks are host threads that enqueue onto their own cpu_stream_device (a compute, a send
@@ -43,7 +47,10 @@ concept one_cpu_device = requires { requires Config::one_device; };
 /// @tparam Config a type with `static cpu_device_options device_options(int rank)`: the delays,
 /// poison and race checking of each rank's device; with `static constexpr bool one_device = true`
 /// every rank's streams are on one device (rank 0's options), as stages that share a GPU are, and
-/// payloads cross by copies on the device
+/// payloads cross by copies on the device; with `static constexpr int peer_devices = N` the ranks
+/// are spread over N devices that are each other's peers (as the GPUs of one process are),
+/// neighbouring ranks together (rank r on device r * N / ranks, with its first rank's options),
+/// and payloads cross by device copies between and within them
 /// @tparam StageTensor host_tensor, or ppipe::device_tensor to hold the stages' tensors in the
 /// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
 template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
@@ -69,6 +76,26 @@ struct cpu_stream_backend_with {
   {
     const std::shared_ptr<device_type> one = make_device(0);
     return std::vector<std::shared_ptr<device_type>>(static_cast<std::size_t>(ranks), one);
+  }
+  /// @brief With Config's `peer_devices`: ranks spread over that many peer devices (at most one
+  /// per rank), neighbours together.
+  /// @param ranks the pipeline's rank count
+  /// @return each rank's device
+  static std::vector<std::shared_ptr<device_type>> make_devices(int ranks)
+    requires detail::peer_cpu_devices<Config>
+  {
+    const int n = std::min(Config::peer_devices, std::max(ranks, 1));
+    std::vector<std::shared_ptr<device_type>> made;
+    std::vector<std::shared_ptr<device_type>> out;
+    for (int r = 0; r < ranks; ++r) {
+      const auto k = static_cast<std::size_t>(r * n / ranks);
+      if (k == made.size()) {
+        made.push_back(made.empty() ? std::make_shared<device_type>(Config::device_options(r))
+                                    : std::make_shared<device_type>(Config::device_options(r), *made.front()));
+      }
+      out.push_back(made[k]);
+    }
+    return out;
   }
   /// @brief Nothing to bind: the streams are the device's own threads.
   static void start_rank(int /*rank*/, device_type& /*device*/) {}

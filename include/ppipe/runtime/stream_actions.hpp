@@ -583,7 +583,7 @@ class stream_actions {
           }
           const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
           std::optional<typename Transport::recv_handle> handle;
-          if (!same_device(r, from)) handle = ctx_.transport->post_recv(from, r);
+          if (!device_copies(r, from)) handle = ctx_.transport->post_recv(from, r);
           recv[i] = posted{std::move(handle), step, stg.pool().acquire(shapes, l.recv, false)};
           break;
         }
@@ -603,7 +603,7 @@ class stream_actions {
           free_lent(l, false);
           d.wait(l.send, d.record(l.compute));
           const auto t0 = d.record(l.send);
-          if (same_device(r, to)) {
+          if (device_copies(r, to)) {
             // The receiver copies on its own stream after t0, and says when it is done.
             auto answer = std::make_shared<typename mailbox::receipt>();
             mail_.post(r, to, {src, t0, answer});
@@ -818,6 +818,18 @@ class stream_actions {
   // Whether ranks r and q run on one device: their payloads then cross by device copies.
   [[nodiscard]] bool same_device(int r, int q) const {
     return lanes_[static_cast<std::size_t>(r)].device == lanes_[static_cast<std::size_t>(q)].device;
+  }
+  // Whether payloads between ranks r and q cross by device copies (the mailbox): one device, or
+  // devices that exchange events and memory (GPUs of one process; the CPU model's peers).
+  [[nodiscard]] bool device_copies(int r, int q) const {
+    if (same_device(r, q)) return true;
+    const device_type& a = *lanes_[static_cast<std::size_t>(r)].device;
+    const device_type& b = *lanes_[static_cast<std::size_t>(q)].device;
+    if constexpr (requires { { a.peer_of(b) } -> std::convertible_to<bool>; }) {
+      return a.peer_of(b);
+    } else {
+      return false;
+    }
   }
   [[nodiscard]] std::function<bool()> stopped() const {
     return [this] { return ctx_.failures.failed(); };
