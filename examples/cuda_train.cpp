@@ -1,7 +1,8 @@
 // ppipe-cuda-train: trains residual MLP blocks of the CUDA kit (layer norm, linear, GELU, linear,
-// and the input added back) through a pipeline whose ranks all run on GPU 0, printing the loss per
-// step, the throughput in samples/s and model TFLOP/s, the measured bubble next to the one the
-// simulator predicts from the measured kernel times, and the GPU pool's peak; writes the last
+// and the input added back) through a pipeline whose ranks are spread over the visible GPUs (all
+// on GPU 0 where there is one), printing the loss per step, the throughput in samples/s and model
+// TFLOP/s, the measured bubble next to the one the simulator predicts from the measured kernel
+// times, and each GPU pool's peak; writes the last
 // step's trace (a track for each rank's compute and its transfers). --check trains the same
 // layers on one rank and compares losses and weights bit for bit.
 //
@@ -35,7 +36,7 @@ struct command_line {
 void add_options(CLI::App& app, command_line& c) {
   namespace cli = examples::cli;
   cuda_train::settings& s = c.s;
-  CLI::Option* ranks = cli::add_ranks(app, s.ranks, "pipeline ranks, all on GPU 0, a thread each");
+  CLI::Option* ranks = cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each, spread over the visible GPUs");
   CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
   CLI::Option* virtual_stages =
       cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
@@ -75,7 +76,7 @@ ppipe::schedule schedule_of(command_line& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Trains residual MLP blocks through a pipeline of ranks on GPU 0 (the CUDA backend).",
+  CLI::App app{"Trains residual MLP blocks through a pipeline of ranks spread over the visible GPUs (the CUDA backend).",
                "ppipe-cuda-train"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   command_line c;

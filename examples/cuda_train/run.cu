@@ -1,5 +1,5 @@
 // ppipe-cuda-train's training half, compiled by nvcc: residual MLP blocks of the CUDA kit (or bf16
-// blocks) trained through ppipe::cuda::backend, every rank on GPU 0.
+// blocks) trained through ppipe::cuda::multi_gpu_backend, the ranks spread over the visible GPUs.
 
 #include <algorithm>
 #include <chrono>
@@ -24,7 +24,7 @@ namespace {
 using layer = std::variant<ppipe::cuda::mlp_block, ppipe::cuda::linear_bf16, ppipe::cuda::gelu>;
 using model = ppipe::layer_stack<std::vector<layer>>;
 using gpu_pipeline = ppipe::pipeline<model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced,
-                                     ppipe::cuda::backend>;
+                                     ppipe::cuda::multi_gpu_backend>;
 using hook_info = ppipe::basic_stage_info<ppipe::cuda::device>;
 
 model make_model(const settings& s) {
@@ -116,7 +116,8 @@ int run(const settings& s, ppipe::schedule plan) {
 
   std::cout << "ppipe-cuda-train: " << (s.bf16 ? "bf16 blocks (linear, GELU, linear)" : "residual MLP blocks") << " x"
             << s.blocks << ", width " << s.width << ", hidden " << 4 * s.width << ", " << m.num_layers()
-            << " layers on GPU 0, " << s.ranks << " ranks, schedule " << pipe.training_schedule().name
+            << " layers, " << s.ranks << " ranks on " << std::min(s.ranks, ppipe::cuda::device_count())
+            << " GPU(s), schedule " << pipe.training_schedule().name
             << ", m=" << s.microbatches << ", batch " << s.batch << " rows\nlayers per stage:";
   for (const int n : pipe.split().sizes()) std::cout << " " << n;
   std::cout << "\n\n";
@@ -144,9 +145,14 @@ int run(const settings& s, ppipe::schedule plan) {
                 static_cast<double>(s.batch) / mean_ms * 1e3, model_flops(s) / (mean_ms * 1e-3) / 1e12, mean_ms,
                 s.steps);
   }
-  // Every rank shares GPU 0's pool: activations, gradients and payloads in flight, not weights.
-  std::printf("GPU 0's pool: at most %.1f MiB in use\n",
-              static_cast<double>(pipe.device_memory(0).peak_bytes_in_use) / (1024.0 * 1024.0));
+  // Each GPU's pool: activations, gradients and payloads in flight, not weights. Ranks on one GPU
+  // share its pool; the last rank of each GPU says it.
+  const int gpus = std::min(s.ranks, ppipe::cuda::device_count());
+  for (int g = 0; g < gpus; ++g) {
+    const int last = ((g + 1) * s.ranks - 1) / gpus;  // the last rank r with r * gpus / ranks == g
+    std::printf("GPU %d's pool: at most %.1f MiB in use\n", g,
+                static_cast<double>(pipe.device_memory(last).peak_bytes_in_use) / (1024.0 * 1024.0));
+  }
   examples::report_last_step(pipe.training_schedule(), pipe.last_trace(), s.timeline, s.trace);
 
   if (s.check) {

@@ -1,6 +1,7 @@
 // The CUDA backend end to end, on the GPU: a pipeline of the toy model's CUDA kernels
-// (cuda_toy.hpp) against the same model on the host backend. Every rank on GPU 0, so stages hand
-// payloads over by copies on the GPU; each case reports itself skipped without a GPU.
+// (cuda_toy.hpp) against the same model on the host backend: every rank on GPU 0, ranks on two
+// devices of GPU 0, and ranks on every GPU; stages hand payloads over by copies on the GPUs. Each
+// case reports itself skipped without the GPUs it needs.
 
 #include <cstdint>
 #include <utility>
@@ -25,18 +26,18 @@ ppipe::pipeline_options options(int p, int m, int v = 1) {
   return o;
 }
 
-template <class Schedule>
-using on_gpu = ppipe::pipeline<cuda_toy::model, Schedule, ppipe::partitioners::balanced, ppipe::cuda::backend>;
+template <class Schedule, class Backend = ppipe::cuda::backend>
+using on_gpu = ppipe::pipeline<cuda_toy::model, Schedule, ppipe::partitioners::balanced, Backend>;
 
 // Three steps on the GPU and on the host backend: losses and parameters bitwise equal.
-template <class Schedule>
+template <class Schedule, class Backend = ppipe::cuda::backend>
 void trains_as_on_the_host(int p, int m, int v, std::int64_t rows, int layers) {
   INFO(Schedule::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers);
   cuda_toy::model gpu(layers);
   toy::model host(layers);
   const float lr = 0.02f;
-  on_gpu<Schedule> piped(gpu, options(p, m, v), cuda_toy::device_loss(),
-                         [&](const ppipe::stage_info& s) { gpu.sgd(s.first_layer, s.end_layer, lr); });
+  on_gpu<Schedule, Backend> piped(gpu, options(p, m, v), cuda_toy::device_loss(),
+                                  [&](const ppipe::stage_info& s) { gpu.sgd(s.first_layer, s.end_layer, lr); });
   ppipe::pipeline<toy::model, Schedule> plain(host, options(p, m, v), toy::loss,
                                               [&](const ppipe::stage_info& s) { host.sgd(s.first_layer, s.end_layer, lr); });
   for (int step = 0; step < 3; ++step) {
@@ -82,4 +83,30 @@ TEST_CASE("cuda backend: inference returns the host backend's outputs", "[cuda][
     CHECK(piped.infer(x) == plain.infer(x));
     for (int r = 0; r < p; ++r) CHECK(piped.device_memory(r).bytes_in_use == 0);
   }
+}
+
+// Ranks on two devices of their own (pools, streams) that are one GPU, as on two GPUs: payloads
+// between the devices cross by copies ordered by the other device's events.
+TEST_CASE("cuda backend: ranks on two devices train bitwise as the host backend", "[cuda][gpu]") {
+  if (!have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
+  }
+  using namespace ppipe::schedules;
+  using two = ppipe::cuda::backend_placed<ppipe::cuda::as_if_gpus<2>>;
+  for (const int p : {2, 4}) {
+    trains_as_on_the_host<one_f_one_b, two>(p, 2 * p, 1, 8 * p + 1, 2 * p);
+    trains_as_on_the_host<interleaved_1f1b, two>(p, 2 * p, 2, 4 * p + 1, 4 * p);
+  }
+}
+
+TEST_CASE("cuda backend: ranks spread over every GPU train bitwise as the host backend", "[cuda][gpu]") {
+  if (ppipe::cuda::device_count() < 2) {
+    WARN("SKIPPED: fewer than two CUDA devices");
+    return;
+  }
+  using namespace ppipe::schedules;
+  const int p = 2 * ppipe::cuda::device_count();
+  trains_as_on_the_host<one_f_one_b, ppipe::cuda::multi_gpu_backend>(p, 2 * p, 1, 8 * p + 1, 2 * p);
+  trains_as_on_the_host<gpipe, ppipe::cuda::multi_gpu_backend>(p, p + 1, 1, 4 * p + 3, 2 * p + 1);
 }

@@ -81,6 +81,30 @@ TEST_CASE("cuda::device: page-locked staging memory carries copies both ways and
   });
 }
 
+TEST_CASE("cuda::device: peers order each other's streams and copy each other's memory", "[cuda][gpu]") {
+  on_gpu([](device& a) {
+    device b(ppipe::cuda::device_options{a.ordinal(), -1});  // another device of the same GPU
+    CHECK_FALSE(a.peer_of(b));
+    a.grant_peer(b);
+    b.grant_peer(a);
+    device_contract::peers_exchange(a, b);
+  });
+  if (ppipe::cuda::device_count() >= 2) {
+    device a(ppipe::cuda::device_options{0, -1});
+    device b(ppipe::cuda::device_options{1, -1});
+    int can = 0;
+    REQUIRE(cudaDeviceCanAccessPeer(&can, 1, 0) == cudaSuccess);
+    if (can != 0) {
+      a.grant_peer(b);
+      b.grant_peer(a);
+      a.bind();
+      device_contract::peers_exchange(a, b);
+    } else {
+      CHECK_THROWS_WITH(a.grant_peer(b), ppipe_test::contains("no peer access"));
+    }
+  }
+}
+
 TEST_CASE("cuda::device: elapsed_us measures the work between two events", "[cuda][gpu]") {
   on_gpu([](device& d) { device_contract::elapsed(d); });
 }

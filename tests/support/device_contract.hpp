@@ -172,6 +172,35 @@ void staging_memory(Device& d) {
   d.release_host(again);
 }
 
+/// Peer devices (as GPUs of one process): b's stream waits for a's event and copies a's memory;
+/// a frees its block after b's event; the values arrive, and each device counts its own pool.
+template <class Device>
+void peers_exchange(Device& a, Device& b) {
+  REQUIRE(a.peer_of(b));
+  REQUIRE(b.peer_of(a));
+  auto sa = a.create_stream("a compute");
+  auto sb = b.create_stream("b receive");
+  constexpr std::size_t n = 64;
+  auto* from = static_cast<float*>(a.allocate(n * sizeof(float), sa));
+  auto* to = static_cast<float*>(b.allocate(n * sizeof(float), sb));
+  host_buffer<Device, float> in(n), out(n);
+  for (std::size_t i = 0; i < n; ++i) in[i] = static_cast<float>(i) + 0.25f;
+  a.copy_async(sa, from, in.data(), n * sizeof(float));
+  b.wait(sb, a.record(sa));  // a's event, on b's stream
+  b.copy_async(sb, to, from, n * sizeof(float));
+  b.copy_async(sb, out.data(), to, n * sizeof(float));
+  const auto copied = b.record(sb);
+  a.wait(sa, copied);  // a frees its block only after b's copy
+  a.release(from, sa);
+  REQUIRE(a.synchronize(copied, soon()) == wait_status::ready);  // b's event, synchronized by a
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == static_cast<float>(i) + 0.25f);
+  b.release(to, sb);
+  REQUIRE(b.synchronize(sb, soon()) == wait_status::ready);
+  REQUIRE(a.synchronize(sa, soon()) == wait_status::ready);
+  CHECK(a.memory().bytes_in_use == 0);
+  CHECK(b.memory().bytes_in_use == 0);
+}
+
 /// elapsed_us measures the work between two events, negative in the other order.
 template <class Device>
 void elapsed(Device& d) {

@@ -1,13 +1,17 @@
 #pragma once
 /// @file
 /// @brief ppipe::cuda::backend: every stage of a pipeline on one GPU of this process, its tensors
-/// in the GPU's memory, each rank a host thread that enqueues its step onto its own streams.
+/// in the GPU's memory, each rank a host thread that enqueues its step onto its own streams; and
+/// ppipe::cuda::backend_placed (multi_gpu_backend): the ranks spread over several GPUs.
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <vector>
 
 #include "ppipe/backend/cuda/cuda_device.hpp"
+#include "ppipe/backend/cuda/device.hpp"
+#include "ppipe/error.hpp"
 #include "ppipe/runtime/backend.hpp"
 #include "ppipe/runtime/stream_stage.hpp"
 #include "ppipe/tensor/device_tensor.hpp"
@@ -63,6 +67,78 @@ struct backend_on {
 /// @brief Every rank on GPU 0.
 using backend = backend_on<0>;
 
+/// @brief Where ppipe::cuda::backend_placed puts its devices: every GPU this process sees, device
+/// k on GPU k.
+struct every_gpu {
+  /// @brief How many devices: the visible GPUs.
+  static int count() { return device_count(); }
+  /// @brief Device k's GPU.
+  static int ordinal(int k) { return k; }
+};
+
+/// @brief `K` devices all on GPU 0, each with its own pool and streams, as `K` GPUs would be:
+/// what lets one GPU run the multi-GPU path (events and copies between devices) in tests.
+template <int K>
+struct as_if_gpus {
+  static int count() { return K; }
+  static int ordinal(int /*k*/) { return 0; }
+};
+
+/// @brief Ranks spread over the devices `Placement` gives (ppipe::cuda::every_gpu: one per visible
+/// GPU), neighbouring ranks together (rank r on device r * n / ranks): stages on several GPUs of
+/// one process, each rank a host thread bound to its GPU with its own streams, each GPU one pool.
+/// Payloads between ranks on one GPU and between GPUs cross by device copies ordered by events
+/// (the receiver's stream waits for the sender's event, also on another GPU, and copies from the
+/// sender's memory, peer to peer), never through the host. The GPUs must have peer access to each
+/// other's memory; the backend says which do not, before anything runs.
+/// @tparam Placement a type with `static int count()` and `static int ordinal(int k)`
+template <class Placement = every_gpu>
+struct backend_placed {
+  using tensor_type = host_tensor;
+  using stage_tensor_type = device_tensor;
+  using device_type = device;
+  using transport_type = host_transport;
+  template <class Model>
+  using stage_type = stream_stage<Model, device_tensor, device>;
+
+  /// @brief A device for rank `rank` alone: the first device's GPU.
+  /// @param rank the pipeline rank
+  /// @return that device
+  static std::unique_ptr<device_type> make_device(int rank) {
+    return std::make_unique<device_type>(device_options{Placement::ordinal(0), rank});
+  }
+  /// @brief The devices, and each rank's: as many devices as the placement gives and the ranks
+  /// fill, each the peer of every other.
+  /// @param ranks the pipeline's rank count
+  /// @return each rank's device
+  static std::vector<std::shared_ptr<device_type>> make_devices(int ranks) {
+    const int n = std::min(Placement::count(), std::max(ranks, 1));
+    if (n < 1) {
+      ppipe::detail::fail(errc::backend, "no CUDA device is visible: check nvidia-smi and CUDA_VISIBLE_DEVICES");
+    }
+    std::vector<std::shared_ptr<device_type>> made;
+    for (int k = 0; k < n; ++k) made.push_back(std::make_shared<device_type>(device_options{Placement::ordinal(k), -1}));
+    for (const auto& a : made) {
+      for (const auto& b : made) a->grant_peer(*b);
+    }
+    std::vector<std::shared_ptr<device_type>> out;
+    for (int r = 0; r < ranks; ++r) out.push_back(made[static_cast<std::size_t>(r * n / ranks)]);
+    return out;
+  }
+  /// @brief Makes the rank's GPU the rank thread's current device.
+  /// @param rank the pipeline rank (unused)
+  /// @param d the rank's device
+  static void start_rank(int /*rank*/, device_type& d) { d.bind(); }
+  /// @brief The host transport, which ranks on peer devices never use for payloads.
+  /// @param ranks the pipeline's rank count
+  /// @return a transport that blocks without polling
+  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
+};
+
+/// @brief Ranks spread over every GPU this process sees.
+using multi_gpu_backend = backend_placed<every_gpu>;
+
 static_assert(ppipe::backend<backend>);
+static_assert(ppipe::backend<multi_gpu_backend>);
 
 }  // namespace ppipe::cuda

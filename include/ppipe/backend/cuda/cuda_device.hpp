@@ -322,6 +322,36 @@ class device {
 
   /// @brief The GPU's ordinal.
   [[nodiscard]] int ordinal() const noexcept { return options_.ordinal; }
+
+  /// @brief Makes `other` this device's peer: its streams may wait for this device's events,
+  /// and its copies may read and write the memory of this device's pool (cudaMemPoolSetAccess,
+  /// where it is another GPU). Call it both ways, before any work, for devices whose ranks send
+  /// to each other. Throws ppipe::error where the GPUs cannot reach each other's memory.
+  /// @param other a device of this process
+  void grant_peer(device& other) {
+    if (&other == this || peer_of(other)) return;
+    if (other.ordinal() != ordinal()) {
+      int can = 0;
+      check_call(cudaDeviceCanAccessPeer(&can, other.ordinal(), ordinal()), "cudaDeviceCanAccessPeer");
+      if (can == 0) {
+        ppipe::detail::fail(errc::unsupported, "GPU ", other.ordinal(), " cannot access the memory of GPU ", ordinal(),
+                            " (no peer access: see nvidia-smi topo -p2p r), and ppipe::cuda does not yet stage "
+                            "transfers between such GPUs through host memory; use GPUs with peer access "
+                            "(CUDA_VISIBLE_DEVICES), or one GPU for every rank (ppipe::cuda::backend)");
+      }
+      cudaMemAccessDesc access{};
+      access.location.type = cudaMemLocationTypeDevice;
+      access.location.id = other.ordinal();
+      access.flags = cudaMemAccessFlagsProtReadWrite;
+      check_call(cudaMemPoolSetAccess(pool_, &access, 1), "cudaMemPoolSetAccess");
+    }
+    peers_.push_back(&other);
+  }
+
+  /// @brief Whether `other` is this device or was made its peer (grant_peer()).
+  [[nodiscard]] bool peer_of(const device& other) const noexcept {
+    return &other == this || std::find(peers_.begin(), peers_.end(), &other) != peers_.end();
+  }
   /// @brief "rank 1 (GPU 0)", or "GPU 0" for a device that serves no rank: how messages name it.
   [[nodiscard]] const std::string& where() const noexcept { return where_; }
   /// @brief Makes the GPU the calling thread's current device (a rank thread calls it once).
@@ -389,7 +419,7 @@ class device {
   void wait(stream s, const event& e) {
     lane& l = lane_of(s);
     if (!e.record_) return;
-    check_owner(e, "wait()");
+    check_peer(e, "wait()");
     if (l.capture) {
       check_call(cudaStreamWaitEvent(l.handle, e.record_->handle, cudaEventWaitExternal), "cudaStreamWaitEvent", l);
       l.capture->waited.push_back(e.record_);
@@ -401,7 +431,7 @@ class device {
   /// @brief Whether `e` has completed (cudaEventQuery), without blocking.
   [[nodiscard]] bool query(const event& e) const {
     if (!e.record_) return true;
-    check_owner(e, "query()");
+    check_peer(e, "query()");
     const cudaError_t status = cudaEventQuery(e.record_->handle);
     if (status == cudaErrorNotReady) return false;
     check_call(status, ppipe::detail::concat("cudaEventQuery(event on stream '", e.record_->stream_name, "')"));
@@ -411,7 +441,7 @@ class device {
   /// @brief Blocks until `e` completes or `deadline` passes, polling (CUDA has no timed wait).
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.record_) return wait_status::ready;
-    check_owner(e, "synchronize()");
+    check_peer(e, "synchronize()");
     return poll(deadline, [&] { return cudaEventQuery(e.record_->handle); },
                 ppipe::detail::concat("cudaEventQuery(event on stream '", e.record_->stream_name, "')"));
   }
@@ -688,6 +718,14 @@ class device {
     }
   }
 
+  // Events of this device or of a peer (CUDA orders a stream after another GPU's event).
+  void check_peer(const event& e, std::string_view what) const {
+    if (e.record_->owner != this && !peer_of(*static_cast<const device*>(e.record_->owner))) {
+      ppipe::detail::fail(errc::invalid_argument, what, " of an event recorded on another device (stream '",
+                          e.record_->stream_name, "'): use events of this device or of its peers (grant_peer())");
+    }
+  }
+
   static void refuse_while_capturing(const lane& l, std::string_view what) {
     if (l.capture) {
       ppipe::detail::fail(errc::invalid_argument, what, " on stream '", l.name,
@@ -746,6 +784,7 @@ class device {
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<lane>> lanes_;
   std::uint64_t allocations_ = 0;
+  std::vector<const device*> peers_;  // grant_peer()'s, set before any work
   std::unordered_map<void*, std::size_t> host_live_;  // allocate_host()'s, by address
   std::multimap<std::size_t, void*> host_free_;       // given back, by size
   std::size_t host_reserved_ = 0;
