@@ -19,6 +19,30 @@
 #include "ppipe/transport/host.hpp"
 
 namespace ppipe::cuda {
+namespace detail {
+
+/// What the CUDA backends share: device tensors on the stages, each rank's thread bound to its
+/// GPU, and the host transport, which their ranks never use for payloads (those cross by device
+/// copies); they differ in where they put the ranks.
+struct gpu_backend_base {
+  using tensor_type = host_tensor;
+  using stage_tensor_type = device_tensor;
+  using device_type = device;
+  using transport_type = host_transport;
+  template <class Model>
+  using stage_type = stream_stage<Model, device_tensor, device>;
+
+  /// @brief Makes the rank's GPU the rank thread's current device.
+  /// @param rank the pipeline rank (unused)
+  /// @param d the rank's device
+  static void start_rank(int /*rank*/, device_type& d) { d.bind(); }
+  /// @brief The host transport, unused for payloads.
+  /// @param ranks the pipeline's rank count
+  /// @return a transport that blocks without polling
+  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
+};
+
+}  // namespace detail
 
 /// @brief Every rank on GPU `Ordinal`: the ranks share one ppipe::cuda::device (one memory pool),
 /// each with a compute, a send and a receive stream. Layers take ppipe::device_tensor payloads
@@ -29,17 +53,11 @@ namespace ppipe::cuda {
 /// host. The ranks' threads are bound to the GPU before their first action.
 ///
 /// Several ranks on one GPU are what a pipeline needs to be tried, measured and tested on one
-/// device (the bubble, the memory per stage, the schedule's order). Ranks on different GPUs of
-/// one process are not supported yet.
+/// device (the bubble, the memory per stage, the schedule's order). For ranks on several GPUs,
+/// see ppipe::cuda::backend_placed.
 /// @tparam Ordinal the GPU, as cudaSetDevice numbers it
 template <int Ordinal = 0>
-struct backend_on {
-  using tensor_type = host_tensor;
-  using stage_tensor_type = device_tensor;
-  using device_type = device;
-  using transport_type = host_transport;
-  template <class Model>
-  using stage_type = stream_stage<Model, device_tensor, device>;
+struct backend_on : detail::gpu_backend_base {
 
   /// @brief A device for rank `rank` alone (where a pipeline has one rank in this process).
   /// @param rank the pipeline rank
@@ -54,14 +72,6 @@ struct backend_on {
     const auto one = std::make_shared<device_type>(device_options{Ordinal, -1});
     return std::vector<std::shared_ptr<device_type>>(static_cast<std::size_t>(ranks), one);
   }
-  /// @brief Makes the GPU the rank thread's current device.
-  /// @param rank the pipeline rank (unused)
-  /// @param d the rank's device
-  static void start_rank(int /*rank*/, device_type& d) { d.bind(); }
-  /// @brief The host transport, which ranks on one device never use for payloads.
-  /// @param ranks the pipeline's rank count
-  /// @return a transport that blocks without polling
-  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
 };
 
 /// @brief Every rank on GPU 0.
@@ -93,13 +103,7 @@ struct as_if_gpus {
 /// other's memory; the backend says which do not, before anything runs.
 /// @tparam Placement a type with `static int count()` and `static int ordinal(int k)`
 template <class Placement = every_gpu>
-struct backend_placed {
-  using tensor_type = host_tensor;
-  using stage_tensor_type = device_tensor;
-  using device_type = device;
-  using transport_type = host_transport;
-  template <class Model>
-  using stage_type = stream_stage<Model, device_tensor, device>;
+struct backend_placed : detail::gpu_backend_base {
 
   /// @brief A device for rank `rank` alone: the first device's GPU.
   /// @param rank the pipeline rank
@@ -125,14 +129,6 @@ struct backend_placed {
     for (int r = 0; r < ranks; ++r) out.push_back(made[static_cast<std::size_t>(r * n / ranks)]);
     return out;
   }
-  /// @brief Makes the rank's GPU the rank thread's current device.
-  /// @param rank the pipeline rank (unused)
-  /// @param d the rank's device
-  static void start_rank(int /*rank*/, device_type& d) { d.bind(); }
-  /// @brief The host transport, which ranks on peer devices never use for payloads.
-  /// @param ranks the pipeline's rank count
-  /// @return a transport that blocks without polling
-  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
 };
 
 /// @brief Ranks spread over every GPU this process sees.
