@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "ppipe/backend/cuda/cublas.hpp"
 #include "ppipe/backend/cuda/cuda_device.hpp"
 #include "ppipe/backend/cuda/kernels.cuh"
 #include "ppipe/error.hpp"
@@ -28,15 +29,30 @@ __global__ void mse_gradient(const T* y, const T* t, T* g, double factor, std::s
   }
 }
 
-// One block: sum((y - t)^2) / n in double, in a fixed order.
+// Blocks the loss's sum is split over: a fixed number, so that the order of the sum (and so its
+// bits) does not depend on the GPU.
+inline constexpr unsigned mse_blocks = 128;
+
+// Block b's part of sum((y - t)^2), in double, over a fixed stride of the elements.
 template <class T>
-__global__ void mse_value(const T* y, const T* t, double* value, std::size_t n) {
+__global__ void mse_partial_sums(const T* y, const T* t, double* partial, std::size_t n) {
   __shared__ double shared[block_threads];
   double s = 0.0;
-  for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) {
+  const std::size_t stride = std::size_t{gridDim.x} * blockDim.x;
+  for (std::size_t i = std::size_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
     const double d = static_cast<double>(static_cast<float>(y[i])) - static_cast<double>(static_cast<float>(t[i]));
     s += d * d;
   }
+  const double sum = block_sum(s, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+// One block: the partial sums in a fixed order, over n.
+template <class = void>
+__global__ void mse_value(const double* partial, unsigned count, double* value, std::size_t n) {
+  __shared__ double shared[block_threads];
+  double s = 0.0;
+  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
   const double sum = block_sum(s, shared);
   if (threadIdx.x == 0) *value = n == 0 ? 0.0 : sum / static_cast<double>(n);
 }
@@ -44,10 +60,11 @@ __global__ void mse_value(const T* y, const T* t, double* value, std::size_t n) 
 }  // namespace kernels
 
 /// @brief The mean squared error between tensor 0 of the output and of the target (f32 or bf16,
-/// the same shape and dtype): loss = sum((output - target)^2) / N, and scale * 2 * (output - target) / N into
-/// grad_output[0], as ppipe::layers::mse_loss computes them on the CPU (in double, whatever the
-/// dtype). The gradient of f32 tensors is the host's bit for bit; the loss is summed in double in a fixed order of its own (it repeats run to
-/// run; it agrees with the host's to rounding). Other output tensors get no gradient.
+/// the same shape and dtype): loss = sum((output - target)^2) / N, and scale * 2 * (output -
+/// target) / N into grad_output[0], as ppipe::layers::mse_loss computes them on the CPU (in double,
+/// whatever the dtype). The gradient of f32 tensors is the host's bit for bit. The loss is summed
+/// in double in a fixed order of its own (128 blocks, then their sums), so it repeats run to run
+/// and agrees with the host's to rounding. Other output tensors get no gradient.
 /// @return a loss for ppipe::cuda::backend pipelines
 inline device_loss_function<device_tensor, basic_layer_context<device>> mse_loss() {
   return [](const basic_layer_context<device>& ctx, const basic_payload<device_tensor>& output,
@@ -75,7 +92,11 @@ inline device_loss_function<device_tensor, basic_layer_context<device>> mse_loss
             yp, tp, reinterpret_cast<T*>(grad_output[0].byte_data()), scale * 2.0 / static_cast<double>(n), n);
         kernels::launched("mse_loss gradient");
       }
-      kernels::mse_value<<<1, kernels::block_threads, 0, s>>>(yp, tp, value.data<double>(), n);
+      // The partial sums go to the stage's scratch memory (doubles in floats' room; it is aligned).
+      auto* partial = reinterpret_cast<double*>(cublas_workspace::of(ctx).scratch(2 * kernels::mse_blocks));
+      kernels::mse_partial_sums<<<kernels::mse_blocks, kernels::block_threads, 0, s>>>(yp, tp, partial, n);
+      kernels::launched("mse_loss partial sums");
+      kernels::mse_value<<<1, kernels::block_threads, 0, s>>>(partial, kernels::mse_blocks, value.data<double>(), n);
     });
     kernels::launched("mse_loss value");
   };
