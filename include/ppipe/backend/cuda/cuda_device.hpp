@@ -50,7 +50,7 @@ struct allocator_stats {
   std::size_t peak_bytes_in_use = 0;    ///< the most at once since the device was made
   std::size_t bytes_reserved = 0;       ///< held by the pool from the driver (kept, not returned)
   std::size_t peak_bytes_reserved = 0;  ///< the most the pool held
-  std::size_t host_bytes_in_use = 0;    ///< page-locked staging memory (allocate_host()) not given back
+  std::size_t host_bytes_in_use = 0;    ///< page-locked staging memory (allocate_host(), sizes as rounded) out
   std::size_t host_bytes_reserved = 0;  ///< page-locked memory the device holds: in use and cached
 };
 
@@ -348,9 +348,13 @@ class device {
     peers_.push_back(&other);
   }
 
-  /// @brief Whether `other` is this device or was made its peer (grant_peer()).
+  /// @brief Whether `other` is this device, or either was made the other's peer (grant_peer()):
+  /// events order streams both ways; the memory is reachable where grant_peer() was called.
   [[nodiscard]] bool peer_of(const device& other) const noexcept {
-    return &other == this || std::find(peers_.begin(), peers_.end(), &other) != peers_.end();
+    const auto has = [](const std::vector<const device*>& list, const device* d) {
+      return std::find(list.begin(), list.end(), d) != list.end();
+    };
+    return &other == this || has(peers_, &other) || has(other.peers_, this);
   }
   /// @brief "rank 1 (GPU 0)", or "GPU 0" for a device that serves no rank: how messages name it.
   [[nodiscard]] const std::string& where() const noexcept { return where_; }
@@ -637,26 +641,30 @@ class device {
 
   /// @brief Page-locked host memory for staging copies (cudaHostAlloc, portable), so that a copy
   /// to or from it is enqueued without the host waiting. Blocks given back are kept and handed
-  /// out again for the same size: a steady run allocates none.
+  /// out again for requests of the same power-of-two size: a steady run allocates none.
   /// @param bytes the size
   /// @return the memory
   [[nodiscard]] void* allocate_host(std::size_t bytes) {
+    // Sizes round up to a power of two (4 KiB at least): microbatches of a few different sizes
+    // then share blocks, and what the cache holds stays within twice what a step needs.
+    std::size_t size = 4096;
+    while (size < bytes) size *= 2;
     {
       const std::lock_guard lock(mutex_);
-      if (const auto it = host_free_.find(bytes); it != host_free_.end()) {
+      if (const auto it = host_free_.find(size); it != host_free_.end()) {
         void* p = it->second;
         host_free_.erase(it);
-        host_live_.emplace(p, bytes);
+        host_live_.emplace(p, size);
         return p;
       }
     }
     void* p = nullptr;
     const detail::current_device on(options_.ordinal);
-    check_call(cudaHostAlloc(&p, std::max<std::size_t>(bytes, 1), cudaHostAllocPortable),
-               ppipe::detail::concat("cudaHostAlloc(", bytes, " bytes of staging memory)"));
+    check_call(cudaHostAlloc(&p, size, cudaHostAllocPortable),
+               ppipe::detail::concat("cudaHostAlloc(", size, " bytes of staging memory)"));
     const std::lock_guard lock(mutex_);
-    host_live_.emplace(p, bytes);
-    host_reserved_ += bytes;
+    host_live_.emplace(p, size);
+    host_reserved_ += size;
     return p;
   }
 
