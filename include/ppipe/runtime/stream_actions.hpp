@@ -176,8 +176,8 @@ class stream_actions {
     // Host memory that copies enqueued in the last step read or write: kept until the next step,
     // when the streams have drained (a step that fails leaves copies in flight behind it).
     std::vector<std::shared_ptr<payload_type>> staging;
-    // The device's staging host memory those copies use, given back at the same time (memory a
-    // failed step left in flight stays with the device, which frees it when it goes).
+    // The device's staging host memory those copies use, given back at the same time (by then
+    // open() has waited for the streams, a failed step's too).
     std::vector<void*> pinned;
     // Buffers sent by device copy to a rank on the same device, freed once its copy is done.
     std::vector<lent> lent_out;
@@ -350,10 +350,10 @@ class stream_actions {
 
   // `bytes` bytes of the device's staging host memory, kept by the lane for this step.
   static std::byte* pinned_bytes(lanes& l, std::size_t bytes) {
-    l.pinned.reserve(l.pinned.size() + 1);  // so that the memory is never lost to a throwing push_back
-    auto* p = static_cast<std::byte*>(l.device->allocate_host(bytes));
-    l.pinned.push_back(p);
-    return p;
+    // The slot first, so that a push_back that throws loses no memory (release_host ignores null).
+    l.pinned.push_back(nullptr);
+    l.pinned.back() = l.device->allocate_host(bytes);
+    return static_cast<std::byte*>(l.pinned.back());
   }
   static void give_back_pinned(lanes& l) {
     for (void* p : l.pinned) l.device->release_host(p);
