@@ -69,20 +69,6 @@ data make_data(const settings& s) {
   return d;
 }
 
-// Every weight, layer by layer, once the GPU is done.
-std::vector<float> weights(const model& m) {
-  std::vector<float> out;
-  for (int l = 0; l < m.num_layers(); ++l) {
-    m.visit(l, [&](const auto& part) {
-      if constexpr (requires { part.download(); }) {
-        const std::vector<float> w = part.download();
-        out.insert(out.end(), w.begin(), w.end());
-      }
-    });
-  }
-  return out;
-}
-
 // The model's flops for one training step: 3 times the GEMMs' forward (the blocks' recomputed
 // forward is the hardware's extra work, not counted).
 double model_flops(const settings& s) {
@@ -165,7 +151,7 @@ int run(const settings& s, ppipe::schedule plan) {
     gpu_pipeline alone(alone_model, one, ppipe::cuda::mse_loss(), [&](const hook_info& st) { opt.step(alone_model, st); });
     bool same = true;
     for (int step = 0; step < s.steps; ++step) same = alone.train_step(d.inputs, d.targets) == losses[static_cast<std::size_t>(step)] && same;
-    same = same && weights(alone_model) == weights(m);
+    same = same && ppipe::cuda::download_weights(alone_model) == ppipe::cuda::download_weights(m);
     std::cout << (same ? "check: the pipeline matches the same layers on one rank, bit for bit (losses and weights)\n"
                        : "check: FAILED: the pipeline's losses or weights differ from the same layers on one rank\n");
     if (!same) return 1;

@@ -40,21 +40,6 @@ kit_model mlp(int blocks, int width) {
   }));
 }
 
-// Every weight of the model, layer by layer, once the GPU is done.
-template <class Model>
-std::vector<float> weights(const Model& model) {
-  std::vector<float> out;
-  for (int l = 0; l < model.num_layers(); ++l) {
-    model.visit(l, [&](const auto& layer) {
-      if constexpr (requires { layer.download(); }) {
-        const std::vector<float> w = layer.download();
-        out.insert(out.end(), w.begin(), w.end());
-      }
-    });
-  }
-  return out;
-}
-
 template <class Schedule>
 using on_gpu = ppipe::pipeline<kit_model, Schedule, ppipe::partitioners::balanced, ppipe::cuda::backend>;
 
@@ -78,16 +63,16 @@ void trains_as_unpipelined(int p, int v, int blocks) {
                          [&](const hook_info& s) { opt.step(piped_model, s); });
   on_gpu<ppipe::schedules::one_f_one_b> plain(plain_model, options(1, m, 1), ppipe::cuda::mse_loss(),
                                               [&](const hook_info& s) { opt.step(plain_model, s); });
-  const std::vector<float> initial = weights(plain_model);
+  const std::vector<float> initial = ppipe::cuda::download_weights(plain_model);
   for (int step = 0; step < 3; ++step) {
     INFO("step " << step);
     const ppipe::payload x = cuda_testing::values(rows, width, 0.3f * static_cast<float>(step));
     const ppipe::payload y = cuda_testing::values(rows, width, 5.0f + static_cast<float>(step));
     CHECK(piped.train_step(x, y) == plain.train_step(x, y));
   }
-  const std::vector<float> trained = weights(plain_model);
+  const std::vector<float> trained = ppipe::cuda::download_weights(plain_model);
   CHECK(trained != initial);  // the optimizer reached the layers
-  CHECK(weights(piped_model) == trained);
+  CHECK(ppipe::cuda::download_weights(piped_model) == trained);
   for (int r = 0; r < p; ++r) CHECK(piped.device_memory(r).bytes_in_use == 0);
   // Each stage's activations in GPU memory peaked at the microbatches the simulator predicts.
   const ppipe::simulation sim = ppipe::simulate(piped.training_schedule(), ppipe::cost_model::uniform(1, 2));
@@ -140,16 +125,16 @@ TEST_CASE("cuda kit: bf16 training is bitwise the unpipelined run, for 1F1B and 
         piped_model, options(4, 8, 1), ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(piped_model, s); });
     ppipe::pipeline<half_model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, ppipe::cuda::backend> plain(
         plain_model, options(1, 8, 1), ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(plain_model, s); });
-    const std::vector<float> initial = weights(plain_model);
+    const std::vector<float> initial = ppipe::cuda::download_weights(plain_model);
     for (int step = 0; step < 3; ++step) {
       INFO("step " << step);
       const ppipe::payload x = cuda_testing::to_bf16(cuda_testing::values(37, width, 0.2f * static_cast<float>(step)));
       const ppipe::payload y = cuda_testing::to_bf16(cuda_testing::values(37, width, 3.0f + static_cast<float>(step)));
       CHECK(piped.train_step(x, y) == plain.train_step(x, y));
     }
-    const std::vector<float> trained = weights(plain_model);
+    const std::vector<float> trained = ppipe::cuda::download_weights(plain_model);
     CHECK(trained != initial);
-    CHECK(weights(piped_model) == trained);
+    CHECK(ppipe::cuda::download_weights(piped_model) == trained);
   };
   check(ppipe::schedules::one_f_one_b{});
   check(ppipe::schedules::zb_h1{});

@@ -73,12 +73,7 @@ class gelu {
   /// @param in the shapes of the input
   /// @return the shapes of the output
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
-    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != type_) {
-      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one ", to_string(type_), " tensor [rows, ", width_,
-                          "], not ",
-                          ppipe::to_string(std::span<const shape>(in)));
-    }
-    return in;
+    return kernels::one_tensor(in, width_, type_, describe());
   }
 
   /// @brief An estimate for the partitioner, for a microbatch of `rows` rows: about 10 flops per

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,22 @@ inline std::int64_t rows_of(const basic_payload<device_tensor>& p, int width, st
                         rows == 0 ? std::string("rows") : std::to_string(rows), ", ", width, "]");
   }
   return p[0].shape()[0];
+}
+
+/// @brief `in`, when it is the shapes of one tensor [rows, width] of `type` (what a kit layer
+/// takes); otherwise throws ppipe::error (invalid_argument) naming the layer and the shapes.
+/// @param in the shapes of a layer's input
+/// @param width the columns the layer takes
+/// @param type the element type it takes
+/// @param layer the layer's describe()
+/// @return `in`
+inline const std::vector<shape>& one_tensor(const std::vector<shape>& in, int width, dtype type,
+                                            const std::string& layer) {
+  if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width || in[0].dtype() != type) {
+    ppipe::detail::fail(errc::invalid_argument, layer, " takes one ", to_string(type), " tensor [rows, ", width,
+                        "], not ", ppipe::to_string(std::span<const shape>(in)));
+  }
+  return in;
 }
 
 /// @brief A bf16 device tensor's address as CUDA's bfloat16 (the same 16 bits as ppipe::bfloat16).

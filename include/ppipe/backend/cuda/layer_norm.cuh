@@ -140,11 +140,7 @@ class layer_norm {
   /// @param in the shapes of the input
   /// @return the shapes of the output
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
-    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != dtype::f32) {
-      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one f32 tensor [rows, ", width_, "], not ",
-                          ppipe::to_string(std::span<const shape>(in)));
-    }
-    return in;
+    return kernels::one_tensor(in, width_, dtype::f32, describe());
   }
 
   /// @brief What ppipe::layers::layer_norm estimates for `rows` rows.
@@ -220,10 +216,7 @@ class layer_norm {
   /// @brief gamma then beta, copied to the host once the GPU's work is done.
   /// @return 2 * width floats
   [[nodiscard]] std::vector<float> download() const {
-    std::vector<float> out = gamma_.download();
-    const std::vector<float> b = beta_.download();
-    out.insert(out.end(), b.begin(), b.end());
-    return out;
+    return parameter::download_all({&gamma_, &beta_});
   }
 
  private:

@@ -119,10 +119,7 @@ class linear {
   /// checkpoints.
   /// @return W row-major, then b
   [[nodiscard]] std::vector<float> download() const {
-    std::vector<float> out = weight_.download();
-    const std::vector<float> b = bias_.download();
-    out.insert(out.end(), b.begin(), b.end());
-    return out;
+    return parameter::download_all({&weight_, &bias_});
   }
 
  private:

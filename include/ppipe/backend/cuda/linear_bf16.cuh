@@ -70,12 +70,10 @@ class linear_bf16 {
   /// @param in the shapes of the input
   /// @return the shapes of the output
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
-    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != ins() || in[0].dtype() != dtype::bf16) {
-      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one bf16 tensor [rows, ", ins(), "], not ",
-                          ppipe::to_string(std::span<const shape>(in)));
-    }
-    return {shape({in[0][0], static_cast<std::int64_t>(outs())}, dtype::bf16)};
+    const std::int64_t rows = kernels::one_tensor(in, ins(), dtype::bf16, describe())[0][0];
+    return {shape({rows, static_cast<std::int64_t>(outs())}, dtype::bf16)};
   }
+
   /// @brief ppipe::layers::linear's flops; the fp32 master, gradients and bf16 copy; a bf16
   /// output row kept for the backward. Per row.
   /// @return the cost
@@ -169,10 +167,7 @@ class linear_bf16 {
   /// @brief The fp32 master weights, W then b, copied to the host once the GPU's work is done.
   /// @return W row-major, then b
   [[nodiscard]] std::vector<float> download() const {
-    std::vector<float> out = weight_.download();
-    const std::vector<float> b = bias_.download();
-    out.insert(out.end(), b.begin(), b.end());
-    return out;
+    return parameter::download_all({&weight_, &bias_});
   }
 
  private:

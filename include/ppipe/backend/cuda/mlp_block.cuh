@@ -68,11 +68,7 @@ class mlp_block {
   /// @param in the shapes of the input
   /// @return the shapes of the output
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
-    if (in.size() != 1 || in[0].rank() != 2 || in[0][1] != width_ || in[0].dtype() != dtype::f32) {
-      ppipe::detail::fail(errc::invalid_argument, describe(), " takes one f32 tensor [rows, ", width_, "], not ",
-                          ppipe::to_string(std::span<const shape>(in)));
-    }
-    return in;
+    return kernels::one_tensor(in, width_, dtype::f32, describe());
   }
 
   /// @brief The parts' costs for `rows` rows, the backward charged with the recomputed forward;

@@ -4,6 +4,7 @@
 /// in the GPU's memory, with the SGD update and the copies a test or checkpoint needs.
 
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <vector>
@@ -66,10 +67,27 @@ class parameter {
   /// @brief The values copied to the host, after all work on the GPU has finished (a pipeline's
   /// optimizer hook may have enqueued an update that is still running).
   /// @return the values
-  [[nodiscard]] std::vector<float> download() const { return copy_out(value_.get()); }
-  /// @brief The gradient copied to the host, after all work on the GPU has finished.
-  /// @return the gradient
-  [[nodiscard]] std::vector<float> download_grad() const { return copy_out(grad_.get()); }
+  [[nodiscard]] std::vector<float> download() const {
+    std::vector<float> out(size_);
+    if (size_ == 0) return out;
+    const detail::current_device on(ordinal_);
+    // The layers' streams do not block with the legacy default stream: wait for the device.
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before a parameter's download)");
+    check(cudaMemcpy(out.data(), value_.get(), bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy (a parameter to the host)");
+    return out;
+  }
+  /// @brief The values of `parts`, one after the other, copied to the host once the GPU's work is
+  /// done: a layer's weights as tests and checkpoints read them.
+  /// @param parts the layer's parameters, in the order wanted
+  /// @return their values
+  static std::vector<float> download_all(std::initializer_list<const parameter*> parts) {
+    std::vector<float> out;
+    for (const parameter* part : parts) {
+      const std::vector<float> values = part->download();
+      out.insert(out.end(), values.begin(), values.end());
+    }
+    return out;
+  }
 
  private:
   [[nodiscard]] std::size_t bytes() const noexcept { return size_ * sizeof(float); }
@@ -84,19 +102,29 @@ class parameter {
     }
     return std::shared_ptr<float>(p, [](float* q) { static_cast<void>(cudaFree(q)); });
   }
-  [[nodiscard]] std::vector<float> copy_out(const float* from) const {
-    std::vector<float> out(size_);
-    if (size_ == 0) return out;
-    const detail::current_device on(ordinal_);
-    // The layers' streams do not block with the legacy default stream: wait for the device.
-    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before a parameter's download)");
-    check(cudaMemcpy(out.data(), from, bytes(), cudaMemcpyDeviceToHost), "cudaMemcpy (a parameter to the host)");
-    return out;
-  }
 
   int ordinal_ = 0;
   std::size_t size_ = 0;
   std::shared_ptr<float> value_, grad_;
 };
+
+/// @brief Every weight of `model` (a ppipe::layer_stack of kit layers), layer by layer, each
+/// layer's as its download() gives them, once the GPU's work is done; layers without weights add
+/// none. For tests, checks against an unpipelined run, and checkpoints.
+/// @param model the model
+/// @return the weights
+template <class Model>
+std::vector<float> download_weights(const Model& model) {
+  std::vector<float> out;
+  for (int l = 0; l < model.num_layers(); ++l) {
+    model.visit(l, [&](const auto& layer) {
+      if constexpr (requires { layer.download(); }) {
+        const std::vector<float> w = layer.download();
+        out.insert(out.end(), w.begin(), w.end());
+      }
+    });
+  }
+  return out;
+}
 
 }  // namespace ppipe::cuda
