@@ -98,11 +98,15 @@ using two_peers = ppipe::cpu_stream_backend_with<shaken_two_peers, ppipe::device
 struct cpu_device_memory_fixture : device_memory_fixture<per_rank_devices, &toy::device_loss> {
   static constexpr const char* name = "cpu_stream, device memory";
 };
-// Device memory, and layers and a loss that enqueue their own work: the CUDA backend's path.
-struct cpu_device_memory_enqueuing_fixture : device_memory_fixture<per_rank_devices, &toy::enqueued_device_loss> {
-  static constexpr const char* name = "cpu_stream, device memory, layers that enqueue";
+// The same fixture with layers and a loss that enqueue their own work, as GPU layers do.
+template <class Backend>
+struct enqueuing_device_memory_fixture : device_memory_fixture<Backend, &toy::enqueued_device_loss> {
   using model_type = toy::enqueuing<toy::on_device<toy::model>>;
   static constexpr bool loss_enqueues_work = true;
+};
+// Device memory, and layers and a loss that enqueue their own work: the CUDA backend's path.
+struct cpu_device_memory_enqueuing_fixture : enqueuing_device_memory_fixture<per_rank_devices> {
+  static constexpr const char* name = "cpu_stream, device memory, layers that enqueue";
 };
 // Every rank's streams on one device, as stages that share a GPU: payloads between ranks cross by
 // copies on the device (the sender's event, the receiver's copy, the receipt the sender frees
@@ -111,19 +115,15 @@ struct cpu_one_device_fixture : device_memory_fixture<one_device, &toy::device_l
   static constexpr const char* name = "cpu_stream, one device for every rank";
 };
 // The same with layers and a loss that enqueue their own work: one GPU holding every stage.
-struct cpu_one_device_enqueuing_fixture : device_memory_fixture<one_device, &toy::enqueued_device_loss> {
+struct cpu_one_device_enqueuing_fixture : enqueuing_device_memory_fixture<one_device> {
   static constexpr const char* name = "cpu_stream, one device for every rank, layers that enqueue";
-  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
-  static constexpr bool loss_enqueues_work = true;
 };
 
 // Ranks spread over two devices that are each other's peers, as stages on two GPUs of one
 // process: neighbours on one device, and across the two, payloads cross by device copies with
 // events of the other device, under one race checker. Layers and the loss enqueue their work.
-struct cpu_two_peers_enqueuing_fixture : device_memory_fixture<two_peers, &toy::enqueued_device_loss> {
+struct cpu_two_peers_enqueuing_fixture : enqueuing_device_memory_fixture<two_peers> {
   static constexpr const char* name = "cpu_stream, two peer devices, layers that enqueue";
-  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
-  static constexpr bool loss_enqueues_work = true;
 };
 
 }  // namespace contract
