@@ -201,6 +201,36 @@ void peers_exchange(Device& a, Device& b) {
   CHECK(b.memory().bytes_in_use == 0);
 }
 
+/// Peers that may not reach each other's memory still exchange data through staging host memory:
+/// a's stream copies out, b's stream waits for a's event and copies in; a gives the staging memory
+/// back once b's copy has run.
+template <class Device>
+void peers_exchange_through_host(Device& a, Device& b) {
+  REQUIRE(b.peer_of(a));
+  auto sa = a.create_stream("a send");
+  auto sb = b.create_stream("b receive");
+  constexpr std::size_t n = 64;
+  constexpr std::size_t bytes = n * sizeof(float);
+  auto* from = static_cast<float*>(a.allocate(bytes, sa));
+  auto* to = static_cast<float*>(b.allocate(bytes, sb));
+  host_buffer<Device, float> in(n), out(n);
+  for (std::size_t i = 0; i < n; ++i) in[i] = static_cast<float>(i) - 0.5f;
+  void* hop = a.allocate_host(bytes);
+  a.copy_async(sa, from, in.data(), bytes);
+  a.copy_async(sa, hop, from, bytes);
+  a.release(from, sa);  // a's own copy has read it: no need to wait for b
+  b.wait(sb, a.record(sa));
+  b.copy_async(sb, to, hop, bytes);
+  b.copy_async(sb, out.data(), to, bytes);
+  b.release(to, sb);
+  REQUIRE(b.synchronize(sb, soon()) == wait_status::ready);
+  a.release_host(hop);
+  for (std::size_t i = 0; i < n; ++i) CHECK(out[i] == static_cast<float>(i) - 0.5f);
+  REQUIRE(a.synchronize(sa, soon()) == wait_status::ready);
+  CHECK(a.memory().bytes_in_use == 0);
+  CHECK(b.memory().bytes_in_use == 0);
+}
+
 /// elapsed_us measures the work between two events, negative in the other order.
 template <class Device>
 void elapsed(Device& d) {

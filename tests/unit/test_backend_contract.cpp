@@ -88,9 +88,20 @@ struct shaken_one_device : cpu_stream_fixture::shaken {
 struct shaken_two_peers : cpu_stream_fixture::shaken {
   static constexpr int peer_devices = 2;
 };
+// Two devices that exchange events but not memory, whose host work may not wait: GPUs without
+// peer access, as the CUDA backend sees them.
+struct shaken_two_peers_without_access : shaken_two_peers {
+  static constexpr bool peer_access = false;
+  static ppipe::cpu_device_options device_options(int rank) {
+    ppipe::cpu_device_options o = shaken::device_options(rank);
+    o.host_work_may_wait = false;
+    return o;
+  }
+};
 using per_rank_devices = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
 using one_device = ppipe::cpu_stream_backend_with<shaken_one_device, ppipe::device_tensor>;
 using two_peers = ppipe::cpu_stream_backend_with<shaken_two_peers, ppipe::device_tensor>;
+using two_peers_without_access = ppipe::cpu_stream_backend_with<shaken_two_peers_without_access, ppipe::device_tensor>;
 
 // CPU streams with the stages' tensors in the device's memory (the CPU model of a GPU backend):
 // the batch, the outputs, the loss's target and value and every transfer cross by copies in
@@ -125,6 +136,12 @@ struct cpu_one_device_enqueuing_fixture : enqueuing_device_memory_fixture<one_de
 struct cpu_two_peers_enqueuing_fixture : enqueuing_device_memory_fixture<two_peers> {
   static constexpr const char* name = "cpu_stream, two peer devices, layers that enqueue";
 };
+// The same on peers without access to each other's memory: payloads between the two devices go
+// through staging host memory (a copy into another device's memory fails), and no host work
+// waits (a receive by the transport would).
+struct cpu_two_peers_without_access_fixture : enqueuing_device_memory_fixture<two_peers_without_access> {
+  static constexpr const char* name = "cpu_stream, two peers without peer access, layers that enqueue";
+};
 
 }  // namespace contract
 
@@ -134,14 +151,15 @@ struct cpu_two_peers_enqueuing_fixture : enqueuing_device_memory_fixture<two_pee
       contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture,                    \
       contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,            \
       contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture,                  \
-      contract::cpu_two_peers_enqueuing_fixture
+      contract::cpu_two_peers_enqueuing_fixture, contract::cpu_two_peers_without_access_fixture
 
 #include "backend_contract.hpp"
 
 // Staged copies go through the device's staging host memory (page-locked on a GPU, so that no copy
 // makes the host wait). A step's is given back when the next step starts: it never grows.
 TEMPLATE_TEST_CASE("staging host memory: a step's is held until the next one, so it never grows", "[contract]",
-                   contract::cpu_device_memory_fixture, contract::cpu_one_device_fixture) {
+                   contract::cpu_device_memory_fixture, contract::cpu_one_device_fixture,
+                   contract::cpu_two_peers_enqueuing_fixture, contract::cpu_two_peers_without_access_fixture) {
   using F = TestType;
   for (const int p : {1, 2, 4}) {
     INFO(F::name << ": p=" << p);
@@ -161,6 +179,14 @@ TEMPLATE_TEST_CASE("staging host memory: a step's is held until the next one, so
     (void)pipe.infer(x);  // its outputs come out through staging memory as well
     (void)pipe.train_step(x, y);
     for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).host_bytes_in_use == first[static_cast<std::size_t>(r)]);
+    // A failed step's copies may still have been in flight: its staging memory goes back at the
+    // next step too.
+    piped.set_fault({p > 1 ? 1 : 0, 1, true, std::chrono::milliseconds(0)});
+    CHECK_THROWS_AS(pipe.train_step(x, y), ppipe::error);
+    piped.set_fault({});
+    piped.zero_grad();
+    (void)pipe.train_step(x, y);
+    for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).host_bytes_in_use == first[static_cast<std::size_t>(r)]);
   }
 }
 
@@ -170,7 +196,7 @@ TEMPLATE_TEST_CASE("staging host memory: a step's is held until the next one, so
 TEMPLATE_TEST_CASE("device memory: a step, failed or not, leaves nothing allocated on any device", "[contract]",
                    contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,
                    contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture,
-                   contract::cpu_two_peers_enqueuing_fixture) {
+                   contract::cpu_two_peers_enqueuing_fixture, contract::cpu_two_peers_without_access_fixture) {
   using F = TestType;
   for (const int p : {1, 2, 4}) {
     INFO(F::name << ": p=" << p);

@@ -222,3 +222,34 @@ TEST_CASE("cpu streams: a step longer than the timeout runs, as long as its stre
   CHECK_NOTHROW(pipe.train_step(x, x));
   CHECK(pipe.last_trace().makespan() > 2 * 150'000.0);  // longer than the watchdog's limit
 }
+
+namespace {
+// Each rank on a device of its own that shares nothing with the others, and whose host work may
+// not wait, as GPUs in different processes: payloads would cross by the transport, in host work.
+struct separate_gpu_like {
+  static ppipe::cpu_device_options device_options(int rank) {
+    ppipe::cpu_device_options o;
+    o.seed = static_cast<std::uint64_t>(rank);
+    o.host_work_may_wait = false;
+    return o;
+  }
+};
+}  // namespace
+
+TEST_CASE("cpu streams: devices whose host work may not wait never carry payloads by the transport") {
+  using backend = ppipe::cpu_stream_backend_with<separate_gpu_like>;
+  toy::model model(4);
+  ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, backend> pipe(
+      model, options(2, 4), toy::loss);
+  const auto x = toy::batch(8, 3, 0.0f);
+  const auto y = toy::batch(8, 3, 1.0f);
+  const auto a = model.a();
+  CHECK_THROWS_WITH(pipe.train_step(x, y), Catch::Contains("rank 0 and rank 1 pass payloads between stages 0 and 1") &&
+                                                Catch::Contains("does not let host work wait") &&
+                                                Catch::Contains("devices of one process (peers)"));
+  CHECK(model.a() == a);  // refused before anything ran
+  // One rank has no transfers to make: it runs.
+  ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, backend> alone(
+      model, options(1, 4), toy::loss);
+  CHECK_NOTHROW(alone.train_step(x, y));
+}

@@ -394,6 +394,81 @@ TEST_CASE("cpu_stream_device: the race checker watches copies between peers", "[
   REQUIRE(b.synchronize(sb, device_contract::soon()) == wait_status::ready);
 }
 
+TEST_CASE("cpu_stream_device: peers without peer access exchange only through host memory", "[device]") {
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    const cpu_device_options o{.seed = seed, .max_delay = 200us, .poison = true, .check_races = true};
+    cpu_stream_device a(o);
+    cpu_stream_device b(o, a, ppipe::peer_link::events_only);
+    CHECK(b.peer_of(a));
+    CHECK_FALSE(b.reaches(a));
+    CHECK_FALSE(a.reaches(b));
+    CHECK(a.reaches(a));
+    device_contract::peers_exchange_through_host(a, b);
+  }
+  cpu_stream_device a;
+  cpu_stream_device b(cpu_device_options{}, a, ppipe::peer_link::events_only);
+  cpu_stream_device c(cpu_device_options{}, b);  // shares b's memory, not a's
+  CHECK(c.reaches(b));
+  CHECK_FALSE(c.reaches(a));
+  auto sa = a.create_stream("a send");
+  auto sb = b.create_stream("b receive");
+  void* from = a.allocate(256, sa);
+  void* to = b.allocate(256, sb);
+  b.wait(sb, a.record(sa));
+  // Ordered, but b cannot reach a's memory: the copy must go through host memory.
+  CHECK_THAT(error_of([&] { b.copy_async(sb, to, from, 256, "F0 in"); }),
+             contains("'b receive' reads memory") && contains("'F0 in'") && contains("without peer access") &&
+                 contains("allocate_host()"));
+  CHECK_THAT(error_of([&] { a.zero_async(sa, to, 256); }), contains("'a send' writes memory"));
+  // A range is out of reach if any of it is: from a's own block into b's.
+  void* near = a.allocate(64, sa);
+  const auto gap = static_cast<std::byte*>(to) - static_cast<std::byte*>(near);
+  if (gap > 0) {
+    CHECK_THAT(error_of([&] { a.use(sa, near, static_cast<std::size_t>(gap) + 1, access::read); }),
+               contains("without peer access"));
+  }
+  a.release(near, sa);
+  // Staging memory the sender watches: a receiver that does not wait for the sender's event races.
+  void* hop = a.allocate_host(256);
+  a.track(sa, hop, 256);
+  a.copy_async(sa, hop, from, 256);
+  CHECK_THAT(error_of([&] { b.copy_async(sb, to, hop, 256); }),
+             contains("read after write") && contains("'a send'") && contains("'b receive'"));
+  b.wait(sb, a.record(sa));
+  b.copy_async(sb, to, hop, 256);
+  REQUIRE(b.synchronize(sb, device_contract::soon()) == wait_status::ready);
+  a.retire(sa, hop);
+  a.release_host(hop);
+  a.release(from, sa);
+  b.release(to, sb);
+  REQUIRE(a.synchronize(sa, device_contract::soon()) == wait_status::ready);
+  REQUIRE(b.synchronize(sb, device_contract::soon()) == wait_status::ready);
+}
+
+TEST_CASE("cpu_stream_device: a destroyed peer's memory is forgotten by the others", "[device]") {
+  cpu_stream_device a;
+  auto sa = a.create_stream("a");
+  const void* gone = nullptr;
+  {
+    cpu_stream_device b(cpu_device_options{}, a, ppipe::peer_link::events_only);
+    auto sb = b.create_stream("b");
+    void* p = b.allocate(256, sb);
+    b.zero_async(sb, p, 256);
+    b.release(p, sb);
+    REQUIRE(b.synchronize(sb, device_contract::soon()) == wait_status::ready);
+    // While b lives, its released block is still watched, and out of a's reach.
+    CHECK_THAT(error_of([&] { a.use(sa, p, 4, access::read); }), contains("without peer access"));
+    gone = p;
+  }
+  // The address is no device's memory now (the system may hand it to a next): not checked.
+  a.use(sa, gone, 4, access::read);
+  void* mine = a.allocate(256, sa);
+  a.zero_async(sa, mine, 256);
+  a.release(mine, sa);
+  REQUIRE(a.synchronize(sa, device_contract::soon()) == wait_status::ready);
+}
+
 TEST_CASE("cpu_stream_device: handles of another device are refused", "[device]") {
   cpu_stream_device d;
   cpu_stream_device e;

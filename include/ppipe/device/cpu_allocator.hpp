@@ -100,6 +100,12 @@ class cpu_allocator {
     return b.size;
   }
 
+  /// Calls `fn(p, size)` for every block taken from the system (live or cached).
+  template <class F>
+  void each_block(F&& fn) const {
+    for (const auto& [p, b] : blocks_) fn(p, b.size);
+  }
+
   [[nodiscard]] const cpu_allocator_stats& stats() const noexcept { return stats_; }
   [[nodiscard]] bool poisons() const noexcept { return poison_; }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -44,8 +45,26 @@ struct cpu_device_space {
   vector_clock host_clock;        // what the host has seen complete (synchronize() returned ready)
   std::uint64_t host_version = 0;
   std::size_t streams = 0;        // streams made so far, across the space's devices
+  // The memory group of every block the space's devices took from the system, by address: a
+  // device reaches only its own group's memory, as a GPU reaches only its peers'.
+  struct home {
+    std::size_t size;
+    std::size_t group;
+  };
+  std::map<std::uintptr_t, home> homes;
+  std::size_t groups = 1;  // memory groups made so far
 };
 }  // namespace detail
+
+/// @brief What a device made as another's peer shares with it (see cpu_stream_device).
+enum class peer_link : unsigned char {
+  /// Events and memory, as GPUs with peer access: streams wait for each other's events and copies
+  /// read and write each other's memory.
+  events_and_memory,
+  /// Events only, as GPUs without peer access: streams wait for each other's events, but a copy
+  /// that touches the other's memory fails; payloads cross through host staging memory.
+  events_only,
+};
 
 /// @brief How a cpu_stream_device shakes out ordering bugs.
 struct cpu_device_options {
@@ -59,6 +78,11 @@ struct cpu_device_options {
   /// @brief Check every declared access (use(), copy_async(), zero_async(), release()) against
   /// stream order and throw at the first unordered one.
   bool check_races = true;
+  /// @brief Whether host work enqueued on the device may block waiting for something else (here
+  /// it may: each stream is a thread). False claims what a GPU claims, where host work runs on the
+  /// driver's threads and must return promptly, so that tests see the runtime refuse the paths
+  /// that would block in it.
+  bool host_work_may_wait = true;
 };
 
 /// @brief The CPU model of a stream_device (and capturing_stream_device).
@@ -123,26 +147,51 @@ class cpu_stream_device {
   explicit cpu_stream_device(cpu_device_options options = {})
       : cpu_stream_device(options, std::make_shared<detail::cpu_device_space>()) {}
 
-  /// @brief Makes a device that exchanges events and memory with `peer` (and with its peers), as
-  /// GPUs of one process do: its streams may wait for their events, its copies may read and write
-  /// their memory, and one race checker watches all of their memory. Each keeps its own pool,
-  /// streams and sticky error.
+  /// @brief Makes a device that exchanges events, and memory unless `link` says otherwise, with
+  /// `peer` and its peers, as GPUs of one process do: its streams may wait for their events, its
+  /// copies may read and write the memory of those it shares memory with, and one race checker
+  /// watches all of their memory. Each keeps its own pool, streams and sticky error.
   /// @param options delays, poisoning and race checking.
   /// @param peer a device of the space to join.
-  cpu_stream_device(cpu_device_options options, const cpu_stream_device& peer)
-      : cpu_stream_device(options, peer.space_) {}
+  /// @param link events_only for a device that does not reach the others' memory, nor they its,
+  /// as GPUs without peer access.
+  cpu_stream_device(cpu_device_options options, const cpu_stream_device& peer,
+                    peer_link link = peer_link::events_and_memory)
+      : cpu_stream_device(options, peer.space_, peer.group_) {
+    if (link == peer_link::events_only) {
+      const std::lock_guard lock(mutex_);
+      group_ = space_->groups++;
+    }
+  }
 
-  /// @brief Whether this device and `other` exchange events and memory (one is the other, or one
-  /// was made as the other's peer).
+  /// @brief Whether this device and `other` exchange events (one is the other, or one was made as
+  /// the other's peer).
   [[nodiscard]] bool peer_of(const cpu_stream_device& other) const noexcept { return space_ == other.space_; }
+
+  /// @brief Whether this device's copies may read and write `other`'s memory: a peer made with
+  /// peer_link::events_and_memory (or the device itself).
+  [[nodiscard]] bool reaches(const cpu_stream_device& other) const noexcept {
+    return peer_of(other) && group_ == other.group_;
+  }
+
+  /// @brief Whether host work may block waiting for something else (cpu_device_options).
+  [[nodiscard]] bool host_work_may_wait() const noexcept { return options_.host_work_may_wait; }
 
   cpu_stream_device(const cpu_stream_device&) = delete;
   cpu_stream_device& operator=(const cpu_stream_device&) = delete;
 
   /// @brief Runs the work every stream has queued, then joins the workers; frees the host memory
-  /// still out.
+  /// still out. Its peers forget its memory, which the system may hand to them next.
   ~cpu_stream_device() {
     lanes_.clear();
+    {
+      const std::lock_guard lock(mutex_);
+      allocator_.each_block([this](void* p, std::size_t /*size*/) {
+        space_->homes.erase(reinterpret_cast<std::uintptr_t>(p));
+        checker_.forget(p);
+      });
+      for (const auto& [p, bytes] : host_blocks_) checker_.forget(p);  // a track()ed block not retired
+    }
     for (const auto& [p, bytes] : host_blocks_) ::operator delete(p, std::align_val_t{64});
   }
 
@@ -311,6 +360,10 @@ class cpu_stream_device {
     refuse_while_capturing(l, "allocate()");
     const std::size_t index = l.worker->index();
     const auto g = allocator_.allocate(bytes, index, l.clock);
+    if (!g.reused) {
+      space_->homes.insert_or_assign(reinterpret_cast<std::uintptr_t>(g.p),
+                                     detail::cpu_device_space::home{g.size, group_});
+    }
     if (options_.check_races) {
       checker_.on_allocate(g.p, g.size,
                            {index, l.clock.get(index), std::make_shared<std::string>(detail::concat("allocate(", bytes, ")"))});
@@ -372,6 +425,7 @@ class cpu_stream_device {
       bytes = it->second;
       host_bytes_ -= bytes;
       host_blocks_.erase(it);
+      checker_.forget(p);  // (if track()ed): the next owner of these addresses starts afresh
     }
     if (options_.poison) std::memset(p, detail::cpu_allocator::poison_byte, bytes);
     ::operator delete(p, std::align_val_t{64});
@@ -587,8 +641,26 @@ class cpu_stream_device {
     return l.pending_label;
   }
 
+  /// Refuses an access to memory of a device this one does not reach (no peer access).
+  void check_reach(const lane& l, const void* p, std::size_t bytes, access mode, std::string_view label) const {
+    if (bytes == 0) return;
+    const auto at = reinterpret_cast<std::uintptr_t>(p);
+    const auto& homes = space_->homes;
+    auto it = homes.upper_bound(at);
+    if (it != homes.begin() && std::prev(it)->first + std::prev(it)->second.size > at) --it;
+    // Every block the range overlaps, from the one it starts in.
+    bool out_of_reach = false;
+    for (; it != homes.end() && it->first < at + bytes; ++it) out_of_reach = out_of_reach || it->second.group != group_;
+    if (!out_of_reach) return;
+    detail::fail(errc::invalid_argument, "stream '", l.worker->name(), "' ", mode == access::read ? "reads" : "writes",
+                 " memory at ", p, " in '", label.empty() ? std::string_view("the item enqueued next") : label,
+                 "' that a device without peer access to this one allocated: between such devices, copy through "
+                 "host staging memory (allocate_host()), ordered by the other device's event");
+  }
+
   /// Checks and remembers an access by the next item of `l` (kept for launch while capturing).
   void declare(lane& l, const void* p, std::size_t bytes, access mode, std::string_view label) {
+    if (space_->groups > 1) check_reach(l, p, bytes, mode, label);
     if (!options_.check_races) return;
     if (l.capturing) {
       l.pending_capture.push_back({p, bytes, mode});
@@ -614,11 +686,12 @@ class cpu_stream_device {
     l.worker->push({what, std::move(fn), nullptr, std::string(label)});
   }
 
-  cpu_stream_device(cpu_device_options options, std::shared_ptr<detail::cpu_device_space> space)
-      : options_(options), space_(std::move(space)), allocator_(options.poison) {}
+  cpu_stream_device(cpu_device_options options, std::shared_ptr<detail::cpu_device_space> space, std::size_t group = 0)
+      : options_(options), space_(std::move(space)), group_(group), allocator_(options.poison) {}
 
   cpu_device_options options_;
   std::shared_ptr<detail::cpu_device_space> space_;  // shared with the device's peers
+  std::size_t group_;                                // its memory group within the space
   detail::completion_signal& signal_ = space_->signal;
   detail::failure_state failure_;
   detail::cpu_allocator allocator_;

@@ -68,6 +68,15 @@ inline void no_host_work() noexcept {}
 /// - `d.release(p, s)`: `p` is freed when `s` reaches this point; work on `s` before it may still
 ///   use `p`. Work on another stream that uses `p` must be ordered before the release.
 ///
+/// **Several devices** (optional members). `d.peer_of(other) -> bool`: `d`'s streams may wait for
+/// `other`'s events and `other`'s for `d`'s (the GPUs of one process). `d.reaches(other) -> bool`:
+/// `d`'s copies may also read and write `other`'s memory (peer access); between peers that do not
+/// reach each other, data crosses through host staging memory, each copy ordered by an event.
+///
+/// **Host work that waits** (optional member). `d.host_work_may_wait() -> bool`: false where host
+/// work must return promptly (a GPU runs it on a driver thread, and while it blocks, so do its
+/// stream and other host work); absent, host work may wait.
+///
 /// **Failures.** `d.error() -> std::exception_ptr` is the first failure of work run by the device
 /// (sticky, like a CUDA sticky error), null if none. `d.clear_error()` forgets it; it is allowed
 /// only while every stream is idle and throws ppipe::error otherwise.

@@ -38,6 +38,9 @@ concept one_cpu_device = requires { requires Config::one_device; };
 /// Whether it spreads the ranks over peer devices (`static constexpr int peer_devices`).
 template <class Config>
 concept peer_cpu_devices = requires { requires Config::peer_devices >= 1; };
+/// Whether those peers lack memory access (`static constexpr bool peer_access = false`).
+template <class Config>
+concept cpu_peers_without_access = requires { requires !Config::peer_access; };
 }  // namespace detail
 
 /// @brief Ranks are host threads that enqueue onto their own cpu_stream_device (a compute, a send
@@ -50,7 +53,9 @@ concept peer_cpu_devices = requires { requires Config::peer_devices >= 1; };
 /// payloads cross by copies on the device; with `static constexpr int peer_devices = N` the ranks
 /// are spread over N devices that are each other's peers (as the GPUs of one process are),
 /// neighbouring ranks together (rank r on device r * N / ranks, with its first rank's options),
-/// and payloads cross by device copies between and within them
+/// and payloads cross by device copies between and within them; adding `static constexpr bool
+/// peer_access = false` makes the devices exchange events but not memory, as GPUs without peer
+/// access, and payloads between them cross through staging host memory
 /// @tparam StageTensor host_tensor, or ppipe::device_tensor to hold the stages' tensors in the
 /// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
 template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
@@ -85,13 +90,14 @@ struct cpu_stream_backend_with {
     requires detail::peer_cpu_devices<Config>
   {
     const int n = std::min(Config::peer_devices, std::max(ranks, 1));
+    const peer_link link = detail::cpu_peers_without_access<Config> ? peer_link::events_only : peer_link::events_and_memory;
     std::vector<std::shared_ptr<device_type>> made;
     std::vector<std::shared_ptr<device_type>> out;
     for (int r = 0; r < ranks; ++r) {
       const auto k = static_cast<std::size_t>(r * n / ranks);
       if (k == made.size()) {
         made.push_back(made.empty() ? std::make_shared<device_type>(Config::device_options(r))
-                                    : std::make_shared<device_type>(Config::device_options(r), *made.front()));
+                                    : std::make_shared<device_type>(Config::device_options(r), *made.front(), link));
       }
       out.push_back(made[k]);
     }

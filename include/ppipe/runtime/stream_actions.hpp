@@ -77,6 +77,7 @@ class stream_actions {
         }
       }
     }
+    refuse_waiting_host_work(s);
     // The last run drained every stream (settle() returns only then); what the stages let go of
     // after a failure is released on their streams since, and is waited for here, on every rank
     // first (ranks may share a device). Then a failure the last run left may go.
@@ -179,6 +180,9 @@ class stream_actions {
     // The device's staging host memory those copies use, given back at the same time (by then
     // open() has waited for the streams, a failed step's too).
     std::vector<void*> pinned;
+    // Of those, the ones a peer's stream reads (payloads through host memory), which a device with
+    // a race checker watches until they are given back.
+    std::vector<void*> watched_pinned;
     // Buffers sent by device copy to a rank on the same device, freed once its copy is done.
     std::vector<lent> lent_out;
     // Receives by device copy, in the order the compute stream needs them: what settle() watches.
@@ -190,6 +194,7 @@ class stream_actions {
     // (An array, not a braced list in a loop: nvcc's front end rejects the latter.)
     [[nodiscard]] std::array<typename device_type::stream, 3> streams() const { return {compute, send, recv}; }
   };
+  enum class route : unsigned char { device_copy, through_host, transport };
   struct mark {  // an action's span on a stream, resolved into the trace after the step
     action act;
     int step = 0;
@@ -355,9 +360,24 @@ class stream_actions {
     l.pinned.back() = l.device->allocate_host(bytes);
     return static_cast<std::byte*>(l.pinned.back());
   }
+  // Every block goes back even if the race checker reports one (the first report is rethrown).
   static void give_back_pinned(lanes& l) {
-    for (void* p : l.pinned) l.device->release_host(p);
-    l.pinned.clear();
+    std::vector<void*> watched;
+    std::vector<void*> all;
+    watched.swap(l.watched_pinned);
+    all.swap(l.pinned);
+    std::exception_ptr first;
+    if constexpr (requires { l.device->retire(l.send, nullptr); }) {
+      for (void* p : watched) {
+        try {
+          l.device->retire(l.send, p);
+        } catch (...) {
+          if (!first) first = std::current_exception();
+        }
+      }
+    }
+    for (void* p : all) l.device->release_host(p);
+    if (first) std::rethrow_exception(first);
   }
   // Bytes a host function moves from staging memory once a copy out has filled it.
   struct unstaged {
@@ -583,7 +603,7 @@ class stream_actions {
           }
           const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
           std::optional<typename Transport::recv_handle> handle;
-          if (!device_copies(r, from)) handle = ctx_.transport->post_recv(from, r);
+          if (route_of(from, r) == route::transport) handle = ctx_.transport->post_recv(from, r);
           recv[i] = posted{std::move(handle), step, stg.pool().acquire(shapes, l.recv, false)};
           break;
         }
@@ -603,7 +623,36 @@ class stream_actions {
           free_lent(l, false);
           d.wait(l.send, d.record(l.compute));
           const auto t0 = d.record(l.send);
-          if (device_copies(r, to)) {
+          const route way = route_of(r, to);
+          if constexpr (host_staging) {
+            if (way == route::through_host) {
+              // The receiver's device cannot reach this one's memory: the payload goes to staging host
+              // memory on the send stream, and the receiver copies it in after this event. The memory
+              // stays the lane's until the next step, when every stream has drained.
+              reads(l.send, src, access::read);
+              box hop;
+              hop.shapes = src.shapes;
+              for (const auto& region : src.regions) {
+                std::byte* p = pinned_bytes(l, region.bytes);
+                if constexpr (requires { d.track(l.send, p, region.bytes); }) {
+                  d.track(l.send, p, region.bytes);
+                  l.watched_pinned.push_back(p);
+                }
+                d.copy_async(l.send, p, region.data, region.bytes);
+                hop.regions.push_back({p, region.bytes});
+              }
+              const auto t1 = d.record(l.send);
+              mail_.post(r, to, {std::move(hop), t1, std::make_shared<typename mailbox::receipt>()});
+              marks.push_back({a, step, t0, t1});
+              if (fwd && training) {
+                sent_out[i] = t1;  // the backward that frees the output waits for this
+              } else {
+                stg.pool().release(src, l.send, false);
+              }
+              break;
+            }
+          }
+          if (way == route::device_copy) {
             // The receiver copies on its own stream after t0, and says when it is done.
             auto answer = std::make_shared<typename mailbox::receipt>();
             mail_.post(r, to, {src, t0, answer});
@@ -819,16 +868,57 @@ class stream_actions {
   [[nodiscard]] bool same_device(int r, int q) const {
     return lanes_[static_cast<std::size_t>(r)].device == lanes_[static_cast<std::size_t>(q)].device;
   }
-  // Whether payloads between ranks r and q cross by device copies (the mailbox): one device, or
-  // devices that exchange events and memory (GPUs of one process; the CPU model's peers).
-  [[nodiscard]] bool device_copies(int r, int q) const {
-    if (same_device(r, q)) return true;
-    const device_type& a = *lanes_[static_cast<std::size_t>(r)].device;
-    const device_type& b = *lanes_[static_cast<std::size_t>(q)].device;
-    if constexpr (requires { { a.peer_of(b) } -> std::convertible_to<bool>; }) {
-      return a.peer_of(b);
+  // How payloads from rank `from` reach rank `to`: by a copy on the receiver's device from the
+  // sender's memory (one device, or peers that reach each other's memory: GPUs with peer access);
+  // through staging host memory, copied out and in on either side of the sender's event (peers
+  // without it); or by the transport, in host work on the streams.
+  [[nodiscard]] route route_of(int from, int to) const {
+    if (same_device(from, to)) return route::device_copy;
+    const device_type& a = *lanes_[static_cast<std::size_t>(from)].device;
+    const device_type& b = *lanes_[static_cast<std::size_t>(to)].device;
+    if constexpr (requires { { b.peer_of(a) } -> std::convertible_to<bool>; }) {
+      if (!b.peer_of(a)) return route::transport;
+      // (Host tensors are every peer's to copy: only device memory may be out of reach.)
+      if constexpr (staged && requires { { b.reaches(a) } -> std::convertible_to<bool>; }) {
+        if (!b.reaches(a)) {
+          if constexpr (host_staging) {
+            return route::through_host;
+          } else {
+            detail::fail(errc::unsupported, ctx_.rank_name(to), "'s device cannot reach the memory of ",
+                         ctx_.rank_name(from), "'s, and has no staging host memory (allocate_host()) to pass "
+                         "payloads through; give the device staging memory, or peer access");
+          }
+        }
+      }
+      return route::device_copy;
     } else {
-      return false;
+      return route::transport;
+    }
+  }
+  // Whether host work on rank r's device may block (a GPU's must not).
+  [[nodiscard]] bool host_work_may_wait(int r) const {
+    const device_type& d = *lanes_[static_cast<std::size_t>(r)].device;
+    if constexpr (requires { { d.host_work_may_wait() } -> std::convertible_to<bool>; }) {
+      return d.host_work_may_wait();
+    } else {
+      return true;
+    }
+  }
+  // Payloads by the transport wait in host work on the streams (a receive blocks until the sender
+  // sends): refused, before anything runs, between ranks whose devices do not allow that.
+  void refuse_waiting_host_work(const schedule& s) const {
+    const std::vector<int>& rank_of = s.place.rank_table();
+    for (std::size_t st = 0; st + 1 < rank_of.size(); ++st) {
+      const int a = rank_of[st];
+      const int b = rank_of[st + 1];
+      if (a == b || route_of(a, b) != route::transport) continue;
+      const int stuck = host_work_may_wait(a) ? b : a;
+      if (host_work_may_wait(stuck)) continue;
+      detail::fail(errc::unsupported, ctx_.rank_name(a), " and ", ctx_.rank_name(b), " pass payloads between stages ",
+                   st, " and ", st + 1, " on devices that share neither events nor memory, so the transport would "
+                   "carry them in host work on their streams, and ", ctx_.rank_name(stuck), "'s device does not let host "
+                   "work wait; put the ranks on devices of one process (peers), or use a backend whose transport "
+                   "runs on the device's streams");
     }
   }
   [[nodiscard]] std::function<bool()> stopped() const {

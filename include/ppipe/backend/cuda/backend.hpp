@@ -97,10 +97,12 @@ struct as_if_gpus {
 /// @brief Ranks spread over the devices `Placement` gives (ppipe::cuda::every_gpu: one per visible
 /// GPU), neighbouring ranks together (rank r on device r * n / ranks): stages on several GPUs of
 /// one process, each rank a host thread bound to its GPU with its own streams, each GPU one pool.
-/// Payloads between ranks on one GPU and between GPUs cross by device copies ordered by events
-/// (the receiver's stream waits for the sender's event, also on another GPU, and copies from the
-/// sender's memory, peer to peer), never through the host. The GPUs must have peer access to each
-/// other's memory; the backend says which do not, before anything runs.
+/// Payloads between ranks on one GPU and between GPUs with peer access cross by device copies
+/// ordered by events (the receiver's stream waits for the sender's event, also on another GPU,
+/// and copies from the sender's memory, peer to peer). Between GPUs without peer access (as
+/// consumer cards often are) the sender copies the payload into page-locked host memory and the
+/// receiver copies it in after the sender's event: two copies, still in stream order, with no
+/// host thread waiting in between.
 /// @tparam Placement a type with `static int count()` and `static int ordinal(int k)`
 template <class Placement = every_gpu>
 struct backend_placed : detail::gpu_backend_base {

@@ -301,8 +301,10 @@ class device {
   device& operator=(const device&) = delete;
 
   /// @brief Ends any capture, waits for every stream (host work in flight refers to the device),
-  /// then destroys them and the pool (whose memory goes once the last release has run).
+  /// then destroys them and the pool (whose memory goes once the last release has run). Its peers
+  /// forget it.
   ~device() {
+    for (device* other : peers_) other->forget(this);
     for (auto& l : lanes_) {
       if (l->capture) {
         cudaGraph_t g = nullptr;
@@ -323,39 +325,44 @@ class device {
   /// @brief The GPU's ordinal.
   [[nodiscard]] int ordinal() const noexcept { return options_.ordinal; }
 
-  /// @brief Makes `other` this device's peer: its streams may wait for this device's events,
-  /// and its copies may read and write the memory of this device's pool (cudaMemPoolSetAccess,
-  /// where it is another GPU). Call it both ways, before any work, for devices whose ranks send
-  /// to each other. Throws ppipe::error where the GPUs cannot reach each other's memory.
+  /// @brief Makes `other` this device's peer: the streams of each may wait for the other's
+  /// events, and `other`'s copies may read and write the memory of this device's pool where its
+  /// GPU has peer access to this one's (cudaMemPoolSetAccess; a device on the same GPU always
+  /// reaches it). Without peer access (`nvidia-smi topo -p2p r` says which pairs have it),
+  /// payloads between the two go through page-locked host memory. Call it both ways, before any
+  /// work; both devices must live until neither uses the other's events.
   /// @param other a device of this process
   void grant_peer(device& other) {
-    if (&other == this || peer_of(other)) return;
-    if (other.ordinal() != ordinal()) {
+    if (&other == this) return;
+    if (other.ordinal() != ordinal() && !has(readers_, &other)) {
       int can = 0;
       check_call(cudaDeviceCanAccessPeer(&can, other.ordinal(), ordinal()), "cudaDeviceCanAccessPeer");
-      if (can == 0) {
-        ppipe::detail::fail(errc::unsupported, "GPU ", other.ordinal(), " cannot access the memory of GPU ", ordinal(),
-                            " (no peer access: see nvidia-smi topo -p2p r), and ppipe::cuda does not yet stage "
-                            "transfers between such GPUs through host memory; use GPUs with peer access "
-                            "(CUDA_VISIBLE_DEVICES), or one GPU for every rank (ppipe::cuda::backend)");
+      if (can != 0) {
+        cudaMemAccessDesc access{};
+        access.location.type = cudaMemLocationTypeDevice;
+        access.location.id = other.ordinal();
+        access.flags = cudaMemAccessFlagsProtReadWrite;
+        check_call(cudaMemPoolSetAccess(pool_, &access, 1), "cudaMemPoolSetAccess");
+        readers_.push_back(&other);
       }
-      cudaMemAccessDesc access{};
-      access.location.type = cudaMemLocationTypeDevice;
-      access.location.id = other.ordinal();
-      access.flags = cudaMemAccessFlagsProtReadWrite;
-      check_call(cudaMemPoolSetAccess(pool_, &access, 1), "cudaMemPoolSetAccess");
     }
-    peers_.push_back(&other);
+    if (!has(peers_, &other)) peers_.push_back(&other);
+    if (!has(other.peers_, this)) other.peers_.push_back(this);
   }
 
-  /// @brief Whether `other` is this device, or either was made the other's peer (grant_peer()):
-  /// events order streams both ways; the memory is reachable where grant_peer() was called.
-  [[nodiscard]] bool peer_of(const device& other) const noexcept {
-    const auto has = [](const std::vector<const device*>& list, const device* d) {
-      return std::find(list.begin(), list.end(), d) != list.end();
-    };
-    return &other == this || has(peers_, &other) || has(other.peers_, this);
+  /// @brief Whether `other` is this device or its peer (grant_peer(), either way): each one's
+  /// streams may wait for the other's events.
+  [[nodiscard]] bool peer_of(const device& other) const noexcept { return &other == this || has(peers_, &other); }
+
+  /// @brief Whether this device's copies may read and write `other`'s memory: `other` is on the
+  /// same GPU, or granted this device access to its pool (peer access).
+  [[nodiscard]] bool reaches(const device& other) const noexcept {
+    return peer_of(other) && (other.ordinal() == ordinal() || has(other.readers_, this));
   }
+
+  /// @brief False: host work runs on a CUDA driver thread, and must return without waiting for
+  /// anything (while it waits, so do its stream and the process's other host work).
+  [[nodiscard]] static constexpr bool host_work_may_wait() noexcept { return false; }
   /// @brief "rank 1 (GPU 0)", or "GPU 0" for a device that serves no rank: how messages name it.
   [[nodiscard]] const std::string& where() const noexcept { return where_; }
   /// @brief Makes the GPU the calling thread's current device (a rank thread calls it once).
@@ -726,6 +733,15 @@ class device {
     }
   }
 
+  static bool has(const std::vector<device*>& list, const device* d) {
+    return std::find(list.begin(), list.end(), d) != list.end();
+  }
+  // A peer going away: its events and memory are no longer this device's to use.
+  void forget(const device* other) noexcept {
+    std::erase(peers_, other);
+    std::erase(readers_, other);
+  }
+
   // Events of this device or of a peer (CUDA orders a stream after another GPU's event).
   void check_peer(const event& e, std::string_view what) const {
     if (e.record_->owner != this && !peer_of(*static_cast<const device*>(e.record_->owner))) {
@@ -792,7 +808,8 @@ class device {
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<lane>> lanes_;
   std::uint64_t allocations_ = 0;
-  std::vector<const device*> peers_;  // grant_peer()'s, set before any work
+  std::vector<device*> peers_;    // grant_peer()'s, either way, set before any work
+  std::vector<device*> readers_;  // the peers granted access to this device's pool
   std::unordered_map<void*, std::size_t> host_live_;  // allocate_host()'s, by address
   std::multimap<std::size_t, void*> host_free_;       // given back, by size
   std::size_t host_reserved_ = 0;
