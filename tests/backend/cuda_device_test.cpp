@@ -157,6 +157,10 @@ TEST_CASE("cuda::device: clear_error is refused while a stream is busy", "[cuda]
   on_gpu([](device& d) { device_contract::clear_error_waits_for_idle(d); });
 }
 
+TEST_CASE("cuda::device: a capture spans the streams that join it", "[cuda][gpu]") {
+  on_gpu([](device& d) { device_contract::capture_spans_streams(d); });
+}
+
 TEST_CASE("cuda::device: capture refuses synchronize and allocate, and launch replays", "[cuda][gpu]") {
   on_gpu([](device& d) { device_contract::capture_replays(d); });
 }

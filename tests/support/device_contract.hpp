@@ -407,6 +407,73 @@ void capture_replays(Device& d) {
   CHECK(last[0] == 4);
 }
 
+/// A capture spans the streams that wait for its events (they join it) and must join them back:
+/// a launch runs the whole fork and join, after the launch stream's earlier work and before its
+/// later work, with the capture's events made afresh each time.
+template <class Device>
+void capture_spans_streams(Device& d) {
+  auto main = d.create_stream("main");
+  auto side = d.create_stream("side");
+  auto other = d.create_stream("other");
+  // Each launch appends 1 (main, before the fork), 2 (side), then 3 (main, after the join).
+  constexpr int launches = 3;
+  host_buffer<Device, int> order(3 * launches + 1);
+  std::atomic<int> next{0};
+  int* out = order.data();
+  const auto append = [out, &next](int v) { return [out, &next, v] { out[next++] = v; }; };
+  d.begin_capture(main);
+  d.enqueue(main, append(1), "before the fork");
+  const auto fork = d.record(main);
+  CHECK_THAT(error_of([&] { static_cast<void>(d.query(fork)); }), contains("recorded during a capture"));
+  CHECK_FALSE(d.capturing(side));
+  d.wait(side, fork);
+  CHECK(d.capturing(side));
+  d.enqueue(side, [] { std::this_thread::sleep_for(2ms); }, "slow side work");
+  d.enqueue(side, append(2), "side work");
+  CHECK_THAT(error_of([&] { static_cast<void>(d.end_capture(side)); }), contains("joined the capture begun on 'main'"));
+  const auto back = d.record(side);
+  CHECK_THAT(error_of([&] { static_cast<void>(d.end_capture(main)); }),
+             contains("stream 'side', which joined the capture, has work") && contains("'main'"));
+  d.wait(main, back);
+  d.enqueue(main, append(3), "after the join");
+  const auto g = d.end_capture(main);
+  CHECK_FALSE(d.capturing(main));
+  CHECK_FALSE(d.capturing(side));
+  CHECK_THAT(error_of([&] { d.wait(other, back); }), contains("capture that has ended"));
+  REQUIRE(d.synchronize(main, soon()) == wait_status::ready);
+  REQUIRE(d.synchronize(side, soon()) == wait_status::ready);
+  CHECK(next == 0);  // nothing ran while capturing
+
+  for (int k = 0; k < launches; ++k) d.launch(g, main);
+  d.enqueue(main, append(4), "after the launches");
+  REQUIRE(d.synchronize(main, soon()) == wait_status::ready);
+  REQUIRE(next == 3 * launches + 1);
+  for (int k = 0; k < launches; ++k) {
+    CHECK(order[static_cast<std::size_t>(3 * k)] == 1);
+    CHECK(order[static_cast<std::size_t>(3 * k + 1)] == 2);
+    CHECK(order[static_cast<std::size_t>(3 * k + 2)] == 3);
+  }
+  CHECK(order[3 * launches] == 4);
+
+  // A join may go through another stream of the capture, and a record after a stream's last work
+  // needs no wait: main waits for side, which waited for other.
+  std::atomic<int> ran{0};
+  d.begin_capture(main);
+  d.wait(side, d.record(main));
+  d.wait(other, d.record(side));
+  d.enqueue(other, [&ran] { ++ran; }, "work on other");
+  d.wait(side, d.record(other));
+  d.enqueue(side, [&ran] { ++ran; }, "work on side");
+  d.wait(main, d.record(side));
+  static_cast<void>(d.record(other));  // no work after it: nothing to join
+  const auto chained = d.end_capture(main);
+  CHECK_FALSE(d.capturing(other));
+  d.launch(chained, main);
+  d.launch(chained, main);
+  REQUIRE(d.synchronize(main, soon()) == wait_status::ready);
+  CHECK(ran == 4);
+}
+
 /// Streams and events of another device, and a default-constructed stream, are refused.
 template <class Device>
 void refuses_other_handles(Device& d, Device& e) {

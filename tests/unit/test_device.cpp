@@ -339,6 +339,78 @@ TEST_CASE("cpu_stream_device: poison makes fresh and released memory read NaN", 
   d.release(doubles, s);
 }
 
+TEST_CASE("cpu_stream_device: a capture spans the streams that join it", "[device]") {
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    cpu_stream_device d(cpu_device_options{.seed = seed, .max_delay = 300us, .poison = true, .check_races = true});
+    device_contract::capture_spans_streams(d);
+  }
+}
+
+TEST_CASE("cpu_stream_device: a launch checks the accesses of every stream of the capture again", "[device]") {
+  cpu_stream_device d;
+  auto main = d.create_stream("main");
+  auto side = d.create_stream("side");
+  void* p = d.allocate(64, main);
+  d.begin_capture(main);
+  d.zero_async(main, p, 64, "zero on main");
+  d.wait(side, d.record(main));
+  d.use(side, p, 64, access::read);
+  d.enqueue(side, [] {}, "read on side");
+  d.wait(main, d.record(side));
+  const auto g = d.end_capture(main);
+  d.launch(g, main);
+  // After the launch, main's later work is ordered after the side's read: a release is fine.
+  d.release(p, main);
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+  // A side read that main's later write is not ordered with: caught when the graph is launched.
+  void* q = d.allocate(64, main);
+  d.begin_capture(main);
+  d.zero_async(main, q, 64, "zero on main");
+  d.wait(side, d.record(main));
+  d.enqueue(side, [] {}, "joined");
+  d.wait(main, d.record(side));
+  d.zero_async(main, q, 64, "zero again on main");
+  const auto racy = [&] {
+    d.use(side, q, 64, access::read);
+    d.enqueue(side, [] {}, "unordered read on side");
+  };
+  racy();
+  d.wait(main, d.record(side));
+  const auto h = d.end_capture(main);
+  CHECK_THAT(error_of([&] { d.launch(h, main); }), contains("unordered access") && contains("'side (in a graph)'"));
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+  REQUIRE(d.synchronize(side, device_contract::soon()) == wait_status::ready);
+  d.release(q, main);
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+}
+
+TEST_CASE("cpu_stream_device: a graph's branches are not ordered by the streams they were captured on",
+          "[device]") {
+  cpu_stream_device d;
+  auto main = d.create_stream("main");
+  auto side = d.create_stream("side");
+  void* p = d.allocate(64, main);
+  d.zero_async(main, p, 64);
+  d.wait(side, d.record(main));
+  d.begin_capture(main);
+  d.wait(side, d.record(main));
+  d.use(side, p, 64, access::read);
+  d.enqueue(side, [] {}, "read on the side branch");
+  d.wait(main, d.record(side));
+  const auto g = d.end_capture(main);
+  d.launch(g, main);  // ordered after main's zero: fine
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+  // Work on 'side' before a launch does not order the graph's side branch after it (as in CUDA,
+  // where the launch waits for main alone).
+  d.zero_async(side, p, 64, "zero on side");
+  CHECK_THAT(error_of([&] { d.launch(g, main); }), contains("unordered access") && contains("'zero on side'"));
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+  REQUIRE(d.synchronize(side, device_contract::soon()) == wait_status::ready);
+  d.release(p, main);
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+}
+
 TEST_CASE("cpu_stream_device: capture refuses synchronize and allocate, and launch replays", "[device]") {
   cpu_stream_device d;
   device_contract::capture_replays(d);

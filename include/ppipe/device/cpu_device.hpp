@@ -200,13 +200,8 @@ class cpu_stream_device {
   /// @return its handle.
   [[nodiscard]] stream create_stream(std::string_view name) {
     const std::lock_guard lock(mutex_);
-    const std::size_t index = space_->streams++;
-    auto l = std::make_unique<lane>();
-    l->worker = std::make_unique<detail::cpu_stream>(std::string(name), index, signal_, failure_,
-                                                     mix(options_.seed, index), options_.max_delay);
-    checker_.add_stream(std::string(name));
-    lanes_.push_back(std::move(l));
-    return {this, lanes_.back()->worker.get(), lanes_.size() - 1};
+    const std::size_t local = add_lane(name);
+    return {this, lanes_[local]->worker.get(), local};
   }
 
   /// @brief Enqueues host work, labelled "host work".
@@ -232,15 +227,20 @@ class cpu_stream_device {
   [[nodiscard]] event record(stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (l.capturing) {
-      detail::fail(errc::unsupported, "record() on stream '", s.name(),
-                   "' while it is being captured: the CPU model captures one stream alone; record before "
-                   "begin_capture() or after end_capture()");
-    }
     auto mark = std::make_shared<detail::event_mark>();
     mark->owner = space_.get();
     mark->stream = l.worker->index();
     mark->stream_name = l.worker->name();
+    if (l.session) {  // a node of the graph: it orders the capture's streams among themselves
+      capture_session& c = *l.session;
+      mark->of_capture = true;
+      mark->capture = l.session;
+      mark->known = c.known[l.branch];
+      mark->known.resize(c.branches.size());
+      mark->known[l.branch] = c.work[l.branch];
+      c.items.push_back({detail::stream_item::kind::record, nullptr, mark, "record", {}, l.branch});
+      return event(std::move(mark));
+    }
     mark->clock = l.clock;
     l.worker->push({detail::stream_item::kind::record, {}, mark, "record"});
     return event(std::move(mark));
@@ -253,8 +253,12 @@ class cpu_stream_device {
     lane& l = lane_of(s);
     if (!e.mark_) return;
     check_owner(e, "wait()");
-    if (l.capturing) {
-      l.captured.push_back({detail::stream_item::kind::wait, nullptr, e.mark_, "wait", {}});
+    if (e.mark_->of_capture) {
+      capture_wait(l, e);
+      return;
+    }
+    if (l.session) {  // an event from before the capture: every launch waits for it
+      l.session->items.push_back({detail::stream_item::kind::wait, nullptr, e.mark_, "wait", {}, l.branch});
       return;
     }
     l.clock.join(e.mark_->clock);
@@ -268,6 +272,7 @@ class cpu_stream_device {
   [[nodiscard]] bool query(const event& e) const {
     if (!e.mark_) return true;
     check_owner(e, "query()");
+    refuse_capture_event(e, "query()");
     return e.mark_->done.load(std::memory_order_acquire);
   }
 
@@ -276,6 +281,7 @@ class cpu_stream_device {
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.mark_) return wait_status::ready;
     check_owner(e, "synchronize()");
+    refuse_capture_event(e, "synchronize()");
     const wait_status st = signal_.wait(*e.mark_, deadline);
     if (st == wait_status::ready) host_saw(e.mark_->clock);
     return st;
@@ -308,6 +314,7 @@ class cpu_stream_device {
         detail::fail(errc::invalid_argument, "elapsed_us() of an event never recorded: pass events from record()");
       }
       check_owner(*e, "elapsed_us()");
+      refuse_capture_event(*e, "elapsed_us()");
       if (!e->mark_->done.load(std::memory_order_acquire)) {
         detail::fail(errc::invalid_argument, "elapsed_us() of an event on stream '", e->mark_->stream_name,
                      "' that has not completed: synchronize() it first");
@@ -378,7 +385,7 @@ class cpu_stream_device {
     if (p == nullptr) return;
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (l.capturing) {
+    if (l.session) {
       detail::fail(errc::unsupported, "release() on stream '", s.name(),
                    "' while it is being captured: release before begin_capture() or after end_capture()");
     }
@@ -488,61 +495,118 @@ class cpu_stream_device {
   /// @brief Whether abort() was called since the last clear_error().
   [[nodiscard]] bool aborted() const { return failure_.aborted(); }
 
-  /// @brief From now on, work enqueued on `s` is recorded into a graph instead of run.
+  /// @brief From now on, work enqueued on `s` is recorded into a graph instead of run; so is the
+  /// work of every stream of this device that waits for an event recorded in the capture (it joins
+  /// the capture, as in CUDA).
   void begin_capture(stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (l.capturing) {
+    if (l.session) {
       detail::fail(errc::invalid_argument, "begin_capture() on stream '", s.name(),
                    "', which is already capturing: call end_capture() first");
     }
-    l.capturing = true;
-    l.captured.clear();
+    auto c = std::make_shared<capture_session>();
+    c->branches.push_back(&l);
+    c->work.push_back(0);
+    c->known.emplace_back();
+    l.session = std::move(c);
+    l.branch = 0;
     l.pending_capture.clear();
   }
 
-  /// @brief Stops capturing `s`.
-  /// @return what was recorded since begin_capture().
+  /// @brief Stops the capture that `s` began. Every stream that joined it must have been joined
+  /// back: `s` is ordered, by waits for events of the capture (directly, or through other streams
+  /// of it), after all of that stream's captured work (else this throws, naming it, and the
+  /// capture goes on).
+  /// @return what was recorded since begin_capture(), on every stream of the capture.
   [[nodiscard]] graph end_capture(stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (!l.capturing) {
+    if (!l.session) {
       detail::fail(errc::invalid_argument, "end_capture() on stream '", s.name(),
                    "', which is not capturing: call begin_capture() first");
     }
-    l.capturing = false;
-    l.pending_capture.clear();
+    capture_session& c = *l.session;
+    if (l.branch != 0) {
+      detail::fail(errc::invalid_argument, "end_capture() on stream '", s.name(), "', which joined the capture begun on '",
+                   c.branches.front()->worker->name(), "': end it there");
+    }
+    for (std::size_t k = 1; k < c.branches.size(); ++k) {
+      if ((k < c.known[0].size() ? c.known[0][k] : 0) < c.work[k]) {
+        detail::fail(errc::invalid_argument, "end_capture() on stream '", s.name(), "' while stream '",
+                     c.branches[k]->worker->name(), "', which joined the capture, has work that '", s.name(),
+                     "' does not wait for: record an event on it after its last work, and make '", s.name(),
+                     "' wait for that event first");
+      }
+    }
     graph g;
-    g.items_ = std::make_shared<const std::vector<graph::item>>(std::move(l.captured));
-    l.captured = {};
+    g.items_ = std::make_shared<const std::vector<graph::item>>(std::move(c.items));
+    g.owner_ = this;
+    for (lane* x : c.branches) g.branches_.push_back(x->local);
+    const std::shared_ptr<capture_session> keep = l.session;  // the lanes let go of it below
+    for (lane* x : c.branches) {
+      x->session.reset();
+      x->branch = 0;
+      x->pending_capture.clear();
+    }
     return g;
   }
 
-  /// @brief Enqueues what `g` recorded on `s`, in order; each item's accesses are checked again,
-  /// against the order at this call (if one throws, the items before it stay enqueued).
+  /// @brief Enqueues what `g` recorded: the work of the stream that began the capture on `s`, the
+  /// work of each stream that joined it on a stream of the graph's own (made at its first launch),
+  /// with the capture's events made afresh, so that the launch starts after the work enqueued on
+  /// `s` so far and the work enqueued on `s` next starts after all of it, and the branches are
+  /// ordered by the graph's events alone (as cudaGraphLaunch runs them). Each item's accesses are checked
+  /// again, against the order at this call (if one throws, the items before it stay enqueued).
   void launch(const graph& g, stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (l.capturing) {
+    if (l.session) {
       detail::fail(errc::unsupported, "launch() on stream '", s.name(),
                    "' while it is being captured: launch after end_capture()");
     }
     if (!g.items_) return;
+    if (g.owner_ != this) {
+      detail::fail(errc::invalid_argument, "launch() of a graph captured on another device: launch it there");
+    }
+    // The other branches run on streams of the graph's own, as CUDA runs a graph's branches:
+    // ordered by the graph's events alone, not by the streams they were captured on.
+    std::vector<std::size_t>& hidden = graph_lanes_[g.items_.get()];
+    while (hidden.size() + 1 < g.branches_.size()) {
+      const std::size_t k = hidden.size() + 1;
+      hidden.push_back(add_lane(detail::concat(lanes_[g.branches_[k]]->worker->name(), " (in a graph)")));
+    }
+    std::vector<lane*> on{&l};
+    for (std::size_t k = 1; k < g.branches_.size(); ++k) on.push_back(&lane_at(hidden[k - 1]));
+    std::unordered_map<const detail::event_mark*, std::shared_ptr<detail::event_mark>> fresh;
     for (const graph::item& it : *g.items_) {
-      if (it.what == detail::stream_item::kind::wait) {
-        l.clock.join(it.mark->clock);
-        if (!it.mark->done.load(std::memory_order_acquire)) l.worker->push({it.what, {}, it.mark, it.label});
+      lane& x = *on[it.branch];
+      if (it.what == detail::stream_item::kind::record) {
+        auto mark = std::make_shared<detail::event_mark>();
+        mark->owner = space_.get();
+        mark->stream = x.worker->index();
+        mark->stream_name = x.worker->name();
+        mark->clock = x.clock;
+        x.worker->push({it.what, {}, mark, it.label});
+        fresh.emplace(it.mark.get(), std::move(mark));
         continue;
       }
-      for (const graph::declared& a : it.accesses) declare(l, a.p, a.bytes, a.mode, it.label);
-      push_work(l, it.what, detail::cpu_task([fn = it.fn] { (*fn)(); }), it.label);
+      if (it.what == detail::stream_item::kind::wait) {
+        // A record comes before the waits for it in the order of enqueueing, and so here.
+        const std::shared_ptr<detail::event_mark>& mark = it.mark->of_capture ? fresh.at(it.mark.get()) : it.mark;
+        x.clock.join(mark->clock);
+        if (!mark->done.load(std::memory_order_acquire)) x.worker->push({it.what, {}, mark, it.label});
+        continue;
+      }
+      for (const graph::declared& a : it.accesses) declare(x, a.p, a.bytes, a.mode, it.label);
+      push_work(x, it.what, detail::cpu_task([fn = it.fn] { (*fn)(); }), it.label);
     }
   }
 
-  /// @brief Whether `s` is capturing.
+  /// @brief Whether `s` is capturing (it began a capture, or joined one).
   [[nodiscard]] bool capturing(stream s) const {
     const std::lock_guard lock(mutex_);
-    return lane_of(s).capturing;
+    return lane_of(s).session != nullptr;
   }
 
   /// @brief What the stream's worker is doing now ("stream 'b' waits for an event recorded on
@@ -576,13 +640,22 @@ class cpu_stream_device {
   [[nodiscard]] const cpu_device_options& options() const noexcept { return options_; }
 
  private:
+  struct lane;
+  /// A capture in progress: the streams it spans (0 began it) and the items they enqueued.
+  struct capture_session {
+    std::vector<lane*> branches;
+    std::vector<std::uint64_t> work;                // work items (not records or waits) per branch
+    std::vector<std::vector<std::uint64_t>> known;  // per branch: how much of each branch's work it follows
+    std::vector<graph::item> items;                 // in the order they were enqueued, all branches together
+  };
   /// The host's side of a stream: its worker and what ordering and capture know of it.
   struct lane {
     std::unique_ptr<detail::cpu_stream> worker;
+    std::size_t local = 0;  // its place among the device's streams
     detail::vector_clock clock;
     std::shared_ptr<std::string> pending_label;  // names the accesses use() declared, once their item comes
-    bool capturing = false;
-    std::vector<graph::item> captured;
+    std::shared_ptr<capture_session> session;    // the capture it began or joined, if any
+    std::size_t branch = 0;                      // its place in that capture
     std::vector<graph::declared> pending_capture;
     std::uint64_t host_seen = 0;  // the host_version_ its clock has joined
   };
@@ -603,12 +676,65 @@ class cpu_stream_device {
                    s.impl_ == nullptr ? "a default-constructed stream" : "a stream of another device",
                    " was passed to a cpu_stream_device: use a stream its create_stream() made");
     }
-    lane& l = *lanes_[s.local_];
+    return lane_at(s.local_);
+  }
+  // A new lane, under the lock; returns its place.
+  std::size_t add_lane(std::string_view name) {
+    const std::size_t index = space_->streams++;
+    auto l = std::make_unique<lane>();
+    l->worker = std::make_unique<detail::cpu_stream>(std::string(name), index, signal_, failure_,
+                                                     mix(options_.seed, index), options_.max_delay);
+    checker_.add_stream(std::string(name));
+    l->local = lanes_.size();
+    lanes_.push_back(std::move(l));
+    return lanes_.size() - 1;
+  }
+
+  [[nodiscard]] lane& lane_at(std::size_t local) const {
+    lane& l = *lanes_[local];
     if (l.host_seen != host_version_) {
       l.clock.join(host_clock_);
       l.host_seen = host_version_;
     }
     return l;
+  }
+
+  // A wait for an event of a capture: a stream not capturing joins it; the stream that began it
+  // waiting for another's event joins that stream back.
+  void capture_wait(lane& l, const event& e) {
+    const auto c = std::static_pointer_cast<capture_session>(e.mark_->capture.lock());
+    if (!c) {
+      detail::fail(errc::invalid_argument, "wait() on stream '", l.worker->name(), "' for an event recorded during a "
+                   "capture that has ended (on stream '", e.mark_->stream_name, "'): such an event orders only work of "
+                   "its capture; record one after end_capture(), or after launch()");
+    }
+    if (!owns(*c)) {
+      detail::fail(errc::invalid_argument, "wait() on stream '", l.worker->name(), "' for an event of a capture on "
+                   "another device: a capture spans the streams of one device");
+    }
+    if (l.session && l.session != c) {
+      detail::fail(errc::invalid_argument, "wait() on stream '", l.worker->name(), "', which is capturing, for an "
+                   "event of another capture: end one capture before the other uses its events");
+    }
+    if (!l.session) {
+      l.session = c;
+      l.branch = c->branches.size();
+      c->branches.push_back(&l);
+      c->work.push_back(0);
+      c->known.emplace_back();
+      l.pending_capture.clear();
+    }
+    c->items.push_back({detail::stream_item::kind::wait, nullptr, e.mark_, "wait", {}, l.branch});
+    std::vector<std::uint64_t>& mine = c->known[l.branch];
+    if (mine.size() < e.mark_->known.size()) mine.resize(e.mark_->known.size());
+    for (std::size_t k = 0; k < e.mark_->known.size(); ++k) mine[k] = std::max(mine[k], e.mark_->known[k]);
+  }
+  // Whether a capture's streams are this device's.
+  [[nodiscard]] bool owns(const capture_session& c) const {
+    for (const auto& x : lanes_) {
+      if (x.get() == c.branches.front()) return true;
+    }
+    return false;
   }
 
   // A synchronize() that returned ready: what `done` covers has run, so everything enqueued
@@ -625,9 +751,16 @@ class cpu_stream_device {
                    e.mark_->stream_name, "'): use events of this device or of its peers");
     }
   }
+  static void refuse_capture_event(const event& e, std::string_view what) {
+    if (e.mark_->of_capture) {
+      detail::fail(errc::invalid_argument, what, " of an event recorded during a capture (on stream '",
+                   e.mark_->stream_name, "'): it is a node of the graph and completes only in a launch; use an "
+                   "event recorded after launch()");
+    }
+  }
 
   static void refuse_while_capturing(const lane& l, std::string_view what) {
-    if (l.capturing) {
+    if (l.session) {
       detail::fail(errc::invalid_argument, what, " on stream '", l.worker->name(),
                    "' while it is being captured (the captured work has not run): call it before "
                    "begin_capture() or after end_capture()");
@@ -662,7 +795,7 @@ class cpu_stream_device {
   void declare(lane& l, const void* p, std::size_t bytes, access mode, std::string_view label) {
     if (space_->groups > 1) check_reach(l, p, bytes, mode, label);
     if (!options_.check_races) return;
-    if (l.capturing) {
+    if (l.session) {
       l.pending_capture.push_back({p, bytes, mode});
       return;
     }
@@ -672,10 +805,11 @@ class cpu_stream_device {
 
   /// Enqueues (or, while capturing, records) one item that ticks the stream.
   void push_work(lane& l, detail::stream_item::kind what, detail::cpu_task fn, std::string_view label) {
-    if (l.capturing) {
-      l.captured.push_back({what, std::make_shared<detail::cpu_task>(std::move(fn)), nullptr, std::string(label),
-                            std::move(l.pending_capture)});
+    if (l.session) {
+      l.session->items.push_back({what, std::make_shared<detail::cpu_task>(std::move(fn)), nullptr,
+                                  std::string(label), std::move(l.pending_capture), l.branch});
       l.pending_capture.clear();
+      ++l.session->work[l.branch];
       return;
     }
     l.clock.tick(l.worker->index());
@@ -701,6 +835,7 @@ class cpu_stream_device {
   std::uint64_t& host_version_ = space_->host_version;
   std::unordered_map<void*, std::size_t> host_blocks_;  // allocate_host()'s, by address
   std::size_t host_bytes_ = 0;
+  std::unordered_map<const void*, std::vector<std::size_t>> graph_lanes_;  // a graph's own streams
   std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers
 };
 

@@ -1,8 +1,8 @@
 #pragma once
 /// @file
-/// @brief ppipe::cpu_graph: the work one stream of a cpu_stream_device captured, kept with the
-/// accesses declared for it so that each launch is checked for races again, at its own place in
-/// stream order.
+/// @brief ppipe::cpu_graph: the work a capture of a cpu_stream_device recorded, on the stream that
+/// began it and on the streams that joined it, kept with the accesses declared for it so that each
+/// launch is checked for races again, at its own place in stream order.
 
 #include <cstddef>
 #include <memory>
@@ -16,14 +16,17 @@ namespace ppipe {
 
 class cpu_stream_device;
 
-/// @brief What one stream's capture recorded (cpu_stream_device::graph), ready to be launched any
-/// number of times. A cheap copyable handle: copies share the recorded items.
+/// @brief What a capture recorded (cpu_stream_device::graph), ready to be launched any number of
+/// times. A cheap copyable handle: copies share the recorded items.
 class cpu_graph {
  public:
   cpu_graph() = default;
   /// @brief How many items a launch enqueues.
-  /// @return the number of recorded items (host work, copies, zeroes and waits).
+  /// @return the number of recorded items (host work, copies, zeroes, records and waits).
   [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
+  /// @brief How many streams the capture spanned: the one that began it and those that joined.
+  /// @return 1 for a capture of one stream
+  [[nodiscard]] std::size_t streams() const noexcept { return branches_.size(); }
 
  private:
   friend class cpu_stream_device;
@@ -35,11 +38,14 @@ class cpu_graph {
   struct item {
     detail::stream_item::kind what;
     std::shared_ptr<detail::cpu_task> fn;      // work: shared, since each launch runs it again
-    std::shared_ptr<detail::event_mark> mark;  // wait
+    std::shared_ptr<detail::event_mark> mark;  // record, wait
     std::string label;
     std::vector<declared> accesses;  // declared before it, checked again at each launch
+    std::size_t branch = 0;          // the capture's stream it was enqueued on
   };
-  std::shared_ptr<const std::vector<item>> items_;
+  std::shared_ptr<const std::vector<item>> items_;  // in the order they were enqueued
+  std::vector<std::size_t> branches_;  // each stream of the capture, as the device numbers its streams
+  const void* owner_ = nullptr;        // the device that captured it
 };
 
 }  // namespace ppipe

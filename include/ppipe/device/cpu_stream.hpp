@@ -19,6 +19,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "ppipe/device/failure.hpp"
 #include "ppipe/device/vector_clock.hpp"
@@ -65,6 +66,10 @@ struct event_mark {
   vector_clock clock;               ///< what the record is ordered after (the race checker's view)
   int waiters = 0;                  ///< threads blocked on this mark (guarded by the signal's mutex)
   std::condition_variable completed;  ///< what they block on: a completion wakes its own waiters only
+  // Recorded during a capture: a node of the graph, which completes only in a launch.
+  bool of_capture = false;
+  std::weak_ptr<void> capture;       ///< the capture, while it goes on
+  std::vector<std::uint64_t> known;  ///< per stream of the capture: how much of its work this follows
 };
 
 /// Where workers announce completed marks and waiters sleep: one mutex for the whole device, a

@@ -118,16 +118,29 @@ concept host_staging_device = stream_device<D> && requires(D& d, std::size_t n, 
   d.release_host(p);
 };
 
-/// @brief A stream_device that can capture the work enqueued on a stream into a graph and replay
-/// it (CUDA stream capture and cudaGraphLaunch).
+/// @brief A stream_device that can capture the work enqueued on its streams into a graph and
+/// replay it (CUDA stream capture and cudaGraphLaunch).
 ///
 /// - `d.begin_capture(s)`: from now on, work enqueued on `s` is recorded instead of run.
-/// - `d.end_capture(s) -> graph`: stops recording and returns what was recorded
-///   (`typename D::graph`, a cheap copyable handle).
-/// - `d.launch(g, s)`: enqueues the recorded work on `s` again, in order, as one would by hand.
+/// - A capture spans several streams of the device as CUDA's does: `d.record(s2)` on a capturing
+///   stream returns an event of the capture, and a stream that waits for such an event joins the
+///   capture (its work is recorded too, after that point). Before the capture ends, `s` must join
+///   every such stream back: be ordered after all of its captured work by waits for events of the
+///   capture (directly, or through other streams of it).
+/// - An event of a capture is a node of the graph: it orders the capture's streams among
+///   themselves, completes only in a launch, and `query`, `synchronize` and `elapsed_us` of it
+///   throw; waiting for it once the capture has ended throws too. A capturing stream may wait for
+///   an event from before the capture: every launch waits for it.
+/// - `d.end_capture(s) -> graph`: on the stream that began the capture, stops recording on every
+///   stream of the capture and returns what was recorded (`typename D::graph`, a cheap copyable
+///   handle); it throws, and the capture goes on, where a joined stream was not joined back.
+/// - `d.launch(g, s)`: enqueues the recorded work again: after the work enqueued on `s` so far,
+///   and before the work enqueued on `s` next, with the branches as captured, ordered among
+///   themselves by the capture's events alone (not by the streams they were captured on).
 ///
-/// While `s` is capturing, `synchronize(s, ...)` and `allocate(..., s)` throw ppipe::error, as
-/// CUDA refuses them during capture (the work they would wait for or allocate behind has not run).
+/// While a stream is capturing, `synchronize(stream, ...)`, `allocate(..., stream)` and
+/// `release(..., stream)` on it throw ppipe::error (the work they would wait for or allocate
+/// behind has not run).
 /// @tparam D the device type.
 template <class D>
 concept capturing_stream_device =

@@ -130,6 +130,10 @@ struct event_record {
   cudaEvent_t handle;
   const void* owner;  // the device, so that another device's event is refused
   std::string stream_name;
+  // Recorded during a capture: a node of the graph, which completes only in a launch.
+  bool of_capture = false;
+  std::weak_ptr<void> capture;       // the capture, while it goes on
+  std::vector<std::uint64_t> known;  // per stream of the capture: how much of its work this follows
 };
 
 /// Host work as cudaLaunchHostFunc calls it back.
@@ -306,11 +310,13 @@ class device {
   ~device() {
     for (device* other : peers_) other->forget(this);
     for (auto& l : lanes_) {
-      if (l->capture) {
+      if (l->capture && l->branch == 0) {
         cudaGraph_t g = nullptr;
         if (cudaStreamEndCapture(l->handle, &g) == cudaSuccess && g != nullptr) static_cast<void>(cudaGraphDestroy(g));
-        l->capture.reset();
       }
+    }
+    for (auto& l : lanes_) {
+      l->capture.reset();
       static_cast<void>(cudaStreamSynchronize(l->handle));
       l->launched.clear();
       static_cast<void>(cudaStreamDestroy(l->handle));
@@ -400,40 +406,55 @@ class device {
     finished_.collect();
     auto w = std::make_unique<detail::host_work>();
     w->failure = &failure_;
-    w->finished = l.capture ? nullptr : &finished_;
     w->task = std::make_unique<detail::host_task_of<std::decay_t<F>>>(std::forward<F>(fn));
     w->where = ppipe::detail::concat("stream '", l.name, "', item '", label, "'");
+    // Under the lock: whether the stream is capturing decides who owns the work, and must not
+    // change in between (another thread may end the capture).
+    std::unique_lock lock(mutex_);
+    capture_session* c = l.capture.get();
+    w->finished = c != nullptr ? nullptr : &finished_;
     check_call(cudaLaunchHostFunc(l.handle, detail::run_host_work, w.get()), "cudaLaunchHostFunc", l);
-    if (l.capture) {
-      l.capture->work.push_back(std::move(w));
+    if (c != nullptr) {
+      c->state->work.push_back(std::move(w));
+      ++c->work[l.branch];
     } else {
       static_cast<void>(w.release());  // run_host_work hands it to finished_
     }
   }
 
-  /// @brief Records a fresh event on `s` (cudaEventRecord on a pooled event object).
+  /// @brief Records a fresh event on `s` (cudaEventRecord on a pooled event object); while `s`
+  /// is capturing, an event of the capture, which orders the capture's streams among themselves.
   /// @return the event
   [[nodiscard]] event record(stream s) {
     lane& l = lane_of(s);
-    if (l.capture) {
-      ppipe::detail::fail(errc::unsupported, "record() on stream '", l.name,
-                          "' while it is being captured: ppipe's devices capture one stream alone; record before "
-                          "begin_capture() or after end_capture()");
-    }
     auto r = std::make_shared<detail::event_record>(events_, events_->take(where_), this, l.name);
+    const std::lock_guard lock(mutex_);
     check_call(cudaEventRecord(r->handle, l.handle), "cudaEventRecord", l);
+    if (const std::shared_ptr<capture_session>& c = l.capture) {
+      r->of_capture = true;
+      r->capture = c;
+      r->known = c->known[l.branch];
+      r->known.resize(c->branches.size());
+      r->known[l.branch] = c->work[l.branch];
+    }
     return event(std::move(r));
   }
 
-  /// @brief Makes the work enqueued on `s` after this call wait for `e` (cudaStreamWaitEvent);
-  /// while `s` is capturing, the graph waits for it as an external event at every launch.
+  /// @brief Makes the work enqueued on `s` after this call wait for `e` (cudaStreamWaitEvent).
+  /// While `s` is capturing, the graph waits for an event from before the capture at every launch;
+  /// a stream that waits for an event of a capture joins that capture.
   void wait(stream s, const event& e) {
     lane& l = lane_of(s);
     if (!e.record_) return;
     check_peer(e, "wait()");
-    if (l.capture) {
+    if (e.record_->of_capture) {
+      capture_wait(l, e);
+      return;
+    }
+    const std::lock_guard lock(mutex_);
+    if (capture_session* c = l.capture.get()) {
       check_call(cudaStreamWaitEvent(l.handle, e.record_->handle, cudaEventWaitExternal), "cudaStreamWaitEvent", l);
-      l.capture->waited.push_back(e.record_);
+      c->state->waited.push_back(e.record_);
       return;
     }
     check_call(cudaStreamWaitEvent(l.handle, e.record_->handle, 0), "cudaStreamWaitEvent", l);
@@ -443,6 +464,7 @@ class device {
   [[nodiscard]] bool query(const event& e) const {
     if (!e.record_) return true;
     check_peer(e, "query()");
+    refuse_capture_event(e, "query()");
     const cudaError_t status = cudaEventQuery(e.record_->handle);
     if (status == cudaErrorNotReady) return false;
     check_call(status, ppipe::detail::concat("cudaEventQuery(event on stream '", e.record_->stream_name, "')"));
@@ -453,6 +475,7 @@ class device {
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.record_) return wait_status::ready;
     check_peer(e, "synchronize()");
+    refuse_capture_event(e, "synchronize()");
     return poll(deadline, [&] { return cudaEventQuery(e.record_->handle); },
                 ppipe::detail::concat("cudaEventQuery(event on stream '", e.record_->stream_name, "')"));
   }
@@ -476,6 +499,7 @@ class device {
         ppipe::detail::fail(errc::invalid_argument, "elapsed_us() of an event never recorded: pass events from record()");
       }
       check_owner(*e, "elapsed_us()");
+      refuse_capture_event(*e, "elapsed_us()");
       if (!query(*e)) {
         ppipe::detail::fail(errc::invalid_argument, "elapsed_us() of an event on stream '", e->record_->stream_name,
                             "' that has not completed: synchronize() it first");
@@ -500,6 +524,7 @@ class device {
     if (bytes == 0) return;
     check_call(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, l.handle),
                ppipe::detail::concat("cudaMemcpyAsync (", label, ", ", bytes, " bytes)"), l);
+    count_captured_work(l);
   }
 
   /// @brief Zeroes `bytes` bytes at `dst` in stream order (cudaMemsetAsync).
@@ -508,6 +533,7 @@ class device {
     if (bytes == 0) return;
     check_call(cudaMemsetAsync(dst, 0, bytes, l.handle),
                ppipe::detail::concat("cudaMemsetAsync (", label, ", ", bytes, " bytes)"), l);
+    count_captured_work(l);
   }
 
   /// @brief Device memory for work on `s` (cudaMallocFromPoolAsync from the device's pool).
@@ -540,7 +566,7 @@ class device {
   void release(void* p, stream s) {
     if (p == nullptr) return;
     lane& l = lane_of(s);
-    if (l.capture) {
+    if (l.capturing.load(std::memory_order_acquire)) {
       ppipe::detail::fail(errc::unsupported, "release() on stream '", l.name,
                           "' while it is being captured: release before begin_capture() or after end_capture()");
     }
@@ -589,36 +615,76 @@ class device {
   }
 
   /// @brief From now on, work enqueued on `s` is captured into a graph (thread-local capture
-  /// mode: other threads' CUDA calls are not disturbed).
+  /// mode: other threads' CUDA calls are not disturbed); so is the work of every stream of this
+  /// device that waits for an event recorded in the capture (it joins the capture, as in CUDA).
   void begin_capture(stream s) {
     lane& l = lane_of(s);
-    if (l.capture) {
+    if (session_of(l)) {
       ppipe::detail::fail(errc::invalid_argument, "begin_capture() on stream '", l.name,
                           "', which is already capturing: call end_capture() first");
     }
     check_call(cudaStreamBeginCapture(l.handle, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture", l);
-    l.capture = std::make_unique<detail::graph_state>();
-    l.capture->owner = this;
-    l.capture_thread = std::this_thread::get_id();
+    auto c = std::make_shared<capture_session>();
+    c->state = std::make_unique<detail::graph_state>();
+    c->state->owner = this;
+    c->thread = std::this_thread::get_id();
+    c->branches.push_back(&l);
+    c->work.push_back(0);
+    c->known.emplace_back();
+    const std::lock_guard lock(mutex_);
+    l.capture = std::move(c);
+    l.branch = 0;
     l.capturing.store(true, std::memory_order_release);
   }
 
-  /// @brief Stops capturing `s` and instantiates what it recorded.
+  /// @brief Stops the capture that `s` began and instantiates what it recorded. Every stream that
+  /// joined it must have been joined back: `s` is ordered after all of its work enqueued through
+  /// the device by waits for events of the capture, directly or through other streams of it (else
+  /// this throws, naming it, and the capture goes on; kernels launched directly are CUDA's to
+  /// check, which then refuses the capture).
   /// @return the graph
   [[nodiscard]] graph end_capture(stream s) {
     lane& l = lane_of(s);
-    if (!l.capture) {
+    const std::shared_ptr<capture_session> c = session_of(l);
+    if (!c) {
       ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
                           "', which is not capturing: call begin_capture() first");
     }
-    if (l.capture_thread != std::this_thread::get_id()) {
-      ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
-                          "' from another thread than begin_capture()'s, which CUDA refuses: end it on that thread");
+    std::unique_ptr<detail::graph_state> state;
+    cudaError_t ended = cudaSuccess;
+    {
+      const std::lock_guard lock(mutex_);
+      if (l.capture != c) {
+        ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
+                            "', whose capture another thread ended meanwhile: end a capture on one thread");
+      }
+      if (l.branch != 0) {
+        ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
+                            "', which joined the capture begun on '", c->branches.front()->name, "': end it there");
+      }
+      if (c->thread != std::this_thread::get_id()) {
+        ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
+                            "' from another thread than begin_capture()'s, which CUDA refuses: end it on that thread");
+      }
+      for (std::size_t k = 1; k < c->branches.size(); ++k) {
+        if ((k < c->known[0].size() ? c->known[0][k] : 0) < c->work[k]) {
+          ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name, "' while stream '",
+                              c->branches[k]->name, "', which joined the capture, has work that '", l.name,
+                              "' does not wait for: record an event on it after its last work, and make '", l.name,
+                              "' wait for that event first");
+        }
+      }
+      // Once CUDA is asked, the capture is over whatever it answers (an invalidated one included),
+      // on every stream at once: no other thread sees a stream of it capturing after this.
+      state = std::move(c->state);
+      ended = cudaStreamEndCapture(l.handle, &state->graph);
+      for (lane* x : c->branches) {
+        x->capture.reset();
+        x->branch = 0;
+        x->capturing.store(false, std::memory_order_release);
+      }
     }
-    // Once CUDA is asked, the capture is over whatever it answers (an invalidated one included).
-    std::unique_ptr<detail::graph_state> state = std::move(l.capture);
-    l.capturing.store(false, std::memory_order_release);
-    check_call(cudaStreamEndCapture(l.handle, &state->graph), "cudaStreamEndCapture", l);
+    check_call(ended, "cudaStreamEndCapture", l);
     check_call(cudaGraphGetNodes(state->graph, nullptr, &state->nodes), "cudaGraphGetNodes", l);
     const detail::current_device on(options_.ordinal);
     check_call(cudaGraphInstantiate(&state->exec, state->graph, 0), "cudaGraphInstantiate", l);
@@ -628,7 +694,7 @@ class device {
   /// @brief Enqueues what `g` recorded on `s` (cudaGraphLaunch).
   void launch(const graph& g, stream s) {
     lane& l = lane_of(s);
-    if (l.capture) {
+    if (l.capturing.load(std::memory_order_acquire)) {
       ppipe::detail::fail(errc::unsupported, "launch() on stream '", l.name,
                           "' while it is being captured: launch after end_capture()");
     }
@@ -643,7 +709,7 @@ class device {
     l.launched.push_back(g.state_);
   }
 
-  /// @brief Whether `s` is capturing.
+  /// @brief Whether `s` is capturing (it began a capture, or joined one).
   [[nodiscard]] bool capturing(stream s) const { return lane_of(s).capturing.load(std::memory_order_acquire); }
 
   /// @brief Page-locked host memory for staging copies (cudaHostAlloc, portable), so that a copy
@@ -701,15 +767,78 @@ class device {
   }
 
  private:
+  struct lane;
+  /// A capture in progress: the streams it spans (0 began it), how much work each enqueued through
+  /// the device, how much of each other's each is ordered after, and what the graph keeps.
+  /// Guarded by the device's mutex: the capture's streams may be fed by several threads.
+  struct capture_session {
+    std::unique_ptr<detail::graph_state> state;
+    std::thread::id thread;  // begin_capture()'s, which CUDA requires of end_capture()
+    std::vector<lane*> branches;
+    std::vector<std::uint64_t> work;                // work items (not records or waits) per branch
+    std::vector<std::vector<std::uint64_t>> known;  // per branch: how much of each branch's work it follows
+  };
   struct lane {
     std::string name;
     cudaStream_t handle = nullptr;
-    // Capture state belongs to the capturing thread; other threads read only `capturing`.
-    std::unique_ptr<detail::graph_state> capture;
-    std::thread::id capture_thread;
-    std::atomic<bool> capturing{false};
+    std::shared_ptr<capture_session> capture;  // the capture it began or joined (the mutex guards it)
+    std::size_t branch = 0;                    // its place in that capture
+    std::atomic<bool> capturing{false};        // the same, readable without the mutex
     std::vector<std::shared_ptr<const detail::graph_state>> launched;  // may still be running on the stream
   };
+
+  [[nodiscard]] std::shared_ptr<capture_session> session_of(const lane& l) const {
+    const std::lock_guard lock(mutex_);
+    return l.capture;
+  }
+
+  // A wait for an event of a capture: a stream not capturing joins it (CUDA does the same), and
+  // learns how much of each stream's work the event follows. Checked and done under one lock.
+  void capture_wait(lane& l, const event& e) {
+    const auto c = std::static_pointer_cast<capture_session>(e.record_->capture.lock());
+    if (e.record_->owner != this) {
+      ppipe::detail::fail(errc::invalid_argument, "wait() on stream '", l.name, "' for an event of a capture on "
+                          "another device: a capture spans the streams of one device");
+    }
+    const std::lock_guard lock(mutex_);
+    if (!c || c->state == nullptr) {
+      ppipe::detail::fail(errc::invalid_argument, "wait() on stream '", l.name, "' for an event recorded during a "
+                          "capture that has ended (on stream '", e.record_->stream_name, "'): such an event orders only "
+                          "work of its capture; record one after end_capture(), or after launch()");
+    }
+    if (l.capture && l.capture != c) {
+      ppipe::detail::fail(errc::invalid_argument, "wait() on stream '", l.name, "', which is capturing, for an "
+                          "event of another capture: end one capture before the other uses its events");
+    }
+    check_call(cudaStreamWaitEvent(l.handle, e.record_->handle, 0), "cudaStreamWaitEvent", l);
+    if (!l.capture) {
+      l.capture = c;
+      l.branch = c->branches.size();
+      c->branches.push_back(&l);
+      c->work.push_back(0);
+      c->known.emplace_back();
+      l.capturing.store(true, std::memory_order_release);
+    }
+    std::vector<std::uint64_t>& mine = c->known[l.branch];
+    const std::vector<std::uint64_t>& theirs = e.record_->known;
+    if (mine.size() < theirs.size()) mine.resize(theirs.size());
+    for (std::size_t k = 0; k < theirs.size(); ++k) mine[k] = std::max(mine[k], theirs[k]);
+  }
+
+  // A copy or zero enqueued on a capturing stream is work the capture must join back.
+  void count_captured_work(const lane& l) {
+    if (!l.capturing.load(std::memory_order_acquire)) return;
+    const std::lock_guard lock(mutex_);
+    if (l.capture) ++l.capture->work[l.branch];
+  }
+
+  static void refuse_capture_event(const event& e, std::string_view what) {
+    if (e.record_->of_capture) {
+      ppipe::detail::fail(errc::invalid_argument, what, " of an event recorded during a capture (on stream '",
+                          e.record_->stream_name, "'): it is a node of the graph and completes only in a launch; "
+                          "use an event recorded after launch()");
+    }
+  }
 
   static std::string describe(const device_options& o) {
     return o.rank >= 0 ? ppipe::detail::concat("rank ", o.rank, " (GPU ", o.ordinal, ")")
@@ -751,7 +880,7 @@ class device {
   }
 
   static void refuse_while_capturing(const lane& l, std::string_view what) {
-    if (l.capture) {
+    if (l.capturing.load(std::memory_order_acquire)) {
       ppipe::detail::fail(errc::invalid_argument, what, " on stream '", l.name,
                           "' while it is being captured (the captured work has not run): call it before "
                           "begin_capture() or after end_capture()");
