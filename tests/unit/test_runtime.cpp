@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ppipe/pipeline/pipeline.hpp"
+#include "ppipe/runtime/cpu_stream_backend.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "error_message.hpp"
@@ -236,29 +237,35 @@ TEST_CASE("a layer or loss that puts tensors of other shapes in place of its own
     }
   };
   // Layers 0..5 on 3 ranks: layer 5 is the last stage's last layer, whose output reaches the loss.
-  for (const int layer : {5, 3, 0}) {
-    toy::model model(6);
-    ppipe::pipeline<toy::model> pipe(model, options(3, 2), toy::loss);
-    toy::fault f;
-    f.layer = layer;
-    f.microbatch = 1;
-    f.misshape = true;
-    model.set_fault(f);
-    INFO("layer " << layer);
-    const std::string said = "layer " + std::to_string(layer) + " left an output of shapes [3, 3], [2] for microbatch 1 "
-                             "where it was handed [2, 3], [2]";
-    refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); }, said);
-    refused([&] { (void)pipe.infer(toy::batch(4, 3, 0.0f)); }, said);
-    f.in_backward = true;
-    model.set_fault(f);
-    if (layer > 0) {
-      refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); },
-              "layer " + std::to_string(layer) + " left an input gradient of shapes [3, 3], [2]");
+  // The stages of both backends (host, CPU streams) say it in the same words.
+  const auto on = [&]<class Backend>() {
+    for (const int layer : {5, 3, 0}) {
+      toy::model model(6);
+      ppipe::pipeline<toy::model, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, Backend> pipe(
+          model, options(3, 2), toy::loss);
+      toy::fault f;
+      f.layer = layer;
+      f.microbatch = 1;
+      f.misshape = true;
+      model.set_fault(f);
+      INFO("layer " << layer);
+      const std::string said = "layer " + std::to_string(layer) + " left an output of shapes [3, 3], [2] for microbatch 1 "
+                               "where it was handed [2, 3], [2]";
+      refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); }, said);
+      refused([&] { (void)pipe.infer(toy::batch(4, 3, 0.0f)); }, said);
+      f.in_backward = true;
+      model.set_fault(f);
+      if (layer > 0) {
+        refused([&] { pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f)); },
+                "layer " + std::to_string(layer) + " left an input gradient of shapes [3, 3], [2]");
+      }
+      // Nothing is left held, and the next step runs.
+      model.set_fault({});
+      CHECK(std::isfinite(pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f))));
     }
-    // Nothing is left held, and the next step runs.
-    model.set_fault({});
-    CHECK(std::isfinite(pipe.train_step(toy::batch(4, 3, 0.0f), toy::batch(4, 3, 1.0f))));
-  }
+  };
+  on.template operator()<ppipe::host_backend>();
+  on.template operator()<ppipe::cpu_stream_backend>();
   toy::model model(4);
   const auto swaps = [](const ppipe::payload& out, const ppipe::payload& t, ppipe::payload& g, double scale) {
     const double l = toy::loss(out, t, g, scale);

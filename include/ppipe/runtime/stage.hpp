@@ -36,6 +36,17 @@ Record& live_microbatch_slot(std::vector<Record>& saved, int stage, int mb, cons
   return r;
 }
 
+/// A layer fills the tensors it is handed: one that puts tensors of other shapes in their place
+/// (`what`: "an output", "an input gradient") would give the next layer, the loss or a transfer a
+/// payload that nothing checked. One message for every stage type.
+template <class Payload>
+void check_written(const Payload& got, const std::vector<shape>& want, int stage, int layer, int mb, const char* what) {
+  if (has_shapes(got, want)) return;
+  fail(errc::invalid_argument, "stage ", stage, ": layer ", layer, " left ", what, " of shapes ", to_string(shapes_of(got)),
+       " for microbatch ", mb, " where it was handed ", to_string(want),
+       "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
+}
+
 /// Refuses the I half of a split backward when the model has no split backward (`Split` false).
 template <bool Split>
 void check_split_backward(bool input_half) {
@@ -253,17 +264,12 @@ class stage {
     return g;
   }
 
-  // A layer fills the tensors it is handed. One that puts tensors of other shapes in their place
-  // would give the next layer, the loss or a transfer a payload that nothing checked.
   void check_written(int layer, int mb, const payload_type& got, const std::vector<shape>& want, const char* what) const {
-    if (has_shapes(got, want)) return;
-    detail::fail(errc::invalid_argument, "stage ", index_, ": layer ", layer, " left ", what, " of shapes ",
-                 to_string(shapes_of(got)), " for microbatch ", mb, " where it was handed ", to_string(want),
-                 "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
+    detail::check_written(got, want, index_, layer, mb, what);
   }
   void check_written(int layer, int mb, const payload_type& got, const payload_type& like, const char* what) const {
     if (has_shapes(got, like)) return;
-    check_written(layer, mb, got, shapes_of(like), what);
+    detail::check_written(got, shapes_of(like), index_, layer, mb, what);
   }
 
   record& slot(int mb) { return detail::microbatch_slot(saved_, index_, mb); }

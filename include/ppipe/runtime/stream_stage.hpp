@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -195,7 +196,7 @@ class stream_stage {
       // The call enqueues its own work and returns: what it throws is the host's, and the tensor
       // objects it was handed are final once it returns (its kernels write their memory later).
       call();
-      for (const auto& [data, want] : written) check_shapes(*data, want, index_, layer, mb, what);
+      for (const auto& [data, want] : written) detail::check_written(*data, want, index_, layer, mb, written_by(what));
       return;
     }
     d.enqueue(
@@ -203,7 +204,7 @@ class stream_stage {
         [call = std::forward<Call>(call), written = std::move(written), sink, index = index_, layer, mb, what]() mutable {
           try {
             call();
-            for (const auto& [data, want] : written) check_shapes(*data, want, index, layer, mb, what);
+            for (const auto& [data, want] : written) detail::check_written(*data, want, index, layer, mb, written_by(what));
           } catch (...) {
             if (sink) sink(std::current_exception());
             throw;
@@ -212,12 +213,10 @@ class stream_stage {
         detail::concat(what, " of layer ", layer, ", microbatch ", mb, " (stage ", index_, ")"));
   }
 
-  static void check_shapes(const payload_type& got, const std::vector<shape>& want, int index, int layer, int mb,
-                           const char* what) {
-    if (has_shapes(got, want)) return;
-    detail::fail(errc::invalid_argument, "stage ", index, ": layer ", layer, "'s ", what, " left tensors of shapes ",
-                 to_string(shapes_of(got)), " for microbatch ", mb, " where it was handed ", to_string(want),
-                 "; a layer must write into the tensors it is given (shaped by output_shapes()), not replace them");
+  // What a call writes, as the shape check names it: a forward its output, a backward the input
+  // gradient (backward_weight writes no payload).
+  static const char* written_by(const char* call) {
+    return std::string_view(call) == "forward" ? "an output" : "an input gradient";
   }
 
   box backward_pass(int mb, box grad_out, bool want_input_grad, bool input_half, const failure_sink& sink) {
