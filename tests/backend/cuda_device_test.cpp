@@ -161,7 +161,11 @@ TEST_CASE("cuda::device: a capture spans the streams that join it", "[cuda][gpu]
   on_gpu([](device& d) { device_contract::capture_spans_streams(d); });
 }
 
-TEST_CASE("cuda::device: capture refuses synchronize and allocate, and launch replays", "[cuda][gpu]") {
+TEST_CASE("cuda::device: memory a capture allocates is the graph's", "[cuda][gpu]") {
+  on_gpu([](device& d) { device_contract::capture_owns_memory(d); });
+}
+
+TEST_CASE("cuda::device: capture refuses synchronize, and launch replays", "[cuda][gpu]") {
   on_gpu([](device& d) { device_contract::capture_replays(d); });
 }
 

@@ -411,7 +411,29 @@ TEST_CASE("cpu_stream_device: a graph's branches are not ordered by the streams 
   REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
 }
 
-TEST_CASE("cpu_stream_device: capture refuses synchronize and allocate, and launch replays", "[device]") {
+TEST_CASE("cpu_stream_device: memory a capture allocates is the graph's", "[device]") {
+  cpu_stream_device d;
+  device_contract::capture_owns_memory(d);
+}
+
+TEST_CASE("cpu_stream_device: a launch checks and poisons the graph's memory at its place", "[device]") {
+  cpu_stream_device d;
+  auto main = d.create_stream("main");
+  auto other = d.create_stream("other");
+  d.begin_capture(main);
+  void* p = d.allocate(64, main);
+  d.zero_async(main, p, 64, "zero the graph's block");
+  d.release(p, main);
+  const auto g = d.end_capture(main);
+  CHECK(g.memory_bytes() == 64);
+  d.launch(g, main);
+  // The graph allocates and releases the block in each launch: a use from another stream that is
+  // not ordered after the launch races with it.
+  CHECK_THAT(error_of([&] { d.use(other, p, 64, access::read); }), contains("unordered access") || contains("released"));
+  REQUIRE(d.synchronize(main, device_contract::soon()) == wait_status::ready);
+}
+
+TEST_CASE("cpu_stream_device: capture refuses synchronize, and launch replays", "[device]") {
   cpu_stream_device d;
   device_contract::capture_replays(d);
 }

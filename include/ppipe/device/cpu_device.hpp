@@ -54,6 +54,27 @@ struct cpu_device_space {
   std::map<std::uintptr_t, home> homes;
   std::size_t groups = 1;  // memory groups made so far
 };
+
+/// The memory a capture allocated: the graph's, at the same addresses in every launch, freed when
+/// the last graph handle and the last launched item that uses it are gone; the space then
+/// forgets it (if the devices are still there).
+struct cpu_graph_memory {
+  std::weak_ptr<cpu_device_space> space;
+  std::vector<std::pair<void*, std::size_t>> blocks;
+  cpu_graph_memory() = default;
+  cpu_graph_memory(const cpu_graph_memory&) = delete;
+  cpu_graph_memory& operator=(const cpu_graph_memory&) = delete;
+  ~cpu_graph_memory() {
+    if (const auto sp = space.lock()) {
+      const std::lock_guard lock(sp->mutex);
+      for (const auto& [p, size] : blocks) {
+        sp->homes.erase(reinterpret_cast<std::uintptr_t>(p));
+        sp->checker.forget(p);
+      }
+    }
+    for (const auto& [p, size] : blocks) ::operator delete(p, std::align_val_t{64});
+  }
+};
 }  // namespace detail
 
 /// @brief What a device made as another's peer shares with it (see cpu_stream_device).
@@ -364,7 +385,7 @@ class cpu_stream_device {
   [[nodiscard]] void* allocate(std::size_t bytes, stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    refuse_while_capturing(l, "allocate()");
+    if (l.session) return allocate_in_graph(l, bytes);
     const std::size_t index = l.worker->index();
     const auto g = allocator_.allocate(bytes, index, l.clock);
     if (!g.reused) {
@@ -386,8 +407,8 @@ class cpu_stream_device {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
     if (l.session) {
-      detail::fail(errc::unsupported, "release() on stream '", s.name(),
-                   "' while it is being captured: release before begin_capture() or after end_capture()");
+      release_in_graph(l, p);
+      return;
     }
     const std::size_t index = l.worker->index();
     const std::string label = detail::concat("release(", p, ")");
@@ -509,6 +530,9 @@ class cpu_stream_device {
     c->branches.push_back(&l);
     c->work.push_back(0);
     c->known.emplace_back();
+    c->spare.emplace_back();
+    c->memory = std::make_shared<detail::cpu_graph_memory>();
+    c->memory->space = space_;
     l.session = std::move(c);
     l.branch = 0;
     l.pending_capture.clear();
@@ -539,9 +563,17 @@ class cpu_stream_device {
                      "' wait for that event first");
       }
     }
+    if (!c.live.empty()) {
+      const auto& [p, size] = *c.live.begin();
+      detail::fail(errc::invalid_argument, "end_capture() on stream '", s.name(), "' while ", c.live.size(),
+                   " block(s) the capture allocated are not released (", p, ", ", size, " bytes): a graph "
+                   "releases what it allocates, so that every launch may allocate it again");
+    }
     graph g;
     g.items_ = std::make_shared<const std::vector<graph::item>>(std::move(c.items));
     g.owner_ = this;
+    for (const auto& [p, size] : c.memory->blocks) g.memory_bytes_ += size;
+    g.memory_ = std::move(c.memory);
     for (lane* x : c.branches) g.branches_.push_back(x->local);
     const std::shared_ptr<capture_session> keep = l.session;  // the lanes let go of it below
     for (lane* x : c.branches) {
@@ -571,13 +603,22 @@ class cpu_stream_device {
     }
     // The other branches run on streams of the graph's own, as CUDA runs a graph's branches:
     // ordered by the graph's events alone, not by the streams they were captured on.
-    std::vector<std::size_t>& hidden = graph_lanes_[g.items_.get()];
+    graph_streams& own = graph_lanes_[g.items_.get()];
+    std::vector<std::size_t>& hidden = own.lanes;
     while (hidden.size() + 1 < g.branches_.size()) {
       const std::size_t k = hidden.size() + 1;
       hidden.push_back(add_lane(detail::concat(lanes_[g.branches_[k]]->worker->name(), " (in a graph)")));
     }
     std::vector<lane*> on{&l};
     for (std::size_t k = 1; k < g.branches_.size(); ++k) on.push_back(&lane_at(hidden[k - 1]));
+    // Launches of one graph run one after the other (as CUDA orders them), since they share its
+    // memory: this one starts after the last one ended, on whichever stream it ran.
+    if (own.last_end) {
+      l.clock.join(own.last_end->clock);
+      if (!own.last_end->done.load(std::memory_order_acquire)) {
+        l.worker->push({detail::stream_item::kind::wait, {}, own.last_end, "the graph's last launch"});
+      }
+    }
     std::unordered_map<const detail::event_mark*, std::shared_ptr<detail::event_mark>> fresh;
     for (const graph::item& it : *g.items_) {
       lane& x = *on[it.branch];
@@ -598,9 +639,20 @@ class cpu_stream_device {
         if (!mark->done.load(std::memory_order_acquire)) x.worker->push({it.what, {}, mark, it.label});
         continue;
       }
+      if (it.op != graph::memory_op::none) {
+        graph_memory_op(x, it, g.memory_);
+        continue;
+      }
       for (const graph::declared& a : it.accesses) declare(x, a.p, a.bytes, a.mode, it.label);
-      push_work(x, it.what, detail::cpu_task([fn = it.fn] { (*fn)(); }), it.label);
+      push_work(x, it.what, detail::cpu_task([fn = it.fn, keep = g.memory_] { (*fn)(); }), it.label);
     }
+    auto end = std::make_shared<detail::event_mark>();
+    end->owner = space_.get();
+    end->stream = l.worker->index();
+    end->stream_name = l.worker->name();
+    end->clock = l.clock;
+    l.worker->push({detail::stream_item::kind::record, {}, end, "the end of a graph's launch"});
+    own.last_end = std::move(end);
   }
 
   /// @brief Whether `s` is capturing (it began a capture, or joined one).
@@ -647,6 +699,9 @@ class cpu_stream_device {
     std::vector<std::uint64_t> work;                // work items (not records or waits) per branch
     std::vector<std::vector<std::uint64_t>> known;  // per branch: how much of each branch's work it follows
     std::vector<graph::item> items;                 // in the order they were enqueued, all branches together
+    std::shared_ptr<detail::cpu_graph_memory> memory;      // what it allocated
+    std::unordered_map<void*, std::size_t> live;           // of that, not released yet
+    std::vector<std::multimap<std::size_t, void*>> spare;  // per branch: released, by size
   };
   /// The host's side of a stream: its worker and what ordering and capture know of it.
   struct lane {
@@ -699,6 +754,66 @@ class cpu_stream_device {
     return l;
   }
 
+  // Memory for a capture: the graph's own. A block the same stream of the capture released serves
+  // again (that stream's order makes it safe); else a new one.
+  void* allocate_in_graph(lane& l, std::size_t bytes) {
+    capture_session& c = *l.session;
+    const std::size_t size = std::max<std::size_t>(64, (bytes + 63) / 64 * 64);
+    auto& spare = c.spare[l.branch];
+    void* p = nullptr;
+    if (auto it = spare.lower_bound(size); it != spare.end() && it->first <= 2 * size) {
+      p = it->second;
+      spare.erase(it);
+    } else {
+      p = ::operator new(size, std::align_val_t{64});
+      c.memory->blocks.emplace_back(p, size);
+      space_->homes.insert_or_assign(reinterpret_cast<std::uintptr_t>(p), detail::cpu_device_space::home{size, group_});
+    }
+    const std::size_t got = block_size(c, p);
+    c.live.emplace(p, got);
+    c.items.push_back({detail::stream_item::kind::always, nullptr, nullptr, detail::concat("allocate(", bytes, ") in a graph"),
+                       {}, l.branch, graph::memory_op::allocate, p, got});
+    ++c.work[l.branch];
+    return p;
+  }
+  static std::size_t block_size(const capture_session& c, void* p) {
+    for (const auto& [q, size] : c.memory->blocks) {
+      if (q == p) return size;
+    }
+    return 0;
+  }
+  void release_in_graph(lane& l, void* p) {
+    capture_session& c = *l.session;
+    const auto it = c.live.find(p);
+    if (it == c.live.end()) {
+      detail::fail(errc::unsupported, "release(", p, ") on stream '", l.worker->name(), "' while it is being "
+                   "captured, of memory the capture did not allocate: every launch would release it again; release "
+                   "it before begin_capture() or after end_capture()");
+    }
+    c.spare[l.branch].emplace(it->second, p);
+    c.items.push_back({detail::stream_item::kind::always, nullptr, nullptr, detail::concat("release(", p, ") in a graph"),
+                       {}, l.branch, graph::memory_op::release, p, it->second});
+    ++c.work[l.branch];
+    c.live.erase(it);
+  }
+  // A launch's allocation or release of the graph's memory on `x`: the race checker sees it there,
+  // and the memory is poisoned at both, as a fresh or freed block is.
+  void graph_memory_op(lane& x, const graph::item& it, const std::shared_ptr<void>& keep) {
+    const std::size_t index = x.worker->index();
+    if (options_.check_races) {
+      const std::uint64_t at = x.clock.get(index) + (it.op == graph::memory_op::release ? 1 : 0);
+      if (it.op == graph::memory_op::allocate) {
+        checker_.on_allocate(it.block, it.bytes, {index, at, std::make_shared<std::string>(it.label)});
+      } else {
+        checker_.on_release(it.block, x.clock, {index, at, label_slot(x, it.label)});
+      }
+    }
+    detail::cpu_task poison([p = it.block, n = it.bytes, on = options_.poison, keep] {
+      if (on) std::memset(p, detail::cpu_allocator::poison_byte, n);
+    });
+    push_work(x, detail::stream_item::kind::always, std::move(poison), it.label);
+  }
+
   // A wait for an event of a capture: a stream not capturing joins it; the stream that began it
   // waiting for another's event joins that stream back.
   void capture_wait(lane& l, const event& e) {
@@ -722,6 +837,7 @@ class cpu_stream_device {
       c->branches.push_back(&l);
       c->work.push_back(0);
       c->known.emplace_back();
+      c->spare.emplace_back();
       l.pending_capture.clear();
     }
     c->items.push_back({detail::stream_item::kind::wait, nullptr, e.mark_, "wait", {}, l.branch});
@@ -835,7 +951,11 @@ class cpu_stream_device {
   std::uint64_t& host_version_ = space_->host_version;
   std::unordered_map<void*, std::size_t> host_blocks_;  // allocate_host()'s, by address
   std::size_t host_bytes_ = 0;
-  std::unordered_map<const void*, std::vector<std::size_t>> graph_lanes_;  // a graph's own streams
+  struct graph_streams {
+    std::vector<std::size_t> lanes;               // for the branches after the first
+    std::shared_ptr<detail::event_mark> last_end;  // the end of the last launch
+  };
+  std::unordered_map<const void*, graph_streams> graph_lanes_;  // a graph's own streams
   std::vector<std::unique_ptr<lane>> lanes_;  // last: destroyed first, draining the workers
 };
 

@@ -27,6 +27,10 @@ class cpu_graph {
   /// @brief How many streams the capture spanned: the one that began it and those that joined.
   /// @return 1 for a capture of one stream
   [[nodiscard]] std::size_t streams() const noexcept { return branches_.size(); }
+  /// @brief The memory the graph owns: what the capture allocated, at the same addresses in
+  /// every launch (a block released in the capture may serve a later allocation of it).
+  /// @return bytes
+  [[nodiscard]] std::size_t memory_bytes() const noexcept { return memory_bytes_; }
 
  private:
   friend class cpu_stream_device;
@@ -35,6 +39,7 @@ class cpu_graph {
     std::size_t bytes;
     access mode;
   };
+  enum class memory_op : unsigned char { none, allocate, release };
   struct item {
     detail::stream_item::kind what;
     std::shared_ptr<detail::cpu_task> fn;      // work: shared, since each launch runs it again
@@ -42,10 +47,15 @@ class cpu_graph {
     std::string label;
     std::vector<declared> accesses;  // declared before it, checked again at each launch
     std::size_t branch = 0;          // the capture's stream it was enqueued on
+    memory_op op = memory_op::none;  // an allocation or release of the graph's memory, at this place
+    void* block = nullptr;
+    std::size_t bytes = 0;
   };
   std::shared_ptr<const std::vector<item>> items_;  // in the order they were enqueued
   std::vector<std::size_t> branches_;  // each stream of the capture, as the device numbers its streams
   const void* owner_ = nullptr;        // the device that captured it
+  std::shared_ptr<void> memory_;       // the blocks it owns (freed with the last handle and launch)
+  std::size_t memory_bytes_ = 0;
 };
 
 }  // namespace ppipe

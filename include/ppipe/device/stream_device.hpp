@@ -138,9 +138,11 @@ concept host_staging_device = stream_device<D> && requires(D& d, std::size_t n, 
 ///   and before the work enqueued on `s` next, with the branches as captured, ordered among
 ///   themselves by the capture's events alone (not by the streams they were captured on).
 ///
-/// While a stream is capturing, `synchronize(stream, ...)`, `allocate(..., stream)` and
-/// `release(..., stream)` on it throw ppipe::error (the work they would wait for or allocate
-/// behind has not run).
+/// While a stream is capturing, `synchronize(stream, ...)` on it throws ppipe::error (the work it
+/// would wait for has not run). `allocate(..., stream)` gives memory the graph owns, at the same
+/// address in every launch (CUDA's allocation nodes), and `release` of it in the capture frees it
+/// in every launch; the capture must release all it allocates (else end_capture throws), and
+/// releasing memory from before the capture throws. Launches of one graph run one after another.
 /// @tparam D the device type.
 template <class D>
 concept capturing_stream_device =

@@ -541,7 +541,6 @@ class device {
   /// @return the memory (256-byte aligned); nullptr for 0 bytes
   [[nodiscard]] void* allocate(std::size_t bytes, stream s) {
     lane& l = lane_of(s);
-    refuse_while_capturing(l, "allocate()");
     if (bytes == 0) return nullptr;
     void* p = nullptr;
     const cudaError_t status = cudaMallocFromPoolAsync(&p, bytes, pool_, l.handle);
@@ -556,6 +555,11 @@ class device {
           nullptr, 0);
     }
     const std::lock_guard lock(mutex_);
+    if (l.capture) {  // an allocation node: the graph's memory, at this address in every launch
+      l.capture->live.emplace(p, bytes);
+      ++l.capture->work[l.branch];
+      return p;
+    }
     ++allocations_;
     return p;
   }
@@ -566,9 +570,14 @@ class device {
   void release(void* p, stream s) {
     if (p == nullptr) return;
     lane& l = lane_of(s);
-    if (l.capturing.load(std::memory_order_acquire)) {
-      ppipe::detail::fail(errc::unsupported, "release() on stream '", l.name,
-                          "' while it is being captured: release before begin_capture() or after end_capture()");
+    const std::lock_guard lock(mutex_);
+    if (l.capture) {  // a free node, of memory the capture allocated (each launch frees it again)
+      if (l.capture->live.erase(p) == 0) {
+        ppipe::detail::fail(errc::unsupported, "release(", p, ") on stream '", l.name, "' while it is being "
+                            "captured, of memory the capture did not allocate: every launch would release it again; "
+                            "release it before begin_capture() or after end_capture()");
+      }
+      ++l.capture->work[l.branch];
     }
     check_call(cudaFreeAsync(p, l.handle), "cudaFreeAsync", l);
   }
@@ -665,6 +674,12 @@ class device {
       if (c->thread != std::this_thread::get_id()) {
         ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name,
                             "' from another thread than begin_capture()'s, which CUDA refuses: end it on that thread");
+      }
+      if (!c->live.empty()) {
+        const auto& [p, size] = *c->live.begin();
+        ppipe::detail::fail(errc::invalid_argument, "end_capture() on stream '", l.name, "' while ", c->live.size(),
+                            " block(s) the capture allocated are not released (", p, ", ", size, " bytes): a graph "
+                            "releases what it allocates, so that every launch may allocate it again");
       }
       for (std::size_t k = 1; k < c->branches.size(); ++k) {
         if ((k < c->known[0].size() ? c->known[0][k] : 0) < c->work[k]) {
@@ -777,6 +792,7 @@ class device {
     std::vector<lane*> branches;
     std::vector<std::uint64_t> work;                // work items (not records or waits) per branch
     std::vector<std::vector<std::uint64_t>> known;  // per branch: how much of each branch's work it follows
+    std::unordered_map<void*, std::size_t> live;    // allocated in the capture, not released yet
   };
   struct lane {
     std::string name;
