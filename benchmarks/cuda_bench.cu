@@ -8,6 +8,9 @@
 //   cuda/enqueue/...: small f32 blocks, so a step is the host's work: the slowest rank's host
 //                  time to enqueue its actions, per action (enqueue_us_per_rank_action), and the
 //                  step over every action (us_per_action).
+//   cuda/graphs/...: the same blocks, each step enqueued action by action and launched from a
+//                  captured graph, alternating: the step times and their ratio (speedup; target:
+//                  3 or more, since a graph's launch replaces the host's enqueueing).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -157,6 +160,60 @@ void enqueue(benchmark::State& state) {
 }
 BENCHMARK(enqueue)
     ->Name("cuda/enqueue")
+    ->ArgNames({"p", "m"})
+    ->Args({1, 8})
+    ->Args({4, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(0.5);
+
+// ---------------------------------------------------------------------------------------------
+// Args: p, m. The same small blocks, each step once enqueued action by action and once launched
+// from a captured graph (pipeline_options::capture_graphs), alternating in one run.
+void graphs(benchmark::State& state) {
+  if (skipped_without_gpu(state)) return;
+  const int p = static_cast<int>(state.range(0));
+  const int m = static_cast<int>(state.range(1));
+  const int width = 64;
+  const auto blocks = [&] {
+    return model(ppipe::repeat(2 * p, [](int i) -> layer {
+      return ppipe::cuda::mlp_block(width, 4 * width, static_cast<std::uint64_t>(i));
+    }));
+  };
+  model eager_model = blocks();
+  model graph_model = blocks();
+  const ppipe::cuda::sgd opt(1e-3f);
+  ppipe::pipeline_options o = options(p, m);
+  gpu_pipeline eager(eager_model, o, ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(eager_model, s); });
+  o.capture_graphs = true;
+  gpu_pipeline captured(graph_model, o, ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(graph_model, s); });
+  const ppipe::payload x = filled(8 * m, width, ppipe::dtype::f32, 0.3f);
+  for (int warm = 0; warm < 3; ++warm) {  // the graph is captured at the second step
+    eager.train_step(x, x);
+    captured.train_step(x, x);
+  }
+  std::vector<double> eager_s, graph_s;
+  for (auto _ : state) {
+    auto t0 = clock_type::now();
+    benchmark::DoNotOptimize(eager.train_step(x, x));
+    eager_s.push_back(seconds(clock_type::now() - t0));
+    t0 = clock_type::now();
+    benchmark::DoNotOptimize(captured.train_step(x, x));
+    graph_s.push_back(seconds(clock_type::now() - t0));
+    state.SetIterationTime(graph_s.back());
+  }
+  std::sort(eager_s.begin(), eager_s.end());
+  std::sort(graph_s.begin(), graph_s.end());
+  const double e = eager_s[eager_s.size() / 2];
+  const double g = graph_s[graph_s.size() / 2];
+  state.counters["eager_us_per_step"] = e * 1e6;
+  state.counters["graph_us_per_step"] = g * 1e6;
+  state.counters["speedup"] = e / g;  // target: 3 or more
+  state.counters["graph_steps"] = static_cast<double>(captured.graph_steps());
+  state.SetLabel("1F1B, 2 mlp_blocks of width 64 per rank, 8 rows per microbatch, eager vs graph");
+}
+BENCHMARK(graphs)
+    ->Name("cuda/graphs")
     ->ArgNames({"p", "m"})
     ->Args({1, 8})
     ->Args({4, 16})

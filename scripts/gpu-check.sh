@@ -147,6 +147,8 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
         print(f'| {name} | {b["pipelined_ms"]:.2f} ms | {b["one_stream_ms"]:.2f} ms | {b["overhead_pct"]:.2f}% | {b["tflops"]:.0f} | |')
     elif "enqueue_us_per_rank_action" in b:
         print(f'| {name} | | | | | {b["enqueue_us_per_rank_action"]:.1f} us enqueue, {b["us_per_action"]:.1f} us step |')
+    elif "speedup" in b:
+        print(f'| {name} | {b["graph_us_per_step"]:.0f} us from a graph | {b["eager_us_per_step"]:.0f} us enqueued | {b["speedup"]:.1f}x faster | | |')
 PY
     echo
   fi

@@ -33,21 +33,26 @@ using on_gpu = ppipe::pipeline<cuda_toy::model, Schedule, ppipe::partitioners::b
 
 // Three steps on the GPU and on the host backend: losses and parameters bitwise equal.
 template <class Schedule, class Backend = ppipe::cuda::backend>
-void trains_as_on_the_host(int p, int m, int v, std::int64_t rows, int layers) {
-  INFO(Schedule::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers);
+void trains_as_on_the_host(int p, int m, int v, std::int64_t rows, int layers, bool graphs = false) {
+  INFO(Schedule::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers
+                      << (graphs ? " from graphs" : ""));
   cuda_toy::model gpu(layers);
   toy::model host(layers);
   const float lr = 0.02f;
-  on_gpu<Schedule, Backend> piped(gpu, options(p, m, v), cuda_toy::device_loss(),
+  ppipe::pipeline_options o = options(p, m, v);
+  o.capture_graphs = graphs;
+  on_gpu<Schedule, Backend> piped(gpu, o, cuda_toy::device_loss(),
                                   [&](const ppipe::stage_info& s) { gpu.sgd(s.first_layer, s.end_layer, lr); });
   ppipe::pipeline<toy::model, Schedule> plain(host, options(p, m, v), toy::loss,
                                               [&](const ppipe::stage_info& s) { host.sgd(s.first_layer, s.end_layer, lr); });
-  for (int step = 0; step < 3; ++step) {
+  const int steps = graphs ? 5 : 3;
+  for (int step = 0; step < steps; ++step) {
     INFO("step " << step);
     const auto x = toy::batch(rows, 3, static_cast<float>(step));
     const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(step));
     CHECK(piped.train_step(x, y) == plain.train_step(x, y));
   }
+  if (graphs) CHECK(piped.graph_steps() == 4);  // captured at step 1, launched again at 2 to 4
   CHECK(gpu.a() == host.a());
   CHECK(gpu.b() == host.b());
   for (int r = 0; r < p; ++r) CHECK(piped.device_memory(r).bytes_in_use == 0);
@@ -65,6 +70,19 @@ TEST_CASE("cuda backend: training is bitwise the host backend's, for GPipe, 1F1B
     trains_as_on_the_host<gpipe>(p, p + 2, 1, 2 * (p + 2) + 1, 2 * p + 1);
     trains_as_on_the_host<one_f_one_b>(p, 2 * p, 1, 8 * p, 2 * p);
     if (p > 1) trains_as_on_the_host<interleaved_1f1b>(p, 2 * p, 2, 4 * p + 1, 4 * p);
+  }
+}
+
+TEST_CASE("cuda backend: steps launched from a captured CUDA graph train bitwise as the host backend",
+          "[cuda][gpu]") {
+  if (!have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
+  }
+  using namespace ppipe::schedules;
+  for (const int p : {1, 2, 4}) {
+    trains_as_on_the_host<one_f_one_b>(p, 2 * p, 1, 8 * p, 2 * p, true);
+    trains_as_on_the_host<gpipe>(p, p + 2, 1, 2 * (p + 2) + 1, 2 * p + 1, true);
   }
 }
 

@@ -3,6 +3,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <thread>
 #include <utility>
 
 #include "ppipe/runtime/cpu_stream_backend.hpp"
@@ -224,4 +227,150 @@ TEMPLATE_TEST_CASE("device memory: a step, failed or not, leaves nothing allocat
     (void)pipe.train_step(x, y);
     nothing_in_use();
   }
+}
+
+// Steps captured into one graph and launched again (pipeline_options::capture_graphs) on ranks
+// that share a device: the first step with new shapes runs as usual, the next is captured and run,
+// the ones after are launched; every one trains bitwise as the unpipelined model does, with the
+// hook's update between launches seen by the next one.
+TEMPLATE_TEST_CASE("graphs: steps launched from a captured graph train bitwise", "[contract]",
+                   contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  for (const int p : {1, 2, 4}) {
+    const int m = p + 2;
+    const int layers = 2 * p + 1;
+    INFO(F::name << ": p=" << p);
+    contract::model_t<F> piped(layers);
+    contract::model_t<F> plain(layers);
+    const float lr = 0.02f;
+    ppipe::pipeline_options o = contract::options(p, m);
+    o.capture_graphs = true;
+    auto pipe = F::template make<one_f_one_b>(piped, o, toy::loss,
+                                              [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
+    for (int step = 0; step < 6; ++step) {
+      INFO("step " << step);
+      const std::int64_t rows = step < 3 ? 2 * m + 1 : 3 * m;  // new shapes from step 3: captured again
+      const auto x = toy::batch(rows, 3, static_cast<float>(step));
+      const auto y = toy::batch(rows, 3, 10.0f + static_cast<float>(step));
+      const double got = pipe.train_step(x, y);
+      const double want = reference::accumulate(plain, x, y, m, toy::loss);
+      plain.sgd(0, layers, lr);
+      REQUIRE(std::isfinite(want));
+      CHECK(got == want);
+      if (step == 1) {  // inference between launches runs as usual and keeps the graph
+        CHECK(pipe.infer(x) == reference::forward(plain, x, 0, ppipe::pass_mode::inference).back());
+      }
+    }
+    CHECK(pipe.graph_steps() == 4);  // steps 1, 2, 4 and 5
+    contract::check_local_parameters(pipe, piped, plain);
+    for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).bytes_in_use == 0);
+  }
+}
+
+TEST_CASE("graphs: asked of stages that cannot be captured, or of ranks on several devices, is refused") {
+  ppipe::pipeline_options o = contract::options(2, 4);
+  o.capture_graphs = true;
+  toy::model host_model(4);
+  CHECK_THROWS_WITH((ppipe::pipeline<toy::model>(host_model, o, toy::loss)),
+                    Catch::Contains("capture_graphs is on, but these stages cannot be captured") &&
+                        Catch::Contains("turn capture_graphs off"));
+  contract::model_t<contract::cpu_two_peers_enqueuing_fixture> peers_model(4);
+  auto pipe = contract::cpu_two_peers_enqueuing_fixture::make<ppipe::schedules::one_f_one_b>(peers_model, o, toy::loss);
+  CHECK_THROWS_WITH(pipe.train_step(toy::batch(8, 3, 0.0f), toy::batch(8, 3, 1.0f)),
+                    Catch::Contains("the ranks run on several devices"));
+}
+
+namespace {
+// Trains step k (2m rows) on `pipe`; with `check`, also on `plain`, unpipelined, and compares.
+template <class Pipe>
+void graph_step(Pipe& pipe, toy::model& plain, int m, float lr, int k, bool check) {
+  const auto x = toy::batch(2 * m, 3, static_cast<float>(k));
+  const auto y = toy::batch(2 * m, 3, 10.0f + static_cast<float>(k));
+  const double got = pipe.train_step(x, y);
+  if (!check) return;
+  const double want = reference::accumulate(plain, x, y, m, toy::loss);
+  plain.sgd(0, plain.num_layers(), lr);
+  CHECK(got == want);
+}
+}  // namespace
+
+// A layer that throws inside a launched graph fails that step, naming the layer; the graph goes,
+// and the steps after run as usual, are captured again and train bitwise.
+TEST_CASE("graphs: a failure in a launched graph fails the step, and training goes on") {
+  using F = contract::cpu_one_device_fixture;  // its layers run inside the graph's host work
+  const int p = 2;
+  const int m = 4;
+  const int layers = 4;
+  contract::model_t<F> piped(layers);
+  contract::model_t<F> plain(layers);
+  const float lr = 0.02f;
+  ppipe::pipeline_options o = contract::options(p, m);
+  o.capture_graphs = true;
+  auto pipe = F::make<ppipe::schedules::one_f_one_b>(piped, o, toy::loss,
+                                                      [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
+  const auto step = [&](int k, bool check) { graph_step(pipe, plain, m, lr, k, check); };
+  for (int k = 0; k < 3; ++k) step(k, true);
+  REQUIRE(pipe.graph_steps() == 2);
+  piped.set_fault({3, 1, false, std::chrono::milliseconds(0)});  // layer 3 (rank 1), microbatch 1
+  // The graph's host work names what failed, as a step enqueued action by action does.
+  CHECK_THROWS_WITH(step(3, false), Catch::Contains("rank 1 in 1F1") && Catch::Contains("injected fault in layer 3"));
+  piped.set_fault({});
+  piped.zero_grad();
+  for (int k = 4; k < 8; ++k) step(k, true);
+  CHECK(pipe.graph_steps() == 5);  // step 4 runs as usual, 5 is captured, 6 and 7 launched
+  contract::check_local_parameters(pipe, piped, plain);
+  for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).bytes_in_use == 0);
+}
+
+namespace {
+// Layers that enqueue their own work, one of which can be made to fail on the host while it is
+// called (as a GPU layer that checks its arguments before it launches anything).
+struct host_checked : toy::enqueuing<toy::on_device<toy::model>> {
+  using enqueuing::enqueuing;
+  int refuse_layer = -1;
+  template <class Device, class Tensor>
+  void forward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+               ppipe::basic_payload<Tensor>& out) {
+    if (layer == refuse_layer) throw std::runtime_error("layer " + std::to_string(layer) + " refused its arguments");
+    enqueuing::forward(layer, ctx, in, out);
+  }
+  using enqueuing::forward;
+};
+}  // namespace
+
+// A layer that fails on the host while the step is being captured: the capture is discarded with
+// its memory, the step fails naming the layer, and the steps after run as usual, are captured
+// again and train bitwise. An optimizer hook slower than the end-of-step watchdog's slice does not
+// trip over the capture's events.
+TEST_CASE("graphs: a failure while capturing, and a slow hook") {
+  const int p = 2;
+  const int m = 4;
+  const int layers = 4;
+  host_checked piped(layers);
+  toy::model plain(layers);
+  const float lr = 0.02f;
+  ppipe::pipeline_options o = contract::options(p, m);
+  o.capture_graphs = true;
+  ppipe::pipeline<host_checked, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced, contract::one_device> pipe(
+      piped, o, toy::enqueued_device_loss(toy::loss),
+      [&](const ppipe::basic_stage_info<ppipe::cpu_stream_device>& s) {
+        // Work on the stage's stream that outlasts the watchdog's 20 ms slices, so the rank's
+        // end-of-hook wait looks at what the step left it to watch.
+        s.device->device->enqueue(s.device->stream, [] { std::this_thread::sleep_for(std::chrono::milliseconds(60)); },
+                                  "a slow update");
+        piped.sgd(s.first_layer, s.end_layer, lr);
+      });
+  const auto step = [&](int k, bool check) { graph_step(pipe, plain, m, lr, k, check); };
+  step(0, true);
+  piped.refuse_layer = 2;  // rank 1's first layer, as step 1 is captured
+  CHECK_THROWS_WITH(step(1, false), Catch::Contains("layer 2 refused its arguments"));
+  CHECK(pipe.graph_steps() == 0);
+  piped.refuse_layer = -1;
+  piped.zero_grad();
+  for (int k = 2; k < 6; ++k) step(k, true);
+  CHECK(pipe.graph_steps() == 3);  // step 2 runs as usual, 3 is captured, 4 and 5 launched
+  CHECK(piped.a() == plain.a());
+  CHECK(piped.b() == plain.b());
+  for (int r = 0; r < p; ++r) CHECK(pipe.device_memory(r).bytes_in_use == 0);
 }

@@ -584,6 +584,21 @@ class cpu_stream_device {
     return g;
   }
 
+  /// @brief Ends the capture that `s` began and discards it, unchecked: none of it ever runs, and
+  /// the memory it allocated goes with it (for a step that failed while it was captured).
+  void cancel_capture(stream s) {
+    std::shared_ptr<capture_session> keep;  // dropped after the lock: its memory locks the space
+    const std::lock_guard lock(mutex_);
+    lane& l = lane_of(s);
+    if (!l.session || l.branch != 0) return;
+    keep = l.session;
+    for (lane* x : keep->branches) {
+      x->session.reset();
+      x->branch = 0;
+      x->pending_capture.clear();
+    }
+  }
+
   /// @brief Enqueues what `g` recorded: the work of the stream that began the capture on `s`, the
   /// work of each stream that joined it on a stream of the graph's own (made at its first launch),
   /// with the capture's events made afresh, so that the launch starts after the work enqueued on

@@ -31,6 +31,12 @@ struct pipeline_options {
   /// The longest any rank waits for data or for the others (see executor_options).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep the last run's trace (last_trace())
+  /// @brief Capture training steps into one graph and launch it, while the batch's shapes stay the
+  /// same, where every rank runs on one device that captures (ppipe::cuda::backend: a CUDA graph;
+  /// the CPU model of one device): the host then spends one launch per step instead of enqueueing
+  /// every action. The first step with new shapes runs as usual, the next is captured (and run),
+  /// the ones after are launched. Steps launched from a graph keep no trace of their actions.
+  bool capture_graphs = false;
 };
 
 }  // namespace ppipe

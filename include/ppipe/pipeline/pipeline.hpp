@@ -226,7 +226,10 @@ class pipeline {
     infer_ = schedules::forward_only::over(train_.place, infer_m);
     validate(infer_, transfer_model::buffered);
     average_gradients_over_replicas();
-    executor_options run_options{options_.timeout, options_.record_trace, {}};
+    executor_options run_options;
+    run_options.timeout = options_.timeout;
+    run_options.record_trace = options_.record_trace;
+    run_options.capture_graphs = options_.capture_graphs;
     run_options.start_rank = [this](int r) { Backend::start_rank(r, *devices_[static_cast<std::size_t>(r)].device); };
     executor_.emplace(transport_, stages_, std::move(run_options));
   }
@@ -357,8 +360,12 @@ class pipeline {
   /// @brief The layers of each stage.
   [[nodiscard]] const partition& split() const noexcept { return split_; }
   [[nodiscard]] const pipeline_options& options() const noexcept { return options_; }
-  /// @brief The last train_step's, infer()'s or generate()'s trace (empty when record_trace is off).
+  /// @brief The last train_step's, infer()'s or generate()'s trace (empty when record_trace is off,
+  /// and for a step launched from a graph).
   [[nodiscard]] const run_trace& last_trace() const noexcept { return trace_; }
+  /// @brief How many train_steps ran from a captured graph (pipeline_options::capture_graphs).
+  /// @return the count since the pipeline was built
+  [[nodiscard]] std::size_t graph_steps() const noexcept { return executor_ ? executor_->graph_steps() : 0; }
   /// @brief What stage `s` holds and has held at its peak since the pipeline was built (or since
   /// reset_memory_peaks()).
   /// Over a distributed transport only this process's stages are here (see is_local()).

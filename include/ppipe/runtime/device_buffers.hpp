@@ -65,6 +65,10 @@ class device_buffers : public detail::counted_buffers {
     b = {};
   }
 
+  /// @brief Forgets what a capture that was discarded allocated: that memory was the graph's, and
+  /// went with it.
+  void forget_held() { held_.clear(); }
+
   /// @brief Frees, on `s`, what a failed step left allocated (its boxes were dropped without a
   /// release); only once the device's streams are synchronized, so that nothing uses them.
   void settle(stream_type s) {

@@ -54,10 +54,20 @@ class executor {
   /// @param stages one object per stage this process runs; outlives the executor
   /// @param options timeout, trace, and the hook that starts each rank's thread
   executor(Transport& transport, std::vector<stage_type>& stages, executor_options options = {})
-      : ctx_(transport, stages, std::move(options)), actions_(ctx_), pool_(ctx_.options.start_rank) {}
+      : ctx_(transport, stages, std::move(options)), actions_(ctx_), pool_(ctx_.options.start_rank) {
+    if (ctx_.options.capture_graphs && !captures()) {
+      detail::fail(errc::unsupported, "capture_graphs is on, but these stages cannot be captured into a graph: that "
+                   "takes stages on a device that captures, with their tensors in its memory (ppipe::cuda::backend, or "
+                   "the CPU-stream backend with device tensors on one device); turn capture_graphs off here");
+    }
+  }
 
   executor(const executor&) = delete;
   executor& operator=(const executor&) = delete;
+
+  /// @brief How many runs were launched from a captured graph (executor_options::capture_graphs).
+  /// @return the count since the executor was made
+  [[nodiscard]] std::size_t graph_steps() const noexcept { return graph_steps_; }
 
   /// @brief The rank threads, for other work on the same ranks between runs (a pipeline's
   /// generate() calls), one at a time.
@@ -101,18 +111,23 @@ class executor {
       trace.enqueued = ctx_.host_us;
       return trace;
     }
-    pool_.run(p, [&](int r, const std::exception_ptr& not_started) {
-      if (not_started) {
-        // The rank never got its device: every run fails here, naming it, until the pipeline is rebuilt.
-        ctx_.record_failure(not_started, r, detail::run_position{});
-        ctx_.board.stopped(r);
-      } else {
-        rank_main(s, r, data, trace.ranks[static_cast<std::size_t>(r)]);
-      }
-    });
+    bool from_graph = false;
+    if constexpr (streams) from_graph = run_graph(s, data, trace);
+    if (!from_graph) {
+      pool_.run(p, [&](int r, const std::exception_ptr& not_started) {
+        if (not_started) {
+          // The rank never got its device: every run fails here, naming it, until the pipeline is rebuilt.
+          ctx_.record_failure(not_started, r, detail::run_position{});
+          ctx_.board.stopped(r);
+        } else {
+          rank_main(s, r, data, trace.ranks[static_cast<std::size_t>(r)]);
+        }
+      });
+    }
     if (ctx_.failures.first().error) {
       // Let go of what the failed step holds now, not at the next step.
       for (stage_type& st : *ctx_.stages) st.prepare(s.microbatches);
+      if constexpr (streams) actions_.forget_shapes();
       ctx_.rethrow_failure(s);
     }
     trace.enqueued = ctx_.host_us;
@@ -122,6 +137,45 @@ class executor {
  private:
   using actions_type =
       std::conditional_t<streams, detail::stream_actions<Stage, Transport>, detail::host_actions<Stage, Transport>>;
+
+  static constexpr bool captures() {
+    if constexpr (streams) {
+      return actions_type::can_capture;
+    } else {
+      return false;
+    }
+  }
+
+  // Runs the step from a graph where executor_options::capture_graphs asks for it and the step
+  // allows it (see stream_actions::plan()): the ranks enqueue into a capture, which then runs, or
+  // the graph of an earlier step is launched; then the ranks run their hooks. Returns whether it
+  // did (false: the step runs as usual).
+  bool run_graph(const schedule& s, data_type& data, run_trace& trace) {
+    using mode = typename actions_type::step_mode;
+    const int p = s.num_ranks();
+    const mode planned = actions_.plan(s, data, ctx_.options.capture_graphs);
+    if (planned == mode::eager) return false;
+    if (planned == mode::capture) {
+      pool_.run(p, [&](int r, const std::exception_ptr& not_started) { rank_enqueue(s, r, data, not_started, trace); });
+      if (!actions_.finish_capture(s)) {
+        for (stage_type& st : *ctx_.stages) st.prepare(s.microbatches);
+        ctx_.rethrow_failure(s);
+      }
+    }
+    actions_.replay(s, data);
+    if (ctx_.failures.failed()) return true;
+    pool_.run(p, [&](int r, const std::exception_ptr& not_started) {
+      if (not_started) {
+        ctx_.record_failure(not_started, r, detail::run_position{});
+        ctx_.board.stopped(r);
+        return;
+      }
+      detail::run_position at;
+      after_actions(s, r, data, at);
+    });
+    if (!ctx_.failures.failed()) ++graph_steps_;
+    return true;
+  }
 
   void rank_main(const schedule& s, int r, data_type& data,
                  std::vector<trace_event>& events) {
@@ -133,6 +187,36 @@ class executor {
         typename actions_type::rank_slots slots(s);
         actions_.run(s, r, data, events, at, slots);
       }
+    } catch (const detail::run_aborted&) {
+      ctx_.board.stopped(r);
+      return;
+    } catch (...) {
+      ctx_.record_failure(std::current_exception(), r, at);
+      ctx_.board.stopped(r);
+      return;
+    }
+    after_actions(s, r, data, at);
+  }
+
+  // Rank r's part of a captured step: its actions, enqueued into the capture, nothing more.
+  void rank_enqueue(const schedule& s, int r, data_type& data, const std::exception_ptr& not_started,
+                    run_trace& trace) {
+    if (not_started) {
+      ctx_.record_failure(not_started, r, detail::run_position{});
+      return;
+    }
+    detail::run_position at;
+    try {
+      if constexpr (streams) actions_.run(s, r, data, trace.ranks[static_cast<std::size_t>(r)], at);
+    } catch (const detail::run_aborted&) {
+    } catch (...) {
+      ctx_.record_failure(std::current_exception(), r, at);
+    }
+  }
+
+  // After rank r's actions: the barrier, then its stages' optimizer hooks.
+  void after_actions(const schedule& s, int r, data_type& data, detail::run_position& at) {
+    try {
       wait_for_everyone(s, r);
       run_optimizer(s, r, data, at);
       ctx_.board.finished(r);
@@ -179,6 +263,7 @@ class executor {
 
   context ctx_;
   actions_type actions_;
+  std::size_t graph_steps_ = 0;
   // Declared last, so that its threads are joined before anything they use goes.
   rank_pool pool_;
 };

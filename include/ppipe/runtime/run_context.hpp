@@ -31,6 +31,9 @@ struct executor_options {
   /// ppipe::error (errc::timeout) that says what every rank was doing.
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep every action's start and end (see run_trace)
+  /// Capture training steps into a graph and launch it while the shapes stay the same, where the
+  /// stages run on one device that captures (see pipeline_options::capture_graphs).
+  bool capture_graphs = false;
   /// Runs once on each rank's thread before its first action (the backend's start_rank: where a
   /// device rank binds its thread to its device). What it throws fails that rank's runs (and a
   /// generation run on the executor's threads).

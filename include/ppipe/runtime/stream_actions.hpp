@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <concepts>
 #include <chrono>
 #include <cstddef>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "ppipe/device/stream_device.hpp"
@@ -31,6 +33,17 @@
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe::detail {
+
+/// A device's graph type, where it captures (a placeholder elsewhere).
+template <class D>
+struct graph_type_of {
+  using type = std::monostate;
+};
+template <class D>
+  requires requires { typename D::graph; }
+struct graph_type_of<D> {
+  using type = typename D::graph;
+};
 
 /// Runs every rank's action list on the rank's streams. Each rank has a compute stream (its
 /// stages'), a send stream and a receive stream on its device; events order them: a send waits for
@@ -54,6 +67,180 @@ class stream_actions {
 
  public:
   explicit stream_actions(context& ctx) : ctx_(ctx) {}
+
+  stream_actions(const stream_actions&) = delete;
+  stream_actions& operator=(const stream_actions&) = delete;
+  ~stream_actions() {
+    drop_graph();
+    release_retired();
+  }
+
+  /// Whether steps may be captured into a graph and launched again: the device captures, and the
+  /// stages hold device tensors (whose memory the graph owns while it is captured).
+  static constexpr bool can_capture = host_staging && capturing_stream_device<device_type>;
+
+  /// How a step runs: enqueued action by action (eager), enqueued into a graph that is then
+  /// launched (capture), or launched from the graph of an earlier step (replay).
+  enum class step_mode : unsigned char { eager, capture, replay };
+
+  /// Decides, after open(), how this step runs. With `wanted`, a training step on ranks that share
+  /// one device is captured when the step before had the same shapes, schedule and loss (the first
+  /// one with them runs eagerly: what layers set up on first use, such as a library's workspace,
+  /// is then in place), and launched from that graph while they stay the same.
+  step_mode plan(const schedule& s, const data_type& data, bool wanted) {
+    if (wanted && !one_device()) {
+      detail::fail(errc::unsupported, "capture_graphs is on, but the ranks run on several devices, and a graph spans "
+                   "the streams of one device; put every rank on one device (ppipe::cuda::backend), or turn "
+                   "capture_graphs off");
+    }
+    if (!wanted) {
+      drop_graph();
+      last_key_.clear();
+      return mode_ = step_mode::eager;
+    }
+    release_retired();
+    if (s.mode != schedule_mode::training) return mode_ = step_mode::eager;  // the graph stays
+    std::string key = key_of(s, data);
+    if (graph_ && graph_->key == key) return mode_ = step_mode::replay;
+    drop_graph();
+    if (key != last_key_) {
+      last_key_ = std::move(key);
+      return mode_ = step_mode::eager;
+    }
+    if constexpr (can_capture) {
+      device_type& d = *lanes_.front().device;
+      if (!has_origin_) {
+        origin_ = d.create_stream("graph launch");
+        has_origin_ = true;
+      }
+      graph_run next;
+      next.key = std::move(key);
+      next.losses.assign(static_cast<std::size_t>(s.microbatches), 0.0);
+      d.begin_capture(origin_);
+      try {
+        fork_ = d.record(origin_);
+      } catch (...) {
+        d.cancel_capture(origin_);
+        throw;
+      }
+      graph_.emplace(std::move(next));
+      return mode_ = step_mode::capture;
+    } else {
+      return mode_ = step_mode::eager;
+    }
+  }
+
+  /// After every rank enqueued its step into the capture: joins their streams back and ends it.
+  /// After a failure (of a rank, or of ending the capture) the capture is discarded with what it
+  /// allocated, and the stages forget it.
+  /// @return whether there is a graph to launch
+  bool finish_capture(const schedule& s) {
+    if constexpr (can_capture) {
+      device_type& d = *lanes_.front().device;
+      // What the step left for settle() to watch are events of the capture, which the host may
+      // not query: nothing is watched (the launch is waited for as a whole).
+      for (lanes& l : lanes_) {
+        l.watch.clear();
+        l.progress.clear();
+        l.lent_out.clear();
+      }
+      if (!ctx_.failures.failed()) {
+        try {
+          for (lanes& l : lanes_) {
+            for (const auto& e : l.joins) d.wait(origin_, e);
+            l.joins.clear();
+          }
+          graph_->graph = d.end_capture(origin_);
+        } catch (...) {
+          ctx_.record_failure(std::current_exception(), 0, run_position{-1, run_phase::device, -1});
+        }
+      }
+      if (ctx_.failures.failed()) {
+        // Every stream still capturing is joined back first, so that the capture can end.
+        for (lanes& l : lanes_) {
+          for (const auto& each : l.streams()) {
+            if (d.capturing(each) && !(each == origin_)) d.wait(origin_, d.record(each));
+          }
+          l.joins.clear();
+          l.copies_in.clear();
+        }
+        d.cancel_capture(origin_);
+        for (const int st : stages_of(s)) ctx_.stage_at(st).abandon_capture();
+        drop_graph();
+        forget_shapes();
+        return false;
+      }
+      // The staging memory the graph copies through is its own now: kept while it lives.
+      for (lanes& l : lanes_) {
+        for (void* p : l.pinned) graph_->pinned.push_back(p);
+        l.pinned.clear();
+        l.watched_pinned.clear();
+        for (const copy_in& c : l.copies_in) graph_->copies_in.push_back(c);
+        l.copies_in.clear();
+      }
+      return true;
+    } else {
+      static_cast<void>(s);
+      return false;
+    }
+  }
+
+  /// Launches the step's graph: this step's batch into the staging memory the graph reads, the
+  /// graph, a wait for it (with the timeout), the loss values out. A failure in it drops the graph.
+  void replay(const schedule& s, data_type& data) {
+    if constexpr (can_capture) {
+      device_type& d = *lanes_.front().device;
+      wait_status done = wait_status::timed_out;
+      std::exception_ptr failed;
+      try {
+        for (const copy_in& c : graph_->copies_in) {
+          const payload_type& from = c.target ? data.targets[c.mb] : data.inputs[c.mb];
+          if (c.bytes != 0) std::memcpy(c.to, from[c.t].byte_data(), c.bytes);
+        }
+        d.launch(graph_->graph, origin_);
+        done = d.synchronize(origin_, ctx_.deadline());
+        failed = d.error();
+        if (done != wait_status::ready && !failed) {
+          timed_out(s, 0, concat("the step's graph did not finish within ", ctx_.options.timeout.count(), " ms"));
+        }
+      } catch (...) {
+        if (!failed) failed = std::current_exception();
+      }
+      if (failed) {
+        // The graph goes once its launch has ended; one still running past another timeout is
+        // kept aside until it has.
+        wait_status ended = done;
+        if (ended != wait_status::ready) {
+          d.abort();
+          try {
+            ended = d.synchronize(origin_, ctx_.deadline());
+          } catch (...) {
+            ended = wait_status::timed_out;
+          }
+        }
+        if (ended == wait_status::ready) {
+          drop_graph();
+        } else {
+          retired_.push_back(std::move(*graph_));
+          graph_.reset();
+        }
+        forget_shapes();
+        ctx_.record_failure(std::move(failed), 0, run_position{-1, run_phase::device, -1});
+        return;
+      }
+      std::copy(graph_->losses.begin(), graph_->losses.end(), data.losses.begin());
+    } else {
+      static_cast<void>(s);
+      static_cast<void>(data);
+    }
+  }
+
+  /// After a failed step: the next one with the same shapes runs as usual before one is captured
+  /// (what layers set up on first use may not have been done).
+  void forget_shapes() noexcept {
+    last_key_.clear();
+    mode_ = step_mode::eager;
+  }
 
   /// Finds each rank's device and streams before a run; the send and receive streams are made
   /// once, on the first run.
@@ -102,6 +289,8 @@ class stream_actions {
     try {
       enqueue_step(s, r, data, events, at, l);
     } catch (...) {
+      // While capturing nothing runs: the capture is discarded once every rank has stopped.
+      if (mode_ == step_mode::capture) throw;
       // Nothing more is enqueued; what is in flight is skipped and drained before the stages let go.
       d.abort();
       settle(s, r, l);
@@ -155,6 +344,23 @@ class stream_actions {
 
  private:
   using mailbox = device_mailbox<box, typename device_type::event>;
+  // A copy of one tensor of the batch into staging memory that a captured step reads.
+  struct copy_in {
+    std::byte* to;
+    bool target;
+    std::size_t mb;
+    std::size_t t;
+    std::size_t bytes;
+  };
+  // A captured step: its graph, what must not change for a launch of it, the staging memory it
+  // copies through, and where its host work leaves the loss values.
+  struct graph_run {
+    typename graph_type_of<device_type>::type graph{};
+    std::string key;
+    std::vector<copy_in> copies_in;
+    std::vector<void*> pinned;
+    std::vector<double> losses;
+  };
   struct lent {
     box payload;
     std::shared_ptr<typename mailbox::receipt> answer;
@@ -190,6 +396,10 @@ class stream_actions {
     // The end of every action of the step: on a device that counts no finished work, how
     // settle() sees progress.
     std::vector<typename device_type::event> progress;
+    // While the step is captured: the ends of its streams, which the capture joins back, and
+    // where its batch goes into staging memory (done again before every launch).
+    std::vector<typename device_type::event> joins;
+    std::vector<copy_in> copies_in;
 
     // (An array, not a braced list in a loop: nvcc's front end rejects the latter.)
     [[nodiscard]] std::array<typename device_type::stream, 3> streams() const { return {compute, send, recv}; }
@@ -400,13 +610,16 @@ class stream_actions {
 
   // A host payload copied into new device tensors of stage `stg` on the compute stream; the
   // host memory is the caller's batch, which outlives the step. Not counted until the stage takes it.
-  static box to_device(Stage& stg, const payload_type& host, lanes& l) {
+  // `record` (while capturing): the batch tensor it copies, {target, mb}, for the launches.
+  static box to_device(Stage& stg, const payload_type& host, lanes& l,
+                       std::optional<std::pair<bool, std::size_t>> record = std::nullopt) {
     box b = stg.pool().acquire(shapes_of(host), l.compute, false);
     for (std::size_t t = 0; t < host.size(); ++t) {
       const std::byte* from = host[t].byte_data();
       if constexpr (host_staging) {
         std::byte* p = pinned_bytes(l, b.regions[t].bytes);
         if (b.regions[t].bytes != 0) std::memcpy(p, from, b.regions[t].bytes);
+        if (record) l.copies_in.push_back({p, record->first, record->second, t, b.regions[t].bytes});
         from = p;
       }
       l.device->copy_async(l.compute, b.regions[t].data, from, b.regions[t].bytes);
@@ -446,7 +659,7 @@ class stream_actions {
                    lanes& l, run_position& at, std::function<void(std::exception_ptr)> fail) {
     device_type& d = *l.device;
     const payload_type& host_target = data.targets[mb];
-    box target = to_device(stg, host_target, l);
+    box target = to_device(stg, host_target, l, capturing() ? std::optional(std::pair{true, mb}) : std::nullopt);
     if (!losses) {
       losses = stg.pool().acquire({shape({static_cast<std::int64_t>(data.losses.size())}, dtype::f64)}, l.compute, false);
     }
@@ -486,6 +699,10 @@ class stream_actions {
     l.lent_out.clear();  // a failed step's: the stages' buffers let go of them (prepare())
     l.watch.clear();
     l.progress.clear();
+    if (capturing()) {
+      // Every stream of the rank joins the capture, after the point where it began.
+      for (const auto& each : l.streams()) d.wait(each, fork_);
+    }
     int& step = at.step;
     const auto& list = s.ranks[static_cast<std::size_t>(r)];
     const auto m = static_cast<std::size_t>(s.microbatches);
@@ -623,6 +840,17 @@ class stream_actions {
           free_lent(l, false);
           d.wait(l.send, d.record(l.compute));
           const auto t0 = d.record(l.send);
+          // Once the send stream has read `src` (at `t1`): a training output stays for its
+          // backward, which waits for `t1`; anything else is freed there.
+          const auto read_out = [&](const typename device_type::event& from, const typename device_type::event& t1,
+                                box& payload) {
+            marks.push_back({a, step, from, t1});
+            if (fwd && training) {
+              sent_out[i] = t1;
+            } else {
+              stg.pool().release(payload, l.send, false);
+            }
+          };
           const route way = route_of(r, to);
           if constexpr (host_staging) {
             if (way == route::through_host) {
@@ -643,12 +871,7 @@ class stream_actions {
               }
               const auto t1 = d.record(l.send);
               mail_.post(r, to, {std::move(hop), t1, std::make_shared<typename mailbox::receipt>()});
-              marks.push_back({a, step, t0, t1});
-              if (fwd && training) {
-                sent_out[i] = t1;  // the backward that frees the output waits for this
-              } else {
-                stg.pool().release(src, l.send, false);
-              }
+              read_out(t0, t1, src);
               break;
             }
           }
@@ -702,20 +925,14 @@ class stream_actions {
                 }
               },
               describe(a));
-          const auto t1 = d.record(l.send);
-          marks.push_back({a, step, t0, t1});
-          if (fwd && training) {
-            sent_out[i] = t1;  // the backward that frees the output waits for this
-          } else {
-            stg.pool().release(src, l.send, false);
-          }
+          read_out(t0, d.record(l.send), src);
           break;
         }
         case action_kind::forward: {
           box in;
           if (a.stage == 0) {
             if constexpr (staged) {
-              in = to_device(stg, data.inputs[mb], l);
+              in = to_device(stg, data.inputs[mb], l, capturing() ? std::optional(std::pair{false, mb}) : std::nullopt);
             } else {
               in = stg.pool().wrap(std::move(data.inputs[mb]), l.compute);
             }
@@ -822,7 +1039,9 @@ class stream_actions {
           std::byte* p = pinned_bytes(l, bytes);
           d.copy_async(l.compute, p, losses.regions[0].data, bytes);
           d.enqueue(
-              l.compute, [back = std::vector<unstaged>{{p, reinterpret_cast<std::byte*>(data.losses.data()), bytes}}] {
+              l.compute,
+              [back = std::vector<unstaged>{
+                   {p, reinterpret_cast<std::byte*>(capturing() ? graph_->losses.data() : data.losses.data()), bytes}}] {
                 move_out(back);
               },
               "loss values to the host");
@@ -835,6 +1054,13 @@ class stream_actions {
     ctx_.host_us[static_cast<std::size_t>(r)] = ctx_.micros(deadline_clock::now());
     at.where = run_phase::sends;
     free_lent(l, true);
+    if (capturing()) {
+      // Nothing has run: the capture is joined back and launched once every rank got here. (A
+      // receiver always takes its letter in a step that does not fail, so nothing is lent.)
+      for (const auto& each : l.streams()) l.joins.push_back(d.record(each));
+      if (ctx_.failures.failed()) throw run_aborted{};
+      return;
+    }
     if constexpr (!requires { d.finished_items(); }) {
       for (const mark& k : marks) l.progress.push_back(k.end);
     }
@@ -856,6 +1082,53 @@ class stream_actions {
       }
     }
   }
+
+  [[nodiscard]] bool capturing() const noexcept { return mode_ == step_mode::capture; }
+  // Whether every rank runs on one device: a capture spans one device's streams.
+  [[nodiscard]] bool one_device() const {
+    return std::all_of(lanes_.begin(), lanes_.end(), [&](const lanes& l) { return l.device == lanes_.front().device; });
+  }
+  // What a graph's launches must share with the step it captured: the schedule, the loss, and
+  // each microbatch's shapes and share of the batch (the loss's scale, in the graph).
+  static std::string key_of(const schedule& s, const data_type& data) {
+    std::string key = concat(s.name, '|', s.num_ranks(), '|', s.num_stages(), '|', s.microbatches, '|',
+                             static_cast<const void*>(data.loss));
+    for (std::size_t mb = 0; mb < data.inputs.size(); ++mb) {
+      key += concat('|', to_string(shapes_of(data.inputs[mb])), to_string(shapes_of(data.targets[mb])), '*',
+                    std::bit_cast<std::uint64_t>(data.scales[mb]));
+    }
+    return key;
+  }
+  // Every stage of `s`.
+  static std::vector<int> stages_of(const schedule& s) {
+    std::vector<int> all(static_cast<std::size_t>(s.num_stages()));
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+    return all;
+  }
+  // Lets the graph go, with the staging memory it copies through (no launch of it is running:
+  // each replay waits for its own).
+  void drop_graph() noexcept {
+    if (!graph_) return;
+    if (!lanes_.empty() && lanes_.front().device != nullptr) {
+      for (void* p : graph_->pinned) lanes_.front().device->release_host(p);
+    }
+    graph_.reset();
+  }
+  // Lets go of the graphs whose failed launches have ended since (the origin stream is idle).
+  void release_retired() noexcept {
+    if (retired_.empty() || lanes_.empty() || lanes_.front().device == nullptr) return;
+    device_type& d = *lanes_.front().device;
+    try {
+      if (d.synchronize(origin_, deadline_clock::now()) != wait_status::ready) return;
+    } catch (...) {
+      return;
+    }
+    for (graph_run& g : retired_) {
+      for (void* p : g.pinned) d.release_host(p);
+    }
+    retired_.clear();
+  }
+
 
   // Whether rank r's device serves other ranks too.
   [[nodiscard]] bool shared(int r) const {
@@ -945,6 +1218,14 @@ class stream_actions {
   context& ctx_;
   std::vector<lanes> lanes_;  // each rank's device and streams
   mailbox mail_;
+  // Steps captured into a graph (see plan()).
+  step_mode mode_ = step_mode::eager;
+  std::string last_key_;           // the last eager step's key
+  std::optional<graph_run> graph_;
+  std::vector<graph_run> retired_;  // failed launches that had not ended (see replay())
+  typename device_type::stream origin_{};  // where captures begin and graphs launch
+  bool has_origin_ = false;
+  typename device_type::event fork_{};     // where the capture began, which every stream waits for
 };
 
 }  // namespace ppipe::detail

@@ -88,6 +88,14 @@ class stream_stage {
     buffers_.reset_live();
   }
 
+  /// @brief After a step that failed while it was captured, and whose capture was discarded:
+  /// what it allocated was the graph's and is gone, so nothing is left to free.
+  void abandon_capture() {
+    if constexpr (requires { buffers_.forget_held(); }) buffers_.forget_held();
+    for (record& r : saved_) r = record{};
+    buffers_.reset_live();
+  }
+
   /// @brief Enqueues the training forward of microbatch `mb` on `input` (taken) and keeps every
   /// layer's input until the backward. Returns the output box, kept until the backward.
   box forward(int mb, box input, const failure_sink& sink) {

@@ -87,9 +87,11 @@ class cublas_workspace {
  private:
   // Replaces `block` by `n` floats once every stream of the device is done with it: a growth
   // (the first steps only) waits for the GPU, where a stream-ordered one would need every
-  // stream that used the block.
-  static void grow(std::shared_ptr<float>& block, std::size_t n, const char* what) {
+  // stream that used the block. The old block is kept as long as the workspace: a captured graph
+  // may still point at it (capture_graphs), and it is no bigger than the new one.
+  void grow(std::shared_ptr<float>& block, std::size_t n, const char* what) {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before growing the CUDA layers' workspace)");
+    if (block) retired_.push_back(std::move(block));
     block.reset();
     float* p = nullptr;
     const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&p), n * sizeof(float));
@@ -103,6 +105,7 @@ class cublas_workspace {
 
   std::shared_ptr<cublasContext> handle_;
   std::shared_ptr<float> ones_, scratch_;
+  std::vector<std::shared_ptr<float>> retired_;  // grown out of, kept for graphs that use them
   std::size_t ones_count_ = 0, scratch_count_ = 0;
 };
 

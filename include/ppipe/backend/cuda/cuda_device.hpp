@@ -706,6 +706,23 @@ class device {
     return graph(std::shared_ptr<const detail::graph_state>(std::move(state)));
   }
 
+  /// @brief Ends the capture that `s` began and discards it, unchecked: none of it ever runs, and
+  /// the memory it allocated goes with it (for a step that failed while it was captured).
+  void cancel_capture(stream s) {
+    lane& l = lane_of(s);
+    const std::lock_guard lock(mutex_);
+    if (!l.capture || l.branch != 0) return;
+    const std::shared_ptr<capture_session> keep = l.capture;
+    cudaGraph_t g = nullptr;
+    if (cudaStreamEndCapture(l.handle, &g) == cudaSuccess && g != nullptr) static_cast<void>(cudaGraphDestroy(g));
+    static_cast<void>(cudaGetLastError());
+    for (lane* x : keep->branches) {
+      x->capture.reset();
+      x->branch = 0;
+      x->capturing.store(false, std::memory_order_release);
+    }
+  }
+
   /// @brief Enqueues what `g` recorded on `s` (cudaGraphLaunch).
   void launch(const graph& g, stream s) {
     lane& l = lane_of(s);
