@@ -187,15 +187,20 @@ class cpu_stream_device {
 
   /// @brief Whether this device and `other` exchange events (one is the other, or one was made as
   /// the other's peer).
+  /// @param other a device
+  /// @return true for the device itself and its peers
   [[nodiscard]] bool peer_of(const cpu_stream_device& other) const noexcept { return space_ == other.space_; }
 
   /// @brief Whether this device's copies may read and write `other`'s memory: a peer made with
   /// peer_link::events_and_memory (or the device itself).
+  /// @param other a device
+  /// @return true where copies may touch its memory
   [[nodiscard]] bool reaches(const cpu_stream_device& other) const noexcept {
     return peer_of(other) && group_ == other.group_;
   }
 
   /// @brief Whether host work may block waiting for something else (cpu_device_options).
+  /// @return the option's value
   [[nodiscard]] bool host_work_may_wait() const noexcept { return options_.host_work_may_wait; }
 
   cpu_stream_device(const cpu_stream_device&) = delete;
@@ -586,6 +591,7 @@ class cpu_stream_device {
 
   /// @brief Ends the capture that `s` began and discards it, unchecked: none of it ever runs, and
   /// the memory it allocated goes with it (for a step that failed while it was captured).
+  /// @param s the stream that began the capture (any other stream: nothing happens)
   void cancel_capture(stream s) {
     std::shared_ptr<capture_session> keep;  // dropped after the lock: its memory locks the space
     const std::lock_guard lock(mutex_);

@@ -25,7 +25,7 @@ class cpu_graph {
   /// @return the number of recorded items (host work, copies, zeroes, records and waits).
   [[nodiscard]] std::size_t size() const noexcept { return items_ ? items_->size() : 0; }
   /// @brief How many streams the capture spanned: the one that began it and those that joined.
-  /// @return 1 for a capture of one stream
+  /// @return the streams; 1 for a capture of one stream
   [[nodiscard]] std::size_t streams() const noexcept { return branches_.size(); }
   /// @brief The memory the graph owns: what the capture allocated, at the same addresses in
   /// every launch (a block released in the capture may serve a later allocation of it).

@@ -358,16 +358,21 @@ class device {
 
   /// @brief Whether `other` is this device or its peer (grant_peer(), either way): each one's
   /// streams may wait for the other's events.
+  /// @param other a device of this process
+  /// @return true for the device itself and its peers
   [[nodiscard]] bool peer_of(const device& other) const noexcept { return &other == this || has(peers_, &other); }
 
   /// @brief Whether this device's copies may read and write `other`'s memory: `other` is on the
   /// same GPU, or granted this device access to its pool (peer access).
+  /// @param other a device of this process
+  /// @return true where copies may touch its memory
   [[nodiscard]] bool reaches(const device& other) const noexcept {
     return peer_of(other) && (other.ordinal() == ordinal() || has(other.readers_, this));
   }
 
   /// @brief False: host work runs on a CUDA driver thread, and must return without waiting for
   /// anything (while it waits, so do its stream and the process's other host work).
+  /// @return false
   [[nodiscard]] static constexpr bool host_work_may_wait() noexcept { return false; }
   /// @brief "rank 1 (GPU 0)", or "GPU 0" for a device that serves no rank: how messages name it.
   [[nodiscard]] const std::string& where() const noexcept { return where_; }
@@ -708,6 +713,7 @@ class device {
 
   /// @brief Ends the capture that `s` began and discards it, unchecked: none of it ever runs, and
   /// the memory it allocated goes with it (for a step that failed while it was captured).
+  /// @param s the stream that began the capture (any other stream: nothing happens)
   void cancel_capture(stream s) {
     lane& l = lane_of(s);
     const std::lock_guard lock(mutex_);
