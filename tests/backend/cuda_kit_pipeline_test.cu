@@ -49,27 +49,33 @@ ppipe::pipeline_options options(int p, int m, int v) {
   return o;
 }
 
+// With `graphs`, the pipelined steps after the first are captured into a CUDA graph and launched
+// (pipeline_options::capture_graphs): cuBLAS calls and the blocks' stream-ordered scratch memory
+// then run as graph nodes.
 template <class Schedule>
-void trains_as_unpipelined(int p, int v, int blocks) {
+void trains_as_unpipelined(int p, int v, int blocks, bool graphs = false) {
   const int m = 2 * p;
   const int width = 24;
   const std::int64_t rows = 4 * m + 1;  // microbatches of unequal rows
-  INFO(Schedule::name << " p=" << p << " v=" << v << " m=" << m << " blocks=" << blocks);
+  INFO(Schedule::name << " p=" << p << " v=" << v << " m=" << m << " blocks=" << blocks << (graphs ? " from graphs" : ""));
   kit_model piped_model = mlp(blocks, width);
   kit_model plain_model = mlp(blocks, width);
   const ppipe::cuda::sgd opt(0.05f);
   using hook_info = ppipe::basic_stage_info<ppipe::cuda::device>;
-  on_gpu<Schedule> piped(piped_model, options(p, m, v), ppipe::cuda::mse_loss(),
-                         [&](const hook_info& s) { opt.step(piped_model, s); });
+  ppipe::pipeline_options o = options(p, m, v);
+  o.capture_graphs = graphs;
+  on_gpu<Schedule> piped(piped_model, o, ppipe::cuda::mse_loss(), [&](const hook_info& s) { opt.step(piped_model, s); });
   on_gpu<ppipe::schedules::one_f_one_b> plain(plain_model, options(1, m, 1), ppipe::cuda::mse_loss(),
                                               [&](const hook_info& s) { opt.step(plain_model, s); });
   const std::vector<float> initial = ppipe::cuda::download_weights(plain_model);
-  for (int step = 0; step < 3; ++step) {
+  const int steps = graphs ? 5 : 3;
+  for (int step = 0; step < steps; ++step) {
     INFO("step " << step);
     const ppipe::payload x = cuda_testing::values(rows, width, 0.3f * static_cast<float>(step));
     const ppipe::payload y = cuda_testing::values(rows, width, 5.0f + static_cast<float>(step));
     CHECK(piped.train_step(x, y) == plain.train_step(x, y));
   }
+  if (graphs) CHECK(piped.graph_steps() == 4);  // captured at step 1, launched again at 2 to 4
   const std::vector<float> trained = ppipe::cuda::download_weights(plain_model);
   CHECK(trained != initial);  // the optimizer reached the layers
   CHECK(ppipe::cuda::download_weights(piped_model) == trained);
@@ -98,6 +104,18 @@ TEST_CASE("cuda kit: pipelined training is bitwise the unpipelined run, for GPip
     trains_as_unpipelined<one_f_one_b>(p, 1, p);
     trains_as_unpipelined<interleaved_1f1b>(p, 2, 2 * p);
     trains_as_unpipelined<zb_h1>(p, 1, p);
+  }
+}
+
+TEST_CASE("cuda kit: steps launched from a captured CUDA graph are bitwise the unpipelined run", "[cuda][gpu]") {
+  if (!cuda_testing::have_gpu()) {
+    WARN("SKIPPED: no CUDA device");
+    return;
+  }
+  using namespace ppipe::schedules;
+  for (const int p : {2, 4}) {
+    trains_as_unpipelined<one_f_one_b>(p, 1, p, true);
+    trains_as_unpipelined<zb_h1>(p, 1, p, true);
   }
 }
 
