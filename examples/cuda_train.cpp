@@ -9,7 +9,7 @@
 //   ppipe-cuda-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
 //                    [--schedule-file mine.csv] [--virtual 2] [--steps 20] [--batch 512]
 //                    [--width 512] [--blocks 8] [--bf16] [--lr 0.01] [--trace ppipe-cuda-trace.json]
-//                    [--timeout-ms 60000] [--check] [--no-timeline]
+//                    [--timeout-ms 60000] [--check] [--graphs] [--no-timeline]
 //
 // This half reads the command line (g++, CLI11); cuda_train/run.cu trains (nvcc). Without a GPU
 // it says so and exits with status 3.
@@ -51,6 +51,9 @@ void add_options(CLI::App& app, command_line& c) {
   app.add_option("--trace", s.trace, "the last step's Chrome trace; \"\" for none")->capture_default_str();
   cli::add_timeout(app, s.timeout_ms);
   app.add_flag("--check", s.check, "also train on one rank and compare losses and weights, bit for bit");
+  app.add_flag("--graphs", s.graphs,
+               "capture the second step into one CUDA graph and launch it for the steps after (every rank on one "
+               "GPU; those steps keep no trace)");
   app.add_flag_callback("--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
 }
 

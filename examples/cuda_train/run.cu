@@ -82,6 +82,7 @@ ppipe::pipeline_options options_of(const settings& s, ppipe::schedule plan) {
   o.microbatches = s.microbatches;
   o.virtual_stages = s.virtual_stages;
   o.timeout = std::chrono::milliseconds(s.timeout_ms);
+  o.capture_graphs = s.graphs;
   o.schedule = std::move(plan);
   return o;
 }
@@ -139,7 +140,13 @@ int run(const settings& s, ppipe::schedule plan) {
     std::printf("GPU %d's pool: at most %.1f MiB in use\n", g,
                 static_cast<double>(pipe.device_memory(last).peak_bytes_in_use) / (1024.0 * 1024.0));
   }
-  examples::report_last_step(pipe.training_schedule(), pipe.last_trace(), s.timeline, s.trace);
+  if (pipe.graph_steps() > 0) {
+    std::printf("bubble, last step: not measured: %zu of %d steps ran from a captured CUDA graph, whose actions are "
+                "not traced (run without --graphs for the bubble, the timeline and the trace)\n",
+                pipe.graph_steps(), s.steps);
+  } else {
+    examples::report_last_step(pipe.training_schedule(), pipe.last_trace(), s.timeline, s.trace);
+  }
 
   if (s.check) {
     // The same layers on one rank, microbatch by microbatch: the bits the pipeline must give.
@@ -148,6 +155,7 @@ int run(const settings& s, ppipe::schedule plan) {
     one.ranks = 1;
     one.virtual_stages = 1;
     one.schedule.reset();
+    one.capture_graphs = false;  // the reference enqueues every action
     gpu_pipeline alone(alone_model, one, ppipe::cuda::mse_loss(), [&](const hook_info& st) { opt.step(alone_model, st); });
     bool same = true;
     for (int step = 0; step < s.steps; ++step) same = alone.train_step(d.inputs, d.targets) == losses[static_cast<std::size_t>(step)] && same;

@@ -22,6 +22,7 @@ struct settings {
   std::string trace = "ppipe-cuda-trace.json";
   long timeout_ms = 60000;
   bool check = false;  // also train the same layers on one rank and compare, bit for bit
+  bool graphs = false;  // steps after the first captured into one CUDA graph and launched
   bool timeline = true;
 };
 
