@@ -549,6 +549,7 @@ class cpu_stream_device {
   /// capture goes on).
   /// @return what was recorded since begin_capture(), on every stream of the capture.
   [[nodiscard]] graph end_capture(stream s) {
+    std::shared_ptr<capture_session> ended;  // dropped after the lock (see leave_capture())
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
     if (!l.session) {
@@ -580,12 +581,7 @@ class cpu_stream_device {
     for (const auto& [p, size] : c.memory->blocks) g.memory_bytes_ += size;
     g.memory_ = std::move(c.memory);
     for (lane* x : c.branches) g.branches_.push_back(x->local);
-    const std::shared_ptr<capture_session> keep = l.session;  // the lanes let go of it below
-    for (lane* x : c.branches) {
-      x->session.reset();
-      x->branch = 0;
-      x->pending_capture.clear();
-    }
+    ended = leave_capture(l);
     return g;
   }
 
@@ -593,16 +589,10 @@ class cpu_stream_device {
   /// the memory it allocated goes with it (for a step that failed while it was captured).
   /// @param s the stream that began the capture (any other stream: nothing happens)
   void cancel_capture(stream s) {
-    std::shared_ptr<capture_session> keep;  // dropped after the lock: its memory locks the space
+    std::shared_ptr<capture_session> ended;  // dropped after the lock (see leave_capture())
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
-    if (!l.session || l.branch != 0) return;
-    keep = l.session;
-    for (lane* x : keep->branches) {
-      x->session.reset();
-      x->branch = 0;
-      x->pending_capture.clear();
-    }
+    if (l.session && l.branch == 0) ended = leave_capture(l);
   }
 
   /// @brief Enqueues what `g` recorded: the work of the stream that began the capture on `s`, the
@@ -833,6 +823,19 @@ class cpu_stream_device {
       if (on) std::memset(p, detail::cpu_allocator::poison_byte, n);
     });
     push_work(x, detail::stream_item::kind::always, std::move(poison), it.label);
+  }
+
+  // Every stream of the capture `origin` began stops capturing. Returns the capture, for the caller
+  // to drop once it has released the lock: what the capture still owns (its memory) locks the
+  // space as it goes.
+  static std::shared_ptr<capture_session> leave_capture(lane& origin) {
+    std::shared_ptr<capture_session> c = origin.session;
+    for (lane* x : c->branches) {
+      x->session.reset();
+      x->branch = 0;
+      x->pending_capture.clear();
+    }
+    return c;
   }
 
   // A wait for an event of a capture: a stream not capturing joins it; the stream that began it

@@ -157,10 +157,7 @@ class executor {
     if (planned == mode::eager) return false;
     if (planned == mode::capture) {
       pool_.run(p, [&](int r, const std::exception_ptr& not_started) { rank_enqueue(s, r, data, not_started, trace); });
-      if (!actions_.finish_capture(s)) {
-        for (stage_type& st : *ctx_.stages) st.prepare(s.microbatches);
-        ctx_.rethrow_failure(s);
-      }
+      if (!actions_.finish_capture(s)) return true;  // failed: run() lets go of the step and says why
     }
     actions_.replay(s, data);
     if (ctx_.failures.failed()) return true;

@@ -159,13 +159,13 @@ class stream_actions {
         // Every stream still capturing is joined back first, so that the capture can end.
         for (lanes& l : lanes_) {
           for (const auto& each : l.streams()) {
-            if (d.capturing(each) && !(each == origin_)) d.wait(origin_, d.record(each));
+            if (d.capturing(each)) d.wait(origin_, d.record(each));
           }
           l.joins.clear();
           l.copies_in.clear();
         }
         d.cancel_capture(origin_);
-        for (const int st : stages_of(s)) ctx_.stage_at(st).abandon_capture();
+        for (Stage& st : *ctx_.stages) st.abandon_capture();
         drop_graph();
         forget_shapes();
         return false;
@@ -1099,20 +1099,17 @@ class stream_actions {
     }
     return key;
   }
-  // Every stage of `s`.
-  static std::vector<int> stages_of(const schedule& s) {
-    std::vector<int> all(static_cast<std::size_t>(s.num_stages()));
-    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-    return all;
-  }
   // Lets the graph go, with the staging memory it copies through (no launch of it is running:
   // each replay waits for its own).
   void drop_graph() noexcept {
     if (!graph_) return;
-    if (!lanes_.empty() && lanes_.front().device != nullptr) {
-      for (void* p : graph_->pinned) lanes_.front().device->release_host(p);
-    }
+    give_back_pinned(*graph_);
     graph_.reset();
+  }
+  // The staging memory a graph copies through, back to the device.
+  void give_back_pinned(const graph_run& g) noexcept {
+    if (lanes_.empty() || lanes_.front().device == nullptr) return;
+    for (void* p : g.pinned) lanes_.front().device->release_host(p);
   }
   // Lets go of the graphs whose failed launches have ended since (the origin stream is idle).
   void release_retired() noexcept {
@@ -1123,12 +1120,9 @@ class stream_actions {
     } catch (...) {
       return;
     }
-    for (graph_run& g : retired_) {
-      for (void* p : g.pinned) d.release_host(p);
-    }
+    for (const graph_run& g : retired_) give_back_pinned(g);
     retired_.clear();
   }
-
 
   // Whether rank r's device serves other ranks too.
   [[nodiscard]] bool shared(int r) const {

@@ -698,11 +698,7 @@ class device {
       // on every stream at once: no other thread sees a stream of it capturing after this.
       state = std::move(c->state);
       ended = cudaStreamEndCapture(l.handle, &state->graph);
-      for (lane* x : c->branches) {
-        x->capture.reset();
-        x->branch = 0;
-        x->capturing.store(false, std::memory_order_release);
-      }
+      leave_capture(*c);
     }
     check_call(ended, "cudaStreamEndCapture", l);
     check_call(cudaGraphGetNodes(state->graph, nullptr, &state->nodes), "cudaGraphGetNodes", l);
@@ -722,11 +718,7 @@ class device {
     cudaGraph_t g = nullptr;
     if (cudaStreamEndCapture(l.handle, &g) == cudaSuccess && g != nullptr) static_cast<void>(cudaGraphDestroy(g));
     static_cast<void>(cudaGetLastError());
-    for (lane* x : keep->branches) {
-      x->capture.reset();
-      x->branch = 0;
-      x->capturing.store(false, std::memory_order_release);
-    }
+    leave_capture(*keep);
   }
 
   /// @brief Enqueues what `g` recorded on `s` (cudaGraphLaunch).
@@ -829,6 +821,15 @@ class device {
   [[nodiscard]] std::shared_ptr<capture_session> session_of(const lane& l) const {
     const std::lock_guard lock(mutex_);
     return l.capture;
+  }
+
+  // Every stream of capture `c` stops capturing (under the mutex; the caller holds `c`).
+  static void leave_capture(const capture_session& c) {
+    for (lane* x : c.branches) {
+      x->capture.reset();
+      x->branch = 0;
+      x->capturing.store(false, std::memory_order_release);
+    }
   }
 
   // A wait for an event of a capture: a stream not capturing joins it (CUDA does the same), and
