@@ -101,7 +101,18 @@ struct shaken_two_peers_without_access : shaken_two_peers {
     return o;
   }
 };
+// Each rank its own device, payloads carried by the CPU model of NCCL point-to-point on the send
+// streams, and host work that may not wait (the transfers are the device's own work).
+struct shaken_p2p : cpu_stream_fixture::shaken {
+  using transport_type = ppipe::cpu_p2p_transport;
+  static ppipe::cpu_device_options device_options(int rank) {
+    ppipe::cpu_device_options o = shaken::device_options(rank);
+    o.host_work_may_wait = false;
+    return o;
+  }
+};
 using per_rank_devices = ppipe::cpu_stream_backend_with<cpu_stream_fixture::shaken, ppipe::device_tensor>;
+using p2p_devices = ppipe::cpu_stream_backend_with<shaken_p2p, ppipe::device_tensor>;
 using one_device = ppipe::cpu_stream_backend_with<shaken_one_device, ppipe::device_tensor>;
 using two_peers = ppipe::cpu_stream_backend_with<shaken_two_peers, ppipe::device_tensor>;
 using two_peers_without_access = ppipe::cpu_stream_backend_with<shaken_two_peers_without_access, ppipe::device_tensor>;
@@ -146,6 +157,24 @@ struct cpu_two_peers_without_access_fixture : enqueuing_device_memory_fixture<tw
   static constexpr const char* name = "cpu_stream, two peers without peer access, layers that enqueue";
 };
 
+// Transfers as NCCL makes them, modelled on CPU streams: each run of a rank's transfers one group
+// on its send stream, matched in order per pair, a send held until its receive is posted. Layers
+// and the loss enqueue their work: the NCCL backend's path.
+struct cpu_p2p_enqueuing_fixture : enqueuing_device_memory_fixture<p2p_devices> {
+  static constexpr const char* name = "cpu_stream, NCCL-model transfers, layers that enqueue";
+};
+// The same transfers between stages that hold host tensors, their layers enqueued by the stage.
+struct cpu_p2p_host_tensors_fixture : cpu_stream_fixture {
+  static constexpr const char* name = "cpu_stream, NCCL-model transfers, host tensors";
+  using backend = ppipe::cpu_stream_backend_with<shaken_p2p>;
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(model, std::move(o), std::move(loss),
+                                                                                   std::move(optimizer));
+  }
+};
+
 }  // namespace contract
 
 // One line per backend: a new backend's fixture goes here.
@@ -154,7 +183,8 @@ struct cpu_two_peers_without_access_fixture : enqueuing_device_memory_fixture<tw
       contract::cpu_stream_layers_fixture, contract::cpu_stream_enqueuing_fixture,                    \
       contract::cpu_device_memory_fixture, contract::cpu_device_memory_enqueuing_fixture,            \
       contract::cpu_one_device_fixture, contract::cpu_one_device_enqueuing_fixture,                  \
-      contract::cpu_two_peers_enqueuing_fixture, contract::cpu_two_peers_without_access_fixture
+      contract::cpu_two_peers_enqueuing_fixture, contract::cpu_two_peers_without_access_fixture,            \
+      contract::cpu_p2p_enqueuing_fixture, contract::cpu_p2p_host_tensors_fixture
 
 #include "backend_contract.hpp"
 

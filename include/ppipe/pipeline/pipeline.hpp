@@ -36,6 +36,7 @@
 #include "ppipe/schedule/validate.hpp"
 #include "ppipe/transport/host.hpp"
 #include "ppipe/transport/distributed.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -190,7 +191,7 @@ class pipeline {
     } else {
       train_ = Schedule::generate(schedule_params{options_.ranks, options_.microbatches, options_.virtual_stages});
     }
-    validate(train_, transfer_model::buffered);
+    validate(train_, transfer_model_of<transport_type>);
     if constexpr (!model_has_split_backward<Model, stage_tensor_type, context_type>) {
       // Found here rather than when the first I runs, a step later and on one rank only.
       if (train_.splits_backward()) {
@@ -224,7 +225,7 @@ class pipeline {
     }
     const int infer_m = options_.inference_microbatches > 0 ? options_.inference_microbatches : options_.microbatches;
     infer_ = schedules::forward_only::over(train_.place, infer_m);
-    validate(infer_, transfer_model::buffered);
+    validate(infer_, transfer_model_of<transport_type>);
     average_gradients_over_replicas();
     executor_options run_options;
     run_options.timeout = options_.timeout;

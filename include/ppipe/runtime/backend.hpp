@@ -12,6 +12,7 @@
 #include "ppipe/tensor/device_tensor.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/host.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -41,7 +42,8 @@ using backend_stage_tensor = typename detail::backend_stage_tensor<B>::type;
 ///   then a ppipe::device_loss_function;
 /// - `B::device_type`: the backend's model of stream-ordered execution (ppipe::inline_device runs
 ///   every call at once on the rank's thread); layers get a device_context<device_type> per stage;
-/// - `B::transport_type`: a ppipe::transport of `tensor_type` payloads;
+/// - `B::transport_type`: a ppipe::transport of `tensor_type` payloads, or, for stages on a stream
+///   device, a ppipe::stream_transport whose transfers run on that device's streams;
 /// - `template <class Model> using stage_type`: how a rank runs a stage of `Model` (a
 ///   ppipe::pipeline_stage), built as `stage_type<Model>(model, index, first, end, m, context)`;
 /// - `static std::unique_ptr<device_type> make_device(int rank)`: rank `rank`'s device, made once
@@ -59,7 +61,7 @@ concept backend =
       typename B::transport_type;
       { B::make_device(rank) } -> std::same_as<std::unique_ptr<typename B::device_type>>;
       B::start_rank(rank, device);
-    } && batch_tensor<typename B::tensor_type> && transport<typename B::transport_type> &&
+    } && batch_tensor<typename B::tensor_type> && pipeline_transport<typename B::transport_type> &&
     std::same_as<typename B::transport_type::tensor_type, typename B::tensor_type> &&
     (std::same_as<backend_stage_tensor<B>, typename B::tensor_type> ||
      std::same_as<backend_stage_tensor<B>, device_tensor>);

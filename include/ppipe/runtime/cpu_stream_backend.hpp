@@ -14,6 +14,7 @@
 #include "ppipe/runtime/stream_stage.hpp"
 #include "ppipe/tensor/device_tensor.hpp"
 #include "ppipe/tensor/tensor.hpp"
+#include "ppipe/transport/cpu_p2p.hpp"
 #include "ppipe/transport/host.hpp"
 
 namespace ppipe {
@@ -41,6 +42,16 @@ concept peer_cpu_devices = requires { requires Config::peer_devices >= 1; };
 /// Whether those peers lack memory access (`static constexpr bool peer_access = false`).
 template <class Config>
 concept cpu_peers_without_access = requires { requires !Config::peer_access; };
+/// The transport a CPU-stream config names (`using transport_type = ...`), or the host transport.
+template <class Config>
+struct cpu_transport_of {
+  using type = host_transport;
+};
+template <class Config>
+  requires requires { typename Config::transport_type; }
+struct cpu_transport_of<Config> {
+  using type = typename Config::transport_type;
+};
 }  // namespace detail
 
 /// @brief Ranks are host threads that enqueue onto their own cpu_stream_device (a compute, a send
@@ -55,7 +66,9 @@ concept cpu_peers_without_access = requires { requires !Config::peer_access; };
 /// neighbouring ranks together (rank r on device r * N / ranks, with its first rank's options),
 /// and payloads cross by device copies between and within them; adding `static constexpr bool
 /// peer_access = false` makes the devices exchange events but not memory, as GPUs without peer
-/// access, and payloads between them cross through staging host memory
+/// access, and payloads between them cross through staging host memory; with `using
+/// transport_type = ppipe::cpu_p2p_transport`, payloads between devices that are not peers cross
+/// by that transport on the ranks' streams (NCCL's semantics; see cpu_p2p_backend)
 /// @tparam StageTensor host_tensor, or ppipe::device_tensor to hold the stages' tensors in the
 /// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
 template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
@@ -63,7 +76,7 @@ struct cpu_stream_backend_with {
   using tensor_type = host_tensor;
   using stage_tensor_type = StageTensor;
   using device_type = cpu_stream_device;
-  using transport_type = host_transport;
+  using transport_type = typename detail::cpu_transport_of<Config>::type;
   template <class Model>
   using stage_type = stream_stage<Model, stage_tensor_type, device_type>;
 
@@ -105,11 +118,17 @@ struct cpu_stream_backend_with {
   }
   /// @brief Nothing to bind: the streams are the device's own threads.
   static void start_rank(int /*rank*/, device_type& /*device*/) {}
-  /// @brief A host transport whose receives block without polling: the receive streams wait,
-  /// and polling would take the cores that the compute streams need.
+  /// @brief A host transport whose receives block without polling (the receive streams wait, and
+  /// polling would take the cores that the compute streams need), or Config's transport.
   /// @param ranks the pipeline's rank count
   /// @return the transport
-  static transport_type make_transport(int ranks) { return transport_type(ranks, std::chrono::microseconds(0)); }
+  static transport_type make_transport(int ranks) {
+    if constexpr (std::same_as<transport_type, host_transport>) {
+      return transport_type(ranks, std::chrono::microseconds(0));
+    } else {
+      return transport_type(ranks);
+    }
+  }
 };
 
 /// @brief The CPU-stream backend with its default devices.
@@ -121,7 +140,19 @@ using cpu_stream_backend = cpu_stream_backend_with<>;
 /// and every transfer are copied through host memory with copy_async.
 using cpu_device_memory_backend = cpu_stream_backend_with<default_cpu_stream_config, device_tensor>;
 
+/// @brief The default devices, with payloads between ranks carried by cpu_p2p_transport.
+struct cpu_p2p_config : default_cpu_stream_config {
+  using transport_type = cpu_p2p_transport;
+};
+
+/// @brief The CPU model of the NCCL backend: each rank its own device, stages in its memory, and
+/// every transfer an NCCL-like send or receive on the rank's send stream, grouped as the schedule
+/// groups them and matched in order per pair, with sends that wait for their receives. The
+/// validator proves each schedule deadlock-free under that model before it runs.
+using cpu_p2p_backend = cpu_stream_backend_with<cpu_p2p_config, device_tensor>;
+
 static_assert(backend<cpu_stream_backend>);
 static_assert(backend<cpu_device_memory_backend>);
+static_assert(backend<cpu_p2p_backend>);
 
 }  // namespace ppipe

@@ -25,6 +25,7 @@
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/transport/distributed.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -32,8 +33,8 @@ namespace ppipe {
 /// @brief Runs schedules over a set of stages and a transport. The same executor serves every
 /// backend: it issues work and posts transfers, and relies on the transport's completion calls
 /// for ordering, never on a call having finished its work when it returns.
-template <class Stage, transport Transport>
-  requires pipeline_stage<Stage, typename Transport::tensor_type> || stream_pipeline_stage<Stage>
+template <class Stage, pipeline_transport Transport>
+  requires(transport<Transport> && pipeline_stage<Stage, typename Transport::tensor_type>) || stream_pipeline_stage<Stage>
 class executor {
   using context = detail::run_context<Stage, Transport>;
 

@@ -30,6 +30,7 @@
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/schedule.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe::detail {
@@ -43,6 +44,16 @@ template <class D>
   requires requires { typename D::graph; }
 struct graph_type_of<D> {
   using type = typename D::graph;
+};
+
+/// A transport's receive handle (a placeholder for one that runs on the streams, which has none).
+template <class T>
+struct recv_handle_of {
+  using type = std::monostate;
+};
+template <transport T>
+struct recv_handle_of<T> {
+  using type = typename T::recv_handle;
 };
 
 /// Runs every rank's action list on the rank's streams. Each rank has a compute stream (its
@@ -64,6 +75,10 @@ class stream_actions {
   // enqueueing them never makes the host wait, and the host moves the bytes to and from the
   // caller's memory (before the copy in, in host work after the copy out).
   static constexpr bool host_staging = staged && host_staging_device<device_type>;
+  // A transport whose transfers are work on the streams (NCCL, or its CPU model): each run of a
+  // rank's consecutive transfers is one group on the send stream, and no host work waits.
+  static constexpr bool on_streams = stream_transport<Transport>;
+  using recv_handle = typename recv_handle_of<Transport>::type;
 
  public:
   explicit stream_actions(context& ctx) : ctx_(ctx) {}
@@ -254,7 +269,7 @@ class stream_actions {
       if (l.device == nullptr) {
         l.device = first.device().device;
         l.compute = first.device().stream;
-        l.send = l.device->create_stream(concat("rank ", r, " send"));
+        l.send = l.device->create_stream(concat("rank ", r, on_streams ? " transfers" : " send"));
         l.recv = l.device->create_stream(concat("rank ", r, " receive"));
       }
       for (const int st : on) {
@@ -551,7 +566,8 @@ class stream_actions {
       if (now - *w.since <= ctx_.options.timeout) return false;
       std::exception_ptr e;
       try {
-        timed_out(s, r, concat(waited_in(r, w.needed, w.waited, w.from), " (on its receive stream), step ", w.step + 1,
+        timed_out(s, r, concat(waited_in(r, w.needed, w.waited, w.from),
+                               on_streams ? " (on its transfer stream), step " : " (on its receive stream), step ", w.step + 1,
                                " of ", s.ranks[static_cast<std::size_t>(r)].size()));
       } catch (...) {
         e = std::current_exception();
@@ -715,9 +731,12 @@ class stream_actions {
                    "(step_data::expected); the pipeline gives them");
     }
     struct posted {
-      std::optional<typename Transport::recv_handle> handle;  // none: by device copy (same device)
+      std::optional<recv_handle> handle;  // none: by device copy (same device), or on the streams
       int step = -1;
       box into;
+      // On the streams: the send stream's event once the receive's group has moved it.
+      std::optional<typename device_type::event> moved{};
+      bool on_stream = false;
     };
     std::vector<std::optional<posted>> recv(n);
     std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
@@ -727,6 +746,50 @@ class stream_actions {
     box losses;  // staged, on the last stage's rank: each microbatch's loss value, in device memory
     std::vector<mark> marks;
     marks.reserve(list.size());
+    // The transfer group being built on the streams: its sends (with what frees their payload once
+    // the group has moved it) and the receives it fills.
+    struct grouped_send {
+      action a;
+      int step;
+      std::size_t i;
+      box payload;
+      bool kept;  // a training output, freed by its backward after the group
+      Stage* owner;
+    };
+    struct open_group {
+      std::vector<grouped_send> sends;
+      std::vector<std::size_t> recvs;
+    };
+    std::optional<open_group> group;
+    const auto join_group = [&] {
+      if constexpr (on_streams) {
+        if (group) return;
+        ctx_.transport->begin_group(r);
+        group.emplace();
+      }
+    };
+    // Ends the group: its transfers go onto the send stream together, and what waits for them
+    // waits for the event after them.
+    const auto end_group = [&] {
+      if (!group) return;
+      open_group g = std::move(*group);
+      group.reset();
+      const auto t0 = d.record(l.send);
+      if constexpr (on_streams) ctx_.transport->end_group(r);
+      const auto t1 = d.record(l.send);
+      for (grouped_send& x : g.sends) {
+        marks.push_back({x.a, x.step, t0, t1});
+        if (x.kept) {
+          sent_out[x.i] = t1;
+        } else {
+          x.owner->pool().release(x.payload, l.send, false);
+        }
+      }
+      for (const std::size_t i : g.recvs) {
+        recv[i]->moved = t1;
+        marks.push_back({list[static_cast<std::size_t>(recv[i]->step)], recv[i]->step, t0, t1});
+      }
+    };
     const auto origin = d.record(l.compute);
     double origin_us = ctx_.micros(deadline_clock::now());
 
@@ -751,63 +814,93 @@ class stream_actions {
       // The compute stream needs the data once it has run what is enqueued on it so far: the
       // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
       const auto need = d.record(l.compute);
+      if (p.on_stream) {
+        // Its group is on the send stream already (a compute ends the group before it).
+        d.wait(l.compute, *p.moved);
+        l.watch.push_back({need, *p.moved, waited, needed, from, p.step, k, {}});
+        return std::move(p.into);
+      }
       if (!p.handle) return receive_copy(s, r, l, std::move(p.into), waited, p.step, needed, k, from, need, marks);
-      // Staged: the transport delivers into host memory, copied to the device after it lands.
-      std::vector<std::byte*> landing;
-      if constexpr (host_staging) {
-        for (const auto& region : p.into.regions) landing.push_back(pinned_bytes(l, region.bytes));
-      } else if constexpr (staged) {
-        const std::shared_ptr<payload_type> host = host_payload(l, p.into.shapes);  // the lane keeps it
-        for (auto& t : *host) landing.push_back(t.byte_data());
-      }
-      const auto t0 = d.record(l.recv);
-      reads(l.recv, p.into, access::write);
-      d.enqueue(
-          l.recv,
-          [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into, landing,
-           fail = sink(p.step, run_phase::action), size = list.size()]() mutable {
-            try {
-              typename context::payload_type arrived;
-              std::optional<deadline_clock::time_point> due;
-              wait_status st = wait_status::timed_out;
-              for (;;) {
-                if (!due && d.query(need)) due = ctx_.deadline();
-                const auto slice = deadline_clock::now() + std::chrono::milliseconds(10);
-                st = ctx_.transport->complete_recv(*handle, arrived, due ? std::min(*due, slice) : slice);
-                if (st != wait_status::timed_out || (due && deadline_clock::now() >= *due)) break;
-              }
-              if (st == wait_status::aborted) throw run_aborted{};
-              if (st == wait_status::timed_out) {
-                timed_out(s, r, concat(waited_in(r, needed, waited, from), " (on its receive stream), step ", k + 1,
-                                       " of ", size));
-              }
-              if (!has_shapes(arrived, into.shapes)) check_arrived(r, shapes_of(arrived), into.shapes, waited);
-              for (std::size_t t = 0; t < arrived.size(); ++t) {
-                std::byte* to = staged ? landing[t] : into.regions[t].data;
-                std::memcpy(to, arrived[t].byte_data(), arrived[t].bytes());
-              }
-            } catch (const run_aborted&) {
-              throw;
-            } catch (...) {
-              fail(std::current_exception());
-              throw;
-            }
-          },
-          concat("receive ", describe(waited)));
-      if constexpr (staged) {
-        for (std::size_t t = 0; t < landing.size(); ++t) {
-          d.copy_async(l.recv, p.into.regions[t].data, landing[t], p.into.regions[t].bytes);
+      if constexpr (!on_streams) {  // (the transport by host work on the receive stream)
+        // Staged: the transport delivers into host memory, copied to the device after it lands.
+        std::vector<std::byte*> landing;
+        if constexpr (host_staging) {
+          for (const auto& region : p.into.regions) landing.push_back(pinned_bytes(l, region.bytes));
+        } else if constexpr (staged) {
+          const std::shared_ptr<payload_type> host = host_payload(l, p.into.shapes);  // the lane keeps it
+          for (auto& t : *host) landing.push_back(t.byte_data());
         }
+        const auto t0 = d.record(l.recv);
+        reads(l.recv, p.into, access::write);
+        d.enqueue(
+            l.recv,
+            [this, &s, &d, r, from, waited, needed, k, need, handle = p.handle, into = p.into, landing,
+             fail = sink(p.step, run_phase::action), size = list.size()]() mutable {
+              try {
+                typename context::payload_type arrived;
+                std::optional<deadline_clock::time_point> due;
+                wait_status st = wait_status::timed_out;
+                for (;;) {
+                  if (!due && d.query(need)) due = ctx_.deadline();
+                  const auto slice = deadline_clock::now() + std::chrono::milliseconds(10);
+                  st = ctx_.transport->complete_recv(*handle, arrived, due ? std::min(*due, slice) : slice);
+                  if (st != wait_status::timed_out || (due && deadline_clock::now() >= *due)) break;
+                }
+                if (st == wait_status::aborted) throw run_aborted{};
+                if (st == wait_status::timed_out) {
+                  timed_out(s, r, concat(waited_in(r, needed, waited, from), " (on its receive stream), step ", k + 1,
+                                         " of ", size));
+                }
+                if (!has_shapes(arrived, into.shapes)) check_arrived(r, shapes_of(arrived), into.shapes, waited);
+                for (std::size_t t = 0; t < arrived.size(); ++t) {
+                  std::byte* to = staged ? landing[t] : into.regions[t].data;
+                  std::memcpy(to, arrived[t].byte_data(), arrived[t].bytes());
+                }
+              } catch (const run_aborted&) {
+                throw;
+              } catch (...) {
+                fail(std::current_exception());
+                throw;
+              }
+            },
+            concat("receive ", describe(waited)));
+        if constexpr (staged) {
+          for (std::size_t t = 0; t < landing.size(); ++t) {
+            d.copy_async(l.recv, p.into.regions[t].data, landing[t], p.into.regions[t].bytes);
+          }
+        }
+        const auto t1 = d.record(l.recv);
+        d.wait(l.compute, t1);
+        marks.push_back({waited, p.step, t0, t1});
+        return std::move(p.into);
+      } else {
+        detail::fail(errc::invalid_schedule, "rank ", r, "'s receive for ", describe(needed), " was never posted on its "
+                     "streams");
       }
-      const auto t1 = d.record(l.recv);
-      d.wait(l.compute, t1);
-      marks.push_back({waited, p.step, t0, t1});
-      return std::move(p.into);
     };
 
     // After another rank's failure nothing more is enqueued.
+    // A group left open by a throw is ended all the same (NCCL's group state is the thread's).
+    struct group_closer {
+      std::optional<open_group>* group;
+      Transport* transport;
+      int rank;
+      ~group_closer() {
+        if constexpr (on_streams) {
+          if (!group->has_value()) return;
+          group->reset();
+          try {
+            transport->end_group(rank);
+          } catch (...) {  // the step has failed already; what failed first is reported
+          }
+        }
+      }
+    } closer{&group, ctx_.transport, r};
     ctx_.walk(s, r, step, [&] { return ctx_.failures.failed(); },
               [&](const action& a, Stage& stg, std::size_t st, std::size_t mb, std::size_t i) {
+      if constexpr (on_streams) {
+        if (is_compute(a.kind)) end_group();
+      }
       switch (a.kind) {
         case action_kind::recv_activation:
         case action_kind::recv_gradient: {
@@ -819,8 +912,22 @@ class stream_actions {
                          "its forward has run");
           }
           const auto& shapes = data.expected[static_cast<std::size_t>(fwd ? a.stage : a.stage + 1)][mb];
-          std::optional<typename Transport::recv_handle> handle;
-          if (route_of(from, r) == route::transport) handle = ctx_.transport->post_recv(from, r);
+          std::optional<recv_handle> handle;
+          if constexpr (on_streams) {
+            if (route_of(from, r) == route::transport) {
+              box into = stg.pool().acquire(shapes, l.send, false);
+              join_group();
+              const std::string what = describe(a);
+              for (const auto& region : into.regions) {
+                ctx_.transport->recv(from, r, region.data, region.bytes, d, l.send, what);
+              }
+              recv[i] = posted{std::nullopt, step, std::move(into), std::nullopt, true};
+              group->recvs.push_back(i);
+              break;
+            }
+          } else {
+            if (route_of(from, r) == route::transport) handle = ctx_.transport->post_recv(from, r);
+          }
           recv[i] = posted{std::move(handle), step, stg.pool().acquire(shapes, l.recv, false)};
           break;
         }
@@ -852,6 +959,19 @@ class stream_actions {
             }
           };
           const route way = route_of(r, to);
+          if constexpr (on_streams) {
+            if (way == route::transport) {
+              // Read by the group's transfers once the send stream gets to them: the payload is
+              // kept until then.
+              join_group();
+              const std::string what = describe(a);
+              for (const auto& region : src.regions) {
+                ctx_.transport->send(r, to, region.data, region.bytes, d, l.send, what);
+              }
+              group->sends.push_back({a, step, i, std::move(src), fwd && training, &stg});
+              break;
+            }
+          }
           if constexpr (host_staging) {
             if (way == route::through_host) {
               // The receiver's device cannot reach this one's memory: the payload goes to staging host
@@ -887,45 +1007,47 @@ class stream_actions {
             }
             break;
           }
-          reads(l.send, src, access::read);
-          std::shared_ptr<const payload_type> sent;
-          std::vector<unstaged> unstage;  // staging memory to the host tensors sent, before the send
-          if constexpr (staged) {
-            std::shared_ptr<payload_type> host = host_payload(l, src.shapes);
-            for (std::size_t t = 0; t < host->size(); ++t) {
-              std::byte* to_bytes = (*host)[t].byte_data();
-              if constexpr (host_staging) {
-                to_bytes = pinned_bytes(l, src.regions[t].bytes);
-                unstage.push_back({to_bytes, (*host)[t].byte_data(), src.regions[t].bytes});
-              }
-              d.copy_async(l.send, to_bytes, src.regions[t].data, src.regions[t].bytes);
-            }
-            sent = std::move(host);
-          } else {
-            sent = src.data;
-          }
-          d.enqueue(
-              l.send,
-              [this, &s, r, to, a, payload = std::move(sent), unstage = std::move(unstage),
-               fail = sink(step, run_phase::action)] {
-                try {
-                  move_out(unstage);
-                  auto h = ctx_.transport->post_send(r, to, *payload);
-                  const wait_status done = ctx_.transport->complete_send(h, ctx_.deadline());
-                  if (done == wait_status::aborted) throw run_aborted{};
-                  if (done == wait_status::timed_out) {
-                    timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms for ",
-                                           ctx_.rank_name(to), " to take its send of ", describe(a)));
-                  }
-                } catch (const run_aborted&) {
-                  throw;
-                } catch (...) {
-                  fail(std::current_exception());
-                  throw;
+          if constexpr (!on_streams) {  // (the transport by host work on the send stream)
+            reads(l.send, src, access::read);
+            std::shared_ptr<const payload_type> sent;
+            std::vector<unstaged> unstage;  // staging memory to the host tensors sent, before the send
+            if constexpr (staged) {
+              std::shared_ptr<payload_type> host = host_payload(l, src.shapes);
+              for (std::size_t t = 0; t < host->size(); ++t) {
+                std::byte* to_bytes = (*host)[t].byte_data();
+                if constexpr (host_staging) {
+                  to_bytes = pinned_bytes(l, src.regions[t].bytes);
+                  unstage.push_back({to_bytes, (*host)[t].byte_data(), src.regions[t].bytes});
                 }
-              },
-              describe(a));
-          read_out(t0, d.record(l.send), src);
+                d.copy_async(l.send, to_bytes, src.regions[t].data, src.regions[t].bytes);
+              }
+              sent = std::move(host);
+            } else {
+              sent = src.data;
+            }
+            d.enqueue(
+                l.send,
+                [this, &s, r, to, a, payload = std::move(sent), unstage = std::move(unstage),
+                 fail = sink(step, run_phase::action)] {
+                  try {
+                    move_out(unstage);
+                    auto h = ctx_.transport->post_send(r, to, *payload);
+                    const wait_status done = ctx_.transport->complete_send(h, ctx_.deadline());
+                    if (done == wait_status::aborted) throw run_aborted{};
+                    if (done == wait_status::timed_out) {
+                      timed_out(s, r, concat(ctx_.rank_name(r), " waited ", ctx_.options.timeout.count(), " ms for ",
+                                             ctx_.rank_name(to), " to take its send of ", describe(a)));
+                    }
+                  } catch (const run_aborted&) {
+                    throw;
+                  } catch (...) {
+                    fail(std::current_exception());
+                    throw;
+                  }
+                },
+                describe(a));
+            read_out(t0, d.record(l.send), src);
+          }
           break;
         }
         case action_kind::forward: {
@@ -1032,6 +1154,7 @@ class stream_actions {
         }
       }
     });
+    end_group();
     if constexpr (staged) {
       if (losses) {
         const std::size_t bytes = losses.regions[0].bytes;
@@ -1174,6 +1297,7 @@ class stream_actions {
   // Payloads by the transport wait in host work on the streams (a receive blocks until the sender
   // sends): refused, before anything runs, between ranks whose devices do not allow that.
   void refuse_waiting_host_work(const schedule& s) const {
+    if constexpr (on_streams) return;  // its transfers are the device's own work
     const std::vector<int>& rank_of = s.place.rank_table();
     for (std::size_t st = 0; st + 1 < rank_of.size(); ++st) {
       const int a = rank_of[st];
