@@ -6,6 +6,8 @@
 
 #include <ppipe/mpi.hpp>
 
+#include "toy_device.hpp"
+#include "toy_enqueuing.hpp"
 #include "toy_layers.hpp"
 #include "world.hpp"
 
@@ -40,9 +42,31 @@ struct mpi_layers_fixture : mpi_fixture {
   using model_type = toy::layered;
 };
 
+// One pipeline rank per process on CPU streams, its stages in the device's memory, and every
+// transfer an NCCL-like send or receive on its transfer stream, grouped as the schedule groups
+// them, over MPI: the NCCL backend's protocol without a GPU. Layers and the loss enqueue their work.
+struct mpi_p2p_fixture {
+  static constexpr const char* name = "mpi, NCCL-model transfers on CPU streams";
+  using backend = ppipe::mpi::cpu_p2p_backend;
+  using model_type = toy::enqueuing<toy::on_device<toy::model>>;
+  static constexpr bool loss_enqueues_work = true;
+  static bool can_run(int p) { return mpi_fixture::can_run(p); }
+  static bool on_any_process(bool b) { return mpi_fixture::on_any_process(b); }
+  template <class Schedule, class Model>
+  static ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend> make(
+      Model& model, ppipe::pipeline_options o, ppipe::loss_function<> loss = {}, ppipe::optimizer_hook optimizer = {}) {
+    ppipe::mpi::transport_options net;
+    net.on_timeout = ppipe::mpi::timeout_policy::throw_error;
+    net.inquiry = std::chrono::milliseconds(200);
+    return ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, backend>(
+        model, std::move(o), toy::enqueued_device_loss(std::move(loss)), std::move(optimizer),
+        ppipe::mpi::p2p_transport(MPI_COMM_WORLD, net));
+  }
+};
+
 }  // namespace contract
 
 // One line per backend: a new distributed backend's fixture goes here.
-#define PPIPE_CONTRACT_BACKENDS contract::mpi_fixture, contract::mpi_layers_fixture
+#define PPIPE_CONTRACT_BACKENDS contract::mpi_fixture, contract::mpi_layers_fixture, contract::mpi_p2p_fixture
 
 #include "backend_contract.hpp"

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include "ppipe/transport/cpu_p2p.hpp"
 #include "reference.hpp"
 #include "schedule_text.hpp"
+#include "toy_enqueuing.hpp"
 #include "toy_model.hpp"
 
 namespace {
@@ -262,5 +265,48 @@ TEST_CASE("cpu p2p backend: a schedule that would hang under NCCL is refused bef
     CHECK(e.id() == "ppipe.deadlock");
     CHECK_THAT(std::string(e.what()), contains("under the rendezvous transfer model"));
     CHECK_THAT(std::string(e.what()), contains("rank 0 waits at step 5 in 0SEND_F2 for 1RECV_F2"));
+  }
+}
+
+namespace {
+
+// Layers that enqueue their work, whose backward of layer 1 for microbatch 0 throws on the host:
+// the rank stops enqueueing while its transfer groups are on the streams.
+struct throws_on_host : toy::enqueuing<toy::model> {
+  using base = toy::enqueuing<toy::model>;
+  using base::base;
+  using base::backward;
+  template <class Device, class Tensor>
+  void backward(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+                const ppipe::basic_payload<Tensor>& out, const ppipe::basic_payload<Tensor>& g,
+                ppipe::basic_payload<Tensor>& gin) {
+    if (layer == 1 && ctx.microbatch == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      throw std::runtime_error("host-side failure in layer 1");
+    }
+    base::backward(layer, ctx, in, out, g, gin);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cpu p2p backend: a host that throws mid-step leaves no group reading or writing freed tensors") {
+  // Rank 1 stalls in its first forward, so rank 0's groups are still waiting on their streams
+  // when its host throws and lets go of the step's tensors; under AddressSanitizer a group that
+  // wrote into one of them afterwards fails this test.
+  throws_on_host model(4);
+  model.set_fault({2, 0, false, std::chrono::milliseconds(500)});
+  ppipe::pipeline_options o = options(2, 4);
+  ppipe::pipeline<throws_on_host, ppipe::schedules::one_f_one_b, ppipe::partitioners::balanced,
+                  ppipe::cpu_stream_backend_with<with_transport<ppipe::cpu_p2p_transport>>>
+      pipe(model, o, toy::loss);
+  try {
+    pipe.train_step(toy::batch(8, 3, 0.0f), toy::batch(8, 3, 1.0f));
+    FAIL("the step did not fail");
+  } catch (const ppipe::error& e) {
+    INFO(e.what());
+    CHECK(e.id() == "ppipe.stage_failed");
+    CHECK_THAT(std::string(e.what()), contains("rank 0 in 0B0 (backward of stage 0, microbatch 0)"));
+    CHECK_THAT(full_message(e), contains("host-side failure in layer 1"));
   }
 }

@@ -11,7 +11,6 @@
 
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/failure_channel.hpp"
-#include "ppipe/runtime/host_actions.hpp"
 #include "ppipe/runtime/run_context.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/schedule/schedule.hpp"
@@ -29,41 +28,45 @@ void share(const run_context<Stage, Transport>& ctx, std::vector<std::byte>& byt
   }
 }
 
-/// Runs this process's rank of `s` with `actions`. At the end the transport makes every process
-/// agree on how the run went, so a failure on any rank is thrown on every rank, and the losses or
-/// outputs reach every rank before the optimizer hooks run.
-template <class Stage, distributed_transport Transport>
-void run_distributed(run_context<Stage, Transport>& ctx, host_actions<Stage, Transport>& actions, const schedule& s,
-                     typename run_context<Stage, Transport>::data_type& data, run_trace& trace) {
+/// Runs this process's rank of `s`: `run_actions(at)` runs its actions (and, on a stream device,
+/// waits for its streams), `run_hooks(at)` its optimizer hooks. At the end the transport makes
+/// every process agree on how the run went, so a failure on any rank is thrown on every rank, and
+/// the losses or outputs reach every rank before the optimizer hooks run. What the actions' sends
+/// read must outlive this call: conclude() clears every transfer a failure left in flight.
+template <class Stage, distributed_transport Transport, class RunActions, class RunHooks>
+void run_distributed(run_context<Stage, Transport>& ctx, const schedule& s,
+                     typename run_context<Stage, Transport>::data_type& data, RunActions&& run_actions,
+                     RunHooks&& run_hooks) {
   using tensor_type = typename run_context<Stage, Transport>::tensor_type;
   const int r = ctx.transport->rank();
   run_position at;
-  std::exception_ptr local;
   rank_outcome report;
-  {
-    // The slots hold what sends read until conclude() has cleared every transfer in flight.
-    typename host_actions<Stage, Transport>::rank_slots slots(s);
+  bool failed_here = false;
+  try {
+    run_actions(at);
+  } catch (const run_aborted&) {
+    report.what = rank_outcome::outcome::aborted;
+  } catch (...) {
+    ctx.failures.report(std::current_exception(), r, at);
+  }
+  // A failure here, thrown or recorded (a stream's work records its own and the rank then stops).
+  if (ctx.failures.first().error) {
+    failed_here = true;
+    report.what = rank_outcome::outcome::failed;
     try {
-      actions.run(s, r, data, trace.ranks[static_cast<std::size_t>(r)], at, slots);
-    } catch (const run_aborted&) {
-      report.what = rank_outcome::outcome::aborted;
-    } catch (...) {
-      local = std::current_exception();
-      ctx.failures.report(local, r, at);
-      report.what = rank_outcome::outcome::failed;
-      try {
-        ctx.rethrow_failure(s);
-      } catch (const error& e) {
-        report.code = e.code();
-        report.message = std::string(e.message());
-      }
+      ctx.rethrow_failure(s);
+    } catch (const error& e) {
+      report.code = e.code();
+      report.message = std::string(e.message());
+    } catch (const std::exception& e) {
+      report.message = e.what();
     }
-    const run_verdict verdict = ctx.transport->conclude(report, ctx.deadline());
-    if (!verdict.ok) {
-      for (Stage& st : *ctx.stages) st.prepare(s.microbatches);
-      if (local && verdict.rank == r) ctx.rethrow_failure(s);
-      throw error(verdict.code, verdict.message);
-    }
+  }
+  const run_verdict verdict = ctx.transport->conclude(report, ctx.deadline());
+  if (!verdict.ok) {
+    for (Stage& st : *ctx.stages) st.prepare(s.microbatches);
+    if (failed_here && verdict.rank == r) ctx.rethrow_failure(s);
+    throw error(verdict.code, verdict.message);
   }
   // Every rank learns the results, which the last stage's rank holds.
   const int last = s.place.rank_table()[static_cast<std::size_t>(s.num_stages() - 1)];
@@ -83,7 +86,7 @@ void run_distributed(run_context<Stage, Transport>& ctx, host_actions<Stage, Tra
     if (r != last) data.outputs = deserialize_payloads<tensor_type>(bytes);
   }
   try {
-    ctx.run_optimizer(s, r, data, at);
+    run_hooks(at);
   } catch (...) {
     ctx.failures.report(std::current_exception(), r, at);
     ctx.rethrow_failure(s);

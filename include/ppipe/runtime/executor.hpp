@@ -47,8 +47,9 @@ class executor {
   using data_type = typename context::data_type;
   /// Whether the stages enqueue onto streams (and the host runs ahead), rather than run each call.
   static constexpr bool streams = stream_pipeline_stage<Stage>;
-  static_assert(!streams || !distributed_transport<Transport>,
-                "ppipe: stages on stream devices run over transports of one process for now");
+  static_assert(!streams || !distributed_transport<Transport> || stream_transport<Transport>,
+                "ppipe: stages on stream devices run across processes only over a transport whose transfers run on "
+                "their streams (a ppipe::stream_transport, such as NCCL's)");
 
   /// @brief An executor of `stages` over `transport`, with rank threads of its own.
   /// @param transport moves payloads between the ranks; outlives the executor
@@ -108,7 +109,7 @@ class executor {
     run_trace trace{s.name, s.microbatches, std::vector<std::vector<trace_event>>(static_cast<std::size_t>(p))};
     ctx_.origin = deadline_clock::now();
     if constexpr (distributed_transport<Transport>) {
-      detail::run_distributed(ctx_, actions_, s, data, trace);
+      run_here(s, data, trace);
       trace.enqueued = ctx_.host_us;
       return trace;
     }
@@ -144,6 +145,23 @@ class executor {
       return actions_type::can_capture;
     } else {
       return false;
+    }
+  }
+
+  // Over a distributed transport: this process's one rank, on the calling thread (started once).
+  void run_here(const schedule& s, data_type& data, run_trace& trace) {
+    const int r = ctx_.transport->rank();
+    auto& events = trace.ranks[static_cast<std::size_t>(r)];
+    if constexpr (streams) {
+      detail::run_distributed(
+          ctx_, s, data, [&](detail::run_position& at) { actions_.run(s, r, data, events, at); },
+          [&](detail::run_position& at) { run_optimizer(s, r, data, at); });
+    } else {
+      // The slots hold what sends read until conclude() has cleared every transfer in flight.
+      typename actions_type::rank_slots slots(s);
+      detail::run_distributed(
+          ctx_, s, data, [&](detail::run_position& at) { actions_.run(s, r, data, events, at, slots); },
+          [&](detail::run_position& at) { ctx_.run_optimizer(s, r, data, at); });
     }
   }
 

@@ -30,6 +30,7 @@
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/runtime/watchdog.hpp"
 #include "ppipe/schedule/schedule.hpp"
+#include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
@@ -257,12 +258,13 @@ class stream_actions {
     mode_ = step_mode::eager;
   }
 
-  /// Finds each rank's device and streams before a run; the send and receive streams are made
-  /// once, on the first run.
+  /// Finds the device and streams of each rank this process runs (over a distributed transport,
+  /// one) before a run; the send and receive streams are made once, on the first run.
   void open(const schedule& s) {
     lanes_.resize(static_cast<std::size_t>(s.num_ranks()));
     mail_.reset(s.num_ranks());
-    for (int r = 0; r < s.num_ranks(); ++r) {
+    const std::vector<int> local = ctx_.local_ranks(s.num_ranks());
+    for (const int r : local) {
       lanes& l = lanes_[static_cast<std::size_t>(r)];
       const auto on = s.place.stages_on(r);
       Stage& first = ctx_.stage_at(on.front());
@@ -283,7 +285,7 @@ class stream_actions {
     // The last run drained every stream (settle() returns only then); what the stages let go of
     // after a failure is released on their streams since, and is waited for here, on every rank
     // first (ranks may share a device). Then a failure the last run left may go.
-    for (int r = 0; r < s.num_ranks(); ++r) {
+    for (const int r : local) {
       const lanes& l = lanes_[static_cast<std::size_t>(r)];
       for (const auto& each : l.streams()) {
         if (l.device->synchronize(each, ctx_.deadline()) != wait_status::ready) {
@@ -293,7 +295,7 @@ class stream_actions {
         }
       }
     }
-    for (const lanes& l : lanes_) l.device->clear_error();
+    for (const int r : local) lanes_[static_cast<std::size_t>(r)].device->clear_error();
   }
 
   /// Enqueues rank r's actions of `s` and waits for its streams; `at` follows the rank, for the
@@ -307,6 +309,8 @@ class stream_actions {
       // While capturing nothing runs: the capture is discarded once every rank has stopped.
       if (mode_ == step_mode::capture) throw;
       // Nothing more is enqueued; what is in flight is skipped and drained before the stages let go.
+      // Transfers on the streams wait for their peers: they are ended first.
+      if constexpr (on_streams) ctx_.transport->abort();
       d.abort();
       settle(s, r, l);
       throw;
@@ -319,6 +323,7 @@ class stream_actions {
     std::string doing;
     for (std::size_t k = 0; k < lanes_.size(); ++k) {
       const lanes& l = lanes_[k];
+      if (l.device == nullptr) continue;  // a rank of another process
       if constexpr (requires { l.device->status(l.compute); }) {
         for (const auto& each : l.streams()) doing += concat("\n  ", l.device->status(each));
       }
@@ -398,6 +403,10 @@ class stream_actions {
     // Host memory that copies enqueued in the last step read or write: kept until the next step,
     // when the streams have drained (a step that fails leaves copies in flight behind it).
     std::vector<std::shared_ptr<payload_type>> staging;
+    // The tensors of the transfer groups enqueued on the streams (the transport holds only their
+    // addresses): kept until the next step, when the streams have drained, so that a host that
+    // throws cannot free what a group still reads or writes.
+    std::vector<std::shared_ptr<basic_payload<stage_tensor>>> held;
     // The device's staging host memory those copies use, given back at the same time (by then
     // open() has waited for the streams, a failed step's too).
     std::vector<void*> pinned;
@@ -415,6 +424,8 @@ class stream_actions {
     // where its batch goes into staging memory (done again before every launch).
     std::vector<typename device_type::event> joins;
     std::vector<copy_in> copies_in;
+    // The transport's work stopped with transfers_aborted in this step (see settle()).
+    bool transfers_aborted = false;
 
     // (An array, not a braced list in a loop: nvcc's front end rejects the latter.)
     [[nodiscard]] std::array<typename device_type::stream, 3> streams() const { return {compute, send, recv}; }
@@ -429,10 +440,12 @@ class stream_actions {
 
   // Waits until every stream of rank r has run what was enqueued. Past twice the timeout without
   // any stream finishing an item, the rank fails naming what each stream is doing (twice: a
-  // receive's own timeout names rank, peer and action, and must come first); after any rank's
+  // receive's own timeout names rank, peer and action, and must come first; four times across
+  // processes, where a peer's report of its timeout must also reach this one); after any rank's
   // failure the rank's device skips its remaining work, so that the streams drain quickly.
   void settle(const schedule& s, int r, lanes& l) {
     device_type& d = *l.device;
+    const auto patience = (distributed_transport<Transport> ? 4 : 2) * ctx_.options.timeout;
     auto last_progress = deadline_clock::now();
     std::size_t done = 0;
     bool reported = false;
@@ -445,6 +458,13 @@ class stream_actions {
       if (device_failed) return;
       if (std::exception_ptr e = d.error()) {
         device_failed = true;
+        if (is_transfers_aborted(e)) {
+          // The transport stopped because a rank failed (in another process, it may be): not this
+          // rank's failure; the rank stops.
+          l.transfers_aborted = true;
+          d.abort();
+          return;
+        }
         ctx_.record_failure(std::move(e), r, run_position{-1, shared(r) ? run_phase::shared_device : run_phase::device, -1});
       }
     };
@@ -454,6 +474,24 @@ class stream_actions {
             std::min(deadline_clock::now() + std::chrono::milliseconds(20), deadline_clock::time_point::max());
         if (d.synchronize(stream, slice) == wait_status::ready) break;
         note_device_failure();
+        // A transport that must act from the host (NCCL: abort its communicator, so that its
+        // kernels end) does so here, and reports an asynchronous failure of its own.
+        if constexpr (requires { { ctx_.transport->poll_failure() } -> std::same_as<std::exception_ptr>; }) {
+          if (std::exception_ptr e = ctx_.transport->poll_failure()) {
+            ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::sends, -1});
+            d.abort();
+          }
+        }
+        // A rank of another process failed (a distributed transport says so): this one stops, and
+        // waits only for what its streams are running.
+        if constexpr (requires { ctx_.transport->peer_failed(); }) {
+          if (!reported && !ctx_.failures.failed() && ctx_.transport->peer_failed()) {
+            reported = true;
+            l.transfers_aborted = true;
+            ctx_.transport->abort();
+            d.abort();
+          }
+        }
         if (!reported && watch_receives(s, r, l)) reported = true;
         if (ctx_.failures.failed()) d.abort();
         std::size_t now_done = 0;
@@ -466,7 +504,7 @@ class stream_actions {
           done = now_done;
           last_progress = deadline_clock::now();
         }
-        if (!reported && deadline_clock::now() - last_progress > 2 * ctx_.options.timeout) {
+        if (!reported && deadline_clock::now() - last_progress > patience) {
           reported = true;
           std::string doing;
           for (const auto& each : rank_streams) {
@@ -475,7 +513,7 @@ class stream_actions {
           std::exception_ptr e;
           try {
             timed_out(s, r, concat(ctx_.rank_name(r), "'s streams made no progress for ",
-                                   2 * ctx_.options.timeout.count(), " ms:", doing));
+                                   patience.count(), " ms:", doing));
           } catch (...) {
             e = std::current_exception();
           }
@@ -711,10 +749,12 @@ class stream_actions {
                     run_position& at, lanes& l) {
     device_type& d = *l.device;
     l.staging.clear();
+    l.held.clear();
     if constexpr (host_staging) give_back_pinned(l);
     l.lent_out.clear();  // a failed step's: the stages' buffers let go of them (prepare())
     l.watch.clear();
     l.progress.clear();
+    l.transfers_aborted = false;
     if (capturing()) {
       // Every stream of the rank joins the capture, after the point where it began.
       for (const auto& each : l.streams()) d.wait(each, fork_);
@@ -774,6 +814,8 @@ class stream_actions {
       if (!group) return;
       open_group g = std::move(*group);
       group.reset();
+      for (const grouped_send& x : g.sends) l.held.push_back(x.payload.data);
+      for (const std::size_t i : g.recvs) l.held.push_back(recv[i]->into.data);
       const auto t0 = d.record(l.send);
       if constexpr (on_streams) ctx_.transport->end_group(r);
       const auto t1 = d.record(l.send);
@@ -880,22 +922,30 @@ class stream_actions {
     };
 
     // After another rank's failure nothing more is enqueued.
-    // A group left open by a throw is ended all the same (NCCL's group state is the thread's).
+    // A group left open by a throw is ended all the same (NCCL's group state is the thread's),
+    // after the transport and the device have been aborted, so that its transfers never run, and
+    // with its tensors kept until the streams have drained.
     struct group_closer {
       std::optional<open_group>* group;
+      std::vector<std::optional<posted>>* recv;
+      lanes* lane;
       Transport* transport;
       int rank;
       ~group_closer() {
         if constexpr (on_streams) {
           if (!group->has_value()) return;
-          group->reset();
           try {
+            for (const grouped_send& x : (*group)->sends) lane->held.push_back(x.payload.data);
+            for (const std::size_t i : (*group)->recvs) lane->held.push_back((*recv)[i]->into.data);
+            transport->abort();
+            lane->device->abort();
+            group->reset();
             transport->end_group(rank);
           } catch (...) {  // the step has failed already; what failed first is reported
           }
         }
       }
-    } closer{&group, ctx_.transport, r};
+    } closer{&group, &recv, &l, ctx_.transport, r};
     ctx_.walk(s, r, step, [&] { return ctx_.failures.failed(); },
               [&](const action& a, Stage& stg, std::size_t st, std::size_t mb, std::size_t i) {
       if constexpr (on_streams) {
@@ -1191,7 +1241,7 @@ class stream_actions {
     // What a receiver never took (it failed): nothing uses it now that the streams have drained.
     for (lent& x : l.lent_out) x.owner->pool().release(x.payload, l.send, false);
     l.lent_out.clear();
-    if (ctx_.failures.failed()) throw run_aborted{};
+    if (ctx_.failures.failed() || l.transfers_aborted) throw run_aborted{};
     if constexpr (!staged) {
       for (auto& [mbi, y] : finals) data.outputs[mbi] = std::move(*y.data);
     }
@@ -1256,14 +1306,18 @@ class stream_actions {
   }
   // Whether ranks r and q run on one device: their payloads then cross by device copies.
   [[nodiscard]] bool same_device(int r, int q) const {
-    return lanes_[static_cast<std::size_t>(r)].device == lanes_[static_cast<std::size_t>(q)].device;
+    const device_type* a = lanes_[static_cast<std::size_t>(r)].device;
+    return a != nullptr && a == lanes_[static_cast<std::size_t>(q)].device;
   }
+  // Whether rank r runs in this process (over a distributed transport, only one does).
+  [[nodiscard]] bool here(int r) const { return lanes_[static_cast<std::size_t>(r)].device != nullptr; }
   // How payloads from rank `from` reach rank `to`: by a copy on the receiver's device from the
   // sender's memory (one device, or peers that reach each other's memory: GPUs with peer access);
   // through staging host memory, copied out and in on either side of the sender's event (peers
   // without it); or by the transport, in host work on the streams.
   [[nodiscard]] route route_of(int from, int to) const {
     if (same_device(from, to)) return route::device_copy;
+    if (!here(from) || !here(to)) return route::transport;
     const device_type& a = *lanes_[static_cast<std::size_t>(from)].device;
     const device_type& b = *lanes_[static_cast<std::size_t>(to)].device;
     if constexpr (requires { { b.peer_of(a) } -> std::convertible_to<bool>; }) {

@@ -19,6 +19,7 @@
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/stream_transport.hpp"
+#include "ppipe/transport/transfer_groups.hpp"
 
 namespace ppipe {
 
@@ -33,6 +34,8 @@ namespace ppipe {
 /// executor's watchdog then names the rank, the peer and the transfer. abort() ends every group
 /// in flight with an error, and withdraws what they posted.
 class cpu_p2p_transport {
+  struct launch_group;
+
  public:
   using tensor_type = host_tensor;
   using device_type = cpu_stream_device;
@@ -42,7 +45,7 @@ class cpu_p2p_transport {
   /// @param ranks the ranks (threads of this process) that talk through it
   /// @param grouped false makes every transfer a group of its own, whatever begin_group() says: a
   /// pipeline whose schedule needs groups then hangs, as it would on NCCL without them (tests)
-  explicit cpu_p2p_transport(int ranks, bool grouped = true) : grouped_(grouped) {
+  explicit cpu_p2p_transport(int ranks, bool grouped = true) : groups_(ranks), grouped_(grouped) {
     if (ranks < 1) {
       detail::fail(errc::invalid_argument, "a CPU point-to-point transport needs at least one rank (ranks=", ranks,
                    "); pass the pipeline's rank count");
@@ -50,25 +53,17 @@ class cpu_p2p_transport {
     state_ = std::make_shared<fabric>();
     state_->ranks = static_cast<std::size_t>(ranks);
     state_->channels.resize(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks));
-    open_.resize(static_cast<std::size_t>(ranks));
   }
 
-  [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(open_.size()); }
+  [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(state_->ranks); }
 
   /// @brief Opens a group on rank `rank`'s thread (ncclGroupStart); groups nest.
   /// @param rank the rank whose transfers follow
-  void begin_group(int rank) { ++at(rank).depth; }
+  void begin_group(int rank) { groups_.begin(rank); }
 
   /// @brief Closes rank `rank`'s group (ncclGroupEnd): the outermost one enqueues its transfers.
   /// @param rank the rank that opened it
-  void end_group(int rank) {
-    pending& p = at(rank);
-    if (p.depth == 0) {
-      detail::fail(errc::invalid_argument, "rank ", rank, " ended a transfer group it never began; call "
-                   "begin_group() before end_group()");
-    }
-    if (--p.depth == 0) launch(rank, p);
-  }
+  void end_group(int rank) { groups_.end(rank, launcher(rank)); }
 
   /// @brief Sends `bytes` bytes at `data` to rank `to`, on stream `s` of `d` (ncclSend).
   /// @param from the sending rank (the caller's)
@@ -80,7 +75,7 @@ class cpu_p2p_transport {
   /// @param what the transfer, for messages
   void send(int from, int to, const void* data, std::size_t bytes, device_type& d, device_type::stream s,
             std::string_view what) {
-    add(from, to, const_cast<void*>(data), bytes, true, d, s, what);
+    add(from, {to, const_cast<void*>(data), bytes, true, std::string(what)}, d, s);
   }
 
   /// @brief Receives `bytes` bytes from rank `from` into `data`, on stream `s` of `d` (ncclRecv).
@@ -93,7 +88,7 @@ class cpu_p2p_transport {
   /// @param what the transfer, for messages
   void recv(int from, int to, void* data, std::size_t bytes, device_type& d, device_type::stream s,
             std::string_view what) {
-    add(to, from, data, bytes, false, d, s, what);
+    add(to, {from, data, bytes, false, std::string(what)}, d, s);
   }
 
   /// @brief Ends every group in flight with an error on its stream, and every group enqueued
@@ -115,10 +110,10 @@ class cpu_p2p_transport {
       c.sends.clear();
       c.recvs.clear();
     }
-    for (pending& p : open_) p = pending{};
+    groups_.reset();
   }
 
-  /// @brief How many messages have moved since the transport was made.
+  /// @brief How many messages (one per tensor) have moved since the transport was made.
   /// @return the count
   [[nodiscard]] std::size_t messages() const {
     const std::lock_guard lock(state_->mutex);
@@ -128,11 +123,7 @@ class cpu_p2p_transport {
  private:
   // One transfer of a group, as the stream runs it.
   struct op {
-    int peer = -1;
-    void* data = nullptr;
-    std::size_t bytes = 0;
-    bool is_send = false;
-    std::string what;
+    transfer_op t;
     bool done = false;
     std::string failure;  // why it cannot move (a byte count that differs)
   };
@@ -149,49 +140,17 @@ class cpu_p2p_transport {
     bool aborted = false;
     std::size_t messages = 0;
   };
-  // A rank's group being built on its thread.
-  struct pending {
-    int depth = 0;
-    std::vector<std::shared_ptr<op>> ops;
-    device_type* device = nullptr;
-    device_type::stream stream{};
-  };
 
-  pending& at(int rank) {
-    if (rank < 0 || rank >= num_ranks()) {
-      detail::fail(errc::invalid_argument, "rank ", rank, " is not a rank of this ", num_ranks(),
-                   "-rank transport; ranks run 0..", num_ranks() - 1);
+  void add(int rank, transfer_op t, device_type& d, device_type::stream s) {
+    if (t.peer < 0 || t.peer >= num_ranks()) {
+      detail::fail(errc::invalid_argument, "rank ", rank, "'s ", t.what, " names rank ", t.peer, ", but this transport's "
+                   "ranks run 0..", num_ranks() - 1);
     }
-    return open_[static_cast<std::size_t>(rank)];
+    groups_.add(rank, std::move(t), d, s, grouped_, launcher(rank));
   }
 
-  void add(int rank, int peer, void* data, std::size_t bytes, bool is_send, device_type& d,
-           device_type::stream s, std::string_view what) {
-    pending& p = at(rank);
-    static_cast<void>(at(peer));
-    if (p.device != nullptr && !p.ops.empty() && (p.device != &d || !(p.stream == s))) {
-      detail::fail(errc::invalid_argument, "rank ", rank, " put transfers on two streams in one group (", what,
-                   " after ", p.ops.front()->what, "); issue a group's transfers on one stream");
-    }
-    p.device = &d;
-    p.stream = s;
-    // The stream's access, declared as a copy declares its own.
-    d.use(s, data, bytes, is_send ? access::read : access::write);
-    p.ops.push_back(std::make_shared<op>(op{peer, data, bytes, is_send, std::string(what), false, {}}));
-    if (p.depth == 0 || !grouped_) launch(rank, p);
-  }
-
-  // Enqueues rank `rank`'s group as one item on its stream.
-  void launch(int rank, pending& p) {
-    if (p.ops.empty()) return;
-    std::vector<std::shared_ptr<op>> ops;
-    ops.swap(p.ops);
-    std::string label = detail::concat("rank ", rank, "'s transfer group:");
-    for (const auto& o : ops) label += detail::concat(" ", o->what, o->is_send ? " to rank " : " from rank ", o->peer, ";");
-    label.pop_back();
-    p.device->enqueue(
-        p.stream, [state = state_, rank, ops = std::move(ops)] { run_group(*state, rank, ops); }, label);
-  }
+  // Enqueues a group of rank `rank`'s as one item on its stream.
+  [[nodiscard]] launch_group launcher(int rank) { return {this, rank}; }
 
   // On the stream: posts every transfer of the group, moves what meets its other end, and waits
   // until all of them have moved (or the transport is aborted).
@@ -199,36 +158,37 @@ class cpu_p2p_transport {
     const std::size_t ranks = f.ranks;
     std::unique_lock lock(f.mutex);
     const auto aborted = [&] {
-      detail::fail(errc::backend, "rank ", rank, "'s transfer group was aborted: another rank failed");
+      throw transfers_aborted(detail::concat("rank ", rank, "'s transfer group was aborted: another rank failed"));
     };
     if (f.aborted) aborted();
     bool moved = false;
     for (const auto& o : ops) {
-      const std::size_t from = o->is_send ? static_cast<std::size_t>(rank) : static_cast<std::size_t>(o->peer);
-      const std::size_t to = o->is_send ? static_cast<std::size_t>(o->peer) : static_cast<std::size_t>(rank);
+      const std::size_t from = o->t.is_send ? static_cast<std::size_t>(rank) : static_cast<std::size_t>(o->t.peer);
+      const std::size_t to = o->t.is_send ? static_cast<std::size_t>(o->t.peer) : static_cast<std::size_t>(rank);
       channel& c = f.channels[from * ranks + to];
-      auto& mine = o->is_send ? c.sends : c.recvs;
-      auto& theirs = o->is_send ? c.recvs : c.sends;
+      auto& mine = o->t.is_send ? c.sends : c.recvs;
+      auto& theirs = o->t.is_send ? c.recvs : c.sends;
       if (theirs.empty()) {
         mine.push_back(o);
         continue;
       }
       const std::shared_ptr<op> other = theirs.front();
       theirs.pop_front();
-      const op& s = o->is_send ? *o : *other;
-      const op& r = o->is_send ? *other : *o;
+      const transfer_op& s = o->t.is_send ? o->t : other->t;
+      const transfer_op& r = o->t.is_send ? other->t : o->t;
       if (s.bytes != r.bytes) {
         const std::string why = detail::concat("rank ", from, "'s ", s.what, " sends ", s.bytes, " bytes to rank ", to,
-                                       ", whose matching ", r.what, " receives ", r.bytes,
-                                       "; both ends of a transfer must agree on its size (NCCL would hang or corrupt)");
+                                               ", whose matching ", r.what, " receives ", r.bytes,
+                                               "; both ends of a transfer must agree on its size (NCCL would hang or "
+                                               "corrupt)");
         o->failure = why;
         other->failure = why;
-      } else if (s.bytes != 0) {
-        std::memcpy(r.data, s.data, s.bytes);
+      } else {
+        if (s.bytes != 0) std::memcpy(r.data, s.data, s.bytes);
+        ++f.messages;
       }
       o->done = true;
       other->done = true;
-      ++f.messages;
       moved = true;
     }
     if (moved) f.moved.notify_all();
@@ -258,8 +218,24 @@ class cpu_p2p_transport {
     }
   }
 
+  struct launch_group {
+    cpu_p2p_transport* self;
+    int rank;
+    void operator()(std::vector<transfer_op> group, device_type& d, device_type::stream s) const {
+      std::string label = transfer_groups<device_type>::label(rank, group);
+      std::vector<std::shared_ptr<op>> ops;
+      ops.reserve(group.size());
+      for (transfer_op& t : group) {
+        // The item's accesses, declared right before it as a copy declares its own.
+        d.use(s, t.data, t.bytes, t.is_send ? access::read : access::write);
+        ops.push_back(std::make_shared<op>(op{std::move(t), false, {}}));
+      }
+      d.enqueue(s, [state = self->state_, r = rank, ops = std::move(ops)] { run_group(*state, r, ops); }, label);
+    }
+  };
+
   std::shared_ptr<fabric> state_;  // shared with the items enqueued on the streams
-  std::vector<pending> open_;      // each rank's group being built (only its own thread touches it)
+  transfer_groups<device_type> groups_;
   bool grouped_ = true;
 };
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ppipe/error.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -45,7 +46,8 @@ struct agreement_field {
 /// @brief A transport whose ranks are separate processes, each running one pipeline rank: every
 /// process runs the same program (SPMD) and the executor runs only the rank `rank()` names.
 ///
-/// Beyond ppipe::transport it provides:
+/// Beyond ppipe::transport (or ppipe::stream_transport, whose transfers run on the rank's
+/// streams) it provides:
 /// - `int rank() const`: the pipeline rank this process runs;
 /// - `run_verdict conclude(const rank_outcome&, deadline)`: called once per run by every process,
 ///   when its rank has stopped (done, failed or aborted). It tells the others how the rank ended,
@@ -62,7 +64,7 @@ struct agreement_field {
 ///   (process 5)", so that a user can find the process.
 template <class T>
 concept distributed_transport =
-    transport<T> && requires(T& t, const T& ct, const rank_outcome& report, deadline_clock::time_point deadline,
+    pipeline_transport<T> && requires(T& t, const T& ct, const rank_outcome& report, deadline_clock::time_point deadline,
                              std::vector<std::byte>& bytes, int root, const std::vector<agreement_field>& fields) {
       { ct.rank() } -> std::convertible_to<int>;
       { t.conclude(report, deadline) } -> std::same_as<run_verdict>;

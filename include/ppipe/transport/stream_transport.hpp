@@ -5,9 +5,12 @@
 
 #include <concepts>
 #include <cstddef>
+#include <exception>
+#include <string>
 #include <string_view>
 
 #include "ppipe/device/stream_device.hpp"
+#include "ppipe/error.hpp"
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/transport/transport.hpp"
 
@@ -30,9 +33,15 @@ namespace ppipe {
 ///   std::string_view what)`: the same for rank `to`'s receive into `data` (ncclRecv). The k-th
 ///   receive a rank posts from a peer matches the k-th send the peer posts to it, and both give the
 ///   same byte count;
-/// - `void abort()`: ends every transfer in flight with an error on its stream (a rank failed);
+/// - `void abort()`: ends every transfer in flight, which throws transfers_aborted on its stream (a
+///   rank failed);
 /// - `void reset()`: readies the transport for the next run, once every stream has drained;
 /// - `int num_ranks() const`.
+/// Optional members, which the executor's watchdog calls every 20 ms while it waits for the
+/// rank's streams: `bool peer_failed()`, whether a rank of another process has reported a failure
+/// (the rank then stops, without a failure of its own); `std::exception_ptr poll_failure()`, where
+/// a transport acts on abort() from the host (NCCL aborts its communicator, which ends its
+/// kernels) and reports an asynchronous failure of its own (null: none).
 /// Every transfer of a group goes on one stream. A send keeps its stream waiting until its
 /// receive has been posted (transfer_model::rendezvous): the executor issues each run of
 /// consecutive transfers of a rank's schedule as one group, and the validator proves the
@@ -52,17 +61,48 @@ concept stream_transport =
       t.reset();
     };
 
+/// @brief What a stream transport's work throws when the transport was aborted (a rank failed,
+/// here or in another process): the rank stops, and this is not its failure.
+class transfers_aborted : public error {
+ public:
+  /// @param why which transfers stopped, and why
+  explicit transfers_aborted(const std::string& why) : error(errc::backend, why) {}
+};
+
+/// @brief Whether `e`, or an exception nested in it, is a transfers_aborted.
+/// @param e a failure a device reported
+/// @return true when the transfers were aborted, not failed
+inline bool is_transfers_aborted(const std::exception_ptr& e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const transfers_aborted&) {
+    return true;
+  } catch (const std::exception& outer) {
+    try {
+      std::rethrow_if_nested(outer);
+    } catch (...) {
+      return is_transfers_aborted(std::current_exception());
+    }
+  } catch (...) {
+  }
+  return false;
+}
+
 /// @brief What a pipeline may move its payloads with: a transport of host work, or one that runs
 /// on the device's streams.
 template <class T>
 concept pipeline_transport = transport<T> || stream_transport<T>;
 
 /// @brief The transfer model a schedule must be deadlock-free under for transport `T`: its
-/// `static constexpr transfer_model model`, or buffered (host mailboxes, MPI_Isend).
+/// `static constexpr transfer_model model`; without one, rendezvous for a stream transport (NCCL's
+/// sends wait for their receives) and buffered otherwise (host mailboxes, MPI_Isend).
 template <class T>
 inline constexpr transfer_model transfer_model_of = [] {
   if constexpr (requires { { T::model } -> std::convertible_to<transfer_model>; }) {
     return T::model;
+  } else if constexpr (stream_transport<T>) {
+    return transfer_model::rendezvous;
   } else {
     return transfer_model::buffered;
   }

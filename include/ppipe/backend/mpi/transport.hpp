@@ -227,6 +227,10 @@ class transport {
   /// @brief Makes the next wait return aborted (a failure in this process).
   void abort() { aborted_ = true; }
 
+  /// @brief Takes in the end-of-run reports that have arrived, without waiting.
+  /// @return whether one says that its rank failed in this run
+  bool peer_failed() { return failure_reported(); }
+
   /// @brief Readies the transport for the next run. Every run ends in conclude(), which leaves no
   /// message in flight, so only the counters start again.
   void reset() {
