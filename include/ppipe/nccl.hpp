@@ -1,7 +1,9 @@
 #pragma once
 /// @file
-/// @brief The NCCL backend (link ppipe::nccl, which brings ppipe::cuda). Opt-in: <ppipe/ppipe.hpp>
-/// never includes NCCL headers.
+/// @brief The NCCL backend (link ppipe::nccl, which brings ppipe::cuda): ppipe::nccl::transport and
+/// ppipe::nccl::backend, one pipeline rank per process over an NCCL communicator, with a control
+/// transport of the caller's (ppipe::mpi::transport, from <ppipe/mpi.hpp>). Opt-in:
+/// <ppipe/ppipe.hpp> never includes NCCL headers.
 
 #include <ppipe/config.hpp>
 #include <ppipe/error.hpp>
@@ -9,4 +11,6 @@
 
 #include <ppipe/cuda.hpp>
 
+#include <ppipe/backend/nccl/backend.hpp>
 #include <ppipe/backend/nccl/error.hpp>
+#include <ppipe/backend/nccl/transport.hpp>

@@ -1,0 +1,419 @@
+#pragma once
+/// @file
+/// @brief ppipe::nccl::transport: payloads between processes by ncclSend/ncclRecv on the rank's
+/// transfer stream, grouped as the schedule groups them; agreement, conclusion and broadcasts by a
+/// control transport of the caller's choice (ppipe::mpi::transport under mpirun or srun).
+
+#include <nccl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "ppipe/backend/cuda/cuda_device.hpp"
+#include "ppipe/backend/nccl/error.hpp"
+#include "ppipe/error.hpp"
+#include "ppipe/schedule/communication.hpp"
+#include "ppipe/tensor/tensor.hpp"
+#include "ppipe/transport/distributed.hpp"
+#include "ppipe/transport/stream_transport.hpp"
+
+namespace ppipe::nccl {
+
+/// @brief How the NCCL transport sets up and waits.
+struct transport_options {
+  /// @brief How long the communicator's creation, or a group's issue, may stay in progress (a
+  /// non-blocking communicator returns at once, and is polled).
+  std::chrono::milliseconds setup_timeout{120000};
+};
+
+/// @brief The ranks a pipeline rank exchanges payloads with, on a looped placement: the ranks
+/// before and after it, wrapping around where stages loop back (v > 1); without itself.
+/// @param rank the rank
+/// @param ranks the pipeline's rank count
+/// @return its peers, each once
+inline std::vector<int> neighbours(int rank, int ranks) {
+  std::vector<int> out;
+  for (const int q : {(rank + ranks - 1) % std::max(ranks, 1), (rank + 1) % std::max(ranks, 1)}) {
+    if (q != rank && std::find(out.begin(), out.end(), q) == out.end()) out.push_back(q);
+  }
+  return out;
+}
+
+/// @brief A distributed stream_transport over an NCCL communicator, one pipeline rank per process
+/// on one GPU.
+///
+/// - Transfers: begin_group()/end_group() are ncclGroupStart/ncclGroupEnd, send()/recv() are
+///   ncclSend/ncclRecv of the tensor's bytes (ncclUint8) on the rank's transfer stream; the
+///   executor issues each run of consecutive transfers of the schedule as one group, and the
+///   pipeline validates the schedule under the rendezvous model, so neighbours never block each
+///   other.
+/// - The communicator is non-blocking (`ncclConfig_t::blocking = 0`): no NCCL call waits on the
+///   host, and calls that return ncclInProgress are polled with ncclCommGetAsyncError.
+/// - Faults: the executor's watchdog calls poll_failure() every 20 ms while the rank's streams
+///   run. After abort() (a rank of this process failed, or a transfer timed out) it aborts the
+///   communicator (ncclCommAbort), which ends the NCCL kernels so that the streams drain; an
+///   asynchronous error of the communicator becomes the rank's failure, naming it and the last
+///   group's transfers. After a failed run, every process aborts its communicator and makes a new
+///   one, so the next run starts clean.
+/// - Everything the processes say to each other on the host (agree, conclude, broadcast, the
+///   names of ranks, other processes' failures) goes through `Control`.
+/// @tparam Control a ppipe::distributed_transport of host tensors over the same processes, rank r
+/// of it running pipeline rank r (ppipe::mpi::transport)
+template <class Control>
+  requires distributed_transport<Control>
+class transport {
+ public:
+  using tensor_type = host_tensor;
+  using device_type = cuda::device;
+  using control_type = Control;
+  /// @brief NCCL's sends wait for their receives.
+  static constexpr transfer_model model = transfer_model::rendezvous;
+
+  /// @brief Makes the communicator: rank 0's unique id goes to every process over `control`,
+  /// then each calls ncclCommInitRankConfig on GPU `ordinal`. Collective over the processes.
+  /// @param control the processes' control transport (moved in)
+  /// @param ordinal this process's GPU, as cudaSetDevice numbers it (its local rank, usually)
+  /// @param options timeouts
+  transport(Control control, int ordinal, transport_options options = {})
+      : s_(std::make_unique<shared>(std::move(control), ordinal, options)) {
+    make_comm();
+  }
+
+  /// @brief Over a communicator the caller made, its rank r this process's pipeline rank r; it
+  /// stays the caller's to destroy. After a failed run it is aborted and cannot be remade: later
+  /// runs are refused.
+  /// @param control the processes' control transport (moved in)
+  /// @param comm the communicator, of control.num_ranks() ranks
+  /// @param ordinal this process's GPU
+  /// @param options timeouts
+  transport(Control control, ncclComm_t comm, int ordinal, transport_options options = {})
+      : s_(std::make_unique<shared>(std::move(control), ordinal, options)) {
+    int count = 0;
+    int me = 0;
+    PPIPE_NCCL_CHECK(ncclCommCount(comm, &count));
+    PPIPE_NCCL_CHECK(ncclCommUserRank(comm, &me));
+    if (count != num_ranks() || me != rank()) {
+      ppipe::detail::fail(errc::invalid_argument, "the NCCL communicator has ", count, " ranks and this process is its "
+                          "rank ", me, ", but the control transport has ", num_ranks(), " ranks and this process is ",
+                          describe_rank(rank()), "; give a communicator whose ranks are the control transport's");
+    }
+    s_->comm = comm;
+    s_->owned = false;
+  }
+
+  transport(transport&&) noexcept = default;
+  transport& operator=(transport&&) noexcept = default;
+  transport(const transport&) = delete;
+  transport& operator=(const transport&) = delete;
+  ~transport() {
+    if (s_ && s_->owned && s_->comm != nullptr) {
+      // Aborted, not destroyed: it frees everything without waiting for the peers (a
+      // non-blocking communicator would need ncclCommFinalize and a wait first).
+      static_cast<void>(ncclCommAbort(s_->comm));
+    }
+  }
+
+  [[nodiscard]] int num_ranks() const { return s_->control.num_ranks(); }
+  /// @brief The pipeline rank this process runs.
+  [[nodiscard]] int rank() const { return s_->control.rank(); }
+  /// @brief The communicator (null after an abort until the next is made).
+  [[nodiscard]] ncclComm_t communicator() const noexcept { return s_->comm; }
+  /// @brief The control transport.
+  [[nodiscard]] Control& control() noexcept { return s_->control; }
+
+  /// @brief ncclGroupStart, for this process's rank; groups nest.
+  /// @param r this process's rank
+  void begin_group(int r) {
+    mine(r);
+    if (s_->depth++ == 0) {
+      s_->group.clear();
+      PPIPE_NCCL_CHECK(ncclGroupStart());
+    }
+  }
+
+  /// @brief ncclGroupEnd: the outermost one issues the group's transfers on their stream.
+  /// @param r this process's rank
+  void end_group(int r) {
+    mine(r);
+    if (s_->depth == 0) {
+      ppipe::detail::fail(errc::invalid_argument, "rank ", r, " ended a transfer group it never began; call "
+                          "begin_group() before end_group()");
+    }
+    if (--s_->depth == 0) issued(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
+  /// @brief ncclSend of `bytes` bytes at `data` (device memory) to rank `to` on stream `s`.
+  /// @param from this process's rank
+  /// @param to the receiving rank
+  /// @param data what to send
+  /// @param bytes how many bytes
+  /// @param d this rank's device (unused: the stream says where)
+  /// @param s the stream
+  /// @param what the transfer, for hang reports
+  void send(int from, int to, const void* data, std::size_t bytes, device_type& d, device_type::stream s,
+            std::string_view what) {
+    static_cast<void>(d);
+    mine(from);
+    note(what, " to rank ", to);
+    usable();
+    issued(ncclSend(data, bytes, ncclUint8, to, s_->comm, s.handle()), "ncclSend");
+  }
+
+  /// @brief ncclRecv of `bytes` bytes from rank `from` into `data` (device memory) on stream `s`.
+  /// @param from the sending rank
+  /// @param to this process's rank
+  /// @param data where the bytes go
+  /// @param bytes how many bytes
+  /// @param d this rank's device (unused)
+  /// @param s the stream
+  /// @param what the transfer, for hang reports
+  void recv(int from, int to, void* data, std::size_t bytes, device_type& d, device_type::stream s,
+            std::string_view what) {
+    static_cast<void>(d);
+    mine(to);
+    note(what, " from rank ", from);
+    usable();
+    issued(ncclRecv(data, bytes, ncclUint8, from, s_->comm, s.handle()), "ncclRecv");
+  }
+
+  /// @brief Asks for the communicator to be aborted: poll_failure() does it on the host thread.
+  void abort() { s_->abort_requested.store(true); }
+
+  /// @brief For the executor's watchdog: aborts the communicator once abort() asked for it, and
+  /// turns an asynchronous error of the communicator into this rank's failure.
+  /// @return the failure, or null
+  std::exception_ptr poll_failure() {
+    if (s_->comm == nullptr) return nullptr;
+    if (s_->abort_requested.load()) {
+      abort_comm();
+      return nullptr;
+    }
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(s_->comm, &state) != ncclSuccess || state == ncclSuccess || state == ncclInProgress) {
+      return nullptr;
+    }
+    abort_comm();
+    return std::make_exception_ptr(error(
+        errc::backend, ppipe::detail::concat(describe_rank(rank()), "'s NCCL communicator failed: NCCL error ",
+                                             static_cast<int>(state), " ", result_name(state), " (",
+                                             ncclGetErrorString(state), "), in or after its group of ", s_->group,
+                                             "; it was aborted")));
+  }
+
+  /// @brief Whether another process has reported its rank's failure (the control transport's).
+  /// @return true once one has
+  bool peer_failed()
+    requires requires(Control& c) { { c.peer_failed() } -> std::convertible_to<bool>; }
+  {
+    return s_->control.peer_failed();
+  }
+
+  /// @brief Readies the next run; refuses one on an aborted communicator the caller gave.
+  void reset() {
+    s_->abort_requested.store(false);
+    s_->depth = 0;
+    s_->control.reset();
+    if (s_->comm == nullptr) {
+      ppipe::detail::fail(errc::backend, "the NCCL communicator was aborted after a failed run, and it was the "
+                          "caller's, so ppipe cannot make another; build the transport with a new communicator");
+    }
+  }
+
+  /// @brief See ppipe::distributed_transport: the control transport's verdict. After a failed run
+  /// every process aborts its communicator (NCCL cannot drain point-to-point work) and makes a new
+  /// one, collectively, where it made the first.
+  /// @param mine how this rank's part ended
+  /// @param deadline when to give up
+  /// @return what every process concludes
+  run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
+    run_verdict verdict = s_->control.conclude(mine, deadline);
+    if (!verdict.ok) {
+      abort_comm();
+      if (s_->owned) make_comm();
+    }
+    return verdict;
+  }
+
+  /// @brief Gives every rank the bytes rank `root` holds (the control transport's).
+  /// @param bytes what `root` sends; elsewhere replaced by what arrives
+  /// @param root the rank that holds them
+  /// @param deadline when to give up
+  /// @return ready, or timed_out
+  wait_status broadcast(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
+    return s_->control.broadcast(bytes, root, deadline);
+  }
+  /// @brief See ppipe::distributed_transport (the control transport's).
+  /// @param fields what this process must hold alike with the others
+  /// @param problem what kept it from preparing the run, or empty
+  /// @param deadline when to give up
+  void agree(const std::vector<agreement_field>& fields, std::string_view problem,
+             deadline_clock::time_point deadline) {
+    s_->control.agree(fields, problem, deadline);
+  }
+  /// @brief Rank `r` as messages name it (the control transport's).
+  /// @param r a pipeline rank
+  /// @return e.g. "rank 1 (process 3)"
+  [[nodiscard]] std::string describe_rank(int r) const { return s_->control.describe_rank(r); }
+
+  /// @brief Makes NCCL connect to `peers` before the first timed step (it connects lazily, on a
+  /// pair's first transfer, since 2.22): one byte each way with each of them, in one group, on
+  /// stream `s`. Every process calls it with its own peers, which must name it back (neighbours()
+  /// does).
+  /// @param d this rank's device
+  /// @param s the stream to run it on
+  /// @param peers the ranks to connect to
+  /// @param deadline when to give up waiting for it
+  /// @return how long it took, in milliseconds (the cost of the first transfer)
+  double warm_up(device_type& d, device_type::stream s, const std::vector<int>& peers,
+                 deadline_clock::time_point deadline) {
+    const std::size_t n = peers.size();
+    auto* bytes = static_cast<std::byte*>(d.allocate(std::max<std::size_t>(2 * n, 1), s));
+    d.zero_async(s, bytes, std::max<std::size_t>(2 * n, 1));
+    const auto start = d.record(s);
+    begin_group(rank());
+    for (std::size_t k = 0; k < n; ++k) {
+      send(rank(), peers[k], bytes + 2 * k, 1, d, s, "warm-up");
+      recv(peers[k], rank(), bytes + 2 * k + 1, 1, d, s, "warm-up");
+    }
+    end_group(rank());
+    const auto end = d.record(s);
+    d.release(bytes, s);
+    for (;;) {
+      if (d.synchronize(end, std::min(deadline, deadline_clock::now() + std::chrono::milliseconds(20))) ==
+          wait_status::ready) {
+        break;
+      }
+      if (std::exception_ptr e = poll_failure()) std::rethrow_exception(e);
+      if (deadline_clock::now() >= deadline) {
+        abort_comm();
+        ppipe::detail::fail(errc::timeout, describe_rank(rank()), " could not connect to its peers within the "
+                            "deadline (warm-up exchange with ranks ", join(peers), "); check that every process "
+                            "called warm_up(), and NCCL_DEBUG=INFO for the connection it tries");
+      }
+    }
+    return d.elapsed_us(start, end) / 1000.0;
+  }
+
+ private:
+  // What a move must not invalidate: the control transport, the communicator and the flags.
+  struct shared {
+    shared(Control c, int gpu, transport_options o) : control(std::move(c)), ordinal(gpu), options(o) {}
+    Control control;
+    int ordinal = 0;
+    transport_options options;
+    ncclComm_t comm = nullptr;
+    bool owned = true;
+    std::atomic<bool> abort_requested{false};
+    int depth = 0;
+    std::string group;  // the transfers of the group being issued (or the last one), for messages
+  };
+
+  static std::string join(const std::vector<int>& v) {
+    std::string out;
+    for (const int x : v) out += ppipe::detail::concat(out.empty() ? "" : ", ", x);
+    return out;
+  }
+
+  void mine(int r) const {
+    if (r != rank()) {
+      ppipe::detail::fail(errc::invalid_argument, "rank ", rank(), " (this process) was asked to transfer for rank ",
+                          r, "; a process issues only its own rank's transfers");
+    }
+  }
+
+  template <class... Parts>
+  void note(std::string_view what, const Parts&... parts) {
+    if (s_->depth == 0) s_->group.clear();
+    s_->group += ppipe::detail::concat(s_->group.empty() ? "" : "; ", what, parts...);
+  }
+
+  void usable() const {
+    if (s_->comm == nullptr) {
+      ppipe::detail::fail(errc::backend, describe_rank(rank()), "'s NCCL communicator was aborted; no transfer can "
+                          "be issued until the run has ended");
+    }
+  }
+
+  // A call's result on a non-blocking communicator: in progress is waited for (polled).
+  void issued(ncclResult_t result, const char* call) {
+    if (result == ncclInProgress) {
+      wait_ready(call);
+      return;
+    }
+    if (result != ncclSuccess) {
+      abort_comm();
+      check(result, ppipe::detail::concat(call, " (", s_->group, ")").c_str());
+    }
+  }
+
+  void wait_ready(const char* call) {
+    const auto deadline = deadline_after(s_->options.setup_timeout);
+    for (;;) {
+      ncclResult_t state = ncclInProgress;
+      PPIPE_NCCL_CHECK(ncclCommGetAsyncError(s_->comm, &state));
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) {
+        abort_comm();
+        check(state, ppipe::detail::concat(call, " (", s_->group, ")").c_str());
+      }
+      if (deadline_clock::now() >= deadline) {
+        abort_comm();
+        ppipe::detail::fail(errc::timeout, describe_rank(rank()), "'s ", call, " was still in progress after ",
+                            s_->options.setup_timeout.count(), " ms (", s_->group, "); the communicator was aborted");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+  void abort_comm() noexcept {
+    if (s_->comm == nullptr) return;
+    static_cast<void>(ncclCommAbort(s_->comm));
+    s_->comm = nullptr;
+  }
+
+  // Rank 0's unique id to every process over the control transport, then the communicator.
+  void make_comm() {
+    ncclUniqueId id{};
+    std::vector<std::byte> bytes(sizeof id);
+    if (rank() == 0) {
+      PPIPE_NCCL_CHECK(ncclGetUniqueId(&id));
+      std::memcpy(bytes.data(), &id, sizeof id);
+    }
+    if (s_->control.broadcast(bytes, 0, deadline_after(s_->options.setup_timeout)) != wait_status::ready) {
+      ppipe::detail::fail(errc::timeout, describe_rank(rank()), " waited ", s_->options.setup_timeout.count(),
+                          " ms for rank 0's NCCL unique id");
+    }
+    if (bytes.size() != sizeof id) {
+      ppipe::detail::fail(errc::backend, "rank 0 sent ", bytes.size(), " bytes for an NCCL unique id of ", sizeof id,
+                          "; every process must run the same program");
+    }
+    std::memcpy(&id, bytes.data(), sizeof id);
+    const cuda::detail::current_device on(s_->ordinal);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    s_->group = "the communicator's creation";
+    ncclComm_t comm = nullptr;
+    const ncclResult_t result = ncclCommInitRankConfig(&comm, num_ranks(), id, rank(), &config);
+    s_->comm = comm;
+    if (result != ncclSuccess && result != ncclInProgress) {
+      abort_comm();
+      check(result, "ncclCommInitRankConfig");
+    }
+    wait_ready("ncclCommInitRankConfig");
+    s_->group.clear();
+  }
+
+  std::unique_ptr<shared> s_;
+};
+
+}  // namespace ppipe::nccl
