@@ -16,6 +16,7 @@
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/tensor/bytes.hpp"
 #include "ppipe/transport/distributed.hpp"
+#include "ppipe/transport/stream_transport.hpp"
 
 namespace ppipe::detail {
 
@@ -45,6 +46,8 @@ void run_distributed(run_context<Stage, Transport>& ctx, const schedule& s,
   try {
     run_actions(at);
   } catch (const run_aborted&) {
+    report.what = rank_outcome::outcome::aborted;
+  } catch (const transfers_aborted&) {  // the transport stopped for another rank's failure
     report.what = rank_outcome::outcome::aborted;
   } catch (...) {
     ctx.failures.report(std::current_exception(), r, at);

@@ -478,7 +478,13 @@ class stream_actions {
         // kernels end) does so here, and reports an asynchronous failure of its own.
         if constexpr (requires { { ctx_.transport->poll_failure() } -> std::same_as<std::exception_ptr>; }) {
           if (std::exception_ptr e = ctx_.transport->poll_failure()) {
-            ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::sends, -1});
+            if (is_transfers_aborted(e)) {  // a peer's failure ended the transfers: not this rank's
+              reported = true;
+              l.transfers_aborted = true;
+              ctx_.transport->abort();
+            } else {
+              ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::sends, -1});
+            }
             d.abort();
           }
         }

@@ -65,10 +65,14 @@ class p2p_transport {
     }
   }
 
+  /// @brief The processes of the pipeline.
+  /// @return their count
   [[nodiscard]] int num_ranks() const noexcept { return state_->net.num_ranks(); }
   /// @brief The pipeline rank this process runs.
+  /// @return its rank in the communicator
   [[nodiscard]] int rank() const noexcept { return state_->net.rank(); }
-  /// @brief How many messages have moved (sent or received) in this process.
+  /// @brief How many messages (one per tensor) have moved, sent or received, in this process.
+  /// @return the count
   [[nodiscard]] std::size_t messages() const noexcept { return state_->messages.load(); }
 
   /// @brief Opens a group (ncclGroupStart); groups nest.
@@ -178,7 +182,9 @@ class p2p_transport {
       const std::string label = transfer_groups<device_type>::label(rank, ops);
       // The item's accesses, declared right before it as a copy declares its own.
       for (const transfer_op& o : ops) d.use(s, o.data, o.bytes, o.is_send ? access::read : access::write);
-      d.enqueue(s, [w = state, r = rank, ops = std::move(ops)] { run_group(*w, r, ops); }, label);
+      // A plain pointer: the transport outlives every step's items, and the last owner of the
+      // wire (whose MPI transport frees communicators) must be the host, not a stream's thread.
+      d.enqueue(s, [w = state.get(), r = rank, ops = std::move(ops)] { run_group(*w, r, ops); }, label);
     }
   };
 
@@ -212,57 +218,64 @@ class p2p_transport {
       bool done = false;
     };
     std::vector<posted> flight(ops.size());
-    // A group that stops leaves its sends' copies to the transport: conclude() drains them.
-    const auto stop = [&] {
+    try {
+      if (w.aborted.load()) throw_aborted(r);
+      for (std::size_t i = 0; i < ops.size(); ++i) {
+        const transfer_op& o = ops[i];
+        const shape units({static_cast<std::int64_t>(o.bytes / 2)}, dtype::f16);
+        if (o.is_send) {
+          flight[i].staged = std::make_shared<payload>();
+          flight[i].staged->emplace_back(units);
+          if (o.bytes != 0) std::memcpy(flight[i].staged->front().byte_data(), o.data, o.bytes);
+          const std::lock_guard lock(w.calls);
+          flight[i].sent = w.net.post_send(r, o.peer, *flight[i].staged, agreed_shapes);
+        } else {
+          payload into;
+          into.emplace_back(units);
+          const std::lock_guard lock(w.calls);
+          flight[i].received = w.net.post_recv(o.peer, r, agreed_shapes, std::move(into));
+        }
+      }
+      for (std::size_t left = ops.size(); left > 0;) {
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+          posted& f = flight[i];
+          if (f.done) continue;
+          const auto slice = deadline_clock::now() + std::chrono::milliseconds(2);
+          wait_status st = wait_status::timed_out;
+          std::unique_lock lock(w.calls);
+          if (f.sent) {
+            st = w.net.complete_send(*f.sent, slice);
+          } else {
+            payload arrived;
+            st = w.net.complete_recv(*f.received, arrived, slice);
+            lock.unlock();
+            if (st == wait_status::ready && ops[i].bytes != 0) {
+              std::memcpy(ops[i].data, arrived.front().byte_data(), ops[i].bytes);
+            }
+          }
+          if (st == wait_status::aborted) throw_aborted(r);
+          if (st == wait_status::ready) {
+            f.done = true;
+            f.staged.reset();
+            --left;
+            w.messages.fetch_add(1);
+          }
+          if (w.aborted.load()) throw_aborted(r);
+        }
+      }
+    } catch (...) {
+      // Whatever ended the group, the copies its posted sends read stay with the transport until
+      // conclude() has drained them (MPI reads them until then).
+      const std::lock_guard lock(w.calls);
       for (posted& f : flight) {
         if (f.staged && !f.done) w.kept.push_back(std::move(f.staged));
       }
-      throw transfers_aborted(ppipe::detail::concat("rank ", r, "'s transfer group was aborted: a rank failed"));
-    };
-    if (w.aborted.load()) stop();
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-      const transfer_op& o = ops[i];
-      const shape units({static_cast<std::int64_t>(o.bytes / 2)}, dtype::f16);
-      if (o.is_send) {
-        flight[i].staged = std::make_shared<payload>();
-        flight[i].staged->emplace_back(units);
-        if (o.bytes != 0) std::memcpy(flight[i].staged->front().byte_data(), o.data, o.bytes);
-        const std::lock_guard lock(w.calls);
-        flight[i].sent = w.net.post_send(r, o.peer, *flight[i].staged, agreed_shapes);
-      } else {
-        payload into;
-        into.emplace_back(units);
-        const std::lock_guard lock(w.calls);
-        flight[i].received = w.net.post_recv(o.peer, r, agreed_shapes, std::move(into));
-      }
+      throw;
     }
-    for (std::size_t left = ops.size(); left > 0;) {
-      for (std::size_t i = 0; i < ops.size(); ++i) {
-        posted& f = flight[i];
-        if (f.done) continue;
-        const auto slice = deadline_clock::now() + std::chrono::milliseconds(2);
-        wait_status st = wait_status::timed_out;
-        std::unique_lock lock(w.calls);
-        if (f.sent) {
-          st = w.net.complete_send(*f.sent, slice);
-        } else {
-          payload arrived;
-          st = w.net.complete_recv(*f.received, arrived, slice);
-          lock.unlock();
-          if (st == wait_status::ready && ops[i].bytes != 0) {
-            std::memcpy(ops[i].data, arrived.front().byte_data(), ops[i].bytes);
-          }
-        }
-        if (st == wait_status::aborted) stop();
-        if (st == wait_status::ready) {
-          f.done = true;
-          f.staged.reset();
-          --left;
-          w.messages.fetch_add(1);
-        }
-        if (w.aborted.load()) stop();
-      }
-    }
+  }
+
+  [[noreturn]] static void throw_aborted(int r) {
+    throw transfers_aborted(ppipe::detail::concat("rank ", r, "'s transfer group was aborted: a rank failed"));
   }
 
   std::shared_ptr<wire> state_;  // shared with the items on the streams

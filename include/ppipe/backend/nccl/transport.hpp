@@ -115,20 +115,19 @@ class transport {
   transport& operator=(transport&&) noexcept = default;
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
-  ~transport() {
-    if (s_ && s_->owned && s_->comm != nullptr) {
-      // Aborted, not destroyed: it frees everything without waiting for the peers (a
-      // non-blocking communicator would need ncclCommFinalize and a wait first).
-      static_cast<void>(ncclCommAbort(s_->comm));
-    }
-  }
+  ~transport() = default;
 
+  /// @brief The processes of the pipeline.
+  /// @return their count
   [[nodiscard]] int num_ranks() const { return s_->control.num_ranks(); }
   /// @brief The pipeline rank this process runs.
+  /// @return its rank
   [[nodiscard]] int rank() const { return s_->control.rank(); }
-  /// @brief The communicator (null after an abort until the next is made).
+  /// @brief The communicator.
+  /// @return it, or null after an abort until the next run makes another
   [[nodiscard]] ncclComm_t communicator() const noexcept { return s_->comm; }
   /// @brief The control transport.
+  /// @return it
   [[nodiscard]] Control& control() noexcept { return s_->control; }
 
   /// @brief ncclGroupStart, for this process's rank; groups nest.
@@ -193,7 +192,7 @@ class transport {
   /// turns an asynchronous error of the communicator into this rank's failure.
   /// @return the failure, or null
   std::exception_ptr poll_failure() {
-    if (s_->comm == nullptr) return nullptr;
+    if (s_->comm == nullptr || s_->depth != 0) return nullptr;
     if (s_->abort_requested.load()) {
       abort_comm();
       return nullptr;
@@ -203,6 +202,11 @@ class transport {
       return nullptr;
     }
     abort_comm();
+    // A peer that aborted shows here as a remote error: its own report names the failure.
+    if (state == ncclRemoteError || other_failed()) {
+      return std::make_exception_ptr(transfers_aborted(ppipe::detail::concat(
+          describe_rank(rank()), "'s NCCL communicator was aborted: a peer failed (", result_name(state), ")")));
+    }
     return std::make_exception_ptr(error(
         errc::backend, ppipe::detail::concat(describe_rank(rank()), "'s NCCL communicator failed: NCCL error ",
                                              static_cast<int>(state), " ", result_name(state), " (",
@@ -218,29 +222,29 @@ class transport {
     return s_->control.peer_failed();
   }
 
-  /// @brief Readies the next run; refuses one on an aborted communicator the caller gave.
+  /// @brief Readies the next run: after an abort, makes a new communicator (collective: every
+  /// process's next run does it), or refuses where the aborted one was the caller's.
   void reset() {
     s_->abort_requested.store(false);
     s_->depth = 0;
     s_->control.reset();
-    if (s_->comm == nullptr) {
-      ppipe::detail::fail(errc::backend, "the NCCL communicator was aborted after a failed run, and it was the "
+    if (s_->comm != nullptr) return;
+    if (!s_->owned) {
+      ppipe::detail::fail(errc::backend, "the NCCL communicator was aborted after a failure, and it was the "
                           "caller's, so ppipe cannot make another; build the transport with a new communicator");
     }
+    make_comm();
   }
 
   /// @brief See ppipe::distributed_transport: the control transport's verdict. After a failed run
-  /// every process aborts its communicator (NCCL cannot drain point-to-point work) and makes a new
-  /// one, collectively, where it made the first.
+  /// every process aborts its communicator (NCCL cannot drain point-to-point work); the next run's
+  /// reset() makes a new one.
   /// @param mine how this rank's part ended
   /// @param deadline when to give up
   /// @return what every process concludes
   run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
     run_verdict verdict = s_->control.conclude(mine, deadline);
-    if (!verdict.ok) {
-      abort_comm();
-      if (s_->owned) make_comm();
-    }
+    if (!verdict.ok) abort_comm();
     return verdict;
   }
 
@@ -281,9 +285,21 @@ class transport {
     d.zero_async(s, bytes, std::max<std::size_t>(2 * n, 1));
     const auto start = d.record(s);
     begin_group(rank());
-    for (std::size_t k = 0; k < n; ++k) {
-      send(rank(), peers[k], bytes + 2 * k, 1, d, s, "warm-up");
-      recv(peers[k], rank(), bytes + 2 * k + 1, 1, d, s, "warm-up");
+    try {
+      for (std::size_t k = 0; k < n; ++k) {
+        send(rank(), peers[k], bytes + 2 * k, 1, d, s, "warm-up");
+        recv(peers[k], rank(), bytes + 2 * k + 1, 1, d, s, "warm-up");
+      }
+    } catch (...) {
+      // The group is ended (NCCL's group state is the thread's) on an aborted communicator.
+      s_->abort_requested.store(true);
+      try {
+        end_group(rank());
+      } catch (...) {
+      }
+      abort_comm();
+      d.release(bytes, s);
+      throw;
     }
     end_group(rank());
     const auto end = d.record(s);
@@ -308,6 +324,13 @@ class transport {
   // What a move must not invalidate: the control transport, the communicator and the flags.
   struct shared {
     shared(Control c, int gpu, transport_options o) : control(std::move(c)), ordinal(gpu), options(o) {}
+    shared(const shared&) = delete;
+    shared& operator=(const shared&) = delete;
+    ~shared() {
+      // Aborted, not destroyed: it frees everything without waiting for the peers (a
+      // non-blocking communicator would need ncclCommFinalize and a wait first).
+      if (owned && comm != nullptr) static_cast<void>(ncclCommAbort(comm));
+    }
     Control control;
     int ordinal = 0;
     transport_options options;
@@ -344,21 +367,28 @@ class transport {
     }
   }
 
-  // A call's result on a non-blocking communicator: in progress is waited for (polled).
+  // A call's result on a non-blocking communicator: in progress is waited for (polled). Inside a
+  // group the communicator is not aborted until the group has ended (its calls would use it).
   void issued(ncclResult_t result, const char* call) {
     if (result == ncclInProgress) {
       wait_ready(call);
       return;
     }
     if (result != ncclSuccess) {
-      abort_comm();
+      if (s_->depth == 0) {
+        abort_comm();
+      } else {
+        s_->abort_requested.store(true);
+      }
       check(result, ppipe::detail::concat(call, " (", s_->group, ")").c_str());
     }
   }
 
+  // Polls a call in progress (connecting a pair on its first transfer, say) until it is done, the
+  // transport is aborted, another process reports a failure, or the setup timeout passes.
   void wait_ready(const char* call) {
     const auto deadline = deadline_after(s_->options.setup_timeout);
-    for (;;) {
+    for (int polls = 0;; ++polls) {
       ncclResult_t state = ncclInProgress;
       PPIPE_NCCL_CHECK(ncclCommGetAsyncError(s_->comm, &state));
       if (state == ncclSuccess) return;
@@ -366,12 +396,25 @@ class transport {
         abort_comm();
         check(state, ppipe::detail::concat(call, " (", s_->group, ")").c_str());
       }
+      if (s_->abort_requested.load() || (polls % 200 == 199 && other_failed())) {
+        abort_comm();
+        throw transfers_aborted(ppipe::detail::concat(describe_rank(rank()), "'s ", call, " was aborted: a rank failed"));
+      }
       if (deadline_clock::now() >= deadline) {
         abort_comm();
         ppipe::detail::fail(errc::timeout, describe_rank(rank()), "'s ", call, " was still in progress after ",
                             s_->options.setup_timeout.count(), " ms (", s_->group, "); the communicator was aborted");
       }
       std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+  // Whether the control transport has heard of another process's failure (where it can say).
+  bool other_failed() {
+    if constexpr (requires(Control& c) { { c.peer_failed() } -> std::convertible_to<bool>; }) {
+      return s_->control.peer_failed();
+    } else {
+      return false;
     }
   }
 
