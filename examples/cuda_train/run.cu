@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -16,6 +15,7 @@
 #include <ppipe/ppipe.hpp>
 
 #include "../support/last_step.hpp"
+#include "../support/regression.hpp"
 #include "run.hpp"
 
 namespace cuda_train {
@@ -44,31 +44,6 @@ model make_model(const settings& s) {
   }));
 }
 
-// A regression the blocks can learn: each target row is a smooth function of its input row.
-struct data {
-  ppipe::payload inputs, targets;
-};
-data make_data(const settings& s) {
-  const ppipe::dtype type = s.bf16 ? ppipe::dtype::bf16 : ppipe::dtype::f32;
-  data d{{ppipe::host_tensor(ppipe::shape({s.batch, s.width}, type))},
-         {ppipe::host_tensor(ppipe::shape({s.batch, s.width}, type))}};
-  const auto w = static_cast<std::size_t>(s.width);
-  std::vector<float> x(static_cast<std::size_t>(s.batch) * w), t(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i % 9973) + 0.1f);
-  for (std::size_t r = 0; r < x.size() / w; ++r) {
-    for (std::size_t j = 0; j < w; ++j) t[r * w + j] = 0.5f * std::tanh(2.0f * x[r * w + (j + 1) % w]);
-  }
-  for (auto [from, to] : {std::pair{&x, &d.inputs[0]}, std::pair{&t, &d.targets[0]}}) {
-    if (!s.bf16) {
-      std::copy(from->begin(), from->end(), to->values().begin());
-    } else {
-      std::transform(from->begin(), from->end(), to->values<ppipe::bfloat16>().begin(),
-                     [](float v) { return ppipe::bfloat16(v); });
-    }
-  }
-  return d;
-}
-
 // The model's flops for one training step: 3 times the GEMMs' forward (the blocks' recomputed
 // forward is the hardware's extra work, not counted).
 double model_flops(const settings& s) {
@@ -95,7 +70,8 @@ int run(const settings& s, ppipe::schedule plan) {
                  "them); nothing was trained\n";
     return exit_no_gpu;
   }
-  const data d = make_data(s);
+  const examples::regression d =
+      examples::make_row_regression(s.batch, s.width, s.bf16 ? ppipe::dtype::bf16 : ppipe::dtype::f32);
   model m = make_model(s);
   const ppipe::cuda::sgd opt(s.lr);
   const ppipe::pipeline_options o = options_of(s, std::move(plan));

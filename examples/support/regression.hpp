@@ -1,11 +1,15 @@
 #pragma once
-// The examples' training task, a synthetic regression: the MLP demos (ppipe-train, ppipe-mpi-train)
-// learn it, and every process of an MPI job makes the same data from the same seed.
+// The examples' training tasks, synthetic regressions: the MLP demos (ppipe-train, ppipe-mpi-train)
+// learn one, the residual-block demos (ppipe-cuda-train, ppipe-nccl-train) the other, and every
+// process of an MPI job makes the same data.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include <ppipe/tensor/dtype.hpp>
 #include <ppipe/tensor/tensor.hpp>
 
 namespace examples {
@@ -40,6 +44,28 @@ inline regression make_regression(std::int64_t rows, int width, std::uint64_t se
       b += x * w[j];
     }
     d.targets[0][static_cast<std::size_t>(r)] = std::sin(a) + 0.5f * std::cos(b);
+  }
+  return d;
+}
+
+// The residual blocks' task, rows of `width` in and out: each target row is a smooth function of
+// its input row (0.5 tanh(2 x) of the next column). In f32, or in bf16 (rounded to nearest even).
+inline regression make_row_regression(std::int64_t rows, int width, ppipe::dtype type = ppipe::dtype::f32) {
+  regression d{{ppipe::host_tensor(ppipe::shape({rows, width}, type))},
+               {ppipe::host_tensor(ppipe::shape({rows, width}, type))}};
+  const auto w = static_cast<std::size_t>(width);
+  std::vector<float> x(static_cast<std::size_t>(rows) * w), t(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i % 9973) + 0.1f);
+  for (std::size_t r = 0; r < x.size() / w; ++r) {
+    for (std::size_t j = 0; j < w; ++j) t[r * w + j] = 0.5f * std::tanh(2.0f * x[r * w + (j + 1) % w]);
+  }
+  for (auto [from, to] : {std::pair{&x, &d.inputs[0]}, std::pair{&t, &d.targets[0]}}) {
+    if (type == ppipe::dtype::bf16) {
+      std::transform(from->begin(), from->end(), to->values<ppipe::bfloat16>().begin(),
+                     [](float v) { return ppipe::bfloat16(v); });
+    } else {
+      std::copy(from->begin(), from->end(), to->values().begin());
+    }
   }
   return d;
 }
