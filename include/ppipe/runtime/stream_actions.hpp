@@ -450,6 +450,13 @@ class stream_actions {
     std::size_t done = 0;
     bool reported = false;
     const auto rank_streams = l.streams();
+    // Another rank's failure ended this rank's transfers: it stops, without a failure of its own.
+    const auto stop_for_a_peer = [&] {
+      reported = true;
+      l.transfers_aborted = true;
+      ctx_.transport->abort();
+      d.abort();
+    };
     // Work that layers enqueued themselves fails on the stream, where only the device's error
     // says so: it becomes the rank's failure (the first one wins, so a failure the stage's own
     // enqueued calls reported with their action comes first), and the other ranks stop waiting.
@@ -478,25 +485,18 @@ class stream_actions {
         // kernels end) does so here, and reports an asynchronous failure of its own.
         if constexpr (requires { { ctx_.transport->poll_failure() } -> std::same_as<std::exception_ptr>; }) {
           if (std::exception_ptr e = ctx_.transport->poll_failure()) {
-            if (is_transfers_aborted(e)) {  // a peer's failure ended the transfers: not this rank's
-              reported = true;
-              l.transfers_aborted = true;
-              ctx_.transport->abort();
+            if (is_transfers_aborted(e)) {
+              stop_for_a_peer();
             } else {
               ctx_.record_failure(std::move(e), r, run_position{-1, run_phase::sends, -1});
+              d.abort();
             }
-            d.abort();
           }
         }
         // A rank of another process failed (a distributed transport says so): this one stops, and
         // waits only for what its streams are running.
         if constexpr (requires { ctx_.transport->peer_failed(); }) {
-          if (!reported && !ctx_.failures.failed() && ctx_.transport->peer_failed()) {
-            reported = true;
-            l.transfers_aborted = true;
-            ctx_.transport->abort();
-            d.abort();
-          }
+          if (!reported && !ctx_.failures.failed() && ctx_.transport->peer_failed()) stop_for_a_peer();
         }
         if (!reported && watch_receives(s, r, l)) reported = true;
         if (ctx_.failures.failed()) d.abort();
@@ -780,9 +780,9 @@ class stream_actions {
       std::optional<recv_handle> handle;  // none: by device copy (same device), or on the streams
       int step = -1;
       box into;
-      // On the streams: the send stream's event once the receive's group has moved it.
+      // On the streams: the send stream's event once the receive's group has moved it (a compute
+      // ends the open group before it takes a receive, so this is set by then).
       std::optional<typename device_type::event> moved{};
-      bool on_stream = false;
     };
     std::vector<std::optional<posted>> recv(n);
     std::vector<box> handoff_in(n), handoff_grad(n), out(n), grad(n);
@@ -805,6 +805,12 @@ class stream_actions {
     struct open_group {
       std::vector<grouped_send> sends;
       std::vector<std::size_t> recvs;
+      // Gives the lane the group's tensors to keep until the streams have drained: the transport
+      // holds only their addresses.
+      void hold_in(lanes& lane, const std::vector<std::optional<posted>>& posts) const {
+        for (const grouped_send& x : sends) lane.held.push_back(x.payload.data);
+        for (const std::size_t i : recvs) lane.held.push_back(posts[i]->into.data);
+      }
     };
     std::optional<open_group> group;
     const auto join_group = [&] {
@@ -820,8 +826,7 @@ class stream_actions {
       if (!group) return;
       open_group g = std::move(*group);
       group.reset();
-      for (const grouped_send& x : g.sends) l.held.push_back(x.payload.data);
-      for (const std::size_t i : g.recvs) l.held.push_back(recv[i]->into.data);
+      g.hold_in(l, recv);
       const auto t0 = d.record(l.send);
       if constexpr (on_streams) ctx_.transport->end_group(r);
       const auto t1 = d.record(l.send);
@@ -862,8 +867,7 @@ class stream_actions {
       // The compute stream needs the data once it has run what is enqueued on it so far: the
       // receive's timeout counts from then, as it does on a host rank that blocks in the receive.
       const auto need = d.record(l.compute);
-      if (p.on_stream) {
-        // Its group is on the send stream already (a compute ends the group before it).
+      if (p.moved) {
         d.wait(l.compute, *p.moved);
         l.watch.push_back({need, *p.moved, waited, needed, from, p.step, k, {}});
         return std::move(p.into);
@@ -941,8 +945,7 @@ class stream_actions {
         if constexpr (on_streams) {
           if (!group->has_value()) return;
           try {
-            for (const grouped_send& x : (*group)->sends) lane->held.push_back(x.payload.data);
-            for (const std::size_t i : (*group)->recvs) lane->held.push_back((*recv)[i]->into.data);
+            (*group)->hold_in(*lane, *recv);
             transport->abort();
             lane->device->abort();
             group->reset();
@@ -977,7 +980,7 @@ class stream_actions {
               for (const auto& region : into.regions) {
                 ctx_.transport->recv(from, r, region.data, region.bytes, d, l.send, what);
               }
-              recv[i] = posted{std::nullopt, step, std::move(into), std::nullopt, true};
+              recv[i] = posted{std::nullopt, step, std::move(into)};
               group->recvs.push_back(i);
               break;
             }
