@@ -19,6 +19,9 @@ using nccl_transport = ppipe::nccl::transport<ppipe::mpi::transport>;
 static_assert(ppipe::stream_transport<nccl_transport>);
 static_assert(ppipe::distributed_transport<nccl_transport>);
 static_assert(ppipe::transfer_model_of<nccl_transport> == ppipe::transfer_model::rendezvous);
+static_assert(ppipe::stream_replicas<nccl_transport>);
+// Every member compiles, those no case here calls (the replicas' split and all-reduce) included.
+template class ppipe::nccl::transport<ppipe::mpi::transport>;
 static_assert(ppipe::backend<ppipe::nccl::backend<ppipe::mpi::transport>>);
 
 TEST_CASE("nccl::neighbours: the ranks before and after, wrapping, each once", "[nccl]") {

@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <span>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "ppipe/model/model.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 
 namespace toy {
 
@@ -92,6 +94,15 @@ class model {
       a_[l] -= lr * ga_[l];
       b_[l] -= lr * gb_[l];
       ga_[l] = gb_[l] = 0.0f;
+    }
+  }
+
+  // Each layer's a and b with their gradients, as data-parallel replicas average them.
+  template <class F>
+  void for_each_parameter(int first, int end, F&& f) {
+    for (auto l = static_cast<std::size_t>(first); l < static_cast<std::size_t>(end); ++l) {
+      f(ppipe::tensor_view(std::span<float>(&a_[l], 1)), ppipe::tensor_view(std::span<float>(&ga_[l], 1)));
+      f(ppipe::tensor_view(std::span<float>(&b_[l], 1)), ppipe::tensor_view(std::span<float>(&gb_[l], 1)));
     }
   }
 

@@ -526,14 +526,33 @@ class pipeline {
 
   // With data-parallel replicas (a transport that can average over them), each stage's gradients
   // are averaged over the replicas once the step has succeeded everywhere, before the optimizer
-  // hook: the update every replica then applies is the one for the whole global batch.
+  // hook: the update every replica then applies is the one for the whole global batch. A stream
+  // transport enqueues the average on the stage's stream, where the hook's own work follows it.
   void average_gradients_over_replicas() {
-    if constexpr (requires(transport_type& t, std::span<float> v) { t.allreduce_mean(v, deadline_clock::now()); }) {
+    constexpr bool on_streams = stream_replicas<transport_type>;
+    constexpr bool on_host = requires(transport_type& t, std::span<float> v) {
+      t.allreduce_mean(v, deadline_clock::now());
+    };
+    if constexpr (on_streams || on_host) {
       if (transport_.replicas() <= 1) return;
       if constexpr (!model_has_parameters<Model>) {
         detail::fail(errc::unsupported, "the transport has ", transport_.replicas(), " data-parallel replicas, but the "
                      "model has no for_each_parameter(first, end, f) through which ppipe could average the gradients; "
                      "add it (see ppipe::model_has_parameters) or run one replica");
+      } else if constexpr (on_streams && enqueues_own_work<Model>) {
+        optimizer_ = [this, user = std::move(optimizer_)](const basic_stage_info<device_type>& info) {
+          std::vector<tensor_view> gradients;
+          model_->for_each_parameter(info.first_layer, info.end_layer,
+                                     [&](tensor_view, tensor_view g) { gradients.push_back(g); });
+          transport_.allreduce_mean(std::span<const tensor_view>(gradients), *info.device->device,
+                                    info.device->stream, options_.timeout);
+          if (user) user(info);
+        };
+      } else if constexpr (!on_host) {
+        detail::fail(errc::unsupported, "the transport averages gradients over its ", transport_.replicas(),
+                     " replicas on the device's streams, where only layers that enqueue their own work can follow "
+                     "it; give the model's layers `static constexpr bool enqueues_work = true` (see "
+                     "ppipe::enqueues_own_work) or run one replica");
       } else {
         optimizer_ = [this, user = std::move(optimizer_)](const basic_stage_info<device_type>& info) {
           // f32 gradients are averaged as they are; bf16 and f16 ones through float (widened,

@@ -3,15 +3,18 @@
 /// @brief The stream_transport concept: point-to-point transfers that run on a device's streams,
 /// grouped as NCCL groups them, with no host thread waiting for them.
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <exception>
+#include <span>
 #include <string>
 #include <string_view>
 
 #include "ppipe/device/stream_device.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/communication.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 #include "ppipe/transport/transport.hpp"
 
 namespace ppipe {
@@ -59,6 +62,27 @@ concept stream_transport =
       t.end_group(rank);
       t.abort();
       t.reset();
+    };
+
+/// @brief A stream transport whose processes are also data-parallel replicas of the pipeline, and
+/// which averages a stage's gradients over them on the device's streams (ncclAllReduce with
+/// ncclAvg over the communicator of the processes that run the same pipeline rank).
+///
+/// - `int replicas() const`: how many copies of the pipeline the job runs (1: none to average);
+/// - `void allreduce_mean(std::span<const tensor_view> gradients, device_type&, stream,
+///   std::chrono::milliseconds timeout)`: enqueues on the stream, after the work already there,
+///   the replacement of each gradient (in the device's memory) by its mean over the replicas, and
+///   returns at once; every replica enqueues the same gradients, in the same order. The work on the
+///   stream waits for the other replicas for at most `timeout`, or as the transport's watchdog
+///   decides.
+/// The pipeline enqueues it before the optimizer hook of each stage, on the stage's stream, once
+/// every replica's step has succeeded.
+template <class T>
+concept stream_replicas =
+    stream_transport<T> && requires(T& t, const T& ct, std::span<const tensor_view> gradients,
+                                    typename T::device_type& d, typename T::device_type::stream s) {
+      { ct.replicas() } -> std::convertible_to<int>;
+      t.allreduce_mean(gradients, d, s, std::chrono::milliseconds{});
     };
 
 /// @brief What a stream transport's work throws when the transport was aborted (a rank failed,

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ppipe/backend/mpi/error.hpp"
@@ -29,27 +30,37 @@
 
 namespace ppipe::mpi::detail {
 
-/// Gives every rank of the pipeline the bytes rank `root` holds: their count first, then the bytes.
+/// Gives every process of `comm` the bytes its process `root` holds, their count first, then the
+/// bytes; `who_root` names the root in what a timeout reports.
 template <class Wait>
-wait_status broadcast(const roster& who, std::vector<std::byte>& bytes, int root, Wait&& wait) {
+wait_status broadcast_over(MPI_Comm comm, std::vector<std::byte>& bytes, int root, const std::string& who_root,
+                           Wait&& wait) {
   std::uint64_t n = bytes.size();
   MPI_Request req = MPI_REQUEST_NULL;
-  PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, who.pipeline(), &req));
-  if (!wait(req, [&] { return ppipe::detail::concat(who.describe_rank(root), " to broadcast the run's results"); })) {
-    return wait_status::timed_out;
-  }
+  PPIPE_MPI_CHECK(MPI_Ibcast(&n, 1, MPI_UINT64_T, root, comm, &req));
+  if (!wait(req, [&] { return ppipe::detail::concat(who_root, " to broadcast"); })) return wait_status::timed_out;
   if (n > static_cast<std::uint64_t>(INT_MAX)) {
-    ppipe::detail::fail(errc::unsupported, "the run's results take ", n, " bytes; the MPI transport broadcasts at "
+    ppipe::detail::fail(errc::unsupported, who_root, " broadcasts ", n, " bytes; the MPI transport broadcasts at "
                         "most ", INT_MAX, " bytes: run fewer rows per call");
   }
   bytes.resize(static_cast<std::size_t>(n));
-  PPIPE_MPI_CHECK(MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, who.pipeline(), &req));
-  if (!wait(req, [&] {
-        return ppipe::detail::concat("the ", n, " bytes of results that ", who.describe_rank(root), " broadcasts");
-      })) {
+  PPIPE_MPI_CHECK(MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm, &req));
+  if (!wait(req, [&] { return ppipe::detail::concat("the ", n, " bytes that ", who_root, " broadcasts"); })) {
     return wait_status::timed_out;
   }
   return wait_status::ready;
+}
+
+/// Gives every rank of the pipeline the bytes rank `root` holds.
+template <class Wait>
+wait_status broadcast(const roster& who, std::vector<std::byte>& bytes, int root, Wait&& wait) {
+  return broadcast_over(who.pipeline(), bytes, root, who.describe_rank(root), std::forward<Wait>(wait));
+}
+
+/// Gives this pipeline rank in every replica the bytes replica `root` holds.
+template <class Wait>
+wait_status broadcast_to_replicas(const roster& who, std::vector<std::byte>& bytes, int root, Wait&& wait) {
+  return broadcast_over(who.replica_comm(), bytes, root, who.describe_replica(root), std::forward<Wait>(wait));
 }
 
 /// Replaces `values` by their mean over the replicas (sum, then times 1/replicas), in place; throws
@@ -69,6 +80,20 @@ void allreduce_mean(const roster& who, std::span<float> values, Wait&& wait) {
   }
   const float scale = 1.0f / static_cast<float>(who.replica_count());
   for (float& v : values) v *= scale;
+}
+
+/// Whether `mine` is true on any process of the job (every replica's pipeline); nothing when
+/// `wait` gives up.
+template <class Wait>
+std::optional<bool> any_process(const roster& who, bool mine, Wait&& wait) {
+  int in = mine ? 1 : 0;
+  int out = 0;
+  MPI_Request req = MPI_REQUEST_NULL;
+  PPIPE_MPI_CHECK(MPI_Iallreduce(&in, &out, 1, MPI_INT, MPI_LOR, who.inquiry_comm(), &req));
+  if (!wait(req, [] { return std::string("every process of the job to take part in a collective decision"); })) {
+    return std::nullopt;
+  }
+  return out != 0;
 }
 
 /// Every replica learns whether the others' runs failed: a replica that succeeded while another

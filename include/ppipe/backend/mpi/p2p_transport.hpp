@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,8 +23,10 @@
 #include "ppipe/backend/mpi/transport.hpp"
 #include "ppipe/device/cpu_device.hpp"
 #include "ppipe/error.hpp"
+#include "ppipe/model/model.hpp"
 #include "ppipe/schedule/communication.hpp"
 #include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 #include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/stream_transport.hpp"
 #include "ppipe/transport/transfer_groups.hpp"
@@ -54,7 +57,16 @@ class p2p_transport {
   /// @param pipeline the processes of one pipeline, rank r running pipeline rank r (duplicated)
   /// @param options the MPI transport's options (timeout policy, inquiries)
   explicit p2p_transport(MPI_Comm pipeline, transport_options options = {})
-      : state_(std::make_shared<wire>(pipeline, options)), groups_(state_->net.num_ranks()) {
+      : p2p_transport(pipeline, MPI_COMM_NULL, options) {}
+
+  /// @brief One of several data-parallel replicas of the pipeline (see ppipe::mpi::replicated):
+  /// allreduce_mean() averages a stage's gradients over `replicas` on the stage's stream, as the
+  /// NCCL transport does. Collective over both communicators.
+  /// @param pipeline the processes of this replica's pipeline, rank r running pipeline rank r
+  /// @param replicas the processes running this pipeline rank in every replica, or MPI_COMM_NULL
+  /// @param options the MPI transport's options (timeout policy, inquiries)
+  p2p_transport(MPI_Comm pipeline, MPI_Comm replicas, transport_options options)
+      : state_(std::make_shared<wire>(pipeline, replicas, options)), groups_(state_->net.num_ranks()) {
     int level = MPI_THREAD_SINGLE;
     PPIPE_MPI_CHECK(MPI_Query_thread(&level));
     if (level < MPI_THREAD_SERIALIZED) {
@@ -71,9 +83,52 @@ class p2p_transport {
   /// @brief The pipeline rank this process runs.
   /// @return its rank in the communicator
   [[nodiscard]] int rank() const noexcept { return state_->net.rank(); }
+  /// @brief How many replicas of the pipeline the job runs (1 without a replica communicator).
+  /// @return their count
+  [[nodiscard]] int replicas() const noexcept { return state_->net.replicas(); }
+  /// @brief Which replica this process belongs to.
+  /// @return its rank among the replicas
+  [[nodiscard]] int replica() const noexcept { return state_->net.replica(); }
   /// @brief How many messages (one per tensor) have moved, sent or received, in this process.
   /// @return the count
   [[nodiscard]] std::size_t messages() const noexcept { return state_->messages.load(); }
+
+  /// @brief Enqueues on stream `s` the replacement of each gradient by its mean over the replicas
+  /// (ncclAllReduce with ncclAvg, modelled): one item that widens them to floats, all-reduces them
+  /// over MPI (sum, then times 1/replicas) and writes them back, rounded to their dtype, as the
+  /// MPI backend averages. A no-op with one replica.
+  /// @param gradients the stage's gradients, in the device's memory
+  /// @param d this rank's device
+  /// @param s the stage's stream
+  /// @param timeout how long the item waits for the other replicas
+  void allreduce_mean(std::span<const tensor_view> gradients, device_type& d, device_type::stream s,
+                      std::chrono::milliseconds timeout) {
+    if (replicas() <= 1) return;
+    std::size_t values = 0;
+    for (const tensor_view& g : gradients) {
+      d.use(s, g.data, g.bytes(), access::write);
+      values += g.elements;
+    }
+    d.enqueue(s, [w = state_.get(), kept = std::vector<tensor_view>(gradients.begin(), gradients.end()), timeout] {
+      std::vector<float> packed;
+      for (const tensor_view& g : kept) ppipe::detail::widen_gradient(g, packed);
+      {
+        const std::lock_guard lock(w->calls);
+        w->net.allreduce_mean(packed, deadline_after(timeout));
+      }
+      std::size_t at = 0;
+      for (const tensor_view& g : kept) at = ppipe::detail::narrow_gradient(packed, at, g);
+    }, ppipe::detail::concat("all-reduce of ", values, " gradient values over ", replicas(), " replicas"));
+  }
+
+  /// @brief The mean of `values` over the replicas, in place, from the host (the MPI transport's):
+  /// how a model whose layers run as host work on the stream averages its gradients.
+  /// @param values this replica's gradients, replaced by the mean over the replicas
+  /// @param deadline when to give up
+  void allreduce_mean(std::span<float> values, deadline_clock::time_point deadline) {
+    const std::lock_guard lock(state_->calls);
+    state_->net.allreduce_mean(values, deadline);
+  }
 
   /// @brief Opens a group (ncclGroupStart); groups nest.
   /// @param r the rank (this process's)
@@ -166,7 +221,7 @@ class p2p_transport {
   // What the stream items share with the transport: the MPI transport that carries the bytes,
   // the abort flag, and the host tensors of the transfers in flight.
   struct wire {
-    wire(MPI_Comm pipeline, transport_options options) : net(pipeline, MPI_COMM_NULL, options) {}
+    wire(MPI_Comm pipeline, MPI_Comm replicas, transport_options options) : net(pipeline, replicas, options) {}
     mpi::transport net;
     std::mutex calls;  // one MPI call at a time, from the stream's thread or the host's
     std::atomic<bool> aborted{false};
@@ -284,5 +339,6 @@ class p2p_transport {
 
 static_assert(stream_transport<p2p_transport>);
 static_assert(distributed_transport<p2p_transport>);
+static_assert(stream_replicas<p2p_transport>);
 
 }  // namespace ppipe::mpi

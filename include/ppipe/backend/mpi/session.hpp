@@ -72,11 +72,17 @@ class session {
   int size_ = 1;
 };
 
-/// @brief A transport for one of `replicas` data-parallel copies of a pipeline, splitting `world`
-/// (collective over it) as Megatron-LM does: process w runs pipeline rank w / replicas of replica
-/// w % replicas, so the processes that all-reduce the same stage's gradients are neighbours (on one
-/// node, when a node's processes are consecutive ranks) and each pipeline spans the job.
-inline transport replicated(MPI_Comm world, int replicas, transport_options options = {}) {
+namespace detail {
+
+/// The two communicators of a process of a replicated job: its pipeline's, and the processes that
+/// run its pipeline rank in every replica.
+struct replica_split {
+  owned_comm pipeline;
+  owned_comm same_stage;
+};
+
+/// Splits `world` (collective over it) into `replicas` pipelines as replicated() describes.
+inline replica_split split_replicas(MPI_Comm world, int replicas) {
   int size = 0;
   int rank = 0;
   PPIPE_MPI_CHECK(MPI_Comm_size(world, &size));
@@ -85,13 +91,32 @@ inline transport replicated(MPI_Comm world, int replicas, transport_options opti
     ppipe::detail::fail(errc::invalid_argument, "cannot split ", size, " processes into ", replicas,
                         " replicas of one pipeline; give a number of replicas that divides the process count");
   }
-  // The transport duplicates both, so these are freed on return.
+  replica_split out;
   MPI_Comm split = MPI_COMM_NULL;
   PPIPE_MPI_CHECK(MPI_Comm_split(world, rank % replicas, rank / replicas, &split));
-  const detail::owned_comm pipeline(split);
+  out.pipeline = owned_comm(split);
   PPIPE_MPI_CHECK(MPI_Comm_split(world, rank / replicas, rank % replicas, &split));
-  const detail::owned_comm same_stage(split);
-  return transport(pipeline, replicas > 1 ? MPI_Comm(same_stage) : MPI_COMM_NULL, options);
+  out.same_stage = owned_comm(split);
+  return out;
+}
+
+}  // namespace detail
+
+/// @brief A transport for one of `replicas` data-parallel copies of a pipeline, splitting `world`
+/// (collective over it) as Megatron-LM does: process w runs pipeline rank w / replicas of replica
+/// w % replicas, so the processes that all-reduce the same stage's gradients are neighbours (on one
+/// node, when a node's processes are consecutive ranks) and each pipeline spans the job.
+/// @tparam Transport the transport to make: ppipe::mpi::transport, or ppipe::mpi::p2p_transport
+/// (the CPU model of NCCL), built from (pipeline, replicas, options)
+/// @param world the job's processes
+/// @param replicas how many copies of the pipeline; divides world's size
+/// @param options the transport's options
+/// @return this process's transport
+template <class Transport = transport>
+Transport replicated(MPI_Comm world, int replicas, transport_options options = {}) {
+  // The transport duplicates both, so the split ones are freed on return.
+  const detail::replica_split split = detail::split_replicas(world, replicas);
+  return Transport(split.pipeline, replicas > 1 ? MPI_Comm(split.same_stage) : MPI_COMM_NULL, options);
 }
 
 }  // namespace ppipe::mpi

@@ -306,6 +306,36 @@ class transport {
     return detail::broadcast(who_, bytes, root, collective_wait(*this, start, deadline));
   }
 
+  /// @brief Gives this pipeline rank in every replica the bytes replica `root` holds (how the
+  /// NCCL transport hands a job-wide unique id to every process). With one replica, nothing moves.
+  /// @param bytes what replica `root` sends; in the other replicas, replaced by what they receive
+  /// @param root the replica that holds the bytes
+  /// @param deadline when to give up (see transport_options::on_timeout)
+  /// @return ready, or timed_out when the policy is throw_error and the wait ran past `deadline`
+  wait_status broadcast_to_replicas(std::vector<std::byte>& bytes, int root, deadline_clock::time_point deadline) {
+    if (replicas() <= 1) return wait_status::ready;
+    const auto start = deadline_clock::now();
+    const detail::waiting_on note(timeouts_, detail::wait_kind::replicas, -1, 0);
+    return detail::broadcast_to_replicas(who_, bytes, root, collective_wait(*this, start, deadline));
+  }
+
+  /// @brief Whether `mine` is true on any process of the job, every replica's included: how
+  /// processes that may differ (the NCCL transport's communicators, after a failure in the
+  /// optimizer hooks) decide alike. Collective over the job.
+  /// @param mine this process's answer
+  /// @param deadline when to give up
+  /// @return true when any process said true; a timeout throws ppipe::error (errc::timeout)
+  bool any_process(bool mine, deadline_clock::time_point deadline) {
+    const auto start = deadline_clock::now();
+    const detail::waiting_on note(timeouts_, detail::wait_kind::collective, -1, 0);
+    const std::optional<bool> any = detail::any_process(who_, mine, collective_wait(*this, start, deadline));
+    if (!any) {
+      ppipe::detail::fail(errc::timeout, describe_rank(rank()), " waited ", detail::waited_ms(start),
+                          " for every process of the job to take part in a collective decision");
+    }
+    return *any;
+  }
+
   /// @brief Replaces `values` by their mean over the replicas (sum, then times 1/replicas), in
   /// place. Every replica calls it with the same number of values. A no-op with one replica.
   /// @param values this replica's gradients, replaced by the mean over the replicas

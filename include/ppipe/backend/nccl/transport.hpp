@@ -7,11 +7,14 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <array>
+#include <concepts>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <exception>
+#include <span>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,7 +26,9 @@
 #include "ppipe/backend/nccl/error.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/communication.hpp"
+#include "ppipe/tensor/dtype.hpp"
 #include "ppipe/tensor/tensor.hpp"
+#include "ppipe/tensor/tensor_view.hpp"
 #include "ppipe/transport/distributed.hpp"
 #include "ppipe/transport/stream_transport.hpp"
 
@@ -65,6 +70,10 @@ inline std::vector<int> neighbours(int rank, int ranks) {
 ///   asynchronous error of the communicator becomes the rank's failure, naming it and the last
 ///   group's transfers. After a failed run, every process aborts its communicator and makes a new
 ///   one, so the next run starts clean.
+/// - Data-parallel replicas: where `Control` has replicas (ppipe::mpi::replicated), one
+///   communicator spans the job and ncclCommSplit makes two of it: this replica's pipeline, and
+///   the processes that run this pipeline rank in every replica, over which allreduce_mean()
+///   averages a stage's gradients (ncclAllReduce, ncclAvg) on the stage's stream.
 /// - Everything the processes say to each other on the host (agree, conclude, broadcast, the
 ///   names of ranks, other processes' failures) goes through `Control`.
 /// @tparam Control a ppipe::distributed_transport of host tensors over the same processes, rank r
@@ -80,7 +89,9 @@ class transport {
   static constexpr transfer_model model = transfer_model::rendezvous;
 
   /// @brief Makes the communicator: rank 0's unique id goes to every process over `control`,
-  /// then each calls ncclCommInitRankConfig on GPU `ordinal`. Collective over the processes.
+  /// then each calls ncclCommInitRankConfig on GPU `ordinal`. With replicas, the id of the first
+  /// replica's rank 0 goes to the whole job (over the pipeline, then over the replicas), and the
+  /// job's communicator is split into the pipeline's and the replicas'. Collective over the job.
   /// @param control the processes' control transport (moved in)
   /// @param ordinal this process's GPU, as cudaSetDevice numbers it (its local rank, usually)
   /// @param options timeouts
@@ -89,11 +100,13 @@ class transport {
     make_comm();
   }
 
-  /// @brief Over a communicator the caller made, its rank r this process's pipeline rank r; it
-  /// stays the caller's to destroy. After a failed run it is aborted and cannot be remade: later
-  /// runs are refused.
+  /// @brief Over a communicator the caller made; it stays the caller's to destroy. Of the
+  /// pipeline's processes, its rank r this process's pipeline rank r, it is used as it is: after a
+  /// failed run it is aborted and cannot be remade, so later runs are refused. Of the whole job's
+  /// processes (with replicas), it is split (ncclCommSplit) into the pipeline's and the replicas'
+  /// communicators, which the transport owns and, after a failed run, splits again.
   /// @param control the processes' control transport (moved in)
-  /// @param comm the communicator, of control.num_ranks() ranks
+  /// @param comm the communicator: of control.num_ranks() ranks, or of num_ranks() x replicas()
   /// @param ordinal this process's GPU
   /// @param options timeouts
   transport(Control control, ncclComm_t comm, int ordinal, transport_options options = {})
@@ -102,6 +115,17 @@ class transport {
     int me = 0;
     PPIPE_NCCL_CHECK(ncclCommCount(comm, &count));
     PPIPE_NCCL_CHECK(ncclCommUserRank(comm, &me));
+    if (replicas() > 1) {
+      if (count != num_ranks() * replicas()) {
+        ppipe::detail::fail(errc::invalid_argument, "the NCCL communicator has ", count, " ranks, but the job runs ",
+                            replicas(), " replicas of a pipeline of ", num_ranks(), " ranks; give a communicator of "
+                            "all ", num_ranks() * replicas(), " processes, which ppipe splits");
+      }
+      s_->job = comm;
+      s_->job_owned = false;
+      split_job();
+      return;
+    }
     if (count != num_ranks() || me != rank()) {
       ppipe::detail::fail(errc::invalid_argument, "the NCCL communicator has ", count, " ranks and this process is its "
                           "rank ", me, ", but the control transport has ", num_ranks(), " ranks and this process is ",
@@ -123,9 +147,15 @@ class transport {
   /// @brief The pipeline rank this process runs.
   /// @return its rank
   [[nodiscard]] int rank() const { return s_->control.rank(); }
-  /// @brief The communicator.
+  /// @brief How many data-parallel replicas of the pipeline the job runs (the control's).
+  /// @return their count, 1 where the control transport has none
+  [[nodiscard]] int replicas() const { return replicas_of(s_->control); }
+  /// @brief The pipeline's communicator.
   /// @return it, or null after an abort until the next run makes another
   [[nodiscard]] ncclComm_t communicator() const noexcept { return s_->comm; }
+  /// @brief The communicator of the processes that run this pipeline rank in every replica.
+  /// @return it; null with one replica, or after an abort until the next run makes another
+  [[nodiscard]] ncclComm_t replica_communicator() const noexcept { return s_->replica_comm; }
   /// @brief The control transport.
   /// @return it
   [[nodiscard]] Control& control() noexcept { return s_->control; }
@@ -185,6 +215,48 @@ class transport {
     issued(ncclRecv(data, bytes, ncclUint8, from, s_->comm, s.handle()), "ncclRecv");
   }
 
+  /// @brief Enqueues on stream `s` the replacement of each gradient by its mean over the
+  /// replicas: one group of ncclAllReduce (ncclAvg, in place) over the replicas' communicator, in
+  /// the gradients' own dtype. A no-op with one replica.
+  /// @param gradients the stage's gradients, in device memory (f32, bf16 or f16)
+  /// @param d this rank's device (unused: the stream says where)
+  /// @param s the stage's stream
+  /// @param timeout unused: the executor's watchdog waits for the stream
+  void allreduce_mean(std::span<const tensor_view> gradients, device_type& d, device_type::stream s,
+                      std::chrono::milliseconds timeout) {
+    static_cast<void>(d);
+    static_cast<void>(timeout);
+    if (replicas() <= 1) return;
+    // Everything that can be refused is refused before the group opens: a group ended half-issued
+    // would launch part of a collective that the other replicas launch whole.
+    std::size_t values = 0;
+    std::vector<ncclDataType_t> types;
+    types.reserve(gradients.size());
+    for (const tensor_view& g : gradients) {
+      values += g.elements;
+      types.push_back(nccl_type(g.type));
+    }
+    replicas_usable();
+    begin_group(rank());
+    try {
+      note(ppipe::detail::concat("the all-reduce of ", values, " gradient values over ", replicas(), " replicas"));
+      for (std::size_t k = 0; k < gradients.size(); ++k) {
+        const tensor_view& g = gradients[k];
+        issued(ncclAllReduce(g.data, g.data, g.elements, types[k], ncclAvg, s_->replica_comm, s.handle()),
+               "ncclAllReduce");
+      }
+    } catch (...) {
+      s_->abort_requested.store(true);
+      try {
+        end_group(rank());
+      } catch (...) {
+      }
+      abort_comm();
+      throw;
+    }
+    end_group(rank());
+  }
+
   /// @brief Asks for the communicator to be aborted: poll_failure() does it on the host thread.
   void abort() { s_->abort_requested.store(true); }
 
@@ -197,10 +269,8 @@ class transport {
       abort_comm();
       return nullptr;
     }
-    ncclResult_t state = ncclSuccess;
-    if (ncclCommGetAsyncError(s_->comm, &state) != ncclSuccess || state == ncclSuccess || state == ncclInProgress) {
-      return nullptr;
-    }
+    const ncclResult_t state = async_error();
+    if (state == ncclSuccess) return nullptr;
     abort_comm();
     // A peer that aborted shows here as a remote error: its own report names the failure.
     if (state == ncclRemoteError || other_failed()) {
@@ -228,6 +298,20 @@ class transport {
     s_->abort_requested.store(false);
     s_->depth = 0;
     s_->control.reset();
+    if (s_->job != nullptr) {
+      // Every process splits again, or none does (the split is collective over the job): an
+      // all-reduce that failed in the optimizer hooks, after the run's conclusion, aborted the
+      // communicators of some processes only.
+      const bool mine = s_->comm == nullptr || s_->replica_comm == nullptr;
+      bool any = mine;
+      if constexpr (requires(Control& c) { { c.any_process(mine, deadline_clock::now()) } -> std::same_as<bool>; }) {
+        any = s_->control.any_process(mine, deadline_after(s_->options.setup_timeout));
+      }
+      if (!any) return;
+      abort_comm();
+      split_job();
+      return;
+    }
     if (s_->comm != nullptr) return;
     if (!s_->owned) {
       ppipe::detail::fail(errc::backend, "the NCCL communicator was aborted after a failure, and it was the "
@@ -330,16 +414,60 @@ class transport {
       // Aborted, not destroyed: it frees everything without waiting for the peers (a
       // non-blocking communicator would need ncclCommFinalize and a wait first).
       if (owned && comm != nullptr) static_cast<void>(ncclCommAbort(comm));
+      if (replica_comm != nullptr) static_cast<void>(ncclCommAbort(replica_comm));
+      if (job_owned && job != nullptr) static_cast<void>(ncclCommAbort(job));
     }
     Control control;
     int ordinal = 0;
     transport_options options;
-    ncclComm_t comm = nullptr;
+    ncclComm_t comm = nullptr;  // the pipeline's
     bool owned = true;
+    ncclComm_t replica_comm = nullptr;  // with replicas: this pipeline rank's processes, one per replica
+    ncclComm_t job = nullptr;           // with replicas: every process, split into the two above
+    bool job_owned = true;
     std::atomic<bool> abort_requested{false};
     int depth = 0;
     std::string group;  // the transfers of the group being issued (or the last one), for messages
   };
+
+  static int replicas_of(const Control& c) {
+    if constexpr (requires { { c.replicas() } -> std::convertible_to<int>; }) {
+      return c.replicas();
+    } else {
+      return 1;
+    }
+  }
+
+  static ncclDataType_t nccl_type(dtype t) {
+    switch (t) {
+      case dtype::f32: return ncclFloat32;
+      case dtype::bf16: return ncclBfloat16;
+      case dtype::f16: return ncclFloat16;
+      default: break;
+    }
+    ppipe::detail::fail(errc::unsupported, "ppipe averages gradients of f32, bf16 and f16 over replicas, not of ",
+                        to_string(t), "; keep such parameters out of for_each_parameter or run one replica");
+  }
+
+  void replicas_usable() const {
+    if (s_->replica_comm == nullptr) {
+      ppipe::detail::fail(errc::backend, describe_rank(rank()), "'s NCCL communicator of the replicas was aborted; "
+                          "no all-reduce can be issued until the run has ended");
+    }
+  }
+
+  // The first asynchronous error of the communicators in use (ncclSuccess: none, or still in
+  // progress).
+  ncclResult_t async_error() const {
+    // (Arrays, not braced lists: nvcc's front end rejects a range-for over one in a template.)
+    for (ncclComm_t c : std::array<ncclComm_t, 2>{s_->comm, s_->replica_comm}) {
+      if (c == nullptr) continue;
+      ncclResult_t state = ncclSuccess;
+      if (ncclCommGetAsyncError(c, &state) != ncclSuccess) continue;
+      if (state != ncclSuccess && state != ncclInProgress) return state;
+    }
+    return ncclSuccess;
+  }
 
   static std::string join(const std::vector<int>& v) {
     std::string out;
@@ -385,12 +513,24 @@ class transport {
   }
 
   // Polls a call in progress (connecting a pair on its first transfer, say) until it is done, the
-  // transport is aborted, another process reports a failure, or the setup timeout passes.
-  void wait_ready(const char* call) {
+  // transport is aborted, another process reports a failure, or the setup timeout passes. A group
+  // may span both communicators in use, so both are polled; `only`, where given, alone.
+  void wait_ready(const char* call, ncclComm_t only = nullptr) {
     const auto deadline = deadline_after(s_->options.setup_timeout);
     for (int polls = 0;; ++polls) {
-      ncclResult_t state = ncclInProgress;
-      PPIPE_NCCL_CHECK(ncclCommGetAsyncError(s_->comm, &state));
+      ncclResult_t state = ncclSuccess;
+      const std::array<ncclComm_t, 2> polled{only != nullptr ? only : s_->comm,
+                                             only != nullptr ? nullptr : s_->replica_comm};
+      for (ncclComm_t c : polled) {
+        if (c == nullptr) continue;
+        ncclResult_t each = ncclInProgress;
+        PPIPE_NCCL_CHECK(ncclCommGetAsyncError(c, &each));
+        if (each == ncclInProgress) {
+          if (state == ncclSuccess) state = each;
+        } else if (each != ncclSuccess) {
+          state = each;  // a failure outweighs a call in progress
+        }
+      }
       if (state == ncclSuccess) return;
       if (state != ncclInProgress) {
         abort_comm();
@@ -405,7 +545,13 @@ class transport {
         ppipe::detail::fail(errc::timeout, describe_rank(rank()), "'s ", call, " was still in progress after ",
                             s_->options.setup_timeout.count(), " ms (", s_->group, "); the communicator was aborted");
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      // A non-blocking group ends in progress and finishes within microseconds: spin a while
+      // before sleeping, or every group would cost the rank a sleep.
+      if (polls < 2000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
     }
   }
 
@@ -418,23 +564,49 @@ class transport {
     }
   }
 
+  // Aborts the communicators that carry transfers (the job's, never used for any, is kept to split
+  // new ones from).
   void abort_comm() noexcept {
-    if (s_->comm == nullptr) return;
-    static_cast<void>(ncclCommAbort(s_->comm));
-    s_->comm = nullptr;
+    for (ncclComm_t* c : std::array<ncclComm_t*, 2>{&s_->comm, &s_->replica_comm}) {
+      if (*c == nullptr) continue;
+      static_cast<void>(ncclCommAbort(*c));
+      *c = nullptr;
+    }
   }
 
-  // Rank 0's unique id to every process over the control transport, then the communicator.
+  // Rank 0's unique id to every process over the control transport, then the communicator; with
+  // replicas, the first replica's rank 0's id to the whole job, its communicator, and the split.
   void make_comm() {
     ncclUniqueId id{};
     std::vector<std::byte> bytes(sizeof id);
-    if (rank() == 0) {
+    const int replica = [&] {
+      if constexpr (requires { { s_->control.replica() } -> std::convertible_to<int>; }) {
+        return s_->control.replica();
+      } else {
+        return 0;
+      }
+    }();
+    if (rank() == 0 && replica == 0) {
       PPIPE_NCCL_CHECK(ncclGetUniqueId(&id));
       std::memcpy(bytes.data(), &id, sizeof id);
     }
     if (s_->control.broadcast(bytes, 0, deadline_after(s_->options.setup_timeout)) != wait_status::ready) {
       ppipe::detail::fail(errc::timeout, describe_rank(rank()), " waited ", s_->options.setup_timeout.count(),
                           " ms for rank 0's NCCL unique id");
+    }
+    if (replicas() > 1) {
+      if constexpr (requires(std::vector<std::byte>& b) {
+                      s_->control.broadcast_to_replicas(b, 0, deadline_clock::time_point{});
+                    }) {
+        if (s_->control.broadcast_to_replicas(bytes, 0, deadline_after(s_->options.setup_timeout)) !=
+            wait_status::ready) {
+          ppipe::detail::fail(errc::timeout, describe_rank(rank()), " waited ", s_->options.setup_timeout.count(),
+                              " ms for the first replica's NCCL unique id");
+        }
+      } else {
+        ppipe::detail::fail(errc::unsupported, "the control transport has replicas but cannot broadcast to them "
+                            "(broadcast_to_replicas); give the NCCL transport a communicator of the whole job");
+      }
     }
     if (bytes.size() != sizeof id) {
       ppipe::detail::fail(errc::backend, "rank 0 sent ", bytes.size(), " bytes for an NCCL unique id of ", sizeof id,
@@ -446,6 +618,20 @@ class transport {
     config.blocking = 0;
     s_->group = "the communicator's creation";
     ncclComm_t comm = nullptr;
+    if (replicas() > 1) {
+      // Process k * ranks + r of the job runs pipeline rank r of replica k.
+      const ncclResult_t result =
+          ncclCommInitRankConfig(&comm, num_ranks() * replicas(), id, replica * num_ranks() + rank(), &config);
+      s_->job = comm;
+      if (result != ncclSuccess && result != ncclInProgress) {
+        static_cast<void>(ncclCommAbort(comm));
+        s_->job = nullptr;
+        check(result, "ncclCommInitRankConfig (the job's communicator)");
+      }
+      wait_ready("ncclCommInitRankConfig", s_->job);
+      split_job();
+      return;
+    }
     const ncclResult_t result = ncclCommInitRankConfig(&comm, num_ranks(), id, rank(), &config);
     s_->comm = comm;
     if (result != ncclSuccess && result != ncclInProgress) {
@@ -453,6 +639,44 @@ class transport {
       check(result, "ncclCommInitRankConfig");
     }
     wait_ready("ncclCommInitRankConfig");
+    s_->group.clear();
+  }
+
+  // The pipeline's and the replicas' communicators, split from the job's (collective over the
+  // job): colours and keys come from the control transport, whatever the job's rank order.
+  void split_job() {
+    const int replica = [&] {
+      if constexpr (requires { { s_->control.replica() } -> std::convertible_to<int>; }) {
+        return s_->control.replica();
+      } else {
+        return 0;
+      }
+    }();
+    const cuda::detail::current_device on(s_->ordinal);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    s_->group = "the split of the job's communicator";
+    ncclResult_t broken = ncclSuccess;
+    if (ncclCommGetAsyncError(s_->job, &broken) != ncclSuccess || (broken != ncclSuccess && broken != ncclInProgress)) {
+      ppipe::detail::fail(errc::backend, describe_rank(rank()), "'s NCCL communicator of the whole job failed (",
+                          result_name(broken), "), so no new one can be split from it; build a new transport");
+    }
+    // A non-blocking split runs on the parent: NCCL writes the new communicator into `into` (which
+    // outlives the call) once the parent is ready again, and only then can the next split start.
+    const auto split = [&](int colour, int key, ncclComm_t& into, const char* what) {
+      into = nullptr;
+      const ncclResult_t result = ncclCommSplit(s_->job, colour, key, &into, &config);
+      if (result != ncclSuccess && result != ncclInProgress) check(result, what);
+      wait_ready(what, s_->job);
+      if (into == nullptr) {
+        ppipe::detail::fail(errc::backend, describe_rank(rank()), "'s ", what, " made no communicator; check "
+                            "that every process of the job splits it (NCCL_DEBUG=INFO says more)");
+      }
+      wait_ready(what, into);
+    };
+    split(replica, rank(), s_->comm, "ncclCommSplit (the pipeline's communicator)");
+    split(rank(), replica, s_->replica_comm, "ncclCommSplit (the replicas' communicator)");
+    s_->owned = true;
     s_->group.clear();
   }
 
