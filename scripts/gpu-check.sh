@@ -10,6 +10,9 @@
 #               the 2-core development VM has
 #   cuda_bench.json   the CUDA backend's benchmarks (benchmarks/cuda_bench.cu): pipelined bf16
 #               steps against one stream, TFLOP/s, and the host's enqueue cost per action
+#   nccl_bench.json   where NCCL and MPI are installed: the NCCL transport against raw
+#               ncclSend/ncclRecv (benchmarks/nccl_bench.cpp); the NCCL tests and ppipe-nccl-train
+#               are then among the gpu-labelled tests
 # It finishes in a few minutes; docs/cuda.md says how to run it on a lent machine.
 #
 # Catch2 comes from the system or, on a machine that reaches no package registry, from the
@@ -101,6 +104,14 @@ if [[ -x "${build}/benchmarks/ppipe_bench_cuda" ]]; then
     bench_status=FAILED
   fi
 fi
+# The NCCL transport against raw NCCL (built where NCCL and MPI are installed): one process.
+if [[ -x "${build}/benchmarks/ppipe_bench_nccl" ]]; then
+  if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "${build}/benchmarks/ppipe_bench_nccl" \
+      --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+      --benchmark_out="${out}/nccl_bench.json" --benchmark_out_format=json; then
+    bench_status=FAILED
+  fi
+fi
 bench_s=$(seconds_since "${t0}")
 
 # ctest's result lines: "  3/13 Test #40: name ....   Passed    0.01 sec".
@@ -149,6 +160,20 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
         print(f'| {name} | | | | | {b["enqueue_us_per_rank_action"]:.1f} us enqueue, {b["us_per_action"]:.1f} us step |')
     elif "speedup" in b:
         print(f'| {name} | {b["graph_us_per_step"]:.0f} us from a graph | {b["eager_us_per_step"]:.0f} us enqueued | {b["speedup"]:.1f}x faster | | |')
+PY
+    echo
+  fi
+  if [[ -f "${out}/nccl_bench.json" ]]; then
+    echo "| NCCL case (median of 3) | raw NCCL | ppipe | ppipe / raw | raw GB/s |"
+    echo "| --- | --- | --- | --- | --- |"
+    python3 - "${out}/nccl_bench.json" <<'PY' || true
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    name = b["run_name"].split("/iterations")[0]
+    if "error_message" in b:
+        print(f'| {name} | {b["error_message"]} | | | |')
+    elif b.get("aggregate_name") == "median" and "ppipe_vs_raw" in b:
+        print(f'| {name} | {b["raw_us"]:.1f} us | {b["ppipe_us"]:.1f} us | {b["ppipe_vs_raw"]:.3f} | {b["raw_gb_per_s"]:.1f} |')
 PY
     echo
   fi
