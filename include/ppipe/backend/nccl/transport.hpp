@@ -237,24 +237,14 @@ class transport {
       types.push_back(nccl_type(g.type));
     }
     replicas_usable();
-    begin_group(rank());
-    try {
+    as_group([&] {
       note(ppipe::detail::concat("the all-reduce of ", values, " gradient values over ", replicas(), " replicas"));
       for (std::size_t k = 0; k < gradients.size(); ++k) {
         const tensor_view& g = gradients[k];
         issued(ncclAllReduce(g.data, g.data, g.elements, types[k], ncclAvg, s_->replica_comm, s.handle()),
                "ncclAllReduce");
       }
-    } catch (...) {
-      s_->abort_requested.store(true);
-      try {
-        end_group(rank());
-      } catch (...) {
-      }
-      abort_comm();
-      throw;
-    }
-    end_group(rank());
+    });
   }
 
   /// @brief Asks for the communicator to be aborted: poll_failure() does it on the host thread.
@@ -368,24 +358,17 @@ class transport {
     auto* bytes = static_cast<std::byte*>(d.allocate(std::max<std::size_t>(2 * n, 1), s));
     d.zero_async(s, bytes, std::max<std::size_t>(2 * n, 1));
     const auto start = d.record(s);
-    begin_group(rank());
     try {
-      for (std::size_t k = 0; k < n; ++k) {
-        send(rank(), peers[k], bytes + 2 * k, 1, d, s, "warm-up");
-        recv(peers[k], rank(), bytes + 2 * k + 1, 1, d, s, "warm-up");
-      }
+      as_group([&] {
+        for (std::size_t k = 0; k < n; ++k) {
+          send(rank(), peers[k], bytes + 2 * k, 1, d, s, "warm-up");
+          recv(peers[k], rank(), bytes + 2 * k + 1, 1, d, s, "warm-up");
+        }
+      });
     } catch (...) {
-      // The group is ended (NCCL's group state is the thread's) on an aborted communicator.
-      s_->abort_requested.store(true);
-      try {
-        end_group(rank());
-      } catch (...) {
-      }
-      abort_comm();
       d.release(bytes, s);
       throw;
     }
-    end_group(rank());
     const auto end = d.record(s);
     d.release(bytes, s);
     for (;;) {
@@ -467,6 +450,25 @@ class transport {
       if (state != ncclSuccess && state != ncclInProgress) return state;
     }
     return ncclSuccess;
+  }
+
+  // Issues `calls` as one group. When one throws, the group is still ended (NCCL's group state is
+  // the thread's), on a communicator already marked for abort, and then aborted.
+  template <class Calls>
+  void as_group(Calls&& calls) {
+    begin_group(rank());
+    try {
+      calls();
+    } catch (...) {
+      s_->abort_requested.store(true);
+      try {
+        end_group(rank());
+      } catch (...) {
+      }
+      abort_comm();
+      throw;
+    }
+    end_group(rank());
   }
 
   static std::string join(const std::vector<int>& v) {
