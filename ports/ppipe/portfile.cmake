@@ -26,14 +26,15 @@ vcpkg_cmake_configure(
     -DPPIPE_BUILD_BENCHMARKS=OFF
     -DPPIPE_INSTALL=ON
     -DPPIPE_INSTALL_CMAKEDIR=share/${PORT}
-    -DPPIPE_INSTALL_PKGCONFIGDIR=share/pkgconfig
+    # vcpkg allows share/pkgconfig only for .pc files without Libs; ppipe.pc has -pthread.
+    -DPPIPE_INSTALL_PKGCONFIGDIR=lib/pkgconfig
 )
 vcpkg_cmake_install()
 vcpkg_cmake_config_fixup()
 vcpkg_fixup_pkgconfig()
 
-# Nothing is compiled: no lib/ or debug/ tree may be left behind.
-file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/lib" "${CURRENT_PACKAGES_DIR}/debug")
+# Nothing is compiled: no debug/ tree may be left behind.
+file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/debug")
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
 vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")
