@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ppipe's build and tests need on a fresh Debian 12 machine, and nothing that is already
 # there: Catch2 (tests), Open MPI (ppipe::mpi and its tests), pkg-config (the package tests), CLI11
-# (the examples' and tools' command lines), OpenBLAS (the CPU layer kit's matrix products).
+# (the examples' and tools' command lines), OpenBLAS (the CPU layer kit's matrix products), Doxygen
+# (the API reference, scripts/docs.sh).
 # CMake, Ninja, g++ and the CUDA toolkit are part of the machine image (see shared/ENVIRONMENT.md).
 #
 # Idempotent: a second run installs nothing and does not touch the network. Quiet on success; on
@@ -10,7 +11,7 @@
 # Usage: scripts/setup.sh
 set -euo pipefail
 
-packages=(catch2 libopenmpi-dev openmpi-bin pkg-config libcli11-dev libopenblas-dev)
+packages=(catch2 libopenmpi-dev openmpi-bin pkg-config libcli11-dev libopenblas-dev doxygen)
 
 is_installed() {
   # dpkg -s also succeeds for removed packages whose config files remain; ask for the real state.

@@ -24,6 +24,8 @@ enum class errc : int {
 };
 
 /// @brief The stable id of an error kind, e.g. "ppipe.invalid_argument".
+/// @param code the error kind
+/// @return its id, a view of a string literal; "ppipe.unknown" for a value outside errc
 constexpr std::string_view to_id(errc code) noexcept {
   switch (code) {
     case errc::invalid_argument: return "ppipe.invalid_argument";
@@ -43,14 +45,20 @@ constexpr std::string_view to_id(errc code) noexcept {
 /// the offending values and how to fix them.
 class error : public std::runtime_error {
  public:
+  /// @brief Makes an error of kind `code`, whose what() reads "[<id>] <message>".
+  /// @param code the kind of failure
+  /// @param message what went wrong, naming the offending values (copied)
   error(errc code, const std::string& message)
       : std::runtime_error(std::string("[").append(to_id(code)).append("] ").append(message)), code_(code) {}
 
   /// @brief The kind of failure.
+  /// @return the code the error was made with
   [[nodiscard]] errc code() const noexcept { return code_; }
   /// @brief The stable id, e.g. "ppipe.deadlock".
+  /// @return to_id(code()), a view of a string literal
   [[nodiscard]] std::string_view id() const noexcept { return to_id(code_); }
   /// @brief The message without the "[id] " prefix.
+  /// @return a view into what(), valid as long as this error lives
   [[nodiscard]] std::string_view message() const noexcept {
     return std::string_view(what()).substr(id().size() + 3);
   }

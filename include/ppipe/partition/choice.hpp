@@ -8,6 +8,7 @@ namespace ppipe {
 
 /// @brief A partitioner's answer.
 struct partition_choice {
+  /// The layers of each stage.
   partition split;
   /// Proven: no contiguous split has a smaller largest stage time under the partitioner's rules.
   bool optimal = false;

@@ -32,8 +32,16 @@ namespace ppipe::partitioners {
 /// When no split fits, throws ppipe::error (errc::out_of_memory) that names how much memory the
 /// closest split still lacks, on which ranks, and what to change.
 struct heterogeneous {
+  /// @brief The name plan_partition() and reports give this partitioner.
   static constexpr std::string_view name = "heterogeneous";
 
+  /// @brief The fastest split of `problem` that fits every rank's memory.
+  /// @param problem the layers' costs and memory, the schedule's placement and in-flight counts, and
+  /// the ranks' devices
+  /// @return the split; partition_choice::optimal is true when no fitting split has a smaller largest
+  /// stage time, and partition_choice::without_memory_limits > 0 when memory made the bottleneck slower
+  /// @throws ppipe::error (errc::invalid_argument) when `problem` fails partition_problem::check();
+  /// (errc::out_of_memory) when no split found fits
   [[nodiscard]] partition_choice choose(const partition_problem& problem) const {
     problem.check();
     const detail::split_tables tables(problem, true);
@@ -43,6 +51,10 @@ struct heterogeneous {
     const double free = found.unconstrained;
     return {partition(found.bounds), found.optimal, free > 0 && free < found.bottleneck ? free : 0.0};
   }
+  /// @brief The split choose() picks.
+  /// @param problem as for choose()
+  /// @return the layers of each stage
+  /// @throws ppipe::error as choose() does
   [[nodiscard]] partition split(const partition_problem& problem) const { return choose(problem).split; }
 
  private:

@@ -21,6 +21,9 @@ class partition {
   partition() = default;
 
   /// @brief From the S+1 cut points: bounds[0] == 0, bounds[S] == L, strictly increasing.
+  /// @param bounds the cut points; stage s holds layers [bounds[s], bounds[s+1])
+  /// @throws ppipe::error (errc::invalid_argument) when there are fewer than 2 cut points, the first
+  /// is not 0, or two neighbours are not strictly increasing (an empty stage)
   explicit partition(std::vector<int> bounds) : bounds_(std::move(bounds)) {
     if (bounds_.size() < 2) {
       detail::fail(errc::invalid_argument, "a partition needs at least 2 cut points (got ",
@@ -39,6 +42,10 @@ class partition {
   }
 
   /// @brief From the number of layers of every stage, e.g. {40, 40}.
+  /// @param sizes layers per stage, in stage order; each >= 1, together at most 2^30
+  /// @return the partition whose stage s holds sizes[s] layers
+  /// @throws ppipe::error (errc::invalid_argument) when a size is below 1, the sizes add up to more
+  /// than 2^30, or `sizes` is empty
   static partition from_sizes(std::span<const int> sizes) {
     std::vector<int> bounds{0};
     bounds.reserve(sizes.size() + 1);
@@ -56,29 +63,51 @@ class partition {
     }
     return partition(std::move(bounds));
   }
+  /// @brief The same, from a braced list such as `partition::from_sizes({40, 40})`.
+  /// @param sizes layers per stage, in stage order; each >= 1
+  /// @return the partition whose stage s holds the s-th size's layers
+  /// @throws ppipe::error (errc::invalid_argument) as the span overload does
   static partition from_sizes(std::initializer_list<int> sizes) {
     return from_sizes(std::span<const int>(sizes.begin(), sizes.size()));
   }
 
+  /// @brief The number of stages S.
+  /// @return S; 0 for a default-built partition
   [[nodiscard]] int num_stages() const noexcept {
     return bounds_.empty() ? 0 : static_cast<int>(bounds_.size()) - 1;
   }
+  /// @brief The number of layers L the stages cover together.
+  /// @return L; 0 for a default-built partition
   [[nodiscard]] int num_layers() const noexcept { return bounds_.empty() ? 0 : bounds_.back(); }
   /// @brief The first layer of `stage`.
+  /// @param stage a stage in [0, num_stages())
+  /// @return the index of its first layer
+  /// @throws ppipe::error (errc::invalid_argument) when `stage` is out of range
   [[nodiscard]] int first(int stage) const { return bounds_[check(stage)]; }
   /// @brief One past the last layer of `stage`.
+  /// @param stage a stage in [0, num_stages())
+  /// @return the index after its last layer (the next stage's first)
+  /// @throws ppipe::error (errc::invalid_argument) when `stage` is out of range
   [[nodiscard]] int end(int stage) const { return bounds_[check(stage) + 1]; }
   /// @brief The number of layers `stage` holds.
+  /// @param stage a stage in [0, num_stages())
+  /// @return end(stage) - first(stage), at least 1
+  /// @throws ppipe::error (errc::invalid_argument) when `stage` is out of range
   [[nodiscard]] int size(int stage) const { return end(stage) - first(stage); }
   /// @brief The number of layers of every stage.
+  /// @return one count per stage, in stage order (empty for a default-built partition)
   [[nodiscard]] std::vector<int> sizes() const {
     std::vector<int> out;
     for (std::size_t s = 0; s + 1 < bounds_.size(); ++s) out.push_back(bounds_[s + 1] - bounds_[s]);
     return out;
   }
   /// @brief The S+1 cut points.
+  /// @return the cut points as given to the constructor (empty for a default-built partition)
   [[nodiscard]] const std::vector<int>& bounds() const noexcept { return bounds_; }
-  /// @brief The stage that holds `layer`.
+  /// @brief The stage that holds `layer`, found by binary search over the cut points.
+  /// @param layer a layer in [0, num_layers())
+  /// @return the stage s with first(s) <= layer < end(s)
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is out of range
   [[nodiscard]] int stage_of(int layer) const {
     if (layer < 0 || layer >= num_layers()) {
       detail::fail(errc::invalid_argument, "layer ", layer, " is outside 0..", num_layers() - 1,
@@ -93,6 +122,7 @@ class partition {
     return lo;
   }
 
+  /// @brief Two partitions are equal when their cut points are.
   friend bool operator==(const partition&, const partition&) = default;
 
  private:

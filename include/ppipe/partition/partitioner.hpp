@@ -26,6 +26,13 @@ concept partitioner = requires(const P& p, const partition_problem& problem) {
 };
 
 /// @brief Splits `problem` with `p` and reports the result's figures.
+/// @tparam P a type that models ppipe::partitioner
+/// @param p the partitioner; its `choose()` is used where it has one, so the report carries the
+/// optimality and the cost of memory limits, otherwise its `split()`
+/// @param problem what to split (partition_problem::for_schedule())
+/// @return evaluate()'s report of the split, naming `P::name` as the partitioner
+/// @throws ppipe::error what `p` throws, or (errc::invalid_argument) when the split does not cut
+/// the problem's layers into its stages
 template <partitioner P>
 partition_report plan_partition(const P& p, const partition_problem& problem) {
   if constexpr (requires { { p.choose(problem) } -> std::same_as<partition_choice>; }) {
@@ -43,6 +50,10 @@ inline constexpr std::string_view partitioner_names[] = {
     partitioners::uniform::name, partitioners::balanced::name, partitioners::heterogeneous::name};
 
 /// @brief plan_partition with a built-in partitioner chosen at run time by name.
+/// @param name "uniform", "balanced" or "heterogeneous" (see partitioner_names)
+/// @param problem what to split (partition_problem::for_schedule())
+/// @return the named partitioner's report
+/// @throws ppipe::error (errc::invalid_argument) for any other name, or what that partitioner throws
 inline partition_report plan_partition(std::string_view name, const partition_problem& problem) {
   if (name == partitioners::uniform::name) return plan_partition(partitioners::uniform{}, problem);
   if (name == partitioners::balanced::name) return plan_partition(partitioners::balanced{}, problem);

@@ -19,6 +19,8 @@ namespace ppipe {
 /// @brief How predict() simulates.
 struct prediction_options {
   double transfer = 0.0;  ///< time for one activation or gradient message, in the costs' unit
+  /// When a transfer lets its rank go on: rendezvous (NCCL) or buffered (host mailboxes, MPI);
+  /// match the backend the plan will run on.
   transfer_model transfers = transfer_model::rendezvous;
   bool record_timeline = false;  ///< keep the timeline (to draw it with render_timeline)
 };
@@ -34,15 +36,21 @@ struct plan_prediction {
   /// One reference device (speed 1) running every layer for every microbatch, with no pipeline.
   double single_device_time = 0;
 
+  /// @brief The simulated step's length, in the costs' unit.
+  /// @return sim.makespan
   [[nodiscard]] double step_time() const noexcept { return sim.makespan; }
   /// @brief How much faster than one reference device: single_device_time / step_time. Unlike
   /// simulation::speedup() (busy time over step time), this compares with a real device when the
   /// ranks' speeds differ; the two agree when every speed is 1.
+  /// @return the ratio; 0 when the simulated step took no time
   [[nodiscard]] double speedup() const noexcept {
     return sim.makespan > 0 ? single_device_time / sim.makespan : 0.0;
   }
+  /// @brief The idle share of the step over all ranks (simulation::bubble_fraction()).
+  /// @return a fraction from 0 to 1; 0 when the simulated step took no time
   [[nodiscard]] double bubble() const noexcept { return sim.bubble_fraction(); }
   /// @brief True when every rank's peak memory is within its capacity.
+  /// @return whether rank_memory[r] <= report.ranks[r].capacity for every rank r
   [[nodiscard]] bool fits() const {
     for (std::size_t r = 0; r < rank_memory.size(); ++r) {
       if (rank_memory[r] > report.ranks[r].capacity) return false;
@@ -53,6 +61,12 @@ struct plan_prediction {
 
 /// @brief The simulator's cost model for `split`: each stage's forward and backward add up its
 /// layers' and divide by its rank's speed; a split backward's halves take half each.
+/// @param problem the layers' costs and the ranks' speeds
+/// @param split the layers of each stage; must cut the problem's layers into its stages
+/// @param transfer time for one activation or gradient message, in the costs' unit
+/// @return one cost entry per stage, in stage order, with `transfer` as the message time
+/// @throws ppipe::error (errc::invalid_argument) when `split` does not match the problem's stage and
+/// layer counts
 inline cost_model stage_cost_model(const partition_problem& problem, const partition& split,
                                    double transfer = 0.0) {
   detail::check_split(problem, split);
@@ -73,10 +87,25 @@ inline cost_model stage_cost_model(const partition_problem& problem, const parti
 /// @brief Simulates `s` with the stage costs of `report.split` and replays each rank's activations
 /// to find its peak memory; keeps `report` (with its partitioner's name and optimality) as the
 /// prediction's report. `problem` must be the schedule's (partition_problem::for_schedule(s, ...)).
+/// @param s the schedule to simulate
+/// @param problem the layers' costs and memory and the devices, built for `s`
+/// @param report a report of the split to predict (plan_partition() or evaluate()); one without
+/// per-stage figures is completed by evaluate()
+/// @param options the message time, the transfer model, and whether to keep the timeline
+/// @return the report, the simulated step, each rank's peak memory, and the one-device time
+/// @throws ppipe::error (errc::invalid_argument) when `problem` was not built for `s` (another
+/// placement or mode) or `report.split` does not match the problem's stage and layer counts
 inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition_report& report,
                                prediction_options options = {});
 
 /// @brief The same for a bare partition (its report names the partitioner "given").
+/// @param s the schedule to simulate
+/// @param problem the layers' costs and memory and the devices, built for `s`
+/// @param split the layers of each stage
+/// @param options the message time, the transfer model, and whether to keep the timeline
+/// @return the prediction, with evaluate(problem, split) as its report
+/// @throws ppipe::error (errc::invalid_argument) when `problem` fails partition_problem::check(),
+/// was not built for `s`, or `split` does not match its stage and layer counts
 inline plan_prediction predict(const schedule& s, const partition_problem& problem, const partition& split,
                                prediction_options options = {}) {
   return predict(s, problem, evaluate(problem, split), options);

@@ -45,12 +45,19 @@ struct device_spec {
 struct partition_problem {
   std::vector<layer_cost> layers;     ///< the model, layer by layer, in order
   placement place;                    ///< which rank runs each stage
+  /// Training (forward and backward, activations held until the backward) or inference (forward only).
   schedule_mode mode = schedule_mode::training;
   std::vector<int> in_flight;         ///< per stage: peak microbatches of activations held
   std::vector<device_spec> devices;   ///< one per rank; empty: identical devices, no memory limit
 
   /// @brief The problem of splitting `layers` over the stages of schedule `s`, on `devices`
   /// (one per rank of `s`, or none for identical devices without a memory limit).
+  /// @param s the schedule the split will run under: gives the placement, the mode and, by
+  /// in_flight_peaks(), each stage's peak microbatches in flight
+  /// @param layers one cost per layer of the model, in order
+  /// @param devices one per rank of `s`, or empty
+  /// @return the checked problem
+  /// @throws ppipe::error (errc::invalid_argument) when the problem fails check()
   static partition_problem for_schedule(const schedule& s, std::vector<layer_cost> layers,
                                         std::vector<device_spec> devices = {}) {
     partition_problem out{std::move(layers), s.place, s.mode, in_flight_peaks(s), std::move(devices)};
@@ -58,21 +65,37 @@ struct partition_problem {
     return out;
   }
 
+  /// @brief The model's layer count L.
+  /// @return the size of `layers`
   [[nodiscard]] int num_layers() const noexcept { return static_cast<int>(layers.size()); }
+  /// @brief The stage count S of the placement.
+  /// @return S
   [[nodiscard]] int num_stages() const noexcept { return place.num_stages(); }
+  /// @brief The rank count p of the placement.
+  /// @return p
   [[nodiscard]] int num_ranks() const noexcept { return place.num_ranks(); }
+  /// @brief Whether the problem is a training one (backward costs count).
+  /// @return true when `mode` is schedule_mode::training
   [[nodiscard]] bool training() const noexcept { return mode == schedule_mode::training; }
 
   /// @brief The cost the partitioners balance for layer `i`: forward + backward when training,
   /// forward for inference.
+  /// @param i a layer in [0, num_layers()); not checked
+  /// @return the cost, in the unit of layer_cost's times
   [[nodiscard]] double cost(std::size_t i) const noexcept {
     return training() ? layers[i].forward + layers[i].backward : layers[i].forward;
   }
   /// @brief Rank `r`'s device (the default device when none were given).
+  /// @param r a rank in [0, num_ranks())
+  /// @return a copy of its device_spec; speed 1 and no memory limit when `devices` is empty
+  /// @throws std::out_of_range when `devices` is not empty and `r` is not one of its indices
   [[nodiscard]] device_spec device(int r) const {
     return devices.empty() ? device_spec{} : devices.at(static_cast<std::size_t>(r));
   }
   /// @brief "rank r" or "rank r (name)".
+  /// @param r a rank in [0, num_ranks())
+  /// @return the name messages and reports use for the rank; "(name)" only where its device has one
+  /// @throws std::out_of_range when `devices` is not empty and `r` is not one of its indices
   [[nodiscard]] std::string rank_name(int r) const {
     const std::string n = devices.empty() ? std::string() : devices.at(static_cast<std::size_t>(r)).name;
     return detail::concat("rank ", r, n.empty() ? "" : " (", n, n.empty() ? "" : ")");

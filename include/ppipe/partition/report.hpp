@@ -18,40 +18,52 @@ namespace ppipe {
 
 /// @brief One stage of a partition.
 struct stage_report {
+  /// The stage's index, from 0 in stage order.
   int stage = 0;
   int rank = 0;             ///< the rank that runs it
   int first_layer = 0;      ///< its layers are [first_layer, end_layer)
+  /// One past its last layer.
   int end_layer = 0;
   double cost = 0;          ///< per microbatch, on the reference device (what partitioners balance)
   double time = 0;          ///< cost / its rank's speed
   int in_flight = 0;        ///< peak microbatches of activations the schedule has it hold
   double parameter_memory = 0;   ///< its layers' parameter memory
   double activation_memory = 0;  ///< its layers' activations for one microbatch
-  /// parameter_memory + in_flight * activation_memory
+  /// @brief The most memory the stage holds: its parameters and its in-flight microbatches' activations.
+  /// @return parameter_memory + in_flight * activation_memory, in the unit of layer_cost's memory
   [[nodiscard]] double memory() const { return parameter_memory + in_flight * activation_memory; }
+  /// @brief The number of layers the stage holds.
+  /// @return end_layer - first_layer
   [[nodiscard]] int layers() const { return end_layer - first_layer; }
 };
 
 /// @brief One rank of a partition.
 struct rank_report {
+  /// The rank's index, from 0.
   int rank = 0;
   std::string name;  ///< "rank r" or "rank r (device name)"
   double time = 0;   ///< its stages' times added: its work per microbatch
   /// Its stages' memory added. With several stages per rank this is an upper bound (their peaks may
   /// not coincide); predict() replays the schedule for the exact peak.
   double memory = 0;
+  /// Its device's memory (device_spec::memory); infinity means no limit.
   double capacity = std::numeric_limits<double>::infinity();
+  /// @brief Whether the rank's stages fit its device.
+  /// @return memory <= capacity
   [[nodiscard]] bool fits() const { return memory <= capacity; }
 };
 
 /// @brief A partition with its figures.
 struct partition_report {
   std::string partitioner;  ///< which partitioner chose it ("given" for one built by hand)
+  /// The layers of each stage.
   partition split;
   /// Proven: no contiguous split of these layers over these stages has a smaller largest stage time
   /// (within the partitioner's rules: the balanced one ignores speeds and memory).
   bool optimal = false;
+  /// One per stage, in stage order.
   std::vector<stage_report> stages;
+  /// One per rank, in rank order.
   std::vector<rank_report> ranks;
   int bottleneck_stage = 0;  ///< the slowest stage: it sets the pipeline's pace
   /// No split can beat this: the total time over the summed speeds, or the largest layer on the
@@ -61,21 +73,28 @@ struct partition_report {
   /// limits (0 when they did not bind, or the partitioner does not consider memory).
   double without_memory_limits = 0;
 
+  /// @brief The slowest stage's time: the pipeline's time per microbatch at best.
+  /// @return stages[bottleneck_stage].time
+  /// @throws std::out_of_range when `stages` does not hold bottleneck_stage (a default-built report)
   [[nodiscard]] double bottleneck_time() const {
     return stages.at(static_cast<std::size_t>(bottleneck_stage)).time;
   }
   /// @brief The slowest stage's time over the average stage time (1 is perfect balance).
+  /// @return the ratio, >= 1; 1 when the stages' times add up to 0
   [[nodiscard]] double imbalance() const {
     double total = 0;
     for (const stage_report& s : stages) total += s.time;
     return total > 0 ? bottleneck_time() * static_cast<double>(stages.size()) / total : 1.0;
   }
   /// @brief True when every rank's memory is within its capacity.
+  /// @return whether rank_report::fits() holds for every rank (true when `ranks` is empty)
   [[nodiscard]] bool fits() const {
     return std::all_of(ranks.begin(), ranks.end(), [](const rank_report& r) { return r.fits(); });
   }
   /// @brief Layers per stage, e.g. "40/40"; with more than `most` stages, the first and last few
   /// around "...", and the stage count.
+  /// @param most the most stages listed one by one; with more, the first and last most / 2 are listed
+  /// @return the text, e.g. "40/40"
   [[nodiscard]] std::string sizes(std::size_t most = 16) const {
     std::ostringstream os;
     const std::size_t n = stages.size();
@@ -90,6 +109,8 @@ struct partition_report {
     return os.str();
   }
   /// @brief Two or three sentences: the split, its bottleneck and why, and memory that does not fit.
+  /// @return the summary, in the costs' and memory's own units
+  /// @throws std::out_of_range when the report has no stages (a default-built one)
   [[nodiscard]] std::string summary() const {
     std::ostringstream os;
     const stage_report& b = stages.at(static_cast<std::size_t>(bottleneck_stage));
@@ -129,6 +150,13 @@ inline void check_split(const partition_problem& problem, const partition& split
 
 /// @brief The figures of `split` for `problem`: its stages' costs, times and memory, each rank's
 /// total, and the bottleneck. `partitioner` and `optimal` are recorded as given.
+/// @param problem the layers' costs and memory, the placement, the in-flight counts and the devices
+/// @param split the layers of each stage; must cut the problem's layers into its stages
+/// @param partitioner the name the report gives the split's origin
+/// @param optimal whether the split is proven optimal (not checked)
+/// @return the report, with lower_bound filled in and without_memory_limits left 0
+/// @throws ppipe::error (errc::invalid_argument) when `problem` fails partition_problem::check() or
+/// `split` does not match its stage and layer counts
 inline partition_report evaluate(const partition_problem& problem, const partition& split,
                                  std::string partitioner = "given", bool optimal = false) {
   problem.check();

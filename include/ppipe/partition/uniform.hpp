@@ -15,8 +15,13 @@ namespace ppipe::partitioners {
 /// more (as DeepSpeed's partition_uniform does), so 10 layers on 4 stages are 3/3/2/2. Ignores
 /// costs, speeds and memory: a baseline to compare the others against.
 struct uniform {
+  /// @brief The name plan_partition() and reports give this partitioner.
   static constexpr std::string_view name = "uniform";
 
+  /// @brief The equal-count split of `problem`.
+  /// @param problem gives the layer and stage counts (costs, devices and memory are not used)
+  /// @return the split, with partition_choice::optimal always false
+  /// @throws ppipe::error (errc::invalid_argument) when `problem` fails partition_problem::check()
   [[nodiscard]] partition_choice choose(const partition_problem& problem) const {
     problem.check();
     const int L = problem.num_layers();
@@ -25,6 +30,10 @@ struct uniform {
     for (int s = 0; s < S; ++s) bounds.push_back(bounds.back() + L / S + (s < L % S ? 1 : 0));
     return {partition(std::move(bounds)), false};
   }
+  /// @brief The split choose() picks.
+  /// @param problem as for choose()
+  /// @return the layers of each stage
+  /// @throws ppipe::error as choose() does
   [[nodiscard]] partition split(const partition_problem& problem) const { return choose(problem).split; }
 };
 

@@ -56,12 +56,17 @@ template <class Model, schedule_policy Schedule = schedules::one_f_one_b,
           partitioner Partitioner = partitioners::balanced, backend Backend = host_backend>
 class pipeline {
  public:
+  /// @brief The backend the pipeline was instantiated with.
   using backend_type = Backend;
+  /// @brief The tensors of the batches passed to and returned by train_step(), infer() and generate().
   using tensor_type = typename Backend::tensor_type;
+  /// @brief The backend's device model; one device (or a shared one) per rank this process runs.
   using device_type = typename Backend::device_type;
+  /// @brief The transport the ranks exchange payloads through.
   using transport_type = typename Backend::transport_type;
   /// @brief The tensors the stages' layers take: tensor_type, or the backend's device tensors.
   using stage_tensor_type = backend_stage_tensor<Backend>;
+  /// @brief The context a layer call gets: stage, microbatch, pass and rank, and the stage's device context.
   using context_type = backend_context<Backend>;
   /// @brief ppipe::loss_function, or ppipe::device_loss_function where stages hold device tensors.
   using loss_type = stage_loss_function<tensor_type, stage_tensor_type, context_type>;
@@ -73,24 +78,38 @@ class pipeline {
                 "ppipe::layer_context&, const payload& in, const payload& out, const payload& grad_out, payload& "
                 "grad_in)` and `void backward_weight(int layer, const ppipe::layer_context&, const payload& in, const "
                 "payload& out, const payload& grad_out)`, or use a schedule with full backwards (one_f_one_b)");
+  /// @brief A batch or microbatch: the tensors passed between stages, each with the batch as dimension 0.
   using payload_type = basic_payload<tensor_type>;
+  /// @brief How a rank runs one stage of `Model` on this backend.
   using stage_type = typename Backend::template stage_type<Model>;
+  /// @brief One run's microbatches in and losses or outputs out, as the executor takes them.
   using data_type = typename executor<stage_type, transport_type>::data_type;
   /// @brief The optimizer hook: told the stage and its device context. A hook that takes
   /// `const ppipe::stage_info&` converts to it.
   using hook_type = basic_optimizer_hook<device_type>;
 
-  /// @brief A pipeline for inference only (no loss).
+  /// @brief A pipeline for inference only (no loss, no optimizer): train_step() throws, infer() and
+  /// generate() run. The backend makes the transport for `options.ranks` ranks.
+  /// @param model the user's layers; the pipeline keeps a reference, so `model` must outlive it
+  /// @param options p, m, v, the split or the devices to split for, the schedule, the timeout
+  /// @throws ppipe::error (errc::invalid_argument) when the options do not describe a pipeline the
+  /// model can fill (ranks or virtual_stages < 1, fewer layers than stages, a timeout <= 0, a given
+  /// schedule or split that disagrees with the options or the model); (errc::unsupported) when the
+  /// schedule splits the backward and the model has no backward_input/backward_weight; or what the
+  /// schedule's validation, the Partitioner or the backend throws
   pipeline(Model& model, pipeline_options options) : pipeline(model, std::move(options), loss_type{}) {}
 
   /// @brief A pipeline that trains with `loss` on the last stage and runs `optimizer` (if any)
-  /// per stage after every train_step.
-  /// @param model the user's layers; the pipeline keeps a reference
+  /// per stage after every train_step. The backend makes the transport for `options.ranks` ranks.
+  /// @tparam Loss the loss's type; checked at compile time against the signature below
+  /// @tparam Hook the optimizer hook's type; checked at compile time against the signature below
+  /// @param model the user's layers; the pipeline keeps a reference, so `model` must outlive it
   /// @param options p, m, v, the split, the schedule, the timeout
   /// @param loss callable as `double(const payload& output, const payload& target, payload&
   /// grad_output, double scale)` (see ppipe::loss_function), or as a ppipe::device_loss_function
   /// where the stages hold device tensors
   /// @param optimizer callable as `void(const ppipe::stage_info&)`, or empty
+  /// @throws ppipe::error as the inference-only constructor does
   template <class Loss, class Hook = hook_type>
   pipeline(Model& model, pipeline_options options, Loss&& loss, Hook&& optimizer = Hook{})
       : pipeline(model, std::move(options), as_loss(std::forward<Loss>(loss)), as_hook(std::forward<Hook>(optimizer)),
@@ -99,7 +118,16 @@ class pipeline {
   /// @brief A pipeline over a transport built by the caller: the SPMD form over a distributed
   /// transport (ppipe::mpi::transport), where every process runs the same program and builds only
   /// its own rank's stages. `options.ranks` is the transport's rank count, or 0 to take it from
-  /// the transport.
+  /// the transport. When any process fails to build its part, every process throws, with the
+  /// failing process's reason.
+  /// @param model the user's layers; the pipeline keeps a reference, so `model` must outlive it
+  /// @param options as for the other constructors, with ranks 0 allowed
+  /// @param loss the last stage's loss, or empty for a pipeline that only runs infer()
+  /// @param optimizer the per-stage hook run after every train_step, or empty
+  /// @param transport the transport to run over; the pipeline takes ownership
+  /// @throws ppipe::error (errc::invalid_argument) when `options.ranks` is neither 0 nor the
+  /// transport's rank count, or for what the other constructors refuse; what a process failed with
+  /// when any process could not build its stages
   pipeline(Model& model, pipeline_options options, loss_type loss, hook_type optimizer, transport_type transport)
       : pipeline(model, with_ranks(with_schedule(std::move(options)), transport), std::move(loss), std::move(optimizer),
                  std::in_place, std::move(transport)) {}
@@ -288,6 +316,17 @@ class pipeline {
   /// microbatches (the first rows % m get one row more), runs the schedule, accumulates every
   /// layer's gradients over the microbatches, runs the optimizer hook per stage, and returns the
   /// batch's loss: the microbatch losses weighted by their share of the rows.
+  /// Over a distributed transport every process calls it with a batch of the same rows and shapes.
+  /// @param inputs the batch, at least m rows; every tensor has the batch as dimension 0
+  /// @param targets what the loss compares the last stage's outputs with, one row per input row
+  /// @return the microbatch losses, each weighted by its share of the batch's rows, added up
+  /// @throws ppipe::error (errc::invalid_argument) when the pipeline has no loss, a payload is empty
+  /// or its tensors' dimension 0 differ, there are fewer than m rows, the targets' rows differ from
+  /// the inputs', or a layer cannot take the shapes the layer before it produces. When a rank fails
+  /// during the step, every rank stops and the failure is thrown here naming the rank and action:
+  /// errc::timeout when a rank waits past pipeline_options::timeout; what a layer, the loss or the
+  /// hook threw, with the original nested, keeping a ppipe::error's code and errc::stage_failed for
+  /// any other exception
   double train_step(const payload_type& inputs, const payload_type& targets) {
     static_assert(detail::check_model<Model, stage_tensor_type, context_type, true>());
     std::vector<std::int64_t> rows;
@@ -319,6 +358,13 @@ class pipeline {
 
   /// @brief Forward only: splits `inputs` into the inference schedule's microbatches, keeps them
   /// in flight through the stages, and returns the last stage's outputs stacked along dimension 0.
+  /// Needs no loss. Over a distributed transport every process calls it with the same rows and shapes.
+  /// @param inputs the batch, at least as many rows as the inference schedule has microbatches
+  /// (pipeline_options::inference_microbatches, or m); every tensor has the batch as dimension 0
+  /// @return every microbatch's last-stage outputs, stacked along dimension 0 in microbatch order
+  /// @throws ppipe::error (errc::invalid_argument) when `inputs` is empty, its tensors' dimension 0
+  /// differ, it has too few rows, or a layer cannot take the shapes the layer before it produces; a
+  /// rank's failure as train_step() throws it
   payload_type infer(const payload_type& inputs) {
     std::vector<std::int64_t> rows;
     std::vector<std::vector<shape>> outputs;
@@ -337,6 +383,15 @@ class pipeline {
   /// sequence leaves its group and a waiting one joins when the group comes back (continuous
   /// batching); a request waits for admission until its state fits every stage's cache budget.
   /// Tokens are what the same model computes unpipelined, sequence by sequence.
+  /// Runs on backends whose stages compute on the host, over a transport of one process; `Model`
+  /// must be a ppipe generative model (checked at compile time).
+  /// @param requests the prompts and their token limits; read during the call only
+  /// @param options the sampler (required), the token limits, the groups and the cache budget
+  /// @return each request's tokens with the call's timings, cache peaks and (with record_trace) trace
+  /// @throws ppipe::error (errc::unsupported) over a distributed transport, or when the placement
+  /// does not loop the stages over the ranks; (errc::invalid_argument) for unusable options, a
+  /// sampler that returns an invalid token, or requests whose state never fits the cache budget; a
+  /// rank's failure as train_step() throws it
   generation_result generate(std::span<const generation_request> requests,
                              const basic_generation_options<tensor_type>& options) {
     static_assert(detail::check_generative_model<Model, tensor_type>());
@@ -356,13 +411,22 @@ class pipeline {
   }
 
 
+  /// @brief The schedule train_step() runs: pipeline_options::schedule, or the Schedule policy's.
+  /// @return the schedule, owned by the pipeline
   [[nodiscard]] const schedule& training_schedule() const noexcept { return train_; }
+  /// @brief The forward-only schedule infer() runs, on the training schedule's placement.
+  /// @return the schedule, owned by the pipeline
   [[nodiscard]] const schedule& inference_schedule() const noexcept { return infer_; }
   /// @brief The layers of each stage.
+  /// @return pipeline_options::split when one was given, otherwise the Partitioner's split
   [[nodiscard]] const partition& split() const noexcept { return split_; }
+  /// @brief The options the pipeline runs with.
+  /// @return the options as given, with ranks, microbatches and virtual_stages left at their
+  /// defaults (or ranks 0) filled in from a given schedule or transport
   [[nodiscard]] const pipeline_options& options() const noexcept { return options_; }
   /// @brief The last train_step's, infer()'s or generate()'s trace (empty when record_trace is off,
   /// and for a step launched from a graph).
+  /// @return the trace, owned by the pipeline and replaced by the next call
   [[nodiscard]] const run_trace& last_trace() const noexcept { return trace_; }
   /// @brief How many train_steps ran from a captured graph (pipeline_options::capture_graphs).
   /// @return the count since the pipeline was built
@@ -370,6 +434,10 @@ class pipeline {
   /// @brief What stage `s` holds and has held at its peak since the pipeline was built (or since
   /// reset_memory_peaks()).
   /// Over a distributed transport only this process's stages are here (see is_local()).
+  /// @param s a stage in [0, S)
+  /// @return the stage's memory figures, owned by the pipeline and updated by later calls
+  /// @throws ppipe::error (errc::invalid_argument) when there is no stage `s`, or it runs in another
+  /// process
   [[nodiscard]] const memory_stats& memory(int s) const {
     for (const stage_type& st : stages_) {
       if (st.index() == s) return st.memory();
@@ -382,6 +450,10 @@ class pipeline {
   }
   /// @brief Whether stage `s` runs in this process: always over a transport of one process; over a
   /// distributed one, when its rank is this process's rank.
+  /// @param s a stage in [0, S)
+  /// @return true when this process runs stage `s`
+  /// @throws ppipe::error (errc::invalid_argument) over a distributed transport when `s` is out of
+  /// range (a transport of one process answers true without checking)
   [[nodiscard]] bool is_local(int s) const {
     if constexpr (distributed_transport<transport_type>) {
       return train_.place.rank_of(s) == transport_.rank();
@@ -403,11 +475,16 @@ class pipeline {
     return devices_[static_cast<std::size_t>(r)].device->memory();
   }
   /// @brief The transport the stages talk through.
+  /// @return the transport, owned by the pipeline
   [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
+  /// @brief Starts a new peak measurement for every stage this process runs: each peak becomes what
+  /// the stage holds now.
   void reset_memory_peaks() {
     for (stage_type& st : stages_) st.pool().reset_peaks();
   }
   /// @brief The layer costs the partitioner used: the model's cost() or, without it, equal costs.
+  /// @return one layer_cost per layer of the model, in order (layer_cost's defaults where the
+  /// model has no cost())
   [[nodiscard]] std::vector<layer_cost> layer_costs() const {
     std::vector<layer_cost> costs(static_cast<std::size_t>(model_->num_layers()));
     if constexpr (model_has_costs<Model>) {

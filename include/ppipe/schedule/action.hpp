@@ -35,6 +35,8 @@ enum class action_kind : std::uint8_t {
 inline constexpr int action_kind_count = 8;
 
 /// @brief The short code of a kind, as it appears in "2F5": F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B.
+/// @param kind the kind to spell
+/// @return its code, a view of a static string; "?" for a value outside the enumeration
 constexpr std::string_view code(action_kind kind) noexcept {
   switch (kind) {
     case action_kind::forward: return "F";
@@ -50,6 +52,8 @@ constexpr std::string_view code(action_kind kind) noexcept {
 }
 
 /// @brief The spelled-out name of a kind, e.g. "recv_activation".
+/// @param kind the kind to name
+/// @return the enumerator's name, a view of a static string; "?" for a value outside the enumeration
 constexpr std::string_view name(action_kind kind) noexcept {
   switch (kind) {
     case action_kind::forward: return "forward";
@@ -65,20 +69,30 @@ constexpr std::string_view name(action_kind kind) noexcept {
 }
 
 /// @brief True for F, B, I and W: the actions that run the user's layers.
+/// @param kind the kind to classify
+/// @return whether `kind` is a compute kind
 constexpr bool is_compute(action_kind kind) noexcept {
   return kind <= action_kind::backward_weight;
 }
 /// @brief True for the four transfer kinds.
+/// @param kind the kind to classify
+/// @return whether `kind` is SEND_F, RECV_F, SEND_B or RECV_B
 constexpr bool is_transfer(action_kind kind) noexcept { return !is_compute(kind); }
 /// @brief True for SEND_F and SEND_B.
+/// @param kind the kind to classify
+/// @return whether `kind` sends data to another rank
 constexpr bool is_send(action_kind kind) noexcept {
   return kind == action_kind::send_activation || kind == action_kind::send_gradient;
 }
 /// @brief True for RECV_F and RECV_B.
+/// @param kind the kind to classify
+/// @return whether `kind` receives data from another rank
 constexpr bool is_recv(action_kind kind) noexcept {
   return kind == action_kind::recv_activation || kind == action_kind::recv_gradient;
 }
 /// @brief True for the kinds that exist only in training: B, I, W, SEND_B, RECV_B.
+/// @param kind the kind to classify
+/// @return whether `kind` belongs to the backward pass
 constexpr bool is_backward_pass(action_kind kind) noexcept {
   return kind == action_kind::backward || kind == action_kind::backward_input ||
          kind == action_kind::backward_weight || kind == action_kind::send_gradient ||
@@ -89,21 +103,30 @@ constexpr bool is_backward_pass(action_kind kind) noexcept {
 struct action {
   std::int32_t stage = 0;       ///< global stage index, 0 .. stages-1
   std::int32_t microbatch = 0;  ///< 0 .. microbatches-1
-  action_kind kind = action_kind::forward;
+  action_kind kind = action_kind::forward;  ///< what the action does
 
+  /// @brief Equal when stage, microbatch and kind all match.
   friend constexpr bool operator==(const action&, const action&) = default;
 };
 
 /// @brief Compact form "<stage><code><microbatch>", e.g. "2F5" or "1SEND_B0" (the notation of
 /// PyTorch's pipelining schedule files).
+/// @param a the action to write
+/// @return its compact form; parse_action() reads it back
 inline std::string to_string(const action& a) {
   return std::to_string(a.stage) + std::string(code(a.kind)) + std::to_string(a.microbatch);
 }
 
+/// @brief Writes the compact form of `a`, as to_string() gives it.
+/// @param os the stream to write to
+/// @param a the action to write
+/// @return `os`
 inline std::ostream& operator<<(std::ostream& os, const action& a) { return os << to_string(a); }
 
 /// @brief A sentence-fragment description for error messages, e.g.
 /// "2F5 (forward of stage 2, microbatch 5)".
+/// @param a the action to describe
+/// @return its compact form followed by its kind, stage and microbatch in words
 inline std::string describe(const action& a) {
   return detail::concat(to_string(a), " (", name(a.kind), " of stage ", a.stage, ", microbatch ",
                         a.microbatch, ")");
@@ -152,12 +175,17 @@ inline action parse_action_in(std::string_view line, std::size_t begin, std::siz
 
 /// @brief Reads the compact form written by to_string(). Throws ppipe::error (parse_error) naming
 /// the column of the first character it cannot read.
+/// @param text one action and nothing else (no surrounding whitespace), e.g. "1SEND_B0"
+/// @return the action; its stage and microbatch are not checked against any schedule
 inline action parse_action(std::string_view text) {
   return detail::parse_action_in(text, 0, text.size());
 }
 
 /// @brief Reads whitespace-separated actions, e.g. a rank's list "0F0 0SEND_F0 0RECV_B0 0B0".
 /// Error columns count from the start of `line`.
+/// Throws ppipe::error (parse_error) as parse_action() does, for the first action it cannot read.
+/// @param line the actions, separated by spaces, tabs or line breaks
+/// @return the actions in the order written; empty when `line` holds only whitespace
 inline std::vector<action> parse_actions(std::string_view line) {
   std::vector<action> out;
   const auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };

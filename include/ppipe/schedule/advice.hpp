@@ -16,6 +16,10 @@ namespace ppipe {
 
 /// @brief The textbook bubble share of a step, (p-1)/(v*m + p-1), for GPipe and 1F1B (v = 1) and
 /// interleaved 1F1B with equal stage costs and free transfers.
+/// @param ranks pipeline ranks p (>= 1)
+/// @param microbatches microbatches per step m (>= 1)
+/// @param virtual_stages stages per rank v (>= 1)
+/// @return the idle share of the step, from 0 (p = 1) up to but not including 1; no argument is checked
 constexpr double ideal_bubble_fraction(int ranks, int microbatches, int virtual_stages = 1) {
   return static_cast<double>(ranks - 1) /
          (static_cast<double>(virtual_stages) * microbatches + ranks - 1);
@@ -23,6 +27,14 @@ constexpr double ideal_bubble_fraction(int ranks, int microbatches, int virtual_
 
 /// @brief The smallest m whose textbook bubble is at most `max_bubble` (0 < max_bubble < 1),
 /// rounded up to a multiple of `multiple_of`.
+/// Throws ppipe::error (invalid_argument) if `max_bubble` is not strictly between 0 and 1, if
+/// `ranks` or `virtual_stages` is below 1, or if the answer would exceed 2^26 microbatches.
+/// @param ranks pipeline ranks p (>= 1)
+/// @param max_bubble the largest acceptable share of the step spent idle, 0 < max_bubble < 1
+/// @param virtual_stages stages per rank v (>= 1)
+/// @param multiple_of the result is rounded up to a multiple of this (interleaved 1F1B needs p);
+/// 1 or less rounds nothing
+/// @return the number of microbatches m, at least 1
 inline int microbatches_for_bubble(int ranks, double max_bubble, int virtual_stages = 1,
                                    int multiple_of = 1) {
   if (!(max_bubble > 0 && max_bubble < 1)) {
@@ -55,6 +67,12 @@ struct advice_options {
 /// Empty when nothing is worth saying. To tell a large bubble's cause, it simulates the same schedule
 /// again with every stage at the average cost and free transfers: if that still idles too much the
 /// schedule needs more microbatches; if not, a slow stage or the transfers are to blame.
+/// @param s the schedule that was simulated
+/// @param sim the result of simulate() for `s`
+/// @param options the thresholds that decide what is worth a warning
+/// @return the warnings, one sentence each; empty when nothing is worth saying
+/// @throws ppipe::error (invalid_argument) when a warning must suggest a microbatch count and
+/// `options.max_bubble` is not strictly between 0 and 1
 inline std::vector<std::string> advise(const schedule& s, const simulation& sim, advice_options options = {}) {
   std::vector<std::string> out;
   const int p = s.num_ranks();

@@ -32,6 +32,8 @@ namespace ppipe {
 enum class transfer_model : unsigned char { rendezvous, buffered };
 
 /// @brief "rendezvous" or "buffered".
+/// @param model the transfer model to name
+/// @return the enumerator's name, a view of a static string
 constexpr std::string_view to_string(transfer_model model) noexcept {
   return model == transfer_model::rendezvous ? "rendezvous" : "buffered";
 }
@@ -112,6 +114,8 @@ schedule lower_in_units(schedule compute_only, UnitSizes&& unit_sizes) {
 /// receive, as Megatron batches them. The receive's position is where the rank needs the data; a
 /// runtime may post it earlier.
 /// Throws ppipe::error if the schedule already has transfers or names a stage out of range.
+/// @param compute_only a schedule with F, B, I and W actions only, taken by value and moved from
+/// @return the same schedule (name, placement, m and mode unchanged) with its sends and receives inserted
 inline schedule add_communication(schedule compute_only) {
   std::vector<std::size_t> computes;
   for (const auto& list : compute_only.ranks) computes.push_back(list.size());

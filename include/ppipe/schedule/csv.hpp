@@ -304,6 +304,9 @@ inline placement csv_placement(const std::vector<std::vector<csv_entry>>& rows, 
 
 /// @brief The schedule as CSV text, one line per rank ("\n"-terminated), cells separated by commas.
 /// See csv_options for the two forms. Any schedule can be written; from_csv() validates on reading.
+/// @param s the schedule to write; its name, mode and placement are not written (from_csv() infers them)
+/// @param options which of the two forms to write
+/// @return the file's text
 inline std::string to_csv(const schedule& s, const csv_options& options = {}) {
   std::string out;
   if (options.transfers) {
@@ -336,6 +339,9 @@ inline std::string to_csv(const schedule& s, const csv_options& options = {}) {
 
 /// @brief Writes to_csv(s, options) to `path`. Throws ppipe::error (invalid_argument) if the file
 /// cannot be written.
+/// @param path the file to create, or to overwrite if it exists
+/// @param s the schedule to write
+/// @param options which of the two forms to write
 inline void save_csv(const std::string& path, const schedule& s, const csv_options& options = {}) {
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   const std::string text = to_csv(s, options);
@@ -359,6 +365,9 @@ inline void save_csv(const std::string& path, const schedule& s, const csv_optio
 /// Throws ppipe::error: parse_error naming the line, the cell and the column (all from 1) for text
 /// it cannot read; the validator's invalid_schedule or deadlock (for a compute-only file, the
 /// report on the add_communication() lowering) for a schedule that does not run.
+/// @param text the file's contents (a UTF-8 byte-order mark at its start is skipped)
+/// @param options the name to give the schedule, the transfer model to validate under, and size limits
+/// @return a valid schedule with its transfers in place
 inline schedule from_csv(std::string_view text, const csv_read_options& options = {}) {
   const auto rows = detail::csv_rows(text, options);
   std::size_t actions = 0;
@@ -425,6 +434,11 @@ inline constexpr std::size_t max_csv_bytes = std::size_t{64} << 20;
 
 /// @brief Reads the schedule file at `path` with from_csv(); errors start with the path. A file of
 /// more than max_csv_bytes is refused.
+/// Throws ppipe::error (invalid_argument) if the file cannot be opened or is too large, and what
+/// from_csv() throws, with the path put in front of the message, if its contents do not load.
+/// @param path the schedule file to read
+/// @param options as for from_csv()
+/// @return the loaded schedule, validated under `options.model`
 inline schedule load_csv(const std::string& path, const csv_read_options& options = {}) {
   std::ifstream file(path, std::ios::binary);
   if (!file) {

@@ -16,8 +16,12 @@ namespace ppipe::schedules {
 /// rank walks microbatches in groups of p: chunk 0 for the group, then chunk 1, and so on, so
 /// that the group's data keeps moving round the ring of ranks. Any m >= 1 works.
 struct forward_only {
-  static constexpr std::string_view name = "forward_only";
+  static constexpr std::string_view name = "forward_only";  ///< the name make_schedule() accepts
 
+  /// @brief Builds the forward-only schedule, with its transfers in place.
+  /// @param params p >= 1, m >= 1 (requests in flight) and v >= 1
+  /// @return an inference schedule on the looped placement of p*v stages
+  /// @throws ppipe::error (invalid_argument) when p, m or v is below 1, or p*v*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "forward_only");
     const int p = params.ranks;
@@ -44,6 +48,10 @@ struct forward_only {
   /// placement is looped; otherwise each rank runs, microbatch by microbatch, the forwards of its
   /// stages in stage order (every forward needs only its own microbatch's earlier stages, so
   /// this never waits for ever).
+  /// @param place where the stages live; any valid placement with at least one rank
+  /// @param microbatches requests in flight m (>= 1)
+  /// @return an inference schedule on `place`, with its transfers in place
+  /// @throws ppipe::error (invalid_argument) when m is below 1, or the stage-microbatch pairs exceed 2^26
   static schedule over(const placement& place, int microbatches) {
     const int p = place.num_ranks();
     const int stages = place.num_stages();

@@ -35,6 +35,11 @@ inline constexpr bool splits_backward_v = requires {
 };
 
 /// @brief Generates the schedule of `Policy` for `params`.
+/// Throws what `Policy::generate` throws; ppipe's policies throw ppipe::error (invalid_argument)
+/// for numbers they cannot schedule.
+/// @tparam Policy a schedule_policy, e.g. ppipe::schedules::one_f_one_b
+/// @param params ranks p, microbatches m and stages per rank v
+/// @return the complete schedule, with its transfers in place
 template <schedule_policy Policy>
 schedule make_schedule(Policy, const schedule_params& params) {
   return Policy::generate(params);
@@ -47,6 +52,11 @@ inline constexpr std::string_view schedule_names[] = {
 
 /// @brief Generates a built-in schedule chosen at run time: "gpipe", "1f1b", "interleaved_1f1b"
 /// (also "interleaved"), "zb_h1", "zb_v" or "forward_only".
+/// Throws ppipe::error (invalid_argument) for any other name, or when the chosen schedule cannot
+/// be built for `params`.
+/// @param name the schedule's name, matched exactly (case-sensitive)
+/// @param params ranks p, microbatches m and stages per rank v
+/// @return the complete schedule, with its transfers in place
 inline schedule make_schedule(std::string_view name, const schedule_params& params) {
   if (name == schedules::gpipe::name) return schedules::gpipe::generate(params);
   if (name == schedules::one_f_one_b::name) return schedules::one_f_one_b::generate(params);

@@ -13,8 +13,12 @@ namespace ppipe::schedules {
 /// same order. Bubble (p-1)/(m+p-1) of the step; every stage holds all m microbatches' activations
 /// at its peak. One stage per rank (v = 1).
 struct gpipe {
-  static constexpr std::string_view name = "gpipe";
+  static constexpr std::string_view name = "gpipe";  ///< the name make_schedule() accepts
 
+  /// @brief Builds GPipe's schedule, with its transfers in place.
+  /// @param params p >= 1 and m >= 1; v must be 1
+  /// @return the schedule, placed one stage per rank
+  /// @throws ppipe::error (invalid_argument) when p or m is below 1, v is not 1, or p*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "gpipe");
     detail::require_one_stage_per_rank(params, "gpipe");

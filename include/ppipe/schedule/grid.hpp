@@ -16,13 +16,19 @@ namespace ppipe {
 
 /// @brief A cell of the step grid: the action at `step` in rank `rank`'s list.
 struct grid_cell {
-  int rank = 0;
-  int step = 0;
+  int rank = 0;  ///< the row: a pipeline rank, 0 .. p-1
+  int step = 0;  ///< the column: the position in that rank's action list, from 0
 };
 
 /// @brief Renders steps `first_step` .. `last_step` (inclusive, at most 64 of them) of every rank as
 /// text, with the cells in `marks` shown in [brackets]. With more than 8 ranks only the marked ranks and their
 /// neighbours are shown (all ranks when nothing is marked). Steps past a rank's end show "-".
+/// @param s the schedule to draw
+/// @param first_step the first column shown; clamped to 0 .. the longest list's length
+/// @param last_step the last column shown; clamped to first_step .. first_step + 63
+/// @param marks the cells to bracket, e.g. where a problem was found; cells outside the range are ignored
+/// @return a header line of step numbers, then one line per shown rank ("..." for each run of
+/// hidden ranks), every line ending in a newline
 inline std::string render_step_grid(const schedule& s, int first_step, int last_step,
                                     std::span<const grid_cell> marks = {}) {
   const int p = static_cast<int>(s.ranks.size());

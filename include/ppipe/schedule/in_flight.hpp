@@ -16,6 +16,8 @@ namespace ppipe {
 /// A forward-only schedule holds each microbatch only for its forward, so every stage peaks at 1.
 /// Equal to simulate()'s `peak_stage_activations` for a valid schedule, without the replay.
 /// GPipe gives m on every stage, 1F1B min(p-s, m) on stage s.
+/// @param s the schedule; actions naming a stage outside its placement are skipped, nothing is thrown
+/// @return one entry per stage of `s.place`, indexed by stage
 [[nodiscard]] inline std::vector<int> in_flight_peaks(const schedule& s) {
   const auto stages = static_cast<std::size_t>(s.num_stages());
   std::vector<int> held(stages, 0);

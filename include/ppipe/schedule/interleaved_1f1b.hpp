@@ -22,8 +22,13 @@ namespace ppipe::schedules {
 ///
 /// Needs m to be a multiple of p. With v = 1 the order is plain 1F1B.
 struct interleaved_1f1b {
-  static constexpr std::string_view name = "interleaved_1f1b";
+  static constexpr std::string_view name = "interleaved_1f1b";  ///< the name make_schedule() accepts
 
+  /// @brief Builds the interleaved schedule, with its transfers in place; with v = 1, 1F1B's under this name.
+  /// @param params p >= 1, m >= 1 and v >= 1; for v > 1, m must be a multiple of p
+  /// @return the schedule, on the looped placement of p*v stages
+  /// @throws ppipe::error (invalid_argument) when p, m or v is below 1, m is not a multiple of p
+  /// (v > 1), or p*v*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "interleaved_1f1b");
     const int p = params.ranks;

@@ -15,8 +15,12 @@ namespace ppipe::schedules {
 /// backward, then drains the remaining backwards. Same bubble as GPipe, (p-1)/(m+p-1) of the step,
 /// but stage s holds at most min(p-s, m) microbatches of activations instead of m.
 struct one_f_one_b {
-  static constexpr std::string_view name = "1f1b";
+  static constexpr std::string_view name = "1f1b";  ///< the name make_schedule() accepts
 
+  /// @brief Builds 1F1B's schedule, with its transfers in place.
+  /// @param params p >= 1 and m >= 1; v must be 1
+  /// @return the schedule, placed one stage per rank
+  /// @throws ppipe::error (invalid_argument) when p or m is below 1, v is not 1, or p*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "1f1b");
     detail::require_one_stage_per_rank(params, "1f1b");

@@ -28,6 +28,8 @@ enum class problem_kind : unsigned char {
 };
 
 /// @brief The name of a problem kind, e.g. "deadlock".
+/// @param kind the problem kind to name
+/// @return the enumerator's name, a view of a static string; "?" for a value outside the enumeration
 constexpr std::string_view to_string(problem_kind kind) noexcept {
   switch (kind) {
     case problem_kind::inconsistent: return "inconsistent";
@@ -48,15 +50,15 @@ constexpr std::string_view to_string(problem_kind kind) noexcept {
 /// @brief One edge of a deadlock cycle: `waiter` is stuck in the transfer `waiting`, whose other
 /// end `awaited` rank `peer.rank` posts only later, at step `peer.step`.
 struct wait_link {
-  grid_cell waiter;
-  action waiting;
-  grid_cell peer;
-  action awaited;
+  grid_cell waiter;  ///< the rank that is stuck and the step of its transfer
+  action waiting;    ///< the transfer `waiter` is stuck in
+  grid_cell peer;    ///< the rank that holds the other end and the step where that end is posted
+  action awaited;    ///< the other end of `waiting`, on rank `peer.rank`
 };
 
 /// @brief The first problem found in a schedule.
 struct schedule_problem {
-  problem_kind kind = problem_kind::inconsistent;
+  problem_kind kind = problem_kind::inconsistent;  ///< what sort of problem it is
   int rank = -1;  ///< the rank where it was found (-1: the schedule as a whole)
   int step = -1;  ///< the position in that rank's list (-1: the action is missing)
   action act{};   ///< the action at fault, or the one that is missing
@@ -69,8 +71,11 @@ struct validation_report {
   std::optional<schedule_problem> problem;  ///< empty when the schedule is valid
   std::string grid;                         ///< the rank-by-step grid around the problem
 
+  /// @brief True when the schedule is valid, i.e. no problem was found.
+  /// @return whether `problem` is empty
   [[nodiscard]] bool ok() const noexcept { return !problem.has_value(); }
   /// @brief The problem's explanation followed by the grid; empty when ok().
+  /// @return the text ppipe::error carries when validate() rejects the schedule
   [[nodiscard]] std::string message() const {
     return ok() ? std::string() : problem->what + "\n" + grid;
   }

@@ -30,18 +30,24 @@ struct schedule {
   std::string name;                        ///< e.g. "1f1b"
   placement place;                         ///< which rank holds each stage
   int microbatches = 0;                    ///< m
-  schedule_mode mode = schedule_mode::training;
+  schedule_mode mode = schedule_mode::training;  ///< training (forward and backward) or inference
   std::vector<std::vector<action>> ranks;  ///< ranks[r] = rank r's actions, in order
 
+  /// @brief The number of pipeline ranks p, as the placement gives it.
+  /// @return place.num_ranks()
   [[nodiscard]] int num_ranks() const noexcept { return place.num_ranks(); }
+  /// @brief The number of stages over all ranks, as the placement gives it.
+  /// @return place.num_stages()
   [[nodiscard]] int num_stages() const noexcept { return place.num_stages(); }
   /// @brief Total number of actions over all ranks.
+  /// @return the sum of the lengths of every rank's list, transfers included
   [[nodiscard]] std::size_t size() const noexcept {
     std::size_t n = 0;
     for (const auto& list : ranks) n += list.size();
     return n;
   }
   /// @brief True if any rank has a send or receive.
+  /// @return false for a compute-only schedule, which add_communication() can lower
   [[nodiscard]] bool has_transfers() const noexcept {
     for (const auto& list : ranks) {
       for (const action& a : list) {
@@ -51,6 +57,7 @@ struct schedule {
     return false;
   }
   /// @brief True if the backward is split into input-grad (I) and weight-grad (W) actions.
+  /// @return whether any rank runs an I or a W action
   [[nodiscard]] bool splits_backward() const noexcept {
     for (const auto& list : ranks) {
       for (const action& a : list) {

@@ -35,11 +35,18 @@ struct cost_model {
 
   /// @brief Every stage costs `forward` and `backward`; a split backward's halves cost
   /// backward/2 each.
+  /// @param forward the time of one forward (F), the same for every stage
+  /// @param backward the time of one full backward (B); I and W each take half of it
+  /// @param transfer the latency of one message, >= 0
+  /// @return a model with a single stage_costs entry that every stage shares
   static cost_model uniform(double forward, double backward, double transfer = 0.0) {
     return cost_model{{stage_costs{forward, backward, backward / 2, backward / 2}}, transfer};
   }
 
   /// @brief The cost of a compute action.
+  /// @param a the action; its stage must index `stages` unless `stages` has a single entry (not
+  /// checked)
+  /// @return the time of F, B, I or W for its stage; 0 for a transfer kind
   [[nodiscard]] double of(const action& a) const noexcept {
     const stage_costs& c = stages.size() == 1 ? stages.front() : stages[static_cast<std::size_t>(a.stage)];
     switch (a.kind) {
@@ -54,10 +61,10 @@ struct cost_model {
 
 /// @brief A compute action with the time it ran.
 struct timed_action {
-  action act;
+  action act;  ///< the compute action (F, B, I or W)
   int step = 0;  ///< position in the rank's action list
-  double start = 0.0;
-  double end = 0.0;
+  double start = 0.0;  ///< when it started, from 0 at the start of the step, in the cost model's unit
+  double end = 0.0;  ///< when it ended: start plus its cost
 };
 
 /// @brief How simulate() runs.
@@ -80,24 +87,34 @@ struct simulation {
   transfer_model transfers = transfer_model::rendezvous;  ///< the transfer model it ran with
 
   /// @brief Time rank `r` spends idle within the makespan.
+  /// @param r a rank, 0 .. p-1
+  /// @return makespan minus the rank's busy time
+  /// @throws std::out_of_range when `r` is not a rank of the simulation
   [[nodiscard]] double idle(int r) const { return makespan - busy.at(static_cast<std::size_t>(r)); }
+  /// @brief Compute time summed over all ranks.
+  /// @return the sum of `busy`
   [[nodiscard]] double total_busy() const { return std::accumulate(busy.begin(), busy.end(), 0.0); }
+  /// @brief Idle time summed over all ranks, each counted up to the makespan.
+  /// @return p * makespan minus total_busy()
   [[nodiscard]] double total_idle() const {
     return makespan * static_cast<double>(busy.size()) - total_busy();
   }
   /// @brief Idle share of the step over all ranks: idle / (p * makespan). (p-1)/(m+p-1) for GPipe
   /// and 1F1B with equal stage costs.
+  /// @return a share from 0 to 1; 0 when the makespan is 0
   [[nodiscard]] double bubble_fraction() const {
     return makespan > 0 ? total_idle() / (makespan * static_cast<double>(busy.size())) : 0.0;
   }
   /// @brief Idle time relative to compute time: idle / busy. (p-1)/m for GPipe and 1F1B and
   /// (p-1)/(v*m) for interleaved 1F1B with equal stage costs.
+  /// @return a ratio >= 0; 0 when no rank computed
   [[nodiscard]] double bubble_overhead() const {
     const double b = total_busy();
     return b > 0 ? total_idle() / b : 0.0;
   }
   /// @brief How much faster than one device running every stage in turn: total busy / makespan.
   /// Below 1, the pipeline is slower than not pipelining.
+  /// @return a ratio from 0 to p; 0 when the makespan is 0
   [[nodiscard]] double speedup() const { return makespan > 0 ? total_busy() / makespan : 0.0; }
 };
 
@@ -192,6 +209,13 @@ struct timing_hooks {
 /// @brief Simulates `s` under `costs`. Each rank runs its actions in order; a compute action takes
 /// its cost, and transfers take time as `options.transfers` says. Checks the schedule's structure
 /// first, and throws ppipe::error if it is not valid or deadlocks under that transfer model.
+/// Also throws ppipe::error (invalid_argument) if `costs` has neither one entry nor one per stage,
+/// if a compute cost the schedule uses is not finite and > 0, if the transfer cost is negative or
+/// not finite, or if the step time overflows.
+/// @param s the schedule to time
+/// @param costs the time of each compute action and of each message
+/// @param options whether to record the timeline, and the transfer model
+/// @return the makespan, busy time, activation peaks and (if recorded) timeline, with the costs used
 inline simulation simulate(const schedule& s, const cost_model& costs, simulate_options options = {}) {
   if (auto problem = detail::structure_checker(s).run()) {
     detail::throw_report(detail::report(s, std::move(*problem)));

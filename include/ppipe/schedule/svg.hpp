@@ -414,6 +414,10 @@ inline std::string draw_svg(const svg_chart& chart, const svg_options& options) 
 /// m, v, the bubble and the step time; a legend and a time axis frame it. Each box is a
 /// `<rect class="box" data-action="2F5">` whose tooltip describes the action. Throws ppipe::error
 /// (invalid_argument) if the simulation has no timeline for these ranks or a time is not finite.
+/// @param s the schedule that was simulated; gives the title's name, p and m and each box's shade
+/// @param sim its simulation, run with record_timeline = true
+/// @param options size, title, unit, labels and time span of the picture
+/// @return a complete SVG document, ready for save_svg()
 inline std::string render_svg(const schedule& s, const simulation& sim,
                               const svg_options& options = {}) {
   if (sim.timeline.size() != s.ranks.size()) {
@@ -452,6 +456,8 @@ inline std::string render_svg(const schedule& s, const simulation& sim,
 
 /// @brief Writes `svg` (from render_svg()) to the file `path`. Throws ppipe::error
 /// (invalid_argument) naming the path and the reason if the file cannot be written.
+/// @param path the file to create, or to overwrite if it exists
+/// @param svg the document to write, byte for byte
 inline void save_svg(const std::string& path, std::string_view svg) {
   detail::save_file(path, "the SVG file",
                     [&](std::ostream& os) { os.write(svg.data(), static_cast<std::streamsize>(svg.size())); });

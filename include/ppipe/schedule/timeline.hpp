@@ -43,6 +43,13 @@ inline std::string timeline_label(const action& a, bool show_stage) {
 /// starts with its label ("F3", "B0"; with the stage in front, "5F3", when ranks hold several
 /// stages) and fills its duration with spaces; '.' is idle time. An action shorter than a column
 /// shows as its kind's letter where it starts.
+/// Throws ppipe::error (invalid_argument) if the timeline has a different number of rows than `s`
+/// has ranks, if `options.width` is below 20 or `options.max_columns` below 1, if the makespan is
+/// negative or not finite, or if the chart would exceed 2^24 characters.
+/// @param s the schedule that was simulated
+/// @param sim its simulation, run with record_timeline = true
+/// @param options line width, time scale and unit
+/// @return a header line, then blocks of one line per rank, each block headed by its time range
 inline std::string render_timeline(const schedule& s, const simulation& sim, timeline_options options = {}) {
   if (sim.timeline.size() != s.ranks.size()) {
     detail::fail(errc::invalid_argument, "the simulation has ", sim.timeline.size(),

@@ -18,6 +18,9 @@ namespace ppipe {
 /// wait on each other forever under `model` (see transfer_model; `rendezvous`, the default, is the
 /// strict one and implies `buffered`). Returns the first problem with its rank, step and action,
 /// and the rank-by-step grid around it.
+/// @param s the schedule to check
+/// @param model the transfer model to prove it deadlock-free under
+/// @return a report whose ok() is true for a valid schedule; it does not throw for an invalid one
 inline validation_report check_schedule(const schedule& s, transfer_model model = transfer_model::rendezvous) {
   if (auto problem = detail::structure_checker(s).run()) return detail::report(s, std::move(*problem));
   detail::no_hooks hooks;
@@ -28,6 +31,8 @@ inline validation_report check_schedule(const schedule& s, transfer_model model 
 
 /// @brief Like check_schedule(), but throws ppipe::error (errc::invalid_schedule, or errc::deadlock)
 /// carrying the report's message when the schedule is not valid.
+/// @param s the schedule to check
+/// @param model the transfer model to prove it deadlock-free under
 inline void validate(const schedule& s, transfer_model model = transfer_model::rendezvous) {
   const validation_report r = check_schedule(s, model);
   if (!r.ok()) detail::throw_report(r);

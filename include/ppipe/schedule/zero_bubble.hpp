@@ -31,10 +31,14 @@ namespace ppipe::schedules {
 /// Transfers sit at unit-time slot boundaries (detail::lower_by_time), so that no send waits under
 /// the rendezvous model.
 struct zb_h1 {
-  static constexpr std::string_view name = "zb_h1";
+  static constexpr std::string_view name = "zb_h1";  ///< the name make_schedule() accepts
   /// Its schedules run I and W actions: a model needs backward_input/backward_weight.
   static constexpr bool splits_backward = true;
 
+  /// @brief Builds ZB-H1's schedule, with its transfers in place.
+  /// @param params p >= 1 and m >= 1; v must be 1
+  /// @return the schedule, placed one stage per rank, with split backwards (I and W)
+  /// @throws ppipe::error (invalid_argument) when p or m is below 1, v is not 1, or p*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "zb_h1");
     detail::require_one_stage_per_rank(params, "zb_h1");
@@ -79,10 +83,14 @@ struct zb_h1 {
 /// schedule can beat, for p <= 4 and every m >= p, and at most twice the fill beyond; 1F1B over
 /// the same layers idles 6(p-1)F.
 struct zb_v {
-  static constexpr std::string_view name = "zb_v";
+  static constexpr std::string_view name = "zb_v";  ///< the name make_schedule() accepts
   /// Its schedules run I and W actions: a model needs backward_input/backward_weight.
   static constexpr bool splits_backward = true;
 
+  /// @brief Builds ZB-V's schedule, with its transfers in place.
+  /// @param params p >= 1 and m >= 1; v must be 2
+  /// @return the schedule on the V placement of 2p stages, with split backwards (I and W)
+  /// @throws ppipe::error (invalid_argument) when p or m is below 1, v is not 2, or 2p*m exceeds 2^26
   static schedule generate(const schedule_params& params) {
     detail::check_params(params, "zb_v");
     if (params.virtual_stages != 2) {

@@ -50,27 +50,37 @@ constexpr std::string_view to_string(dtype t) noexcept {
 }
 
 /// @brief Whether `t` is one of the enumerators (what a value read from a message must be).
+/// @param t the value to check, possibly cast from an integer
+/// @return true for f32, bf16, f16, i32, f64 and i64; false for any other value
 constexpr bool is_valid(dtype t) noexcept { return static_cast<std::uint8_t>(t) <= static_cast<std::uint8_t>(dtype::i64); }
 
 /// @brief Whether elements of `t` are floating point (f32, bf16, f16, f64).
+/// @param t the element type
+/// @return false for i32 and i64, true otherwise
 constexpr bool is_floating(dtype t) noexcept { return t != dtype::i32 && t != dtype::i64; }
 
 /// @brief The brain float: float's sign and 8-bit exponent with a 7-bit mantissa, in 2 bytes.
 /// Conversion from float rounds to nearest, ties to even (NaN stays NaN); to float it is exact.
 class bfloat16 {
  public:
+  /// @brief Positive zero.
   constexpr bfloat16() noexcept = default;
   /// @brief The bfloat16 nearest to `f` (ties to even; a NaN becomes a quiet NaN of its sign).
+  /// @param f the value to round; values beyond bfloat16's range become infinities of their sign
   constexpr explicit bfloat16(float f) noexcept : bits_(round(std::bit_cast<std::uint32_t>(f))) {}
   /// @brief The value as a float (exact).
+  /// @return the float of the same value; infinities and NaNs keep their sign
   constexpr explicit operator float() const noexcept { return std::bit_cast<float>(std::uint32_t{bits_} << 16); }
   /// @brief The value with these bits.
+  /// @param bits the sign bit, then 8 exponent bits, then 7 mantissa bits, most significant first
+  /// @return the bfloat16 whose bits() are `bits`
   static constexpr bfloat16 from_bits(std::uint16_t bits) noexcept {
     bfloat16 b;
     b.bits_ = bits;
     return b;
   }
   /// @brief The 16 bits of the value.
+  /// @return the encoding, as from_bits() takes it (the upper half of the float's 32 bits)
   [[nodiscard]] constexpr std::uint16_t bits() const noexcept { return bits_; }
   /// @brief Bitwise equality (so NaN == NaN of the same bits, and +0 != -0): what a test compares.
   friend constexpr bool operator==(bfloat16, bfloat16) = default;
@@ -90,10 +100,13 @@ class bfloat16 {
 /// infinity (NaN stays NaN); to float it is exact.
 class float16 {
  public:
+  /// @brief Positive zero.
   constexpr float16() noexcept = default;
   /// @brief The float16 nearest to `f`.
+  /// @param f the value to round; magnitudes that round above 65504 become infinities of their sign
   constexpr explicit float16(float f) noexcept : bits_(round(std::bit_cast<std::uint32_t>(f))) {}
   /// @brief The value as a float (exact).
+  /// @return the float of the same value, subnormals included; infinities and NaNs keep their sign
   constexpr explicit operator float() const noexcept {
     const std::uint32_t sign = std::uint32_t{bits_ & 0x8000U} << 16;
     const std::uint32_t e = (bits_ >> 10) & 0x1fU;
@@ -106,12 +119,15 @@ class float16 {
     return std::bit_cast<float>(sign | ((e + 112U) << 23) | (m << 13));
   }
   /// @brief The value with these bits.
+  /// @param bits the sign bit, then 5 exponent bits, then 10 mantissa bits, most significant first
+  /// @return the float16 whose bits() are `bits`
   static constexpr float16 from_bits(std::uint16_t bits) noexcept {
     float16 h;
     h.bits_ = bits;
     return h;
   }
   /// @brief The 16 bits of the value.
+  /// @return the IEEE 754 binary16 encoding, as from_bits() takes it
   [[nodiscard]] constexpr std::uint16_t bits() const noexcept { return bits_; }
   /// @brief Bitwise equality, as for bfloat16.
   friend constexpr bool operator==(float16, float16) = default;

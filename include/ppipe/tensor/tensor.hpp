@@ -37,24 +37,46 @@ class shape {
   /// std::ptrdiff_t, so that no size or offset computed from a shape can overflow.
   static constexpr std::int64_t max_elements = std::numeric_limits<std::ptrdiff_t>::max() / 16;
 
+  /// @brief A scalar shape (rank 0, one element) of dtype f32.
   shape() = default;
   /// @brief An f32 shape: `shape{8, 16}`.
+  /// @param dims the dimensions, outermost first; throws ppipe::error (invalid_argument) for a
+  /// negative one or more than max_elements elements
   shape(std::initializer_list<std::int64_t> dims) : dims_(dims) { (void)elements(); }
   /// @brief A shape of another element type: `shape({8, 16}, dtype::bf16)`.
+  /// @param dims the dimensions, outermost first, checked as by the constructor above
+  /// @param type the element type; a value that is no enumerator of dtype throws ppipe::error
+  /// (invalid_argument)
   shape(std::initializer_list<std::int64_t> dims, ppipe::dtype type) : dims_(dims), dtype_(checked(type)) {
     (void)elements();
   }
   /// @brief A shape of these dimensions and element type.
+  /// @param dims the dimensions, outermost first; throws ppipe::error (invalid_argument) for a
+  /// negative one or more than max_elements elements
+  /// @param type the element type; a value that is no enumerator of dtype throws ppipe::error
+  /// (invalid_argument)
   explicit shape(std::vector<std::int64_t> dims, ppipe::dtype type = ppipe::dtype::f32)
       : dims_(std::move(dims)), dtype_(checked(type)) {
     (void)elements();
   }
 
+  /// @brief The number of dimensions.
+  /// @return 0 for a scalar, 2 for `shape{8, 16}`
   [[nodiscard]] std::size_t rank() const noexcept { return dims_.size(); }
+  /// @brief Dimension `i`, counted from the outermost.
+  /// @param i the dimension's index, below rank(); others throw std::out_of_range
+  /// @return its extent
   [[nodiscard]] std::int64_t operator[](std::size_t i) const { return dims_.at(i); }
+  /// @brief Dimension `i`, to change it in place; the new value is checked when elements() next
+  /// counts.
+  /// @param i the dimension's index, below rank(); others throw std::out_of_range
+  /// @return a reference to its extent, valid while the shape lives and its rank is unchanged
   [[nodiscard]] std::int64_t& operator[](std::size_t i) { return dims_.at(i); }
+  /// @brief All dimensions, outermost first.
+  /// @return a reference to them, valid while the shape lives
   [[nodiscard]] const std::vector<std::int64_t>& dims() const noexcept { return dims_; }
   /// @brief The element type.
+  /// @return the dtype given at construction, or f32
   [[nodiscard]] ppipe::dtype dtype() const noexcept { return dtype_; }
   /// @brief Number of elements: the product of the dimensions (1 for a scalar).
   /// @return the count; throws ppipe::error (invalid_argument) for a negative dimension or a
@@ -80,8 +102,12 @@ class shape {
     return static_cast<std::size_t>(n);
   }
   /// @brief The bytes of a tensor of this shape: elements() × size_of(dtype()).
+  /// @return the size in bytes; throws ppipe::error (invalid_argument) where elements() does
   [[nodiscard]] std::size_t bytes() const { return elements() * size_of(dtype_); }
   /// @brief The same shape with dimension 0 (the batch) set to `rows` (the dtype is kept).
+  /// @param rows the new batch size, >= 0; a negative value, or one that takes the element count
+  /// past max_elements, throws ppipe::error (invalid_argument)
+  /// @return the new shape; a scalar (rank 0) comes back unchanged
   [[nodiscard]] shape with_batch(std::int64_t rows) const {
     shape out = *this;
     if (!out.dims_.empty()) out.dims_[0] = rows;
@@ -89,6 +115,9 @@ class shape {
     return out;
   }
   /// @brief The same dimensions with element type `type`.
+  /// @param type the new element type; a value that is no enumerator of dtype throws ppipe::error
+  /// (invalid_argument)
+  /// @return the new shape
   [[nodiscard]] shape with_dtype(ppipe::dtype type) const {
     shape out = *this;
     out.dtype_ = checked(type);
@@ -111,6 +140,8 @@ class shape {
 };
 
 /// @brief "[8, 16]" for an f32 shape, "[8, 16] bf16" for another dtype.
+/// @param s the shape
+/// @return its dimensions in brackets, then its dtype unless that is f32; "[]" for an f32 scalar
 inline std::string to_string(const shape& s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.rank(); ++i) {
@@ -124,9 +155,15 @@ inline std::string to_string(const shape& s) {
   }
   return out;
 }
+/// @brief Writes to_string(s) to `os`.
+/// @param os the stream
+/// @param s the shape
+/// @return `os`
 inline std::ostream& operator<<(std::ostream& os, const shape& s) { return os << to_string(s); }
 
 /// @brief "[8, 16], [8]" for a list of shapes (a payload's).
+/// @param shapes the shapes, in order
+/// @return each shape as to_string(const shape&) writes it, separated by ", "; "(nothing)" for none
 inline std::string to_string(std::span<const shape> shapes) {
   if (shapes.empty()) return "(nothing)";
   std::string out;
@@ -167,19 +204,33 @@ class host_tensor {
   /// @brief What the buffer pool keeps of a released tensor: its storage, of any dtype.
   using storage = std::vector<detail::storage_block>;
 
+  /// @brief An empty placeholder to assign to: no storage, size() and bytes() 0, a default shape.
   host_tensor() = default;
   /// @brief A zero-filled tensor of shape `s` (of s's dtype).
+  /// @param s the shape, dtype included; throws ppipe::error (invalid_argument) when its elements
+  /// cannot be counted (see shape::elements())
   explicit host_tensor(ppipe::shape s)
       : shape_(std::move(s)), elements_(shape_.elements()), data_(detail::blocks_for(bytes()), detail::storage_block{}) {}
   /// @brief An f32 tensor of shape `s` with the given values (as many as `s` has elements; `s`
   /// must be f32).
+  /// @param s the shape; another dtype throws ppipe::error (invalid_argument)
+  /// @param values the elements in row-major order, copied; a count other than s.elements() throws
+  /// ppipe::error (invalid_argument)
   host_tensor(ppipe::shape s, std::vector<float> values) : host_tensor(std::move(s), std::span<const float>(values)) {}
   /// @brief A tensor of shape `s` with the given values of another element type (bfloat16,
   /// float16, std::int32_t, double, std::int64_t); `s` must be of that dtype.
+  /// @tparam T the element type, any tensor_element but float
+  /// @param s the shape; a dtype other than dtype_of_v<T> throws ppipe::error (invalid_argument)
+  /// @param values the elements in row-major order, copied; a count other than s.elements() throws
+  /// ppipe::error (invalid_argument)
   template <tensor_element T>
     requires(!std::same_as<T, float>)
   host_tensor(ppipe::shape s, std::vector<T> values) : host_tensor(std::move(s), std::span<const T>(values)) {}
   /// @brief A tensor of shape `s` with a copy of `values`; `s` must be of T's dtype.
+  /// @tparam T the element type
+  /// @param s the shape; a dtype other than dtype_of_v<T> throws ppipe::error (invalid_argument)
+  /// @param values the elements in row-major order, s.elements() of them (another count throws
+  /// ppipe::error (invalid_argument)); the span need not outlive the call
   template <tensor_element T>
   host_tensor(ppipe::shape s, std::span<const T> values)
       : shape_(std::move(s)), elements_(shape_.elements()), data_(detail::blocks_for(bytes())) {
@@ -196,47 +247,80 @@ class host_tensor {
     if (!values.empty()) std::memcpy(byte_data(), values.data(), bytes());
   }
 
+  /// @brief The tensor's shape, dtype included.
+  /// @return a reference valid while the tensor lives and is not assigned to
   [[nodiscard]] const ppipe::shape& shape() const noexcept { return shape_; }
   /// @brief The element type (the shape's).
+  /// @return shape().dtype()
   [[nodiscard]] ppipe::dtype dtype() const noexcept { return shape_.dtype(); }
   /// @brief The number of elements.
+  /// @return shape().elements(), counted once at construction
   [[nodiscard]] std::size_t size() const noexcept { return elements_; }
   /// @brief elements × size_of(dtype).
+  /// @return the bytes the elements occupy, without the padding of the storage's last block
   [[nodiscard]] std::size_t bytes() const noexcept { return elements_ * size_of(shape_.dtype()); }
   /// @brief The elements' bytes, of any dtype (what a transport moves).
+  /// @return the first of bytes() writable bytes, aligned to 16; null or dangling when bytes() is 0
   [[nodiscard]] std::byte* byte_data() noexcept { return reinterpret_cast<std::byte*>(data_.data()); }
+  /// @brief The elements' bytes, of any dtype, read-only.
+  /// @return the first of bytes() bytes, aligned to 16; null or dangling when bytes() is 0
   [[nodiscard]] const std::byte* byte_data() const noexcept { return reinterpret_cast<const std::byte*>(data_.data()); }
 
   /// @brief The elements as T; throws ppipe::error unless the tensor's dtype is T's.
+  /// @tparam T the element type of dtype() (float for f32, bfloat16 for bf16, ...)
+  /// @return the first of size() elements, valid while the tensor lives and keeps its storage
   template <tensor_element T>
   [[nodiscard]] T* data() {
     detail::check_dtype(dtype(), dtype_of_v<T>, "the tensor");
     return reinterpret_cast<T*>(byte_data());
   }
+  /// @brief The elements as T, read-only; throws ppipe::error (invalid_argument) unless the
+  /// tensor's dtype is T's.
+  /// @tparam T the element type of dtype()
+  /// @return the first of size() elements, valid while the tensor lives and keeps its storage
   template <tensor_element T>
   [[nodiscard]] const T* data() const {
     detail::check_dtype(dtype(), dtype_of_v<T>, "the tensor");
     return reinterpret_cast<const T*>(byte_data());
   }
   /// @brief The elements as a span of T; throws ppipe::error unless the tensor's dtype is T's.
+  /// @tparam T the element type of dtype()
+  /// @return a span of size() elements, valid while the tensor lives and keeps its storage
   template <tensor_element T>
   [[nodiscard]] std::span<T> values() {
     return {data<T>(), elements_};
   }
+  /// @brief The elements as a read-only span of T; throws ppipe::error (invalid_argument) unless
+  /// the tensor's dtype is T's.
+  /// @tparam T the element type of dtype()
+  /// @return a span of size() elements, valid while the tensor lives and keeps its storage
   template <tensor_element T>
   [[nodiscard]] std::span<const T> values() const {
     return {data<T>(), elements_};
   }
   /// @brief The elements of an f32 tensor (throws for another dtype).
+  /// @return data<float>()
   [[nodiscard]] float* data() { return data<float>(); }
+  /// @brief The elements of an f32 tensor, read-only (throws ppipe::error for another dtype).
+  /// @return data<float>()
   [[nodiscard]] const float* data() const { return data<float>(); }
+  /// @brief The elements of an f32 tensor as a span (throws ppipe::error for another dtype).
+  /// @return values<float>()
   [[nodiscard]] std::span<float> values() { return values<float>(); }
+  /// @brief The elements of an f32 tensor as a read-only span (throws ppipe::error for another
+  /// dtype).
+  /// @return values<float>()
   [[nodiscard]] std::span<const float> values() const { return values<float>(); }
   /// @brief Element i of an f32 tensor (the dtype is asserted in debug builds only; see above).
+  /// @param i the element's row-major index, below size() (not checked)
+  /// @return a reference to it, valid while the tensor lives and keeps its storage
   [[nodiscard]] float& operator[](std::size_t i) {
     assert(dtype() == ppipe::dtype::f32);
     return reinterpret_cast<float*>(byte_data())[i];
   }
+  /// @brief Element i of an f32 tensor, by value (the dtype is asserted in debug builds only).
+  /// @param i the element's row-major index, below size() (not checked)
+  /// @return its value
   [[nodiscard]] float operator[](std::size_t i) const {
     assert(dtype() == ppipe::dtype::f32);
     return reinterpret_cast<const float*>(byte_data())[i];
@@ -244,6 +328,11 @@ class host_tensor {
 
   /// @brief Reuses `from` (its capacity) for a zero-filled tensor of shape `s`; what the pool
   /// does to hand out a recycled buffer.
+  /// @param s the shape, dtype included; throws ppipe::error (invalid_argument) as
+  /// shape::elements() does
+  /// @param from storage from release(), of any size (it grows or shrinks to fit); the tensor
+  /// takes it over
+  /// @return the tensor, every byte zero
   static host_tensor adopt(ppipe::shape s, storage&& from) {
     host_tensor t = reuse(std::move(s), std::move(from));
     if (t.bytes() != 0) std::memset(t.byte_data(), 0, t.bytes());
@@ -251,6 +340,11 @@ class host_tensor {
   }
   /// @brief Reuses storage for a tensor of shape `s` without zeroing the bytes it holds: for a
   /// buffer about to be overwritten whole (a receive). Bytes it lacks are added as zeros.
+  /// @param s the shape, dtype included; throws ppipe::error (invalid_argument) as
+  /// shape::elements() does
+  /// @param from storage from release(), of any size (it grows or shrinks to fit); the tensor
+  /// takes it over
+  /// @return the tensor, its elements whatever bytes `from` held
   static host_tensor reuse(ppipe::shape s, storage&& from) {
     host_tensor t;
     t.shape_ = std::move(s);
@@ -260,6 +354,7 @@ class host_tensor {
     return t;
   }
   /// @brief Gives the storage back (for the pool); the tensor is empty afterwards.
+  /// @return the storage, which the caller now owns; pass it to adopt() or reuse()
   storage release() && {
     shape_ = {};
     elements_ = 0;
@@ -299,6 +394,9 @@ using basic_payload = std::vector<Tensor>;
 using payload = basic_payload<host_tensor>;
 
 /// @brief The shapes of a payload's tensors.
+/// @tparam Tensor the tensor type (a tensor_like)
+/// @param p the payload
+/// @return one shape per tensor, in the payload's order
 template <class Tensor>
 std::vector<shape> shapes_of(const basic_payload<Tensor>& p) {
   std::vector<shape> out;
@@ -308,6 +406,10 @@ std::vector<shape> shapes_of(const basic_payload<Tensor>& p) {
 }
 
 /// @brief Whether a payload's tensors have exactly the shapes `want` (without building a list).
+/// @tparam Tensor the tensor type (a tensor_like)
+/// @param p the payload
+/// @param want the expected shapes, dtypes included, in order
+/// @return true when the counts match and each tensor's shape equals its entry of `want`
 template <class Tensor>
 bool has_shapes(const basic_payload<Tensor>& p, const std::vector<shape>& want) {
   if (p.size() != want.size()) return false;
@@ -318,6 +420,10 @@ bool has_shapes(const basic_payload<Tensor>& p, const std::vector<shape>& want) 
 }
 
 /// @brief Whether two payloads have tensors of the same shapes, one for one.
+/// @tparam Tensor the tensor type (a tensor_like)
+/// @param p the payload
+/// @param like the payload to compare shapes with; its elements are not read
+/// @return true when the counts match and tensor i of each has the same shape, dtype included
 template <class Tensor>
 bool has_shapes(const basic_payload<Tensor>& p, const basic_payload<Tensor>& like) {
   if (p.size() != like.size()) return false;
@@ -328,6 +434,9 @@ bool has_shapes(const basic_payload<Tensor>& p, const basic_payload<Tensor>& lik
 }
 
 /// @brief The bytes a payload holds.
+/// @tparam Tensor the tensor type (a tensor_like)
+/// @param p the payload
+/// @return the sum of its tensors' bytes()
 template <class Tensor>
 std::size_t bytes_of(const basic_payload<Tensor>& p) {
   std::size_t n = 0;
@@ -336,6 +445,11 @@ std::size_t bytes_of(const basic_payload<Tensor>& p) {
 }
 
 /// @brief Rows `[first, first + rows)` of dimension 0 of every tensor in `batch` (any dtype).
+/// @param batch the tensors to slice; each needs at least `first + rows` rows (a scalar has none)
+/// @param first the first row, >= 0
+/// @param rows how many rows, >= 0
+/// @return a copy of those rows of each tensor, in order; a range outside a tensor throws
+/// ppipe::error (invalid_argument) naming its shape
 inline payload slice_rows(const payload& batch, std::int64_t first, std::int64_t rows) {
   payload out;
   out.reserve(batch.size());
@@ -357,6 +471,9 @@ inline payload slice_rows(const payload& batch, std::int64_t first, std::int64_t
 
 /// @brief Stacks `parts` along dimension 0, tensor by tensor (any dtype); every part must have the
 /// same number of tensors with the same shapes (and dtypes) apart from dimension 0.
+/// @param parts the payloads, in the order their rows are stacked
+/// @return one tensor per position, holding the rows of every part in turn; an empty payload for no
+/// parts. Parts that do not match (or a scalar tensor) throw ppipe::error (invalid_argument)
 inline payload concat_rows(const std::vector<payload>& parts) {
   payload out;
   if (parts.empty()) return out;

@@ -20,11 +20,17 @@ struct tensor_view {
   void* data = nullptr;                   ///< the first element
   std::size_t elements = 0;               ///< how many
 
+  /// @brief An empty view: no f32 elements at a null address.
   constexpr tensor_view() = default;
   /// @brief A view of `elements` elements of `type` at `data`.
+  /// @param type_ the element type (not checked against the enumerators)
+  /// @param data_ the first element, not owned; null only when `elements_` is 0
+  /// @param elements_ how many elements the view spans
   constexpr tensor_view(ppipe::dtype type_, void* data_, std::size_t elements_) noexcept
       : type(type_), data(data_), elements(elements_) {}
   /// @brief A view of the elements of `s`, of T's dtype.
+  /// @tparam T the element type, not const (a view may be written through)
+  /// @param s the elements; they must outlive every use of the view
   template <tensor_element T>
     requires(!std::is_const_v<T>)
   constexpr tensor_view(std::span<T> s) noexcept  // NOLINT(google-explicit-constructor): a span is a view
@@ -40,6 +46,7 @@ struct tensor_view {
     return {static_cast<T*>(data), elements};
   }
   /// @brief elements × size_of(type).
+  /// @return the bytes the viewed elements occupy
   [[nodiscard]] constexpr std::size_t bytes() const noexcept { return elements * size_of(type); }
 };
 

@@ -37,12 +37,16 @@ class cpu_p2p_transport {
   struct launch_group;
 
  public:
+  /// @brief The buffer type of its payloads: host tensors, whose bytes the CPU streams move.
   using tensor_type = host_tensor;
+  /// @brief The device whose streams run the transfers.
   using device_type = cpu_stream_device;
   /// @brief Sends wait for their receives.
   static constexpr transfer_model model = transfer_model::rendezvous;
 
-  /// @param ranks the ranks (threads of this process) that talk through it
+  /// @brief A transport between `ranks` ranks, with nothing posted.
+  /// @param ranks the ranks (threads of this process) that talk through it, >= 1; fewer throws
+  /// ppipe::error (invalid_argument)
   /// @param grouped false makes every transfer a group of its own, whatever begin_group() says: a
   /// pipeline whose schedule needs groups then hangs, as it would on NCCL without them (tests)
   explicit cpu_p2p_transport(int ranks, bool grouped = true) : groups_(ranks), grouped_(grouped) {
@@ -55,6 +59,8 @@ class cpu_p2p_transport {
     state_->channels.resize(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks));
   }
 
+  /// @brief The number of ranks it connects.
+  /// @return the `ranks` it was made with
   [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(state_->ranks); }
 
   /// @brief Opens a group on rank `rank`'s thread (ncclGroupStart); groups nest.

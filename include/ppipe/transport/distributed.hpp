@@ -17,19 +17,20 @@ namespace ppipe {
 
 /// @brief How one rank's part of a run ended, as it tells the other processes.
 struct rank_outcome {
+  /// @brief The ways a rank's part of a run can end.
   enum class outcome : unsigned char {
     ok,       ///< every action ran and every send completed
     failed,   ///< an action, the loss or a transfer threw: `code` and `message` say what
     aborted,  ///< it stopped because another rank reported a failure
   };
-  outcome what = outcome::ok;
+  outcome what = outcome::ok;      ///< how the rank ended
   errc code = errc::stage_failed;  ///< for failed: the error's code
   std::string message;             ///< for failed: the whole message, "rank 1 in 1F3, step 7 of 24: ..."
 };
 
 /// @brief What every process concluded about a run: all of them conclude the same.
 struct run_verdict {
-  bool ok = true;
+  bool ok = true;                  ///< whether no rank failed (then the rest keep their defaults)
   int rank = -1;                   ///< the failed rank that is reported (the lowest that failed)
   errc code = errc::stage_failed;  ///< its error's code
   std::string message;             ///< its error's message

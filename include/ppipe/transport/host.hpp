@@ -27,22 +27,30 @@ namespace ppipe {
 /// transfer model); a receive takes its message from the mailbox, waiting for it if it has not come.
 class host_transport {
  public:
+  /// @brief The buffer type it moves: payloads are vectors of host tensors.
   using tensor_type = host_tensor;
 
   /// @brief Handle of a posted send; already complete on the host.
   struct send_handle {
+    /// @brief The receiving rank.
     int to = -1;
   };
   /// @brief Handle of a posted receive: which message of which channel it matches.
   struct recv_handle {
+    /// @brief The sending rank.
     int from = -1;
+    /// @brief The receiving rank, the one that posted the receive.
     int to = -1;
+    /// @brief Which message of the channel from `from` to `to` it matches, counted from 0 since the
+    /// last reset().
     std::uint64_t sequence = 0;
     /// When the data arrived (set by complete_recv), for the trace.
     deadline_clock::time_point arrived{};
   };
 
-  /// @param ranks the number of pipeline ranks (threads) that talk through this transport
+  /// @brief A transport of `ranks` empty mailboxes.
+  /// @param ranks the number of pipeline ranks (threads) that talk through this transport, >= 1;
+  /// fewer throws ppipe::error (invalid_argument)
   /// @param spin how long a receive polls before it blocks. By default 50 us when every rank can
   /// have a core of its own (ranks <= std::thread::hardware_concurrency()), and 0 otherwise, where
   /// a polling rank would take the core of a rank that has work.
@@ -58,9 +66,16 @@ class host_transport {
     posted_.assign(sent_.size(), 0);
   }
 
+  /// @brief The number of ranks it connects.
+  /// @return the `ranks` it was made with
   [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(boxes_.size()); }
 
   /// @brief Copies `data` into rank `to`'s mailbox. Called only by rank `from`'s thread.
+  /// @param from the sending rank, in [0, num_ranks())
+  /// @param to the receiving rank, in [0, num_ranks()) and not `from`; a bad pair throws
+  /// ppipe::error (invalid_argument)
+  /// @param data the payload, copied before the call returns (so it may be reused at once)
+  /// @return a handle that complete_send() reports ready at once
   send_handle post_send(int from, int to, const payload& data) {
     check_pair(from, to);
     const std::uint64_t seq = sent_[index(from, to)]++;
@@ -75,6 +90,10 @@ class host_transport {
   }
 
   /// @brief Claims the next message from `from` to `to`. Called only by rank `to`'s thread.
+  /// @param from the sending rank, in [0, num_ranks())
+  /// @param to the receiving rank, in [0, num_ranks()) and not `from`; a bad pair throws
+  /// ppipe::error (invalid_argument)
+  /// @return the handle to pass to complete_recv(); it does not wait for the message
   recv_handle post_recv(int from, int to) {
     check_pair(from, to);
     return recv_handle{from, to, posted_[index(from, to)]++, {}};
@@ -83,6 +102,12 @@ class host_transport {
   /// @brief Waits until the claimed message has arrived and moves it into `into`. It first polls
   /// for up to spin() (a thread woken from a condition variable takes tens of microseconds on some
   /// machines, longer than many a step), then blocks.
+  /// @param h the handle from post_recv(), on the thread of its receiving rank; its `arrived` is
+  /// set to when the message reached the mailbox
+  /// @param into replaced by the received payload when ready; left alone otherwise
+  /// @param deadline when to give up waiting
+  /// @return ready when the message was taken, aborted after abort(), timed_out when `deadline`
+  /// passed first
   wait_status complete_recv(recv_handle& h, payload& into, deadline_clock::time_point deadline) {
     mailbox& box = *boxes_[static_cast<std::size_t>(h.to)];
     auto& channel = box.channels[static_cast<std::size_t>(h.from)];
@@ -112,9 +137,11 @@ class host_transport {
   }
 
   /// @brief How long a receive polls before it blocks.
+  /// @return the `spin` given to the constructor, or the default it chose
   [[nodiscard]] std::chrono::microseconds spin() const noexcept { return spin_; }
 
   /// @brief Host sends are complete when posted.
+  /// @return ready, or aborted after abort() and until reset()
   wait_status complete_send(send_handle&, deadline_clock::time_point) { return aborted() ? wait_status::aborted : wait_status::ready; }
 
   /// @brief Wakes every waiting receive with `aborted`, until reset().
@@ -140,6 +167,7 @@ class host_transport {
   }
 
   /// @brief Messages sent but not yet received, over all ranks (0 after a clean run).
+  /// @return the count; takes every mailbox's lock in turn
   [[nodiscard]] std::size_t undelivered() const {
     std::size_t n = 0;
     for (const auto& box : boxes_) {

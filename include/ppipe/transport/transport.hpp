@@ -59,8 +59,10 @@ inline constexpr bool fills_given_buffers = requires { requires T::fills_given_b
 /// @brief Says, in a transport's post_send() and post_recv(), that both ends of the transfer know
 /// the payload's shapes ahead (see agrees_shapes).
 struct agreed_shapes_t {
+  /// @brief Explicit, so that `{}` never converts to the tag by accident; use agreed_shapes.
   explicit agreed_shapes_t() = default;
 };
+/// @brief The tag value to pass for agreed_shapes_t: `t.post_send(from, to, data, agreed_shapes)`.
 inline constexpr agreed_shapes_t agreed_shapes{};
 
 /// @brief A transport that can move a payload without describing it, when both of its ends know
