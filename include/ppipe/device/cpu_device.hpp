@@ -134,9 +134,13 @@ class cpu_stream_device {
    public:
     stream() = default;
     /// @brief The name given to create_stream() (empty for a default-constructed handle).
+    /// @return a view of the name, valid as long as the device that made the stream.
     [[nodiscard]] std::string_view name() const noexcept {
       return impl_ != nullptr ? std::string_view(impl_->name()) : std::string_view();
     }
+    /// @brief Whether two handles name the same stream of the same device (two default-constructed
+    /// handles compare equal).
+    /// @return true for the same stream.
     friend bool operator==(const stream&, const stream&) noexcept = default;
 
    private:
@@ -249,6 +253,10 @@ class cpu_stream_device {
   }
 
   /// @brief Records a fresh event on `s`: it completes once the work enqueued before it has run.
+  /// Returns at once; the stream's worker completes the event when it reaches it. While `s` is
+  /// capturing, the record is a node of the graph instead: only wait() on streams of this device
+  /// may use the event, and it completes only in a launch.
+  /// @param s a stream of this device (else ppipe::error, invalid_argument).
   /// @return the event.
   [[nodiscard]] event record(stream s) {
     const std::lock_guard lock(mutex_);
@@ -273,7 +281,14 @@ class cpu_stream_device {
   }
 
   /// @brief Makes the work enqueued on `s` after this call wait until `e` completes
-  /// (cudaStreamWaitEvent). Returns at once.
+  /// (cudaStreamWaitEvent). Returns at once. An event of a peer device serves as well; a
+  /// default-constructed one orders nothing. A wait for an event recorded in a capture makes `s`
+  /// join that capture (see begin_capture()).
+  /// @param s a stream of this device.
+  /// @param e an event of this device or of one of its peers.
+  /// @throws ppipe::error (invalid_argument) for a stream not of this device, an event of a device
+  /// that is not a peer, or an event of a capture that has ended, is on another device, or is not
+  /// the capture `s` is in.
   void wait(stream s, const event& e) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -294,7 +309,10 @@ class cpu_stream_device {
   }
 
   /// @brief Whether `e` has completed, without blocking.
+  /// @param e an event of this device or a peer; a default-constructed one has completed.
   /// @return true once the stream it was recorded on has reached it.
+  /// @throws ppipe::error (invalid_argument) for an event of a device that is not a peer, or one
+  /// recorded during a capture.
   [[nodiscard]] bool query(const event& e) const {
     if (!e.mark_) return true;
     check_owner(e, "query()");
@@ -302,8 +320,14 @@ class cpu_stream_device {
     return e.mark_->done.load(std::memory_order_acquire);
   }
 
-  /// @brief Blocks until `e` completes or `deadline` passes.
+  /// @brief Blocks the calling thread until `e` completes or `deadline` passes. On ready, all work
+  /// enqueued afterwards, on any stream of the device and its peers, is ordered after `e` (for the
+  /// race checker and the pool).
+  /// @param e an event of this device or a peer; a default-constructed one is ready at once.
+  /// @param deadline when to give up (already_passed only checks).
   /// @return ready, or timed_out (see status() for what the stream is doing).
+  /// @throws ppipe::error (invalid_argument) for an event of a device that is not a peer, or one
+  /// recorded during a capture.
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.mark_) return wait_status::ready;
     check_owner(e, "synchronize()");
@@ -313,8 +337,14 @@ class cpu_stream_device {
     return st;
   }
 
-  /// @brief Blocks until the work enqueued on `s` so far has run, or `deadline` passes.
+  /// @brief Blocks the calling thread until the work enqueued on `s` before this call has run, or
+  /// `deadline` passes; work enqueued meanwhile, from other threads, is not waited for. On ready,
+  /// all work enqueued afterwards, on any stream, is ordered after it. Host work must not call
+  /// this on its own stream (it would wait for itself).
+  /// @param s a stream of this device.
+  /// @param deadline when to give up (already_passed only checks).
   /// @return ready, or timed_out (see status() for what the stream is doing).
+  /// @throws ppipe::error (invalid_argument) for a stream not of this device, or one capturing.
   [[nodiscard]] wait_status synchronize(stream s, deadline_clock::time_point deadline) {
     std::uint64_t count = 0;
     detail::vector_clock upto;
@@ -359,8 +389,17 @@ class cpu_stream_device {
   }
 
   /// @brief Copies `bytes` bytes from `src` to `dst` in stream order; declares a read of the
-  /// source and a write of the destination.
+  /// source and a write of the destination. Returns at once; `s`'s worker copies. Neither range may
+  /// lie in memory of a device this one does not reach (see reaches()).
+  /// @param s a stream of this device.
+  /// @param dst where to copy to; must not overlap the source.
+  /// @param src where to copy from.
+  /// @param bytes how many bytes to copy (zero: nothing is copied).
   /// @param label what the copy is, for messages.
+  /// @throws ppipe::error (invalid_argument) for a stream not of this device or memory of a device
+  /// it does not reach. With check_races: (invalid_argument) for a range past its buffer's end or
+  /// in a released buffer; (invalid_schedule) for an access not ordered after a conflicting one
+  /// from another stream.
   void copy_async(stream s, void* dst, const void* src, std::size_t bytes, std::string_view label = "copy_async") {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -372,8 +411,13 @@ class cpu_stream_device {
               label);
   }
 
-  /// @brief Zeroes `bytes` bytes at `dst` in stream order; declares a write.
+  /// @brief Zeroes `bytes` bytes at `dst` in stream order; declares a write. Returns at once; `s`'s
+  /// worker writes the zeroes.
+  /// @param s a stream of this device.
+  /// @param dst the memory to zero.
+  /// @param bytes how many bytes to zero (zero: nothing is written).
   /// @param label what the zeroing is, for messages.
+  /// @throws ppipe::error as copy_async() does, for the write.
   void zero_async(stream s, void* dst, std::size_t bytes, std::string_view label = "zero_async") {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -385,8 +429,14 @@ class cpu_stream_device {
   }
 
   /// @brief Allocates `bytes` bytes for work on `s` (cudaMallocAsync), aligned to 64 bytes.
-  /// Another stream may use the memory once it is ordered after this call.
+  /// Another stream may use the memory once it is ordered after this call. Returns at once; with
+  /// poison on, work on `s` finds quiet NaN bytes there until it writes them. While `s` is
+  /// capturing, the block is the graph's (see end_capture()).
+  /// @param bytes the size.
+  /// @param s the stream that uses the memory first (a stream of this device).
   /// @return the memory; a block released earlier when `s` is ordered after its release.
+  /// @throws ppipe::error (invalid_argument) for a stream not of this device; (out_of_memory) for a
+  /// size larger than any memory.
   [[nodiscard]] void* allocate(std::size_t bytes, stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -407,6 +457,10 @@ class cpu_stream_device {
   /// @brief Frees `p` when `s` reaches this point (cudaFreeAsync): work enqueued on `s` before
   /// may still use it, and work on other streams that uses it must be ordered before this call.
   /// @param p memory from allocate(), or nullptr (ignored).
+  /// @param s the stream whose order frees it (a stream of this device).
+  /// @throws ppipe::error (invalid_argument) for memory not from allocate() or already released;
+  /// (invalid_schedule) with check_races, for a use on another stream not ordered before it;
+  /// (unsupported) while `s` is capturing, for memory the capture did not allocate.
   void release(void* p, stream s) {
     if (p == nullptr) return;
     const std::lock_guard lock(mutex_);
@@ -492,13 +546,22 @@ class cpu_stream_device {
 
   /// @brief Declares that the work enqueued next on `s` reads or writes `[p, p + bytes)`; with
   /// check_races, throws ppipe::error if that is not ordered after a conflicting access from
-  /// another stream. Memory not from allocate() is ignored.
+  /// another stream. Memory not from allocate() is ignored. Returns at once, on the calling thread.
+  /// @param s a stream of this device.
+  /// @param p the start of the range.
+  /// @param bytes the range's size.
+  /// @param mode whether the work reads or writes the range.
+  /// @throws ppipe::error (invalid_schedule) for such a race; (invalid_argument) for a stream not
+  /// of this device or memory of a device it does not reach, and, with check_races, for a range
+  /// past its buffer's end or in a released buffer.
   void use(stream s, const void* p, std::size_t bytes, access mode) {
     const std::lock_guard lock(mutex_);
     declare(lane_of(s), p, bytes, mode, {});
   }
 
   /// @brief The first failure of work on this device, null if none.
+  /// @return the exception, a ppipe::error naming the stream and the item's label, with what the
+  /// work threw nested (kept until clear_error()).
   [[nodiscard]] std::exception_ptr error() const { return failure_.first(); }
 
   /// @brief Forgets the failure and the abort, so that work runs again.
@@ -519,11 +582,15 @@ class cpu_stream_device {
   void abort() { failure_.abort(); }
 
   /// @brief Whether abort() was called since the last clear_error().
+  /// @return true while the device is aborted.
   [[nodiscard]] bool aborted() const { return failure_.aborted(); }
 
   /// @brief From now on, work enqueued on `s` is recorded into a graph instead of run; so is the
   /// work of every stream of this device that waits for an event recorded in the capture (it joins
-  /// the capture, as in CUDA).
+  /// the capture, as in CUDA). Nothing of it runs until launch().
+  /// @param s a stream of this device, not capturing.
+  /// @throws ppipe::error (invalid_argument) for a stream not of this device, or one that is
+  /// already capturing.
   void begin_capture(stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -546,8 +613,11 @@ class cpu_stream_device {
   /// @brief Stops the capture that `s` began. Every stream that joined it must have been joined
   /// back: `s` is ordered, by waits for events of the capture (directly, or through other streams
   /// of it), after all of that stream's captured work (else this throws, naming it, and the
-  /// capture goes on).
+  /// capture goes on). Every block the capture allocated must have been released in it.
+  /// @param s the stream that began the capture.
   /// @return what was recorded since begin_capture(), on every stream of the capture.
+  /// @throws ppipe::error (invalid_argument) for a stream that is not capturing or only joined
+  /// the capture, a joined stream `s` does not wait for, or a block the capture did not release.
   [[nodiscard]] graph end_capture(stream s) {
     std::shared_ptr<capture_session> ended;  // dropped after the lock (see leave_capture())
     const std::lock_guard lock(mutex_);
@@ -601,6 +671,11 @@ class cpu_stream_device {
   /// `s` so far and the work enqueued on `s` next starts after all of it, and the branches are
   /// ordered by the graph's events alone (as cudaGraphLaunch runs them). Each item's accesses are checked
   /// again, against the order at this call (if one throws, the items before it stay enqueued).
+  /// Returns at once; an empty (default-constructed) graph enqueues nothing.
+  /// @param g a graph that end_capture() of this device returned.
+  /// @param s a stream of this device, not capturing.
+  /// @throws ppipe::error (unsupported) while `s` is capturing; (invalid_argument) for a graph of
+  /// another device; as copy_async() does, for an item's access.
   void launch(const graph& g, stream s) {
     const std::lock_guard lock(mutex_);
     lane& l = lane_of(s);
@@ -667,6 +742,8 @@ class cpu_stream_device {
   }
 
   /// @brief Whether `s` is capturing (it began a capture, or joined one).
+  /// @param s a stream of this device (else ppipe::error, invalid_argument).
+  /// @return true between begin_capture() (or the wait that joined it) and the capture's end.
   [[nodiscard]] bool capturing(stream s) const {
     const std::lock_guard lock(mutex_);
     return lane_of(s).session != nullptr;
@@ -674,6 +751,8 @@ class cpu_stream_device {
 
   /// @brief What the stream's worker is doing now ("stream 'b' waits for an event recorded on
   /// stream 'a' (2 items not finished, this one included)"), for timeout messages.
+  /// @param s a stream of this device (else ppipe::error, invalid_argument).
+  /// @return a one-line description, naming the stream.
   [[nodiscard]] std::string status(stream s) const {
     const std::lock_guard lock(mutex_);
     return lane_of(s).worker->status();
@@ -681,6 +760,7 @@ class cpu_stream_device {
 
   /// @brief How many items the device's streams have run so far, all streams together: a
   /// watchdog's measure of progress.
+  /// @return the count, which only grows.
   [[nodiscard]] std::uint64_t finished_items() const {
     const std::lock_guard lock(mutex_);
     std::uint64_t n = 0;
@@ -689,6 +769,7 @@ class cpu_stream_device {
   }
 
   /// @brief The pool's bytes in use, peak and reserved.
+  /// @return a snapshot, with the bytes of allocate_host() still out in host_bytes_in_use.
   [[nodiscard]] cpu_allocator_stats allocator_stats() const {
     const std::lock_guard lock(mutex_);
     cpu_allocator_stats out = allocator_.stats();
@@ -697,9 +778,11 @@ class cpu_stream_device {
   }
 
   /// @brief The same: what the pool holds, under the name the CUDA device uses.
+  /// @return allocator_stats().
   [[nodiscard]] cpu_allocator_stats memory() const { return allocator_stats(); }
 
   /// @brief The options the device was made with.
+  /// @return a reference valid as long as the device.
   [[nodiscard]] const cpu_device_options& options() const noexcept { return options_; }
 
  private:

@@ -27,6 +27,8 @@ class inline_device {
  public:
   /// @brief A stream: empty, since every stream is the caller's thread.
   struct stream {
+    /// @brief Every two streams compare equal: they all name the caller's thread.
+    /// @return true.
     friend constexpr bool operator==(stream, stream) noexcept = default;
   };
   /// @brief An event: the time at which it was recorded, which is when it completed.
@@ -73,19 +75,24 @@ class inline_device {
   }
 
   /// @brief Nothing to do: the event completed before this call.
+  /// @param s the stream that would wait (unused).
+  /// @param e the event to wait for (unused).
   void wait(stream s, event e) const noexcept {
     static_cast<void>(s);
     static_cast<void>(e);
   }
 
   /// @brief Whether `e` has completed: always.
+  /// @param e the event (unused).
   /// @return true.
   [[nodiscard]] bool query(event e) const noexcept {
     static_cast<void>(e);
     return true;
   }
 
-  /// @brief Waits for an event: it has already completed.
+  /// @brief Waits for an event: it has already completed, so this returns at once.
+  /// @param e the event (unused).
+  /// @param deadline when to give up (unused: nothing is ever pending).
   /// @return wait_status::ready.
   [[nodiscard]] wait_status synchronize(event e, deadline_clock::time_point deadline) const noexcept {
     static_cast<void>(e);
@@ -93,7 +100,9 @@ class inline_device {
     return wait_status::ready;
   }
 
-  /// @brief Waits for a stream: its work has already run.
+  /// @brief Waits for a stream: its work has already run, so this returns at once.
+  /// @param s the stream (unused).
+  /// @param deadline when to give up (unused: nothing is ever pending).
   /// @return wait_status::ready.
   [[nodiscard]] wait_status synchronize(stream s, deadline_clock::time_point deadline) const noexcept {
     static_cast<void>(s);
@@ -109,13 +118,21 @@ class inline_device {
     return std::chrono::duration<double, std::micro>(to.at - from.at).count();
   }
 
-  /// @brief Copies `bytes` bytes from `src` to `dst` now (the ranges must not overlap).
+  /// @brief Copies `bytes` bytes from `src` to `dst` now, on the calling thread (the ranges
+  /// must not overlap).
+  /// @param s the stream (unused).
+  /// @param dst where to copy to.
+  /// @param src where to copy from.
+  /// @param bytes how many bytes to copy; zero copies nothing, and then the pointers may be null.
   void copy_async(stream s, void* dst, const void* src, std::size_t bytes) const noexcept {
     static_cast<void>(s);
     if (bytes != 0) std::memcpy(dst, src, bytes);
   }
 
-  /// @brief Zeroes `bytes` bytes at `dst` now.
+  /// @brief Zeroes `bytes` bytes at `dst` now, on the calling thread.
+  /// @param s the stream (unused).
+  /// @param dst the memory to zero.
+  /// @param bytes how many bytes to zero; zero writes nothing, and then `dst` may be null.
   void zero_async(stream s, void* dst, std::size_t bytes) const noexcept {
     static_cast<void>(s);
     if (bytes != 0) std::memset(dst, 0, bytes);
@@ -123,6 +140,8 @@ class inline_device {
 
   /// @brief Allocates `bytes` bytes aligned to `alignment` (at least one byte, so that every
   /// allocation has its own address).
+  /// @param bytes the size.
+  /// @param s the stream (unused: the memory may be used on any stream at once).
   /// @return the memory; std::bad_alloc when there is none.
   [[nodiscard]] void* allocate(std::size_t bytes, stream s) const {
     static_cast<void>(s);
@@ -131,12 +150,17 @@ class inline_device {
 
   /// @brief Frees memory from allocate() now: the work that used it has already run.
   /// @param p the memory, or nullptr (ignored).
+  /// @param s the stream (unused).
   void release(void* p, stream s) const noexcept {
     static_cast<void>(s);
     if (p != nullptr) ::operator delete(p, std::align_val_t{alignment});
   }
 
   /// @brief Nothing to check: work runs in the order it is enqueued, whatever its stream.
+  /// @param s the stream the access would be on (unused).
+  /// @param p the start of the range (unused).
+  /// @param bytes the range's size (unused).
+  /// @param mode whether the work reads or writes it (unused).
   void use(stream s, const void* p, std::size_t bytes, access mode) const noexcept {
     static_cast<void>(s);
     static_cast<void>(p);

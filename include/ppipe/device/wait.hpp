@@ -20,6 +20,9 @@ enum class wait_status : unsigned char {
 using deadline_clock = std::chrono::steady_clock;
 
 /// @brief now + `timeout`, saturated: a timeout of milliseconds::max() means "wait for ever".
+/// Reads deadline_clock once, on the calling thread; never throws.
+/// @param timeout how long from now the wait may last
+/// @return deadline_clock::now() + `timeout`, or time_point::max() where that sum would not fit
 inline deadline_clock::time_point deadline_after(std::chrono::milliseconds timeout) {
   const auto now = deadline_clock::now();
   const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_clock::time_point::max() - now);

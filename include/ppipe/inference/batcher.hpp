@@ -19,18 +19,20 @@ namespace ppipe {
 
 /// @brief A sequence's admission: its id and the tokens its state must hold.
 struct sequence_admission {
-  int id = 0;
-  int capacity = 0;
+  int id = 0;        ///< the request's index in the generate() call
+  int capacity = 0;  ///< tokens its state holds at most (continuous_batcher::capacity())
+  /// @brief Compares member by member.
+  /// @return whether both admissions have the same id and capacity
   friend bool operator==(const sequence_admission&, const sequence_admission&) = default;
 };
 
 /// @brief One group's next trip through the stages: the sequences whose state every stage frees
 /// first, those it allocates next, and the batch (with the token ids of its new rows).
 struct group_step {
-  int group = 0;
-  std::vector<int> release;
-  std::vector<sequence_admission> admit;
-  std::vector<sequence_step> batch;
+  int group = 0;                          ///< the group, in [0, groups)
+  std::vector<int> release;               ///< ids of finished sequences, freed before the step runs
+  std::vector<sequence_admission> admit;  ///< sequences joining the group, allocated after release
+  std::vector<sequence_step> batch;       ///< the group's sequences, in the order of their rows
   std::vector<int> tokens;  ///< the batch's new rows, in order: prompts, then last tokens
 };
 
@@ -40,7 +42,16 @@ struct group_step {
 /// when it has its tokens or sampled eos. Nothing here waits: it says what goes next.
 class continuous_batcher {
  public:
-  /// @param bytes bytes[request][stage]: the request's state on each stage
+  /// @brief A batcher with every request waiting, in the order of `requests`.
+  /// @param requests the call's requests, indexed by sequence id; viewed, not copied, so they must
+  /// outlive the batcher
+  /// @param groups the number of groups, at least 1
+  /// @param group_size the most sequences in one group, at least 1
+  /// @param default_max_new the tokens to generate for a request whose max_new_tokens is 0
+  /// @param eos the token that ends a sequence when sampled; a negative value ends none
+  /// @param budget the most bytes of state any one stage may hold; 0: no limit
+  /// @param bytes bytes[request][stage]: the request's state on each stage; one row per request,
+  /// each with an entry per stage (the first row sets the number of stages)
   continuous_batcher(std::span<const generation_request> requests, int groups, int group_size, int default_max_new,
                      int eos, std::size_t budget, std::vector<std::vector<std::size_t>> bytes)
       : requests_(requests), group_size_(group_size), eos_(eos), budget_(budget), bytes_(std::move(bytes)),
@@ -55,13 +66,22 @@ class continuous_batcher {
 
   /// @brief The tokens a request's state holds at most: the prompt and every generated token but
   /// the last, which is sampled and never fed back.
+  /// @param r the request
+  /// @param max_new the tokens it generates: its max_new_tokens, or the call's default for 0
+  /// @return `r.prompt.size() + max_new - 1`
   static int capacity(const generation_request& r, int max_new) {
     return static_cast<int>(r.prompt.size()) + max_new - 1;
   }
 
   /// @brief Group `g`'s next step, now that it is back (or has never gone): first the sequences
   /// that finished leave and waiting requests join, then every sequence of the group contributes
-  /// its new rows. Empty when the group has no sequence to run.
+  /// its new rows. Call it while the group has no step in flight (before its first step, or after
+  /// complete() of its last one).
+  /// @param g the group, in [0, groups) (std::out_of_range otherwise)
+  /// @param now_us the current time in microseconds, on the caller's clock: the admission time of
+  /// the requests that join
+  /// @return the step; std::nullopt when the group has no sequence to run, in which case its
+  /// releases wait for the next step of any group that runs
   std::optional<group_step> next_step(int g, double now_us) {
     group& grp = groups_.at(static_cast<std::size_t>(g));
     group_step out;
@@ -99,6 +119,15 @@ class continuous_batcher {
   }
 
   /// @brief The tokens group `g`'s step sampled, one per sequence of its batch, in order.
+  ///
+  /// A sequence that reaches its token count or samples eos finishes: its state leaves this
+  /// account and its id goes to the releases.
+  /// @param g the group whose step came back, in [0, groups) (std::out_of_range otherwise)
+  /// @param tokens the sampled tokens
+  /// @param now_us the current time in microseconds, on next_step()'s clock: the time of a
+  /// sequence's first token or of its finish
+  /// @throws ppipe::error (errc::invalid_argument) when no step of group `g` is in flight, or
+  /// `tokens` does not hold one token per sequence of the group
   void complete(int g, std::span<const int> tokens, double now_us) {
     group& grp = groups_.at(static_cast<std::size_t>(g));
     if (!grp.in_flight || tokens.size() != grp.members.size()) {
@@ -127,19 +156,37 @@ class continuous_batcher {
   }
 
   /// @brief Sequences that finished and whose state the stages have not been told to free yet.
+  /// @return their ids; each id is returned once, and the batcher then forgets it
   std::vector<int> take_releases() { return std::exchange(pending_release_, {}); }
 
   /// @brief True when every request has finished.
+  /// @return whether no request waits and no admitted sequence is still generating
   [[nodiscard]] bool done() const noexcept {
     return waiting_.empty() && std::none_of(seqs_.begin(), seqs_.end(), [](const sequence& q) { return q.active; });
   }
+  /// @brief The requests not admitted yet.
+  /// @return their count
   [[nodiscard]] std::size_t waiting() const noexcept { return waiting_.size(); }
   /// @brief Bytes of state that admitted, unfinished sequences hold on stage `s`, by this account.
+  /// @param s the stage, in [0, stages) (std::out_of_range otherwise)
+  /// @return the sum of their bytes[request][s]
   [[nodiscard]] std::size_t reserved(int s) const { return reserved_.at(static_cast<std::size_t>(s)); }
 
+  /// @brief The tokens sequence `id` has generated so far, eos included when it sampled it.
+  /// @param id the request's index (std::out_of_range when there is no such request)
+  /// @return its tokens, a reference valid while the batcher lives
   [[nodiscard]] const std::vector<int>& tokens(int id) const { return seqs_.at(static_cast<std::size_t>(id)).out; }
+  /// @brief When sequence `id` was admitted, on next_step()'s clock.
+  /// @param id the request's index (std::out_of_range when there is no such request)
+  /// @return the time in microseconds; 0 while it waits
   [[nodiscard]] double admitted_us(int id) const { return seqs_.at(static_cast<std::size_t>(id)).admitted_us; }
+  /// @brief When sequence `id`'s first token came back, on complete()'s clock.
+  /// @param id the request's index (std::out_of_range when there is no such request)
+  /// @return the time in microseconds; 0 until then
   [[nodiscard]] double first_token_us(int id) const { return seqs_.at(static_cast<std::size_t>(id)).first_token_us; }
+  /// @brief When sequence `id` finished, on complete()'s clock.
+  /// @param id the request's index (std::out_of_range when there is no such request)
+  /// @return the time in microseconds; 0 until then
   [[nodiscard]] double finished_us(int id) const { return seqs_.at(static_cast<std::size_t>(id)).finished_us; }
 
  private:

@@ -16,9 +16,11 @@ namespace ppipe {
 /// @brief One sequence's part of a generation batch: its id, the position of its first new row,
 /// and how many new rows it brings.
 struct sequence_step {
-  int id = 0;
-  int position = 0;
-  int rows = 0;
+  int id = 0;        ///< the request's index in the generate() call
+  int position = 0;  ///< tokens already in its state, where its first new row goes (0: prompt)
+  int rows = 0;      ///< its new rows: the prompt's length, then 1
+  /// @brief Compares member by member.
+  /// @return whether both steps have the same id, position and rows
   friend bool operator==(const sequence_step&, const sequence_step&) = default;
 };
 
@@ -28,6 +30,7 @@ struct sequence_step {
 /// the context's `sequences`: a sequence joining the batch brings its whole prompt (prefill, at
 /// position 0), one that is decoding brings its last generated token (one row, at the position
 /// after the tokens already in its cache).
+/// @tparam Tensor the tensor type of the pipeline's payloads
 template <class Tensor>
 struct sequence_view {
   int id = 0;        ///< the request's index in the generate() call
@@ -40,8 +43,12 @@ struct sequence_view {
 
 /// @brief The layer_context of a generation forward (mode == pass_mode::inference): which rows of
 /// the batch belong to which sequence, with each sequence's state for the layer being called.
+/// @tparam Tensor the tensor type of the pipeline's payloads
+/// @tparam Device the backend's device model, as in basic_layer_context
 template <class Tensor, class Device = inline_device>
 struct generation_context : basic_layer_context<Device> {
+  /// @brief The batch's sequences, in the order of their rows, each with its state for this layer.
+  /// The views are valid only during the forward call that gets the context.
   std::span<const sequence_view<Tensor>> sequences;
 };
 
@@ -49,6 +56,7 @@ struct generation_context : basic_layer_context<Device> {
 /// keeps for one sequence of up to `capacity` tokens (its K and V cache); empty for a layer that
 /// keeps none. ppipe allocates it when a sequence is admitted and frees it when the sequence ends,
 /// on the stage that holds the layer, and counts its bytes against the stage's cache budget.
+/// @tparam M the model type
 template <class M>
 concept model_has_state = requires(const M& m, int layer, int capacity) {
   { m.state_shapes(layer, capacity) } -> std::convertible_to<std::vector<shape>>;
@@ -57,6 +65,8 @@ concept model_has_state = requires(const M& m, int layer, int capacity) {
 /// @brief `void forward(int layer, const generation_context<Tensor>&, const P& in, P& out)`. A
 /// model whose layers keep no state may take the plain layer_context overload, which a
 /// generation_context converts to; a model with a cache reads ctx.sequences.
+/// @tparam M the model type
+/// @tparam Tensor the tensor type of the pipeline's payloads
 template <class M, class Tensor>
 concept model_has_generation_forward = requires(M& m, int layer, const generation_context<Tensor>& ctx,
                                                 const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {
@@ -67,6 +77,8 @@ concept model_has_generation_forward = requires(M& m, int layer, const generatio
 /// and a generation forward. The first stage receives one i32 tensor of shape [rows] holding token
 /// ids (`shape({rows}, dtype::i32)`); the last layer's output row i is what the sampler reads for
 /// row i (logits, for the layer kit's greedy sampler).
+/// @tparam M the model type
+/// @tparam Tensor the tensor type of the pipeline's payloads
 template <class M, class Tensor = host_tensor>
 concept generative_model = model<M, Tensor> && model_has_state<M> && model_has_generation_forward<M, Tensor>;
 

@@ -50,11 +50,13 @@ namespace ppipe {
 /// of GPipe, 1F1B and interleaved 1F1B have them). Message headers and token ids are i32 host
 /// tensors, so the transport's tensor type is host_tensor. Rank r runs on the r-th thread of a
 /// rank_pool, the one a pipeline's training steps run on.
+/// @tparam Stage a ppipe::stage of a generative_model (what sequence_cache takes)
+/// @tparam Transport a ppipe::transport of host tensors between the ranks
 template <class Stage, transport Transport>
 class generation_engine {
  public:
-  using tensor_type = typename Transport::tensor_type;
-  using payload_type = basic_payload<tensor_type>;
+  using tensor_type = typename Transport::tensor_type;  ///< the transport's: host_tensor
+  using payload_type = basic_payload<tensor_type>;      ///< a message: activations, then a header
   static_assert(std::is_same_v<tensor_type, host_tensor>,
                 "ppipe: generation runs over transports of host tensors (its headers are i32 host tensors)");
 
@@ -89,6 +91,8 @@ class generation_engine {
   /// @param requests the sequences to generate
   /// @param options sampler, groups and budgets
   /// @return the tokens, timings and (with record_trace) the trace
+  /// @throws ppipe::error as plan_generation() does when the call is refused, and as run() does
+  /// when it fails
   generation_result generate(std::span<const generation_request> requests, const generation_options& options) {
     generation_plan plan = plan_generation(requests, options, place_->num_ranks(), [&](int capacity) {
       std::vector<std::size_t> bytes;
@@ -101,6 +105,18 @@ class generation_engine {
   /// @brief Generates every request's tokens in `groups` groups of at most `group_size`;
   /// `bytes[request][stage]` is the request's state on each stage, checked against the budget by
   /// the caller.
+  /// @param requests the sequences to generate; sequence ids are their indices
+  /// @param opt sampler, token counts, eos and cache budget (its groups and max_group_size are not
+  /// read)
+  /// @param groups the number of groups, at least 1
+  /// @param group_size the most sequences in one group, at least 1
+  /// @param bytes bytes[request][stage]: one row per request, one entry per stage
+  /// @return the tokens, timings and (with record_trace) the trace
+  /// @throws ppipe::error (errc::invalid_argument) when `groups` or `group_size` is below 1;
+  /// otherwise the first failure of any rank, naming where it happened: e.g. errc::timeout when a
+  /// rank waits longer than the timeout, errc::invalid_argument when the sampler returns a negative
+  /// token, errc::stage_failed (the original nested) when a layer or the sampler throws something
+  /// other than a ppipe::error
   generation_result run(std::span<const generation_request> requests, const generation_options& opt, int groups,
                         int group_size, std::vector<std::vector<std::size_t>> bytes) {
     const int p = place_->num_ranks();

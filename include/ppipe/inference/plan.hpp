@@ -29,6 +29,13 @@ struct generation_plan {
 /// @param ranks the pipeline's ranks: the default number of groups
 /// @param stage_bytes `stage_bytes(capacity)`: one sequence's state on each stage, by stage
 /// @return the groups, their size, and each request's state per stage (within the cache budget)
+/// @throws ppipe::error (errc::invalid_argument) when the options have no sampler, a negative
+/// groups or max_group_size, or a max_new_tokens below 1 that a request takes; when there are more
+/// than 2^31 - 1 requests; or when a request has no prompt, a negative token id or max_new_tokens,
+/// or needs more than 2^31 - 1 tokens of state. (errc::out_of_memory) when a request's state on
+/// some stage exceeds a nonzero cache_budget.
+/// @tparam Tensor the tensor type of the options' sampler
+/// @tparam StageBytes a callable `std::vector<std::size_t>(int capacity)`
 template <class Tensor, class StageBytes>
 generation_plan plan_generation(std::span<const generation_request> requests,
                                 const basic_generation_options<Tensor>& options, int ranks, StageBytes&& stage_bytes) {

@@ -23,14 +23,17 @@ namespace ppipe {
 template <class Stage>
 class sequence_cache {
  public:
-  using model_type = typename Stage::model_type;
-  using tensor_type = typename Stage::tensor_type;
-  using payload_type = typename Stage::payload_type;
-  using context_type = typename Stage::context_type;
+  using model_type = typename Stage::model_type;      ///< the stage's model; it has state_shapes()
+  using tensor_type = typename Stage::tensor_type;    ///< the tensor type of the stage's payloads
+  using payload_type = typename Stage::payload_type;  ///< a layer's input, output or state
+  using context_type = typename Stage::context_type;  ///< the layer_context the stage passes on
   static_assert(model_has_state<model_type>, "ppipe: a sequence cache needs a model with state_shapes()");
 
+  /// @brief An empty cache for `stage`.
   /// @param stage the stage whose layers' state this is; outlives the cache
   explicit sequence_cache(Stage& stage) : stage_(&stage) {}
+  /// @brief Takes over the stage and every state of `other`, which is left holding none.
+  /// @param other the cache moved from
   sequence_cache(sequence_cache&& other) noexcept
       : stage_(other.stage_), sequences_(std::exchange(other.sequences_, {})) {}
   sequence_cache& operator=(sequence_cache&&) = delete;
@@ -49,6 +52,11 @@ class sequence_cache {
 
   /// @brief Allocates sequence `id`'s state for up to `capacity` tokens, zero-filled; it stays
   /// until finish(id).
+  ///
+  /// Its bytes count in the stage's pool (memory().cache_bytes) until then.
+  /// @param id the sequence: the request's index in the generate() call
+  /// @param capacity tokens the sequence may hold (prompt and generated), passed to state_shapes()
+  /// @throws ppipe::error (errc::invalid_argument) when the cache already holds sequence `id`
   void admit(int id, int capacity) {
     if (sequences_.count(id) != 0) {
       detail::fail(errc::invalid_argument, "stage ", stage_->index(), " already holds the state of sequence ", id,
@@ -66,6 +74,8 @@ class sequence_cache {
   }
 
   /// @brief Frees sequence `id`'s state.
+  /// @param id the sequence, admitted and not finished since
+  /// @throws ppipe::error (errc::invalid_argument) when the cache holds no state of sequence `id`
   void finish(int id) {
     const auto found = sequences_.find(id);
     if (found == sequences_.end()) {

@@ -130,9 +130,12 @@ class layer_stack {
   static constexpr bool enqueues_work = detail::all_enqueue<layer_types>;
 
   /// @brief A stack of `elements`, in order.
+  /// @param elements the stack's elements, each a layer, a std::vector of one layer type, or either
+  /// holding a std::variant of layer types; the stack takes them over (moved in)
   explicit layer_stack(Elements... elements) : parts_(std::move(elements)...) {}
 
   /// @brief How many layers the stack has (a repeated element counts each of its layers).
+  /// @return the layer count, summed over the elements
   [[nodiscard]] int num_layers() const noexcept {
     std::size_t n = 0;
     std::apply([&](const auto&... part) { ((n += size_of(part)), ...); }, parts_);
@@ -140,10 +143,15 @@ class layer_stack {
   }
 
   /// @brief Element I as given to the constructor (a layer, or the vector of a repeated run).
+  /// @tparam I the element's position among the constructor's arguments (not a layer index)
+  /// @return the element, owned by the stack
   template <std::size_t I>
   [[nodiscard]] auto& element() noexcept {
     return std::get<I>(parts_);
   }
+  /// @brief Element I as given to the constructor, read-only.
+  /// @tparam I the element's position among the constructor's arguments (not a layer index)
+  /// @return the element, owned by the stack
   template <std::size_t I>
   [[nodiscard]] const auto& element() const noexcept {
     return std::get<I>(parts_);
@@ -152,10 +160,18 @@ class layer_stack {
   /// @brief Calls `f(l)` with layer `layer` as its concrete type (a variant is visited).
   /// @param layer the layer's index in the stack
   /// @param f a callable taking any of the stack's layer types by reference
+  /// @tparam F the callable's type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers())
   template <class F>
   void visit(int layer, F&& f) {
     with_layer(*this, layer, f);
   }
+  /// @brief Calls `f(l)` with layer `layer` of a const stack as its concrete type, by const
+  /// reference (a variant is visited).
+  /// @param layer the layer's index in the stack
+  /// @param f a callable taking any of the stack's layer types by const reference
+  /// @tparam F the callable's type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers())
   template <class F>
   void visit(int layer, F&& f) const {
     with_layer(*this, layer, f);
@@ -164,6 +180,7 @@ class layer_stack {
   /// @brief The layer's describe(), or its index for a layer without one.
   /// @param layer the layer's index
   /// @return e.g. "linear 16->4", or "layer 3"
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers())
   [[nodiscard]] std::string describe(int layer) const {
     std::string text;
     visit(layer, [&](const auto& l) {
@@ -178,18 +195,42 @@ class layer_stack {
 
   /// @brief The shapes layer `layer` makes from inputs of shapes `in`; a layer's ppipe::error is
   /// prefixed with its index.
+  /// @param layer the layer's index
+  /// @param in the shapes of the layer's inputs
+  /// @return the layer's output_shapes(in)
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers()), or
+  /// the layer's own ppipe::error, with its code kept and its message prefixed with the index
   [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
     return shapes_of_layer(layer, [&](const auto& l) { return l.output_shapes(in); });
   }
 
   /// @brief Layer `layer`'s forward, with any context every layer takes (a generation context
   /// included, for a stack that generates).
+  /// @param layer the layer's index
+  /// @param ctx the call's context, passed on to the layer
+  /// @param in the layer's inputs
+  /// @param out the layer's outputs, to fill; allocated by ppipe in output_shapes()' shapes
+  /// @tparam Context the context type, one every layer's forward takes
+  /// @tparam Tensor the payloads' tensor type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers()); what
+  /// the layer throws passes through unchanged
   template <class Context, class Tensor>
     requires detail::all_layers<layer_types, Tensor, Context>
   void forward(int layer, const Context& ctx, const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {
     visit(layer, [&](auto& l) { l.forward(ctx, in, out); });
   }
-  /// @brief Layer `layer`'s backward.
+  /// @brief Layer `layer`'s backward: writes its input gradient and adds its weights' gradients to
+  /// the layer's accumulators.
+  /// @param layer the layer's index
+  /// @param ctx the call's context, passed on to the layer
+  /// @param in the layer's inputs, as its forward got them
+  /// @param out the layer's outputs, as its forward made them
+  /// @param grad_out the gradient of the loss with respect to `out`
+  /// @param grad_in where the gradient with respect to `in` goes (empty when nobody needs it)
+  /// @tparam Context the context type, one every layer takes
+  /// @tparam Tensor the payloads' tensor type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers()); what
+  /// the layer throws passes through unchanged
   template <class Context, class Tensor>
     requires detail::all_backward<layer_types, Tensor, Context>
   void backward(int layer, const Context& ctx, const basic_payload<Tensor>& in, const basic_payload<Tensor>& out,
@@ -197,13 +238,33 @@ class layer_stack {
     visit(layer, [&](auto& l) { l.backward(ctx, in, out, grad_out, grad_in); });
   }
   /// @brief Layer `layer`'s input-gradient half (zero-bubble schedules).
+  /// @param layer the layer's index
+  /// @param ctx the call's context, passed on to the layer
+  /// @param in the layer's inputs, as its forward got them
+  /// @param out the layer's outputs, as its forward made them
+  /// @param grad_out the gradient of the loss with respect to `out`
+  /// @param grad_in where the gradient with respect to `in` goes (empty when nobody needs it)
+  /// @tparam Context the context type, one every layer takes
+  /// @tparam Tensor the payloads' tensor type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers()); what
+  /// the layer throws passes through unchanged
   template <class Context, class Tensor>
     requires detail::all_split<layer_types, Tensor, Context>
   void backward_input(int layer, const Context& ctx, const basic_payload<Tensor>& in, const basic_payload<Tensor>& out,
                       const basic_payload<Tensor>& grad_out, basic_payload<Tensor>& grad_in) {
     visit(layer, [&](auto& l) { l.backward_input(ctx, in, out, grad_out, grad_in); });
   }
-  /// @brief Layer `layer`'s weight-gradient half (zero-bubble schedules).
+  /// @brief Layer `layer`'s weight-gradient half (zero-bubble schedules): adds its weights'
+  /// gradients to the layer's accumulators.
+  /// @param layer the layer's index
+  /// @param ctx the call's context, passed on to the layer
+  /// @param in the layer's inputs, as its forward got them
+  /// @param out the layer's outputs, as its forward made them
+  /// @param grad_out the gradient of the loss with respect to `out`
+  /// @tparam Context the context type, one every layer takes
+  /// @tparam Tensor the payloads' tensor type
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers()); what
+  /// the layer throws passes through unchanged
   template <class Context, class Tensor>
     requires detail::all_split<layer_types, Tensor, Context>
   void backward_weight(int layer, const Context& ctx, const basic_payload<Tensor>& in, const basic_payload<Tensor>& out,
@@ -212,6 +273,9 @@ class layer_stack {
   }
 
   /// @brief Layer `layer`'s cost, for the partitioner; there when every layer has cost().
+  /// @param layer the layer's index
+  /// @return the layer's cost()
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers())
   [[nodiscard]] layer_cost cost(int layer) const
     requires detail::all_costs<layer_types>
   {
@@ -226,6 +290,8 @@ class layer_stack {
   /// @param layer the layer's index
   /// @param capacity the most tokens the sequence may hold (>= 0)
   /// @return the layer's state_shapes(capacity); a layer's ppipe::error is prefixed with its index
+  /// @throws ppipe::error (errc::invalid_argument) when `capacity` is negative or `layer` is
+  /// outside [0, num_layers()), or the layer's own ppipe::error, prefixed with the index
   [[nodiscard]] std::vector<shape> state_shapes(int layer, int capacity) const
     requires detail::all_state<layer_types>
   {
@@ -238,6 +304,13 @@ class layer_stack {
 
   /// @brief Calls `f(tensor_view value, tensor_view gradient)` for every parameter of layers
   /// [first, end), layer by layer in each layer's order; layers without parameters add none.
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @param f a callable as `void(tensor_view value, tensor_view gradient)`; the views point into
+  /// the layers' own storage
+  /// @tparam F the callable's type
+  /// @throws ppipe::error (errc::invalid_argument) when [first, end) is not within
+  /// [0, num_layers())
   template <class F>
   void for_each_parameter(int first, int end, F&& f) {
     check_range(first, end, "for_each_parameter");
@@ -250,6 +323,12 @@ class layer_stack {
 
   /// @brief Materializes layers [first, end) on `ctx`'s device: each layer that has
   /// materialize(ctx) allocates and initializes its weights; the others hold theirs already.
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @param ctx the context passed to each layer's materialize() (the stage's, naming its device)
+  /// @tparam Context the context type
+  /// @throws ppipe::error (errc::invalid_argument) when [first, end) is not within
+  /// [0, num_layers()); what a layer throws passes through unchanged
   template <class Context>
   void materialize(int first, int end, const Context& ctx) {
     check_range(first, end, "materialize");
@@ -262,6 +341,10 @@ class layer_stack {
 
   /// @brief The compile-time checks of every layer, for ppipe's Model check: one message per
   /// missing member or misuse, naming the layer type in the instantiation that fails.
+  /// @tparam Tensor the payloads' tensor type
+  /// @tparam Context the context type the layers are called with
+  /// @tparam Training whether training members (backward) are required
+  /// @return true; a layer that fails a check stops the compilation with a static_assert instead
   template <class Tensor, class Context, bool Training>
   static constexpr bool check_layers() {
     return detail::checked_layers<layer_types, Tensor, Context, Training>;
@@ -269,6 +352,9 @@ class layer_stack {
 
  protected:
   /// @brief Layer `layer` as an index into the stack; refuses one outside it.
+  /// @param layer the layer's index
+  /// @return `layer`, as a std::size_t
+  /// @throws ppipe::error (errc::invalid_argument) when `layer` is outside [0, num_layers())
   [[nodiscard]] std::size_t checked(int layer) const {
     if (layer < 0 || layer >= num_layers()) {
       detail::fail(errc::invalid_argument, "layer ", layer, " is outside the model's ", num_layers(),
@@ -278,6 +364,10 @@ class layer_stack {
   }
 
   /// @brief Refuses layers [first, end) that are not a range of the stack; `what` names the call.
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @param what the calling function's name, for the message
+  /// @throws ppipe::error (errc::invalid_argument) unless 0 <= first <= end <= num_layers()
   void check_range(int first, int end, const char* what) const {
     if (first < 0 || first > end || end > num_layers()) {
       detail::fail(errc::invalid_argument, what, "(", first, ", ", end, ") is not a range of the model's ",
@@ -343,6 +433,8 @@ class layer_stack {
   std::tuple<Elements...> parts_;
 };
 
+/// @brief Deduces a stack's element types from the constructor's arguments, as given.
+/// @tparam Elements the arguments' types
 template <class... Elements>
 layer_stack(Elements...) -> layer_stack<Elements...>;
 

@@ -61,10 +61,10 @@ struct device_context {
 /// backend; one that launches device work takes the backend's basic_layer_context instead.
 /// A layer that keeps per-request state (a KV cache) finds its request through `microbatch`.
 struct layer_context {
-  int stage = 0;
-  int microbatch = 0;
-  pass_mode mode = pass_mode::training;
-  int rank = 0;
+  int stage = 0;                         ///< the index of the stage running the call
+  int microbatch = 0;                    ///< the index of the microbatch the call is for
+  pass_mode mode = pass_mode::training;  ///< whether the call is part of training or of inference
+  int rank = 0;                          ///< the pipeline rank the stage runs on
 };
 
 /// @brief The layer context of a backend whose device model is `Device`: adds the stage's
@@ -82,10 +82,10 @@ using host_layer_context = basic_layer_context<inline_device>;
 /// @brief Which stage an optimizer hook runs for: the stage, its rank and its layers
 /// [first_layer, end_layer).
 struct stage_info {
-  int stage = 0;
-  int rank = 0;
-  int first_layer = 0;
-  int end_layer = 0;
+  int stage = 0;        ///< the stage's index
+  int rank = 0;         ///< the pipeline rank the stage runs on
+  int first_layer = 0;  ///< the index of the stage's first layer
+  int end_layer = 0;    ///< one past the index of the stage's last layer
 };
 
 // The parts of the Model concept, one requirement each, so that a type missing one is told which.

@@ -77,14 +77,16 @@ using backend_context = basic_layer_context<typename B::device_type>;
 template <transport Transport = host_transport>
   requires std::same_as<typename Transport::tensor_type, host_tensor>
 struct host_backend_over {
-  using tensor_type = host_tensor;
-  using device_type = inline_device;
-  using transport_type = Transport;
+  using tensor_type = host_tensor;     ///< Batches, stages and payloads are host tensors.
+  using device_type = inline_device;   ///< Each call runs to completion on the rank's thread.
+  using transport_type = Transport;    ///< How ranks exchange payloads.
+  /// @brief A rank runs a stage of `Model` as a ppipe::stage on host tensors and the inline device.
+  /// @tparam Model the model type the pipeline runs
   template <class Model>
   using stage_type = stage<Model, tensor_type, device_type>;
 
   /// @brief The host needs no device of its own: an inline one runs each call on the rank's thread.
-  /// @param rank the pipeline rank (unused)
+  /// Every rank gets the same kind of device, so the rank is not used.
   /// @return a new inline device
   static std::unique_ptr<device_type> make_device(int /*rank*/) { return std::make_unique<device_type>(); }
   /// @brief Nothing to bind on the host.

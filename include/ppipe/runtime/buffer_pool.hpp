@@ -60,6 +60,9 @@ template <>
 class buffer_pool<host_tensor> {
  public:
   /// @brief A zeroed tensor of shape `s`, from recycled storage when there is some.
+  /// @param s the shape, dtype included; throws ppipe::error (invalid_argument) as
+  /// shape::elements() does
+  /// @return the tensor, counted as held by the stage until release() or forget()
   host_tensor acquire(const shape& s) {
     const std::size_t n = s.bytes();
     size_class& c = classes_[n];
@@ -75,6 +78,8 @@ class buffer_pool<host_tensor> {
     return t;
   }
   /// @brief One zeroed tensor per shape.
+  /// @param shapes the shapes, in the payload's order; each checked as in acquire(const shape&)
+  /// @return the payload, every tensor counted as held
   payload acquire(const std::vector<shape>& shapes) {
     payload p;
     p.reserve(shapes.size());
@@ -84,6 +89,8 @@ class buffer_pool<host_tensor> {
   /// @brief Buffers for a receive of these shapes, which a transport fills whole: recycled storage
   /// where there is some, not zeroed, else new. Not counted as held: the stage adopts what it
   /// receives (see adopt()), and storage the transport replaces is simply freed.
+  /// @param shapes the shapes the receive expects, in the payload's order
+  /// @return one tensor per shape, whose bytes the transport is to overwrite
   payload for_receive(const std::vector<shape>& shapes) {
     payload p;
     p.reserve(shapes.size());
@@ -102,14 +109,18 @@ class buffer_pool<host_tensor> {
   }
   /// @brief Counts a payload that came from elsewhere (the caller's batch, a receive) as held by
   /// this stage; release() gives its storage to this pool.
+  /// @param p the payload; only its tensors' sizes are read
   void adopt(const payload& p) {
     for (const host_tensor& t : p) count_in(classes_[t.bytes()], t.bytes());
   }
   /// @brief Stops counting a payload that leaves the stage (its output, handed to the caller).
+  /// @param p the payload; only its tensors' sizes are read, and the caller keeps it
   void forget(const payload& p) {
     for (const host_tensor& t : p) count_out(classes_[t.bytes()], t.bytes());
   }
   /// @brief Returns a payload's buffers to the pool.
+  /// @param p the payload, counted as held (acquired or adopted here); its storage is kept for
+  /// reuse or freed, and `p` is empty afterwards
   void release(payload& p) {
     for (host_tensor& t : p) {
       size_class& c = classes_[t.bytes()];
@@ -127,16 +138,20 @@ class buffer_pool<host_tensor> {
   /// @brief ... and now let go (its last backward is done).
   void drop_microbatch() noexcept { stats_.drop_microbatch(); }
 
+  /// @brief What the stage holds now and has held at most.
+  /// @return the counts, valid as long as the pool
   [[nodiscard]] const memory_stats& stats() const noexcept { return stats_; }
   /// @brief Starts a new peak measurement (live counts stay).
   void reset_peaks() noexcept { stats_.reset_peaks(); }
   /// @brief A sequence's state of `bytes` is now held (its admission) ...
+  /// @param bytes the size of the sequence's state (its KV cache)
   void hold_sequence(std::size_t bytes) noexcept {
     ++stats_.live_sequences;
     stats_.cache_bytes += bytes;
     stats_.peak_cache_bytes = std::max(stats_.peak_cache_bytes, stats_.cache_bytes);
   }
   /// @brief ... and now freed (the sequence has finished).
+  /// @param bytes the size given to hold_sequence() for it
   void drop_sequence(std::size_t bytes) noexcept {
     --stats_.live_sequences;
     stats_.cache_bytes -= std::min(stats_.cache_bytes, bytes);

@@ -114,12 +114,15 @@ inline void chrome_metadata(std::string& out, const char* what, long long pid, l
 }  // namespace detail
 
 /// @brief Writes `t` as Chrome Trace Event Format JSON (object form) that ui.perfetto.dev and
-/// chrome://tracing open. Each rank is a process (pid = rank, named "rank r"); its compute actions
-/// are thread 0 ("compute") and its transfers thread 1 ("transfers"), with further threads
-/// ("transfers 2", ...) only for transfers that overlap. Each action is a complete ("X") event
-/// named like "F3" or "SEND_B0" ("2F3" when a rank runs several stages), with ts and dur in
+/// chrome://tracing open. Each rank is a process (pid = rank + 1, named "rank r"); its compute
+/// actions are its first thread ("compute") and its transfers the next ("transfers"), with further
+/// threads ("transfers 2", ...) only for transfers that overlap. Each action is a complete ("X")
+/// event named like "F3" or "SEND_B0" ("2F3" when a rank runs several stages), with ts and dur in
 /// microseconds and args {stage, microbatch, step}. A negative duration is written as 0. Throws
 /// ppipe::error (invalid_argument) before writing anything if a time is not finite.
+/// @param os the stream to write to; the JSON is built in memory and written in one call, and a
+/// failure of the stream is left in its state, not thrown
+/// @param t the measured run
 inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
   bool several_stages = false;
   for (std::size_t r = 0; r < t.ranks.size(); ++r) {
@@ -196,6 +199,8 @@ inline void write_chrome_trace(std::ostream& os, const run_trace& t) {
 
 /// @brief Writes `t` to the file `path` as Chrome trace JSON (see write_chrome_trace()). Throws
 /// ppipe::error (invalid_argument) naming the path and the reason if the file cannot be written.
+/// @param path the file to create, or to truncate if it exists
+/// @param t the measured run; a time that is not finite throws as in write_chrome_trace()
 inline void save_chrome_trace(const std::string& path, const run_trace& t) {
   detail::save_file(path, "the Chrome trace file", [&](std::ostream& os) { write_chrome_trace(os, t); });
 }

@@ -73,10 +73,13 @@ struct cpu_transport_of<Config> {
 /// device's stream-ordered memory, as a GPU backend does (see cpu_device_memory_backend)
 template <class Config = default_cpu_stream_config, class StageTensor = host_tensor>
 struct cpu_stream_backend_with {
-  using tensor_type = host_tensor;
-  using stage_tensor_type = StageTensor;
-  using device_type = cpu_stream_device;
+  using tensor_type = host_tensor;          ///< Batches, outputs and payloads are host tensors.
+  using stage_tensor_type = StageTensor;    ///< The tensors the stages' layers compute on.
+  using device_type = cpu_stream_device;    ///< Each rank's device of CPU streams.
+  /// @brief Config's `transport_type` where it names one, otherwise ppipe::host_transport.
   using transport_type = typename detail::cpu_transport_of<Config>::type;
+  /// @brief A rank runs a stage of `Model` as a ppipe::stream_stage, enqueued on its device.
+  /// @tparam Model the model type the pipeline runs
   template <class Model>
   using stage_type = stream_stage<Model, stage_tensor_type, device_type>;
 
@@ -142,7 +145,7 @@ using cpu_device_memory_backend = cpu_stream_backend_with<default_cpu_stream_con
 
 /// @brief The default devices, with payloads between ranks carried by cpu_p2p_transport.
 struct cpu_p2p_config : default_cpu_stream_config {
-  using transport_type = cpu_p2p_transport;
+  using transport_type = cpu_p2p_transport;  ///< Payloads cross by NCCL-like sends and receives.
 };
 
 /// @brief The CPU model of the NCCL backend: each rank its own device, stages in its memory, and

@@ -27,9 +27,9 @@ namespace ppipe {
 template <stream_device Device>
 class device_buffers : public detail::counted_buffers {
  public:
-  using payload_type = basic_payload<device_tensor>;
-  using box = stream_payload<device_tensor>;
-  using stream_type = typename Device::stream;
+  using payload_type = basic_payload<device_tensor>;  ///< The tensors of one payload.
+  using box = stream_payload<device_tensor>;          ///< A payload that streams may be using.
+  using stream_type = typename Device::stream;        ///< A stream of the device.
 
   /// @param device where the memory comes from; outlives the buffers
   explicit device_buffers(Device* device = nullptr) : device_(device) {}
@@ -37,6 +37,11 @@ class device_buffers : public detail::counted_buffers {
   /// @brief Tensors of `shapes` in the device's memory, zeroed on `s`, for work on `s` (another
   /// stream must be ordered after this point before it uses them); counted as held unless
   /// `counted` is false (a receive's buffers, counted when the stage takes them).
+  /// @param shapes one shape per tensor of the payload
+  /// @param s the stream the memory is allocated and zeroed on; only enqueues, never waits
+  /// @param counted whether the stage counts the payload as held from now on
+  /// @return a box that owns the new tensors; its memory stays allocated until release() or
+  /// settle()
   box acquire(const std::vector<shape>& shapes, stream_type s, bool counted = true) {
     box b{std::make_shared<payload_type>(), shapes};
     b.data->reserve(shapes.size());
@@ -54,6 +59,8 @@ class device_buffers : public detail::counted_buffers {
 
   /// @brief Frees `b`'s memory when `last` reaches this point: every other stream that used it
   /// must be ordered before that point. `b` is empty afterwards.
+  /// @param b the payload to free; an empty box is left alone
+  /// @param last the stream after whose work so far the memory is freed
   /// @param counted false for a payload this stage no longer counts (one it handed on)
   void release(box& b, stream_type last, bool counted = true) {
     if (!b) return;
@@ -71,6 +78,7 @@ class device_buffers : public detail::counted_buffers {
 
   /// @brief Frees, on `s`, what a failed step left allocated (its boxes were dropped without a
   /// release); only once the device's streams are synchronized, so that nothing uses them.
+  /// @param s the stream the frees are enqueued on
   void settle(stream_type s) {
     for (void* p : held_) device_->release(p, s);
     held_.clear();

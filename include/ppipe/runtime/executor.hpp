@@ -39,9 +39,10 @@ class executor {
   using context = detail::run_context<Stage, Transport>;
 
  public:
-  using tensor_type = typename Transport::tensor_type;
-  using payload_type = basic_payload<tensor_type>;
-  using stage_type = Stage;
+  using tensor_type = typename Transport::tensor_type;  ///< The tensors the transport moves.
+  using payload_type = basic_payload<tensor_type>;      ///< The tensors of one payload.
+  using stage_type = Stage;                             ///< How a rank runs a stage.
+  /// @brief The stages' device type (ppipe::inline_device where a stage names none).
   using device_type = typename detail::device_of<Stage>::type;
   /// @brief One run's inputs and results.
   using data_type = typename context::data_type;

@@ -41,10 +41,12 @@ struct executor_options {
 };
 
 /// @brief One run's inputs and results: per microbatch, what goes in and what comes out.
+/// @tparam Tensor the tensors of the payloads
+/// @tparam Device the stages' device type, which the optimizer hook runs on
 /// @tparam Loss the loss's type (ppipe::stage_loss_function)
 template <class Tensor, class Device = inline_device, class Loss = loss_function<Tensor>>
 struct step_data {
-  using payload_type = basic_payload<Tensor>;
+  using payload_type = basic_payload<Tensor>;    ///< The tensors of one microbatch's payload.
   std::vector<payload_type> inputs;              ///< per microbatch: the first stage's input (taken)
   std::vector<payload_type> targets;             ///< per microbatch: the loss's target (training)
   std::vector<double> scales;                    ///< per microbatch: its share of the batch

@@ -71,12 +71,13 @@ template <class Model, class Tensor = host_tensor, class Device = inline_device>
   requires model<Model, Tensor, basic_layer_context<Device>>
 class stage {
  public:
-  using model_type = Model;
-  using tensor_type = Tensor;
-  using payload_type = basic_payload<Tensor>;
-  using context_type = basic_layer_context<Device>;
-  using device_type = Device;
+  using model_type = Model;                          ///< The user's layers.
+  using tensor_type = Tensor;                        ///< The tensors the layers compute on.
+  using payload_type = basic_payload<Tensor>;        ///< The tensors of one payload.
+  using context_type = basic_layer_context<Device>;  ///< What each layer call gets.
+  using device_type = Device;                        ///< The backend's device model.
 
+  /// @brief A stage with no microbatch in flight; the constructor checks nothing.
   /// @param m the whole model (the stage calls only its own layers)
   /// @param index the stage's index in the pipeline
   /// @param first,end its layers [first, end)
@@ -86,22 +87,38 @@ class stage {
       : model_(&m), index_(index), first_(first), end_(end), saved_(static_cast<std::size_t>(microbatches)),
         device_(std::move(device)) {}
 
+  /// @brief The stage's index in the pipeline.
+  /// @return the index given to the constructor
   [[nodiscard]] int index() const noexcept { return index_; }
+  /// @brief The first of the stage's layers.
+  /// @return the model's index of that layer
   [[nodiscard]] int first_layer() const noexcept { return first_; }
+  /// @brief One past the last of the stage's layers.
+  /// @return the model's index of the layer after the stage's last
   [[nodiscard]] int end_layer() const noexcept { return end_; }
   /// @brief The model whose layers [first_layer(), end_layer()) the stage runs.
+  /// @return the model given to the constructor, which the stage does not own
   [[nodiscard]] Model& model() const noexcept { return *model_; }
   /// @brief What the stage's layers get as their device context.
+  /// @return the stage's own context, valid as long as the stage
   [[nodiscard]] device_context<Device>& device() noexcept { return device_; }
   /// @brief The context the stage's layers get for microbatch `mb` in `mode` (materialize()
   /// gets the training one of microbatch 0).
+  /// @param mb the microbatch the context names; not checked
+  /// @param mode training or inference
+  /// @return the context, which points at this stage's device context
   [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
     return context_type{{index_, mb, mode, device_.rank}, &device_};
   }
+  /// @brief The pool the stage takes its buffers from.
+  /// @return the stage's own pool, valid as long as the stage
   [[nodiscard]] buffer_pool<Tensor>& pool() noexcept { return pool_; }
+  /// @brief What the stage holds now and has held at most.
+  /// @return the pool's counts, valid as long as the stage
   [[nodiscard]] const memory_stats& memory() const noexcept { return pool_.stats(); }
   /// @brief Readies the stage for a step with `microbatches` microbatches: lets go of anything a
   /// failed step left behind and sizes the per-microbatch slots.
+  /// @param microbatches the step's microbatch count, at least 0
   void prepare(int microbatches) {
     for (auto& s : saved_) release(s);
     saved_.resize(static_cast<std::size_t>(microbatches));
@@ -111,7 +128,13 @@ class stage {
 
   /// @brief Training forward of microbatch `mb`: runs the stage's layers on `input` (taken over
   /// by the stage) and keeps every layer's input until the backward. Returns the stage's output,
-  /// which stays valid until the microbatch's backward.
+  /// which stays valid until the microbatch's backward. Throws ppipe::error: invalid_argument if
+  /// `mb` is outside the step or a layer replaced its output tensors with others of other shapes,
+  /// invalid_schedule if the microbatch's forward already ran without its backward; what a layer
+  /// throws passes through.
+  /// @param mb the microbatch, in [0, m) of the last prepare()
+  /// @param input the stage's input, which the stage now counts as held
+  /// @return the stage's output, owned by the stage
   const payload_type& forward(int mb, payload_type input) {
     record& r = slot(mb);
     if (r.live) {
@@ -135,11 +158,18 @@ class stage {
     return r.acts.back();
   }
 
-  /// @brief The output of microbatch `mb`'s training forward, kept until its backward.
+  /// @brief The output of microbatch `mb`'s training forward, kept until its backward. Throws
+  /// ppipe::error: invalid_argument if `mb` is outside the step, invalid_schedule if its forward
+  /// has not run.
+  /// @param mb the microbatch
+  /// @return the output, owned by the stage
   const payload_type& output(int mb) { return live_slot(mb, "a send of its output").acts.back(); }
 
   /// @brief A zeroed buffer in the shapes of microbatch `mb`'s output, for the loss to write its
-  /// gradient into; backward() takes it over (and counts it) when it runs.
+  /// gradient into; backward() takes it over (and counts it) when it runs. Throws ppipe::error as
+  /// output() does.
+  /// @param mb the microbatch whose forward has run
+  /// @return the buffer, counted as held by the stage from now on
   payload_type output_gradient_buffer(int mb) {
     record& r = live_slot(mb, "the loss");
     r.gradient_counted = true;  // counted from now on, not again when the backward takes it
@@ -147,7 +177,12 @@ class stage {
   }
 
   /// @brief Inference forward: runs the layers on `input` and returns the output; nothing is kept
-  /// (each layer's input goes back to the pool as soon as the next layer has run).
+  /// (each layer's input goes back to the pool as soon as the next layer has run). Throws
+  /// ppipe::error (invalid_argument) if a layer replaced its output tensors with others of other
+  /// shapes; what a layer throws passes through.
+  /// @param mb the microbatch the layers' context names; not checked against the step
+  /// @param input the stage's input, taken over
+  /// @return the stage's output, the caller's from here on
   payload_type infer(int mb, payload_type input) {
     return infer_with(mb, std::move(input), [&](int layer, const context_type& ctx, const payload_type& in, payload_type& out) {
       model_->forward(layer, ctx, in, out);
@@ -161,6 +196,8 @@ class stage {
   /// @param input the stage's input, taken over
   /// @param call how each layer runs
   /// @return the stage's output, the caller's from here on
+  /// @tparam Call a callable as `void(int, const context_type&, const payload_type&,
+  /// payload_type&)`
   template <class Call>
   payload_type infer_with(int mb, payload_type input, Call&& call) {
     const context_type ctx = context(mb, pass_mode::inference);
@@ -171,18 +208,32 @@ class stage {
 
   /// @brief Full backward of microbatch `mb` from `grad_out` (the gradient of the stage's output,
   /// taken over). Returns the gradient of the stage's input (empty when `want_input_grad` is
-  /// false: the model's first stage) and frees the microbatch's activations.
+  /// false: the model's first stage) and frees the microbatch's activations. Throws ppipe::error:
+  /// invalid_argument if `mb` is outside the step or a layer replaced its input-gradient tensors,
+  /// invalid_schedule if the microbatch's forward has not run; what a layer throws passes through.
+  /// @param mb the microbatch
+  /// @param grad_out the gradient of the stage's output, in its shapes
+  /// @param want_input_grad whether to compute the gradient of the stage's input
+  /// @return that gradient, the caller's from here on; empty if not wanted
   payload_type backward(int mb, payload_type grad_out, bool want_input_grad) {
     return backward_pass(mb, std::move(grad_out), want_input_grad, false);
   }
 
   /// @brief Input-gradient half of a split backward (I): like backward(), but keeps the
-  /// activations and each layer's output gradient for backward_weight().
+  /// activations and each layer's output gradient for backward_weight(). Throws ppipe::error as
+  /// backward() does, and (unsupported) if the model has no backward_input/backward_weight.
+  /// @param mb the microbatch
+  /// @param grad_out the gradient of the stage's output, in its shapes
+  /// @param want_input_grad whether to compute the gradient of the stage's input
+  /// @return that gradient, the caller's from here on; empty if not wanted
   payload_type backward_input(int mb, payload_type grad_out, bool want_input_grad) {
     return backward_pass(mb, std::move(grad_out), want_input_grad, true);
   }
 
   /// @brief Weight-gradient half (W): accumulates the weight gradients and frees the activations.
+  /// Throws ppipe::error: invalid_argument if `mb` is outside the step, invalid_schedule if the
+  /// microbatch's forward or its backward_input() has not run; what a layer throws passes through.
+  /// @param mb the microbatch
   void backward_weight(int mb) {
     record& r = live_slot(mb, "backward_weight");
     if (r.grads.size() + 1 != r.acts.size()) {
@@ -200,6 +251,7 @@ class stage {
   }
 
   /// @brief True when no microbatch's activations are held (after a complete step).
+  /// @return whether the pool counts no microbatch as held
   [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
 
  private:

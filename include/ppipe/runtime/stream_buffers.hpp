@@ -27,13 +27,16 @@ struct stream_payload {
   /// a tensor as a whole (same shape, same storage), so the host never reads the tensor objects
   /// again to find them.
   struct region {
-    std::byte* data = nullptr;
-    std::size_t bytes = 0;
+    std::byte* data = nullptr;  ///< the tensor's first byte
+    std::size_t bytes = 0;      ///< the tensor's size in bytes
   };
+  /// @brief The tensors, shared with enqueued work; null for an empty box.
   std::shared_ptr<basic_payload<Tensor>> data;
-  std::vector<shape> shapes;
-  std::vector<region> regions{};
+  std::vector<shape> shapes;                    ///< each tensor's shape, for the host to plan with
+  std::vector<region> regions{};                ///< each tensor's bytes, in the payload's order
 
+  /// @brief Whether the box holds a payload.
+  /// @return true unless `data` is null
   [[nodiscard]] explicit operator bool() const noexcept { return data != nullptr; }
 };
 
@@ -115,15 +118,24 @@ std::vector<typename stream_payload<Tensor>::region> regions_of(basic_payload<Te
 template <class Tensor, class Device>
 class stream_buffers : public detail::counted_buffers {
  public:
-  using payload_type = basic_payload<Tensor>;
-  using box = stream_payload<Tensor>;
-  using stream_type = typename Device::stream;
-  using event_type = typename Device::event;
+  using payload_type = basic_payload<Tensor>;  ///< The tensors of one payload.
+  using box = stream_payload<Tensor>;          ///< A payload that streams may be using.
+  using stream_type = typename Device::stream;  ///< A stream of the device.
+  using event_type = typename Device::event;    ///< An event of the device.
 
+  /// @brief Buffers with no storage yet.
+  /// @param device whose streams use the buffers, and whose events order their reuse; outlives the
+  /// buffers, and must be set before acquire(), wrap() or release()
   explicit stream_buffers(Device* device = nullptr) : device_(device) {}
 
   /// @brief Zeroed tensors of `shapes`, first used by work on `s`; counted as held unless
   /// `counted` is false (a receive's buffers, counted when the stage takes them).
+  /// Reuses spare storage whose last use has completed, else allocates host memory; the tensors
+  /// are zeroed on the host before the call returns.
+  /// @param shapes one shape per tensor of the payload
+  /// @param s the stream whose work first uses the tensors
+  /// @param counted whether the stage counts the payload as held from now on
+  /// @return a box that owns the new tensors
   box acquire(const std::vector<shape>& shapes, stream_type s, bool counted = true) {
     collect();
     box b{std::make_shared<payload_type>(), shapes};
@@ -146,6 +158,9 @@ class stream_buffers : public detail::counted_buffers {
 
   /// @brief Boxes a payload that comes from the host (the caller's batch), first used on `s`;
   /// not counted until a stage takes it (count()).
+  /// @param p the payload; the box takes it over
+  /// @param s the stream whose work first uses it
+  /// @return a box of `p`, with its shapes and regions
   box wrap(payload_type&& p, stream_type s) {
     box b{std::make_shared<payload_type>(std::move(p)), {}};
     b.shapes = shapes_of(*b.data);
@@ -156,6 +171,9 @@ class stream_buffers : public detail::counted_buffers {
 
   /// @brief Gives `b` back once the work enqueued on `last` so far has run: every other stream
   /// that used it must be ordered before that point. `b` is empty afterwards.
+  /// @param b the payload to give back; an empty box is left alone
+  /// @param last the stream whose work so far must run before the storage is reused; an event is
+  /// recorded on it, and with the device's poison on the storage is filled with NaN on it
   /// @param counted false for a payload this stage no longer counts (one it handed on).
   void release(box& b, stream_type last, bool counted = true) {
     if (!b) return;

@@ -40,47 +40,73 @@ namespace ppipe {
 /// ppipe::device_tensor, whose bytes the device's stream-ordered allocator hands out
 /// (device_buffers): then the host never touches them, and the executor copies the batch in and
 /// out, and every transfer, through host memory.
+/// @tparam Model the user's layers
+/// @tparam Tensor the tensors the layers compute on: host_tensor or ppipe::device_tensor
+/// @tparam Device a stream_device
 template <class Model, class Tensor, class Device>
   requires model<Model, Tensor, basic_layer_context<Device>>
 class stream_stage {
  public:
-  using model_type = Model;
-  using tensor_type = Tensor;
-  using payload_type = basic_payload<Tensor>;
+  using model_type = Model;                    ///< The user's layers.
+  using tensor_type = Tensor;                  ///< The tensors the layers compute on.
+  using payload_type = basic_payload<Tensor>;  ///< The tensors of one payload.
+  /// @brief device_buffers for ppipe::device_tensor, otherwise stream_buffers.
   using buffers_type = std::conditional_t<std::same_as<Tensor, device_tensor>, device_buffers<Device>,
                                           stream_buffers<Tensor, Device>>;
-  using box = stream_payload<Tensor>;
-  using context_type = basic_layer_context<Device>;
-  using device_type = Device;
-  using stream_type = typename Device::stream;
+  using box = stream_payload<Tensor>;                ///< A payload that streams may be using.
+  using context_type = basic_layer_context<Device>;  ///< What each layer call gets.
+  using device_type = Device;                        ///< The stream device the stage runs on.
+  using stream_type = typename Device::stream;       ///< A stream of the device.
   /// @brief Told what a call that failed on the stream threw (the executor names rank and action).
   using failure_sink = std::function<void(std::exception_ptr)>;
 
+  /// @brief A stage with no microbatch in flight; the constructor checks nothing.
   /// @param m the whole model (the stage calls only its own layers)
   /// @param index the stage's index in the pipeline
   /// @param first,end its layers [first, end)
   /// @param microbatches how many microbatches a step has
-  /// @param device the rank's device and the compute stream the layers run on
+  /// @param device the rank's device (not null; it outlives the stage) and the compute stream the
+  /// layers run on
   stream_stage(Model& m, int index, int first, int end, int microbatches, device_context<Device> device)
       : model_(&m), index_(index), first_(first), end_(end), saved_(static_cast<std::size_t>(microbatches)),
         device_(std::move(device)), buffers_(device_.device) {}
 
+  /// @brief The stage's index in the pipeline.
+  /// @return the index given to the constructor
   [[nodiscard]] int index() const noexcept { return index_; }
+  /// @brief The first of the stage's layers.
+  /// @return the model's index of that layer
   [[nodiscard]] int first_layer() const noexcept { return first_; }
+  /// @brief One past the last of the stage's layers.
+  /// @return the model's index of the layer after the stage's last
   [[nodiscard]] int end_layer() const noexcept { return end_; }
+  /// @brief What the stage's layers get as their device context.
+  /// @return the stage's own context, valid as long as the stage
   [[nodiscard]] device_context<Device>& device() noexcept { return device_; }
   /// @brief The context the stage's layers get for microbatch `mb` in `mode` (materialize()
   /// gets the training one of microbatch 0).
+  /// @param mb the microbatch the context names; not checked
+  /// @param mode training or inference
+  /// @return the context, which points at this stage's device context
   [[nodiscard]] context_type context(int mb, pass_mode mode) noexcept {
     return context_type{{index_, mb, mode, device_.rank}, &device_};
   }
+  /// @brief The compute stream the stage's layer calls are enqueued on.
+  /// @return the stream of the stage's device context
   [[nodiscard]] stream_type stream() const noexcept { return device_.stream; }
+  /// @brief The buffers the stage takes its payloads from.
+  /// @return the stage's own buffers, valid as long as the stage
   [[nodiscard]] buffers_type& pool() noexcept { return buffers_; }
+  /// @brief What the stage holds now and has held at most, in the order the host enqueued.
+  /// @return the buffers' counts, valid as long as the stage
   [[nodiscard]] const memory_stats& memory() const noexcept { return buffers_.stats(); }
+  /// @brief True when no microbatch's activations are held (after a complete step).
+  /// @return whether the buffers count no microbatch as held
   [[nodiscard]] bool idle() const noexcept { return buffers_.stats().live_microbatches == 0; }
 
   /// @brief Readies the stage for a step of `microbatches`; only once the device's streams are
   /// synchronized, since it lets go of everything a failed step left behind.
+  /// @param microbatches the step's microbatch count, at least 0
   void prepare(int microbatches) {
     for (record& r : saved_) r = record{};
     saved_.resize(static_cast<std::size_t>(microbatches));
@@ -97,7 +123,14 @@ class stream_stage {
   }
 
   /// @brief Enqueues the training forward of microbatch `mb` on `input` (taken) and keeps every
-  /// layer's input until the backward. Returns the output box, kept until the backward.
+  /// layer's input until the backward. Returns the output box, kept until the backward. Throws
+  /// ppipe::error on the host: invalid_argument if `mb` is outside the step, invalid_schedule if
+  /// the microbatch's forward already ran without its backward. A layer call that fails on the
+  /// stream is reported to `sink`; one of a model that enqueues its own work throws here instead.
+  /// @param mb the microbatch, in [0, m) of the last prepare()
+  /// @param input the stage's input, which the stage now counts as held
+  /// @param sink told what a call that fails on the stream threw; may be empty
+  /// @return the output box, shared with the stage and the enqueued work
   box forward(int mb, box input, const failure_sink& sink) {
     record& r = slot(mb);
     if (r.live) {
@@ -121,10 +154,16 @@ class stream_stage {
     return r.acts.back();
   }
 
-  /// @brief The output of microbatch `mb`'s training forward.
+  /// @brief The output of microbatch `mb`'s training forward. Throws ppipe::error: invalid_argument
+  /// if `mb` is outside the step, invalid_schedule if its forward has not been enqueued.
+  /// @param mb the microbatch
+  /// @return the output box, shared with the stage, which keeps it until the backward
   box output(int mb) { return live_slot(mb, "a send of its output").acts.back(); }
 
-  /// @brief A zeroed box in the shapes of microbatch `mb`'s output, for the loss's gradient.
+  /// @brief A zeroed box in the shapes of microbatch `mb`'s output, for the loss's gradient;
+  /// backward() takes it over when it runs. Throws ppipe::error as output() does.
+  /// @param mb the microbatch whose forward has been enqueued
+  /// @return the zeroed box, counted as held by the stage from now on
   box output_gradient_buffer(int mb) {
     record& r = live_slot(mb, "the loss");
     r.gradient_counted = true;
@@ -132,6 +171,10 @@ class stream_stage {
   }
 
   /// @brief Enqueues an inference forward; nothing is kept. The output box leaves the stage.
+  /// @param mb the microbatch the layers' context names; not checked against the step
+  /// @param input the stage's input, taken over
+  /// @param sink told what a call that fails on the stream threw; may be empty
+  /// @return the output box, no longer counted by the stage
   box infer(int mb, box input, const failure_sink& sink) {
     buffers_.count(input);
     buffers_.hold_microbatch();
@@ -150,15 +193,34 @@ class stream_stage {
   }
 
   /// @brief Enqueues the full backward of microbatch `mb` from `grad_out` (taken). Returns the
-  /// input gradient (empty when `want_input_grad` is false), which leaves the stage.
+  /// input gradient (empty when `want_input_grad` is false), which leaves the stage. Throws
+  /// ppipe::error on the host: invalid_argument if `mb` is outside the step, invalid_schedule if
+  /// the microbatch's forward has not been enqueued. A layer call that fails on the stream is
+  /// reported to `sink`; one of a model that enqueues its own work throws here instead.
+  /// @param mb the microbatch
+  /// @param grad_out the gradient of the stage's output, in its shapes
+  /// @param want_input_grad whether to compute the gradient of the stage's input
+  /// @param sink told what a call that fails on the stream threw; may be empty
+  /// @return that gradient's box; empty if not wanted
   box backward(int mb, box grad_out, bool want_input_grad, const failure_sink& sink) {
     return backward_pass(mb, std::move(grad_out), want_input_grad, false, sink);
   }
-  /// @brief The input-gradient half (I) of a split backward.
+  /// @brief The input-gradient half (I) of a split backward: like backward(), but keeps the
+  /// activations and each layer's output gradient for backward_weight(). Throws ppipe::error as
+  /// backward() does, and (unsupported) if the model has no backward_input/backward_weight.
+  /// @param mb the microbatch
+  /// @param grad_out the gradient of the stage's output, in its shapes
+  /// @param want_input_grad whether to compute the gradient of the stage's input
+  /// @param sink told what a call that fails on the stream threw; may be empty
+  /// @return that gradient's box; empty if not wanted
   box backward_input(int mb, box grad_out, bool want_input_grad, const failure_sink& sink) {
     return backward_pass(mb, std::move(grad_out), want_input_grad, true, sink);
   }
-  /// @brief The weight-gradient half (W): enqueued, then the activations are released.
+  /// @brief The weight-gradient half (W): enqueued, then the activations are released. Throws
+  /// ppipe::error: invalid_argument if `mb` is outside the step, invalid_schedule if the
+  /// microbatch's forward or its backward_input() has not been enqueued.
+  /// @param mb the microbatch
+  /// @param sink told what a call that fails on the stream threw; may be empty
   void backward_weight(int mb, const failure_sink& sink) {
     record& r = live_slot(mb, "backward_weight");
     if (r.grads.size() + 1 != r.acts.size()) {

@@ -16,16 +16,16 @@ namespace ppipe {
 /// data left the sender's hands; for a receive it is the post until the data had arrived and was
 /// ready for the compute that needs it.
 struct trace_event {
-  action act;
+  action act;           ///< the action: its kind, stage and microbatch
   int step = 0;         ///< position in the rank's action list
   double start = 0.0;   ///< microseconds since the run started
-  double end = 0.0;
+  double end = 0.0;     ///< microseconds since the run started
 };
 
 /// @brief Every rank's events of one run (one train_step or infer call).
 struct run_trace {
   std::string schedule_name;                   ///< e.g. "1f1b"
-  int microbatches = 0;
+  int microbatches = 0;                        ///< the run's microbatch count, m
   /// ranks[r]: rank r's events. Compute actions and sends are in the order the rank ran them; a
   /// receive is added when its data was taken (just before the compute that needed it), so sort
   /// by `step` or `start` for list order.
@@ -35,11 +35,16 @@ struct run_trace {
   /// share of the step; where each call runs to completion, it is the end of the rank's last action.
   std::vector<double> enqueued{};
 
+  /// @brief The number of ranks the trace covers.
+  /// @return the size of `ranks`
   [[nodiscard]] int num_ranks() const noexcept { return static_cast<int>(ranks.size()); }
+  /// @brief Whether no rank recorded any event.
+  /// @return true if every rank's event list is empty (also when there are no ranks)
   [[nodiscard]] bool empty() const noexcept {
     return std::all_of(ranks.begin(), ranks.end(), [](const auto& r) { return r.empty(); });
   }
   /// @brief From the first start to the last end over all ranks, in microseconds.
+  /// @return the span, or 0 where the trace has no events
   [[nodiscard]] double makespan() const noexcept {
     double first = 0.0;
     double last = 0.0;
@@ -54,6 +59,8 @@ struct run_trace {
     return any ? last - first : 0.0;
   }
   /// @brief Time rank `r` spent in compute actions (F, B, I, W), in microseconds.
+  /// @param r the rank, in [0, num_ranks()); another value throws std::out_of_range
+  /// @return the sum of its compute events' durations
   [[nodiscard]] double busy(int r) const {
     double t = 0.0;
     for (const trace_event& e : ranks.at(static_cast<std::size_t>(r))) {
@@ -63,6 +70,8 @@ struct run_trace {
   }
   /// @brief The measured bubble: the share of p × makespan that ranks spent outside compute
   /// (waiting for data, or in ppipe itself). Comparable with simulation::bubble_fraction().
+  /// @return a fraction, normally in [0, 1); 0 where the makespan is not positive or there are no
+  /// ranks
   [[nodiscard]] double bubble_fraction() const {
     const double span = makespan();
     if (!(span > 0) || ranks.empty()) return 0.0;

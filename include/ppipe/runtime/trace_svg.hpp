@@ -22,6 +22,10 @@ namespace ppipe {
 /// thin grey strip along the bottom of its row (for a receive, mostly the wait for its data). The
 /// title gives the schedule name, p, m, the measured bubble and the step time. Throws ppipe::error
 /// (invalid_argument) if a time is not finite.
+/// @param t the measured run
+/// @param options the picture's settings, as for a simulation; an empty `title` or `unit` is
+/// filled in from the trace (the unit defaults to "microseconds")
+/// @return the SVG document, as text
 inline std::string render_svg(const run_trace& t, const svg_options& options = {}) {
   double origin = 0.0;
   bool any = false;

@@ -88,7 +88,10 @@ inline cost_model medians(const measured_durations& d) {
 /// event starts at 0: makespan, busy per rank, the timeline of compute actions, the peak
 /// activations held (counted as the simulator counts them: from F until B, or W of a split
 /// backward; a trace with no backward is inference), and as costs the measured medians. Its
-/// bubble_fraction() equals t.bubble_fraction().
+/// bubble_fraction() equals t.bubble_fraction(). Throws ppipe::error (invalid_argument) if a time
+/// is not finite or an event names a negative stage.
+/// @param t the measured run; its stage count is one past the highest stage it names
+/// @return the simulation, with the buffered transfer model recorded and no transfer cost
 inline simulation to_simulation(const run_trace& t) {
   const int stages = detail::trace_stages(t);
   simulation out;
@@ -138,7 +141,11 @@ inline simulation to_simulation(const run_trace& t) {
 
 /// @brief The text chart render_timeline(schedule, simulation) draws, for a real run: one row per
 /// rank, time in microseconds. Throws ppipe::error (invalid_argument) if the trace's rank count is
-/// not the schedule's.
+/// not the schedule's, or as to_simulation() does for the trace.
+/// @param s the schedule the trace was recorded with
+/// @param t the measured run
+/// @param options the chart's settings; a `unit` left at its default becomes "microseconds"
+/// @return the chart, as text
 inline std::string render_timeline(const schedule& s, const run_trace& t, timeline_options options = {}) {
   if (t.num_ranks() != s.num_ranks()) {
     detail::fail(errc::invalid_argument, "the trace has ", t.num_ranks(), " ranks but schedule \"", s.name,
@@ -151,7 +158,11 @@ inline std::string render_timeline(const schedule& s, const run_trace& t, timeli
 /// @brief Per stage of `s`, the median measured duration of its F, B, I and W actions in
 /// microseconds (a kind that never ran costs 0; one that ran, at least 1 ns); transfer = 0, since
 /// the trace's transfer times include waiting. Throws ppipe::error (invalid_argument) if the
-/// trace's rank count is not the schedule's or it names a stage the schedule does not have.
+/// trace's rank count is not the schedule's, it names a stage the schedule does not have, or a
+/// time is not finite.
+/// @param s the schedule the trace was recorded with
+/// @param t the measured run
+/// @return one entry per stage of `s`, in microseconds
 inline cost_model measured_costs(const schedule& s, const run_trace& t) {
   if (t.num_ranks() != s.num_ranks()) {
     detail::fail(errc::invalid_argument, "the trace has ", t.num_ranks(), " ranks but schedule \"", s.name,
@@ -164,7 +175,11 @@ inline cost_model measured_costs(const schedule& s, const run_trace& t) {
 /// measured_costs(s, t)) with the timeline recorded. Its bubble_fraction() is the bubble the
 /// schedule would have if compute were all that took time; t.bubble_fraction() is what the run
 /// had. Throws ppipe::error (invalid_argument) if the trace never ran a compute kind that the
-/// schedule runs on some stage.
+/// schedule runs on some stage, as well as where measured_costs() or simulate() throws.
+/// @param s the schedule the trace was recorded with
+/// @param t the measured run
+/// @param m the transfer model to simulate under (transfers take no time either way)
+/// @return the simulation, with its timeline, in microseconds
 inline simulation predict_from_trace(const schedule& s, const run_trace& t,
                                      transfer_model m = transfer_model::buffered) {
   const cost_model costs = measured_costs(s, t);
