@@ -27,15 +27,17 @@ using pipeline = ppipe::pipeline<Model, Schedule, Partitioner, backend>;
 
 /// @brief The CPU-stream devices, with payloads between processes carried by p2p_transport.
 struct cpu_p2p_config : default_cpu_stream_config {
-  using transport_type = p2p_transport;
+  using transport_type = p2p_transport;  ///< Payloads between processes travel over MPI.
 };
 
 /// @brief The CPU model of the NCCL backend across processes: one pipeline rank per process, its
 /// stages in a CPU device's memory, and every transfer an NCCL-like send or receive on the rank's
 /// transfer stream, grouped as the schedule groups them, its bytes over MPI. Built, as every
-/// distributed pipeline, with a transport: `ppipe::pipeline<Model, Schedule,
-/// ppipe::partitioners::balanced, ppipe::mpi::cpu_p2p_backend>(model, options, loss, hook,
-/// ppipe::mpi::p2p_transport(MPI_COMM_WORLD))`.
+/// distributed pipeline, with a transport:
+/// @code
+/// ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, ppipe::mpi::cpu_p2p_backend>(
+///     model, options, loss, hook, ppipe::mpi::p2p_transport(MPI_COMM_WORLD))
+/// @endcode
 using cpu_p2p_backend = cpu_stream_backend_with<cpu_p2p_config, device_tensor>;
 
 static_assert(ppipe::backend<cpu_p2p_backend>);

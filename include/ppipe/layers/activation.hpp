@@ -28,6 +28,8 @@ enum class activation_kind : unsigned char {
 };
 
 /// @brief "relu", "tanh" or "gelu".
+/// @param kind the nonlinearity to name
+/// @return its lower-case name, or "?" for a value outside the enumeration
 constexpr std::string_view to_string(activation_kind kind) noexcept {
   switch (kind) {
     case activation_kind::relu: return "relu";
@@ -53,20 +55,30 @@ inline float gelu_derivative(float x) noexcept {
 /// `out` payloads that ppipe keeps, so the layer holds no state at all.
 class activation {
  public:
+  /// @brief A layer applying `kind` elementwise.
+  /// @param kind the nonlinearity, relu by default
   explicit activation(activation_kind kind = activation_kind::relu) noexcept : kind_(kind) {}
 
+  /// @brief The nonlinearity the layer applies.
+  /// @return the kind given to the constructor
   [[nodiscard]] activation_kind kind() const noexcept { return kind_; }
   /// @brief "relu", "tanh" or "gelu", for messages.
+  /// @return the kind's name
   [[nodiscard]] std::string describe() const { return std::string(to_string(kind_)); }
 
   /// @brief "" when the layer takes inputs of shapes `in` (one or more tensors, any shapes), else
   /// what is wrong, without a subject.
+  /// @param in the shapes of the input payload
+  /// @return "" when `in` holds at least one tensor, else a description of the problem
   [[nodiscard]] std::string shape_problem(const std::vector<shape>& in) const {
     if (!in.empty()) return {};
     return "takes one or more tensors but got none; give it the previous layer's output";
   }
 
   /// @brief The input's shapes; throws ppipe::error (invalid_argument) for an empty input.
+  /// @param in the shapes of the input payload
+  /// @return `in`, unchanged
+  /// @throws ppipe::error (invalid_argument) when `in` is empty.
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
     if (const std::string problem = shape_problem(in); !problem.empty()) {
       ppipe::detail::fail(errc::invalid_argument, describe(), " ", problem);
@@ -75,6 +87,9 @@ class activation {
   }
 
   /// @brief out = f(in), tensor by tensor.
+  /// @param in the input payload, tensors of any shapes
+  /// @param out a payload of the input's shapes, overwritten
+  /// @throws ppipe::error (invalid_argument) when `out` does not have the input's shapes.
   void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
     check_same("out", in, out);
     for (std::size_t t = 0; t < in.size(); ++t) {
@@ -95,6 +110,12 @@ class activation {
   }
 
   /// @brief The same as backward_input(): the layer has no weights.
+  /// @param ctx the call's context, passed on
+  /// @param in the forward's input
+  /// @param out the forward's output, read by tanh
+  /// @param grad_out d(loss)/d(out), of the input's shapes
+  /// @param grad_in receives d(loss)/d(in), of the input's shapes; empty to skip it
+  /// @throws ppipe::error (invalid_argument) as backward_input() does.
   void backward(const layer_context& ctx, const payload& in, const payload& out, const payload& grad_out,
                 payload& grad_in) const {
     backward_input(ctx, in, out, grad_out, grad_in);
@@ -102,6 +123,12 @@ class activation {
 
   /// @brief grad_in = grad_out * f'(in), overwritten; skipped when `grad_in` is empty. relu's
   /// derivative at 0 is taken as 0.
+  /// @param in the forward's input, read by relu and gelu
+  /// @param out the forward's output, read by tanh
+  /// @param grad_out d(loss)/d(out), of the input's shapes
+  /// @param grad_in receives d(loss)/d(in), of the input's shapes; empty to skip the call
+  /// @throws ppipe::error (invalid_argument) when a payload it reads or writes does not have the
+  /// input's shapes.
   void backward_input(const layer_context& /*ctx*/, const payload& in, const payload& out,
                       const payload& grad_out, payload& grad_in) const {
     if (grad_in.empty()) return;
@@ -131,6 +158,9 @@ class activation {
   /// @brief An estimate for the partitioner, for a microbatch of `rows` rows of `width` elements
   /// each: one flop per element forward, twice that backward, no parameters, and the bytes of the
   /// output kept for the backward.
+  /// @param width the elements in a row
+  /// @param rows the microbatch's rows
+  /// @return the forward and backward flops, zero parameter bytes and the activation bytes
   [[nodiscard]] static layer_cost cost(std::int64_t width, std::int64_t rows = 1) noexcept {
     const double elements = static_cast<double>(width) * static_cast<double>(rows);
     return {elements, 2.0 * elements, 0.0, elements * sizeof(float)};

@@ -49,8 +49,10 @@ class attention {
   }
 
   /// @brief The sizes the layer was made with.
+  /// @return the transformer_config given to the constructor
   [[nodiscard]] const transformer_config& config() const noexcept { return config_; }
   /// @brief "block 1 attention", for messages.
+  /// @return the block number and "attention"
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("block ", block_, " attention"); }
 
   /// @brief What is wrong with input shapes `in`, or "" when the layer takes them; the text has no

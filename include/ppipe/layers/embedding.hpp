@@ -40,8 +40,10 @@ class embedding {
   }
 
   /// @brief The sizes the layer was made with.
+  /// @return the transformer_config given to the constructor
   [[nodiscard]] const transformer_config& config() const noexcept { return config_; }
   /// @brief "embedding", for messages.
+  /// @return "embedding"
   [[nodiscard]] std::string describe() const { return "embedding"; }
 
   /// @brief What is wrong with input shapes `in`, or "" when the layer takes them; the text has no

@@ -48,6 +48,9 @@ inline row_stats stats_of_row(const float* x, std::size_t n, float eps) noexcept
 class layer_norm {
  public:
   /// @brief A layer normalizing rows of `width` values, `eps` added to the variance.
+  /// @param width the number of values in a row, >= 1
+  /// @param eps added to each row's variance before the square root, > 0
+  /// @throws ppipe::error (invalid_argument) when width < 1 or eps is not > 0.
   layer_norm(int width, float eps = 1e-5f)
       : width_(width), eps_(eps), gamma_(size(width), 1.0f), beta_(size(width), 0.0f),
         grad_gamma_(size(width), 0.0f), grad_beta_(size(width), 0.0f) {
@@ -57,22 +60,35 @@ class layer_norm {
     }
   }
 
+  /// @brief The number of values in a row.
+  /// @return width, as given to the constructor
   [[nodiscard]] int width() const noexcept { return width_; }
   /// @brief "layer_norm 16", for messages.
+  /// @return the name and the width
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("layer_norm ", width_); }
 
   /// @brief gamma, [width].
+  /// @return a mutable view of gamma
   [[nodiscard]] std::span<float> gamma() noexcept { return gamma_; }
+  /// @brief gamma, [width], read-only.
+  /// @return a read-only view of gamma
   [[nodiscard]] std::span<const float> gamma() const noexcept { return gamma_; }
   /// @brief beta, [width].
+  /// @return a mutable view of beta
   [[nodiscard]] std::span<float> beta() noexcept { return beta_; }
+  /// @brief beta, [width], read-only.
+  /// @return a read-only view of beta
   [[nodiscard]] std::span<const float> beta() const noexcept { return beta_; }
   /// @brief The accumulated d(loss)/d(gamma), [width].
+  /// @return a read-only view of the gamma gradient
   [[nodiscard]] std::span<const float> grad_gamma() const noexcept { return grad_gamma_; }
   /// @brief The accumulated d(loss)/d(beta), [width].
+  /// @return a read-only view of the beta gradient
   [[nodiscard]] std::span<const float> grad_beta() const noexcept { return grad_beta_; }
 
   /// @brief Calls f(tensor_view value, tensor_view gradient) for gamma, then beta.
+  /// @tparam F a callable taking (tensor_view, tensor_view)
+  /// @param f called once per parameter with its values and its gradient accumulator
   template <class F>
   void for_each_parameter(F&& f) {
     f(tensor_view(std::span<float>(gamma_)), tensor_view(std::span<float>(grad_gamma_)));
@@ -87,6 +103,8 @@ class layer_norm {
 
   /// @brief "" when the layer takes inputs of shapes `in` (one tensor [rows, width]), else what is
   /// wrong, without a subject.
+  /// @param in the shapes of the input payload
+  /// @return "" when `in` is one tensor [rows, width], else a description of the mismatch
   [[nodiscard]] std::string shape_problem(const std::vector<shape>& in) const {
     if (in.size() == 1 && in[0].rank() == 2 && in[0][1] == width_) return {};
     return ppipe::detail::concat("takes one tensor [rows, ", width_, "] but got ",
@@ -94,6 +112,9 @@ class layer_norm {
   }
 
   /// @brief The input's shape; throws ppipe::error (invalid_argument) for any other input.
+  /// @param in the shapes of the input payload
+  /// @return `in`, one shape [rows, width]
+  /// @throws ppipe::error (invalid_argument) when `in` is not one tensor [rows, width].
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
     if (const std::string problem = shape_problem(in); !problem.empty()) {
       ppipe::detail::fail(errc::invalid_argument, describe(), " ", problem);
@@ -102,6 +123,9 @@ class layer_norm {
   }
 
   /// @brief out[0] = the rows of in[0], normalized, scaled by gamma and shifted by beta.
+  /// @param in one f32 tensor [rows, width]
+  /// @param out one f32 tensor [rows, width], overwritten
+  /// @throws ppipe::error (invalid_argument) when a payload is not one f32 tensor of that shape.
   void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
     const std::size_t rows = check("in", in, 0);
     check("out", out, rows);
@@ -115,6 +139,12 @@ class layer_norm {
   }
 
   /// @brief Both halves of the backward: backward_input(), then backward_weight().
+  /// @param ctx the call's context, passed on to both halves
+  /// @param in the forward's input, one f32 tensor [rows, width]
+  /// @param out the forward's output (unused)
+  /// @param grad_out d(loss)/d(out), one f32 tensor [rows, width]
+  /// @param grad_in receives d(loss)/d(in), [rows, width]; empty to skip it
+  /// @throws ppipe::error (invalid_argument) when a payload has other shapes.
   void backward(const layer_context& ctx, const payload& in, const payload& out, const payload& grad_out,
                 payload& grad_in) {
     backward_input(ctx, in, out, grad_out, grad_in);
@@ -124,6 +154,10 @@ class layer_norm {
   /// @brief grad_in = inv / width * (width * g - sum(g) - xhat * sum(g * xhat)) per row, with
   /// g = grad_out * gamma and xhat the normalized input (overwritten, not added to). Skipped when
   /// `grad_in` is empty.
+  /// @param in the forward's input, one f32 tensor [rows, width]
+  /// @param grad_out d(loss)/d(out), one f32 tensor [rows, width]
+  /// @param grad_in receives d(loss)/d(in), one f32 tensor [rows, width]; empty to skip the call
+  /// @throws ppipe::error (invalid_argument) when a payload has other shapes.
   void backward_input(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                       const payload& grad_out, payload& grad_in) const {
     if (grad_in.empty()) return;
@@ -152,6 +186,9 @@ class layer_norm {
   }
 
   /// @brief grad_gamma += the column sums of grad_out * xhat, grad_beta += those of grad_out.
+  /// @param in the forward's input, one f32 tensor [rows, width]
+  /// @param grad_out d(loss)/d(out), one f32 tensor [rows, width]
+  /// @throws ppipe::error (invalid_argument) when a payload has other shapes.
   void backward_weight(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                        const payload& grad_out) {
     const std::size_t rows = check("in", in, 0);
@@ -177,6 +214,8 @@ class layer_norm {
   /// @brief An estimate for the partitioner, for a microbatch of `rows` rows: about 8 flops per
   /// element forward and twice that backward; gamma, beta, their gradients and the per-call sums;
   /// the output kept for the backward.
+  /// @param rows the microbatch's rows
+  /// @return the forward and backward flops and the parameter and activation bytes
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double elements = static_cast<double>(rows) * static_cast<double>(width_);
     return {8.0 * elements, 16.0 * elements, 6.0 * static_cast<double>(width_) * sizeof(float),

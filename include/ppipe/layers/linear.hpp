@@ -64,11 +64,19 @@ class linear {
  public:
   /// @brief A layer from `in_features` to `out_features`, its weights and bias drawn uniformly
   /// from [-1/sqrt(in_features), 1/sqrt(in_features)] by a generator seeded with `seed`.
+  /// @param in_features the width of an input row, >= 1
+  /// @param out_features the width of an output row, >= 1
+  /// @param seed the generator's seed; the same seed gives the same weights
+  /// @throws ppipe::error (invalid_argument) when either width is < 1.
   linear(int in_features, int out_features, std::uint64_t seed) : linear(in_features, out_features, seed, deferred) {
     initialize();
   }
   /// @brief The same layer without its weights yet: shapes and costs are known, materialize()
   /// draws the weights.
+  /// @param in_features the width of an input row, >= 1
+  /// @param out_features the width of an output row, >= 1
+  /// @param seed the seed that materialize() will draw the weights with
+  /// @throws ppipe::error (invalid_argument) when either width is < 1.
   linear(int in_features, int out_features, std::uint64_t seed, deferred_t /*tag*/)
       : in_(in_features), out_(out_features), seed_(seed) {
     if (in_features < 1 || out_features < 1) {
@@ -78,32 +86,52 @@ class linear {
   }
 
   /// @brief Whether the layer holds its weights (made eagerly, or materialized).
+  /// @return true once the weights and gradients are allocated, false before materialize()
   [[nodiscard]] bool materialized() const noexcept { return !bias_.empty(); }
   /// @brief Draws the weights and zeroes the gradients, unless the layer holds them already.
   void materialize(const layer_context& /*ctx*/) {
     if (!materialized()) initialize();
   }
 
+  /// @brief The width of an input row.
+  /// @return in_features, as given to the constructor
   [[nodiscard]] int in_features() const noexcept { return in_; }
+  /// @brief The width of an output row.
+  /// @return out_features, as given to the constructor
   [[nodiscard]] int out_features() const noexcept { return out_; }
   /// @brief "linear 16->4", for messages.
+  /// @return the name and both widths
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("linear ", in_, "->", out_); }
 
   /// @brief W, row-major [out, in].
+  /// @return a mutable view of the weights (empty before materialize())
   [[nodiscard]] std::span<float> weight() noexcept { return weight_; }
+  /// @brief W, row-major [out, in], read-only.
+  /// @return a read-only view of the weights (empty before materialize())
   [[nodiscard]] std::span<const float> weight() const noexcept { return weight_; }
   /// @brief b, [out].
+  /// @return a mutable view of the bias (empty before materialize())
   [[nodiscard]] std::span<float> bias() noexcept { return bias_; }
+  /// @brief b, [out], read-only.
+  /// @return a read-only view of the bias (empty before materialize())
   [[nodiscard]] std::span<const float> bias() const noexcept { return bias_; }
   /// @brief The accumulated d(loss)/dW, [out, in].
+  /// @return a mutable view of the weight gradient (empty before materialize())
   [[nodiscard]] std::span<float> grad_weight() noexcept { return grad_weight_; }
+  /// @brief The accumulated d(loss)/dW, [out, in], read-only.
+  /// @return a read-only view of the weight gradient (empty before materialize())
   [[nodiscard]] std::span<const float> grad_weight() const noexcept { return grad_weight_; }
   /// @brief The accumulated d(loss)/db, [out].
+  /// @return a mutable view of the bias gradient (empty before materialize())
   [[nodiscard]] std::span<float> grad_bias() noexcept { return grad_bias_; }
+  /// @brief The accumulated d(loss)/db, [out], read-only.
+  /// @return a read-only view of the bias gradient (empty before materialize())
   [[nodiscard]] std::span<const float> grad_bias() const noexcept { return grad_bias_; }
 
   /// @brief Calls f(tensor_view value, tensor_view gradient) for the weight, then the bias: what an
   /// optimizer and the replicas' averaging need (nothing before materialize()).
+  /// @tparam F a callable taking (tensor_view, tensor_view)
+  /// @param f called once per parameter with its values and its gradient accumulator
   template <class F>
   void for_each_parameter(F&& f) {
     f(tensor_view(weight()), tensor_view(grad_weight()));
@@ -118,6 +146,8 @@ class linear {
 
   /// @brief What is wrong with input shapes `in`, or "" when the layer takes them. The text has no
   /// subject, so that a model can put the layer's index in front.
+  /// @param in the shapes of the input payload
+  /// @return "" when `in` is one tensor [rows, in], else a description of the mismatch
   [[nodiscard]] std::string shape_problem(const std::vector<shape>& in) const {
     if (in.size() == 1 && in[0].rank() == 2 && in[0][1] == in_) return {};
     return ppipe::detail::concat("takes one tensor [rows, ", in_, "] but got ",
@@ -127,6 +157,9 @@ class linear {
 
   /// @brief The shape of y, [rows, out], for x of shape [rows, in]; throws ppipe::error
   /// (invalid_argument) naming both shapes for any other input.
+  /// @param in the shapes of the input payload
+  /// @return one shape, [rows, out]
+  /// @throws ppipe::error (invalid_argument) when `in` is not one tensor [rows, in].
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const {
     if (const std::string problem = shape_problem(in); !problem.empty()) {
       ppipe::detail::fail(errc::invalid_argument, describe(), " ", problem);
@@ -135,6 +168,10 @@ class linear {
   }
 
   /// @brief out[0] = in[0] W^T + b. `out` must already have the shape output_shapes() gives.
+  /// @param in one f32 tensor [rows, in]
+  /// @param out one f32 tensor [rows, out], overwritten
+  /// @throws ppipe::error (invalid_argument) when the layer is not materialized, a payload has
+  /// other shapes, or (with a BLAS) rows exceed its int.
   void forward(const layer_context& /*ctx*/, const payload& in, payload& out) const {
     const std::size_t rows = check_input(in);
     check_tensor("out", out, rows, out_);
@@ -146,6 +183,12 @@ class linear {
   }
 
   /// @brief Both halves of the backward: backward_input(), then backward_weight().
+  /// @param ctx the call's context, passed on to both halves
+  /// @param in the forward's input, one tensor [rows, in]
+  /// @param out the forward's output (unused)
+  /// @param grad_out d(loss)/d(out), one tensor [rows, out]
+  /// @param grad_in receives d(loss)/d(in), [rows, in]; empty to skip it
+  /// @throws ppipe::error (invalid_argument) as backward_input() and backward_weight() do.
   void backward(const layer_context& ctx, const payload& in, const payload& out, const payload& grad_out,
                 payload& grad_in) {
     backward_input(ctx, in, out, grad_out, grad_in);
@@ -154,6 +197,11 @@ class linear {
 
   /// @brief grad_in[0] = grad_out[0] W (overwritten, not added to). Skipped when `grad_in` is
   /// empty, as it is for the first layer of a model.
+  /// @param in the forward's input, one tensor [rows, in]
+  /// @param grad_out d(loss)/d(out), one tensor [rows, out]
+  /// @param grad_in receives d(loss)/d(in), one tensor [rows, in]; empty to skip the call
+  /// @throws ppipe::error (invalid_argument) when the layer is not materialized or a payload has
+  /// other shapes.
   void backward_input(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                       const payload& grad_out, payload& grad_in) const {
     if (grad_in.empty()) return;
@@ -175,6 +223,10 @@ class linear {
   /// its own first, in a buffer the layer keeps between calls, and then added: the accumulator is
   /// then exactly the float sum of the calls' gradients. The bias gradient is summed on its own on
   /// both.
+  /// @param in the forward's input, one tensor [rows, in]
+  /// @param grad_out d(loss)/d(out), one tensor [rows, out]
+  /// @throws ppipe::error (invalid_argument) when the layer is not materialized, a payload has
+  /// other shapes, or (with a BLAS) rows exceed its int.
   void backward_weight(const layer_context& /*ctx*/, const payload& in, const payload& /*out*/,
                        const payload& grad_out) {
     const std::size_t rows = check_input(in);
@@ -198,6 +250,8 @@ class linear {
   /// parameter_memory is the bytes of W, b and their gradients (and, on the loops, the buffer
   /// backward_weight() sums a call's gradient in); activation_memory is the bytes of the output
   /// kept for the backward.
+  /// @param rows the microbatch's rows
+  /// @return the forward and backward flops and the parameter and activation bytes
   [[nodiscard]] layer_cost cost(std::int64_t rows = 1) const noexcept {
     const double n = static_cast<double>(rows);
     const double forward = 2.0 * n * static_cast<double>(in_) * static_cast<double>(out_);

@@ -32,8 +32,10 @@ class lm_head : public detail::rowwise_layer<lm_head> {
   }
 
   /// @brief The sizes the layer was made with.
+  /// @return the transformer_config given to the constructor
   [[nodiscard]] const transformer_config& config() const noexcept { return config_; }
   /// @brief "head", for messages.
+  /// @return "head"
   [[nodiscard]] std::string describe() const { return "head"; }
 
   /// @brief [rows, vocab] for [rows, d_model]; throws ppipe::error (invalid_argument) for any

@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #ifndef PPIPE_WITH_CBLAS
+/// 1 to multiply with OpenBLAS's cblas_sgemm, 0 (the default) for the kit's own loops.
 #define PPIPE_WITH_CBLAS 0
 #endif
 
@@ -25,6 +26,7 @@
 /// The inline namespace of the layer kit's classes: which matrix products they were compiled with.
 #define PPIPE_LAYERS_KERNELS cblas_kernels
 #else
+/// The inline namespace of the layer kit's classes: which matrix products they were compiled with.
 #define PPIPE_LAYERS_KERNELS loop_kernels
 #endif
 

@@ -34,8 +34,10 @@ class mlp_block : public detail::rowwise_layer<mlp_block> {
   }
 
   /// @brief The sizes the layer was made with.
+  /// @return the transformer_config given to the constructor
   [[nodiscard]] const transformer_config& config() const noexcept { return config_; }
   /// @brief "block 1 mlp", for messages.
+  /// @return the block number and "mlp"
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("block ", block_, " mlp"); }
 
   /// @brief [rows, d_model] for [rows, d_model]; throws ppipe::error (invalid_argument) for any

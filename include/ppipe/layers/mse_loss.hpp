@@ -22,6 +22,11 @@ struct mse_loss {
   /// scale * 2 * (output - target) / N, into grad_output[0]. `grad_output` is used as given when it
   /// has the output's shapes (as ppipe allocates it) and allocated when it is empty. Throws
   /// ppipe::error (invalid_argument) naming the shapes when output and target differ.
+  /// @param output the last stage's output; tensor 0 is compared
+  /// @param target tensor 0 must have the shape of output's tensor 0
+  /// @param grad_output receives the scaled gradient in tensor 0; empty, or of the output's shapes
+  /// @param scale the factor applied to the gradient (not to the returned loss)
+  /// @return the mean squared error, unscaled; 0 when tensor 0 has no elements
   double operator()(const payload& output, const payload& target, payload& grad_output, double scale) const {
     if (output.empty() || target.empty()) {
       ppipe::detail::fail(errc::invalid_argument, "mse_loss got ", output.size(), " output and ", target.size(),

@@ -16,6 +16,9 @@ namespace ppipe::layers {
 /// (a decoder's last layer's output); the first such index when several tie. Throws ppipe::error
 /// (invalid_argument) when `out` is not one [rows, vocab] tensor with vocab >= 1, or `row` is not in
 /// [0, rows).
+/// @param out the logits, tensor 0 of shape [rows, vocab]
+/// @param row the row to sample, in [0, rows)
+/// @return the token id, in [0, vocab)
 [[nodiscard]] inline int greedy(const payload& out, int row) {
   if (out.empty() || out[0].shape().rank() != 2 || out[0].shape()[1] < 1) {
     const std::vector<shape> got = shapes_of(out);

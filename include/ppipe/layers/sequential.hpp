@@ -38,12 +38,20 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   using base = layer_stack<std::vector<any_layer>>;
 
  public:
+  /// @brief A model with no layers; add() appends them.
   sequential() : base(std::vector<any_layer>{}) {}
+  /// @brief A model of the given layers, applied in their order.
+  /// @param layers the layers, the first applied first
   explicit sequential(std::vector<any_layer> layers) : base(std::move(layers)) {}
 
   /// @brief A multilayer perceptron: linear(widths[0]->widths[1]), activation, linear, ...,
   /// linear(widths[n-2]->widths[n-1]), with an activation between linears but not after the last.
   /// Each linear is seeded from `seed`, so the model is the same for the same arguments.
+  /// @param widths the feature widths, input first and output last: at least 2, each >= 1
+  /// @param seed the state the linears' seeds are drawn from, one after another
+  /// @param kind the nonlinearity between linears, relu by default
+  /// @return the model, its linears holding their weights
+  /// @throws ppipe::error (invalid_argument) for fewer than 2 widths or a width < 1.
   static sequential mlp(const std::vector<int>& widths, std::uint64_t seed,
                         activation_kind kind = activation_kind::relu) {
     return build_mlp(widths, seed, kind, false);
@@ -51,11 +59,19 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   /// @brief The same MLP with its linears deferred: no weights until a pipeline materializes the
   /// stages this process runs (or materialize() is called), so each process of a multi-process
   /// run holds only its own layers' weights. The weights drawn are mlp()'s.
+  /// @param widths the feature widths, input first and output last: at least 2, each >= 1
+  /// @param seed the state the linears' seeds are drawn from, one after another
+  /// @param kind the nonlinearity between linears
+  /// @return the model, its linears deferred (no weights yet)
+  /// @throws ppipe::error (invalid_argument) for fewer than 2 widths or a width < 1.
   static sequential mlp(const std::vector<int>& widths, std::uint64_t seed, activation_kind kind, deferred_t /*tag*/) {
     return build_mlp(widths, seed, kind, true);
   }
 
   /// @brief Appends layer `l` (a linear or an activation); returns *this for chaining.
+  /// @tparam Layer linear, activation, or another type any_layer can be made from
+  /// @param l the layer, moved or copied in
+  /// @return this model
   template <class Layer>
     requires std::constructible_from<any_layer, Layer&&>
   sequential& add(Layer&& l) {
@@ -66,11 +82,20 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   }
 
   /// @brief Layer `i`; throws ppipe::error (invalid_argument) when there is no such layer.
+  /// @param i the layer's index, in [0, num_layers())
+  /// @return the layer, mutable
   [[nodiscard]] any_layer& at(int i) { return layers()[checked(i)]; }
+  /// @brief Layer `i`, read-only; throws ppipe::error (invalid_argument) when there is no such
+  /// layer.
+  /// @param i the layer's index, in [0, num_layers())
+  /// @return the layer, read-only
   [[nodiscard]] const any_layer& at(int i) const { return layers()[checked(i)]; }
 
   /// @brief The shapes layer `layer` makes from inputs of shapes `in`. Throws ppipe::error
   /// (invalid_argument) naming the layer, what it takes and the shapes it got.
+  /// @param layer the layer's index, in [0, num_layers())
+  /// @param in the shapes of the layer's input payload
+  /// @return the shapes of the layer's output payload
   [[nodiscard]] std::vector<shape> output_shapes(int layer, const std::vector<shape>& in) const {
     return std::visit(
         [&](const auto& l) {
@@ -86,6 +111,10 @@ class sequential : public layer_stack<std::vector<any_layer>> {
   /// per-row figures, which balance the same). Times in flops, memory in bytes: see linear::cost()
   /// and activation::cost(). An activation's width is the nearest linear's (the one before it,
   /// else the one after), since activations do not know their shapes; 1 without any linear.
+  /// @param layer the layer's index, in [0, num_layers())
+  /// @param rows the microbatch's rows
+  /// @return the forward and backward flops and the parameter and activation bytes
+  /// @throws ppipe::error (invalid_argument) when there is no such layer.
   [[nodiscard]] layer_cost cost(int layer, std::int64_t rows = 1) const {
     if (const auto* l = std::get_if<linear>(&at(layer))) return l->cost(rows);
     return activation::cost(width_near(layer), rows);
@@ -93,19 +122,32 @@ class sequential : public layer_stack<std::vector<any_layer>> {
 
   /// @brief The parameters of layers [first, end), layer by layer, each linear's weight then bias.
   /// The spans point into the model: they live as long as it does.
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @return two read-only spans per linear, none per activation
+  /// @throws ppipe::error (invalid_argument) unless 0 <= first <= end <= num_layers().
   [[nodiscard]] std::vector<std::span<const float>> parameters(int first, int end) const {
     return collect(first, end, "parameters", [](const linear& l) { return std::pair{l.weight(), l.bias()}; });
   }
   /// @brief The parameters of every layer.
+  /// @return two read-only spans per linear, none per activation
   [[nodiscard]] std::vector<std::span<const float>> parameters() const { return parameters(0, num_layers()); }
   /// @brief The gradient accumulators of layers [first, end), in the order of parameters().
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @return two read-only spans per linear (weight, then bias gradient), none per activation
+  /// @throws ppipe::error (invalid_argument) unless 0 <= first <= end <= num_layers().
   [[nodiscard]] std::vector<std::span<const float>> gradients(int first, int end) const {
     return collect(first, end, "gradients", [](const linear& l) { return std::pair{l.grad_weight(), l.grad_bias()}; });
   }
   /// @brief The gradient accumulators of every layer.
+  /// @return two read-only spans per linear (weight, then bias gradient), none per activation
   [[nodiscard]] std::vector<std::span<const float>> gradients() const { return gradients(0, num_layers()); }
 
   /// @brief Zeroes the gradients of layers [first, end).
+  /// @param first the first layer's index
+  /// @param end one past the last layer's index
+  /// @throws ppipe::error (invalid_argument) unless 0 <= first <= end <= num_layers().
   void zero_grad(int first, int end) {
     for_each_parameter(first, end, [](tensor_view, tensor_view g) {
       for (float& v : g.as<float>()) v = 0.0f;

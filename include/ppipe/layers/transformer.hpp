@@ -61,6 +61,7 @@ class decoder : public decoder_stack {
       : decoder_stack(build(detail::validated(config))), config_(config) {}
 
   /// @brief The sizes the model was built with.
+  /// @return the transformer_config given to the constructor
   [[nodiscard]] const transformer_config& config() const noexcept { return config_; }
 
   /// @brief "embedding", "block 1 attention", "block 1 mlp" or "head", for messages.

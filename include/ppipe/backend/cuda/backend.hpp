@@ -81,8 +81,11 @@ using backend = backend_on<0>;
 /// k on GPU k.
 struct every_gpu {
   /// @brief How many devices: the visible GPUs.
+  /// @return device_count()
   static int count() { return device_count(); }
   /// @brief Device k's GPU.
+  /// @param k the device's index
+  /// @return `k`
   static int ordinal(int k) { return k; }
 };
 
@@ -90,7 +93,11 @@ struct every_gpu {
 /// what lets one GPU run the multi-GPU path (events and copies between devices) in tests.
 template <int K>
 struct as_if_gpus {
+  /// @brief How many devices.
+  /// @return `K`
   static int count() { return K; }
+  /// @brief Device k's GPU: always GPU 0.
+  /// @return 0
   static int ordinal(int /*k*/) { return 0; }
 };
 

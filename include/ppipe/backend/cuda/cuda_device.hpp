@@ -238,7 +238,9 @@ class device {
    public:
     stream() = default;
     /// @brief The CUDA stream, for kernels and libraries (cuBLAS) to run on.
+    /// @return the cudaStream_t; nullptr for a default-constructed handle
     [[nodiscard]] cudaStream_t handle() const noexcept { return handle_; }
+    /// @brief Whether two handles name the same stream of the same device.
     friend bool operator==(const stream&, const stream&) noexcept = default;
 
    private:
@@ -266,6 +268,7 @@ class device {
    public:
     graph() = default;
     /// @brief The graph's nodes (kernels, copies, host work, waits).
+    /// @return the node count; 0 for a default-constructed graph
     [[nodiscard]] std::size_t size() const noexcept { return state_ ? state_->nodes : 0; }
 
    private:
@@ -329,6 +332,7 @@ class device {
   }
 
   /// @brief The GPU's ordinal.
+  /// @return the ordinal, as cudaSetDevice numbers the GPU
   [[nodiscard]] int ordinal() const noexcept { return options_.ordinal; }
 
   /// @brief Makes `other` this device's peer: the streams of each may wait for the other's
@@ -375,6 +379,7 @@ class device {
   /// @return false
   [[nodiscard]] static constexpr bool host_work_may_wait() noexcept { return false; }
   /// @brief "rank 1 (GPU 0)", or "GPU 0" for a device that serves no rank: how messages name it.
+  /// @return the name
   [[nodiscard]] const std::string& where() const noexcept { return where_; }
   /// @brief Makes the GPU the calling thread's current device (a rank thread calls it once).
   void bind() const { check_call(cudaSetDevice(options_.ordinal), "cudaSetDevice"); }
@@ -394,7 +399,11 @@ class device {
     return {this, lanes_.size() - 1, h};
   }
 
-  /// @brief Enqueues host work, labelled "host work".
+  /// @brief Enqueues host work on `s`, labelled "host work" (see the overload with a label).
+  /// @tparam F the callable's type
+  /// @param s the stream
+  /// @param fn a `void()` callable
+  /// @throws ppipe::error when `s` is not a stream of this device or cudaLaunchHostFunc fails
   template <std::invocable F>
   void enqueue(stream s, F&& fn) {
     enqueue(s, std::forward<F>(fn), "host work");
@@ -404,7 +413,9 @@ class device {
   /// must not call CUDA, and is skipped once the device has failed or was aborted.
   /// @param s the stream
   /// @param fn a `void()` callable
+  /// @tparam F the callable's type
   /// @param label what the work is ("F3 of stage 1"), named if it throws
+  /// @throws ppipe::error when `s` is not a stream of this device or cudaLaunchHostFunc fails
   template <std::invocable F>
   void enqueue(stream s, F&& fn, std::string_view label) {
     lane& l = lane_of(s);
@@ -429,7 +440,9 @@ class device {
 
   /// @brief Records a fresh event on `s` (cudaEventRecord on a pooled event object); while `s`
   /// is capturing, an event of the capture, which orders the capture's streams among themselves.
+  /// @param s the stream whose work so far the event follows
   /// @return the event
+  /// @throws ppipe::error when `s` is not a stream of this device or cudaEventRecord fails
   [[nodiscard]] event record(stream s) {
     lane& l = lane_of(s);
     auto r = std::make_shared<detail::event_record>(events_, events_->take(where_), this, l.name);
@@ -448,6 +461,10 @@ class device {
   /// @brief Makes the work enqueued on `s` after this call wait for `e` (cudaStreamWaitEvent).
   /// While `s` is capturing, the graph waits for an event from before the capture at every launch;
   /// a stream that waits for an event of a capture joins that capture.
+  /// @param s the stream that waits
+  /// @param e an event of this device or of a peer; a default-constructed one is ignored
+  /// @throws ppipe::error when `e` is of a device that is not a peer, is of a capture that has
+  /// ended, another capture or another device, or cudaStreamWaitEvent fails
   void wait(stream s, const event& e) {
     lane& l = lane_of(s);
     if (!e.record_) return;
@@ -466,6 +483,9 @@ class device {
   }
 
   /// @brief Whether `e` has completed (cudaEventQuery), without blocking.
+  /// @param e an event of this device or of a peer, recorded outside a capture
+  /// @return true once it has completed, or for a default-constructed event
+  /// @throws ppipe::error when `e` is of no peer, was recorded during a capture, or CUDA fails
   [[nodiscard]] bool query(const event& e) const {
     if (!e.record_) return true;
     check_peer(e, "query()");
@@ -477,6 +497,10 @@ class device {
   }
 
   /// @brief Blocks until `e` completes or `deadline` passes, polling (CUDA has no timed wait).
+  /// @param e an event of this device or of a peer, recorded outside a capture
+  /// @param deadline when to give up
+  /// @return wait_status::ready, or wait_status::timed_out when the deadline passed first
+  /// @throws ppipe::error when `e` is of no peer, was recorded during a capture, or CUDA fails
   [[nodiscard]] wait_status synchronize(const event& e, deadline_clock::time_point deadline) {
     if (!e.record_) return wait_status::ready;
     check_peer(e, "synchronize()");
@@ -486,6 +510,10 @@ class device {
   }
 
   /// @brief Blocks until the work enqueued on `s` so far has run, or `deadline` passes.
+  /// @param s a stream of this device, not capturing
+  /// @param deadline when to give up
+  /// @return wait_status::ready, or wait_status::timed_out when the deadline passed first
+  /// @throws ppipe::error while `s` is capturing, or when the stream has failed
   [[nodiscard]] wait_status synchronize(stream s, deadline_clock::time_point deadline) {
     lane& l = lane_of(s);
     refuse_while_capturing(l, "synchronize()");
@@ -498,6 +526,11 @@ class device {
 
   /// @brief Microseconds from `from` to `to`, two completed events (cudaEventElapsedTime);
   /// negative when `to` completed first.
+  /// @param from an event recorded on this device
+  /// @param to another event recorded on this device
+  /// @return the time between them, in microseconds
+  /// @throws ppipe::error (errc::invalid_argument) when either was never recorded, is of another
+  /// device or of a capture, or has not completed yet
   [[nodiscard]] double elapsed_us(const event& from, const event& to) const {
     for (const event* e : {&from, &to}) {
       if (!e->record_) {
@@ -524,6 +557,12 @@ class device {
   /// @brief Copies `bytes` bytes from `src` to `dst` in stream order (cudaMemcpyAsync; host or
   /// device memory on either side, as unified addressing tells). Host memory should be pinned:
   /// CUDA may read pageable memory when the copy is enqueued, not when the stream reaches it.
+  /// @param s the stream to enqueue on
+  /// @param dst where to copy to
+  /// @param src where to copy from
+  /// @param bytes how many bytes; 0 enqueues nothing
+  /// @param label what the copy is, named in the message if CUDA refuses it
+  /// @throws ppipe::error when `s` is not a stream of this device or cudaMemcpyAsync fails
   void copy_async(stream s, void* dst, const void* src, std::size_t bytes, std::string_view label = "copy_async") {
     lane& l = lane_of(s);
     if (bytes == 0) return;
@@ -533,6 +572,11 @@ class device {
   }
 
   /// @brief Zeroes `bytes` bytes at `dst` in stream order (cudaMemsetAsync).
+  /// @param s the stream to enqueue on
+  /// @param dst device memory
+  /// @param bytes how many bytes; 0 enqueues nothing
+  /// @param label what the memory is, named in the message if CUDA refuses it
+  /// @throws ppipe::error when `s` is not a stream of this device or cudaMemsetAsync fails
   void zero_async(stream s, void* dst, std::size_t bytes, std::string_view label = "zero_async") {
     lane& l = lane_of(s);
     if (bytes == 0) return;
@@ -543,7 +587,10 @@ class device {
 
   /// @brief Device memory for work on `s` (cudaMallocFromPoolAsync from the device's pool).
   /// Another stream may use it once ordered after this call.
+  /// @param bytes the size
+  /// @param s the stream that first uses it
   /// @return the memory (256-byte aligned); nullptr for 0 bytes
+  /// @throws ppipe::error when the pool cannot provide it, naming the bytes in use and reserved
   [[nodiscard]] void* allocate(std::size_t bytes, stream s) {
     lane& l = lane_of(s);
     if (bytes == 0) return nullptr;
@@ -572,6 +619,9 @@ class device {
   /// @brief Frees `p` when `s` reaches this point (cudaFreeAsync); work on other streams that
   /// uses it must be ordered before this call.
   /// @param p memory from allocate(), or nullptr (ignored)
+  /// @param s the stream at whose current end the memory is freed
+  /// @throws ppipe::error (errc::unsupported) while `s` is capturing and the capture did not
+  /// allocate `p`; ppipe::error when cudaFreeAsync fails
   void release(void* p, stream s) {
     if (p == nullptr) return;
     lane& l = lane_of(s);
@@ -588,9 +638,11 @@ class device {
   }
 
   /// @brief Declares an access: checks nothing on a GPU (run compute-sanitizer for races).
+  /// @param s the stream whose work accesses the memory; only checked to be this device's
   void use(stream s, const void* /*p*/, std::size_t /*bytes*/, access /*mode*/) { static_cast<void>(lane_of(s)); }
 
   /// @brief The first failure of host work on this device, null if none.
+  /// @return the failure, or a null pointer
   [[nodiscard]] std::exception_ptr error() const { return failure_.first(); }
 
   /// @brief Forgets the failure and the abort.
@@ -615,9 +667,12 @@ class device {
   /// @brief Makes host work skip until clear_error(); kernels and copies already enqueued still run.
   void abort() { failure_.abort(); }
   /// @brief Whether abort() was called since the last clear_error().
+  /// @return true while aborted
   [[nodiscard]] bool aborted() const { return failure_.aborted(); }
 
   /// @brief "stream 'rank 1 compute' is idle" or "... has work queued or running", for timeouts.
+  /// @param s a stream of this device
+  /// @return its state in words; a capturing stream is not queried, only said to be captured
   [[nodiscard]] std::string status(stream s) const {
     const lane& l = lane_of(s);
     // Querying a capturing stream would invalidate its capture.
@@ -631,6 +686,9 @@ class device {
   /// @brief From now on, work enqueued on `s` is captured into a graph (thread-local capture
   /// mode: other threads' CUDA calls are not disturbed); so is the work of every stream of this
   /// device that waits for an event recorded in the capture (it joins the capture, as in CUDA).
+  /// @param s the stream that begins the capture; end_capture() is called on it, on this thread
+  /// @throws ppipe::error (errc::invalid_argument) when `s` is already capturing; ppipe::error
+  /// when cudaStreamBeginCapture fails
   void begin_capture(stream s) {
     lane& l = lane_of(s);
     if (session_of(l)) {
@@ -656,6 +714,7 @@ class device {
   /// the device by waits for events of the capture, directly or through other streams of it (else
   /// this throws, naming it, and the capture goes on; kernels launched directly are CUDA's to
   /// check, which then refuses the capture).
+  /// @param s the stream that began the capture, on the thread that began it
   /// @return the graph
   [[nodiscard]] graph end_capture(stream s) {
     lane& l = lane_of(s);
@@ -722,6 +781,10 @@ class device {
   }
 
   /// @brief Enqueues what `g` recorded on `s` (cudaGraphLaunch).
+  /// @param g a graph this device captured; a default-constructed one enqueues nothing
+  /// @param s the stream to launch on, not capturing; the graph is kept alive until `s` has run it
+  /// @throws ppipe::error while `s` is capturing, for a graph of another device, or when
+  /// cudaGraphLaunch fails
   void launch(const graph& g, stream s) {
     lane& l = lane_of(s);
     if (l.capturing.load(std::memory_order_acquire)) {
@@ -740,6 +803,8 @@ class device {
   }
 
   /// @brief Whether `s` is capturing (it began a capture, or joined one).
+  /// @param s a stream of this device
+  /// @return true while it is capturing
   [[nodiscard]] bool capturing(stream s) const { return lane_of(s).capturing.load(std::memory_order_acquire); }
 
   /// @brief Page-locked host memory for staging copies (cudaHostAlloc, portable), so that a copy
@@ -783,6 +848,7 @@ class device {
   }
 
   /// @brief The pool's allocations, bytes in use and reserved, now and at their peaks.
+  /// @return the statistics, with the page-locked staging memory's
   [[nodiscard]] allocator_stats memory() const {
     allocator_stats out;
     out.bytes_in_use = pool_attribute(cudaMemPoolAttrUsedMemCurrent);

@@ -10,6 +10,7 @@ namespace ppipe::cuda {
 
 /// @brief The number of CUDA devices visible to this process; 0 on a machine without a usable driver
 /// or device, so that callers (and tests) can fall back or skip instead of failing.
+/// @return the device count
 /// @throws ppipe::error (errc::backend) for any other failure, e.g. a device in a broken state.
 inline int device_count() {
   int count = 0;

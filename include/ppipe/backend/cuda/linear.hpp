@@ -34,23 +34,36 @@ namespace ppipe::cuda {
 /// the stage's stream and zeroes them.
 class linear {
  public:
+  /// @brief True: the layer launches its own work on the stage's stream.
   static constexpr bool enqueues_work = true;
+  /// @brief What a stage hands each call: its device, stream and per-stage slots.
   using context = basic_layer_context<device>;
+  /// @brief The layer's inputs and outputs: device tensors.
   using payload = basic_payload<device_tensor>;
 
   /// @brief A layer from `in_features` to `out_features` whose weights, drawn as
   /// ppipe::layers::linear draws them for `seed`, go to the GPU when the stage materializes it.
+  /// @param in_features the width of each input row
+  /// @param out_features the width of each output row
+  /// @param seed the seed the weights are drawn from
   linear(int in_features, int out_features, std::uint64_t seed)
       : host_(in_features, out_features, seed, ppipe::layers::deferred) {}
 
   /// @brief The shapes ppipe::layers::linear gives.
+  /// @param in the input shapes: one, [rows, in_features]
+  /// @return the output shape, [rows, out_features]
   [[nodiscard]] std::vector<shape> output_shapes(const std::vector<shape>& in) const { return host_.output_shapes(in); }
   /// @brief What ppipe::layers::linear costs.
+  /// @return the cost the partitioner weighs
   [[nodiscard]] layer_cost cost() const noexcept { return host_.cost(); }
   /// @brief "linear 16->4".
+  /// @return the description
   [[nodiscard]] std::string describe() const { return host_.describe(); }
 
   /// @brief Draws the weights and copies them to the stage's GPU; zeroes the gradients there.
+  /// Does nothing once the weights are on the GPU. It waits for its copies to finish.
+  /// @param ctx the stage's context, which names the GPU
+  /// @throws ppipe::error (errc::backend) when the GPU cannot hold the weights
   void materialize(const context& ctx) {
     if (weight_.on_device()) return;
     host_.materialize(ctx);
@@ -59,6 +72,12 @@ class linear {
   }
 
   /// @brief out[0] = in[0] W^T + b: one GEMM, then the bias as a rank-1 update with ones.
+  /// Both are enqueued on the context's stream; nothing waits for them.
+  /// @param ctx the stage's context
+  /// @param in one f32 tensor [rows, in_features] on the GPU
+  /// @param out one f32 tensor [rows, out_features] on the GPU, overwritten
+  /// @throws ppipe::error (errc::invalid_argument) before materialize() or for another input
+  /// shape; ppipe::error when cuBLAS refuses a call
   void forward(const context& ctx, const payload& in, payload& out) {
     const int rows = check_input(in);
     cublas_workspace& ws = cublas_workspace::of(ctx);
@@ -74,7 +93,13 @@ class linear {
                  "cublasSger (linear bias)");
   }
 
-  /// @brief grad_in[0] = grad_out[0] W (nothing when grad_in is empty).
+  /// @brief grad_in[0] = grad_out[0] W (nothing when grad_in is empty), enqueued on the context's
+  /// stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, in_features]
+  /// @param grad_out the output's gradient, [rows, out_features]
+  /// @param grad_in the input's gradient, [rows, in_features], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) {
     if (grad_in.empty()) return;
@@ -87,7 +112,12 @@ class linear {
                  "cublasSgemm (linear input gradient)");
   }
 
-  /// @brief dW += grad_out[0]^T in[0] and db += the column sums of grad_out[0].
+  /// @brief dW += grad_out[0]^T in[0] and db += the column sums of grad_out[0], enqueued on the
+  /// context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, in_features]
+  /// @param grad_out the output's gradient, [rows, out_features]
+  /// @throws ppipe::error as forward() does
   void backward_weight(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out) {
     const int rows = check_input(in);
     cublas_workspace& ws = cublas_workspace::of(ctx);
@@ -101,7 +131,13 @@ class linear {
                  "cublasSgemv (linear bias gradient)");
   }
 
-  /// @brief Both halves.
+  /// @brief Both halves: backward_input(), then backward_weight(), on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input
+  /// @param out the forward output (unused)
+  /// @param grad_out the output's gradient
+  /// @param grad_in the input's gradient, overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out, payload& grad_in) {
     backward_input(ctx, in, out, grad_out, grad_in);
     backward_weight(ctx, in, out, grad_out);

@@ -44,12 +44,16 @@ class parameter {
   }
 
   /// @brief Whether upload() has run.
+  /// @return true once the memory is on the GPU
   [[nodiscard]] bool on_device() const noexcept { return value_ != nullptr; }
   /// @brief How many floats.
+  /// @return the count; 0 before upload()
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   /// @brief The values, in device memory.
+  /// @return a device pointer; nullptr before upload()
   [[nodiscard]] float* value() const noexcept { return value_.get(); }
   /// @brief The gradient accumulator, in device memory.
+  /// @return a device pointer; nullptr before upload()
   [[nodiscard]] float* grad() const noexcept { return grad_.get(); }
 
   /// @brief value -= lr * grad, then grad = 0, enqueued on the stage's compute stream with its
@@ -112,6 +116,7 @@ class parameter {
 /// layer's as its download() gives them, once the GPU's work is done; layers without weights add
 /// none. For tests, checks against an unpipelined run, and checkpoints.
 /// @param model the model
+/// @tparam Model the model's type
 /// @return the weights
 template <class Model>
 std::vector<float> download_weights(const Model& model) {

@@ -19,15 +19,20 @@ class sgd {
  public:
   /// @brief An optimizer with the given learning rate (finite and >= 0, as for
   /// ppipe::layers::sgd, which checks it).
+  /// @param learning_rate the step size
+  /// @throws ppipe::error (errc::invalid_argument) when it is negative or not finite
   explicit sgd(float learning_rate) : learning_rate_(ppipe::layers::sgd(learning_rate).learning_rate()) {}
 
   /// @brief The learning rate.
+  /// @return the rate the optimizer was made with
   [[nodiscard]] float learning_rate() const noexcept { return learning_rate_; }
 
   /// @brief Enqueues the update of layers [stage.first_layer, stage.end_layer) of `model` (a
   /// ppipe::layer_stack) on the stage's stream.
   /// @param model the model the pipeline runs
   /// @param stage what the optimizer hook was given
+  /// @tparam Model the model's type
+  /// @throws ppipe::error (errc::invalid_argument) when `stage` has no device context
   template <class Model>
   void step(Model& model, const basic_stage_info<device>& stage) const {
     if (stage.device == nullptr) {

@@ -15,6 +15,8 @@ namespace ppipe::mpi {
 
 /// @brief The name of a standard MPI error class, e.g. "MPI_ERR_COMM"; "MPI_ERR_<class>" spelled with
 /// the number for classes this table does not know (implementation-specific or user-defined).
+/// @param error_class an MPI error class, as MPI_Error_class gives it
+/// @return its name
 inline std::string error_class_name(int error_class) {
   switch (error_class) {
     case MPI_SUCCESS: return "MPI_SUCCESS";

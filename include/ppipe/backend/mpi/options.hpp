@@ -23,7 +23,7 @@ struct transport_options {
   /// payloads of several tensors of at most this many bytes are copied back to back into one
   /// message; larger ones go from the tensors' memory, through one MPI datatype.
   std::size_t inline_bytes = 16 * 1024;
-  timeout_policy on_timeout = timeout_policy::abort_job;
+  timeout_policy on_timeout = timeout_policy::abort_job;  ///< what a wait past its deadline does
   int abort_code = 3;  ///< the exit code MPI_Abort is given
   /// How long a wait polls MPI without pause before it starts yielding the core between polls (on
   /// an oversubscribed node a polling process takes the core of one that has work).

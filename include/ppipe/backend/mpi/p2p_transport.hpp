@@ -49,8 +49,8 @@ namespace ppipe::mpi {
 /// (ppipe::mpi::session(&argc, &argv, MPI_THREAD_SERIALIZED)).
 class p2p_transport {
  public:
-  using tensor_type = host_tensor;
-  using device_type = cpu_stream_device;
+  using tensor_type = host_tensor;        ///< Payloads are host tensors.
+  using device_type = cpu_stream_device;  ///< Transfers run on a CPU device's transfer stream.
   /// @brief Schedules are validated as NCCL needs them: sends wait for their receives.
   static constexpr transfer_model model = transfer_model::rendezvous;
 

@@ -16,6 +16,8 @@
 namespace ppipe::mpi {
 
 /// @brief The name of an MPI thread level, e.g. "MPI_THREAD_FUNNELED".
+/// @param level an MPI thread level (MPI_THREAD_SINGLE to MPI_THREAD_MULTIPLE)
+/// @return its name, or "thread level N" for a value MPI does not define
 inline std::string thread_level_name(int level) {
   switch (level) {
     case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
@@ -32,7 +34,16 @@ inline std::string thread_level_name(int level) {
 /// calling thread is the main thread) is enough.
 class session {
  public:
+  /// @brief Initialises MPI without the program's arguments, at MPI_THREAD_FUNNELED.
+  /// @throws ppipe::error as the other constructor does
   session() : session(nullptr, nullptr) {}
+  /// @brief Initialises MPI (MPI_Init_thread) unless it already is, and checks the thread level.
+  /// @param argc the address of main's argc (or null), passed to MPI_Init_thread
+  /// @param argv the address of main's argv (or null), passed to MPI_Init_thread
+  /// @param required the thread level ppipe's use of MPI needs; MPI_THREAD_SERIALIZED for
+  /// ppipe::mpi::p2p_transport
+  /// @throws ppipe::error (errc::backend) when MPI_Init_thread fails, or when MPI provides a lower
+  /// thread level than `required`
   session(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED) {
     int initialized = 0;
     MPI_Initialized(&initialized);
@@ -59,10 +70,13 @@ class session {
   }
 
   /// @brief This process's rank in MPI_COMM_WORLD.
+  /// @return the rank, read once at construction
   [[nodiscard]] int rank() const noexcept { return rank_; }
   /// @brief The number of processes in MPI_COMM_WORLD.
+  /// @return the job's process count
   [[nodiscard]] int size() const noexcept { return size_; }
   /// @brief The thread level MPI provides.
+  /// @return an MPI thread level, at least the one asked for (see thread_level_name())
   [[nodiscard]] int thread_level() const noexcept { return provided_; }
 
  private:

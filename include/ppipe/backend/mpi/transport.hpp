@@ -61,18 +61,18 @@ namespace ppipe::mpi {
 /// the main thread, MPI_THREAD_SERIALIZED otherwise).
 class transport {
  public:
-  using tensor_type = host_tensor;
+  using tensor_type = host_tensor;  ///< Payloads are host tensors.
 
   /// @brief Handle of a posted send: its slot, and which use of the slot it is.
   struct send_handle {
-    std::uint32_t slot = 0;
-    std::uint64_t ticket = 0;
+    std::uint32_t slot = 0;    ///< the send slot the send lives in
+    std::uint64_t ticket = 0;  ///< which use of the slot this send is
   };
   /// @brief Handle of a posted receive: the channel, its sequence number, and its slot.
   struct recv_handle {
-    int from = -1;
-    std::uint64_t sequence = 0;
-    std::uint32_t slot = 0;
+    int from = -1;               ///< the pipeline rank the payload comes from
+    std::uint64_t sequence = 0;  ///< its position among this run's receives from `from`
+    std::uint32_t slot = 0;      ///< the receive slot it lives in
   };
 
   /// complete_recv() writes into the tensors of the payload it is given when their shapes are
@@ -83,6 +83,9 @@ class transport {
   /// @param pipeline the processes of one pipeline, rank r running pipeline rank r (duplicated)
   /// @param replicas the processes running this pipeline rank in every replica, or MPI_COMM_NULL
   /// when there is one replica (duplicated). Collective over both communicators.
+  /// @param options how payloads are sent and what a timeout does
+  /// @throws ppipe::error (errc::backend) when an MPI call fails; (errc::unsupported) when the MPI
+  /// allows fewer tags than the transport uses
   explicit transport(MPI_Comm pipeline, MPI_Comm replicas = MPI_COMM_NULL, transport_options options = {})
       : who_(pipeline, replicas), options_(options) {
     int* tag_ub = nullptr;
@@ -97,23 +100,46 @@ class transport {
     reports_.assign(static_cast<std::size_t>(num_ranks()), std::nullopt);
   }
 
+  /// @brief Takes over another transport's communicators and state; do not move one while a
+  /// message is in flight (MPI holds pointers into its slots).
   transport(transport&&) noexcept = default;
+  /// @brief Takes over another transport's communicators and state (see the move constructor).
+  /// @return this transport
   transport& operator=(transport&&) noexcept = default;
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
   ~transport() = default;
 
+  /// @brief The number of pipeline ranks: the size of the pipeline's communicator.
+  /// @return the rank count
   [[nodiscard]] int num_ranks() const noexcept { return who_.size(); }
   /// @brief The pipeline rank this process runs: its rank in the pipeline's communicator.
+  /// @return the rank, in 0..num_ranks() - 1
   [[nodiscard]] int rank() const noexcept { return who_.rank(); }
   /// @brief How many replicas of the pipeline the job runs (1 without a replica communicator).
+  /// @return the replica count
   [[nodiscard]] int replicas() const noexcept { return who_.replica_count(); }
   /// @brief Which replica this process belongs to (its rank in the replica communicator).
+  /// @return the replica, in 0..replicas() - 1
   [[nodiscard]] int replica() const noexcept { return who_.replica(); }
   /// @brief The pipeline's communicator (ppipe's duplicate of it).
+  /// @return the duplicate, owned by the transport
   [[nodiscard]] MPI_Comm communicator() const noexcept { return who_.pipeline(); }
+  /// @brief The options the transport was built with.
+  /// @return them, unchanged
   [[nodiscard]] const transport_options& options() const noexcept { return options_; }
 
+  /// @brief Starts sending `data` to rank `to` with a header of its shapes, so the receiver needs
+  /// to know nothing ahead. Up to transport_options::inline_bytes the values travel in the header's
+  /// message (copied); larger tensors follow it, one message each, from their own memory. Waits
+  /// for nothing: complete_send() does.
+  /// @param from the sending rank: this process's
+  /// @param to the receiving rank, another one of the pipeline
+  /// @param data the payload; its tensors must stay alive and unchanged until complete_send()
+  /// @return the handle complete_send() takes
+  /// @throws ppipe::error (errc::invalid_argument) when `from` is not this rank or `to` is not
+  /// another rank; (errc::unsupported) for a tensor over INT_MAX bytes; (errc::backend) when MPI
+  /// fails
   send_handle post_send(int from, int to, const payload& data) {
     check_pair(from, to, "send");
     const std::uint64_t seq = sent_[static_cast<std::size_t>(to)];
@@ -148,6 +174,13 @@ class transport {
   /// from its own memory, as MPI_Isend of the tensor would. Several go back to back: copied
   /// through the slot's buffer when they add up to at most transport_options::inline_bytes, and
   /// otherwise straight from their memory, described to MPI by a datatype of their addresses.
+  /// Waits for nothing: complete_send() does.
+  /// @param from the sending rank: this process's
+  /// @param to the receiving rank, another one of the pipeline
+  /// @param data the payload; its tensors must stay alive and unchanged until complete_send()
+  /// @return the handle complete_send() takes
+  /// @throws ppipe::error as the described post_send() does, and (errc::unsupported) for a payload
+  /// over INT_MAX bytes in all
   send_handle post_send(int from, int to, const payload& data, agreed_shapes_t /*agreed*/) {
     check_pair(from, to, "send");
     const int count = bytes_count(data);
@@ -179,6 +212,13 @@ class transport {
     return send_handle{at, slot.ticket};
   }
 
+  /// @brief Claims the next payload `from` sends to this rank, in the described form (a header
+  /// of shapes first). Posts nothing and waits for nothing: complete_recv() matches the message.
+  /// @param from the sending rank, another one of the pipeline
+  /// @param to the receiving rank: this process's
+  /// @return the handle complete_recv() takes
+  /// @throws ppipe::error (errc::invalid_argument) when `to` is not this rank or `from` is not
+  /// another rank
   recv_handle post_recv(int from, int to) {
     check_pair(to, from, "receive");
     const std::uint64_t seq = posted_[static_cast<std::size_t>(from)]++;
@@ -191,6 +231,13 @@ class transport {
   /// complete_recv() hands the buffers back (whatever payload it is given). A message of another
   /// size is refused with both counts, and never written past the buffers: its size is read
   /// before it is received (Open MPI's shared-memory single-copy path does not truncate).
+  /// Posts nothing and waits for nothing: complete_recv() matches the message.
+  /// @param from the sending rank, another one of the pipeline
+  /// @param to the receiving rank: this process's
+  /// @param buffers tensors of the shapes the sender's payload has, which the values land in
+  /// @return the handle complete_recv() takes
+  /// @throws ppipe::error (errc::invalid_argument) for a pair of ranks post_recv(int, int) refuses;
+  /// (errc::unsupported) when `buffers` hold over INT_MAX bytes
   recv_handle post_recv(int from, int to, agreed_shapes_t /*agreed*/, payload buffers) {
     check_pair(to, from, "receive");
     const int count = bytes_count(buffers);
@@ -201,6 +248,15 @@ class transport {
   /// @brief Waits for the claimed payload and delivers it in `into`: into the tensors `into`
   /// already holds when their shapes are those that arrived (no allocation), into new ones
   /// otherwise. Returns aborted when another rank reports a failure first.
+  /// @param h the handle post_recv() returned; each is completed once (again after aborted or
+  /// timed_out, by conclude()'s drain)
+  /// @param into where the payload goes: its tensors are reused when their shapes match
+  /// @param deadline when the wait gives up
+  /// @return ready once the whole payload has arrived; aborted when abort() was called or another
+  /// rank reported a failure; timed_out when `deadline` passed first
+  /// @throws ppipe::error (errc::invalid_argument) for a handle with no pending receive;
+  /// (errc::backend) for a payload of other sizes than expected (once it is all in) or when MPI
+  /// fails
   wait_status complete_recv(recv_handle& h, payload& into, deadline_clock::time_point deadline) {
     if (h.slot >= recvs_.size() || !recvs_[h.slot].busy || recvs_[h.slot].from != h.from ||
         recvs_[h.slot].sequence != h.sequence) {
@@ -216,6 +272,13 @@ class transport {
     return st;
   }
 
+  /// @brief Waits until every message of the send has left this rank's buffers (under the
+  /// buffered model its receive need not be posted); then its tensors are free.
+  /// @param h the handle post_send() returned; one already completed is ready at once
+  /// @param deadline when the wait gives up
+  /// @return ready once the send is complete; aborted when abort() was called or another rank
+  /// reported a failure; timed_out when `deadline` passed first
+  /// @throws ppipe::error (errc::backend) when MPI fails
   wait_status complete_send(send_handle& h, deadline_clock::time_point deadline) {
     if (h.slot >= sends_.size() || !sends_[h.slot].busy || sends_[h.slot].ticket != h.ticket) return wait_status::ready;
     const detail::waiting_on note(timeouts_, detail::wait_kind::send_to, sends_[h.slot].to, sends_[h.slot].sequence);
@@ -246,6 +309,14 @@ class transport {
   /// @brief See ppipe::distributed_transport: tells every other rank how this one's run ended,
   /// learns how theirs did, clears what a failed run left in flight, and agrees with the other
   /// replicas. Every process returns the same verdict.
+  /// @param mine how this rank's part of the run ended
+  /// @param deadline when each wait (the reports, the drain, the replicas' agreement) gives up
+  /// @return the run's verdict: ok, or the failure of the lowest failed rank. When a wait runs past
+  /// `deadline`, or this or another rank timed out, the job cannot go on: with
+  /// timeout_policy::abort_job the job is aborted; with throw_error the verdict names the timeout
+  /// (errc::timeout) and later runs are refused
+  /// @throws ppipe::error (errc::backend) when MPI fails, or when a report is of another run (the
+  /// processes did not make the same calls)
   run_verdict conclude(const rank_outcome& mine, deadline_clock::time_point deadline) {
     const auto start = deadline_clock::now();
     // Kept by the transport: a report may still be on its way when a timeout returns early.
@@ -365,6 +436,8 @@ class transport {
   /// @brief Pipeline rank `r` as messages name it: "rank 2", and where that is not the process's
   /// rank in MPI_COMM_WORLD, or with replicas, the process and the replica: "rank 1 of replica 2
   /// (process 5)".
+  /// @param r a pipeline rank
+  /// @return its name for messages
   [[nodiscard]] std::string describe_rank(int r) const { return who_.describe_rank(r); }
 
  private:

@@ -51,28 +51,40 @@ inline int process_gpu() {
 /// ppipe::device_tensor payloads whose layers launch their own kernels (as ppipe::cuda::backend's
 /// do), and payloads between processes over ppipe::nccl::transport<Control>. Built, as every
 /// distributed pipeline, with its transport:
-/// `ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced, ppipe::nccl::backend<ppipe::mpi::transport>>
-/// pipe(model, options, loss, hook, ppipe::nccl::transport<ppipe::mpi::transport>(ppipe::mpi::transport(MPI_COMM_WORLD),
-/// ppipe::nccl::process_gpu()))`.
+/// @code
+/// ppipe::pipeline<Model, Schedule, ppipe::partitioners::balanced,
+///                 ppipe::nccl::backend<ppipe::mpi::transport>>
+///     pipe(model, options, loss, hook,
+///          ppipe::nccl::transport<ppipe::mpi::transport>(ppipe::mpi::transport(MPI_COMM_WORLD),
+///                                                        ppipe::nccl::process_gpu()));
+/// @endcode
 /// @tparam Control the control transport (ppipe::mpi::transport)
 template <class Control>
 struct backend {
+  /// @brief The tensors the pipeline's caller gives and gets: host tensors.
   using tensor_type = host_tensor;
+  /// @brief The tensors the stages hold: device tensors on the process's GPU.
   using stage_tensor_type = device_tensor;
+  /// @brief The rank's device: the process's GPU.
   using device_type = cuda::device;
+  /// @brief The payloads' transport: NCCL, with `Control` for the host's messages.
   using transport_type = transport<Control>;
+  /// @brief A stage of `Model` whose work is enqueued on the device's streams.
+  /// @tparam Model the model's type
   template <class Model>
   using stage_type = stream_stage<Model, device_tensor, cuda::device>;
 
   /// @brief The process's GPU, serving rank `rank`.
   /// @param rank the pipeline rank
   /// @return its device
+  /// @throws ppipe::error when no GPU is visible or the launcher's local rank is malformed
   static std::unique_ptr<device_type> make_device(int rank) {
     return std::make_unique<device_type>(cuda::device_options{process_gpu(), rank});
   }
-  /// @brief Makes the GPU the rank thread's current device.
-  /// @param rank the pipeline rank (unused)
+  /// @brief Makes the GPU the rank thread's current device; the first argument, the pipeline
+  /// rank, is unused.
   /// @param d the rank's device
+  /// @throws ppipe::error when cudaSetDevice fails
   static void start_rank(int /*rank*/, device_type& d) { d.bind(); }
 };
 

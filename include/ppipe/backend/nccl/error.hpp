@@ -9,6 +9,8 @@
 namespace ppipe::nccl {
 
 /// @brief The enumerator's name of an NCCL result, e.g. "ncclInvalidArgument".
+/// @param result the value an NCCL call returned
+/// @return the name; "ncclUnknownResult" for a code this header does not know
 constexpr const char* result_name(ncclResult_t result) noexcept {
   switch (result) {
     case ncclSuccess: return "ncclSuccess";
@@ -41,6 +43,8 @@ inline void check(ncclResult_t result, const char* what) {
 
 /// @brief The version of the NCCL library loaded at run time, encoded like NCCL_VERSION_CODE
 /// (e.g. 22809 for 2.28.9). It may differ from the nccl.h this code was compiled against.
+/// @return the version code
+/// @throws ppipe::error (errc::backend) when ncclGetVersion fails
 inline int version() {
   int code = 0;
   check(ncclGetVersion(&code), "ncclGetVersion");

@@ -82,8 +82,11 @@ template <class Control>
   requires distributed_transport<Control>
 class transport {
  public:
+  /// @brief The tensors of the control transport's messages: host tensors.
   using tensor_type = host_tensor;
+  /// @brief The device whose streams the transfers are enqueued on.
   using device_type = cuda::device;
+  /// @brief The control transport.
   using control_type = Control;
   /// @brief NCCL's sends wait for their receives.
   static constexpr transfer_model model = transfer_model::rendezvous;
@@ -135,7 +138,10 @@ class transport {
     s_->owned = false;
   }
 
+  /// @brief Takes over the other's communicators and control transport, leaving it empty.
   transport(transport&&) noexcept = default;
+  /// @brief Takes over the other's communicators and control transport, leaving it empty.
+  /// @return this transport
   transport& operator=(transport&&) noexcept = default;
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
