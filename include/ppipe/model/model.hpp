@@ -321,5 +321,17 @@ inline std::size_t narrow_gradient(const std::vector<float>& packed, std::size_t
   return at + g.elements;
 }
 
+/// Replaces each gradient by what `reduce(std::span<float>)` makes of them all, packed as floats
+/// (bf16 and f16 widened exactly, rounded back to nearest even): how replicas average gradients of
+/// any floating dtype with one all-reduce of floats.
+template <class Reduce>
+void reduce_as_floats(std::span<const tensor_view> gradients, Reduce&& reduce) {
+  std::vector<float> packed;
+  for (const tensor_view& g : gradients) widen_gradient(g, packed);
+  reduce(std::span<float>(packed));
+  std::size_t at = 0;
+  for (const tensor_view& g : gradients) at = narrow_gradient(packed, at, g);
+}
+
 }  // namespace detail
 }  // namespace ppipe

@@ -618,9 +618,7 @@ class pipeline {
                      "add it (see ppipe::model_has_parameters) or run one replica");
       } else if constexpr (on_streams && enqueues_own_work<Model>) {
         optimizer_ = [this, user = std::move(optimizer_)](const basic_stage_info<device_type>& info) {
-          std::vector<tensor_view> gradients;
-          model_->for_each_parameter(info.first_layer, info.end_layer,
-                                     [&](tensor_view, tensor_view g) { gradients.push_back(g); });
+          const std::vector<tensor_view> gradients = gradients_of(info);
           transport_.allreduce_mean(std::span<const tensor_view>(gradients), *info.device->device,
                                     info.device->stream, options_.timeout);
           if (user) user(info);
@@ -632,21 +630,24 @@ class pipeline {
                      "ppipe::enqueues_own_work) or run one replica");
       } else {
         optimizer_ = [this, user = std::move(optimizer_)](const basic_stage_info<device_type>& info) {
-          // f32 gradients are averaged as they are; bf16 and f16 ones through float (widened,
-          // averaged, rounded back to nearest even), so that one all-reduce of floats serves all.
-          std::vector<float> packed;
-          model_->for_each_parameter(info.first_layer, info.end_layer, [&](tensor_view, tensor_view g) {
-            detail::widen_gradient(g, packed);
-          });
-          transport_.allreduce_mean(packed, deadline_after(options_.timeout));
-          std::size_t at = 0;
-          model_->for_each_parameter(info.first_layer, info.end_layer, [&](tensor_view, tensor_view g) {
-            at = detail::narrow_gradient(packed, at, g);
+          // One all-reduce of floats serves every dtype (see detail::reduce_as_floats).
+          detail::reduce_as_floats(gradients_of(info), [&](std::span<float> values) {
+            transport_.allreduce_mean(values, deadline_after(options_.timeout));
           });
           if (user) user(info);
         };
       }
     }
+  }
+
+  // The gradients of the stage's layers, as the model hands them to for_each_parameter.
+  std::vector<tensor_view> gradients_of(const basic_stage_info<device_type>& info) {
+    std::vector<tensor_view> gradients;
+    if constexpr (model_has_parameters<Model>) {
+      model_->for_each_parameter(info.first_layer, info.end_layer,
+                                 [&](tensor_view, tensor_view g) { gradients.push_back(g); });
+    }
+    return gradients;
   }
 
   static std::int64_t total(const std::vector<std::int64_t>& rows) {

@@ -110,14 +110,10 @@ class p2p_transport {
       values += g.elements;
     }
     d.enqueue(s, [w = state_.get(), kept = std::vector<tensor_view>(gradients.begin(), gradients.end()), timeout] {
-      std::vector<float> packed;
-      for (const tensor_view& g : kept) ppipe::detail::widen_gradient(g, packed);
-      {
+      ppipe::detail::reduce_as_floats(kept, [&](std::span<float> floats) {
         const std::lock_guard lock(w->calls);
-        w->net.allreduce_mean(packed, deadline_after(timeout));
-      }
-      std::size_t at = 0;
-      for (const tensor_view& g : kept) at = ppipe::detail::narrow_gradient(packed, at, g);
+        w->net.allreduce_mean(floats, deadline_after(timeout));
+      });
     }, ppipe::detail::concat("all-reduce of ", values, " gradient values over ", replicas(), " replicas"));
   }
 
