@@ -1,8 +1,10 @@
 // Keeps the docs honest: every ```cpp and ```cmake block in the given Markdown files must appear,
 // line for line (leading and trailing blanks ignored), in one of the given source files, which the
-// build compiles or the package tests run. Usage: check_snippets --docs A.md B.md --sources x y ...
+// build compiles or the package tests run; other blocks are commands or output, and a text block
+// that holds code is refused. Usage: check_snippets --docs A.md B.md --sources x y ...
 #include <fstream>
 #include <iostream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -33,6 +35,31 @@ bool contains(const std::vector<std::string>& haystack, const std::vector<std::s
   return false;
 }
 
+bool allowed(const std::string& lang) {
+  for (const char* ok : {"sh", "text", "csv", "json"}) {
+    if (lang == ok) return true;
+  }
+  return false;
+}
+
+// C++ or CMake, as opposed to a program's output or a grammar: a statement, an include, a
+// ppipe call or template, or a CMake command. Output that quotes such a line would need another label.
+bool looks_like_code(const std::string& line) {
+  if (line.empty()) return false;
+  static const std::regex ppipe_call(R"(ppipe::[A-Za-z_:]+\s*[<(])");  // a call or a template, not a name
+  if (line.rfind("#include", 0) == 0 || std::regex_search(line, ppipe_call)) return true;
+  // Output may end a clause with ';', so a statement must end in ");" or "};" or assign.
+  const auto ends_with = [&](const std::string& tail) {
+    return line.size() >= tail.size() && line.compare(line.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  if (ends_with(");") || ends_with("};") || ends_with("{") || line.rfind("using ", 0) == 0) return true;
+  if (ends_with(";") && line.find(" = ") != std::string::npos) return true;
+  for (const char* command : {"find_package(", "target_link_libraries(", "add_executable(", "add_subdirectory("}) {
+    if (line.rfind(command, 0) == 0) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int check(int argc, char** argv) {
@@ -50,7 +77,25 @@ int check(int argc, char** argv) {
   for (const auto& doc : docs) {
     const auto lines = lines_of(doc);
     for (std::size_t i = 0; i < lines.size(); ++i) {
-      if (lines[i] != "```cpp" && lines[i] != "```cmake") continue;
+      if (lines[i].rfind("```", 0) != 0) continue;
+      const std::string lang = lines[i].substr(3);
+      if (lang != "cpp" && lang != "cmake") {
+        // Other fences hold commands or output, never code that would escape the check above.
+        const std::size_t fence = i;
+        if (!allowed(lang)) {
+          ++failed;
+          std::cout << doc << ":" << fence + 1 << ": fence \"```" << lang << "\": label it cpp, cmake, sh, text, csv "
+                    << "or json\n";
+        }
+        for (++i; i < lines.size() && lines[i] != "```"; ++i) {
+          if (lang == "text" && looks_like_code(lines[i])) {
+            ++failed;
+            std::cout << doc << ":" << i + 1 << ": code in a text block (" << lines[i]
+                      << "): make it a ```cpp or ```cmake block copied from a compiled file\n";
+          }
+        }
+        continue;
+      }
       const std::size_t start = i + 1;
       std::vector<std::string> block;
       for (++i; i < lines.size() && lines[i] != "```"; ++i) {
@@ -71,7 +116,7 @@ int check(int argc, char** argv) {
       }
     }
   }
-  std::cout << checked << " snippets checked, " << failed << " not found\n";
+  std::cout << checked << " snippets checked, " << failed << " problems\n";
   return failed == 0 && checked > 0 ? 0 : 1;
 }
 
