@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The API reference, as CI builds it: Doxygen over the public headers that docs/Doxyfile lists,
-# failing on any warning (a function without @param/@return/@tparam for what it has, an
-# undocumented member, a broken reference). The HTML goes to build/docs/api/html/index.html.
+# The docs, as CI builds them: the guide (README.md and docs/) and the API reference (the public
+# headers that docs/Doxyfile lists) as one Doxygen site, failing on any warning (a function without
+# @param/@return/@tparam for what it has, an undocumented member, a link that leads nowhere). The
+# HTML goes to build/docs/api/html/index.html.
 #   scripts/docs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,13 @@ if ! command -v doxygen >/dev/null; then
   echo "docs: doxygen is not installed (scripts/setup.sh installs it)" >&2
   exit 1
 fi
+if ! command -v python3 >/dev/null; then
+  echo "docs: python3 is not installed (scripts/setup.sh installs it)" >&2
+  exit 1
+fi
+rm -rf build/docs/guide
 mkdir -p build/docs
+python3 scripts/lib/guide_pages.py . build/docs/guide build/docs/api/html
 log=build/docs/doxygen.log
 if ! doxygen docs/Doxyfile >"${log}" 2>&1; then
   cat "${log}" >&2

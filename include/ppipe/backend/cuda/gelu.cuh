@@ -51,8 +51,11 @@ __global__ void gelu_backward(const T* x, const T* gy, T* gx, std::size_t n) {
 /// parameters; it enqueues its kernels on the stage's stream.
 class gelu {
  public:
+  /// @brief True: the layer launches its own work on the stage's stream.
   static constexpr bool enqueues_work = true;
+  /// @brief What a stage hands each call: its device, stream and per-stage slots.
   using context = basic_layer_context<device>;
+  /// @brief The layer's inputs and outputs: device tensors.
   using payload = basic_payload<device_tensor>;
 
   /// @brief A GELU over rows of `width` values of `type`.
@@ -66,6 +69,7 @@ class gelu {
   }
 
   /// @brief "gelu 16", for messages.
+  /// @return the description
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("gelu ", width_); }
 
   /// @brief The input's shapes, one [rows, width] tensor; throws ppipe::error (invalid_argument)
@@ -85,7 +89,13 @@ class gelu {
     return {10.0 * n, 20.0 * n, 0.0, n * static_cast<double>(size_of(type_))};
   }
 
-  /// @brief out[0] = GELU(in[0]).
+  /// @brief out[0] = GELU(in[0]), one grid-stride kernel enqueued on the context's stream;
+  /// nothing waits for it.
+  /// @param ctx the stage's context
+  /// @param in one tensor [rows, width] of the layer's dtype on the GPU
+  /// @param out one tensor of the same shape and dtype on the GPU, overwritten
+  /// @throws ppipe::error (errc::invalid_argument) for other shapes or dtypes; ppipe::error
+  /// (errc::backend) when the launch fails
   void forward(const context& ctx, const payload& in, payload& out) const {
     const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in", type_);
     kernels::rows_of(out, width_, rows, describe(), "out", type_);
@@ -98,7 +108,13 @@ class gelu {
     kernels::launched("gelu forward");
   }
 
-  /// @brief grad_in[0] = grad_out[0] * GELU'(in[0]) (nothing when grad_in is empty).
+  /// @brief grad_in[0] = grad_out[0] * GELU'(in[0]) (nothing when grad_in is empty), one kernel
+  /// enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @param grad_in the input's gradient, [rows, width], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) const {
     if (grad_in.empty()) return;
@@ -118,7 +134,12 @@ class gelu {
   void backward_weight(const context& /*ctx*/, const payload& /*in*/, const payload& /*out*/,
                        const payload& /*grad_out*/) const {}
 
-  /// @brief backward_input().
+  /// @brief backward_input(): the layer has no weight gradients.
+  /// @param ctx the stage's context
+  /// @param in the forward input
+  /// @param out the forward output (unused)
+  /// @param grad_out the output's gradient
+  /// @param grad_in the input's gradient, overwritten; or empty
   void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out,
                 payload& grad_in) const {
     backward_input(ctx, in, out, grad_out, grad_in);

@@ -118,8 +118,11 @@ __global__ void layer_norm_column_sums(const T* x, const T* gy, const float* sta
 /// Gradients accumulate in device memory over a step; sgd() updates gamma and beta.
 class layer_norm {
  public:
+  /// @brief True: the layer launches its own work on the stage's stream.
   static constexpr bool enqueues_work = true;
+  /// @brief What a stage hands each call: its device, stream and per-stage slots.
   using context = basic_layer_context<device>;
+  /// @brief The layer's inputs and outputs: device tensors.
   using payload = basic_payload<device_tensor>;
 
   /// @brief A layer normalizing rows of `width` values, `eps` added to the variance.
@@ -133,6 +136,7 @@ class layer_norm {
   }
 
   /// @brief "layer_norm 16", for messages.
+  /// @return the description
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("layer_norm ", width_); }
 
   /// @brief The input's shapes, one [rows, width] f32 tensor; throws ppipe::error
@@ -152,6 +156,9 @@ class layer_norm {
   }
 
   /// @brief Puts gamma (ones) and beta (zeros) and their zeroed gradients on the stage's GPU.
+  /// Does nothing once they are there. It waits for its copies to finish.
+  /// @param ctx the stage's context, which names the GPU
+  /// @throws ppipe::error (errc::backend) when the GPU cannot hold them
   void materialize(const context& ctx) {
     if (gamma_.on_device()) return;
     const std::vector<float> ones(static_cast<std::size_t>(width_), 1.0f);
@@ -160,7 +167,13 @@ class layer_norm {
     beta_.upload(ctx.device->ordinal, zeros, "layer_norm beta");
   }
 
-  /// @brief out[0] = the rows of in[0], normalized, scaled by gamma and shifted by beta.
+  /// @brief out[0] = the rows of in[0], normalized, scaled by gamma and shifted by beta: one
+  /// kernel (a block per row) enqueued on the context's stream; nothing waits for it.
+  /// @param ctx the stage's context
+  /// @param in one f32 tensor [rows, width] on the GPU
+  /// @param out one f32 tensor [rows, width] on the GPU, overwritten
+  /// @throws ppipe::error (errc::invalid_argument) before materialize(), for other shapes or
+  /// dtypes, or for 2^31 rows or more; ppipe::error when the launch fails
   void forward(const context& ctx, const payload& in, payload& out) const {
     const std::int64_t rows = check(in, "in", 0);
     check(out, "out", rows);
@@ -170,7 +183,14 @@ class layer_norm {
     kernels::launched("layer_norm forward");
   }
 
-  /// @brief grad_in[0], overwritten (nothing when grad_in is empty).
+  /// @brief grad_in[0] = the gradient of the normalization at in[0] for grad_out[0], the rows'
+  /// statistics recomputed from in[0] (nothing when grad_in is empty); one kernel enqueued on the
+  /// context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @param grad_in the input's gradient, [rows, width], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) const {
     if (grad_in.empty()) return;
@@ -183,7 +203,13 @@ class layer_norm {
     kernels::launched("layer_norm input gradient");
   }
 
-  /// @brief grad_gamma += the column sums of grad_out * xhat, grad_beta += those of grad_out.
+  /// @brief grad_gamma += the column sums of grad_out * xhat, grad_beta += those of grad_out:
+  /// the rows' statistics into the stage's cuBLAS scratch memory, then one thread per column
+  /// summing rows in order, both enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @throws ppipe::error as forward() does
   void backward_weight(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out) {
     const std::int64_t rows = check(in, "in", 0);
     check(grad_out, "grad_out", rows);
@@ -199,6 +225,12 @@ class layer_norm {
   }
 
   /// @brief Both halves of the backward: backward_input(), then backward_weight().
+  /// @param ctx the stage's context
+  /// @param in the forward input
+  /// @param out the forward output (unused)
+  /// @param grad_out the output's gradient
+  /// @param grad_in the input's gradient, overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out, payload& grad_in) {
     backward_input(ctx, in, out, grad_out, grad_in);
     backward_weight(ctx, in, out, grad_out);

@@ -56,12 +56,18 @@ __global__ void rows_of_bias(const T* bias, __nv_bfloat16* out, std::int64_t row
 /// backward() is backward_input() then backward_weight(), for the zero-bubble schedules.
 class linear_bf16 {
  public:
+  /// @brief True: the layer launches its own work on the stage's stream.
   static constexpr bool enqueues_work = true;
+  /// @brief What a stage hands each call: its device, stream and per-stage slots.
   using context = basic_layer_context<device>;
+  /// @brief The layer's inputs and outputs: device tensors.
   using payload = basic_payload<device_tensor>;
 
   /// @brief A layer from `in_features` to `out_features` whose weights, drawn as
   /// ppipe::layers::linear draws them for `seed`, go to the GPU when the stage materializes it.
+  /// @param in_features the width of each input row
+  /// @param out_features the width of each output row
+  /// @param seed the seed the weights are drawn from
   linear_bf16(int in_features, int out_features, std::uint64_t seed)
       : host_(in_features, out_features, seed, ppipe::layers::deferred) {}
 
@@ -83,9 +89,13 @@ class linear_bf16 {
     return {c.forward, c.backward, params * (2.0 * sizeof(float) + 2.0), 2.0 * outs()};
   }
   /// @brief "linear_bf16 16->4".
+  /// @return the description
   [[nodiscard]] std::string describe() const { return ppipe::detail::concat("linear_bf16 ", ins(), "->", outs()); }
 
   /// @brief Draws the weights, copies them to the stage's GPU and rounds the bf16 copy there.
+  /// Does nothing once the weights are on the GPU. It waits for the GPU to finish.
+  /// @param ctx the stage's context, which names the GPU
+  /// @throws ppipe::error (errc::backend) when the GPU cannot hold the weights
   void materialize(const context& ctx) {
     if (weight16_) return;
     host_.materialize(ctx);
@@ -100,7 +110,13 @@ class linear_bf16 {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (linear_bf16 weights)");
   }
 
-  /// @brief out[0] = in[0] W^T + b: the bias written into the output, then one GEMM adding to it.
+  /// @brief out[0] = in[0] W^T + b: the bias, rounded to bf16, written into the output, then one
+  /// GEMM adding in W^T to it in fp32 and rounding once; both enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in one bf16 tensor [rows, in_features] on the GPU
+  /// @param out one bf16 tensor [rows, out_features] on the GPU, overwritten
+  /// @throws ppipe::error (errc::invalid_argument) before materialize(), for other shapes or
+  /// dtypes, or for 2^31 rows or more; ppipe::error when a launch or cuBLAS call fails
   void forward(const context& ctx, const payload& in, payload& out) {
     const std::int64_t rows = check_input(in, "in");
     check_rows(out, outs(), rows, "out");
@@ -116,7 +132,13 @@ class linear_bf16 {
                  "cublasGemmEx (linear_bf16 forward)");
   }
 
-  /// @brief grad_in[0] = grad_out[0] W (nothing when grad_in is empty).
+  /// @brief grad_in[0] = grad_out[0] W with the bf16 weights, summed in fp32 (nothing when grad_in
+  /// is empty); one GEMM enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, bf16 [rows, in_features]
+  /// @param grad_out the output's gradient, bf16 [rows, out_features]
+  /// @param grad_in the input's gradient, bf16 [rows, in_features], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) {
     if (grad_in.empty()) return;
@@ -133,7 +155,12 @@ class linear_bf16 {
                  "cublasGemmEx (linear_bf16 input gradient)");
   }
 
-  /// @brief dW += grad_out[0]^T in[0] in fp32, and db += the column sums of grad_out[0].
+  /// @brief dW += grad_out[0]^T in[0] in fp32, and db += the column sums of grad_out[0] (rows in
+  /// order), into the fp32 gradients; a GEMM and a kernel enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, bf16 [rows, in_features]
+  /// @param grad_out the output's gradient, bf16 [rows, out_features]
+  /// @throws ppipe::error as forward() does
   void backward_weight(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out) {
     const std::int64_t rows = check_input(in, "in");
     check_rows(grad_out, outs(), rows, "grad_out");
@@ -148,7 +175,13 @@ class linear_bf16 {
     kernels::launched("linear_bf16 bias gradient");
   }
 
-  /// @brief Both halves.
+  /// @brief Both halves: backward_input(), then backward_weight(), on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input
+  /// @param out the forward output (unused)
+  /// @param grad_out the output's gradient
+  /// @param grad_in the input's gradient, overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward(const context& ctx, const payload& in, const payload& out, const payload& grad_out, payload& grad_in) {
     backward_input(ctx, in, out, grad_out, grad_in);
     backward_weight(ctx, in, out, grad_out);

@@ -46,8 +46,11 @@ __global__ void add_into(T* y, const T* x, std::size_t n) {
 /// same bits as backward().
 class mlp_block {
  public:
+  /// @brief True: the layer launches its own work on the stage's stream.
   static constexpr bool enqueues_work = true;
+  /// @brief What a stage hands each call: its device, stream and per-stage slots.
   using context = basic_layer_context<device>;
+  /// @brief The layer's inputs and outputs: device tensors.
   using payload = basic_payload<device_tensor>;
 
   /// @brief A block of `width` columns and `hidden` hidden units.
@@ -59,6 +62,7 @@ class mlp_block {
         down_(hidden, width, seed + 1) {}
 
   /// @brief "mlp_block 16->64->16", for messages.
+  /// @return the description
   [[nodiscard]] std::string describe() const {
     return ppipe::detail::concat("mlp_block ", width_, "->", hidden_, "->", width_);
   }
@@ -84,14 +88,22 @@ class mlp_block {
             r * width_ * sizeof(float)};
   }
 
-  /// @brief Puts every part's weights on the stage's GPU.
+  /// @brief Puts every part's weights on the stage's GPU (each part once), waiting for the copies.
+  /// @param ctx the stage's context, which names the GPU
+  /// @throws ppipe::error (errc::backend) when the GPU cannot hold them
   void materialize(const context& ctx) {
     norm_.materialize(ctx);
     up_.materialize(ctx);
     down_.materialize(ctx);
   }
 
-  /// @brief out[0] = in[0] + down(GELU(up(LayerNorm(in[0])))).
+  /// @brief out[0] = in[0] + down(GELU(up(LayerNorm(in[0])))), the parts' work and the residual
+  /// add enqueued on the context's stream, the intermediates in pool memory freed in stream order.
+  /// @param ctx the stage's context
+  /// @param in one f32 tensor [rows, width] on the GPU
+  /// @param out one f32 tensor [rows, width] on the GPU, overwritten
+  /// @throws ppipe::error (errc::invalid_argument) before materialize() or for other shapes;
+  /// ppipe::error when the pool, a launch or cuBLAS fails
   void forward(const context& ctx, const payload& in, payload& out) {
     const std::int64_t rows = kernels::rows_of(in, width_, 0, describe(), "in");
     kernels::rows_of(out, width_, rows, describe(), "out");
@@ -102,19 +114,35 @@ class mlp_block {
   }
 
   /// @brief grad_in[0] = grad_out[0] + the gradient through the MLP (nothing when grad_in is
-  /// empty).
+  /// empty), the forward recomputed first; all enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @param grad_in the input's gradient, [rows, width], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward_input(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                       payload& grad_in) {
     if (grad_in.empty()) return;
     run_backward(ctx, in, grad_out, &grad_in, false);
   }
 
-  /// @brief The parts' weight gradients, accumulated.
+  /// @brief The parts' weight gradients, accumulated: the forward and the gradients through the
+  /// MLP recomputed, as backward_input() does, all enqueued on the context's stream.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @throws ppipe::error as forward() does
   void backward_weight(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out) {
     run_backward(ctx, in, grad_out, nullptr, true);
   }
 
-  /// @brief Both halves, with one recomputation.
+  /// @brief Both halves, with one recomputation: the same bits as backward_input() then
+  /// backward_weight(); only the weight gradients when grad_in is empty.
+  /// @param ctx the stage's context
+  /// @param in the forward input, [rows, width]
+  /// @param grad_out the output's gradient, [rows, width]
+  /// @param grad_in the input's gradient, [rows, width], overwritten; or empty
+  /// @throws ppipe::error as forward() does
   void backward(const context& ctx, const payload& in, const payload& /*out*/, const payload& grad_out,
                 payload& grad_in) {
     run_backward(ctx, in, grad_out, grad_in.empty() ? nullptr : &grad_in, true);

@@ -64,7 +64,8 @@ __global__ void mse_value(const double* partial, unsigned count, double* value, 
 /// target) / N into grad_output[0], as ppipe::layers::mse_loss computes them on the CPU (in double,
 /// whatever the dtype). The gradient of f32 tensors is the host's bit for bit. The loss is summed
 /// in double in a fixed order of its own (128 blocks, then their sums), so it repeats run to run
-/// and agrees with the host's to rounding. Other output tensors get no gradient.
+/// and agrees with the host's to rounding. Other output tensors get no gradient. Its kernels go on
+/// the stage's stream, and write the loss into the loss function's `value` (one device double).
 /// @return a loss for ppipe::cuda::backend pipelines
 inline device_loss_function<device_tensor, basic_layer_context<device>> mse_loss() {
   return [](const basic_layer_context<device>& ctx, const basic_payload<device_tensor>& output,
