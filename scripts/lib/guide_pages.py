@@ -35,8 +35,10 @@ def rewrite_links(line, rel, html_to_repo):
 
     def one(m):
         bang, text, target = m.groups()
-        if re.match(r"^[a-z]+:", target) or bang:
-            return m.group(0)  # external, or an image (Doxygen copies it from IMAGE_PATH)
+        if re.match(r"^[a-z]+:", target):
+            return m.group(0)
+        if bang:  # Doxygen finds an image by its path under IMAGE_PATH (docs/)
+            return f"![{text}]({os.path.relpath(os.path.normpath(os.path.join(here, target)), 'docs')})"
         path, _, frag = target.partition("#")
         dest = os.path.normpath(os.path.join(here, path)) if path else rel
         if dest.endswith(".md"):
