@@ -49,6 +49,7 @@ struct settings {
   bool compare = false;   // also train the same model on one stage and compare throughput
   bool timeline = true;
   bool exact_loss = false;  // print the last loss with every digit, to compare runs bit for bit
+  bool recompute = false;   // every stage keeps only its input and output, and recomputes
   // What -p, -m and -v mean when --schedule-file replaces them, for the refusal.
   std::vector<const CLI::Option*> numbers;
 };
@@ -75,6 +76,9 @@ void add_options(CLI::App& app, settings& s) {
   app.add_flag("--compare", s.compare, "also train on one stage and compare the throughput");
   app.add_flag_callback(
       "--no-timeline", [&s] { s.timeline = false; }, "leave out the text timeline");
+  app.add_flag("--recompute", s.recompute,
+               "recompute activations: each stage keeps only its input and output between a forward and "
+               "its backward, and runs the forward again before the backward (the same bits, less memory)");
   app.add_flag("--exact-loss", s.exact_loss,
                "also print the last step's loss with 17 significant digits, to compare runs bit for bit");
 }
@@ -136,6 +140,7 @@ int train(const settings& s, ppipe::schedule plan) {
   o.virtual_stages = s.virtual_stages;
   o.timeout = std::chrono::milliseconds(s.timeout_ms);
   o.schedule = std::move(plan);
+  if (s.recompute) o.recompute = {ppipe::recompute_policy::full};
   ppipe::pipeline<ppipe::layers::sequential> pipe(
       model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); });
 

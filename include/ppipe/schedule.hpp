@@ -17,6 +17,7 @@
 #include "ppipe/schedule/in_flight.hpp"
 #include "ppipe/schedule/placement.hpp"
 #include "ppipe/schedule/problem.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/simulate.hpp"
 #include "ppipe/schedule/timeline.hpp"

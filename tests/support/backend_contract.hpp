@@ -26,6 +26,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "catch.hpp"
 #include "ppipe/pipeline/pipeline.hpp"
@@ -42,11 +43,12 @@
 
 namespace contract {
 
-inline ppipe::pipeline_options options(int p, int m, int v = 1) {
+inline ppipe::pipeline_options options(int p, int m, int v = 1, bool recompute = false) {
   ppipe::pipeline_options o;
   o.ranks = p;
   o.microbatches = m;
   o.virtual_stages = v;
+  if (recompute) o.recompute = {ppipe::recompute_policy::full};
   return o;
 }
 
@@ -128,12 +130,13 @@ void check_nothing_held(const Pipe& pipe) {
 // Trains 3 steps with schedule S and through the unpipelined reference with the same
 // microbatches: losses (every process) and local parameters bitwise equal.
 template <class F, class S>
-void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
-  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers);
+void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers, bool recompute = false) {
+  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v << " rows=" << rows << " layers=" << layers
+               << (recompute ? ", recompute" : ""));
   contract::model_t<F> piped(layers);
   contract::model_t<F> plain(layers);
   const float lr = 0.02f;
-  auto pipe = F::template make<S>(piped, options(p, m, v), toy::loss,
+  auto pipe = F::template make<S>(piped, options(p, m, v, recompute), toy::loss,
                                   [&](const ppipe::stage_info& s) { piped.sgd(s.first_layer, s.end_layer, lr); });
   for (int step = 0; step < 3; ++step) {
     INFO("step " << step);
@@ -149,24 +152,30 @@ void trains_bitwise(int p, int m, int v, std::int64_t rows, int layers) {
   check_nothing_held(pipe);
 }
 
-// Trains one step with schedule S: each local stage's pool peaks at the simulator's count.
+// Trains one step with schedule S: each local stage's pool peaks at the simulator's counts, held
+// and (with recompute) stashed. Returns each local stage's peak bytes (0 for the others).
 template <class F, class S>
-void peaks_as_simulated(int p, int m, int v) {
-  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v);
-  contract::model_t<F> model(2 * p * v);
-  auto pipe = F::template make<S>(model, options(p, m, v), toy::loss);
+std::vector<std::size_t> peaks_as_simulated(int p, int m, int v, bool recompute = false) {
+  INFO(F::name << ": " << S::name << " p=" << p << " m=" << m << " v=" << v << (recompute ? ", recompute" : ""));
+  contract::model_t<F> model(3 * p * v);
+  auto pipe = F::template make<S>(model, options(p, m, v, recompute), toy::loss);
   (void)pipe.train_step(toy::batch(2 * m, 3, 0.0f), toy::batch(2 * m, 3, 1.0f));
   const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
   int local = 0;
+  std::vector<std::size_t> bytes(static_cast<std::size_t>(p * v), 0);
   for (int s = 0; s < p * v; ++s) {
     if (!pipe.is_local(s)) continue;
     ++local;
     INFO("stage " << s);
     CHECK(pipe.memory(s).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(s)]);
+    CHECK(pipe.memory(s).peak_stashed == sim.peak_stage_stashed[static_cast<std::size_t>(s)]);
     CHECK(pipe.memory(s).live_microbatches == 0);
+    CHECK(pipe.memory(s).live_stashed == 0);
     CHECK(pipe.memory(s).peak_bytes > 0);
+    bytes[static_cast<std::size_t>(s)] = pipe.memory(s).peak_bytes;
   }
   CHECK(local > 0);  // a process that holds no stage would pass the loop above without a check
+  return bytes;
 }
 
 // The first message that says "rank R waited T ms in RF0 ... from rank Q", with R, T and Q.
@@ -202,6 +211,19 @@ TEMPLATE_TEST_CASE("numerics: training is bitwise the unpipelined run, for every
   });
 }
 
+TEMPLATE_TEST_CASE("numerics: with activation recomputation, training is bitwise the same", "[contract]",
+                   PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  contract::for_each_size<F>({1, 2, 4}, [](int p) {
+    // One layer per stage (nothing to drop), and several.
+    contract::trains_bitwise<F, gpipe>(p, p + 2, 1, 2 * (p + 2) + 1, p, true);
+    contract::trains_bitwise<F, gpipe>(p, p + 2, 1, 2 * (p + 2) + 1, 3 * p + 1, true);
+    contract::trains_bitwise<F, one_f_one_b>(p, 2 * p, 1, 8 * p, 3 * p, true);
+    if (p > 1) contract::trains_bitwise<F, interleaved_1f1b>(p, 2 * p, 2, 4 * p + 1, 4 * p, true);
+  });
+}
+
 TEMPLATE_TEST_CASE("numerics: inference returns what the unpipelined forward does", "[contract]",
                    PPIPE_CONTRACT_BACKENDS) {
   using F = TestType;
@@ -234,6 +256,24 @@ TEMPLATE_TEST_CASE("memory: activations held per stage peak where the simulator 
     contract::peaks_as_simulated<F, one_f_one_b>(p, 2 * p, 1);
     contract::peaks_as_simulated<F, one_f_one_b>(p, p - 1, 1);  // fewer microbatches than ranks
     contract::peaks_as_simulated<F, interleaved_1f1b>(p, 2 * p, 2);
+  });
+}
+
+TEMPLATE_TEST_CASE("memory: with recomputation, stages hold and stash what the simulator says, in less memory",
+                   "[contract]", PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  contract::for_each_size<F>({2, 4}, [](int p) {
+    const auto kept = contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1);
+    const auto recomputed = contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1, true);
+    for (std::size_t s = 0; s < kept.size(); ++s) {
+      INFO("stage " << s);
+      // Three layers a stage: a stashed microbatch keeps its input and output, not the layer
+      // inputs in between, so GPipe's 2p microbatches in flight cost less.
+      if (kept[s] > 0) CHECK(recomputed[s] < kept[s]);
+    }
+    (void)contract::peaks_as_simulated<F, one_f_one_b>(p, 2 * p, 1, true);
+    (void)contract::peaks_as_simulated<F, interleaved_1f1b>(p, 2 * p, 2, true);
   });
 }
 

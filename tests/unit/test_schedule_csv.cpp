@@ -91,7 +91,7 @@ TEST_CASE("every built-in schedule round-trips through both CSV forms") {
               ppipe::simulate_options o;
               o.record_timeline = false;
               o.transfers = model;
-              const ppipe::cost_model unit{{ppipe::stage_costs{1.0, 1.0, 1.0, 1.0}}, 0.0};
+              const ppipe::cost_model unit{{ppipe::stage_costs{1.0, 1.0, 1.0, 1.0, 1.0}}, 0.0};
               CHECK(ppipe::simulate(loaded, unit, o).makespan <= ppipe::simulate(s, unit, o).makespan);
             }
             CHECK_NOTHROW(ppipe::validate(loaded));

@@ -73,6 +73,9 @@ bool reference_ok(const ppipe::schedule& s, transfer_model model) {
       case action_kind::backward_input:
         return has(st, mb, action_kind::forward) && grad_ready && !has(st, mb, action_kind::backward);
       case action_kind::backward_weight: return has(st, mb, action_kind::backward_input);
+      case action_kind::recompute:
+        return has(st, mb, action_kind::forward) && !has(st, mb, action_kind::backward) &&
+               !has(st, mb, action_kind::backward_input);
       case action_kind::send_activation: return st + 1 < stages && !next_local && has(st, mb, action_kind::forward);
       case action_kind::send_gradient:
         return st > 0 && !prev_local && (has(st, mb, action_kind::backward) || has(st, mb, action_kind::backward_input));

@@ -29,7 +29,7 @@ int rank_peak(const ppipe::schedule& s, int r) {
 ppipe::simulation run(const ppipe::schedule& s, double f, double i, double w, ppipe::transfer_model model) {
   ppipe::simulate_options o;
   o.transfers = model;
-  return ppipe::simulate(s, ppipe::cost_model{{ppipe::stage_costs{f, i + w, i, w}}, 0.0}, o);
+  return ppipe::simulate(s, ppipe::cost_model{{ppipe::stage_costs{f, i + w, i, w, f}}, 0.0}, o);
 }
 
 const ppipe::transfer_model models[] = {ppipe::transfer_model::rendezvous, ppipe::transfer_model::buffered};

@@ -119,6 +119,15 @@ inline plan_prediction predict(const schedule& s, const partition_problem& probl
                  "\" (", s.num_stages(), " stages on ", s.num_ranks(),
                  " ranks); build it with partition_problem::for_schedule(schedule, layers, devices)");
   }
+  for (const auto& list : s.ranks) {
+    for (const action& a : list) {
+      if (a.kind == action_kind::recompute) {
+        detail::fail(errc::unsupported, "schedule \"", s.name, "\" recomputes activations (", to_string(a),
+                     "), which the planner's memory model does not cover yet; predict the schedule without "
+                     "its R actions");
+      }
+    }
+  }
   plan_prediction out;
   detail::check_split(problem, split);
   // A report whose stages are not filled in (e.g. default-built) is completed from the split.

@@ -12,6 +12,15 @@
 
 namespace ppipe {
 
+/// @brief What a stage keeps between a microbatch's forward and its backward in training (see
+/// pipeline_options::recompute).
+enum class recompute_policy : unsigned char {
+  none,  ///< every layer's input (the default): the most memory, no extra compute
+  /// only the stage's input and output; the forward of the stage's other layers runs again (an R
+  /// action, ppipe::with_recompute) right before the backward
+  full,
+};
+
 /// @brief The numbers a pipeline is built with.
 struct pipeline_options {
   int ranks = 1;           ///< p: pipeline ranks (one thread each on the host backend)
@@ -28,6 +37,9 @@ struct pipeline_options {
   /// generates one from p, m and v. A given schedule decides p, m and v: leave ranks,
   /// microbatches and virtual_stages at their defaults to take its values, or repeat them.
   std::optional<ppipe::schedule> schedule;
+  /// Activation recomputation: one policy per stage, or one for every stage; empty: none. A
+  /// schedule that already has R actions (from a file) runs them whatever this says.
+  std::vector<recompute_policy> recompute;
   /// The longest any rank waits for data or for the others (see executor_options).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};
   bool record_trace = true;  ///< keep the last run's trace (last_trace())

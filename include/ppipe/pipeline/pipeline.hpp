@@ -32,6 +32,7 @@
 #include "ppipe/schedule/forward_only.hpp"
 #include "ppipe/schedule/generate.hpp"
 #include "ppipe/schedule/one_f_one_b.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/validate.hpp"
 #include "ppipe/transport/host.hpp"
@@ -200,6 +201,22 @@ class pipeline {
     }
   }
 
+  // Per stage, whether pipeline_options::recompute recomputes it; empty when none does.
+  [[nodiscard]] std::vector<bool> recomputed_stages(int stages) const {
+    const auto& r = options_.recompute;
+    if (r.size() != 0 && r.size() != 1 && r.size() != static_cast<std::size_t>(stages)) {
+      detail::fail(errc::invalid_argument, "pipeline_options::recompute has ", r.size(), " entries for ", stages,
+                   " stages; give one per stage, one for all, or none");
+    }
+    std::vector<bool> out(static_cast<std::size_t>(stages), false);
+    bool any = false;
+    for (std::size_t s = 0; s < out.size() && !r.empty(); ++s) {
+      out[s] = (r.size() == 1 ? r.front() : r[s]) == recompute_policy::full;
+      any = any || out[s];
+    }
+    return any ? out : std::vector<bool>{};
+  }
+
   // Builds the schedules, the split, the stages and the executor, once checked() has passed.
   void build() {
     if (options_.timeout.count() <= 0) {
@@ -219,6 +236,7 @@ class pipeline {
     } else {
       train_ = Schedule::generate(schedule_params{options_.ranks, options_.microbatches, options_.virtual_stages});
     }
+    train_ = with_recompute(std::move(train_), recomputed_stages(train_.num_stages()));
     validate(train_, transfer_model_of<transport_type>);
     if constexpr (!model_has_split_backward<Model, stage_tensor_type, context_type>) {
       // Found here rather than when the first I runs, a step later and on one rank only.

@@ -18,6 +18,10 @@ namespace ppipe {
 struct memory_stats {
   int live_microbatches = 0;  ///< microbatches whose activations the stage holds now
   int peak_microbatches = 0;  ///< the most it held at once
+  /// Recomputed microbatches of which the stage keeps only its input and output now, between their
+  /// forward and their recompute (R)
+  int live_stashed = 0;
+  int peak_stashed = 0;       ///< the most it kept so at once
   std::size_t live_bytes = 0;  ///< bytes of buffers out of the pool now
   std::size_t peak_bytes = 0;  ///< the most at once
   std::size_t spare_bytes = 0;  ///< released buffers the pool keeps for reuse
@@ -33,15 +37,28 @@ struct memory_stats {
   }
   /// @brief ... and now let go (its last backward is done).
   void drop_microbatch() noexcept { --live_microbatches; }
+  /// @brief A held microbatch is now kept as input and output only, until its recompute ...
+  void stash_microbatch() noexcept {
+    --live_microbatches;
+    ++live_stashed;
+    peak_stashed = std::max(peak_stashed, live_stashed);
+  }
+  /// @brief ... which holds it in full again.
+  void unstash_microbatch() noexcept {
+    --live_stashed;
+    hold_microbatch();
+  }
   /// @brief Starts a new peak measurement (live counts stay).
   void reset_peaks() noexcept {
     peak_microbatches = live_microbatches;
+    peak_stashed = live_stashed;
     peak_bytes = live_bytes;
     peak_cache_bytes = cache_bytes;
   }
   /// @brief Forgets what a failed run left counted as held.
   void reset_live() noexcept {
     live_microbatches = 0;
+    live_stashed = 0;
     live_bytes = 0;
   }
 };
@@ -137,6 +154,10 @@ class buffer_pool<host_tensor> {
   void hold_microbatch() noexcept { stats_.hold_microbatch(); }
   /// @brief ... and now let go (its last backward is done).
   void drop_microbatch() noexcept { stats_.drop_microbatch(); }
+  /// @brief A held microbatch is now kept as input and output only, until its recompute ...
+  void stash_microbatch() noexcept { stats_.stash_microbatch(); }
+  /// @brief ... which holds it in full again.
+  void unstash_microbatch() noexcept { stats_.unstash_microbatch(); }
 
   /// @brief What the stage holds now and has held at most.
   /// @return the counts, valid as long as the pool

@@ -221,6 +221,7 @@ class host_actions {
             } else if (rank_of[st + 1] == r) {
               slots.handoff_in[i + m] = out;
             }
+            if (ctx.recomputed[i] != 0) stg.stash(a.microbatch);
           } else {
             payload_type out = stg.infer(a.microbatch, std::move(in));
             if (a.stage == last) {
@@ -260,6 +261,12 @@ class host_actions {
         case action_kind::backward_weight: {
           const auto t0 = deadline_clock::now();
           stg.backward_weight(a.microbatch);
+          record(a, step, t0, deadline_clock::now());
+          break;
+        }
+        case action_kind::recompute: {
+          const auto t0 = deadline_clock::now();
+          stg.recompute(a.microbatch);
           record(a, step, t0, deadline_clock::now());
           break;
         }

@@ -122,6 +122,7 @@ struct run_context {
   Transport* transport;
   std::vector<stage_type>* stages;
   std::vector<stage_type*> by_stage;  // [s]: stage s's object, or nullptr where another process runs it
+  std::vector<char> recomputed;       // [s * m + mb]: the schedule recomputes it (has its R)
   executor_options options;
   status_board board;
   failure_channel<run_position> failures;
@@ -135,6 +136,16 @@ struct run_context {
   [[nodiscard]] stage_type& stage_at(int st) { return *by_stage[static_cast<std::size_t>(st)]; }
 
   void index_stages(const schedule& s) {
+    // Which forwards stash their activations: those whose (stage, microbatch) has an R.
+    const auto m = static_cast<std::size_t>(s.microbatches);
+    recomputed.assign(static_cast<std::size_t>(s.num_stages()) * m, 0);
+    for (const auto& list : s.ranks) {
+      for (const action& a : list) {
+        if (a.kind == action_kind::recompute) {
+          recomputed[static_cast<std::size_t>(a.stage) * m + static_cast<std::size_t>(a.microbatch)] = 1;
+        }
+      }
+    }
     by_stage.assign(static_cast<std::size_t>(s.num_stages()), nullptr);
     for (stage_type& st : *stages) {
       if (st.index() < 0 || st.index() >= s.num_stages() || by_stage[static_cast<std::size_t>(st.index())] != nullptr) {

@@ -58,6 +58,12 @@ void check_split_backward(bool input_half) {
   }
 }
 
+/// A backward of a microbatch whose activations were stashed for an R that has not run yet.
+[[noreturn]] inline void fail_stashed(int stage, int mb, const char* what) {
+  fail(errc::invalid_schedule, "stage ", stage, " ran ", what, " of microbatch ", mb,
+       " before the recompute (R) its stashed activations wait for; put R before the backward");
+}
+
 }  // namespace detail
 
 /// @brief Layers [first, end) of a model, run for one microbatch at a time. In training each
@@ -250,6 +256,46 @@ class stage {
     release(r);
   }
 
+  /// @brief After the training forward of a microbatch that the schedule recomputes (R): lets go
+  /// of every layer's input but the stage's own, keeping that input and the output (which a send
+  /// or the loss may still read), until recompute(). Throws ppipe::error: invalid_argument if `mb`
+  /// is outside the step, invalid_schedule if its forward has not run or it is stashed already.
+  /// @param mb the microbatch
+  void stash(int mb) {
+    record& r = live_slot(mb, "a stash");
+    if (r.stashed) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " stashed microbatch ", mb, " twice; check the schedule");
+    }
+    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) pool_.release(r.acts[k]);
+    r.stashed = true;
+    pool_.stash_microbatch();
+  }
+
+  /// @brief Recompute (R) of a stashed microbatch: re-runs the forward of every layer but the last
+  /// from the kept input, so the backward finds the activations it needs (the output was kept; a
+  /// layer computes the same bits again). Throws ppipe::error: invalid_argument if `mb` is outside
+  /// the step, invalid_schedule if its forward has not run or it was not stashed; what a layer
+  /// throws passes through.
+  /// @param mb the microbatch
+  void recompute(int mb) {
+    record& r = live_slot(mb, "recompute");
+    if (!r.stashed) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " ran R of microbatch ", mb,
+                   ", whose forward kept its activations; a schedule recomputes only what it stashed");
+    }
+    r.stashed = false;
+    pool_.unstash_microbatch();
+    const context_type ctx = context(mb, pass_mode::training);
+    for (int layer = first_; layer + 1 < end_; ++layer) {
+      const auto k = static_cast<std::size_t>(layer - first_);
+      const std::vector<shape> want = model_->output_shapes(layer, shapes_of(r.acts[k]));
+      payload_type out = pool_.acquire(want);
+      model_->forward(layer, ctx, r.acts[k], out);
+      check_written(layer, mb, out, want, "an output");
+      r.acts[k + 1] = std::move(out);
+    }
+  }
+
   /// @brief True when no microbatch's activations are held (after a complete step).
   /// @return whether the pool counts no microbatch as held
   [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
@@ -260,6 +306,7 @@ class stage {
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
     bool gradient_counted = false;  // the output gradient came from output_gradient_buffer()
+    bool stashed = false;           // only acts.front() and acts.back() are kept, until R
   };
 
   // Runs the stage's layers forward on `input`, keeping nothing: each layer's input goes back to
@@ -287,6 +334,7 @@ class stage {
   payload_type backward_pass(int mb, payload_type grad_out, bool want_input_grad, bool input_half) {
     record& r = live_slot(mb, input_half ? "backward_input" : "backward");
     detail::check_split_backward<model_has_split_backward<Model, Tensor, context_type>>(input_half);
+    if (r.stashed) detail::fail_stashed(index_, mb, input_half ? "I" : "B");
     if (!r.gradient_counted) pool_.adopt(grad_out);
     r.gradient_counted = false;
     const context_type ctx = context(mb, pass_mode::training);
@@ -331,9 +379,11 @@ class stage {
     for (payload_type& p : r.grads) pool_.release(p);
     r.acts.clear();
     r.grads.clear();
+    if (r.live && r.stashed) pool_.unstash_microbatch();
     if (r.live) pool_.drop_microbatch();
     r.live = false;
     r.gradient_counted = false;
+    r.stashed = false;
   }
 
   Model* model_;
@@ -348,7 +398,8 @@ class stage {
 /// @brief What the executor needs of a stage: ppipe::stage satisfies it, and a backend's own stage
 /// type (device buffers, streams) must too. Payloads are taken by value (moved in) and returned by
 /// value; `forward` keeps the microbatch's activations until its backward (or W) and `output`
-/// reads them; `infer` keeps nothing.
+/// reads them; `stash` drops all but the stage's input and output until `recompute` rebuilds them
+/// (activation recomputation); `infer` keeps nothing.
 template <class S, class Tensor>
 concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tensor> p, bool want_input_grad) {
   { cs.index() } -> std::convertible_to<int>;
@@ -364,6 +415,8 @@ concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tenso
   { s.backward(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
   { s.backward_input(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
   s.backward_weight(mb);
+  s.stash(mb);
+  s.recompute(mb);
 };
 
 }  // namespace ppipe

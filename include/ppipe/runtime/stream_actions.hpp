@@ -1159,6 +1159,7 @@ class stream_actions {
               }
               handoff_in[i + m] = std::move(next);
             }
+            if (ctx_.recomputed[i] != 0) stg.stash(a.microbatch);
           } else {
             box y = stg.infer(a.microbatch, std::move(in), sink(step, run_phase::action));
             if (a.stage == last) {
@@ -1208,6 +1209,12 @@ class stream_actions {
         case action_kind::backward_weight: {
           const auto t0 = d.record(l.compute);
           stg.backward_weight(a.microbatch, sink(step, run_phase::action));
+          marks.push_back({a, step, t0, d.record(l.compute)});
+          break;
+        }
+        case action_kind::recompute: {
+          const auto t0 = d.record(l.compute);
+          stg.recompute(a.microbatch, sink(step, run_phase::action));
           marks.push_back({a, step, t0, d.record(l.compute)});
           break;
         }

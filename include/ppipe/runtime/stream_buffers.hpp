@@ -86,6 +86,10 @@ class counted_buffers {
   void hold_microbatch() noexcept { count_.stats.hold_microbatch(); }
   /// @brief ... and let them go (its last backward has been enqueued).
   void drop_microbatch() noexcept { count_.stats.drop_microbatch(); }
+  /// @brief Keep a held microbatch as input and output only, until its recompute ...
+  void stash_microbatch() noexcept { count_.stats.stash_microbatch(); }
+  /// @brief ... which holds it in full again.
+  void unstash_microbatch() noexcept { count_.stats.unstash_microbatch(); }
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
   /// @brief Starts a new peak measurement (live counts stay).

@@ -240,12 +240,56 @@ class stream_stage {
     release(r);
   }
 
+  /// @brief After the training forward of a microbatch that the schedule recomputes (R): gives
+  /// back every layer's input but the stage's own once the compute stream is past the forward,
+  /// keeping that input and the output (a send or the loss may still read it) until recompute().
+  /// Throws ppipe::error: invalid_argument if `mb` is outside the step, invalid_schedule if its
+  /// forward has not been enqueued or it is stashed already.
+  /// @param mb the microbatch
+  void stash(int mb) {
+    record& r = live_slot(mb, "a stash");
+    if (r.stashed) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " stashed microbatch ", mb, " twice; check the schedule");
+    }
+    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) buffers_.release(r.acts[k], device_.stream);
+    r.stashed = true;
+    buffers_.stash_microbatch();
+  }
+
+  /// @brief Enqueues the recompute (R) of a stashed microbatch: the forward of every layer but the
+  /// last, from the kept input, into fresh buffers for the backward (the output was kept). Throws
+  /// ppipe::error on the host: invalid_argument if `mb` is outside the step, invalid_schedule if
+  /// its forward has not been enqueued or it was not stashed. A layer call that fails on the
+  /// stream is reported to `sink`; one of a model that enqueues its own work throws here instead.
+  /// @param mb the microbatch
+  /// @param sink told what a call that fails on the stream threw; may be empty
+  void recompute(int mb, const failure_sink& sink) {
+    record& r = live_slot(mb, "recompute");
+    if (!r.stashed) {
+      detail::fail(errc::invalid_schedule, "stage ", index_, " ran R of microbatch ", mb,
+                   ", whose forward kept its activations; a schedule recomputes only what it stashed");
+    }
+    r.stashed = false;
+    buffers_.unstash_microbatch();
+    const context_type ctx = context(mb, pass_mode::training);
+    for (int layer = first_; layer + 1 < end_; ++layer) {
+      const auto k = static_cast<std::size_t>(layer - first_);
+      box in = r.acts[k];
+      box out = buffers_.acquire(model_->output_shapes(layer, in.shapes), device_.stream);
+      launch(layer, mb, "forward", sink, {&in}, {&out}, [m = model_, layer, ctx, in = in.data, out = out.data] {
+        m->forward(layer, ctx, *in, *out);
+      });
+      r.acts[k + 1] = std::move(out);
+    }
+  }
+
  private:
   struct record {
     std::vector<box> acts;   // acts[k]: input of layer first+k; acts.back(): the output
     std::vector<box> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
     bool gradient_counted = false;
+    bool stashed = false;  // only acts.front() and acts.back() are kept, until R
   };
 
   // Declares the accesses, then enqueues `call` followed by the check that the layer left tensors
@@ -292,6 +336,7 @@ class stream_stage {
   box backward_pass(int mb, box grad_out, bool want_input_grad, bool input_half, const failure_sink& sink) {
     record& r = live_slot(mb, input_half ? "backward_input" : "backward");
     detail::check_split_backward<model_has_split_backward<Model, Tensor, context_type>>(input_half);
+    if (r.stashed) detail::fail_stashed(index_, mb, input_half ? "I" : "B");
     if (!r.gradient_counted) buffers_.count(grad_out);
     r.gradient_counted = false;
     const context_type ctx = context(mb, pass_mode::training);
@@ -335,9 +380,11 @@ class stream_stage {
     for (box& b : r.grads) buffers_.release(b, device_.stream);
     r.acts.clear();
     r.grads.clear();
+    if (r.live && r.stashed) buffers_.unstash_microbatch();
     if (r.live) buffers_.drop_microbatch();
     r.live = false;
     r.gradient_counted = false;
+    r.stashed = false;
   }
 
   Model* model_;

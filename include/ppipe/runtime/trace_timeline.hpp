@@ -13,6 +13,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/trace.hpp"
 #include "ppipe/schedule/action.hpp"
+#include "ppipe/schedule/in_flight.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/simulate.hpp"
 #include "ppipe/schedule/timeline.hpp"
@@ -21,9 +22,9 @@ namespace ppipe {
 
 namespace detail {
 
-/// Every compute duration of a trace, by stage and kind (F, B, I, W). Checks what the trace
+/// Every compute duration of a trace, by stage and kind (F, B, I, W, R). Checks what the trace
 /// feeds to the simulator's structures: finite times and stages in [0, stages).
-using measured_durations = std::vector<std::array<std::vector<double>, 4>>;
+using measured_durations = std::vector<std::array<std::vector<double>, 5>>;
 
 inline measured_durations collect_durations(const run_trace& t, int stages) {
   measured_durations out(static_cast<std::size_t>(std::max(stages, 0)));
@@ -68,7 +69,7 @@ inline int trace_stages(const run_trace& t) {
 inline cost_model medians(const measured_durations& d) {
   cost_model out{{}, 0.0};
   // A trace with no stages keeps one all-zero entry, so that cost_model::of() stays safe to call.
-  if (d.empty()) out.stages.push_back({0.0, 0.0, 0.0, 0.0});
+  if (d.empty()) out.stages.push_back({0.0, 0.0, 0.0, 0.0, 0.0});
   for (const auto& kinds : d) {
     // A kind that ran gets at least 1 ns, the clock's resolution, so that a call too quick to
     // measure still counts as run and the simulator accepts its cost.
@@ -76,8 +77,8 @@ inline cost_model medians(const measured_durations& d) {
       const auto& v = kinds[static_cast<std::size_t>(k)];
       return v.empty() ? 0.0 : std::max(median(v), 1e-3);
     };
-    out.stages.push_back({cost(action_kind::forward), cost(action_kind::backward),
-                          cost(action_kind::backward_input), cost(action_kind::backward_weight)});
+    out.stages.push_back({cost(action_kind::forward), cost(action_kind::backward), cost(action_kind::backward_input),
+                          cost(action_kind::backward_weight), cost(action_kind::recompute)});
   }
   return out;
 }
@@ -86,8 +87,9 @@ inline cost_model medians(const measured_durations& d) {
 
 /// @brief The trace as a simulation, with times in microseconds shifted so that the earliest
 /// event starts at 0: makespan, busy per rank, the timeline of compute actions, the peak
-/// activations held (counted as the simulator counts them: from F until B, or W of a split
-/// backward; a trace with no backward is inference), and as costs the measured medians. Its
+/// activations held and stashed (counted as the simulator counts them: from F until B, or W of a
+/// split backward, a recomputed microbatch stashed from F to R; a trace with no backward is
+/// inference), and as costs the measured medians. Its
 /// bubble_fraction() equals t.bubble_fraction(). Throws ppipe::error (invalid_argument) if a time
 /// is not finite or an event names a negative stage.
 /// @param t the measured run; its stage count is one past the highest stage it names
@@ -101,8 +103,6 @@ inline simulation to_simulation(const run_trace& t) {
   out.makespan = t.makespan();
   out.busy.resize(p);
   out.timeline.resize(p);
-  out.peak_stage_activations.assign(static_cast<std::size_t>(stages), 0);
-  out.peak_rank_activations.assign(p, 0);
 
   double origin = 0.0;
   bool any = false;
@@ -114,28 +114,23 @@ inline simulation to_simulation(const run_trace& t) {
       training = training || (is_compute(e.act.kind) && is_backward_pass(e.act.kind));
     }
   }
-  std::vector<int> held_stage(static_cast<std::size_t>(stages), 0);
+  int microbatches = 0;
+  std::vector<std::vector<action>> ran(p);
   for (std::size_t r = 0; r < p; ++r) {
     out.busy[r] = t.busy(static_cast<int>(r));
-    int held_rank = 0;
     for (const trace_event& e : t.ranks[r]) {
       if (!is_compute(e.act.kind)) continue;
       out.timeline[r].push_back({e.act, e.step, e.start - origin, e.end - origin});
-      int& held = held_stage[static_cast<std::size_t>(e.act.stage)];
-      if (e.act.kind == action_kind::forward) {
-        int& peak = out.peak_stage_activations[static_cast<std::size_t>(e.act.stage)];
-        peak = std::max(peak, ++held);
-        out.peak_rank_activations[r] = std::max(out.peak_rank_activations[r], ++held_rank);
-        if (!training) {
-          --held;
-          --held_rank;
-        }
-      } else if (e.act.kind == action_kind::backward || e.act.kind == action_kind::backward_weight) {
-        --held;
-        --held_rank;
-      }
+      ran[r].push_back(e.act);
+      microbatches = std::max(microbatches, e.act.microbatch + 1);
     }
   }
+  held_peaks held =
+      activation_peaks(ran, stages, microbatches, training ? schedule_mode::training : schedule_mode::inference);
+  out.peak_stage_activations = std::move(held.stage);
+  out.peak_rank_activations = std::move(held.rank);
+  out.peak_stage_stashed = std::move(held.stashed_stage);
+  out.peak_rank_stashed = std::move(held.stashed_rank);
   return out;
 }
 

@@ -25,6 +25,9 @@ enum class action_kind : std::uint8_t {
   backward,         ///< B: full backward (input and weight gradients)
   backward_input,   ///< I: the input-gradient half of a split backward
   backward_weight,  ///< W: the weight-gradient half of a split backward
+  /// R: re-runs the forward of a microbatch whose forward kept only the stage's input and output
+  /// (activation recomputation), before the backward that needs its activations
+  recompute,
   send_activation,  ///< SEND_F
   recv_activation,  ///< RECV_F
   send_gradient,    ///< SEND_B
@@ -32,9 +35,10 @@ enum class action_kind : std::uint8_t {
 };
 
 /// @brief Number of action kinds, for tables indexed by kind.
-inline constexpr int action_kind_count = 8;
+inline constexpr int action_kind_count = 9;
 
-/// @brief The short code of a kind, as it appears in "2F5": F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B.
+/// @brief The short code of a kind, as it appears in "2F5": F, B, I, W, R, SEND_F, RECV_F, SEND_B,
+/// RECV_B.
 /// @param kind the kind to spell
 /// @return its code, a view of a static string; "?" for a value outside the enumeration
 constexpr std::string_view code(action_kind kind) noexcept {
@@ -43,6 +47,7 @@ constexpr std::string_view code(action_kind kind) noexcept {
     case action_kind::backward: return "B";
     case action_kind::backward_input: return "I";
     case action_kind::backward_weight: return "W";
+    case action_kind::recompute: return "R";
     case action_kind::send_activation: return "SEND_F";
     case action_kind::recv_activation: return "RECV_F";
     case action_kind::send_gradient: return "SEND_B";
@@ -60,6 +65,7 @@ constexpr std::string_view name(action_kind kind) noexcept {
     case action_kind::backward: return "backward";
     case action_kind::backward_input: return "backward_input";
     case action_kind::backward_weight: return "backward_weight";
+    case action_kind::recompute: return "recompute";
     case action_kind::send_activation: return "send_activation";
     case action_kind::recv_activation: return "recv_activation";
     case action_kind::send_gradient: return "send_gradient";
@@ -68,11 +74,11 @@ constexpr std::string_view name(action_kind kind) noexcept {
   return "?";
 }
 
-/// @brief True for F, B, I and W: the actions that run the user's layers.
+/// @brief True for F, B, I, W and R: the actions that run the user's layers.
 /// @param kind the kind to classify
 /// @return whether `kind` is a compute kind
 constexpr bool is_compute(action_kind kind) noexcept {
-  return kind <= action_kind::backward_weight;
+  return kind <= action_kind::recompute;
 }
 /// @brief True for the four transfer kinds.
 /// @param kind the kind to classify
@@ -90,13 +96,13 @@ constexpr bool is_send(action_kind kind) noexcept {
 constexpr bool is_recv(action_kind kind) noexcept {
   return kind == action_kind::recv_activation || kind == action_kind::recv_gradient;
 }
-/// @brief True for the kinds that exist only in training: B, I, W, SEND_B, RECV_B.
+/// @brief True for the kinds that exist only in training: B, I, W, R, SEND_B, RECV_B.
 /// @param kind the kind to classify
 /// @return whether `kind` belongs to the backward pass
 constexpr bool is_backward_pass(action_kind kind) noexcept {
   return kind == action_kind::backward || kind == action_kind::backward_input ||
-         kind == action_kind::backward_weight || kind == action_kind::send_gradient ||
-         kind == action_kind::recv_gradient;
+         kind == action_kind::backward_weight || kind == action_kind::recompute ||
+         kind == action_kind::send_gradient || kind == action_kind::recv_gradient;
 }
 
 /// @brief One action of a schedule: what to do, for which stage and which microbatch.
@@ -140,7 +146,7 @@ inline action parse_action_in(std::string_view line, std::size_t begin, std::siz
   const auto bad = [&](std::size_t at, std::string_view why) {
     fail(errc::parse_error, "cannot read action \"", text, "\" at column ", begin + at + 1, ": ", why,
          "; write <stage><kind><microbatch> such as 2F5 or 1SEND_B0, with kind one of "
-         "F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B");
+         "F, B, I, W, R, SEND_F, RECV_F, SEND_B, RECV_B");
   };
   const auto read_number = [&](std::size_t from, std::int32_t& out) -> std::size_t {
     const char* first = text.data() + from;

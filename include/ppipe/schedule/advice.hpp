@@ -94,15 +94,17 @@ inline std::vector<std::string> advise(const schedule& s, const simulation& sim,
         " (m >= ", more_microbatches(p), " keeps the bubble under ", percent(options.max_bubble), ")"));
   } else if (p > 1 && sim.bubble_fraction() > options.max_bubble) {
     const std::string idle = detail::concat("ranks idle ", percent(sim.bubble_fraction()), " of the step");
-    stage_costs mean{0, 0, 0, 0};
+    stage_costs mean{0, 0, 0, 0, 0};
     for (const stage_costs& c : sim.costs.stages) {
       mean.forward += c.forward;
       mean.backward += c.backward;
       mean.backward_input += c.backward_input;
       mean.backward_weight += c.backward_weight;
+      mean.recompute += c.recompute;
     }
     const auto n = static_cast<double>(sim.costs.stages.size());
-    mean = {mean.forward / n, mean.backward / n, mean.backward_input / n, mean.backward_weight / n};
+    mean = {mean.forward / n, mean.backward / n, mean.backward_input / n, mean.backward_weight / n,
+            mean.recompute / n};
     const double shape = simulate(s, cost_model{{mean}, 0.0}, {false, sim.transfers}).bubble_fraction();
     const auto busiest = std::max_element(sim.busy.begin(), sim.busy.end());
     const double mean_busy = sim.total_busy() / p;

@@ -59,12 +59,12 @@ inline std::uint64_t csv_key(int stage, int microbatch) noexcept {
 /// The time step of every action of `compute` (steps[r][i] for the i-th compute action of rank
 /// r) when each takes one step and transfers take none: an action runs one step after the last of
 /// the compute actions whose data it needs (F(s-1) for F(s); F(s) and B or I of s+1 for B and I;
-/// I for W), and after the rank's previous action. A producer the schedule lacks is not waited for,
+/// I for W; F for R), and after the rank's previous action. A producer the schedule lacks is not waited for,
 /// and an order that waits in a circle is broken at the first waiting rank, so any schedule gets a
 /// layout that keeps each rank's order (loading such a file then fails validation, as it should).
 inline std::vector<std::vector<int>> csv_time_steps(const std::vector<std::vector<action>>& compute) {
   constexpr int not_yet = -1;
-  std::array<std::unordered_map<std::uint64_t, int>, 4> step_of;  // per compute kind
+  std::array<std::unordered_map<std::uint64_t, int>, 5> step_of;  // per compute kind
   std::size_t left = 0;
   for (const auto& list : compute) {
     left += list.size();
@@ -85,6 +85,7 @@ inline std::vector<std::vector<int>> csv_time_steps(const std::vector<std::vecto
     switch (a.kind) {
       case action_kind::forward: return need(st - 1, a.microbatch, action_kind::forward);
       case action_kind::backward_weight: return need(st, a.microbatch, action_kind::backward_input);
+      case action_kind::recompute: return need(st, a.microbatch, action_kind::forward);
       default: {
         // Evaluate all three, so that `after` covers every producer that has a step.
         const bool forward = need(st, a.microbatch, action_kind::forward);
@@ -215,7 +216,7 @@ inline std::vector<std::vector<csv_entry>> csv_rows(std::string_view text, const
         if (cell_text.find(torch_only) != std::string_view::npos) {
           fail(errc::parse_error, csv_where(line_no, cell + 1, col), ": \"", cell_text,
                "\" is a PyTorch action (UNSHARD, RESHARD, REDUCE_GRAD or an overlapped pair) that ppipe schedules "
-               "do not carry; remove it and keep the F, B, I, W, SEND_F, RECV_F, SEND_B and RECV_B actions");
+               "do not carry; remove it and keep the F, B, I, W, R, SEND_F, RECV_F, SEND_B and RECV_B actions");
         }
       }
       try {
@@ -409,7 +410,7 @@ inline schedule from_csv(std::string_view text, const csv_read_options& options 
   const validation_report report = check_schedule(candidates.front(), options.model);
   candidates.push_back(detail::csv_lower_in_pairs(s));
   candidates.push_back(detail::lower_by_time(s, detail::csv_columns(rows)));
-  const cost_model unit{{stage_costs{1.0, 1.0, 1.0, 1.0}}, 0.0};
+  const cost_model unit{{stage_costs{1.0, 1.0, 1.0, 1.0, 1.0}}, 0.0};
   simulate_options timing;
   timing.record_timeline = false;
   timing.transfers = options.model;

@@ -1,7 +1,8 @@
 #pragma once
 /// @file
 /// @brief Times a schedule under a cost model: makespan, per-rank busy and idle time, the bubble,
-/// and the peak number of microbatches whose activations each stage holds.
+/// and the peak number of microbatches whose activations each stage holds (and, with recompute,
+/// of those it keeps only the input and output of).
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ppipe/schedule/detail/held.hpp"
 #include "ppipe/schedule/detail/replay.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/schedule.hpp"
@@ -23,6 +25,7 @@ struct stage_costs {
   double backward = 2.0;         ///< B (full backward)
   double backward_input = 1.0;   ///< I (input-gradient half of a split backward)
   double backward_weight = 1.0;  ///< W (weight-gradient half)
+  double recompute = 1.0;        ///< R (the forward re-run before a backward), at most `forward`
 };
 
 /// @brief The costs the simulator charges: per stage compute, and one transfer latency per message.
@@ -34,19 +37,19 @@ struct cost_model {
   double transfer = 0.0;
 
   /// @brief Every stage costs `forward` and `backward`; a split backward's halves cost
-  /// backward/2 each.
+  /// backward/2 each, and a recompute as much as a forward.
   /// @param forward the time of one forward (F), the same for every stage
   /// @param backward the time of one full backward (B); I and W each take half of it
   /// @param transfer the latency of one message, >= 0
   /// @return a model with a single stage_costs entry that every stage shares
   static cost_model uniform(double forward, double backward, double transfer = 0.0) {
-    return cost_model{{stage_costs{forward, backward, backward / 2, backward / 2}}, transfer};
+    return cost_model{{stage_costs{forward, backward, backward / 2, backward / 2, forward}}, transfer};
   }
 
   /// @brief The cost of a compute action.
   /// @param a the action; its stage must index `stages` unless `stages` has a single entry (not
   /// checked)
-  /// @return the time of F, B, I or W for its stage; 0 for a transfer kind
+  /// @return the time of F, B, I, W or R for its stage; 0 for a transfer kind
   [[nodiscard]] double of(const action& a) const noexcept {
     const stage_costs& c = stages.size() == 1 ? stages.front() : stages[static_cast<std::size_t>(a.stage)];
     switch (a.kind) {
@@ -54,6 +57,7 @@ struct cost_model {
       case action_kind::backward: return c.backward;
       case action_kind::backward_input: return c.backward_input;
       case action_kind::backward_weight: return c.backward_weight;
+      case action_kind::recompute: return c.recompute;
       default: return 0.0;
     }
   }
@@ -80,8 +84,14 @@ struct simulate_options {
 struct simulation {
   double makespan = 0.0;                        ///< time until the last rank finishes
   std::vector<double> busy;                     ///< per rank: time spent computing
-  std::vector<int> peak_stage_activations;      ///< per stage: most microbatches held at once
+  /// Per stage: most microbatches whose activations it held at once (a recomputed microbatch's
+  /// from its R to its backward, and for the length of its forward).
+  std::vector<int> peak_stage_activations;
   std::vector<int> peak_rank_activations;       ///< per rank: the same, summed over its stages
+  /// Per stage: most recomputed microbatches kept at once as the stage's input and output only,
+  /// from their forward to their R; all zero without R actions.
+  std::vector<int> peak_stage_stashed;
+  std::vector<int> peak_rank_stashed;           ///< per rank: the same, summed over its stages
   std::vector<std::vector<timed_action>> timeline;  ///< per rank, when recorded
   cost_model costs;                             ///< the costs it ran with
   transfer_model transfers = transfer_model::rendezvous;  ///< the transfer model it ran with
@@ -133,9 +143,9 @@ inline void check_costs(const cost_model& costs, int stages, unsigned used) {
   }
   for (std::size_t s = 0; s < costs.stages.size(); ++s) {
     const stage_costs& c = costs.stages[s];
-    const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight};
-    const char* names[] = {"forward", "backward", "backward_input", "backward_weight"};
-    for (unsigned k = 0; k < 4; ++k) {
+    const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight, c.recompute};
+    const char* names[] = {"forward", "backward", "backward_input", "backward_weight", "recompute"};
+    for (unsigned k = 0; k < 5; ++k) {
       if ((used & (1U << k)) != 0 && (!std::isfinite(values[k]) || values[k] <= 0)) {
         fail(errc::invalid_argument, "stage ", s, " has ", names[k], " cost ", values[k],
              "; every compute cost the schedule uses must be a finite time > 0");
@@ -147,35 +157,21 @@ inline void check_costs(const cost_model& costs, int stages, unsigned used) {
 /// Replay hooks that keep each rank's clock.
 struct timing_hooks {
   const cost_model& costs;
-  bool training;
   bool record;
   std::vector<double> clock, busy;
   std::vector<double> arrival;             // buffered: per message
   std::vector<double> posted, group_done;  // rendezvous: per rank, for its current group
-  std::vector<int> held_stage, held_rank;
+  held_counter<int>& held;
   simulation& out;
 
   void on_compute(int rank, int step, const action& a) {
     const auto r = static_cast<std::size_t>(rank);
-    const auto s = static_cast<std::size_t>(a.stage);
     const double start = clock[r];
     const double cost = costs.of(a);
     clock[r] = start + cost;
     busy[r] += cost;
     if (record) out.timeline[r].push_back({a, step, start, clock[r]});
-    // A microbatch's activations are held from its forward until the backward that last needs
-    // them (B, or W of a split backward); inference frees them as soon as the forward is done.
-    if (a.kind == action_kind::forward) {
-      out.peak_stage_activations[s] = std::max(out.peak_stage_activations[s], ++held_stage[s]);
-      out.peak_rank_activations[r] = std::max(out.peak_rank_activations[r], ++held_rank[r]);
-      if (!training) {
-        --held_stage[s];
-        --held_rank[r];
-      }
-    } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_weight) {
-      --held_stage[s];
-      --held_rank[r];
-    }
+    held.on(r, a);
   }
   // buffered: a message arrives `transfer` after its send; its receive waits for it.
   void on_send(int rank, std::size_t key) {
@@ -215,7 +211,8 @@ struct timing_hooks {
 /// @param s the schedule to time
 /// @param costs the time of each compute action and of each message
 /// @param options whether to record the timeline, and the transfer model
-/// @return the makespan, busy time, activation peaks and (if recorded) timeline, with the costs used
+/// @return the makespan, busy time, activation peaks (held and stashed) and (if recorded) timeline,
+/// with the costs used
 inline simulation simulate(const schedule& s, const cost_model& costs, simulate_options options = {}) {
   if (auto problem = detail::structure_checker(s).run()) {
     detail::throw_report(detail::report(s, std::move(*problem)));
@@ -230,10 +227,12 @@ inline simulation simulate(const schedule& s, const cost_model& costs, simulate_
       computes[r] += is_compute(a.kind) ? 1 : 0;
     }
   }
+  detail::held_counter<int> held(
+      stages, p, s.mode == schedule_mode::training,
+      detail::recomputed_pairs(s.ranks, s.num_stages(), s.microbatches, [](const action& a) -> const action& { return a; }),
+      static_cast<std::size_t>(s.microbatches));
   detail::check_costs(costs, s.num_stages(), used);
   simulation out;
-  out.peak_stage_activations.assign(stages, 0);
-  out.peak_rank_activations.assign(p, 0);
   if (options.record_timeline) {
     out.timeline.resize(p);
     for (std::size_t r = 0; r < p; ++r) out.timeline[r].reserve(computes[r]);
@@ -241,15 +240,13 @@ inline simulation simulate(const schedule& s, const cost_model& costs, simulate_
   const bool buffered = options.transfers == transfer_model::buffered;
   const std::size_t messages = 2 * stages * static_cast<std::size_t>(s.microbatches);
   detail::timing_hooks hooks{costs,
-                             s.mode == schedule_mode::training,
                              options.record_timeline,
                              std::vector<double>(p, 0.0),
                              std::vector<double>(p, 0.0),
                              std::vector<double>(buffered ? messages : 0, 0.0),
                              std::vector<double>(p, 0.0),
                              std::vector<double>(p, 0.0),
-                             std::vector<int>(stages, 0),
-                             std::vector<int>(p, 0),
+                             held,
                              out};
   const detail::replay_result run = detail::replay(s, options.transfers, hooks);
   if (!run.finished) {
@@ -261,6 +258,10 @@ inline simulation simulate(const schedule& s, const cost_model& costs, simulate_
                  "); scale the costs down to a smaller unit of time");
   }
   out.busy = std::move(hooks.busy);
+  out.peak_stage_activations = std::move(held.peak_stage);
+  out.peak_rank_activations = std::move(held.peak_rank);
+  out.peak_stage_stashed = std::move(held.peak_stashed_stage);
+  out.peak_rank_stashed = std::move(held.peak_stashed_rank);
   out.costs = costs;
   out.transfers = options.transfers;
   return out;

@@ -140,13 +140,15 @@ struct svg_rgb {
   int r, g, b;
 };
 
-/// A dark and a light shade of one hue per compute kind (F, B, I, W; Tableau's pairs): F blue,
-/// B orange, I red, W green. A rank's first stage gets the dark shade, its last the light one.
-inline constexpr std::array<std::array<svg_rgb, 2>, 4> svg_palette{{
+/// A dark and a light shade of one hue per compute kind (F, B, I, W, R; Tableau's pairs): F blue,
+/// B orange, I red, W green, R purple. A rank's first stage gets the dark shade, its last the
+/// light one.
+inline constexpr std::array<std::array<svg_rgb, 2>, 5> svg_palette{{
     {{{0x4c, 0x78, 0xa8}, {0x9e, 0xca, 0xe9}}},
     {{{0xf5, 0x85, 0x18}, {0xff, 0xbf, 0x79}}},
     {{{0xe4, 0x57, 0x56}, {0xff, 0x9d, 0x98}}},
     {{{0x54, 0xa2, 0x4b}, {0x88, 0xd2, 0x7a}}},
+    {{{0xb2, 0x79, 0xa2}, {0xd6, 0xa5, 0xc9}}},
 }};
 inline constexpr std::string_view svg_idle_colour = "#ececec";
 inline constexpr svg_rgb svg_transfer_rgb{0x79, 0x70, 0x6e};  // grey
@@ -240,15 +242,15 @@ inline std::vector<svg_legend_entry> svg_legend(const svg_chart& chart, double w
   for (const auto& row : chart.rows) {
     for (const svg_box& b : row) present[static_cast<std::size_t>(b.act.kind)] = true;
   }
-  static constexpr std::array<std::string_view, 4> labels{"F forward", "B backward",
-                                                          "I input gradient", "W weight gradient"};
+  static constexpr std::array<std::string_view, 5> labels{"F forward", "B backward", "I input gradient",
+                                                          "W weight gradient", "R recompute"};
   std::vector<svg_legend_entry> out;
   for (std::size_t k = 0; k < labels.size(); ++k) {
     if (present[k])
       out.push_back({what::kind, static_cast<action_kind>(k), std::string(labels[k])});
   }
   out.push_back({what::idle, {}, "idle"});
-  if (std::any_of(present.begin() + 4, present.end(), [](bool b) { return b; })) {
+  if (std::any_of(present.begin() + labels.size(), present.end(), [](bool b) { return b; })) {
     out.push_back({what::transfer, {}, "transfer"});
   }
   if (chart.chunks > 1) {

@@ -24,12 +24,12 @@ inline int find_step(const schedule& s, int r, const action& a) {
 }
 
 /// The bit of an action kind in a per-(stage, microbatch) set of kinds seen.
-constexpr std::uint8_t kind_bit(action_kind k) noexcept {
-  return static_cast<std::uint8_t>(1U << static_cast<unsigned>(k));
+constexpr std::uint16_t kind_bit(action_kind k) noexcept {
+  return static_cast<std::uint16_t>(1U << static_cast<unsigned>(k));
 }
 
 /// Each (stage, microbatch) pair lives on one rank, so one pass over each rank's list, in order,
-/// settles what that rank may do when. Memory: one byte per (stage, microbatch) and one entry per
+/// settles what that rank may do when. Memory: two bytes per (stage, microbatch) and one entry per
 /// transfer.
 class structure_checker {
  public:
@@ -50,14 +50,15 @@ class structure_checker {
   }
 
  private:
-  static constexpr std::uint8_t F = kind_bit(action_kind::forward);
-  static constexpr std::uint8_t B = kind_bit(action_kind::backward);
-  static constexpr std::uint8_t I = kind_bit(action_kind::backward_input);
-  static constexpr std::uint8_t W = kind_bit(action_kind::backward_weight);
-  static constexpr std::uint8_t SF = kind_bit(action_kind::send_activation);
-  static constexpr std::uint8_t RF = kind_bit(action_kind::recv_activation);
-  static constexpr std::uint8_t SB = kind_bit(action_kind::send_gradient);
-  static constexpr std::uint8_t RB = kind_bit(action_kind::recv_gradient);
+  static constexpr std::uint16_t F = kind_bit(action_kind::forward);
+  static constexpr std::uint16_t B = kind_bit(action_kind::backward);
+  static constexpr std::uint16_t I = kind_bit(action_kind::backward_input);
+  static constexpr std::uint16_t W = kind_bit(action_kind::backward_weight);
+  static constexpr std::uint16_t R = kind_bit(action_kind::recompute);
+  static constexpr std::uint16_t SF = kind_bit(action_kind::send_activation);
+  static constexpr std::uint16_t RF = kind_bit(action_kind::recv_activation);
+  static constexpr std::uint16_t SB = kind_bit(action_kind::send_gradient);
+  static constexpr std::uint16_t RB = kind_bit(action_kind::recv_gradient);
 
   std::optional<schedule_problem> check_shape() const {
     const auto bad = [](std::string what) {
@@ -93,7 +94,7 @@ class structure_checker {
   }
 
   [[nodiscard]] int rank(int stage) const { return (*rank_of_)[static_cast<std::size_t>(stage)]; }
-  [[nodiscard]] std::uint8_t& state(int stage, int mb) {
+  [[nodiscard]] std::uint16_t& state(int stage, int mb) {
     return state_[static_cast<std::size_t>(stage) * static_cast<std::size_t>(m_) +
                   static_cast<std::size_t>(mb)];
   }
@@ -122,8 +123,8 @@ class structure_checker {
     }
     const int s = a.stage;
     const int mb = a.microbatch;
-    std::uint8_t& st = state(s, mb);
-    const std::uint8_t me = kind_bit(a.kind);
+    std::uint16_t& st = state(s, mb);
+    const std::uint16_t me = kind_bit(a.kind);
     const bool full_vs_split = (a.kind == action_kind::backward && (st & (I | W)) != 0) ||
                                ((a.kind == action_kind::backward_input ||
                                  a.kind == action_kind::backward_weight) && (st & B) != 0);
@@ -162,7 +163,7 @@ class structure_checker {
       case action_kind::backward_input:
         if ((st & F) == 0) return order({s, mb, action_kind::forward}, "(its activations)");
         if (same_rank_next) {
-          const std::uint8_t next = state(s + 1, mb);
+          const std::uint16_t next = state(s + 1, mb);
           if ((next & (B | I)) == 0) return order({s + 1, mb, a.kind}, "(its output gradient)");
         } else if (crosses_next && (st & RB) == 0) {
           return order({s, mb, action_kind::recv_gradient}, "(its output gradient)");
@@ -170,6 +171,14 @@ class structure_checker {
         break;
       case action_kind::backward_weight:
         if ((st & I) == 0) return order({s, mb, action_kind::backward_input}, "(the input-gradient half)");
+        break;
+      case action_kind::recompute:
+        if ((st & F) == 0) return order({s, mb, action_kind::forward}, "(the forward it re-runs)");
+        if ((st & (B | I)) != 0) {
+          return problem(problem_kind::order, describe(a), " runs after the backward of its microbatch, which "
+                         "needed the activations it rebuilds; put it before ",
+                         to_string(action{s, mb, (st & B) != 0 ? action_kind::backward : action_kind::backward_input}));
+        }
         break;
       case action_kind::send_activation:
       case action_kind::recv_gradient:
@@ -191,14 +200,14 @@ class structure_checker {
       const auto ch = static_cast<std::size_t>(channels_->of(a));
       (is_send(a.kind) ? sent_ : received_)[ch].push_back(keys_.of(a));
     }
-    st = static_cast<std::uint8_t>(st | me);
+    st = static_cast<std::uint16_t>(st | me);
     return std::nullopt;
   }
 
   std::optional<schedule_problem> check_complete() {
     for (int s = 0; s < stages_; ++s) {
       for (int mb = 0; mb < m_; ++mb) {
-        const std::uint8_t st = state(s, mb);
+        const std::uint16_t st = state(s, mb);
         action need{s, mb, action_kind::forward};
         const char* why = "every stage runs a forward for every microbatch";
         if ((st & F) == 0) {
@@ -284,7 +293,7 @@ class structure_checker {
   int m_ = 0;
   bool training_ = true;
   const std::vector<int>* rank_of_ = nullptr;
-  std::vector<std::uint8_t> state_;
+  std::vector<std::uint16_t> state_;
   message_keys keys_{};
   std::optional<channel_map> channels_;
   std::vector<std::vector<std::size_t>> sent_, received_;  // per channel, message keys in order
