@@ -11,7 +11,7 @@
 # Usage: scripts/setup.sh
 set -euo pipefail
 
-packages=(catch2 libopenmpi-dev openmpi-bin pkg-config libcli11-dev libopenblas-dev doxygen python3)
+packages=(catch2 libopenmpi-dev openmpi-bin pkg-config libcli11-dev libopenblas-dev doxygen python3 python3-venv)
 
 is_installed() {
   # dpkg -s also succeeds for removed packages whose config files remain; ask for the real state.

@@ -1,5 +1,5 @@
 // The MPI model of the NCCL backend that docs/mpi.md shows, as a program the test suite runs with
-// 2 processes: one pipeline rank per process, every transfer an NCCL-like operation on the rank's
+// 2 and 4 processes: one pipeline rank per process, every transfer an NCCL-like operation on the rank's
 // transfer stream. The kit's layers compute on host tensors, as host work on the stage's stream.
 #include <cstdio>
 
