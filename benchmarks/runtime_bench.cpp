@@ -193,21 +193,32 @@ struct trace_breakdown {
   [[nodiscard]] double wake_us() const { return wakes > 0 ? wake / wakes : 0.0; }
 };
 
+// With `recompute`, every stage has two layers that share its times and recomputes (R): R re-runs
+// the first layer, half a forward.
 template <class Schedule, class Backend = ppipe::host_backend>
-void waiting(benchmark::State& state, int v) {
+void waiting(benchmark::State& state, int v, bool recompute = false) {
   constexpr int p = 4;
   constexpr int m = 16;
   const double forward_us = 1000.0 / v;
   const double backward_us = 2000.0 / v;
+  const int per_stage = recompute ? 2 : 1;
   const auto ns = [](double us) { return std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000.0)); };
-  waiting_model model{p * v, ns(forward_us), ns(backward_us), std::chrono::microseconds(state.range(0))};
-  ppipe::pipeline<waiting_model, Schedule, ppipe::partitioners::balanced, Backend> pipe(model, options(p, m, v, true),
-                                                                                      no_loss);
+  waiting_model model{p * v * per_stage, ns(forward_us / per_stage), ns(backward_us / per_stage),
+                      std::chrono::microseconds(state.range(0))};
+  ppipe::pipeline_options o = options(p, m, v, true);
+  if (recompute) o.recompute = {ppipe::recompute_policy::full};
+  ppipe::pipeline<waiting_model, Schedule, ppipe::partitioners::balanced, Backend> pipe(model, o, no_loss);
   const ppipe::payload in = rows(m);
   const ppipe::schedule& s = pipe.training_schedule();
+  // Each layer call is late by `late_us`: a stage's F and B make `per_stage` calls (I and W
+  // half of B's time each, as before), R one fewer than F.
   const auto predict = [&](double late_us, double transfer_us) {
-    const auto costs = ppipe::cost_model::uniform(forward_us + late_us, backward_us + late_us, transfer_us);
-    return ppipe::simulate(s, costs, {false, ppipe::transfer_model::buffered});
+    const double k = per_stage;
+    const double r = (per_stage - 1) * (forward_us / k + late_us);
+    const double f = forward_us + k * late_us;
+    const double b = backward_us + k * late_us;
+    const ppipe::stage_costs c{f, b, b / 2, b / 2, recompute ? r : f};
+    return ppipe::simulate(s, ppipe::cost_model{{c}, transfer_us}, {false, ppipe::transfer_model::buffered});
   };
   const ppipe::simulation predicted = predict(0.0, 0.0);
 
@@ -248,7 +259,7 @@ void waiting(benchmark::State& state, int v) {
   int stage_peak = 0;
   for (int st = 0; st < s.num_stages(); ++st) stage_peak = std::max(stage_peak, pipe.memory(st).peak_microbatches);
   state.counters["peak_stage_microbatches"] = stage_peak;
-  state.SetLabel(threads_label(p) + ", v=" + std::to_string(v));
+  state.SetLabel(threads_label(p) + ", v=" + std::to_string(v) + (recompute ? ", recompute" : ""));
 }
 
 void waiting_gpipe(benchmark::State& state) { waiting<ppipe::schedules::gpipe>(state, 1); }
@@ -256,6 +267,8 @@ void waiting_1f1b(benchmark::State& state) { waiting<ppipe::schedules::one_f_one
 void waiting_interleaved(benchmark::State& state) { waiting<ppipe::schedules::interleaved_1f1b>(state, 2); }
 void waiting_zb_h1(benchmark::State& state) { waiting<ppipe::schedules::zb_h1>(state, 1); }
 void waiting_zb_v(benchmark::State& state) { waiting<ppipe::schedules::zb_v>(state, 2); }
+void waiting_gpipe_recompute(benchmark::State& state) { waiting<ppipe::schedules::gpipe>(state, 1, true); }
+void waiting_1f1b_recompute(benchmark::State& state) { waiting<ppipe::schedules::one_f_one_b>(state, 1, true); }
 
 void overhead(benchmark::State& state) { overhead_on<ppipe::host_backend>(state); }
 void overhead_streams(benchmark::State& state) {
@@ -318,6 +331,8 @@ BENCHMARK(waiting_1f1b)->Name("waiting/1f1b_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_interleaved)->Name("waiting/interleaved_1f1b_p4_m16_v2")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_h1)->Name("waiting/zb_h1_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_v)->Name("waiting/zb_v_p4_m16_v2")->Apply(waiting_settings);
+BENCHMARK(waiting_gpipe_recompute)->Name("waiting/gpipe_p4_m16_recompute")->Apply(waiting_settings);
+BENCHMARK(waiting_1f1b_recompute)->Name("waiting/1f1b_p4_m16_recompute")->Apply(waiting_settings);
 
 BENCHMARK(overhead_streams)
     ->Name("cpu_streams/overhead/1f1b")

@@ -7,6 +7,7 @@
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
 #   generation_bench: pipelined token generation, tokens/s against groups in flight
 #   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V
+#   recompute:       runtime_bench's waiting kernels for GPipe and 1F1B, with and without recompute
 #   cpu_streams:     runtime_bench's cases on the CPU-stream backend (host enqueue cost, waiting steps)
 #   mpi_bench:       the MPI transport against raw MPI send/recv
 #   layers:          the layer kit on OpenBLAS against direct cblas_sgemm calls and the kit's loops
@@ -22,7 +23,7 @@ mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
 # zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone.
 # mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
-for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble cpu_streams mpi layers layers_skylakex}; do
+for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble recompute cpu_streams mpi layers layers_skylakex}; do
   binary="${bench}"
   filter=()
   launch=()
@@ -37,6 +38,10 @@ for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble 
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
     filter=(--benchmark_filter='^waiting/(1f1b|zb_h1|zb_v)')
+  fi
+  if [[ "${bench}" == recompute ]]; then
+    binary=runtime
+    filter=(--benchmark_filter='^waiting/(gpipe|1f1b)_p4_m16')
   fi
   if [[ "${bench}" == cpu_streams ]]; then
     binary=runtime
