@@ -2,32 +2,16 @@
 // which number differs if the schedule no longer matches its formulas.
 #include <algorithm>
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_1f1b: " << what << '\n';
-    ++failures;
-  }
-}
-
-// Rank r's compute actions in order, e.g. "0F0 0F1 0B0".
-std::string compute_order(const ppipe::schedule& s, int r) {
-  std::string out;
-  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
-    if (ppipe::is_compute(a.kind)) out += (out.empty() ? "" : " ") + ppipe::to_string(a);
-  }
-  return out;
-}
+using namespace schedule_check;
 
 // Forwards rank r runs before its first backward: its warm-up plus the first steady forward.
 int forwards_before_first_backward(const ppipe::schedule& s, int r) {
@@ -37,12 +21,6 @@ int forwards_before_first_backward(const ppipe::schedule& s, int r) {
     n += a.kind == ppipe::action_kind::forward ? 1 : 0;
   }
   return n;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
 }
 
 void run() {
@@ -77,12 +55,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_1f1b: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_1f1b", run); }

@@ -1,47 +1,17 @@
 // Forward only: the numbers of docs/schedules/forward-only.md, checked against the simulator.
 // Exits 1 and says which number differs if the schedule no longer matches its formulas.
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_forward_only: " << what << '\n';
-    ++failures;
-  }
-}
-
-int transfer_actions(const ppipe::schedule& s) {
-  int n = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
-  return n;
-}
-
-// Rank r's compute actions in order, e.g. "0F0 0F1 4F0".
-std::string compute_order(const ppipe::schedule& s, int r) {
-  std::string out;
-  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
-    if (ppipe::is_compute(a.kind)) out += (out.empty() ? "" : " ") + ppipe::to_string(a);
-  }
-  return out;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
-}
+using namespace schedule_check;
 
 // The step in forwards of one stage: v*m + p - 1 when p divides m or v = 1; with m = q*p + r and
 // 0 < r < p, each of the last group's v - 1 chunk changes idles p - r more.
@@ -89,12 +59,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_forward_only: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_forward_only", run); }

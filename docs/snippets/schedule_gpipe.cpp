@@ -1,38 +1,17 @@
 // GPipe: the numbers of docs/schedules/gpipe.md, checked against the simulator. Exits 1 and says
 // which number differs if the schedule no longer matches its formulas.
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_gpipe: " << what << '\n';
-    ++failures;
-  }
-}
-
-int transfer_actions(const ppipe::schedule& s) {
-  int n = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
-  return n;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
-}
+using namespace schedule_check;
 
 void run() {
   // p = 4 ranks, m = 8 microbatches, F = 1 and B = 2 per stage, free transfers.
@@ -64,12 +43,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_gpipe: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_gpipe", run); }

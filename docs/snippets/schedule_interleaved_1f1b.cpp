@@ -2,46 +2,16 @@
 // simulator. Exits 1 and says which number differs if the schedule no longer matches its formulas.
 #include <algorithm>
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_interleaved_1f1b: " << what << '\n';
-    ++failures;
-  }
-}
-
-int transfer_actions(const ppipe::schedule& s) {
-  int n = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
-  return n;
-}
-
-// Rank r's compute actions in order, e.g. "0F0 4F0 4B0".
-std::string compute_order(const ppipe::schedule& s, int r) {
-  std::string out;
-  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
-    if (ppipe::is_compute(a.kind)) out += (out.empty() ? "" : " ") + ppipe::to_string(a);
-  }
-  return out;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
-}
+using namespace schedule_check;
 
 // Megatron's warm-up on rank r; with m == p every forward runs first.
 int warmup(int p, int m, int v, int r) { return m == p ? m * v : std::min(m * v, 2 * (p - r - 1) + (v - 1) * p); }
@@ -88,12 +58,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_interleaved_1f1b: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_interleaved_1f1b", run); }

@@ -2,46 +2,16 @@
 // which number differs if the schedule no longer matches its formulas.
 #include <algorithm>
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_zb_h1: " << what << '\n';
-    ++failures;
-  }
-}
-
-int transfer_actions(const ppipe::schedule& s) {
-  int n = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
-  return n;
-}
-
-// Rank r's compute actions in order, e.g. "0F0 0I0 0W0".
-std::string compute_order(const ppipe::schedule& s, int r) {
-  std::string out;
-  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
-    if (ppipe::is_compute(a.kind)) out += (out.empty() ? "" : " ") + ppipe::to_string(a);
-  }
-  return out;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
-}
+using namespace schedule_check;
 
 void run() {
   // p = 4 ranks, m = 8 microbatches; F = 1, B = 2 (for 1F1B), I = W = 1 (for ZB-H1) per stage.
@@ -75,12 +45,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_zb_h1: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_zb_h1", run); }

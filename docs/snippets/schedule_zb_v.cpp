@@ -1,47 +1,16 @@
 // ZB-V: the numbers of docs/schedules/zb-v.md, checked against the simulator. Exits 1 and says
 // which number differs if the schedule no longer matches its formulas.
 #include <cstddef>
-#include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 #include <ppipe/schedule.hpp>
 
+#include "schedule_check.hpp"
+
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) {
-    std::cerr << "schedule_zb_v: " << what << '\n';
-    ++failures;
-  }
-}
-
-int transfer_actions(const ppipe::schedule& s) {
-  int n = 0;
-  for (const auto& list : s.ranks) {
-    for (const ppipe::action& a : list) n += ppipe::is_transfer(a.kind) ? 1 : 0;
-  }
-  return n;
-}
-
-// Rank r's first `most` compute actions in order, e.g. "0F0 0F1 7F0 ...".
-std::string compute_order(const ppipe::schedule& s, int r, int most) {
-  std::string out;
-  int n = 0;
-  for (const ppipe::action& a : s.ranks[static_cast<std::size_t>(r)]) {
-    if (ppipe::is_compute(a.kind) && n++ < most) out += ppipe::to_string(a) + ' ';
-  }
-  return n > most ? out + "..." : out;
-}
-
-std::string percent(double share) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1) << share * 100 << '%';
-  return os.str();
-}
+using namespace schedule_check;
 
 void run() {
   // p = 4 ranks, m = 8 microbatches, v = 2 stages per rank in a V. A rank's share of the model
@@ -77,12 +46,4 @@ void run() {
 
 }  // namespace
 
-int main() {
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "schedule_zb_v: " << e.what() << '\n';
-    return 1;
-  }
-  return failures == 0 ? 0 : 1;
-}
+int main() { return schedule_check::finish("schedule_zb_v", run); }
