@@ -112,7 +112,8 @@ struct adjacent_pairs_gpipe {
 };
 
 template <class Schedule>
-void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& widths) {
+void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& widths, bool recompute = false) {
+  INFO(Schedule::name << " p=" << p << " m=" << m << " v=" << v << (recompute ? ", recompute" : ""));
   const std::uint64_t seed = 42;
   const float lr = 0.05f;
   sequential piped = sequential::mlp(widths, seed);
@@ -123,6 +124,7 @@ void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& width
   o.ranks = p;
   o.microbatches = m;
   o.virtual_stages = v;
+  if (recompute) o.recompute = {ppipe::recompute_policy::full};
   ppipe::pipeline<sequential, Schedule> pipe(piped, o, ppipe::layers::mse_loss{},
                                              [&](const ppipe::stage_info& s) { sgd.step(piped, s); });
   const ppipe::layers::mse_loss loss;
@@ -161,8 +163,10 @@ void check(int p, int m, int v, std::int64_t rows, const std::vector<int>& width
   const ppipe::simulation sim = ppipe::simulate(pipe.training_schedule(), ppipe::cost_model::uniform(1, 2));
   for (int st = 0; st < pipe.split().num_stages(); ++st) {
     CHECK(pipe.memory(st).peak_microbatches == sim.peak_stage_activations[static_cast<std::size_t>(st)]);
+    CHECK(pipe.memory(st).peak_stashed == sim.peak_stage_stashed[static_cast<std::size_t>(st)]);
     CHECK(pipe.memory(st).live_microbatches == 0);
   }
+  if (recompute) CHECK(ppipe::stashed_peaks(pipe.training_schedule()) != std::vector<int>(sim.peak_stage_stashed.size(), 0));
 }
 
 }  // namespace
@@ -200,6 +204,16 @@ TEST_CASE("ZB-H1 trains the MLP bitwise like the unpipelined run") {
   check<ppipe::schedules::zb_h1>(2, 4, 1, 16, {8, 16, 16, 4});
   check<ppipe::schedules::zb_h1>(3, 7, 1, 30, {8, 16, 16, 16, 4});
   check<ppipe::schedules::zb_h1>(4, 16, 1, 35, {8, 12, 12, 12, 12, 4});
+}
+
+TEST_CASE("with activation recomputation every schedule trains the MLP bitwise like the unpipelined run") {
+  check<ppipe::schedules::gpipe>(4, 8, 1, 21, {8, 16, 16, 16, 16, 4}, true);
+  check<ppipe::schedules::one_f_one_b>(3, 6, 1, 30, {8, 16, 16, 16, 4}, true);
+  check<ppipe::schedules::interleaved_1f1b>(2, 4, 2, 16, {8, 16, 16, 16, 4}, true);
+  check<split_backward_1f1b>(3, 6, 1, 20, {8, 16, 16, 16, 4}, true);
+  check<adjacent_pairs_gpipe>(2, 4, 1, 16, {8, 16, 16, 16, 4}, true);
+  check<ppipe::schedules::zb_h1>(3, 7, 1, 30, {8, 16, 16, 16, 4}, true);
+  check<ppipe::schedules::zb_v>(3, 5, 2, 23, {8, 12, 12, 12, 12, 4}, true);
 }
 
 TEST_CASE("ZB-V trains the MLP bitwise like the unpipelined run") {
