@@ -3,7 +3,7 @@
 // backward). Every name in ppipe::schedule_names is drawn, so a schedule added there appears here
 // without a change: p=4 ranks, m=8 microbatches, v=2 stages per rank where the schedule takes
 // several (else v=1), one rank's share of the model costing F=1 and B=2 (I and W 1 each), all on
-// one time scale, so that a shorter step is a shorter picture.
+// one time scale, so that a shorter step is a shorter picture; and 1F1B with recomputation.
 //
 //   ppipe-gallery DIR        writes DIR/<schedule>.svg (scripts/gallery.sh: into docs/gallery)
 #include <algorithm>
@@ -82,6 +82,16 @@ int run(const std::filesystem::path& dir) {
     ppipe::simulation sim = ppipe::simulate(*s, ppipe::cost_model::uniform(1.0 / v, 2.0 / v));
     longest = std::max(longest, sim.makespan);
     plans.push_back({name, std::move(*s), std::move(sim)});
+  }
+  // And 1F1B with activation recomputation on every stage: an R (a forward again, here as long as
+  // the forward) before each backward.
+  {
+    ppipe::schedule s = ppipe::make_schedule("1f1b", {ranks, microbatches, 1});
+    s = ppipe::with_recompute(std::move(s), std::vector<bool>(static_cast<std::size_t>(ranks), true));
+    s.name = "1f1b with recompute";
+    ppipe::simulation sim = ppipe::simulate(s, ppipe::cost_model::uniform(1.0, 2.0));
+    longest = std::max(longest, sim.makespan);
+    plans.push_back({"1f1b_recompute", std::move(s), std::move(sim)});
   }
   // One time scale for all: a shorter step is a shorter picture.
   ppipe::svg_options options;
