@@ -123,6 +123,7 @@ void check_nothing_held(const Pipe& pipe) {
     if (!pipe.is_local(s)) continue;
     INFO("stage " << s);
     CHECK(pipe.memory(s).live_microbatches == 0);
+    CHECK(pipe.memory(s).live_stashed == 0);
     CHECK(pipe.memory(s).live_bytes == 0);
   }
 }

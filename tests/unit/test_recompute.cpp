@@ -135,6 +135,32 @@ TEST_CASE("recompute: the simulator charges R and counts held and stashed microb
   }
 }
 
+TEST_CASE("recompute: a stage's memory counts what it holds and stashes at one moment", "[recompute]") {
+  // With R right before each backward, a microbatch moves from held to stashed and back: a
+  // partition problem sees as many microbatches in flight as without recomputation, never more.
+  for (const char* name : {"gpipe", "1f1b", "zb_h1"}) {
+    for (const int p : {1, 2, 4}) {
+      INFO(name << " p=" << p);
+      const ppipe::schedule plain = ppipe::make_schedule(name, {p, 2 * p, 1});
+      const ppipe::schedule r = ppipe::with_recompute(plain, all_stages(plain));
+      const std::vector<ppipe::layer_cost> layers(static_cast<std::size_t>(2 * p), ppipe::layer_cost{1, 2, 1, 1});
+      CHECK(ppipe::partition_problem::for_schedule(r, layers).in_flight == ppipe::in_flight_peaks(plain));
+      CHECK(ppipe::activation_peaks(r.ranks, r.num_stages(), r.microbatches, r.mode).total_stage ==
+            ppipe::in_flight_peaks(plain));
+    }
+  }
+}
+
+TEST_CASE("recompute: only the stages that recompute need an R cost", "[recompute]") {
+  const ppipe::schedule r = ppipe::with_recompute(ppipe::make_schedule("1f1b", {2, 4, 1}), {false, true});
+  // Stage 0 never runs R, so its recompute cost (0, as a trace of a stage without R measures it)
+  // is not checked; stage 1's is.
+  const ppipe::stage_costs none{1.0, 2.0, 1.0, 1.0, 0.0};
+  const ppipe::stage_costs some{1.0, 2.0, 1.0, 1.0, 0.5};
+  CHECK_NOTHROW(ppipe::simulate(r, ppipe::cost_model{{none, some}, 0.0}));
+  CHECK_THROWS_WITH(ppipe::simulate(r, ppipe::cost_model{{some, none}, 0.0}), Catch::Contains("stage 1 has recompute cost 0"));
+}
+
 TEST_CASE("recompute: R's cost is the stage's own and must be a time", "[recompute]") {
   const ppipe::schedule r = ppipe::with_recompute(ppipe::make_schedule("gpipe", {1, 2, 1}), {true});
   ppipe::stage_costs c{1.0, 2.0, 1.0, 1.0, 0.5};

@@ -106,7 +106,10 @@ concept model_has_shapes = requires(const M& m, int layer, const std::vector<sha
 
 /// @brief `void forward(int layer, const layer_context&, const P& in, P& out)`: fills `out`
 /// (allocated by ppipe with output_shapes()) from `in`. In training it may keep what its backward
-/// needs beyond `in` and `out` keyed by ctx.microbatch, but most layers need nothing more.
+/// needs beyond `in` and `out` keyed by ctx.microbatch, but most layers need nothing more. With
+/// activation recomputation (pipeline_options::recompute, or R actions) a training forward runs
+/// again, with the same context, before its backward: it must then compute the same bits from the
+/// same input (no state that changes per call, such as a dropout mask drawn anew).
 template <class M, class Tensor, class Context = host_layer_context>
 concept model_has_forward = requires(M& m, int layer, const Context& ctx,
                                      const basic_payload<Tensor>& in, basic_payload<Tensor>& out) {

@@ -54,17 +54,16 @@ struct partition_problem {
   /// (one per rank of `s`, or none for identical devices without a memory limit).
   /// @param s the schedule the split will run under: gives the placement, the mode and, by
   /// in_flight_peaks(), each stage's peak microbatches in flight. A stage that recomputes (R
-  /// actions) counts its stashed microbatches (stashed_peaks()) as if held in full: an upper
-  /// bound, since the partitioners do not yet know the size of a stage's input and output
+  /// actions) counts the microbatches it holds and stashes at the same moment as if all were held
+  /// in full (activation_peaks()'s total_stage; without R, in_flight_peaks()): an upper bound,
+  /// since the partitioners do not yet know the size of a stage's input and output
   /// @param layers one cost per layer of the model, in order
   /// @param devices one per rank of `s`, or empty
   /// @return the checked problem
   /// @throws ppipe::error (errc::invalid_argument) when the problem fails check()
   static partition_problem for_schedule(const schedule& s, std::vector<layer_cost> layers,
                                         std::vector<device_spec> devices = {}) {
-    std::vector<int> in_flight = in_flight_peaks(s);
-    const std::vector<int> stashed = stashed_peaks(s);
-    for (std::size_t i = 0; i < in_flight.size(); ++i) in_flight[i] += stashed[i];
+    std::vector<int> in_flight = activation_peaks(s.ranks, s.num_stages(), s.microbatches, s.mode).total_stage;
     partition_problem out{std::move(layers), s.place, s.mode, std::move(in_flight), std::move(devices)};
     out.check();
     return out;

@@ -48,6 +48,8 @@ struct memory_stats {
     --live_stashed;
     hold_microbatch();
   }
+  /// @brief A stashed microbatch is let go without its recompute (after a failed step).
+  void drop_stashed() noexcept { --live_stashed; }
   /// @brief Starts a new peak measurement (live counts stay).
   void reset_peaks() noexcept {
     peak_microbatches = live_microbatches;
@@ -158,6 +160,8 @@ class buffer_pool<host_tensor> {
   void stash_microbatch() noexcept { stats_.stash_microbatch(); }
   /// @brief ... which holds it in full again.
   void unstash_microbatch() noexcept { stats_.unstash_microbatch(); }
+  /// @brief A stashed microbatch is let go without its recompute.
+  void drop_stashed() noexcept { stats_.drop_stashed(); }
 
   /// @brief What the stage holds now and has held at most.
   /// @return the counts, valid as long as the pool

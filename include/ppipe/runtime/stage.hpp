@@ -296,9 +296,11 @@ class stage {
     }
   }
 
-  /// @brief True when no microbatch's activations are held (after a complete step).
-  /// @return whether the pool counts no microbatch as held
-  [[nodiscard]] bool idle() const noexcept { return pool_.stats().live_microbatches == 0; }
+  /// @brief True when no microbatch's activations are held or stashed (after a complete step).
+  /// @return whether the pool counts no microbatch as held or stashed
+  [[nodiscard]] bool idle() const noexcept {
+    return pool_.stats().live_microbatches == 0 && pool_.stats().live_stashed == 0;
+  }
 
  private:
   struct record {
@@ -379,8 +381,11 @@ class stage {
     for (payload_type& p : r.grads) pool_.release(p);
     r.acts.clear();
     r.grads.clear();
-    if (r.live && r.stashed) pool_.unstash_microbatch();
-    if (r.live) pool_.drop_microbatch();
+    if (r.live && r.stashed) {
+      pool_.drop_stashed();
+    } else if (r.live) {
+      pool_.drop_microbatch();
+    }
     r.live = false;
     r.gradient_counted = false;
     r.stashed = false;

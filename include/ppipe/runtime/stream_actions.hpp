@@ -1277,11 +1277,12 @@ class stream_actions {
   [[nodiscard]] bool one_device() const {
     return std::all_of(lanes_.begin(), lanes_.end(), [&](const lanes& l) { return l.device == lanes_.front().device; });
   }
-  // What a graph's launches must share with the step it captured: the schedule, the loss, and
+  // What a graph's launches must share with the step it captured: the schedule (its actions, not
+  // only its name: with_recompute keeps the name), the loss, and
   // each microbatch's shapes and share of the batch (the loss's scale, in the graph).
   static std::string key_of(const schedule& s, const data_type& data) {
-    std::string key = concat(s.name, '|', s.num_ranks(), '|', s.num_stages(), '|', s.microbatches, '|',
-                             static_cast<const void*>(data.loss));
+    std::string key = concat(s.name, '|', fingerprint(s), '|', s.num_ranks(), '|', s.num_stages(), '|', s.microbatches,
+                             '|', static_cast<const void*>(data.loss));
     for (std::size_t mb = 0; mb < data.inputs.size(); ++mb) {
       key += concat('|', to_string(shapes_of(data.inputs[mb])), to_string(shapes_of(data.targets[mb])), '*',
                     std::bit_cast<std::uint64_t>(data.scales[mb]));

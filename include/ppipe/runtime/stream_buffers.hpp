@@ -90,6 +90,8 @@ class counted_buffers {
   void stash_microbatch() noexcept { count_.stats.stash_microbatch(); }
   /// @brief ... which holds it in full again.
   void unstash_microbatch() noexcept { count_.stats.unstash_microbatch(); }
+  /// @brief A stashed microbatch is let go without its recompute.
+  void drop_stashed() noexcept { count_.stats.drop_stashed(); }
 
   [[nodiscard]] const memory_stats& stats() const noexcept { return count_.stats; }
   /// @brief Starts a new peak measurement (live counts stay).

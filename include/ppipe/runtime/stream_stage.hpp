@@ -100,9 +100,11 @@ class stream_stage {
   /// @brief What the stage holds now and has held at most, in the order the host enqueued.
   /// @return the buffers' counts, valid as long as the stage
   [[nodiscard]] const memory_stats& memory() const noexcept { return buffers_.stats(); }
-  /// @brief True when no microbatch's activations are held (after a complete step).
-  /// @return whether the buffers count no microbatch as held
-  [[nodiscard]] bool idle() const noexcept { return buffers_.stats().live_microbatches == 0; }
+  /// @brief True when no microbatch's activations are held or stashed (after a complete step).
+  /// @return whether the buffers count no microbatch as held or stashed
+  [[nodiscard]] bool idle() const noexcept {
+    return buffers_.stats().live_microbatches == 0 && buffers_.stats().live_stashed == 0;
+  }
 
   /// @brief Readies the stage for a step of `microbatches`; only once the device's streams are
   /// synchronized, since it lets go of everything a failed step left behind.
@@ -380,8 +382,11 @@ class stream_stage {
     for (box& b : r.grads) buffers_.release(b, device_.stream);
     r.acts.clear();
     r.grads.clear();
-    if (r.live && r.stashed) buffers_.unstash_microbatch();
-    if (r.live) buffers_.drop_microbatch();
+    if (r.live && r.stashed) {
+      buffers_.drop_stashed();
+    } else if (r.live) {
+      buffers_.drop_microbatch();
+    }
     r.live = false;
     r.gradient_counted = false;
     r.stashed = false;

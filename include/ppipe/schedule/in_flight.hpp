@@ -20,6 +20,7 @@ struct held_peaks {
   std::vector<int> rank;           ///< per rank: held in full, summed over its stages
   std::vector<int> stashed_stage;  ///< per stage: kept as input and output only, until their R
   std::vector<int> stashed_rank;   ///< per rank: the same, summed over its stages
+  std::vector<int> total_stage;    ///< per stage: held and stashed together, at the same moment
 };
 
 /// @brief Replays ordered lists of actions, one per rank, and counts what the stages hold: a
@@ -45,7 +46,7 @@ struct held_peaks {
     }
   }
   return {std::move(held.peak_stage), std::move(held.peak_rank), std::move(held.peak_stashed_stage),
-          std::move(held.peak_stashed_rank)};
+          std::move(held.peak_stashed_rank), std::move(held.peak_total_stage)};
 }
 
 /// @brief Per stage, the most microbatches whose activations the stage holds at once: a forward

@@ -130,8 +130,9 @@ struct simulation {
 
 namespace detail {
 
-/// Checks the costs of the compute kinds the schedule uses (bit k set in `used` for kind k).
-inline void check_costs(const cost_model& costs, int stages, unsigned used) {
+/// Checks the costs of the compute kinds each stage runs (bit k of used[s] set for kind k on stage
+/// s); a single shared entry is checked for what any stage runs.
+inline void check_costs(const cost_model& costs, int stages, const std::vector<unsigned>& used) {
   if (costs.stages.size() != 1 && costs.stages.size() != static_cast<std::size_t>(stages)) {
     fail(errc::invalid_argument, "the cost model has ", costs.stages.size(),
          " stage entries for a schedule of ", stages,
@@ -143,10 +144,12 @@ inline void check_costs(const cost_model& costs, int stages, unsigned used) {
   }
   for (std::size_t s = 0; s < costs.stages.size(); ++s) {
     const stage_costs& c = costs.stages[s];
+    unsigned kinds = 0;
+    for (std::size_t t = 0; t < used.size(); ++t) kinds |= costs.stages.size() == 1 || t == s ? used[t] : 0U;
     const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight, c.recompute};
     const char* names[] = {"forward", "backward", "backward_input", "backward_weight", "recompute"};
     for (unsigned k = 0; k < 5; ++k) {
-      if ((used & (1U << k)) != 0 && (!std::isfinite(values[k]) || values[k] <= 0)) {
+      if ((kinds & (1U << k)) != 0 && (!std::isfinite(values[k]) || values[k] <= 0)) {
         fail(errc::invalid_argument, "stage ", s, " has ", names[k], " cost ", values[k],
              "; every compute cost the schedule uses must be a finite time > 0");
       }
@@ -219,11 +222,11 @@ inline simulation simulate(const schedule& s, const cost_model& costs, simulate_
   }
   const auto p = static_cast<std::size_t>(s.num_ranks());
   const auto stages = static_cast<std::size_t>(s.num_stages());
-  unsigned used = 0;
+  std::vector<unsigned> used(stages, 0);
   std::vector<std::size_t> computes(p, 0);
   for (std::size_t r = 0; r < p; ++r) {
     for (const action& a : s.ranks[r]) {
-      used |= 1U << static_cast<unsigned>(a.kind);
+      used[static_cast<std::size_t>(a.stage)] |= 1U << static_cast<unsigned>(a.kind);
       computes[r] += is_compute(a.kind) ? 1 : 0;
     }
   }

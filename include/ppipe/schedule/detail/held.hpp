@@ -44,7 +44,7 @@ class held_counter {
   held_counter(std::size_t stages, std::size_t ranks, bool training, std::vector<char> recomputed,
                std::size_t microbatches)
       : peak_stage(stages, T{}), peak_rank(ranks, T{}), peak_stashed_stage(stages, T{}),
-        peak_stashed_rank(ranks, T{}), peak_total_rank(ranks, T{}), training_(training),
+        peak_stashed_rank(ranks, T{}), peak_total_stage(stages, T{}), training_(training),
         recomputed_(std::move(recomputed)), m_(microbatches), held_stage_(stages, T{}), held_rank_(ranks, T{}),
         stashed_stage_(stages, T{}), stashed_rank_(ranks, T{}) {}
 
@@ -82,7 +82,7 @@ class held_counter {
 
   std::vector<T> peak_stage, peak_rank;                  ///< most held at once
   std::vector<T> peak_stashed_stage, peak_stashed_rank;  ///< most stashed at once
-  std::vector<T> peak_total_rank;                        ///< most held and stashed together, per rank
+  std::vector<T> peak_total_stage;  ///< most held and stashed together, at the same moment, per stage
 
  private:
   void hold(std::size_t s, std::size_t r, T w) {
@@ -90,7 +90,8 @@ class held_counter {
     held_rank_[r] += w;
     peak_stage[s] = std::max(peak_stage[s], held_stage_[s]);
     peak_rank[r] = std::max(peak_rank[r], held_rank_[r]);
-    peak_total_rank[r] = std::max(peak_total_rank[r], held_rank_[r] + stashed_rank_[r]);
+    // A forward's microbatch counts here, as held, before it is stashed; R unstashes before it holds.
+    peak_total_stage[s] = std::max(peak_total_stage[s], held_stage_[s] + stashed_stage_[s]);
   }
   void drop(std::size_t s, std::size_t r, T w) {
     held_stage_[s] -= w;
