@@ -18,6 +18,7 @@
 #include "ppipe/model/model.hpp"
 #include "ppipe/runtime/failure_channel.hpp"
 #include "ppipe/runtime/watchdog.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/tensor/tensor.hpp"
 #include "ppipe/transport/distributed.hpp"
@@ -137,15 +138,7 @@ struct run_context {
 
   void index_stages(const schedule& s) {
     // Which forwards stash their activations: those whose (stage, microbatch) has an R.
-    const auto m = static_cast<std::size_t>(s.microbatches);
-    recomputed.assign(static_cast<std::size_t>(s.num_stages()) * m, 0);
-    for (const auto& list : s.ranks) {
-      for (const action& a : list) {
-        if (a.kind == action_kind::recompute) {
-          recomputed[static_cast<std::size_t>(a.stage) * m + static_cast<std::size_t>(a.microbatch)] = 1;
-        }
-      }
-    }
+    recomputed = recompute_table(s.ranks, s.num_stages(), s.microbatches);
     by_stage.assign(static_cast<std::size_t>(s.num_stages()), nullptr);
     for (stage_type& st : *stages) {
       if (st.index() < 0 || st.index() >= s.num_stages() || by_stage[static_cast<std::size_t>(st.index())] != nullptr) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ppipe/schedule/detail/held.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
@@ -35,10 +36,9 @@ struct held_peaks {
 /// @return the peaks, per stage and per rank
 [[nodiscard]] inline held_peaks activation_peaks(const std::vector<std::vector<action>>& ranks, int stages,
                                                  int microbatches, schedule_mode mode) {
-  detail::held_counter<int> held(
-      static_cast<std::size_t>(std::max(stages, 0)), ranks.size(), mode == schedule_mode::training,
-      detail::recomputed_pairs(ranks, stages, microbatches, [](const action& a) -> const action& { return a; }),
-      static_cast<std::size_t>(std::max(microbatches, 0)));
+  detail::held_counter held(static_cast<std::size_t>(std::max(stages, 0)), ranks.size(),
+                            mode == schedule_mode::training, recompute_table(ranks, stages, microbatches),
+                            static_cast<std::size_t>(std::max(microbatches, 0)));
   for (std::size_t r = 0; r < ranks.size(); ++r) {
     for (const action& a : ranks[r]) {
       if (a.stage < 0 || a.stage >= stages || a.microbatch < 0 || a.microbatch >= microbatches) continue;

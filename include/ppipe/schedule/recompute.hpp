@@ -1,8 +1,10 @@
 #pragma once
 /// @file
-/// @brief Activation recomputation as a schedule transform: an R action before each backward of
-/// the chosen stages, so that their forwards keep only the stage's input and output.
+/// @brief Activation recomputation in schedules: which (stage, microbatch) pairs have an R, and the
+/// transform that puts an R before each backward of the chosen stages, so that their forwards keep
+/// only the stage's input and output.
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -11,6 +13,28 @@
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
+
+/// @brief Which (stage, microbatch) pairs lists of actions recompute: entry stage * m + microbatch
+/// is 1 where an R action names them. Actions out of range are skipped.
+/// @param ranks per rank, its actions
+/// @param stages the stage count
+/// @param microbatches m
+/// @return stages * m entries, each 0 or 1
+[[nodiscard]] inline std::vector<char> recompute_table(const std::vector<std::vector<action>>& ranks, int stages,
+                                                       int microbatches) {
+  const auto m = static_cast<std::size_t>(std::max(microbatches, 0));
+  std::vector<char> out(static_cast<std::size_t>(std::max(stages, 0)) * m, 0);
+  for (const auto& list : ranks) {
+    for (const action& a : list) {
+      if (a.kind != action_kind::recompute || a.stage < 0 || a.stage >= stages || a.microbatch < 0 ||
+          a.microbatch >= microbatches) {
+        continue;
+      }
+      out[static_cast<std::size_t>(a.stage) * m + static_cast<std::size_t>(a.microbatch)] = 1;
+    }
+  }
+  return out;
+}
 
 /// @brief `s` with activation recomputation on the stages that `stages` marks: right before each
 /// backward of such a stage (B, or I of a split backward) comes an R action of the same stage and
@@ -39,19 +63,14 @@ namespace ppipe {
   const auto marked = [&](const action& a) {
     return a.stage >= 0 && static_cast<std::size_t>(a.stage) < stages.size() && stages[static_cast<std::size_t>(a.stage)];
   };
-  // The (stage, microbatch) pairs that already have their R.
+  // The (stage, microbatch) pairs that already have their R; a marked one out of range has none.
   const auto m = static_cast<std::size_t>(s.microbatches > 0 ? s.microbatches : 0);
-  std::vector<char> has_r(stages.size() * m, 0);
+  std::vector<char> has_r = recompute_table(s.ranks, s.num_stages(), s.microbatches);
   const auto pair = [&](const action& a) {
     return a.microbatch >= 0 && static_cast<std::size_t>(a.microbatch) < m && marked(a)
                ? static_cast<std::size_t>(a.stage) * m + static_cast<std::size_t>(a.microbatch)
                : has_r.size();
   };
-  for (const auto& list : s.ranks) {
-    for (const action& a : list) {
-      if (a.kind == action_kind::recompute && pair(a) < has_r.size()) has_r[pair(a)] = 1;
-    }
-  }
   for (auto& list : s.ranks) {
     std::vector<action> out;
     out.reserve(list.size() * 2);

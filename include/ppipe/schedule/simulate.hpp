@@ -12,6 +12,7 @@
 
 #include "ppipe/schedule/detail/held.hpp"
 #include "ppipe/schedule/detail/replay.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/validate.hpp"
@@ -142,10 +143,11 @@ inline void check_costs(const cost_model& costs, int stages, const std::vector<u
     fail(errc::invalid_argument, "transfer cost ", costs.transfer,
          " is not a time; give a finite value >= 0");
   }
+  unsigned any_stage = 0;
+  for (const unsigned u : used) any_stage |= u;
   for (std::size_t s = 0; s < costs.stages.size(); ++s) {
     const stage_costs& c = costs.stages[s];
-    unsigned kinds = 0;
-    for (std::size_t t = 0; t < used.size(); ++t) kinds |= costs.stages.size() == 1 || t == s ? used[t] : 0U;
+    const unsigned kinds = costs.stages.size() == 1 ? any_stage : used[s];
     const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight, c.recompute};
     const char* names[] = {"forward", "backward", "backward_input", "backward_weight", "recompute"};
     for (unsigned k = 0; k < 5; ++k) {
@@ -164,7 +166,7 @@ struct timing_hooks {
   std::vector<double> clock, busy;
   std::vector<double> arrival;             // buffered: per message
   std::vector<double> posted, group_done;  // rendezvous: per rank, for its current group
-  held_counter<int>& held;
+  held_counter& held;
   simulation& out;
 
   void on_compute(int rank, int step, const action& a) {
@@ -230,10 +232,9 @@ inline simulation simulate(const schedule& s, const cost_model& costs, simulate_
       computes[r] += is_compute(a.kind) ? 1 : 0;
     }
   }
-  detail::held_counter<int> held(
-      stages, p, s.mode == schedule_mode::training,
-      detail::recomputed_pairs(s.ranks, s.num_stages(), s.microbatches, [](const action& a) -> const action& { return a; }),
-      static_cast<std::size_t>(s.microbatches));
+  detail::held_counter held(stages, p, s.mode == schedule_mode::training,
+                            recompute_table(s.ranks, s.num_stages(), s.microbatches),
+                            static_cast<std::size_t>(s.microbatches));
   detail::check_costs(costs, s.num_stages(), used);
   simulation out;
   if (options.record_timeline) {
