@@ -185,3 +185,26 @@ TEST_CASE("recompute: CSV files and SVG pictures carry R", "[recompute]") {
   CHECK(svg.find("R recompute") != std::string::npos);
   CHECK(svg.find("data-action=\"1R0\"") != std::string::npos);
 }
+
+TEST_CASE("recompute: a compute-only file with R runs as fast as the schedule it was written from",
+          "[recompute]") {
+  // Loading pairs each forward's send with the next backward's receive; an R between them must
+  // not split that group (it would cost 1F1B p=2 m=12 a sixth of its step).
+  struct named {
+    const char* name;
+    int v;
+  };
+  for (const named n : {named{"gpipe", 1}, named{"1f1b", 1}, named{"interleaved_1f1b", 2}, named{"zb_h1", 1}}) {
+    for (const int p : {2, 4}) {
+      for (const int m : {4, 12}) {
+        const ppipe::schedule base = ppipe::make_schedule(n.name, {p, m, n.v});
+        const ppipe::schedule r = ppipe::with_recompute(base, all_stages(base));
+        const ppipe::schedule back = ppipe::from_csv(ppipe::to_csv(r));
+        const ppipe::cost_model costs = ppipe::cost_model::uniform(1, 2);
+        INFO(n.name << " p=" << p << " m=" << m);
+        CHECK(count(back, action_kind::recompute) == count(r, action_kind::recompute));
+        CHECK(ppipe::simulate(back, costs).makespan <= ppipe::simulate(r, costs).makespan);
+      }
+    }
+  }
+}

@@ -103,6 +103,32 @@ schedule lower_in_units(schedule compute_only, UnitSizes&& unit_sizes) {
   return compute_only;
 }
 
+/// Unit sizes for `list` where an R belongs to the unit of the compute action after it (it makes
+/// and needs no data across ranks): a transfer group then never sits between an R and its
+/// backward, and a forward's send still pairs with the next backward's receive. `pair_forward`
+/// 2 also makes a forward and the backward (B or I) after it one unit; 1 does not.
+inline std::vector<int> recompute_joins_next(const std::vector<action>& list, int pair_forward) {
+  std::vector<int> units;
+  std::size_t i = 0;
+  const auto skip_r = [&](std::size_t k) {
+    while (k < list.size() && list[k].kind == action_kind::recompute) ++k;
+    return k;
+  };
+  while (i < list.size()) {
+    std::size_t end = skip_r(i);
+    if (end < list.size()) ++end;  // the compute action the R's (if any) lead to
+    if (pair_forward == 2 && list[end - 1].kind == action_kind::forward) {
+      const std::size_t b = skip_r(end);
+      if (b < list.size() && (list[b].kind == action_kind::backward || list[b].kind == action_kind::backward_input)) {
+        end = b + 1;
+      }
+    }
+    units.push_back(static_cast<int>(end - i));
+    i = end;
+  }
+  return units;
+}
+
 }  // namespace detail
 
 /// @brief Returns `compute_only` with a transfer wherever data crosses ranks: a send right after
@@ -114,14 +140,13 @@ schedule lower_in_units(schedule compute_only, UnitSizes&& unit_sizes) {
 /// receive, as Megatron batches them. The receive's position is where the rank needs the data; a
 /// runtime may post it earlier.
 /// Throws ppipe::error if the schedule already has transfers or names a stage out of range.
-/// @param compute_only a schedule with F, B, I and W actions only, taken by value and moved from
+/// An R (recompute) joins the group structure of the compute action after it.
+/// @param compute_only a schedule with compute actions only (F, B, I, W, R), taken by value and moved from
 /// @return the same schedule (name, placement, m and mode unchanged) with its sends and receives inserted
 inline schedule add_communication(schedule compute_only) {
-  std::vector<std::size_t> computes;
-  for (const auto& list : compute_only.ranks) computes.push_back(list.size());
-  return detail::lower_in_units(std::move(compute_only), [&](int rank) {
-    return std::vector<int>(computes[static_cast<std::size_t>(rank)], 1);
-  });
+  std::vector<std::vector<int>> units;
+  for (const auto& list : compute_only.ranks) units.push_back(detail::recompute_joins_next(list, 1));
+  return detail::lower_in_units(std::move(compute_only), [&](int rank) { return units[static_cast<std::size_t>(rank)]; });
 }
 
 namespace detail {
@@ -231,7 +256,7 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
 /// Start times of a compute-only schedule run with unit costs and instant transfers: each rank
 /// runs its list in order, each action as soon as the rank is free and its data is there (a
 /// forward after the previous stage's forward, an I or B after the next stage's, a W after its
-/// I). Fails if the order cannot run (it waits on itself).
+/// I, an R after its forward). Fails if the order cannot run (it waits on itself).
 inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_only) {
   const int last = compute_only.place.num_stages() - 1;
   const auto m = static_cast<std::size_t>(compute_only.microbatches);
@@ -254,6 +279,8 @@ inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_o
           ready = a.stage == 0 ? 0 : f_end[slot(a.stage - 1, a.microbatch)];
         } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_input) {
           ready = a.stage == last ? f_end[slot(a.stage, a.microbatch)] : b_end[slot(a.stage + 1, a.microbatch)];
+        } else if (a.kind == action_kind::recompute) {
+          ready = f_end[slot(a.stage, a.microbatch)];
         } else {
           ready = b_end[slot(a.stage, a.microbatch)];
         }

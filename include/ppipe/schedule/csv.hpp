@@ -142,19 +142,11 @@ struct csv_entry {
 };
 
 /// Lowers a compute-only schedule in units of one compute action, except that a forward directly
-/// followed by a backward (B or I) is one unit: the grouping interleaved_1f1b uses for its steady
+/// followed by a backward (B or I), with only R's between them, is one unit: the grouping interleaved_1f1b uses for its steady
 /// (forward, backward) pairs, Megatron's send_forward_recv_backward.
 inline schedule csv_lower_in_pairs(schedule compute_only) {
-  std::vector<std::vector<int>> units(compute_only.ranks.size());
-  for (std::size_t r = 0; r < units.size(); ++r) {
-    const auto& list = compute_only.ranks[r];
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      const bool pair = list[i].kind == action_kind::forward && i + 1 < list.size() &&
-                        (list[i + 1].kind == action_kind::backward || list[i + 1].kind == action_kind::backward_input);
-      units[r].push_back(pair ? 2 : 1);
-      if (pair) ++i;
-    }
-  }
+  std::vector<std::vector<int>> units;
+  for (const auto& list : compute_only.ranks) units.push_back(recompute_joins_next(list, 2));
   return lower_in_units(std::move(compute_only), [&](int r) { return units[static_cast<std::size_t>(r)]; });
 }
 
@@ -403,14 +395,15 @@ inline schedule from_csv(std::string_view text, const csv_read_options& options 
     validate(s, options.model);
     return s;
   }
-  // Of the lowerings that validate, the one whose step is shortest with unit costs (the earlier
-  // on a tie): a zero-bubble order keeps its speed, which the 1F1B lowering would cost it.
+  // Of the lowerings that validate, the one whose step is shortest with the usual costs (a
+  // backward twice a forward; the earlier on a tie): a zero-bubble order keeps its speed, which
+  // the 1F1B lowering would cost it. With unit costs, a 1F1B order with R would lose its pairs.
   std::vector<schedule> candidates;
   candidates.push_back(add_communication(s));
   const validation_report report = check_schedule(candidates.front(), options.model);
   candidates.push_back(detail::csv_lower_in_pairs(s));
   candidates.push_back(detail::lower_by_time(s, detail::csv_columns(rows)));
-  const cost_model unit{{stage_costs{1.0, 1.0, 1.0, 1.0, 1.0}}, 0.0};
+  const cost_model usual = cost_model::uniform(1.0, 2.0);
   simulate_options timing;
   timing.record_timeline = false;
   timing.transfers = options.model;
@@ -418,7 +411,7 @@ inline schedule from_csv(std::string_view text, const csv_read_options& options 
   double best_time = 0.0;
   for (std::size_t i = 0; i < candidates.size(); ++i) {
     if (!check_schedule(candidates[i], options.model).ok()) continue;
-    const double t = simulate(candidates[i], unit, timing).makespan;
+    const double t = simulate(candidates[i], usual, timing).makespan;
     if (!best || t < best_time) {
       best = i;
       best_time = t;
