@@ -50,6 +50,7 @@ struct settings {
   bool timeline = true;
   bool exact_loss = false;  // print the last loss with every digit, to compare runs bit for bit
   bool recompute = false;   // every stage keeps only its input and output, and recomputes
+  int recompute_every = 0;  // ... and also every k-th layer's input (0: not asked)
   // What -p, -m and -v mean when --schedule-file replaces them, for the refusal.
   std::vector<const CLI::Option*> numbers;
 };
@@ -79,6 +80,9 @@ void add_options(CLI::App& app, settings& s) {
   app.add_flag("--recompute", s.recompute,
                "recompute activations: each stage keeps only its input and output between a forward and "
                "its backward, and runs the forward again before the backward (the same bits, less memory)");
+  cli::add_number(app, "--recompute-every", s.recompute_every, cli::range<int>{1, cli::most},
+                  "recompute activations, keeping also every K-th layer's input: less memory than without, "
+                  "and less recompute than --recompute");
   app.add_flag("--exact-loss", s.exact_loss,
                "also print the last step's loss with 17 significant digits, to compare runs bit for bit");
 }
@@ -140,7 +144,11 @@ int train(const settings& s, ppipe::schedule plan) {
   o.virtual_stages = s.virtual_stages;
   o.timeout = std::chrono::milliseconds(s.timeout_ms);
   o.schedule = std::move(plan);
-  if (s.recompute) o.recompute = {ppipe::recompute_policy::full};
+  if (s.recompute_every > 0) {
+    o.recompute = {ppipe::recompute_policy::every(s.recompute_every)};
+  } else if (s.recompute) {
+    o.recompute = {ppipe::recompute_policy::full};
+  }
   ppipe::pipeline<ppipe::layers::sequential> pipe(
       model, o, ppipe::layers::mse_loss{}, [&](const ppipe::stage_info& st) { sgd.step(model, st); });
 

@@ -208,3 +208,23 @@ TEST_CASE("recompute: a compute-only file with R runs as fast as the schedule it
     }
   }
 }
+
+TEST_CASE("recompute: a policy keeps the stage's first layer input and every k-th after it", "[recompute]") {
+  using ppipe::recompute_policy;
+  CHECK(recompute_policy{} == recompute_policy::none);
+  CHECK(recompute_policy::every(1) == recompute_policy::none);
+  CHECK_FALSE(recompute_policy::none.recomputes());
+  CHECK(recompute_policy::full.recomputes());
+  CHECK(recompute_policy::every(3).recomputes());
+  std::string kept;
+  for (int i = 0; i < 8; ++i) kept += recompute_policy::every(3).keeps(i) ? '1' : '0';
+  CHECK(kept == "10010010");
+  for (int i = 0; i < 8; ++i) {
+    CHECK(recompute_policy::none.keeps(i));
+    CHECK(recompute_policy::full.keeps(i) == (i == 0));
+  }
+  CHECK(ppipe::to_string(recompute_policy::none) == "none");
+  CHECK(ppipe::to_string(recompute_policy::full) == "full");
+  CHECK(ppipe::to_string(recompute_policy::every(4)) == "every 4");
+  CHECK_THROWS_WITH(recompute_policy::every(0), Catch::Contains("every(0)") && Catch::Contains("k must be >= 1"));
+}

@@ -8,18 +8,10 @@
 
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/problem.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
-
-/// @brief What a stage keeps between a microbatch's forward and its backward in training (see
-/// pipeline_options::recompute).
-enum class recompute_policy : unsigned char {
-  none,  ///< every layer's input (the default): the most memory, no extra compute
-  /// only the stage's input and output; the forward of the stage's other layers runs again (an R
-  /// action, ppipe::with_recompute) right before the backward
-  full,
-};
 
 /// @brief The numbers a pipeline is built with.
 struct pipeline_options {
@@ -38,7 +30,8 @@ struct pipeline_options {
   /// microbatches and virtual_stages at their defaults to take its values, or repeat them.
   std::optional<ppipe::schedule> schedule;
   /// Activation recomputation: one policy per stage, or one for every stage; empty: none. A
-  /// schedule that already has R actions (from a file) runs them whatever this says.
+  /// schedule that already has R actions (from a file) runs them whatever this says, with the
+  /// stage's policy where it recomputes and full where it says none.
   std::vector<recompute_policy> recompute;
   /// The longest any rank waits for data or for the others (see executor_options).
   std::chrono::milliseconds timeout{std::chrono::seconds(60)};

@@ -201,6 +201,12 @@ class pipeline {
     }
   }
 
+  // Stage s's pipeline_options::recompute policy (none when it gives none).
+  [[nodiscard]] recompute_policy policy_of(std::size_t s) const {
+    const auto& r = options_.recompute;
+    return r.empty() ? recompute_policy::none : r.size() == 1 ? r.front() : r[s];
+  }
+
   // Per stage, whether pipeline_options::recompute recomputes it; empty when none does.
   [[nodiscard]] std::vector<bool> recomputed_stages(int stages) const {
     const auto& r = options_.recompute;
@@ -211,7 +217,7 @@ class pipeline {
     std::vector<bool> out(static_cast<std::size_t>(stages), false);
     bool any = false;
     for (std::size_t s = 0; s < out.size() && !r.empty(); ++s) {
-      out[s] = (r.size() == 1 ? r.front() : r[s]) == recompute_policy::full;
+      out[s] = policy_of(s).recomputes();
       any = any || out[s];
     }
     return any ? out : std::vector<bool>{};
@@ -266,6 +272,9 @@ class pipeline {
       if (is_local(s)) {
         stages_.emplace_back(*model_, s, split_.first(s), split_.end(s), options_.microbatches,
                              context_on(train_.place.rank_of(s)));
+        // R actions from a schedule file on a stage whose policy is none recompute in full.
+        const recompute_policy policy = policy_of(static_cast<std::size_t>(s));
+        stages_.back().set_recompute(policy.recomputes() ? policy : recompute_policy::full);
         materialize(stages_.back());
       }
     }

@@ -12,6 +12,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/runtime/buffer_pool.hpp"
 #include "ppipe/model/model.hpp"
+#include "ppipe/schedule/recompute.hpp"
 
 namespace ppipe {
 namespace detail {
@@ -256,9 +257,16 @@ class stage {
     release(r);
   }
 
+  /// @brief What stash() keeps and recompute() re-runs from here on (full until set; none is
+  /// taken as full, since a stage is only asked to stash where the schedule has an R).
+  /// @param policy the stage's recompute policy
+  void set_recompute(recompute_policy policy) noexcept {
+    policy_ = policy.recomputes() ? policy : recompute_policy::full;
+  }
+
   /// @brief After the training forward of a microbatch that the schedule recomputes (R): lets go
-  /// of every layer's input but the stage's own, keeping that input and the output (which a send
-  /// or the loss may still read), until recompute(). Throws ppipe::error: invalid_argument if `mb`
+  /// of the layer inputs the recompute policy does not keep, keeping the stage's input and output
+  /// (which a send or the loss may still read), until recompute(). Throws ppipe::error: invalid_argument if `mb`
   /// is outside the step, invalid_schedule if its forward has not run or it is stashed already.
   /// @param mb the microbatch
   void stash(int mb) {
@@ -266,13 +274,15 @@ class stage {
     if (r.stashed) {
       detail::fail(errc::invalid_schedule, "stage ", index_, " stashed microbatch ", mb, " twice; check the schedule");
     }
-    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) pool_.release(r.acts[k]);
+    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) {
+      if (!policy_.keeps(static_cast<int>(k))) pool_.release(r.acts[k]);
+    }
     r.stashed = true;
     pool_.stash_microbatch();
   }
 
-  /// @brief Recompute (R) of a stashed microbatch: re-runs the forward of every layer but the last
-  /// from the kept input, so the backward finds the activations it needs (the output was kept; a
+  /// @brief Recompute (R) of a stashed microbatch: re-runs the forward of each layer whose output
+  /// stash() let go of (every layer but the last under full), from the kept inputs, so the backward finds the activations it needs (the output was kept; a
   /// layer computes the same bits again). Throws ppipe::error: invalid_argument if `mb` is outside
   /// the step, invalid_schedule if its forward has not run or it was not stashed; what a layer
   /// throws passes through.
@@ -288,6 +298,7 @@ class stage {
     const context_type ctx = context(mb, pass_mode::training);
     for (int layer = first_; layer + 1 < end_; ++layer) {
       const auto k = static_cast<std::size_t>(layer - first_);
+      if (policy_.keeps(layer + 1 - first_)) continue;  // its output was kept
       const std::vector<shape> want = model_->output_shapes(layer, shapes_of(r.acts[k]));
       payload_type out = pool_.acquire(want);
       model_->forward(layer, ctx, r.acts[k], out);
@@ -308,7 +319,7 @@ class stage {
     std::vector<payload_type> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
     bool gradient_counted = false;  // the output gradient came from output_gradient_buffer()
-    bool stashed = false;           // only acts.front() and acts.back() are kept, until R
+    bool stashed = false;           // only the inputs policy_ keeps and acts.back() are kept, until R
   };
 
   // Runs the stage's layers forward on `input`, keeping nothing: each layer's input goes back to
@@ -392,6 +403,7 @@ class stage {
   }
 
   Model* model_;
+  recompute_policy policy_ = recompute_policy::full;  // what stash() keeps
   int index_;
   int first_;
   int end_;
@@ -420,6 +432,7 @@ concept pipeline_stage = requires(S& s, const S& cs, int mb, basic_payload<Tenso
   { s.backward(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
   { s.backward_input(mb, std::move(p), want_input_grad) } -> std::same_as<basic_payload<Tensor>>;
   s.backward_weight(mb);
+  s.set_recompute(recompute_policy::full);
   s.stash(mb);
   s.recompute(mb);
 };

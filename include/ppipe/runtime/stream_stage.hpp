@@ -242,9 +242,16 @@ class stream_stage {
     release(r);
   }
 
+  /// @brief What stash() keeps and recompute() re-runs from here on (full until set; none is
+  /// taken as full, since a stage is only asked to stash where the schedule has an R).
+  /// @param policy the stage's recompute policy
+  void set_recompute(recompute_policy policy) noexcept {
+    policy_ = policy.recomputes() ? policy : recompute_policy::full;
+  }
+
   /// @brief After the training forward of a microbatch that the schedule recomputes (R): gives
-  /// back every layer's input but the stage's own once the compute stream is past the forward,
-  /// keeping that input and the output (a send or the loss may still read it) until recompute().
+  /// back the layer inputs the recompute policy does not keep once the compute stream is past the
+  /// forward, keeping the stage's input and output (a send or the loss may still read it) until recompute().
   /// Throws ppipe::error: invalid_argument if `mb` is outside the step, invalid_schedule if its
   /// forward has not been enqueued or it is stashed already.
   /// @param mb the microbatch
@@ -253,13 +260,16 @@ class stream_stage {
     if (r.stashed) {
       detail::fail(errc::invalid_schedule, "stage ", index_, " stashed microbatch ", mb, " twice; check the schedule");
     }
-    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) buffers_.release(r.acts[k], device_.stream);
+    for (std::size_t k = 1; k + 1 < r.acts.size(); ++k) {
+      if (!policy_.keeps(static_cast<int>(k))) buffers_.release(r.acts[k], device_.stream);
+    }
     r.stashed = true;
     buffers_.stash_microbatch();
   }
 
-  /// @brief Enqueues the recompute (R) of a stashed microbatch: the forward of every layer but the
-  /// last, from the kept input, into fresh buffers for the backward (the output was kept). Throws
+  /// @brief Enqueues the recompute (R) of a stashed microbatch: the forward of each layer whose
+  /// output stash() gave back (every layer but the last under full), from the kept inputs, into
+  /// fresh buffers for the backward (the output was kept). Throws
   /// ppipe::error on the host: invalid_argument if `mb` is outside the step, invalid_schedule if
   /// its forward has not been enqueued or it was not stashed. A layer call that fails on the
   /// stream is reported to `sink`; one of a model that enqueues its own work throws here instead.
@@ -276,6 +286,7 @@ class stream_stage {
     const context_type ctx = context(mb, pass_mode::training);
     for (int layer = first_; layer + 1 < end_; ++layer) {
       const auto k = static_cast<std::size_t>(layer - first_);
+      if (policy_.keeps(layer + 1 - first_)) continue;  // its output was kept
       box in = r.acts[k];
       box out = buffers_.acquire(model_->output_shapes(layer, in.shapes), device_.stream);
       launch(layer, mb, "forward", sink, {&in}, {&out}, [m = model_, layer, ctx, in = in.data, out = out.data] {
@@ -291,7 +302,7 @@ class stream_stage {
     std::vector<box> grads;  // after I: grads[k] is the gradient of layer first+k's output
     bool live = false;
     bool gradient_counted = false;
-    bool stashed = false;  // only acts.front() and acts.back() are kept, until R
+    bool stashed = false;  // only the inputs policy_ keeps and acts.back() are kept, until R
   };
 
   // Declares the accesses, then enqueues `call` followed by the check that the layer left tensors
@@ -393,6 +404,7 @@ class stream_stage {
   }
 
   Model* model_;
+  recompute_policy policy_ = recompute_policy::full;  // what stash() keeps
   int index_;
   int first_;
   int end_;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -13,6 +14,67 @@
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
+
+/// @brief What a stage keeps of a training microbatch from its forward to its backward; what it
+/// lets go of, an R action (with_recompute) computes again right before the backward. A policy
+/// that recomputes keeps the stage's input and output (a send or the loss may still read it) and
+/// the input of every k-th layer after the first; R re-runs the forward of each layer whose
+/// output it did not keep. Layer i's output is layer i+1's input.
+class recompute_policy {
+ public:
+  /// Every layer's input (the default): the most memory, no extra compute.
+  static const recompute_policy none;
+  /// Only the stage's input and output: the least memory; R re-runs every layer but the last.
+  static const recompute_policy full;
+  /// @brief Also keeps the input of every k-th layer of the stage (the stage's layers 0, k, 2k, ...):
+  /// about 1/k of the activations, and R re-runs about (k-1)/k of the stage's forward (Megatron's
+  /// and DeepSpeed's checkpoint interval, with the recompute done in one R before the backward).
+  /// @param k the interval, >= 1; every(1) is none, a k of the stage's layer count or more is full
+  /// @return the policy
+  /// @throws ppipe::error (errc::invalid_argument) when k < 1
+  [[nodiscard]] static recompute_policy every(int k) {
+    if (k < 1) {
+      detail::fail(errc::invalid_argument, "recompute_policy::every(", k,
+                   ") keeps every k-th layer's input, so k must be >= 1; use recompute_policy::full to keep "
+                   "only the stage's input");
+    }
+    return recompute_policy(k);
+  }
+
+  /// @brief The none policy.
+  constexpr recompute_policy() noexcept = default;
+
+  /// @brief The interval k of every(k): 1 for none, 0 for full.
+  /// @return k
+  [[nodiscard]] constexpr int interval() const noexcept { return interval_; }
+  /// @brief Whether a stage with this policy recomputes anything (has R actions).
+  /// @return false for none (and every(1)), true otherwise
+  [[nodiscard]] constexpr bool recomputes() const noexcept { return interval_ != 1; }
+  /// @brief Whether a stage with this policy keeps the input of its `i`-th layer (from 0).
+  /// @param i the layer's position in its stage, >= 0
+  /// @return true for the first layer, and for every k-th under every(k)
+  [[nodiscard]] constexpr bool keeps(int i) const noexcept {
+    return i == 0 || (interval_ > 0 && i % interval_ == 0);
+  }
+  /// @brief Policies are equal when they keep the same layers of any stage.
+  /// @return whether the intervals are equal
+  friend constexpr bool operator==(recompute_policy, recompute_policy) noexcept = default;
+
+ private:
+  constexpr explicit recompute_policy(int interval) noexcept : interval_(interval) {}
+  int interval_ = 1;  // k of every(k); 1: none, 0: full
+};
+
+inline constexpr recompute_policy recompute_policy::none{1};
+inline constexpr recompute_policy recompute_policy::full{0};
+
+/// @brief "none", "full" or "every 3".
+/// @param p the policy
+/// @return its name, for messages and tables
+[[nodiscard]] inline std::string to_string(recompute_policy p) {
+  if (!p.recomputes()) return "none";
+  return p.interval() == 0 ? "full" : "every " + std::to_string(p.interval());
+}
 
 /// @brief Which (stage, microbatch) pairs lists of actions recompute: entry stage * m + microbatch
 /// is 1 where an R action names them. Actions out of range are skipped.
