@@ -642,15 +642,47 @@ struct split_plan {
   ppipe::plan_prediction predicted;
   std::optional<ppipe::plan_prediction> uniform;    // for comparison, when the split differs
   std::optional<ppipe::plan_prediction> unlimited;  // the faster split memory ruled out, if any
+  // Recomputation chosen per stage where memory limits a training split: the plan above when no
+  // split fits without it (recompute_needed), otherwise the alternative to compare with.
+  std::optional<ppipe::recompute_plan> recompute;
+  bool recompute_needed = false;
 };
+
+// Whether recomputation can be a choice: a training schedule, a partitioner that minds memory, and
+// a device with a limit.
+bool recompute_applies(const model& m, const std::string& partitioner, const ppipe::schedule& s) {
+  return s.mode == ppipe::schedule_mode::training && partitioner == ppipe::partitioners::heterogeneous::name &&
+         has_memory_limit(m);
+}
 
 split_plan plan_split(const options& o, const model& m, const std::string& partitioner,
                       const std::string& name, bool compare) {
-  split_plan out{make(o, name, compare), {}, {}, {}, {}};
+  split_plan out{make(o, name, compare), {}, {}, {}, {}, {}, false};
   const auto problem = ppipe::partition_problem::for_schedule(out.s, m.layers, m.devices);
-  out.report = ppipe::plan_partition(partitioner, problem);
-  out.predicted =
-      ppipe::predict(out.s, problem, out.report, {o.transfer, o.transfers, o.timeline.value_or(false)});
+  const ppipe::prediction_options how{o.transfer, o.transfers, o.timeline.value_or(false)};
+  const bool can_recompute = recompute_applies(m, partitioner, out.s);
+  if (can_recompute) {
+    try {
+      out.recompute = ppipe::plan_recompute(ppipe::partitioners::heterogeneous{}, out.s, m.layers, m.devices, how);
+    } catch (const ppipe::error&) {
+      // Nothing fits even so, or it cannot be planned: the plan without it says why below.
+    }
+  }
+  try {
+    out.report = ppipe::plan_partition(partitioner, problem);
+  } catch (const ppipe::error& e) {
+    if (e.code() != ppipe::errc::out_of_memory || !out.recompute) throw;
+    // No split fits as it is; with recomputation one does.
+    out.recompute_needed = true;
+    out.report = out.recompute->report;
+    out.predicted = out.recompute->prediction;
+    const ppipe::partition uniform = ppipe::partitioners::uniform{}.split(out.recompute->problem);
+    if (!(uniform == out.report.split)) {
+      out.uniform = ppipe::predict(out.s, out.recompute->problem, uniform, {o.transfer, o.transfers});
+    }
+    return out;
+  }
+  out.predicted = ppipe::predict(out.s, problem, out.report, how);
   const ppipe::partition uniform = ppipe::partitioners::uniform{}.split(problem);
   if (!(uniform == out.report.split)) {
     out.uniform = ppipe::predict(out.s, problem, uniform, {o.transfer, o.transfers});
@@ -679,6 +711,41 @@ std::string first_over(const ppipe::plan_prediction& p) {
   return "";
 }
 
+// The stages that recompute, "stage 0 every 2, stage 3 full", or "none".
+std::string policies(const std::vector<ppipe::recompute_policy>& p) {
+  std::ostringstream os;
+  for (std::size_t s = 0; s < p.size(); ++s) {
+    if (p[s].recomputes()) os << (os.tellp() > 0 ? ", " : "") << "stage " << s << " " << ppipe::to_string(p[s]);
+  }
+  return os.tellp() > 0 ? os.str() : "none";
+}
+
+// "20.41, 17.00 GiB".
+std::string peaks(const ppipe::plan_prediction& p) {
+  std::ostringstream os;
+  for (std::size_t r = 0; r < p.rank_memory.size(); ++r) os << (r > 0 ? ", " : "") << fixed(p.rank_memory[r]);
+  return os.str() + " GiB";
+}
+
+// What recomputation does for this schedule: needed, faster, or of no help.
+void print_recompute(const split_plan& plan) {
+  if (!plan.recompute) return;
+  const ppipe::recompute_plan& rc = *plan.recompute;
+  if (plan.recompute_needed) {
+    std::cout << "recompute: no split fits without it; with " << policies(rc.policies) << ", peak memory "
+              << peaks(rc.prediction) << "\n";
+    return;
+  }
+  if (!rc.recomputes()) {
+    std::cout << "recompute: no stage's recomputation gives a faster split that fits\n";
+    return;
+  }
+  const double ratio = plan.predicted.step_time() / rc.prediction.step_time();
+  std::cout << "recompute: with " << policies(rc.policies) << ", split " << rc.report.sizes() << " takes "
+            << rc.prediction.step_time() << " (" << fixed(ratio) << "x this split's speed), peak memory "
+            << peaks(rc.prediction) << " against " << peaks(plan.predicted) << "\n";
+}
+
 void print_split(const options& o, const model& m, const split_plan& plan) {
   const ppipe::plan_prediction& pred = plan.predicted;
   const ppipe::partition_report& report = plan.report;
@@ -694,7 +761,12 @@ void print_split(const options& o, const model& m, const split_plan& plan) {
     std::cout << "stage " << st.stage << " on rank " << st.rank << ": " << st.layers()
               << (st.layers() == 1 ? " layer (" : " layers (")
               << describe(m, st.first_layer, st.end_layer) << "), " << st.in_flight
-              << (st.in_flight == 1 ? " microbatch" : " microbatches") << " in flight\n";
+              << (st.in_flight == 1 ? " microbatch" : " microbatches") << " in flight";
+    if (st.recompute.recomputes()) {
+      std::cout << ", recompute " << ppipe::to_string(st.recompute) << " (at most " << st.held << " held in full, "
+                << st.stashed << " stashed)";
+    }
+    std::cout << "\n";
   }
   if (o.timeline.value_or(false)) print_timeline(o, plan.s, pred.sim);
 
@@ -734,6 +806,7 @@ void print_split(const options& o, const model& m, const split_plan& plan) {
   } else if (report.partitioner != ppipe::partitioners::uniform::name) {
     std::cout << "(the uniform split is the same)\n";
   }
+  print_recompute(plan);
   if (!pred.fits()) std::cout << "warning: this split does not fit: " << first_over(pred) << "\n";
   // When the partitioner proved that no split has a faster slowest stage (within memory), moving
   // layers is no cure, and advise() is told so.
@@ -814,8 +887,10 @@ int plan_model(options o) {
     if (plan) split_width = std::max(split_width, plan->report.sizes().size() + 2);
   }
   const bool memory = has_memory(m);
+  const bool limited = has_memory_limit(m);  // recomputation is a choice: its column
   std::cout << std::left << std::setw(19) << "schedule" << std::setw(static_cast<int>(split_width)) << "split"
-            << "step time  bubble" << (memory ? "   peak memory  fits" : "") << "\n";
+            << "step time  bubble" << (memory ? "   peak memory  fits" : "")
+            << (limited ? "  with recompute" : "") << "\n";
   for (const auto& [name, plan, trouble] : rows) {
     std::cout << std::setw(19) << name;
     if (!plan) {
@@ -827,7 +902,17 @@ int plan_model(options o) {
               << pred.step_time() << std::setw(memory ? 9 : 0) << percent(pred.bubble());
     if (memory) {
       const double peak = *std::max_element(pred.rank_memory.begin(), pred.rank_memory.end());
-      std::cout << std::setw(13) << fixed(peak) << (pred.fits() ? "yes" : "no");
+      std::cout << std::setw(13) << fixed(peak) << std::setw(limited ? 6 : 0) << (pred.fits() ? "yes" : "no");
+    }
+    if (limited) {
+      const auto& rc = plan->recompute;
+      if (plan->recompute_needed) {
+        std::cout << "needed (" << policies(rc->policies) << ")";
+      } else if (rc && rc->recomputes()) {
+        std::cout << rc->prediction.step_time() << " (" << rc->report.sizes() << ", " << policies(rc->policies) << ")";
+      } else {
+        std::cout << "no gain";
+      }
     }
     std::cout << "\n";
   }

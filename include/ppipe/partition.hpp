@@ -11,5 +11,6 @@
 #include "ppipe/partition/partitioner.hpp"
 #include "ppipe/partition/predict.hpp"
 #include "ppipe/partition/problem.hpp"
+#include "ppipe/partition/recompute_plan.hpp"
 #include "ppipe/partition/profile.hpp"
 #include "ppipe/partition/report.hpp"

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "ppipe/partition/predict.hpp"
 #include "ppipe/pipeline/pipeline.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
@@ -277,14 +278,30 @@ TEMPLATE_TEST_CASE("memory: with recomputation, stages hold and stash what the s
     const auto kept = contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1, {}, 5);
     const auto half = contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1, every2, 5);
     const auto recomputed = contract::peaks_as_simulated<F, gpipe>(p, 2 * p, 1, full, 5);
+    // What the planner predicts each policy saves, in layer inputs (the toy's are all one size).
+    const ppipe::schedule plan = gpipe::generate({p, 2 * p, 1});
+    std::vector<int> bounds;
+    for (int s = 0; s <= p; ++s) bounds.push_back(5 * s);
+    const std::vector<ppipe::layer_cost> unit(static_cast<std::size_t>(5 * p), ppipe::layer_cost{1.0, 2.0, 0.0, 1.0});
+    const auto predicted = [&](ppipe::recompute_policy policy) {
+      return ppipe::predict(plan, ppipe::partition_problem::for_schedule(plan, unit, {}, {policy}),
+                            ppipe::partition(bounds))
+          .rank_memory;
+    };
+    const auto none_units = predicted(ppipe::recompute_policy::none);
+    const auto half_units = predicted(every2);
+    const auto full_units = predicted(full);
     for (std::size_t s = 0; s < kept.size(); ++s) {
       INFO("stage " << s);
       // Five layers a stage: a stashed microbatch keeps its input and output, and under every(2)
       // the inputs of layers 2 and 4, not the others, so GPipe's 2p microbatches in flight cost
-      // less, and less again in full.
+      // less, and less again in full: by the predicted number of layer inputs, each the same bytes.
       if (kept[s] > 0) {
         CHECK(half[s] < kept[s]);
         CHECK(recomputed[s] < half[s]);
+        const double input_bytes = static_cast<double>(kept[s] - recomputed[s]) / (none_units[s] - full_units[s]);
+        CHECK(input_bytes > 0);
+        CHECK(static_cast<double>(kept[s] - half[s]) == input_bytes * (none_units[s] - half_units[s]));
       }
     }
     (void)contract::peaks_as_simulated<F, one_f_one_b>(p, 2 * p, 1, full);

@@ -18,8 +18,9 @@ namespace ppipe::partitioners {
 
 /// @brief Minimises the largest stage time, cost / speed of the stage's rank, subject to each
 /// rank's memory: its stages' parameter memory plus, for each stage, the schedule's peak in-flight
-/// microbatches times the stage's activation memory per microbatch. So under 1F1B the first stages,
-/// which hold the most microbatches, get fewer activation-heavy layers.
+/// microbatches times the stage's activation memory per microbatch (less where a stage recomputes:
+/// partition_problem). So under 1F1B the first stages, which hold the most microbatches, get fewer
+/// activation-heavy layers.
 ///
 /// Exact when each rank with a memory limit holds one stage (GPipe, 1F1B, or any schedule without
 /// limits). When a limited rank holds several stages (interleaved), they share its memory, and the
@@ -79,9 +80,15 @@ struct heterogeneous {
       for (const stage_report& s : r.stages) {
         if (s.rank != rank.rank) continue;
         where << (first ? " " : "; ") << "stage " << s.stage << " holds layers " << s.first_layer << ".."
-              << s.end_layer - 1 << ", parameters " << s.parameter_memory << " + " << s.in_flight
-              << (s.in_flight == 1 ? " microbatch" : " microbatches") << " in flight x activations "
-              << s.activation_memory;
+              << s.end_layer - 1 << ", parameters " << s.parameter_memory << " + ";
+        if (s.stashed > 0 && s.held * s.activation_memory + s.stashed * s.stashed_memory <
+                                 s.in_flight * s.activation_memory) {
+          where << s.held << " held x activations " << s.activation_memory << " + " << s.stashed
+                << " stashed (recompute " << to_string(s.recompute) << ") x " << s.stashed_memory;
+        } else {
+          where << s.in_flight << (s.in_flight == 1 ? " microbatch" : " microbatches") << " in flight x activations "
+                << s.activation_memory;
+        }
         first = false;
       }
       where << ")";
@@ -89,6 +96,8 @@ struct heterogeneous {
     if (short_ranks.size() > shown) where << "; and " << short_ranks.size() - shown << " more ranks";
     double worst = 0;
     for (const rank_report& rank : r.ranks) worst = std::max(worst, rank.memory - rank.capacity);
+    bool recomputes = false;
+    for (int st = 0; st < problem.num_stages(); ++st) recomputes = recomputes || problem.policy(st).recomputes();
     detail::fail(errc::out_of_memory, "no split of the ", problem.num_layers(), " layers over ",
                  problem.num_stages(), " stages fits in memory; ",
                  found.optimal ? "the best split" : "the closest split found", ", ", r.sizes(),
@@ -96,8 +105,8 @@ struct heterogeneous {
                  found.optimal ? "" : " (with several stages per rank sharing memory the search is not"
                                       " exhaustive, so a split may still exist)",
                  ". Give those ranks more memory, add ranks, use a schedule that keeps fewer microbatches"
-                 " in flight (1F1B keeps p-s on stage s, GPipe m), use fewer microbatches, or recompute"
-                 " activations to shrink them");
+                 " in flight (1F1B keeps p-s on stage s, GPipe m), use fewer microbatches",
+                 recomputes ? "" : ", or recompute activations to shrink them (plan_recompute)");
   }
 };
 

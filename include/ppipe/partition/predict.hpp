@@ -11,6 +11,7 @@
 #include "ppipe/partition/partition.hpp"
 #include "ppipe/partition/problem.hpp"
 #include "ppipe/partition/report.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 #include "ppipe/schedule/simulate.hpp"
 
@@ -60,7 +61,9 @@ struct plan_prediction {
 };
 
 /// @brief The simulator's cost model for `split`: each stage's forward and backward add up its
-/// layers' and divide by its rank's speed; a split backward's halves take half each.
+/// layers' and divide by its rank's speed; a split backward's halves take half each; a recompute
+/// re-runs the forward of each layer whose output the stage's policy does not keep (in full,
+/// where the problem gives the stage none).
 /// @param problem the layers' costs and the ranks' speeds
 /// @param split the layers of each stage; must cut the problem's layers into its stages
 /// @param transfer time for one activation or gradient message, in the costs' unit
@@ -78,8 +81,10 @@ inline cost_model stage_cost_model(const partition_problem& problem, const parti
       f += problem.layers[static_cast<std::size_t>(l)].forward;
       b += problem.layers[static_cast<std::size_t>(l)].backward;
     }
+    double r = problem.recompute_time(s, split.first(s), split.end(s));
+    if (!problem.policy(s).recomputes()) r = f - problem.layers[static_cast<std::size_t>(split.end(s) - 1)].forward;
     const double speed = problem.device(problem.place.rank_of(s)).speed;
-    costs.stages.push_back({f / speed, b / speed, b / speed / 2, b / speed / 2});
+    costs.stages.push_back({f / speed, b / speed, b / speed / 2, b / speed / 2, r / speed});
   }
   return costs;
 }
@@ -87,6 +92,9 @@ inline cost_model stage_cost_model(const partition_problem& problem, const parti
 /// @brief Simulates `s` with the stage costs of `report.split` and replays each rank's activations
 /// to find its peak memory; keeps `report` (with its partitioner's name and optimality) as the
 /// prediction's report. `problem` must be the schedule's (partition_problem::for_schedule(s, ...)).
+/// The stages the problem recomputes get their R actions first (with_recompute()); a recomputed
+/// microbatch counts what its stage's policy keeps from its forward to its R, and all of its
+/// activations from its R to its backward.
 /// @param s the schedule to simulate
 /// @param problem the layers' costs and memory and the devices, built for `s`
 /// @param report a report of the split to predict (plan_partition() or evaluate()); one without
@@ -119,30 +127,34 @@ inline plan_prediction predict(const schedule& s, const partition_problem& probl
                  "\" (", s.num_stages(), " stages on ", s.num_ranks(),
                  " ranks); build it with partition_problem::for_schedule(schedule, layers, devices)");
   }
-  for (const auto& list : s.ranks) {
-    for (const action& a : list) {
-      if (a.kind == action_kind::recompute) {
-        detail::fail(errc::unsupported, "schedule \"", s.name, "\" recomputes activations (", to_string(a),
-                     "), which the planner's memory model does not cover yet; predict the schedule without "
-                     "its R actions");
-      }
-    }
-  }
   plan_prediction out;
   detail::check_split(problem, split);
   // A report whose stages are not filled in (e.g. default-built) is completed from the split.
   out.report = report.stages.size() == static_cast<std::size_t>(problem.num_stages()) ? report : evaluate(problem, split);
-  out.sim = simulate(s, stage_cost_model(problem, split, options.transfer),
+  // The stages the problem recomputes get their R actions, as for_schedule() counted them.
+  std::vector<bool> marked(static_cast<std::size_t>(problem.num_stages()), false);
+  for (int st = 0; st < problem.num_stages(); ++st) marked[static_cast<std::size_t>(st)] = problem.policy(st).recomputes();
+  const schedule run = s.mode == schedule_mode::training ? with_recompute(s, marked) : s;
+  out.sim = simulate(run, stage_cost_model(problem, split, options.transfer),
                      {options.record_timeline, options.transfers});
   const bool training = s.mode == schedule_mode::training;
-  for (std::size_t r = 0; r < s.ranks.size(); ++r) {
+  const std::vector<char> recomputed = recompute_table(run.ranks, run.num_stages(), run.microbatches);
+  const auto m = static_cast<std::size_t>(run.microbatches);
+  std::vector<double> kept;  // per stage: what a stashed microbatch keeps
+  for (int st = 0; st < problem.num_stages(); ++st) kept.push_back(problem.stashed_memory(st, split.first(st), split.end(st)));
+  for (std::size_t r = 0; r < run.ranks.size(); ++r) {
     double held = 0;
     double peak = 0;
-    for (const action& a : s.ranks[r]) {
-      const double bytes = out.report.stages[static_cast<std::size_t>(a.stage)].activation_memory;
+    for (const action& a : run.ranks[r]) {
+      const auto st = static_cast<std::size_t>(a.stage);
+      const double bytes = out.report.stages[st].activation_memory;
+      const bool stashes = recomputed[st * m + static_cast<std::size_t>(a.microbatch)] != 0;
       if (a.kind == action_kind::forward) {
         peak = std::max(peak, held + bytes);
-        if (training) held += bytes;
+        if (training) held += stashes ? kept[st] : bytes;  // a stash keeps only what its policy keeps
+      } else if (a.kind == action_kind::recompute) {
+        held += bytes - kept[st];
+        peak = std::max(peak, held);
       } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_weight) {
         held -= bytes;
       }

@@ -3,6 +3,7 @@
 /// @brief What a partitioner is asked: the model's per-layer costs and memory, the schedule's
 /// placement and in-flight activations, and each rank's device.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -13,6 +14,7 @@
 #include "ppipe/error.hpp"
 #include "ppipe/schedule/in_flight.hpp"
 #include "ppipe/schedule/placement.hpp"
+#include "ppipe/schedule/recompute.hpp"
 #include "ppipe/schedule/schedule.hpp"
 
 namespace ppipe {
@@ -42,29 +44,71 @@ struct device_spec {
 
 /// @brief Everything a partitioner needs. Build it with partition_problem::for_schedule(), which
 /// takes the placement and the in-flight counts from the schedule you will run.
+///
+/// Memory of a stage: its layers' parameter_memory, plus in_flight microbatches of its layers'
+/// activation_memory. Where it recomputes, the smaller of that and `held` microbatches in full plus
+/// `stashed` microbatches of what its policy keeps: the activation_memory of each layer whose
+/// input it keeps (a layer's activation_memory is taken to include its input). Both are upper
+/// bounds (the held and stashed peaks may fall at different moments); predict() replays the
+/// schedule for the exact peak.
 struct partition_problem {
   std::vector<layer_cost> layers;     ///< the model, layer by layer, in order
   placement place;                    ///< which rank runs each stage
   /// Training (forward and backward, activations held until the backward) or inference (forward only).
   schedule_mode mode = schedule_mode::training;
-  std::vector<int> in_flight;         ///< per stage: peak microbatches of activations held
+  /// Per stage: peak microbatches in flight at one moment, held in full or stashed for their R.
+  std::vector<int> in_flight;
   std::vector<device_spec> devices;   ///< one per rank; empty: identical devices, no memory limit
+  /// Per stage: what a recomputed microbatch keeps (recompute_policy); empty: no stage recomputes.
+  std::vector<recompute_policy> recompute{};
+  /// Per stage: peak microbatches held in full; empty where no stage recomputes (then in_flight).
+  std::vector<int> held{};
+  /// Per stage: peak microbatches stashed for their R, holding only what `recompute` keeps; empty
+  /// where no stage recomputes.
+  std::vector<int> stashed{};
 
   /// @brief The problem of splitting `layers` over the stages of schedule `s`, on `devices`
-  /// (one per rank of `s`, or none for identical devices without a memory limit).
+  /// (one per rank of `s`, or none for identical devices without a memory limit), with the
+  /// recomputation `recompute` asks for.
   /// @param s the schedule the split will run under: gives the placement, the mode and, by
-  /// in_flight_peaks(), each stage's peak microbatches in flight. A stage that recomputes (R
-  /// actions) counts the microbatches it holds and stashes at the same moment as if all were held
-  /// in full (activation_peaks()'s total_stage; without R, in_flight_peaks()): an upper bound,
-  /// since the partitioners do not yet know the size of a stage's input and output
+  /// activation_peaks(), each stage's peak microbatches held and stashed
   /// @param layers one cost per layer of the model, in order
   /// @param devices one per rank of `s`, or empty
+  /// @param recompute one policy per stage, or one for all, or none: the stages that recompute get
+  /// their R actions (with_recompute()) before the counting; a stage with R actions of its own in
+  /// `s` and no policy here recomputes in full, as the runtime does
   /// @return the checked problem
-  /// @throws ppipe::error (errc::invalid_argument) when the problem fails check()
+  /// @throws ppipe::error (errc::invalid_argument) when `recompute` has another size, when it asks a
+  /// forward-only schedule to recompute, or when the problem fails check()
   static partition_problem for_schedule(const schedule& s, std::vector<layer_cost> layers,
-                                        std::vector<device_spec> devices = {}) {
-    std::vector<int> in_flight = activation_peaks(s.ranks, s.num_stages(), s.microbatches, s.mode).total_stage;
-    partition_problem out{std::move(layers), s.place, s.mode, std::move(in_flight), std::move(devices)};
+                                        std::vector<device_spec> devices = {},
+                                        const std::vector<recompute_policy>& recompute = {}) {
+    const int S = s.num_stages();
+    if (recompute.size() > 1 && recompute.size() != static_cast<std::size_t>(S)) {
+      detail::fail(errc::invalid_argument, recompute.size(), " recompute policies were given for schedule \"", s.name,
+                   "\" of ", S, " stages; give one per stage, one for all, or none");
+    }
+    const auto m = static_cast<std::size_t>(std::max(s.microbatches, 0));
+    const std::vector<char> has_r = recompute_table(s.ranks, S, s.microbatches);
+    std::vector<recompute_policy> policies(static_cast<std::size_t>(S));
+    std::vector<bool> marked(static_cast<std::size_t>(S), false);
+    bool any = false;
+    for (std::size_t st = 0; st < policies.size(); ++st) {
+      if (!recompute.empty()) policies[st] = recompute.size() == 1 ? recompute.front() : recompute[st];
+      const bool own = std::any_of(has_r.begin() + static_cast<std::ptrdiff_t>(st * m),
+                                   has_r.begin() + static_cast<std::ptrdiff_t>((st + 1) * m), [](char c) { return c != 0; });
+      if (own && !policies[st].recomputes()) policies[st] = recompute_policy::full;
+      marked[st] = policies[st].recomputes();
+      any = any || marked[st];
+    }
+    const schedule run = any ? with_recompute(s, marked) : s;
+    const held_peaks peaks = activation_peaks(run.ranks, S, run.microbatches, run.mode);
+    partition_problem out{std::move(layers), s.place, s.mode, peaks.total_stage, std::move(devices)};
+    if (any) {
+      out.recompute = std::move(policies);
+      out.held = peaks.stage;
+      out.stashed = peaks.stashed_stage;
+    }
     out.check();
     return out;
   }
@@ -81,6 +125,71 @@ struct partition_problem {
   /// @brief Whether the problem is a training one (backward costs count).
   /// @return true when `mode` is schedule_mode::training
   [[nodiscard]] bool training() const noexcept { return mode == schedule_mode::training; }
+
+  /// @brief Stage `s`'s recompute policy.
+  /// @param s a stage in [0, num_stages())
+  /// @return recompute[s], or none when `recompute` is empty
+  [[nodiscard]] recompute_policy policy(int s) const {
+    return recompute.empty() ? recompute_policy::none : recompute.at(static_cast<std::size_t>(s));
+  }
+  /// @brief Stage `s`'s peak microbatches held in full.
+  /// @param s a stage in [0, num_stages())
+  /// @return held[s], or in_flight[s] when `held` is empty
+  [[nodiscard]] int held_of(int s) const {
+    return held.empty() ? in_flight.at(static_cast<std::size_t>(s)) : held.at(static_cast<std::size_t>(s));
+  }
+  /// @brief Stage `s`'s peak memory if it holds layers [first, end): its parameters plus the
+  /// smaller of the two bounds on its activations (see partition_problem).
+  /// @param s a stage
+  /// @param first its first layer
+  /// @param end one past its last layer
+  /// @return the memory, in the unit of layer_cost's memory
+  [[nodiscard]] double stage_memory(int s, int first, int end) const {
+    double params = 0;
+    double acts = 0;
+    for (int l = first; l < end; ++l) {
+      params += layers[static_cast<std::size_t>(l)].parameter_memory;
+      acts += layers[static_cast<std::size_t>(l)].activation_memory;
+    }
+    const double all = in_flight.at(static_cast<std::size_t>(s)) * acts;
+    if (stashed_of(s) == 0) return params + all;
+    return params + std::min(all, held_of(s) * acts + stashed_of(s) * stashed_memory(s, first, end));
+  }
+  /// @brief Stage `s`'s peak stashed microbatches.
+  /// @param s a stage in [0, num_stages())
+  /// @return stashed[s], or 0 when `stashed` is empty
+  [[nodiscard]] int stashed_of(int s) const {
+    return stashed.empty() ? 0 : stashed.at(static_cast<std::size_t>(s));
+  }
+  /// @brief The forward time that stage `s`'s R re-runs per microbatch if it holds layers
+  /// [first, end): the forward of each layer whose output its policy does not keep.
+  /// @param s a stage
+  /// @param first its first layer
+  /// @param end one past its last layer
+  /// @return the time, in the unit of layer_cost's times; 0 when the stage does not recompute
+  [[nodiscard]] double recompute_time(int s, int first, int end) const {
+    const recompute_policy p = policy(s);
+    double t = 0;
+    if (!p.recomputes() || !training()) return t;
+    for (int l = first; l + 1 < end; ++l) {
+      if (!p.keeps(l + 1 - first)) t += layers[static_cast<std::size_t>(l)].forward;
+    }
+    return t;
+  }
+  /// @brief What one stashed microbatch of stage `s` keeps if it holds layers [first, end): the
+  /// activation_memory of each layer whose input its policy keeps.
+  /// @param s a stage
+  /// @param first its first layer
+  /// @param end one past its last layer
+  /// @return the memory, in the unit of layer_cost's memory; all of it when the stage does not recompute
+  [[nodiscard]] double stashed_memory(int s, int first, int end) const {
+    const recompute_policy p = policy(s);
+    double m = 0;
+    for (int l = first; l < end; ++l) {
+      if (p.keeps(l - first)) m += layers[static_cast<std::size_t>(l)].activation_memory;
+    }
+    return m;
+  }
 
   /// @brief The cost the partitioners balance for layer `i`: forward + backward when training,
   /// forward for inference.
@@ -134,6 +243,35 @@ struct partition_problem {
       if (in_flight[s] < 0) {
         detail::fail(errc::invalid_argument, "stage ", s, " has in_flight ", in_flight[s],
                      "; a stage holds zero or more microbatches");
+      }
+    }
+    if (!recompute.empty() && recompute.size() != static_cast<std::size_t>(S)) {
+      detail::fail(errc::invalid_argument, "recompute has ", recompute.size(), " entries for ", S,
+                   " stages; give one per stage, or none (partition_problem::for_schedule fills it)");
+    }
+    if (!held.empty() && held.size() != static_cast<std::size_t>(S)) {
+      detail::fail(errc::invalid_argument, "held has ", held.size(), " entries for ", S,
+                   " stages; give one per stage, or none (partition_problem::for_schedule fills it)");
+    }
+    for (std::size_t s = 0; s < held.size(); ++s) {
+      if (held[s] < 0) {
+        detail::fail(errc::invalid_argument, "stage ", s, " has held ", held[s], "; a stage holds zero or more microbatches");
+      }
+    }
+    if (!stashed.empty() && stashed.size() != static_cast<std::size_t>(S)) {
+      detail::fail(errc::invalid_argument, "stashed has ", stashed.size(), " entries for ", S,
+                   " stages; give one per stage, or none (partition_problem::for_schedule fills it)");
+    }
+    if (!training() && (!held.empty() || !stashed.empty() ||
+                        std::any_of(recompute.begin(), recompute.end(), [](recompute_policy p) { return p.recomputes(); }))) {
+      detail::fail(errc::invalid_argument, "an inference problem has recomputation (recompute, held or stashed "
+                   "set); a forward-only step keeps no activations to recompute, so leave them empty");
+    }
+    for (std::size_t s = 0; s < stashed.size(); ++s) {
+      if (stashed[s] < 0 || (stashed[s] > 0 && !policy(static_cast<int>(s)).recomputes())) {
+        detail::fail(errc::invalid_argument, "stage ", s, " has stashed ", stashed[s], " with recompute policy ",
+                     to_string(policy(static_cast<int>(s))),
+                     "; only a stage that recomputes stashes, zero or more microbatches");
       }
     }
     for (std::size_t i = 0; i < layers.size(); ++i) {

@@ -24,14 +24,28 @@ struct stage_report {
   int first_layer = 0;      ///< its layers are [first_layer, end_layer)
   /// One past its last layer.
   int end_layer = 0;
-  double cost = 0;          ///< per microbatch, on the reference device (what partitioners balance)
+  /// Per microbatch, on the reference device (what partitioners balance), its recompute included.
+  double cost = 0;
   double time = 0;          ///< cost / its rank's speed
-  int in_flight = 0;        ///< peak microbatches of activations the schedule has it hold
+  int in_flight = 0;        ///< peak microbatches of activations in flight (held or stashed) at once
   double parameter_memory = 0;   ///< its layers' parameter memory
   double activation_memory = 0;  ///< its layers' activations for one microbatch
-  /// @brief The most memory the stage holds: its parameters and its in-flight microbatches' activations.
-  /// @return parameter_memory + in_flight * activation_memory, in the unit of layer_cost's memory
-  [[nodiscard]] double memory() const { return parameter_memory + in_flight * activation_memory; }
+  recompute_policy recompute{};  ///< what it keeps of a microbatch it recomputes
+  /// The forward time its R re-runs per microbatch, on the reference device (part of `cost`).
+  double recompute_cost = 0;
+  int held = 0;                  ///< peak microbatches it holds in full (in_flight when it does not recompute)
+  int stashed = 0;               ///< peak microbatches it stashes for their R
+  double stashed_memory = 0;     ///< what one stashed microbatch keeps
+  /// @brief The most memory the stage holds: its parameters and its in-flight microbatches'
+  /// activations; where it recomputes, the smaller of that and its held microbatches' activations
+  /// plus its stashed microbatches' kept inputs (an upper bound: the held and stashed peaks may
+  /// fall at different moments; predict() replays the schedule for the exact peak).
+  /// @return the memory, in the unit of layer_cost's memory
+  [[nodiscard]] double memory() const {
+    const double all = in_flight * activation_memory;
+    if (stashed == 0) return parameter_memory + all;
+    return parameter_memory + std::min(all, held * activation_memory + stashed * stashed_memory);
+  }
   /// @brief The number of layers the stage holds.
   /// @return end_layer - first_layer
   [[nodiscard]] int layers() const { return end_layer - first_layer; }
@@ -191,6 +205,12 @@ inline partition_report evaluate(const partition_problem& problem, const partiti
       st.activation_memory += problem.layers[i].activation_memory;
       largest = std::max(largest, problem.cost(i));
     }
+    st.recompute = problem.policy(s);
+    st.recompute_cost = problem.recompute_time(s, st.first_layer, st.end_layer);
+    st.cost += st.recompute_cost;
+    st.held = problem.held_of(s);
+    st.stashed = problem.stashed_of(s);
+    if (st.stashed > 0) st.stashed_memory = problem.stashed_memory(s, st.first_layer, st.end_layer);
     total += st.cost;
     st.time = st.cost / problem.device(st.rank).speed;
     rank_report& rr = out.ranks[static_cast<std::size_t>(st.rank)];

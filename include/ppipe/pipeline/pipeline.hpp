@@ -260,7 +260,7 @@ class pipeline {
                    " stages (p=", options_.ranks, " x v=", options_.virtual_stages,
                    "); every stage needs a layer: use fewer ranks or stages per rank");
     }
-    split_ = options_.split ? *options_.split : Partitioner{}.split(partition_problem::for_schedule(train_, layer_costs(), options_.devices));
+    split_ = options_.split ? *options_.split : Partitioner{}.split(partition_problem::for_schedule(train_, layer_costs(), options_.devices, options_.recompute));
     if (split_.num_stages() != stages || split_.num_layers() != layers) {
       detail::fail(errc::invalid_argument, "the split has ", split_.num_stages(), " stages over ", split_.num_layers(),
                    " layers, but the pipeline has ", stages, " stages and the model ", layers,

@@ -26,7 +26,7 @@ struct stage_costs {
   double backward = 2.0;         ///< B (full backward)
   double backward_input = 1.0;   ///< I (input-gradient half of a split backward)
   double backward_weight = 1.0;  ///< W (weight-gradient half)
-  double recompute = 1.0;        ///< R (the forward re-run before a backward), at most `forward`
+  double recompute = 1.0;        ///< R (the forward re-run before a backward), at most `forward`; may be 0
 };
 
 /// @brief The costs the simulator charges: per stage compute, and one transfer latency per message.
@@ -151,9 +151,12 @@ inline void check_costs(const cost_model& costs, int stages, const std::vector<u
     const double values[] = {c.forward, c.backward, c.backward_input, c.backward_weight, c.recompute};
     const char* names[] = {"forward", "backward", "backward_input", "backward_weight", "recompute"};
     for (unsigned k = 0; k < 5; ++k) {
-      if ((kinds & (1U << k)) != 0 && (!std::isfinite(values[k]) || values[k] <= 0)) {
+      // R of a one-layer stage re-runs nothing: it may cost 0.
+      const bool bad = k == 4 ? values[k] < 0 : values[k] <= 0;
+      if ((kinds & (1U << k)) != 0 && (!std::isfinite(values[k]) || bad)) {
         fail(errc::invalid_argument, "stage ", s, " has ", names[k], " cost ", values[k],
-             "; every compute cost the schedule uses must be a finite time > 0");
+             k == 4 ? "; a recompute cost must be a finite time >= 0"
+                    : "; every compute cost the schedule uses must be a finite time > 0");
       }
     }
   }

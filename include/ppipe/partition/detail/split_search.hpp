@@ -5,7 +5,12 @@
 ///
 /// A stage's time is computed one way everywhere, (C[j] - C[i]) / speed, from the prefix sums C of
 /// the layer costs, and its memory as (P[j] - P[i]) + in_flight * (A[j] - A[i]). Both only grow as
-/// the stage takes more layers. Whether some split keeps every stage within a time bound B (and its
+/// the stage takes more layers. A stage that recomputes adds the forward of the layers whose outputs
+/// its policy lets go to its time, and bounds its memory by the smaller of that and held microbatches
+/// in full plus stashed ones' kept inputs, from prefix sums with a stride of k under every(k).
+/// Those grow as the stage ends later but not always as it starts earlier (the kept layers move),
+/// and the probes below assume both: such problems go to a dynamic programme over (stage, end)
+/// instead, exact whatever the figures do (split_tables::monotone()). Whether some split keeps every stage within a time bound B (and its
 /// memory) is then decided exactly by the probes below, and the smallest double B that passes,
 /// found by bisecting bit patterns, is the optimal bottleneck itself, not an approximation.
 ///
@@ -54,6 +59,16 @@ struct split_tables {
   int layers = 0;
   int stages = 0;
   std::vector<double> cost, params, acts;  // prefix sums, layers + 1 entries
+  std::vector<double> forward;             // prefix sums of forward times, where a stage recomputes
+  std::vector<int> keep_every;             // per stage: recompute_policy::interval(); 1: none, 0: full
+  std::vector<double> held, stashed;       // per stage: peak held and stashed microbatches
+  std::vector<double> layer_forward, layer_acts;  // per layer, where a stage recomputes
+  // Per interval k >= 2 in use: sums with stride k, S[x] = v[x] + S[x - k], of forwards and activations.
+  struct strided {
+    int k;
+    std::vector<double> forward, acts;
+  };
+  std::vector<strided> stride;
   std::vector<double> speed;               // per stage: its rank's speed (1 when ignored)
   std::vector<double> in_flight;           // per stage
   std::vector<int> rank;                   // per stage
@@ -80,15 +95,39 @@ struct split_tables {
       fail(errc::invalid_argument, "the layer costs add up to ", cost[L],
            ", which overflows; measure them in a larger unit of time");
     }
+    bool recomputes = false;
+    for (int st = 0; st < stages; ++st) {
+      keep_every.push_back(pb.training() ? pb.policy(st).interval() : 1);
+      held.push_back(static_cast<double>(pb.held_of(st)));
+      stashed.push_back(static_cast<double>(pb.stashed_of(st)));
+      recomputes = recomputes || keep_every.back() != 1;
+    }
+    if (recomputes) {
+      forward.assign(L + 1, 0.0);
+      for (std::size_t i = 0; i < L; ++i) {
+        forward[i + 1] = forward[i] + pb.layers[i].forward;
+        layer_forward.push_back(pb.layers[i].forward);
+        layer_acts.push_back(pb.layers[i].activation_memory);
+      }
+      for (const int k : keep_every) {
+        if (k < 2 || std::any_of(stride.begin(), stride.end(), [&](const strided& e) { return e.k == k; })) continue;
+        strided e{k, layer_forward, layer_acts};
+        for (std::size_t x = static_cast<std::size_t>(k); x < L; ++x) {
+          e.forward[x] += e.forward[x - static_cast<std::size_t>(k)];
+          e.acts[x] += e.acts[x - static_cast<std::size_t>(k)];
+        }
+        stride.push_back(std::move(e));
+      }
+    }
     const int R = pb.num_ranks();
     capacity.assign(static_cast<std::size_t>(R), std::numeric_limits<double>::infinity());
-    std::vector<int> held(static_cast<std::size_t>(R), 0);
+    std::vector<int> stages_held(static_cast<std::size_t>(R), 0);  // per rank
     for (int s = 0; s < stages; ++s) {
       const int r = pb.place.rank_of(s);
       rank.push_back(r);
       speed.push_back(use_devices ? pb.device(r).speed : 1.0);
       in_flight.push_back(static_cast<double>(pb.in_flight[static_cast<std::size_t>(s)]));
-      ++held[static_cast<std::size_t>(r)];
+      ++stages_held[static_cast<std::size_t>(r)];
     }
     if (use_devices) {
       for (int r = 0; r < R; ++r) {
@@ -96,35 +135,69 @@ struct split_tables {
         capacity[static_cast<std::size_t>(r)] = cap;
         if (std::isfinite(cap)) {
           memory_limited = true;
-          coupled = coupled || held[static_cast<std::size_t>(r)] > 1;
+          coupled = coupled || stages_held[static_cast<std::size_t>(r)] > 1;
         }
       }
     }
     for (int s = 0; s < stages; ++s) stage_capacity.push_back(capacity[static_cast<std::size_t>(rank[static_cast<std::size_t>(s)])]);
-    if (memory_limited) {  // one pass over the layers per distinct in-flight count
-      std::vector<std::pair<double, double>> seen;
+    if (memory_limited) {  // one pass over the layers per distinct set of counts
+      struct seen_counts {
+        double in_flight, held, stashed, most;
+      };
+      std::vector<seen_counts> seen;
       for (int s = 0; s < stages; ++s) {
-        const double k = in_flight[static_cast<std::size_t>(s)];
-        auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == k; });
-        if (it == seen.end()) {
+        const auto st = static_cast<std::size_t>(s);
+        auto it = std::find_if(seen.begin(), seen.end(), [&](const seen_counts& e) {
+          return e.in_flight == in_flight[st] && e.held == held[st] && e.stashed == stashed[st];
+        });
+        if (it == seen.end()) {  // one layer keeps its input under any policy: the policy does not matter
           double most = 0;
           for (int l = 0; l < layers; ++l) most = std::max(most, memory(s, l, l + 1));
-          seen.emplace_back(k, most);
+          seen.push_back({in_flight[st], held[st], stashed[st], most});
           it = seen.end() - 1;
         }
-        largest_layer_memory.push_back(it->second);
+        largest_layer_memory.push_back(it->most);
       }
     }
   }
 
   [[nodiscard]] double time(int stage, int i, int j) const {
-    return (cost[static_cast<std::size_t>(j)] - cost[static_cast<std::size_t>(i)]) /
-           speed[static_cast<std::size_t>(stage)];
+    const auto st = static_cast<std::size_t>(stage);
+    double c = cost[static_cast<std::size_t>(j)] - cost[static_cast<std::size_t>(i)];
+    const int k = keep_every[st];
+    if (k != 1 && j - 1 > i) {  // R: the forward of layers [i, j-1), less those whose output is kept
+      c += forward[static_cast<std::size_t>(j - 1)] - forward[static_cast<std::size_t>(i)];
+      if (k >= 2) c -= strided_sum(k, true, i + k - 1, j - 2);
+    }
+    return c / speed[st];
   }
   [[nodiscard]] double memory(int stage, int i, int j) const {
+    const auto st = static_cast<std::size_t>(stage);
     const auto a = static_cast<std::size_t>(i);
     const auto b = static_cast<std::size_t>(j);
-    return (params[b] - params[a]) + in_flight[static_cast<std::size_t>(stage)] * (acts[b] - acts[a]);
+    const double all = in_flight[st] * (acts[b] - acts[a]);
+    if (stashed[st] == 0) return (params[b] - params[a]) + all;
+    // What a stashed microbatch keeps: layer i's input, and every k-th after it.
+    const int k = keep_every[st];
+    const double kept = layer_acts[a] + (k >= 2 ? strided_sum(k, false, i + k, j - 1) : 0.0);
+    return (params[b] - params[a]) + std::min(all, held[st] * (acts[b] - acts[a]) + stashed[st] * kept);
+  }
+  // The forwards (or activations) of layers first, first + k, ... up to last; 0 when first > last.
+  [[nodiscard]] double strided_sum(int k, bool forwards, int first, int last) const {
+    if (first > last) return 0.0;
+    const auto& e = *std::find_if(stride.begin(), stride.end(), [&](const strided& x) { return x.k == k; });
+    const std::vector<double>& v = forwards ? e.forward : e.acts;
+    const int end = first + (last - first) / k * k;
+    return v[static_cast<std::size_t>(end)] - (first >= k ? v[static_cast<std::size_t>(first - k)] : 0.0);
+  }
+  /// Whether every stage's time and memory only grow as it takes more layers at either end, as
+  /// the probes need: not under every(k) (the kept layers move with the start), nor where memory
+  /// limits the split and a stage stashes (a stash keeps its first layer's input).
+  [[nodiscard]] bool monotone() const {
+    for (std::size_t st = 0; st < keep_every.size(); ++st) {
+      if (keep_every[st] > 1 || (memory_limited && stashed[st] > 0)) return false;
+    }
+    return true;
   }
   /// The same tables with memory ignored: the search for time alone.
   [[nodiscard]] split_tables without_memory() const {
@@ -137,12 +210,12 @@ struct split_tables {
   [[nodiscard]] double time_bound() const {
     double slowest = std::numeric_limits<double>::infinity();
     for (double v : speed) slowest = std::min(slowest, v);
-    return cost.back() / slowest;
+    return (cost.back() + (forward.empty() ? 0.0 : forward.back())) / slowest;
   }
   /// An upper bound on any rank's memory: every layer, with the largest in-flight count.
   [[nodiscard]] double memory_bound() const {
     double k = 0;
-    for (double v : in_flight) k = std::max(k, v);
+    for (double v : in_flight) k = std::max(k, v);  // memory() takes at most all of in_flight
     return params.back() + k * acts.back();
   }
 };
@@ -409,7 +482,9 @@ inline double excess_of(const split_tables& t, const std::vector<int>& b) {
 }
 
 /// Minimises the largest stage time for stages that do not share memory (exact).
+inline split_result min_max_split_dp(const split_tables& t);
 inline split_result min_max_split_uncoupled(const split_tables& t) {
+  if (!t.monotone()) return min_max_split_dp(t);
   split_result out;
   const double inf = std::numeric_limits<double>::infinity();
   if (t.memory_limited && !feasible(t, {inf, 0.0})) {
@@ -423,6 +498,63 @@ inline split_result min_max_split_uncoupled(const split_tables& t) {
   out.bottleneck = smallest_feasible(0.0, t.time_bound(), [&](double b) { return feasible(t, {b, 0.0}); });
   out.bounds = cut(t, {out.bottleneck, 0.0});
   out.optimal = true;
+  return out;
+}
+
+/// Minimises the largest stage time for stages that do not share memory by dynamic programming
+/// over (stage, end): O(S * L^2) figure evaluations, exact whatever the figures do as a stage's
+/// start moves (under every(k), or a stash's kept input, they need not only grow). With memory
+/// limits it first finds the least largest excess; a split fits when that is <= 0.
+inline split_result min_max_split_dp(const split_tables& t) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto L = static_cast<std::size_t>(t.layers);
+  const auto S = static_cast<std::size_t>(t.stages);
+  // best[k][j]: the least worst figure over stages 0..k when stage k ends at layer j; from[k][j]:
+  // where stage k then starts.
+  std::vector<std::vector<double>> best(S, std::vector<double>(L + 1, inf));
+  std::vector<std::vector<int>> from(S, std::vector<int>(L + 1, -1));
+  const auto solve = [&](auto&& figure) {  // figure(k, i, j): a stage's figure, inf when ruled out
+    for (std::size_t k = 0; k < S; ++k) {
+      const int last = last_end(t, static_cast<int>(k));
+      for (int j = static_cast<int>(k) + 1; j <= last; ++j) {
+        double& b = best[k][static_cast<std::size_t>(j)];
+        b = inf;
+        for (int i = static_cast<int>(k); i < j; ++i) {
+          const double before = k == 0 ? (i == 0 ? -inf : inf) : best[k - 1][static_cast<std::size_t>(i)];
+          if (before == inf) continue;
+          const double here = std::max(before, figure(static_cast<int>(k), i, j));
+          if (here < b) {
+            b = here;
+            from[k][static_cast<std::size_t>(j)] = i;
+          }
+        }
+      }
+    }
+    std::vector<int> bounds(S + 1, 0);
+    bounds[S] = t.layers;
+    for (std::size_t k = S; k-- > 0;) bounds[k] = from[k][static_cast<std::size_t>(bounds[k + 1])];
+    return std::pair<double, std::vector<int>>{best[S - 1][L], std::move(bounds)};
+  };
+  split_result out;
+  out.optimal = true;
+  if (t.memory_limited) {
+    auto [excess, bounds] = solve([&](int k, int i, int j) {
+      return t.memory(k, i, j) - t.stage_capacity[static_cast<std::size_t>(k)];
+    });
+    if (excess > 0) {
+      out.fits = false;
+      out.shortfall = excess;
+      out.bounds = std::move(bounds);
+      out.bottleneck = inf;
+      return out;
+    }
+  }
+  auto [bottleneck, bounds] = solve([&](int k, int i, int j) {
+    if (t.memory_limited && !(t.memory(k, i, j) <= t.stage_capacity[static_cast<std::size_t>(k)])) return inf;
+    return t.time(k, i, j);
+  });
+  out.bottleneck = bottleneck;
+  out.bounds = std::move(bounds);
   return out;
 }
 
