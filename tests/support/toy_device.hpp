@@ -46,6 +46,8 @@ class on_device : public Inner {
  public:
   using Inner::Inner;
   using Inner::backward;
+  using Inner::backward_input;
+  using Inner::backward_weight;
   using Inner::forward;
 
   template <class Device>
@@ -63,6 +65,22 @@ class on_device : public Inner {
     ppipe::payload host_gin = to_host(gin);
     Inner::backward(layer, base, to_host(in), to_host(out), to_host(g), host_gin);
     write_back(host_gin, gin);
+  }
+
+  template <class Device>
+  void backward_input(int layer, const ppipe::basic_layer_context<Device>& ctx, const device_payload& in,
+                      const device_payload& out, const device_payload& g, device_payload& gin) {
+    const ppipe::layer_context base = ctx;
+    ppipe::payload host_gin = to_host(gin);
+    Inner::backward_input(layer, base, to_host(in), to_host(out), to_host(g), host_gin);
+    write_back(host_gin, gin);
+  }
+
+  template <class Device>
+  void backward_weight(int layer, const ppipe::basic_layer_context<Device>& ctx, const device_payload& in,
+                       const device_payload& out, const device_payload& g) {
+    const ppipe::layer_context base = ctx;
+    Inner::backward_weight(layer, base, to_host(in), to_host(out), to_host(g));
   }
 };
 

@@ -68,6 +68,32 @@ class enqueuing : public Inner {
               });
   }
 
+  void backward_input(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload& out,
+                      const ppipe::payload& g, ppipe::payload& gin) {
+    Inner::backward_input(layer, ctx, in, out, g, gin);
+  }
+  template <class Device, class Tensor>
+  void backward_input(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+                      const ppipe::basic_payload<Tensor>& out, const ppipe::basic_payload<Tensor>& g,
+                      ppipe::basic_payload<Tensor>& gin) {
+    on_stream(ctx, "backward_input", layer,
+              [this, layer, ctx, in = keep(in), out = keep(out), g = keep(g), gin = keep(gin)]() mutable {
+                Inner::backward_input(layer, ctx, use(in), use(out), use(g), use(gin));
+              });
+  }
+
+  void backward_weight(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload& out,
+                       const ppipe::payload& g) {
+    Inner::backward_weight(layer, ctx, in, out, g);
+  }
+  template <class Device, class Tensor>
+  void backward_weight(int layer, const ppipe::basic_layer_context<Device>& ctx, const ppipe::basic_payload<Tensor>& in,
+                       const ppipe::basic_payload<Tensor>& out, const ppipe::basic_payload<Tensor>& g) {
+    on_stream(ctx, "backward_weight", layer, [this, layer, ctx, in = keep(in), out = keep(out), g = keep(g)]() mutable {
+      Inner::backward_weight(layer, ctx, use(in), use(out), use(g));
+    });
+  }
+
  private:
   template <class Device, class Work>
   void on_stream(const ppipe::basic_layer_context<Device>& ctx, const char* what, int layer, Work&& work) {

@@ -45,6 +45,16 @@ class affine {
     affine_backward(a_, ga_, gb_, in, g, gin);
     if (!gin.empty() && misshaped(ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
   }
+  void backward_input(const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload&,
+                      const ppipe::payload& g, ppipe::payload& gin) {
+    hit(ctx.microbatch, true);
+    affine_backward_input(a_, in, g, gin);
+    if (!gin.empty() && misshaped(ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
+  }
+  void backward_weight(const ppipe::layer_context&, const ppipe::payload& in, const ppipe::payload&,
+                       const ppipe::payload& g) {
+    affine_backward_weight(ga_, gb_, in, g);
+  }
   template <class F>
   void for_each_parameter(F&& f) {
     f(ppipe::tensor_view(std::span<float>(&a_, 1)), ppipe::tensor_view(std::span<float>(&ga_, 1)));

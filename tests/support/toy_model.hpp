@@ -40,6 +40,23 @@ inline void affine_forward(float a, float b, const ppipe::payload& in, ppipe::pa
     out[1][r] = 0.5f * in[1][r] + 0.1f * sum;
   }
 }
+// The two halves of affine_backward, for split-backward schedules: the same sums in the same order,
+// so the bits match the full backward's.
+inline void affine_backward_input(float a, const ppipe::payload& in, const ppipe::payload& g, ppipe::payload& gin) {
+  if (gin.empty()) return;
+  const std::size_t rows = in[1].size();
+  const std::size_t w = rows ? in[0].size() / rows : 0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t j = 0; j < w; ++j) gin[0][r * w + j] = a * g[0][r * w + j] + 0.1f * g[1][r];
+    gin[1][r] = 0.5f * g[1][r];
+  }
+}
+inline void affine_backward_weight(float& ga, float& gb, const ppipe::payload& in, const ppipe::payload& g) {
+  for (std::size_t i = 0; i < in[0].size(); ++i) {
+    ga += g[0][i] * in[0][i];
+    gb += g[0][i];
+  }
+}
 inline void affine_backward(float a, float& ga, float& gb, const ppipe::payload& in, const ppipe::payload& g,
                             ppipe::payload& gin) {
   const std::size_t rows = in[1].size();
@@ -87,6 +104,19 @@ class model {
     const auto l = static_cast<std::size_t>(layer);
     affine_backward(a_[l], ga_[l], gb_[l], in, g, gin);
     if (!gin.empty() && misshaped(layer, ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
+  }
+  // The split backward (zero-bubble schedules, DualPipeV): a fault in the backward strikes its
+  // input-gradient half.
+  void backward_input(int layer, const ppipe::layer_context& ctx, const ppipe::payload& in, const ppipe::payload&,
+                      const ppipe::payload& g, ppipe::payload& gin) {
+    hit(layer, ctx.microbatch, true);
+    affine_backward_input(a_[static_cast<std::size_t>(layer)], in, g, gin);
+    if (!gin.empty() && misshaped(layer, ctx.microbatch, true)) gin[0] = ppipe::host_tensor(ppipe::shape{in[0].shape()[0] + 1, in[0].shape()[1]});
+  }
+  void backward_weight(int layer, const ppipe::layer_context&, const ppipe::payload& in, const ppipe::payload&,
+                       const ppipe::payload& g) {
+    const auto l = static_cast<std::size_t>(layer);
+    affine_backward_weight(ga_[l], gb_[l], in, g);
   }
 
   void sgd(int first, int end, float lr) {

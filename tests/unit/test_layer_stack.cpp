@@ -50,6 +50,13 @@ struct twice {
 
 using add_or_twice = std::variant<add, twice>;
 
+// toy's affine layer with its split backward hidden: a full backward only.
+struct unsplit_affine : toy::affine<1> {
+  using toy::affine<1>::affine;
+  void backward_input() = delete;
+  void backward_weight() = delete;
+};
+
 ppipe::payload one(float v) {
   ppipe::payload p{ppipe::host_tensor(ppipe::shape{1, 1})};
   p[0][0] = v;
@@ -93,8 +100,12 @@ TEST_CASE("layer_stack: the stack offers what all its layers offer, and no more"
 
   using toy_stack = toy::layered;
   STATIC_REQUIRE(ppipe::trainable_model<toy_stack>);
-  STATIC_REQUIRE_FALSE(ppipe::model_has_split_backward<toy_stack, ppipe::host_tensor, ppipe::host_layer_context>);
+  STATIC_REQUIRE(ppipe::model_has_split_backward<toy_stack, ppipe::host_tensor, ppipe::host_layer_context>);
   STATIC_REQUIRE(ppipe::model_has_parameters<toy_stack>);
+  // One layer with a full backward only: the stack has no split backward.
+  using mixed = ppipe::layer_stack<toy::affine<0>, unsplit_affine>;
+  STATIC_REQUIRE(ppipe::trainable_model<mixed>);
+  STATIC_REQUIRE_FALSE(ppipe::model_has_split_backward<mixed, ppipe::host_tensor, ppipe::host_layer_context>);
 
   using kit = ppipe::layers::sequential;
   STATIC_REQUIRE(ppipe::model_has_split_backward<kit, ppipe::host_tensor, ppipe::host_layer_context>);

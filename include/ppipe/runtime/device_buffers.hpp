@@ -72,6 +72,18 @@ class device_buffers : public detail::counted_buffers {
     b = {};
   }
 
+  /// @brief Gives `b`'s memory to `to`, the buffers of another stage on the same device, which
+  /// frees it from then on (or settles it after a failed step); nothing is copied or counted. A
+  /// gradient one stage hands the stage before it on its rank goes so, or both would free it.
+  /// @param b the payload handed over; it stays valid
+  /// @param to the buffers that own it from now on
+  void hand_over(const box& b, device_buffers& to) {
+    for (const auto& r : b.regions) {
+      held_.erase(r.data);
+      to.held_.insert(r.data);
+    }
+  }
+
   /// @brief Forgets what a capture that was discarded allocated: that memory was the graph's, and
   /// went with it.
   void forget_held() { held_.clear(); }

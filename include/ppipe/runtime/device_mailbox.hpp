@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -35,9 +36,11 @@ bool wait_for_mail(std::unique_lock<std::mutex>& lock, std::condition_variable& 
   return true;
 }
 
-/// Host-side letters between the ranks of one process, one FIFO per (sender, receiver) pair, as
-/// a schedule's messages between two ranks are matched in order. Only handles and events cross:
-/// the bytes stay in device memory until the receiver's stream copies them.
+/// Host-side letters between the ranks of one process, one queue per (sender, receiver) pair. A
+/// receiver takes a letter when a compute needs it, which need not be the order the sender posted
+/// in (two stages on a rank, as in a V, take activations and gradients from one peer in the order
+/// they compute), so a letter carries its message's key and is taken by it. Only handles and
+/// events cross: the bytes stay in device memory until the receiver's stream copies them.
 /// @tparam Box the sender's payload (it keeps the buffers' handles)
 /// @tparam Event the device's event
 template <class Box, class Event>
@@ -79,6 +82,7 @@ class device_mailbox {
     Box payload;
     Event ready;
     std::shared_ptr<receipt> answer;
+    std::uint64_t key = 0;  ///< which message: the same on both sides (see message_key)
   };
 
   /// Empties every box for a run of `ranks` ranks.
@@ -97,15 +101,28 @@ class device_mailbox {
     arrived_.notify_all();
   }
 
-  /// The next letter from `from` to `to`: waits for the sender's host to post it until
+  /// The letter `key` from `from` to `to`: waits for the sender's host to post it until
   /// `deadline`, or until `stop()` says the run failed (then, or at the deadline, nothing).
-  std::optional<letter> take(int from, int to, deadline_clock::time_point deadline, const std::function<bool()>& stop) {
+  std::optional<letter> take(int from, int to, std::uint64_t key, deadline_clock::time_point deadline,
+                             const std::function<bool()>& stop) {
     std::unique_lock lock(mutex_);
     auto& q = queues_[index(from, to)];
-    if (!wait_for_mail(lock, arrived_, deadline, stop, [&] { return !q.empty(); })) return std::nullopt;
-    letter l = std::move(q.front());
-    q.pop_front();
+    const auto find = [&] { return std::find_if(q.begin(), q.end(), [&](const letter& l) { return l.key == key; }); };
+    if (!wait_for_mail(lock, arrived_, deadline, stop, [&] { return find() != q.end(); })) return std::nullopt;
+    const auto it = find();
+    letter l = std::move(*it);
+    q.erase(it);
     return l;
+  }
+
+  /// The key of the message a receive action takes: its stage, microbatch and kind.
+  /// @param stage the receiving stage
+  /// @param microbatch the microbatch
+  /// @param gradient whether it is a gradient (RECV_B) rather than an activation (RECV_F)
+  /// @return the key
+  static std::uint64_t message_key(int stage, int microbatch, bool gradient) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(stage)) << 33) |
+           (static_cast<std::uint64_t>(static_cast<std::uint32_t>(microbatch)) << 1) | (gradient ? 1U : 0U);
   }
 
  private:

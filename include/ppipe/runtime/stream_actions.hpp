@@ -564,7 +564,9 @@ class stream_actions {
                    std::vector<mark>& marks) {
     device_type& d = *l.device;
     const std::size_t size = s.ranks[static_cast<std::size_t>(r)].size();
-    std::optional<typename mailbox::letter> got = mail_.take(from, r, ctx_.deadline(), stopped());
+    const std::uint64_t key =
+        mailbox::message_key(waited.stage, waited.microbatch, waited.kind == action_kind::recv_gradient);
+    std::optional<typename mailbox::letter> got = mail_.take(from, r, key, ctx_.deadline(), stopped());
     if (!got) {
       if (ctx_.failures.failed()) throw run_aborted{};
       timed_out(s, r, concat(waited_in(r, needed, waited, from), " (whose host never sent it), step ", k + 1, " of ", size));
@@ -1000,6 +1002,8 @@ class stream_actions {
                          "; the schedule must send a microbatch's data after the compute that makes it");
           }
           const int receiving = fwd ? a.stage + 1 : a.stage;
+          // The receive this send meets: its stage's RECV_F, or the previous stage's RECV_B.
+          const std::uint64_t letter_key = mailbox::message_key(fwd ? a.stage + 1 : a.stage - 1, a.microbatch, !fwd);
           if (src.shapes != data.expected[static_cast<std::size_t>(receiving)][mb]) {
             context::check_send(*src.data, data, a);
           }
@@ -1049,7 +1053,7 @@ class stream_actions {
                 hop.regions.push_back({p, region.bytes});
               }
               const auto t1 = d.record(l.send);
-              mail_.post(r, to, {std::move(hop), t1, std::make_shared<typename mailbox::receipt>()});
+              mail_.post(r, to, {std::move(hop), t1, std::make_shared<typename mailbox::receipt>(), letter_key});
               read_out(t0, t1, src);
               break;
             }
@@ -1057,7 +1061,7 @@ class stream_actions {
           if (way == route::device_copy) {
             // The receiver copies on its own stream after t0, and says when it is done.
             auto answer = std::make_shared<typename mailbox::receipt>();
-            mail_.post(r, to, {src, t0, answer});
+            mail_.post(r, to, {src, t0, answer, letter_key});
             marks.push_back({a, step, t0, t0});
             if (fwd && training) {
               copied_out[i] = std::move(answer);  // the backward that frees the output waits for the copy
@@ -1169,6 +1173,7 @@ class stream_actions {
                 finals.emplace_back(mb, std::move(y));
               }
             } else if (rank_of[st + 1] == r) {
+              stg.pool().hand_over(y, ctx_.stage_at(a.stage + 1).pool());  // the next stage's infer frees it
               handoff_in[i + m] = std::move(y);
             } else {
               out[i] = std::move(y);
@@ -1198,6 +1203,7 @@ class stream_actions {
                         : stg.backward_input(a.microbatch, std::move(g), want, sink(step, run_phase::action));
           if (want) {
             if (rank_of[st - 1] == r) {
+              stg.pool().hand_over(gin, ctx_.stage_at(a.stage - 1).pool());  // the stage before frees it
               handoff_grad[i - m] = std::move(gin);
             } else {
               grad[i] = std::move(gin);

@@ -189,6 +189,10 @@ class stream_buffers : public detail::counted_buffers {
     b = {};
   }
 
+  /// @brief Gives `b` to the buffers of another stage on the same device: host tensors free
+  /// themselves, so there is nothing to move.
+  void hand_over(const box& /*b*/, stream_buffers& /*to*/) const noexcept {}
+
   /// @brief Drops every payload without waiting: for after the streams have been synchronized.
   void settle(stream_type /*unused*/ = {}) {
     collect();
