@@ -5,7 +5,7 @@
 //   waiting/...:   kernels that wait 1 ms forward / 2 ms backward per rank without using a core, as a
 //                  GPU kernel does (p=4, m=16). Target: the measured step within 3% of simulate()'s
 //                  makespan (buffered transfers, as the host transport is). Zero-bubble schedules
-//                  (zb_h1, zb_v) split the backward into I and W of 1 ms each; target:
+//                  (zb_h1, zb_v, dualpipe_v) split the backward into I and W of 1 ms each; target:
 //                  ZB-H1's step beats 1F1B's at the same peak activation memory.
 //   wait_precision: how late the waiting kernel ends: the floor under waiting/'s accuracy.
 //   cpu_streams/...: the same overhead and waiting cases on the CPU-stream backend (each rank a
@@ -267,6 +267,7 @@ void waiting_1f1b(benchmark::State& state) { waiting<ppipe::schedules::one_f_one
 void waiting_interleaved(benchmark::State& state) { waiting<ppipe::schedules::interleaved_1f1b>(state, 2); }
 void waiting_zb_h1(benchmark::State& state) { waiting<ppipe::schedules::zb_h1>(state, 1); }
 void waiting_zb_v(benchmark::State& state) { waiting<ppipe::schedules::zb_v>(state, 2); }
+void waiting_dualpipe_v(benchmark::State& state) { waiting<ppipe::schedules::dualpipe_v>(state, 2); }
 void waiting_gpipe_recompute(benchmark::State& state) { waiting<ppipe::schedules::gpipe>(state, 1, true); }
 void waiting_1f1b_recompute(benchmark::State& state) { waiting<ppipe::schedules::one_f_one_b>(state, 1, true); }
 
@@ -331,6 +332,7 @@ BENCHMARK(waiting_1f1b)->Name("waiting/1f1b_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_interleaved)->Name("waiting/interleaved_1f1b_p4_m16_v2")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_h1)->Name("waiting/zb_h1_p4_m16")->Apply(waiting_settings);
 BENCHMARK(waiting_zb_v)->Name("waiting/zb_v_p4_m16_v2")->Apply(waiting_settings);
+BENCHMARK(waiting_dualpipe_v)->Name("waiting/dualpipe_v_p4_m16_v2")->Apply(waiting_settings);
 BENCHMARK(waiting_gpipe_recompute)->Name("waiting/gpipe_p4_m16_recompute")->Apply(waiting_settings);
 BENCHMARK(waiting_1f1b_recompute)->Name("waiting/1f1b_p4_m16_recompute")->Apply(waiting_settings);
 

@@ -6,7 +6,7 @@
 // step's trace (a track for each rank's compute and its transfers). --check trains the same
 // layers on one rank and compares losses and weights bit for bit.
 //
-//   ppipe-cuda-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//   ppipe-cuda-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v|dualpipe_v]
 //                    [--schedule-file mine.csv] [--virtual 2] [--steps 20] [--batch 512]
 //                    [--width 512] [--blocks 8] [--bf16] [--lr 0.01] [--trace ppipe-cuda-trace.json]
 //                    [--timeout-ms 60000] [--check] [--graphs] [--no-timeline]
@@ -39,7 +39,7 @@ void add_options(CLI::App& app, command_line& c) {
   CLI::Option* ranks = cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each, spread over the visible GPUs");
   CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
   CLI::Option* virtual_stages =
-      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v and dualpipe_v take 2)");
   examples::add_schedule_choice(app, c.schedule, virtual_stages);
   c.numbers = {ranks, microbatches, virtual_stages};
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");

@@ -1,7 +1,7 @@
 // ppipe-mpi-train: trains the demo's MLP through a pipeline whose ranks are MPI processes, one
 // stage (or v stages) per process, and writes each rank's trace of the last step.
 //
-//   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//   mpirun -np 4 ppipe-mpi-train [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v|dualpipe_v]
 //          [--schedule-file mine.csv] [--microbatches 16] [--virtual 2] [--replicas 2] [--steps 20]
 //          [--batch 512] [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace | --no-trace]
 //          [--timeout-ms 60000] [--check] [--exact-loss]
@@ -63,7 +63,7 @@ void add_options(CLI::App& app, settings& s) {
   namespace cli = examples::cli;
   CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
   CLI::Option* virtual_stages =
-      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v and dualpipe_v take 2)");
   examples::add_schedule_choice(app, s.schedule, virtual_stages);
   s.numbers = {microbatches, virtual_stages};
   cli::add_number(app, "--replicas", s.replicas, cli::range<int>{1, cli::most},

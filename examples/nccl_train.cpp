@@ -4,7 +4,7 @@
 // throughput. --check has rank 0 train the same layers on one GPU and compare the losses bit for
 // bit. Launch it as an MPI job (docs/nccl.md):
 //
-//   mpirun -np 4 ppipe-nccl-train [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//   mpirun -np 4 ppipe-nccl-train [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v|dualpipe_v]
 //                                 [--schedule-file mine.csv] [--virtual 2] [--steps 20] [--batch 512]
 //                                 [--width 512] [--blocks 8] [--lr 0.01] [--timeout-ms 60000] [--check]
 //
@@ -37,7 +37,7 @@ void add_options(CLI::App& app, command_line& c) {
   nccl_train::settings& s = c.s;
   CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
   CLI::Option* virtual_stages =
-      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v and dualpipe_v take 2)");
   examples::add_schedule_choice(app, c.schedule, virtual_stages);
   c.numbers = {microbatches, virtual_stages};
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");

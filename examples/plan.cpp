@@ -125,7 +125,7 @@ options parse(CLI::App& app, int argc, char** argv) {
       cli::add_virtual(
           app, virtual_stages,
           "stages per rank for interleaved_1f1b and forward_only (default 2 with all or "
-          "interleaved_1f1b, else 1); zb_v always has 2")
+          "interleaved_1f1b, else 1); zb_v and dualpipe_v always have 2")
           ->default_str("");
   std::string forward = "1";
   std::string backward = "2";
@@ -318,7 +318,7 @@ ppipe::schedule make(const options& o, const std::string& name, bool compare) {
   }
   int v = o.virtual_stages.value_or(name == "interleaved_1f1b" ? 2 : 1);
   if (compare && (name == "gpipe" || name == "1f1b" || name == "zb_h1")) v = 1;
-  if (name == "zb_v") v = compare ? 2 : o.virtual_stages.value_or(2);  // a V is two stages per rank
+  if (name == "zb_v" || name == "dualpipe_v") v = compare ? 2 : o.virtual_stages.value_or(2);  // a V: two stages per rank
   // A schedule holds a few actions per stage and microbatch, each with its simulated times.
   constexpr std::uint64_t per_stage_microbatch = 6 * 32;
   examples::check_memory(examples::product(o.ranks, o.microbatches, v, per_stage_microbatch),
@@ -869,7 +869,7 @@ int plan_model(options o) {
     std::string trouble;  // why there is no plan
   };
   std::vector<outcome> rows;
-  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v"}) {
+  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v", "dualpipe_v"}) {
     try {
       rows.push_back({name, plan_split(o, m, partitioner, name, true), ""});
       print_split(o, m, *rows.back().plan);
@@ -951,7 +951,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::vector<row> rows;
-    for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v"}) {
+    for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zb_v", "dualpipe_v"}) {
       try {
         rows.push_back(plan(o, name, true));
       } catch (const ppipe::error& e) {

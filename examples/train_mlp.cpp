@@ -3,7 +3,7 @@
 // bubble next to the one the simulator predicts from the measured kernel times; writes the last
 // step's trace as Chrome trace JSON (open it at ui.perfetto.dev).
 //
-//   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v]
+//   ppipe-train [--ranks 4] [--microbatches 16] [--schedule 1f1b|gpipe|interleaved|zb_h1|zb_v|dualpipe_v]
 //               [--schedule-file mine.csv] [--virtual 2] [--steps 30] [--batch 512] [--inputs 16]
 //               [--width 256] [--hidden 4] [--lr 0.1] [--trace ppipe-trace.json]
 //               [--timeout-ms 60000] [--compare] [--no-timeline] [--exact-loss]
@@ -60,7 +60,7 @@ void add_options(CLI::App& app, settings& s) {
   CLI::Option* ranks = cli::add_ranks(app, s.ranks, "pipeline ranks, a thread each");
   CLI::Option* microbatches = cli::add_microbatches(app, s.microbatches);
   CLI::Option* virtual_stages =
-      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v takes 2)");
+      cli::add_virtual(app, s.virtual_stages, "stages per rank (interleaved_1f1b; zb_v and dualpipe_v take 2)");
   examples::add_schedule_choice(app, s.schedule, virtual_stages);
   s.numbers = {ranks, microbatches, virtual_stages};
   cli::add_number(app, "--steps", s.steps, cli::range<int>{1, cli::most}, "training steps");

@@ -6,7 +6,7 @@
 #   partition_bench: the partitioners at scale
 #   runtime_bench:   the host executor's overhead per action, and real steps against simulate()
 #   generation_bench: pipelined token generation, tokens/s against groups in flight
-#   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V
+#   zero_bubble:     runtime_bench's waiting kernels for 1F1B, ZB-H1, ZB-V and DualPipeV
 #   recompute:       runtime_bench's waiting kernels for GPipe and 1F1B, with and without recompute
 #   cpu_streams:     runtime_bench's cases on the CPU-stream backend (host enqueue cost, waiting steps)
 #   mpi_bench:       the MPI transport against raw MPI send/recv
@@ -21,7 +21,7 @@ cmake --build --preset release --target ppipe_bench_schedule ppipe_bench_partiti
   ppipe_bench_mpi ppipe_bench_layers
 mkdir -p docs/benchmarks
 # PPIPE_BENCHES="partition" records one of them only.
-# zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1 and ZB-V alone.
+# zero_bubble is runtime_bench's waiting kernels for 1F1B, ZB-H1, ZB-V and DualPipeV alone.
 # mpi runs mpi_bench as 2 MPI processes (rank 0 reports and writes the JSON).
 for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble recompute cpu_streams mpi layers layers_skylakex}; do
   binary="${bench}"
@@ -37,7 +37,7 @@ for bench in ${PPIPE_BENCHES:-schedule partition runtime generation zero_bubble 
   fi
   if [[ "${bench}" == zero_bubble ]]; then
     binary=runtime
-    filter=(--benchmark_filter='^waiting/(1f1b|zb_h1|zb_v)')
+    filter=(--benchmark_filter='^waiting/(1f1b|zb_h1|zb_v|dualpipe_v)_p4_m16(_v2)?/')
   fi
   if [[ "${bench}" == recompute ]]; then
     binary=runtime

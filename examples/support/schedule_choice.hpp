@@ -19,7 +19,7 @@ namespace examples {
 // The schedules a demo trains with: every built-in training schedule ("interleaved" is short for
 // interleaved_1f1b).
 inline const std::vector<std::string> training_schedules{"gpipe", "1f1b", "interleaved_1f1b", "interleaved", "zb_h1",
-                                                         "zb_v"};
+                                                         "zb_v", "dualpipe_v"};
 
 struct schedule_choice {
   std::string name = "1f1b";
@@ -51,10 +51,10 @@ inline void refuse_numbers_with_file(const schedule_choice& c, const std::vector
               options);
 }
 
-// The stages per rank of the built-in schedule: a V is two stages per rank, so zb_v takes v=2
-// unless -v says otherwise.
+// The stages per rank of the built-in schedule: a V is two stages per rank, so zb_v and dualpipe_v
+// take v=2 unless -v says otherwise.
 inline int virtual_stages_for(const schedule_choice& c, int virtual_stages) {
-  if (c.name == "zb_v" && c.virtual_option->count() == 0) return 2;
+  if ((c.name == "zb_v" || c.name == "dualpipe_v") && c.virtual_option->count() == 0) return 2;
   return virtual_stages;
 }
 

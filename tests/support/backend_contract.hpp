@@ -31,9 +31,11 @@
 #include "catch.hpp"
 #include "ppipe/partition/predict.hpp"
 #include "ppipe/pipeline/pipeline.hpp"
+#include "ppipe/schedule/dualpipe_v.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
 #include "ppipe/schedule/simulate.hpp"
+#include "ppipe/schedule/zero_bubble.hpp"
 #include "reference.hpp"
 #include "toy_layers.hpp"
 #include "toy_model.hpp"
@@ -230,6 +232,32 @@ TEMPLATE_TEST_CASE("numerics: with activation recomputation, training is bitwise
     // toy model's reference overflow).
     const int layers = p <= 2 ? 5 * p + 1 : 3 * p + 1;
     contract::trains_bitwise<F, one_f_one_b>(p, 2 * p, 1, 8 * p, layers, ppipe::recompute_policy::every(2));
+  });
+}
+
+TEMPLATE_TEST_CASE("numerics: zero-bubble schedules and DualPipeV, recomputing or not, are bitwise the same",
+                   "[contract]", PPIPE_CONTRACT_BACKENDS) {
+  using F = TestType;
+  using namespace ppipe::schedules;
+  const auto full = ppipe::recompute_policy::full;
+  contract::for_each_size<F>({1, 2, 4}, [&](int p) {
+    // Split backwards (I, W), a V of two stages per rank, and DualPipeV's paired F&B; with
+    // recomputation the R comes before the I, or before a pair's forward.
+    contract::trains_bitwise<F, zb_h1>(p, 2 * p, 1, 8 * p + 1, 2 * p);
+    contract::trains_bitwise<F, zb_h1>(p, 2 * p, 1, 8 * p, 3 * p, full);
+    // Two stages on a rank hand over locally: with p = 1 the whole pipeline is one rank.
+    contract::trains_bitwise<F, zb_v>(p, 2 * p, 2, 8 * p, 4 * p);
+    contract::trains_bitwise<F, dualpipe_v>(p, 2 * p + 1, 2, 8 * p + 3, 4 * p);
+    contract::trains_bitwise<F, dualpipe_v>(p, 2 * p, 2, 8 * p, 4 * p, full);
+    // Inference on the V placement: stage p-1 hands its output to stage p locally, step after step.
+    contract::model_t<F> model(4 * p);
+    auto pipe = F::template make<zb_v>(model, contract::options(p, 2 * p, 2), toy::loss);
+    const auto x = toy::batch(2 * p + 1, 3, 0.5f);
+    const ppipe::payload want = reference::forward(model, x, 0, ppipe::pass_mode::inference).back();
+    for (int call = 0; call < 3; ++call) {
+      INFO(F::name << ": zb_v inference p=" << p << ", call " << call);
+      CHECK(pipe.infer(x) == want);
+    }
   });
 }
 

@@ -172,6 +172,7 @@ TEST_CASE("cpu streams: the layer kit's split backward (ZB-H1, ZB-V) gives the h
   };
   check(ppipe::schedules::zb_h1{}, 2, 4, 1);
   check(ppipe::schedules::zb_v{}, 2, 4, 2);
+  check(ppipe::schedules::dualpipe_v{}, 2, 4, 2);
   check(ppipe::schedules::one_f_one_b{}, 3, 6, 1);
   // With recomputation: R on the streams, before I, the activations kept until the deferred W.
   check(ppipe::schedules::zb_h1{}, 2, 4, 1, true);

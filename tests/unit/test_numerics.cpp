@@ -216,6 +216,14 @@ TEST_CASE("with activation recomputation every schedule trains the MLP bitwise l
   check<ppipe::schedules::zb_v>(3, 5, 2, 23, {8, 12, 12, 12, 12, 4}, true);
 }
 
+TEST_CASE("DualPipeV trains the MLP bitwise like the unpipelined run") {
+  // Two stages per rank in a V, paired F&B actions run back to back, split backwards in the drain.
+  check<ppipe::schedules::dualpipe_v>(2, 4, 2, 16, {8, 16, 16, 16, 4});
+  check<ppipe::schedules::dualpipe_v>(3, 7, 2, 23, {8, 12, 12, 12, 12, 4});
+  check<ppipe::schedules::dualpipe_v>(4, 8, 2, 40, {8, 12, 12, 12, 12, 12, 4});
+  check<ppipe::schedules::dualpipe_v>(2, 5, 2, 16, {8, 16, 16, 16, 4}, true);  // R before a pair
+}
+
 TEST_CASE("ZB-V trains the MLP bitwise like the unpipelined run") {
   // Rank r holds stages r and 2p-1-r; stages p-1 and p share the last rank and hand over locally.
   check<ppipe::schedules::zb_v>(2, 4, 2, 16, {8, 16, 16, 16, 4});

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -107,6 +108,10 @@ TEST_CASE("a schedule read back from CSV trains with the bits of the built-in ta
   REQUIRE(zb_h1.splits_backward());
   check_same_bits<ppipe::schedules::zb_h1>(zb_h1, 3, 6, 1);
   check_same_bits<ppipe::schedules::zb_v>(through_a_file<ppipe::schedules::zb_v>(2, 4, 2), 2, 4, 2);
+  // DualPipeV's pairs ("0F3+") survive the file.
+  const ppipe::schedule dualpipe_v = through_a_file<ppipe::schedules::dualpipe_v>(2, 4, 2);
+  REQUIRE(std::any_of(dualpipe_v.ranks[0].begin(), dualpipe_v.ranks[0].end(), [](const ppipe::action& a) { return a.paired; }));
+  check_same_bits<ppipe::schedules::dualpipe_v>(dualpipe_v, 2, 4, 2);
 }
 
 TEST_CASE("a schedule chosen by name at run time runs through one pipeline type") {
@@ -160,15 +165,24 @@ TEST_CASE("a given schedule that is no training schedule, or that the pipeline c
   }
 }
 
+// toy::model with its split backward hidden: a model with a full backward only.
+struct full_backward_model : toy::model {
+  using toy::model::model;
+  void backward_input() = delete;
+  void backward_weight() = delete;
+};
+
 TEST_CASE("a split-backward schedule with a model without backward_input/backward_weight is refused when built") {
-  static_assert(!ppipe::model_has_split_backward<toy::model, ppipe::host_tensor>);
-  static_assert(ppipe::splits_backward_v<ppipe::schedules::zb_h1> && ppipe::splits_backward_v<ppipe::schedules::zb_v>);
+  static_assert(!ppipe::model_has_split_backward<full_backward_model, ppipe::host_tensor>);
+  static_assert(ppipe::model_has_split_backward<toy::model, ppipe::host_tensor>);
+  static_assert(ppipe::splits_backward_v<ppipe::schedules::zb_h1> && ppipe::splits_backward_v<ppipe::schedules::zb_v> &&
+                ppipe::splits_backward_v<ppipe::schedules::dualpipe_v>);
   static_assert(!ppipe::splits_backward_v<ppipe::schedules::one_f_one_b>);
-  toy::model model(8);
+  full_backward_model model(8);
   ppipe::pipeline_options o;
   o.schedule = ppipe::make_schedule("zb_h1", {2, 4, 1});
   const std::string message =
-      message_of([&] { ppipe::pipeline<toy::model> p(model, o, toy::loss); }, "ppipe.unsupported");
+      message_of([&] { ppipe::pipeline<full_backward_model> p(model, o, toy::loss); }, "ppipe.unsupported");
   CHECK(contains(message, "the schedule \"zb_h1\" splits the backward into input-gradient (I) and "
                           "weight-gradient (W)"));
   CHECK(contains(message, "give the model both"));

@@ -1,5 +1,6 @@
-// Zero-bubble schedules: ZB-H1 and ZB-V are complete and deadlock-free under both transfer models,
-// and their simulated bubble and memory are the paper's (Qi et al. 2023) over a grid of (p, m).
+// Zero-bubble schedules: ZB-H1, ZB-V and DualPipeV are complete and deadlock-free under both
+// transfer models, and their simulated bubble and memory are the papers' (Qi et al. 2023; DeepSeek's
+// DualPipe) over a grid of (p, m).
 
 #include <algorithm>
 #include <cstdint>
@@ -178,4 +179,93 @@ TEST_CASE("transfers at unit-time boundaries keep any runnable compute order dea
                             {{{0, 0, action_kind::forward}, {0, 0, action_kind::backward}}}};
   CHECK_THROWS_WITH(ppipe::detail::lower_by_time(one, {{1, 0}}), Catch::Contains("strictly rising"));
   CHECK_THROWS_WITH(ppipe::detail::lower_by_time(one, {{0}}), Catch::Contains("2 actions and 1 start times"));
+}
+
+TEST_CASE("DualPipeV: deadlock-free for p 1..8 and m >= 2p, paired F&B, 2p+1 microbatches held",
+          "[zero_bubble][dualpipe_v]") {
+  for (int p = 1; p <= 8; ++p) {
+    for (const int m : {2 * p, 2 * p + 1, 3 * p, 4 * p + 3}) {
+      INFO("p=" << p << " m=" << m);
+      const ppipe::schedule s = ppipe::make_schedule("dualpipe_v", {p, m, 2});
+      for (const ppipe::transfer_model model : models) CHECK(ppipe::check_schedule(s, model).ok());
+      // Every stage-microbatch runs F, and B or I and W; a pair's B follows its F directly.
+      int pairs = 0;
+      for (int r = 0; r < p; ++r) {
+        const auto& list = s.ranks[static_cast<std::size_t>(r)];
+        for (std::size_t k = 0; k < list.size(); ++k) {
+          if (!list[k].paired) continue;
+          ++pairs;
+          REQUIRE(k + 1 < list.size());
+          CHECK(list[k + 1].kind == action_kind::backward);
+          CHECK(list[k + 1].stage != list[k].stage);
+        }
+        CHECK(rank_peak(s, r) <= 2 * p + 1);
+      }
+      // The steady state: two pairs a step for m - 2p + r + 1 steps on rank r, less the V's turn,
+      // and one a step for p - r - 1 more.
+      int want = 0;
+      for (int r = 0; r < p; ++r) want += 2 * (m - 2 * p + r + 1) - (r == p - 1 ? 1 : 0) + (p - r - 1);
+      CHECK(pairs == want);
+      // The held peak: 2p + 1 on some rank once p > 1.
+      const ppipe::simulation sim = run(s, 1, 1, 1, ppipe::transfer_model::rendezvous);
+      if (p > 1) CHECK(*std::max_element(sim.peak_rank_activations.begin(), sim.peak_rank_activations.end()) == 2 * p + 1);
+    }
+  }
+}
+
+TEST_CASE("DualPipeV: the bubble is (p-1) max(2F, F+B, 3B/2), half 1F1B's when B = 2F", "[zero_bubble][dualpipe_v]") {
+  // Per stage F and B, I = W = B/2; F&B charged back to back. A rank's work is 2m(F+B).
+  for (const double f : {1.0, 2.0}) {
+    for (const double b : {1.0, 2.0, 3.0, 4.0}) {
+      for (int p = 2; p <= 6; ++p) {
+        for (const int m : {2 * p, 3 * p + 1}) {
+          INFO("F=" << f << " B=" << b << " p=" << p << " m=" << m);
+          const ppipe::schedule s = ppipe::make_schedule("dualpipe_v", {p, m, 2});
+          for (const ppipe::transfer_model model : models) {
+            const double step = run(s, f, b / 2, b / 2, model).makespan;
+            CHECK(step == Approx(2 * m * (f + b) + (p - 1) * std::max({2 * f, f + b, 1.5 * b})));
+          }
+        }
+      }
+    }
+  }
+  // 1F1B on the same ranks, each stage twice the layers: (p-1)(2F+2B).
+  const ppipe::simulation one = run(ppipe::make_schedule("1f1b", {4, 8, 1}), 2, 2, 2, ppipe::transfer_model::rendezvous);
+  const ppipe::simulation dual = run(ppipe::make_schedule("dualpipe_v", {4, 8, 2}), 1, 1, 1, ppipe::transfer_model::rendezvous);
+  CHECK(one.makespan - 8 * (2 + 4) == 2 * (dual.makespan - 2 * 8 * (1 + 2)));
+}
+
+TEST_CASE("DualPipeV refuses what it cannot build; pairs are checked and written as F+", "[zero_bubble][dualpipe_v]") {
+  CHECK_THROWS_WITH(ppipe::make_schedule("dualpipe_v", {4, 8, 1}), Catch::Contains("v=1") && Catch::Contains("pass v=2"));
+  CHECK_THROWS_WITH(ppipe::make_schedule("dualpipe_v", {4, 7, 2}),
+                    Catch::Contains("m >= 2p") && Catch::Contains("m=7 with p=4") && Catch::Contains("zb_v"));
+  // The text form.
+  const ppipe::action a = ppipe::parse_action("2F5+");
+  CHECK(a.paired);
+  CHECK(a.kind == action_kind::forward);
+  CHECK(ppipe::to_string(a) == "2F5+");
+  CHECK(a == ppipe::action{2, 5, action_kind::forward});  // the same action, run as a pair
+  CHECK_THROWS_WITH(ppipe::parse_action("2B5+"), Catch::Contains("only a forward pairs"));
+  // The validator: something between a pair's F and B, or a pair without its B.
+  ppipe::schedule s = ppipe::make_schedule("dualpipe_v", {2, 4, 2});
+  auto& list = s.ranks[0];
+  const auto pair = std::find_if(list.begin(), list.end(), [](const ppipe::action& x) { return x.paired; });
+  REQUIRE(pair != list.end());
+  ppipe::schedule split = s;
+  auto& split_list = split.ranks[0];
+  const auto at = split_list.begin() + (pair - list.begin());
+  std::rotate(at + 1, at + 2, split_list.end());  // the pair's B moves to the end
+  const ppipe::validation_report r = ppipe::check_schedule(split);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.problem->kind == ppipe::problem_kind::unpaired);
+  CHECK_THAT(r.problem->what, Catch::Contains("is paired with the action right after it") &&
+                                  Catch::Contains("put the full backward (B) it pairs with right after it"));
+  // Recomputation puts the R of a pair's B before its forward, keeping the pair whole.
+  const ppipe::schedule rs = ppipe::with_recompute(s, {true, true, true, true});
+  CHECK(ppipe::check_schedule(rs).ok());
+  CHECK(ppipe::detail::fingerprint(s) != ppipe::detail::fingerprint([&] {
+          ppipe::schedule unpaired = s;
+          for (auto& l : unpaired.ranks) for (auto& x : l) x.paired = false;
+          return unpaired;
+        }()));
 }

@@ -110,17 +110,25 @@ struct action {
   std::int32_t stage = 0;       ///< global stage index, 0 .. stages-1
   std::int32_t microbatch = 0;  ///< 0 .. microbatches-1
   action_kind kind = action_kind::forward;  ///< what the action does
+  /// A forward that forms one action with the full backward (B) right after it in its rank's list,
+  /// of another stage or microbatch (DualPipeV's F&B): the receives of both come before the pair
+  /// and the sends of both after it, and an executor may overlap the two. Written "2F5+".
+  bool paired = false;
 
-  /// @brief Equal when stage, microbatch and kind all match.
-  friend constexpr bool operator==(const action&, const action&) = default;
+  /// @brief The same action: stage, microbatch and kind match (`paired` is how the action is run,
+  /// not which one it is; compare it on its own where it matters).
+  /// @return whether the two name the same action
+  friend constexpr bool operator==(const action& x, const action& y) noexcept {
+    return x.stage == y.stage && x.microbatch == y.microbatch && x.kind == y.kind;
+  }
 };
 
 /// @brief Compact form "<stage><code><microbatch>", e.g. "2F5" or "1SEND_B0" (the notation of
-/// PyTorch's pipelining schedule files).
+/// PyTorch's pipelining schedule files); a paired forward ends in "+", e.g. "2F5+".
 /// @param a the action to write
 /// @return its compact form; parse_action() reads it back
 inline std::string to_string(const action& a) {
-  return std::to_string(a.stage) + std::string(code(a.kind)) + std::to_string(a.microbatch);
+  return std::to_string(a.stage) + std::string(code(a.kind)) + std::to_string(a.microbatch) + (a.paired ? "+" : "");
 }
 
 /// @brief Writes the compact form of `a`, as to_string() gives it.
@@ -134,8 +142,8 @@ inline std::ostream& operator<<(std::ostream& os, const action& a) { return os <
 /// @param a the action to describe
 /// @return its compact form followed by its kind, stage and microbatch in words
 inline std::string describe(const action& a) {
-  return detail::concat(to_string(a), " (", name(a.kind), " of stage ", a.stage, ", microbatch ",
-                        a.microbatch, ")");
+  return detail::concat(to_string(a), " (", name(a.kind), " of stage ", a.stage, ", microbatch ", a.microbatch,
+                        a.paired ? ", paired with the backward after it" : "", ")");
 }
 
 namespace detail {
@@ -146,7 +154,7 @@ inline action parse_action_in(std::string_view line, std::size_t begin, std::siz
   const auto bad = [&](std::size_t at, std::string_view why) {
     fail(errc::parse_error, "cannot read action \"", text, "\" at column ", begin + at + 1, ": ", why,
          "; write <stage><kind><microbatch> such as 2F5 or 1SEND_B0, with kind one of "
-         "F, B, I, W, R, SEND_F, RECV_F, SEND_B, RECV_B");
+         "F, B, I, W, R, SEND_F, RECV_F, SEND_B, RECV_B (and 2F5+ for a forward paired with the next B)");
   };
   const auto read_number = [&](std::size_t from, std::int32_t& out) -> std::size_t {
     const char* first = text.data() + from;
@@ -173,6 +181,11 @@ inline action parse_action_in(std::string_view line, std::size_t begin, std::siz
   }
   if (!known) bad(pos, kind_code.empty() ? "missing kind" : "unknown kind");
   pos = read_number(code_end, a.microbatch);
+  if (pos + 1 == text.size() && text[pos] == '+') {
+    if (a.kind != action_kind::forward) bad(pos, "only a forward pairs with the backward after it (F+)");
+    a.paired = true;
+    ++pos;
+  }
   if (pos != text.size()) bad(pos, "unexpected text after the microbatch");
   return a;
 }

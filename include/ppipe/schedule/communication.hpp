@@ -105,9 +105,10 @@ schedule lower_in_units(schedule compute_only, UnitSizes&& unit_sizes) {
 
 /// Unit sizes for `list` where an R belongs to the unit of the compute action after it (it makes
 /// and needs no data across ranks): a transfer group then never sits between an R and its
-/// backward, and a forward's send still pairs with the next backward's receive. `pair_forward`
-/// 2 also makes a forward and the backward (B or I) after it one unit; 1 does not.
-inline std::vector<int> recompute_joins_next(const std::vector<action>& list, int pair_forward) {
+/// backward, and a forward's send still pairs with the next backward's receive. A paired forward
+/// (F+) and its backward are always one unit. `pair_forward` 2 also makes any forward and the
+/// backward (B or I) after it one unit; 1 does not.
+inline std::vector<int> compute_units(const std::vector<action>& list, int pair_forward) {
   std::vector<int> units;
   std::size_t i = 0;
   const auto skip_r = [&](std::size_t k) {
@@ -117,7 +118,9 @@ inline std::vector<int> recompute_joins_next(const std::vector<action>& list, in
   while (i < list.size()) {
     std::size_t end = skip_r(i);
     if (end < list.size()) ++end;  // the compute action the R's (if any) lead to
-    if (pair_forward == 2 && list[end - 1].kind == action_kind::forward) {
+    if (list[end - 1].paired && end < list.size()) {
+      ++end;  // its backward
+    } else if (pair_forward == 2 && list[end - 1].kind == action_kind::forward) {
       const std::size_t b = skip_r(end);
       if (b < list.size() && (list[b].kind == action_kind::backward || list[b].kind == action_kind::backward_input)) {
         end = b + 1;
@@ -140,12 +143,13 @@ inline std::vector<int> recompute_joins_next(const std::vector<action>& list, in
 /// receive, as Megatron batches them. The receive's position is where the rank needs the data; a
 /// runtime may post it earlier.
 /// Throws ppipe::error if the schedule already has transfers or names a stage out of range.
-/// An R (recompute) joins the group structure of the compute action after it.
+/// An R (recompute) joins the group structure of the compute action after it, and a paired forward
+/// (F+) and its backward form one unit: both receives before the pair, both sends after it.
 /// @param compute_only a schedule with compute actions only (F, B, I, W, R), taken by value and moved from
 /// @return the same schedule (name, placement, m and mode unchanged) with its sends and receives inserted
 inline schedule add_communication(schedule compute_only) {
   std::vector<std::vector<int>> units;
-  for (const auto& list : compute_only.ranks) units.push_back(detail::recompute_joins_next(list, 1));
+  for (const auto& list : compute_only.ranks) units.push_back(detail::compute_units(list, 1));
   return detail::lower_in_units(std::move(compute_only), [&](int rank) { return units[static_cast<std::size_t>(rank)]; });
 }
 
@@ -158,8 +162,9 @@ namespace detail {
 /// receive are then posted at the same slot boundary on both ranks, in the same order per pair, so
 /// the schedule is deadlock-free under the rendezvous model (NCCL's) when the slots are
 /// consistent: strictly rising along each rank, and every consumer's slot after its producer's (as
-/// unit_start_times() gives them, or the columns of a runnable schedule file). A runtime still
-/// completes each receive only before the compute that needs it.
+/// unit_start_times() gives them, or the columns of a runnable schedule file). A paired forward
+/// (F+) and its backward are emitted together, the transfers of the pair's first slot after both.
+/// A runtime still completes each receive only before the compute that needs it.
 inline schedule lower_by_time(schedule compute_only, const std::vector<std::vector<long>>& starts) {
   if (compute_only.has_transfers()) {
     fail(errc::invalid_argument, "schedule \"", compute_only.name,
@@ -244,7 +249,13 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
       if (k < list.size()) t = std::min(t, starts[r][k]);
       if (si < sends[r].size()) t = std::min(t, sends[r][si].boundary);
       if (ri < recvs[r].size()) t = std::min(t, recvs[r][ri].boundary);
-      if (k < list.size() && starts[r][k] == t) out.push_back(list[k++]);
+      if (k < list.size() && starts[r][k] == t) {
+        // A pair runs as one: its backward follows at once, and what would cross between them
+        // waits until after it.
+        const bool pair = list[k].paired && k + 1 < list.size();
+        out.push_back(list[k++]);
+        if (pair) out.push_back(list[k++]);
+      }
       for (; si < sends[r].size() && sends[r][si].boundary == t; ++si) out.push_back(sends[r][si].act);
       for (; ri < recvs[r].size() && recvs[r][ri].boundary == t; ++ri) out.push_back(recvs[r][ri].act);
     }
@@ -256,7 +267,8 @@ inline schedule lower_by_time(schedule compute_only, const std::vector<std::vect
 /// Start times of a compute-only schedule run with unit costs and instant transfers: each rank
 /// runs its list in order, each action as soon as the rank is free and its data is there (a
 /// forward after the previous stage's forward, an I or B after the next stage's, a W after its
-/// I, an R after its forward). Fails if the order cannot run (it waits on itself).
+/// I, an R after its forward); a paired forward (F+) waits for its backward's data too, which
+/// then runs in the next slot. Fails if the order cannot run (it waits on itself).
 inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_only) {
   const int last = compute_only.place.num_stages() - 1;
   const auto m = static_cast<std::size_t>(compute_only.microbatches);
@@ -272,20 +284,15 @@ inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_o
     moved = false;
     for (std::size_t r = 0; r < p; ++r) {
       const auto& list = compute_only.ranks[r];
-      while (next[r] < list.size()) {
-        const action& a = list[next[r]];
-        long ready = 0;
-        if (a.kind == action_kind::forward) {
-          ready = a.stage == 0 ? 0 : f_end[slot(a.stage - 1, a.microbatch)];
-        } else if (a.kind == action_kind::backward || a.kind == action_kind::backward_input) {
-          ready = a.stage == last ? f_end[slot(a.stage, a.microbatch)] : b_end[slot(a.stage + 1, a.microbatch)];
-        } else if (a.kind == action_kind::recompute) {
-          ready = f_end[slot(a.stage, a.microbatch)];
-        } else {
-          ready = b_end[slot(a.stage, a.microbatch)];
+      const auto ready_of = [&](const action& a) -> long {
+        if (a.kind == action_kind::forward) return a.stage == 0 ? 0 : f_end[slot(a.stage - 1, a.microbatch)];
+        if (a.kind == action_kind::backward || a.kind == action_kind::backward_input) {
+          return a.stage == last ? f_end[slot(a.stage, a.microbatch)] : b_end[slot(a.stage + 1, a.microbatch)];
         }
-        if (ready < 0) break;  // waits for another rank
-        const long start = std::max(ready, free_at[r]);
+        if (a.kind == action_kind::recompute) return f_end[slot(a.stage, a.microbatch)];
+        return b_end[slot(a.stage, a.microbatch)];
+      };
+      const auto finish = [&](const action& a, long start) {
         starts[r].push_back(start);
         free_at[r] = start + 1;
         if (a.kind == action_kind::forward) f_end[slot(a.stage, a.microbatch)] = start + 1;
@@ -293,6 +300,24 @@ inline std::vector<std::vector<long>> unit_start_times(const schedule& compute_o
           b_end[slot(a.stage, a.microbatch)] = start + 1;
         }
         ++next[r];
+      };
+      while (next[r] < list.size()) {
+        const action& a = list[next[r]];
+        const bool pair = a.paired && next[r] + 1 < list.size();
+        long ready = ready_of(a);
+        if (ready < 0) break;  // waits for another rank
+        if (pair) {
+          const action& b = list[next[r] + 1];
+          // The backward may read the forward's output only where the pair is one stage's: then it
+          // is ready once the forward is; otherwise it waits for its own data before the pair.
+          const bool own = b.stage == a.stage && b.microbatch == a.microbatch;
+          const long b_ready = own ? ready : ready_of(b);
+          if (b_ready < 0) break;
+          ready = std::max(ready, b_ready);
+        }
+        const long start = std::max(ready, free_at[r]);
+        finish(a, start);
+        if (pair) finish(list[next[r]], start + 1);
         moved = true;
       }
     }

@@ -59,7 +59,8 @@ inline std::uint64_t csv_key(int stage, int microbatch) noexcept {
 /// The time step of every action of `compute` (steps[r][i] for the i-th compute action of rank
 /// r) when each takes one step and transfers take none: an action runs one step after the last of
 /// the compute actions whose data it needs (F(s-1) for F(s); F(s) and B or I of s+1 for B and I;
-/// I for W; F for R), and after the rank's previous action. A producer the schedule lacks is not waited for,
+/// I for W; F for R), and after the rank's previous action; a paired forward and its backward take
+/// consecutive steps, once the data of both is there. A producer the schedule lacks is not waited for,
 /// and an order that waits in a circle is broken at the first waiting rank, so any schedule gets a
 /// layout that keeps each rank's order (loading such a file then fails validation, as it should).
 inline std::vector<std::vector<int>> csv_time_steps(const std::vector<std::vector<action>>& compute) {
@@ -108,12 +109,30 @@ inline std::vector<std::vector<int>> csv_time_steps(const std::vector<std::vecto
     ++next[r];
     --left;
   };
+  // A pair (F+ and the B after it) takes two steps in a row, once the data of both is there.
+  const auto pair_ready = [&](std::size_t r, int& after) {
+    const auto& list = compute[r];
+    const action& a = list[next[r]];
+    if (!ready(a, after)) return false;
+    if (!a.paired || next[r] + 1 >= list.size()) return true;
+    const action& b = list[next[r] + 1];
+    if (b.stage == a.stage && b.microbatch == a.microbatch) return true;  // needs only its own F
+    int b_after = -1;
+    const bool ok = ready(b, b_after);
+    after = std::max(after, b_after);
+    return ok;
+  };
+  const auto place_unit = [&](std::size_t r, int after) {
+    const bool pair = compute[r][next[r]].paired && next[r] + 1 < compute[r].size();
+    place(r, after);
+    if (pair) place(r, -1);
+  };
   while (left > 0) {
     bool moved = false;
     for (std::size_t r = 0; r < compute.size(); ++r) {
       int after = -1;
-      while (next[r] < compute[r].size() && ready(compute[r][next[r]], after)) {
-        place(r, after);
+      while (next[r] < compute[r].size() && pair_ready(r, after)) {
+        place_unit(r, after);
         moved = true;
       }
     }
@@ -121,8 +140,8 @@ inline std::vector<std::vector<int>> csv_time_steps(const std::vector<std::vecto
     for (std::size_t r = 0; r < compute.size(); ++r) {
       if (next[r] < compute[r].size()) {
         int after = -1;
-        (void)ready(compute[r][next[r]], after);
-        place(r, after);
+        (void)pair_ready(r, after);
+        place_unit(r, after);
         break;
       }
     }
@@ -146,7 +165,7 @@ struct csv_entry {
 /// (forward, backward) pairs, Megatron's send_forward_recv_backward.
 inline schedule csv_lower_in_pairs(schedule compute_only) {
   std::vector<std::vector<int>> units;
-  for (const auto& list : compute_only.ranks) units.push_back(recompute_joins_next(list, 2));
+  for (const auto& list : compute_only.ranks) units.push_back(compute_units(list, 2));
   return lower_in_units(std::move(compute_only), [&](int r) { return units[static_cast<std::size_t>(r)]; });
 }
 

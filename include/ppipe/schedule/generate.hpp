@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "ppipe/error.hpp"
+#include "ppipe/schedule/dualpipe_v.hpp"
 #include "ppipe/schedule/forward_only.hpp"
 #include "ppipe/schedule/gpipe.hpp"
 #include "ppipe/schedule/interleaved_1f1b.hpp"
@@ -27,8 +28,8 @@ concept schedule_policy = requires(const schedule_params& params) {
 
 /// @brief Whether the schedules of `Policy` split the backward into input-gradient (I) and
 /// weight-gradient (W) actions, which only a model with backward_input/backward_weight can run.
-/// A policy says so with `static constexpr bool splits_backward = true;` (zb_h1 and zb_v do), so
-/// that the mismatch is found when the pipeline is compiled; without it, false.
+/// A policy says so with `static constexpr bool splits_backward = true;` (zb_h1, zb_v and
+/// dualpipe_v do), so that the mismatch is found when the pipeline is compiled; without it, false.
 template <class Policy>
 inline constexpr bool splits_backward_v = requires {
   requires static_cast<bool>(Policy::splits_backward);
@@ -48,10 +49,10 @@ schedule make_schedule(Policy, const schedule_params& params) {
 /// @brief The names make_schedule(std::string_view, ...) accepts.
 inline constexpr std::string_view schedule_names[] = {
     schedules::gpipe::name, schedules::one_f_one_b::name, schedules::interleaved_1f1b::name,
-    schedules::zb_h1::name, schedules::zb_v::name, schedules::forward_only::name};
+    schedules::zb_h1::name, schedules::zb_v::name, schedules::dualpipe_v::name, schedules::forward_only::name};
 
 /// @brief Generates a built-in schedule chosen at run time: "gpipe", "1f1b", "interleaved_1f1b"
-/// (also "interleaved"), "zb_h1", "zb_v" or "forward_only".
+/// (also "interleaved"), "zb_h1", "zb_v", "dualpipe_v" or "forward_only".
 /// Throws ppipe::error (invalid_argument) for any other name, or when the chosen schedule cannot
 /// be built for `params`.
 /// @param name the schedule's name, matched exactly (case-sensitive)
@@ -65,6 +66,7 @@ inline schedule make_schedule(std::string_view name, const schedule_params& para
   }
   if (name == schedules::zb_h1::name) return schedules::zb_h1::generate(params);
   if (name == schedules::zb_v::name) return schedules::zb_v::generate(params);
+  if (name == schedules::dualpipe_v::name) return schedules::dualpipe_v::generate(params);
   if (name == schedules::forward_only::name) return schedules::forward_only::generate(params);
   std::string known;
   for (std::string_view n : schedule_names) {

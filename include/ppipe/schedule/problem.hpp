@@ -25,6 +25,7 @@ enum class problem_kind : unsigned char {
   unmatched_transfer,   ///< a send that is never received, or a receive that is never sent
   mismatched_transfer,  ///< two ranks order the messages between them differently
   deadlock,             ///< ranks wait on each other in a cycle
+  unpaired,             ///< a paired forward (F+) not followed directly by a full backward
 };
 
 /// @brief The name of a problem kind, e.g. "deadlock".
@@ -43,6 +44,7 @@ constexpr std::string_view to_string(problem_kind kind) noexcept {
     case problem_kind::unmatched_transfer: return "unmatched_transfer";
     case problem_kind::mismatched_transfer: return "mismatched_transfer";
     case problem_kind::deadlock: return "deadlock";
+    case problem_kind::unpaired: return "unpaired";
   }
   return "?";
 }

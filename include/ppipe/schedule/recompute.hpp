@@ -100,7 +100,7 @@ inline constexpr recompute_policy recompute_policy::full{0};
 
 /// @brief `s` with activation recomputation on the stages that `stages` marks: right before each
 /// backward of such a stage (B, or I of a split backward) comes an R action of the same stage and
-/// microbatch. A microbatch with an R keeps only its stage's input and output from its forward to
+/// microbatch (before the paired forward, for the B of a pair). A microbatch with an R keeps only its stage's input and output from its forward to
 /// its R, which re-runs the forward, and holds its activations from there to its backward, as
 /// GPipe's re-materialization does: each such stage trades one forward per microbatch for the
 /// activations of the microbatches it would otherwise hold. A backward that already has its R is
@@ -139,7 +139,9 @@ inline constexpr recompute_policy recompute_policy::full{0};
     for (const action& a : list) {
       const bool backward = a.kind == action_kind::backward || a.kind == action_kind::backward_input;
       if (backward && pair(a) < has_r.size() && has_r[pair(a)] == 0) {
-        out.push_back({a.stage, a.microbatch, action_kind::recompute});
+        // The B of a pair (F+ B) takes its R before the forward, which must stay right before it.
+        const bool partner = !out.empty() && out.back().paired;
+        out.insert(partner ? out.end() - 1 : out.end(), action{a.stage, a.microbatch, action_kind::recompute});
         has_r[pair(a)] = 1;
       }
       out.push_back(a);

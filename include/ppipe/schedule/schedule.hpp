@@ -114,7 +114,7 @@ inline std::uint64_t fingerprint(const schedule& s) noexcept {
     for (const action& a : list) {
       mix(static_cast<std::uint64_t>(static_cast<std::uint32_t>(a.stage)));
       mix(static_cast<std::uint64_t>(static_cast<std::uint32_t>(a.microbatch)));
-      mix(static_cast<std::uint64_t>(a.kind));
+      mix(static_cast<std::uint64_t>(a.kind) | (a.paired ? 0x100U : 0U));
     }
   }
   return h;

@@ -152,6 +152,20 @@ class structure_checker {
                             : std::string(" talks to a stage on the same rank, which needs no transfer"),
                      "; remove it");
     };
+    if (a.paired) {  // F&B: the B must follow directly, so that one unit runs both
+      const auto& list = s_.ranks[static_cast<std::size_t>(r)];
+      const auto next = static_cast<std::size_t>(step) + 1;
+      if (a.kind != action_kind::forward) {
+        return problem(problem_kind::unpaired, describe(a), " is marked paired, but only a forward pairs with "
+                       "the full backward after it; unmark it");
+      }
+      if (next >= list.size() || list[next].kind != action_kind::backward) {
+        return problem(problem_kind::unpaired, describe(a), " is paired with the action right after it, but ",
+                       next >= list.size() ? std::string("it is the rank's last")
+                                           : concat("that is ", describe(list[next])),
+                       "; put the full backward (B) it pairs with right after it, or unmark it");
+      }
+    }
     switch (a.kind) {
       case action_kind::forward:
         if (same_rank_prev && (state(s - 1, mb) & F) == 0) {

@@ -55,7 +55,7 @@ int main() {
   try {
     for (const std::string_view name : ppipe::schedule_names) {
       // Two stages per rank where the schedule has them, else one.
-      const int v = name == "interleaved_1f1b" || name == "zb_v" ? 2 : 1;
+      const int v = name == "interleaved_1f1b" || name == "zb_v" || name == "dualpipe_v" ? 2 : 1;
       const ppipe::schedule s = ppipe::make_schedule(name, {4, 8, v});
       ppipe::validate(s);
       const ppipe::simulation sim = ppipe::simulate(s, ppipe::cost_model::uniform(1.0, 2.0));
