@@ -20,9 +20,9 @@ namespace ppipe::schedules {
 /// as zb_v does. Its order, for m >= 2p microbatches, runs in eight phases: forwards of the first
 /// stage to fill the V; forwards of both; input gradients (I) with their W right after and the
 /// second stage's forwards; the steady state of paired actions, a forward of one stage run
-/// together with a full backward (B) of the other, F0&B1 then F1&B0; the second stage's backwards
-/// with F1&B0 pairs; backwards of both stages, the later half split into I and W; and the deferred
-/// W's, oldest first. Each rank holds at most 2p+1 stage-microbatches of activations.
+/// together with a full backward (B) of the other, F0&B1 then F1&B0, then the second stage's
+/// backwards with F1&B0 pairs; backwards of both stages, the later half split into I and W; and
+/// the deferred W's, oldest first. Each rank holds at most 2p+1 stage-microbatches of activations.
 ///
 /// A pair is a forward marked `paired` followed directly by its backward: its receives come before
 /// the pair and its sends after it, and an executor may run the two as one (overlapped where the
